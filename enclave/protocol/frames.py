@@ -1,0 +1,499 @@
+"""The ZeroCopy wire protocol as a sans-IO core (after h11).
+
+Every message is one frame::
+
+    offset  size  field
+    0       4     body length, unsigned big-endian (header not included)
+    4       1     protocol version (1)
+    5       1     message type
+    6       4     request id, chosen by the client, echoed in the response
+    10      n     body
+
+The sign path is a fixed binary layout (``SIGN``: one length byte, the key name, the payload), so a
+sign round trip costs two small frames and no CBOR. Control messages (attestation, provisioning,
+key listing) carry a strict CBOR map. Any request may be answered by an ``ERROR`` frame carrying a
+:class:`ErrorCode`, the name of the policy rule that refused it (empty if none) and a message.
+
+Because the length comes first, every frame boundary is known even for versions and types this
+side does not understand: such frames are answered with an error and the connection stays usable.
+A frame larger than ``max_frame_size`` is skipped without being buffered.
+
+:class:`Connection` does no I/O: feed it bytes with :meth:`~Connection.receive_data`, take events
+with :meth:`~Connection.next_event`, turn events into bytes with :meth:`~Connection.send`.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union
+
+from . import cbor
+from .errors import LocalProtocolError, RemoteProtocolError
+
+__all__ = [
+    "VERSION",
+    "DEFAULT_MAX_FRAME_SIZE",
+    "HEADER",
+    "MessageType",
+    "ErrorCode",
+    "Role",
+    "NEED_DATA",
+    "Event",
+    "SignRequest",
+    "Signature",
+    "HttpSignRequest",
+    "HttpSignature",
+    "ControlRequest",
+    "ControlResponse",
+    "ErrorResponse",
+    "Connection",
+    "encode_sign_request",
+]
+
+VERSION = 1
+DEFAULT_MAX_FRAME_SIZE = 1 << 20
+HEADER = struct.Struct(">IBBI")
+_SIGN_PREFIX = struct.Struct(">IBBIB")  # header + key length byte
+_ERROR_PREFIX = struct.Struct(">HB")
+MAX_KEY_NAME = 255
+_REQUEST_ID_MAX = 0xFFFFFFFF
+
+
+class MessageType(enum.IntEnum):
+    SIGN = 0x01
+    SIGN_HTTP = 0x02
+    ATTEST = 0x10
+    KEYS = 0x11
+    PROVISION = 0x12
+    AUDIT = 0x13
+    GENERATE = 0x14
+    SIGNATURE = 0x81
+    HTTP_SIGNATURE = 0x82
+    ATTESTATION = 0x90
+    KEY_LIST = 0x91
+    PROVISIONED = 0x92
+    AUDIT_LOG = 0x93
+    GENERATED = 0x94
+    ERROR = 0x7F
+
+
+CONTROL_REQUESTS = frozenset(
+    {MessageType.ATTEST, MessageType.KEYS, MessageType.PROVISION, MessageType.AUDIT, MessageType.GENERATE}
+)
+CONTROL_RESPONSES = {request: MessageType(request | 0x80) for request in CONTROL_REQUESTS}
+
+
+class ErrorCode(enum.IntEnum):
+    MALFORMED_FRAME = 1
+    UNSUPPORTED_VERSION = 2
+    UNKNOWN_MESSAGE_TYPE = 3
+    FRAME_TOO_LARGE = 4
+    BAD_REQUEST = 5
+    UNKNOWN_KEY = 10
+    POLICY_REFUSED = 11
+    PROVISIONING_FAILED = 12
+    UNSUPPORTED_OPERATION = 13
+    BUSY = 14
+    INTERNAL = 15
+
+
+class Role(enum.Enum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Any = _NeedData()
+
+
+def _check_request_id(request_id: int) -> None:
+    if not isinstance(request_id, int) or not 0 <= request_id <= _REQUEST_ID_MAX:
+        raise LocalProtocolError(f"request_id must be an int in 0..{_REQUEST_ID_MAX}")
+
+
+@dataclass(frozen=True, slots=True)
+class SignRequest:
+    """Sign ``payload`` with the key named ``key`` (the raw-signing hot path)."""
+
+    request_id: int
+    key: str
+    payload: bytes
+    type: ClassVar[MessageType] = MessageType.SIGN
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.request_id)
+        if not isinstance(self.key, str) or not 0 < len(self.key.encode()) <= MAX_KEY_NAME:
+            raise LocalProtocolError(f"key name must be 1..{MAX_KEY_NAME} bytes of UTF-8")
+        if not isinstance(self.payload, bytes):
+            raise LocalProtocolError("payload must be bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    request_id: int
+    signature: bytes
+    type: ClassVar[MessageType] = MessageType.SIGNATURE
+
+
+_HTTP_FIELDS = struct.Struct(">BHHI")  # method length, path length, parameter count, body length
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSignRequest:
+    """Sign an exchange REST request: the enclave serialises the string to sign itself.
+
+    Binary layout after the key name: ``method_len u8, path_len u16, param_count u16, body_len
+    u32``, then method, path, ``param_count`` pairs of ``(u16 name_len, name, u32 value_len,
+    value)`` in the caller's order, then the body.
+    """
+
+    request_id: int
+    key: str
+    method: str
+    path: str
+    params: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    type: ClassVar[MessageType] = MessageType.SIGN_HTTP
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.request_id)
+        if not isinstance(self.key, str) or not 0 < len(self.key.encode()) <= MAX_KEY_NAME:
+            raise LocalProtocolError(f"key name must be 1..{MAX_KEY_NAME} bytes of UTF-8")
+        if not isinstance(self.method, str) or not 0 < len(self.method) <= 16:
+            raise LocalProtocolError("method must be a short string")
+        if not isinstance(self.path, str) or len(self.path.encode()) > 0xFFFF:
+            raise LocalProtocolError("path must be a string of at most 65535 bytes")
+        if not isinstance(self.params, tuple) or len(self.params) > 0xFFFF:
+            raise LocalProtocolError("params must be a tuple of (name, value) pairs")
+        for pair in self.params:
+            if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+                raise LocalProtocolError("params must be (str, str) pairs")
+        if not isinstance(self.body, bytes):
+            raise LocalProtocolError("body must be bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSignature:
+    """A signed request: the query string and body to send, and the headers to add."""
+
+    request_id: int
+    query: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...]
+    type: ClassVar[MessageType] = MessageType.HTTP_SIGNATURE
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRequest:
+    """A control message (attestation, provisioning, …) with a CBOR map as its body."""
+
+    request_id: int
+    kind: MessageType
+    fields: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.request_id)
+        if self.kind not in CONTROL_REQUESTS:
+            raise LocalProtocolError(f"{self.kind!r} is not a control request")
+        if not isinstance(self.fields, dict):
+            raise LocalProtocolError("control fields must be a dict")
+
+    @property
+    def type(self) -> MessageType:
+        return self.kind
+
+
+@dataclass(frozen=True, slots=True)
+class ControlResponse:
+    request_id: int
+    kind: MessageType
+    fields: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.request_id)
+        if self.kind not in CONTROL_RESPONSES.values():
+            raise LocalProtocolError(f"{self.kind!r} is not a control response")
+        if not isinstance(self.fields, dict):
+            raise LocalProtocolError("control fields must be a dict")
+
+    @property
+    def type(self) -> MessageType:
+        return self.kind
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorResponse:
+    """A request was refused or failed. ``rule`` names the policy rule for POLICY_REFUSED."""
+
+    request_id: int
+    code: ErrorCode
+    message: str
+    rule: str = ""
+    type: ClassVar[MessageType] = MessageType.ERROR
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.request_id)
+        if len(self.rule.encode()) > 255:
+            raise LocalProtocolError("rule name too long")
+
+
+Event = Union[SignRequest, Signature, HttpSignRequest, HttpSignature, ControlRequest, ControlResponse, ErrorResponse]
+
+_REQUEST_TYPES = frozenset({MessageType.SIGN, MessageType.SIGN_HTTP}) | CONTROL_REQUESTS
+_RESPONSE_TYPES = (
+    frozenset({MessageType.SIGNATURE, MessageType.HTTP_SIGNATURE, MessageType.ERROR})
+    | frozenset(CONTROL_RESPONSES.values())
+)
+
+
+def encode_sign_request(request_id: int, key: bytes, payload: bytes) -> bytes:
+    """The SIGN frame for an already-encoded key name, without building an event (client hot path)."""
+    return _SIGN_PREFIX.pack(len(key) + 1 + len(payload), VERSION, MessageType.SIGN, request_id, len(key)) + key + payload
+
+
+class Connection:
+    """One side of a ZeroCopy connection. Not thread-safe; one per socket.
+
+    ``next_event()`` raises :class:`RemoteProtocolError` for a frame the peer got wrong. The
+    error's ``request_id`` and ``code`` say what to answer; the frame has been consumed and the
+    connection stays usable, except when ``error.fatal`` is set.
+    """
+
+    def __init__(self, role: Role, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self.role = role
+        self.max_frame_size = max_frame_size
+        self._buffer = bytearray()
+        self._offset = 0
+        self._skip = 0  # bytes of an oversized frame still to discard
+        self._accepts = _REQUEST_TYPES if role is Role.SERVER else _RESPONSE_TYPES
+        self._sends = _RESPONSE_TYPES if role is Role.SERVER else _REQUEST_TYPES
+        self.closed = False
+
+    # -- input -----------------------------------------------------------------------------
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the peer; ``b""`` means the peer closed its side."""
+        if not data:
+            self.closed = True
+            return
+        if self._skip:
+            dropped = min(self._skip, len(data))
+            self._skip -= dropped
+            data = data[dropped:]
+        self._buffer += data
+
+    @property
+    def pending(self) -> int:
+        """Bytes received but not yet turned into events (a partial frame at close is lost)."""
+        return len(self._buffer) - self._offset
+
+    def next_event(self) -> Any:
+        buffer, offset = self._buffer, self._offset
+        if len(buffer) - offset < 10:
+            self._compact()
+            return NEED_DATA
+        length, version, type_code, request_id = HEADER.unpack_from(buffer, offset)
+        if length > self.max_frame_size:
+            available = len(buffer) - offset - 10
+            self._skip = length - min(length, available)
+            self._offset = offset + 10 + min(length, available)
+            self._compact()
+            raise RemoteProtocolError(
+                f"frame of {length} bytes exceeds the limit of {self.max_frame_size}",
+                code=ErrorCode.FRAME_TOO_LARGE,
+                request_id=request_id,
+            )
+        end = offset + 10 + length
+        if len(buffer) < end:
+            self._compact()
+            return NEED_DATA
+        self._offset = end
+        if version != VERSION:
+            raise RemoteProtocolError(
+                f"protocol version {version} is not supported (this side speaks {VERSION})",
+                code=ErrorCode.UNSUPPORTED_VERSION,
+                request_id=request_id,
+            )
+        if type_code not in self._accepts:
+            raise RemoteProtocolError(
+                f"message type 0x{type_code:02x} is not a valid {'request' if self.role is Role.SERVER else 'response'}",
+                code=ErrorCode.UNKNOWN_MESSAGE_TYPE,
+                request_id=request_id,
+            )
+        body = bytes(buffer[offset + 10 : end])
+        return _decode_body(MessageType(type_code), request_id, body)
+
+    def _compact(self) -> None:
+        if self._offset:
+            del self._buffer[: self._offset]
+            self._offset = 0
+
+    # -- output ----------------------------------------------------------------------------
+    def send(self, event: Event) -> bytes:
+        if event.type not in self._sends:
+            raise LocalProtocolError(f"a {self.role.value} cannot send {type(event).__name__}")
+        body = _encode_body(event)
+        if len(body) > self.max_frame_size:
+            raise LocalProtocolError(f"message of {len(body)} bytes exceeds the frame limit of {self.max_frame_size}")
+        return HEADER.pack(len(body), VERSION, event.type, event.request_id) + body
+
+
+def _bad(message: str, request_id: int) -> RemoteProtocolError:
+    return RemoteProtocolError(message, code=ErrorCode.BAD_REQUEST, request_id=request_id)
+
+
+def _decode_body(kind: MessageType, request_id: int, body: bytes) -> Event:
+    if kind is MessageType.SIGN:
+        if not body:
+            raise _bad("SIGN body is empty", request_id)
+        key_length = body[0]
+        if key_length == 0 or key_length + 1 > len(body):
+            raise _bad("SIGN key name length is out of bounds", request_id)
+        try:
+            key = body[1 : 1 + key_length].decode()
+        except UnicodeDecodeError:
+            raise _bad("SIGN key name is not UTF-8", request_id) from None
+        return SignRequest(request_id, key, body[1 + key_length :])
+    if kind is MessageType.SIGNATURE:
+        return Signature(request_id, body)
+    if kind is MessageType.ERROR:
+        if len(body) < 3:
+            raise _bad("ERROR body is truncated", request_id)
+        code, rule_length = _ERROR_PREFIX.unpack_from(body)
+        if 3 + rule_length > len(body):
+            raise _bad("ERROR rule name is truncated", request_id)
+        try:
+            code = ErrorCode(code)
+        except ValueError:
+            code = ErrorCode.INTERNAL
+        rule = body[3 : 3 + rule_length].decode(errors="replace")
+        return ErrorResponse(request_id, code, body[3 + rule_length :].decode(errors="replace"), rule)
+    if kind is MessageType.SIGN_HTTP:
+        return _decode_http_request(request_id, body)
+    if kind is MessageType.HTTP_SIGNATURE:
+        return _decode_http_signature(request_id, body)
+    try:
+        fields = cbor.loads(body) if body else {}
+    except cbor.CborError as exc:
+        raise _bad(f"{kind.name} body: {exc}", request_id) from None
+    if not isinstance(fields, dict) or not all(isinstance(k, str) for k in fields):
+        raise _bad(f"{kind.name} body must be a CBOR map with text keys", request_id)
+    if kind in CONTROL_REQUESTS:
+        return ControlRequest(request_id, kind, fields)
+    return ControlResponse(request_id, kind, fields)
+
+
+def _encode_body(event: Event) -> bytes:
+    if isinstance(event, SignRequest):
+        key = event.key.encode()
+        return bytes((len(key),)) + key + event.payload
+    if isinstance(event, Signature):
+        return event.signature
+    if isinstance(event, ErrorResponse):
+        rule = event.rule.encode()
+        return _ERROR_PREFIX.pack(int(event.code), len(rule)) + rule + event.message.encode(errors="replace")
+    if isinstance(event, HttpSignRequest):
+        return _encode_http_request(event)
+    if isinstance(event, HttpSignature):
+        return _encode_http_signature(event)
+    return cbor.dumps(event.fields) if event.fields else b""
+
+
+class _Reader:
+    """Bounds-checked reads from a body; any overrun is a BAD_REQUEST for ``request_id``."""
+
+    __slots__ = ("body", "position", "request_id", "what")
+
+    def __init__(self, body: bytes, request_id: int, what: str) -> None:
+        self.body, self.position, self.request_id, self.what = body, 0, request_id, what
+
+    def take(self, count: int) -> bytes:
+        end = self.position + count
+        if end > len(self.body):
+            raise _bad(f"{self.what} is truncated", self.request_id)
+        chunk, self.position = self.body[self.position : end], end
+        return chunk
+
+    def unpack(self, fmt: struct.Struct) -> tuple:
+        return fmt.unpack(self.take(fmt.size))
+
+    def text(self, count: int, name: str) -> str:
+        try:
+            return self.take(count).decode()
+        except UnicodeDecodeError:
+            raise _bad(f"{self.what} {name} is not UTF-8", self.request_id) from None
+
+    def rest(self) -> bytes:
+        chunk, self.position = self.body[self.position :], len(self.body)
+        return chunk
+
+
+_U8, _U16, _U32 = struct.Struct(">B"), struct.Struct(">H"), struct.Struct(">I")
+
+
+def _decode_http_request(request_id: int, body: bytes) -> HttpSignRequest:
+    reader = _Reader(body, request_id, "SIGN_HTTP body")
+    (key_length,) = reader.unpack(_U8)
+    if key_length == 0:
+        raise _bad("SIGN_HTTP key name is empty", request_id)
+    key = reader.text(key_length, "key name")
+    method_length, path_length, count, body_length = reader.unpack(_HTTP_FIELDS)
+    method = reader.text(method_length, "method")
+    path = reader.text(path_length, "path")
+    params = []
+    for _ in range(count):
+        (name_length,) = reader.unpack(_U16)
+        name = reader.text(name_length, "parameter name")
+        (value_length,) = reader.unpack(_U32)
+        params.append((name, reader.text(value_length, "parameter value")))
+    payload = reader.take(body_length)
+    if reader.position != len(body):
+        raise _bad("SIGN_HTTP body has trailing bytes", request_id)
+    try:
+        return HttpSignRequest(request_id, key, method, path, tuple(params), payload)
+    except LocalProtocolError as exc:
+        raise _bad(f"SIGN_HTTP: {exc}", request_id) from None
+
+
+def _encode_http_request(event: HttpSignRequest) -> bytes:
+    key, method, path = event.key.encode(), event.method.encode(), event.path.encode()
+    parts = [_U8.pack(len(key)), key, _HTTP_FIELDS.pack(len(method), len(path), len(event.params), len(event.body)), method, path]
+    for name, value in event.params:
+        name_b, value_b = name.encode(), value.encode()
+        if len(name_b) > 0xFFFF:
+            raise LocalProtocolError("parameter name too long")
+        parts += [_U16.pack(len(name_b)), name_b, _U32.pack(len(value_b)), value_b]
+    parts.append(event.body)
+    return b"".join(parts)
+
+
+def _decode_http_signature(request_id: int, body: bytes) -> HttpSignature:
+    reader = _Reader(body, request_id, "HTTP_SIGNATURE body")
+    (query_length,) = reader.unpack(_U32)
+    query = reader.text(query_length, "query")
+    (body_length,) = reader.unpack(_U32)
+    payload = reader.take(body_length)
+    (count,) = reader.unpack(_U16)
+    headers = []
+    for _ in range(count):
+        (name_length,) = reader.unpack(_U16)
+        name = reader.text(name_length, "header name")
+        (value_length,) = reader.unpack(_U32)
+        headers.append((name, reader.text(value_length, "header value")))
+    if reader.position != len(body):
+        raise _bad("HTTP_SIGNATURE body has trailing bytes", request_id)
+    return HttpSignature(request_id, query, payload, tuple(headers))
+
+
+def _encode_http_signature(event: HttpSignature) -> bytes:
+    query = event.query.encode()
+    parts = [_U32.pack(len(query)), query, _U32.pack(len(event.body)), event.body, _U16.pack(len(event.headers))]
+    for name, value in event.headers:
+        name_b, value_b = name.encode(), value.encode()
+        parts += [_U16.pack(len(name_b)), name_b, _U32.pack(len(value_b)), value_b]
+    return b"".join(parts)

@@ -1,0 +1,79 @@
+"""Errors raised by the ZeroCopy client and tools.
+
+Everything derives from :class:`ZeroCopyError`. Refusals that come from the enclave carry the
+enclave's error code; policy refusals name the rule that refused (``PolicyRefused.rule``), so a
+strategy can branch on it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ZeroCopyError",
+    "ConnectionError",
+    "ConnectionClosed",
+    "Timeout",
+    "ProtocolError",
+    "EnclaveError",
+    "UnknownKey",
+    "PolicyRefused",
+    "ProvisioningError",
+    "UnsupportedOperation",
+    "EnclaveBusy",
+    "SealError",
+]
+
+
+class ZeroCopyError(Exception):
+    """Base class of every error ZeroCopy raises on purpose."""
+
+
+class ConnectionError(ZeroCopyError):  # noqa: A001 - deliberately scoped to this module
+    """The enclave could not be reached."""
+
+
+class ConnectionClosed(ConnectionError):
+    """The enclave closed the connection, possibly with requests still unanswered."""
+
+
+class Timeout(ConnectionError):
+    """The enclave did not answer in time."""
+
+
+class ProtocolError(ZeroCopyError):
+    """A frame did not follow the wire protocol (either side)."""
+
+
+class EnclaveError(ZeroCopyError):
+    """The enclave answered a request with an error. ``code`` is its :class:`ErrorCode`."""
+
+    def __init__(self, message: str, *, code: object = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class UnknownKey(EnclaveError):
+    """No key of that name is loaded in the enclave."""
+
+
+class PolicyRefused(EnclaveError):
+    """The enclave's signing policy refused the request; ``rule`` names the rule."""
+
+    def __init__(self, message: str, *, rule: str, code: object = None) -> None:
+        super().__init__(message, code=code)
+        self.rule = rule
+
+
+class ProvisioningError(EnclaveError):
+    """A sealed bundle could not be loaded into the enclave."""
+
+
+class UnsupportedOperation(EnclaveError):
+    """The key's scheme does not support that operation (e.g. raw signing of an exchange key)."""
+
+
+class EnclaveBusy(EnclaveError):
+    """The enclave refused the connection or request because it is at capacity."""
+
+
+class SealError(ZeroCopyError):
+    """A secret could not be sealed (KMS refused, bad input)."""
