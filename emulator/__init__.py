@@ -1,0 +1,8 @@
+"""Local stand-ins for Nitro: emulated vsock, NSM and attesting KMS, around the real enclave code.
+
+Needs the ``emulator`` extra (moto). Emulator timings are not Nitro timings.
+"""
+
+from ._emulator import ACCOUNT_ID, Emulator, EmulatorError
+
+__all__ = ["Emulator", "EmulatorError", "ACCOUNT_ID"]

@@ -1,0 +1,227 @@
+"""``Emulator``: everything Nitro provides, on one machine, around the real enclave code."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from enclave.protocol.address import emulated_vsock_path
+
+from .kms.models import AttestingKms
+from .kms.server import KmsFrontServer
+from .launcher import KMS_PROXY_PORT, PARENT_CID, EnclaveProcess, LaunchError
+from .pki import AttestationPki, TlsAuthority
+from .vsock_proxy import VsockProxy
+
+__all__ = ["Emulator", "EmulatorError", "FIRST_ENCLAVE_CID", "ACCOUNT_ID"]
+
+FIRST_ENCLAVE_CID = 16
+ACCOUNT_ID = "123456789012"  # moto's default account
+CREDENTIALS = {"access_key_id": "zerocopy-emulator", "secret_access_key": "zerocopy-emulator-secret"}
+
+
+class EmulatorError(RuntimeError):
+    """The emulator could not start (the message says which part, with its log)."""
+
+
+class Emulator:
+    """Start the emulated KMS, vsock-proxy and NSM, and launch the enclave code on them.
+
+    Use as a context manager; everything it starts (processes, threads, socket files in a private
+    0700 directory) is gone after ``stop()``, also when start-up fails halfway.
+    """
+
+    def __init__(self, *, debug: bool = False, enclave_dir: str | os.PathLike | None = None, clock: str | None = None, region: str = "us-east-1") -> None:
+        self.debug = debug
+        self.enclave_dir = Path(enclave_dir) if enclave_dir is not None else None
+        self.clock = clock
+        self.region = region
+        self.run_dir: Path | None = None
+        self.enclave: EnclaveProcess | None = None
+        self._enclaves: list[EnclaveProcess] = []
+        self._next_cid = FIRST_ENCLAVE_CID
+        self._moto: subprocess.Popen | None = None
+        self._front: KmsFrontServer | None = None
+        self._proxy: VsockProxy | None = None
+        self._kms_client: Any = None
+        self._lock = threading.Lock()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> "Emulator":
+        self.run_dir = Path(tempfile.mkdtemp(prefix="zc-"))
+        os.chmod(self.run_dir, 0o700)
+        try:
+            self.pki = AttestationPki(self.region)
+            self._tls = TlsAuthority()
+            self.tls_ca_path = self.run_dir / "tls-ca.pem"
+            self.tls_ca_path.write_bytes(self._tls.root_pem)
+            served = self._tls.server_certificate(f"kms.{self.region}.amazonaws.com")
+            cert_path, key_path = self.run_dir / "kms-cert.pem", self.run_dir / "kms-key.pem"
+            cert_path.write_bytes(served.pem)
+            key_path.touch(0o600)
+            key_path.write_bytes(TlsAuthority.key_pem(served))
+            moto_port = self._start_moto()
+            self.moto_endpoint_url = f"http://127.0.0.1:{moto_port}"
+            self.kms_model = AttestingKms(self.moto_endpoint_url, attestation_roots=[self.pki.root_pem], account_id=ACCOUNT_ID, region=self.region)
+            self._front = KmsFrontServer(self.kms_model, certfile=str(cert_path), keyfile=str(key_path)).start()
+            proxy_path = emulated_vsock_path(str(self.run_dir), PARENT_CID, KMS_PROXY_PORT)
+            self._proxy = VsockProxy(proxy_path, ("127.0.0.1", self._front.port)).start()
+            self.enclave = self.launch(enclave_dir=self.enclave_dir, debug=self.debug, clock=self.clock)
+        except BaseException as exc:
+            self.stop()
+            if isinstance(exc, LaunchError):
+                raise EmulatorError(str(exc)) from None
+            raise
+        return self
+
+    def _start_moto(self) -> int:
+        self._moto = subprocess.Popen(
+            [sys.executable, "-m", "emulator.kms.moto_process"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(self.run_dir / "moto.log", "ab"),  # type: ignore[operator]
+            preexec_fn=_die_with_parent,
+            cwd=self.run_dir,
+        )
+        assert self._moto.stdout is not None
+        ready, _, _ = select.select([self._moto.stdout], [], [], 60)
+        line = self._moto.stdout.readline() if ready else b""
+        if not line.strip().isdigit():
+            raise EmulatorError(f"moto did not start:\n{_tail(self.run_dir / 'moto.log')}")  # type: ignore[operator]
+        return int(line)
+
+    def launch(self, *, enclave_dir: str | os.PathLike | None = None, debug: bool = False, clock: str | None = None) -> EnclaveProcess:
+        """Launch another enclave (its own CID and PCRs) on this emulator's KMS and PKI."""
+        if self.run_dir is None:
+            raise EmulatorError("start the emulator first")
+        with self._lock:
+            cid, self._next_cid = self._next_cid, self._next_cid + 1
+        process = EnclaveProcess(
+            run_dir=self.run_dir,
+            cid=cid,
+            pki=self.pki,
+            region=self.region,
+            kms_ca_path=self.tls_ca_path,
+            enclave_source=Path(enclave_dir) if enclave_dir is not None else None,
+            debug=debug,
+            clock=clock,
+            role_arn=f"arn:aws:iam::{ACCOUNT_ID}:role/zerocopy-emulator",
+        )
+        self._enclaves.append(process)
+        return process.start()
+
+    def stop(self) -> None:
+        for process in reversed(self._enclaves):
+            process.stop()
+        self._enclaves.clear()
+        if self._proxy is not None:
+            self._proxy.stop()
+            self._proxy = None
+        if self._front is not None:
+            self._front.stop()
+            self._front = None
+        if self._moto is not None:
+            moto, self._moto = self._moto, None
+            try:
+                assert moto.stdin is not None
+                moto.stdin.close()
+                moto.wait(timeout=5)
+            except (subprocess.TimeoutExpired, OSError):
+                moto.kill()
+                moto.wait()
+            if moto.stdout is not None:
+                moto.stdout.close()
+        if self.run_dir is not None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self.run_dir = None
+
+    def __enter__(self) -> "Emulator":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- what tests and tools use -------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        return self._main_enclave().address
+
+    @property
+    def pcrs(self) -> dict[int, bytes]:
+        return dict(self._main_enclave().pcrs)
+
+    @property
+    def root_certificate(self) -> bytes:
+        """The PEM of the emulator's attestation root (pass it as ``roots=[...]``)."""
+        return self.pki.root_pem
+
+    @property
+    def kms_endpoint_url(self) -> str:
+        assert self._front is not None
+        return self._front.endpoint_url
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        return dict(CREDENTIALS)
+
+    @property
+    def account_id(self) -> str:
+        return ACCOUNT_ID
+
+    @property
+    def kms(self) -> Any:
+        """A boto3 KMS client bound to the emulated (attesting) KMS endpoint."""
+        if self._kms_client is None:
+            self._kms_client = kms_client(self.kms_endpoint_url, str(self.tls_ca_path), self.region)
+        return self._kms_client
+
+    def signer(self, **kwargs: Any) -> Any:
+        """A ``Signer`` that first checks the enclave's attestation against this emulator's root and PCR0."""
+        from zerocopy import Signer
+
+        if not self.debug:
+            kwargs.setdefault("expected_pcrs", {0: self.pcrs[0]})
+        kwargs.setdefault("roots", [self.root_certificate])
+        kwargs.setdefault("allow_debug", self.debug)
+        return Signer(self.address, **kwargs)
+
+    def check(self) -> None:
+        """Raise if an enclave process died (with its log), as pytest-httpserver's ``check()``."""
+        for process in self._enclaves:
+            if not process.running:
+                raise EmulatorError(f"the enclave at {process.address} is not running:\n{process.log_tail()}")
+
+    def _main_enclave(self) -> EnclaveProcess:
+        if self.enclave is None:
+            raise EmulatorError("the emulator is not running")
+        return self.enclave
+
+
+def kms_client(endpoint_url: str, ca_path: str, region: str) -> Any:
+    import boto3
+
+    return boto3.session.Session(
+        aws_access_key_id=CREDENTIALS["access_key_id"],
+        aws_secret_access_key=CREDENTIALS["secret_access_key"],
+        region_name=region,
+    ).client("kms", endpoint_url=endpoint_url, verify=ca_path)
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"

@@ -1,0 +1,103 @@
+"""The attesting KMS endpoint: HTTPS on 127.0.0.1, in a thread (after moto's ThreadedMotoServer).
+
+It serves a certificate for ``kms.<region>.amazonaws.com`` (and 127.0.0.1) from the emulator's TLS
+CA, answers what :mod:`.responses` decides, and forwards authorized calls to the moto server.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from .models import AttestingKms
+from .responses import MAX_BODY, HttpResponse, Passthrough, dispatch
+
+__all__ = ["KmsFrontServer"]
+
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "_TlsServer"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet, like moto with verbose=False
+        pass
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            self.send_error(413)
+            return
+        body = self.rfile.read(length)
+        result = dispatch(self.server.model, self.headers.get("X-Amz-Target"), body)
+        if isinstance(result, Passthrough):
+            result = self._forward(body)
+        self.send_response(result.status)
+        self.send_header("Content-Type", result.content_type)
+        self.send_header("Content-Length", str(len(result.body)))
+        self.send_header("x-amzn-RequestId", "00000000-0000-0000-0000-000000000000")
+        self.end_headers()
+        self.wfile.write(result.body)
+
+    def _forward(self, body: bytes) -> HttpResponse:
+        target = urlsplit(self.server.model.moto_endpoint)
+        connection = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+        try:
+            headers = {name: value for name, value in self.headers.items() if name.lower() not in _HOP_BY_HOP}
+            connection.request("POST", self.path, body=body, headers=headers)
+            response = connection.getresponse()
+            return HttpResponse(response.status, response.read(), response.getheader("Content-Type") or "application/x-amz-json-1.1")
+        finally:
+            connection.close()
+
+
+class _TlsServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], model: AttestingKms, context: ssl.SSLContext) -> None:
+        self.model = model
+        self.context = context
+        super().__init__(address, _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # TLS handshake in the connection's own thread, so a slow client cannot stall accept().
+        request.settimeout(30)
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        super().finish_request(tls, client_address)
+
+
+class KmsFrontServer:
+    def __init__(self, model: AttestingKms, *, certfile: str, keyfile: str, host: str = "127.0.0.1", port: int = 0) -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(certfile, keyfile)
+        self._server = _TlsServer((host, port), model, context)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="kms-front", daemon=True)
+        self._ready = threading.Event()
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def start(self) -> "KmsFrontServer":
+        self._thread.start()
+        self._ready.set()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

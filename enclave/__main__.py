@@ -1,0 +1,79 @@
+"""``python -m enclave``: start the signer.
+
+Production defaults listen on vsock port 5000 for any CID, talk to ``/dev/nsm`` and reach KMS
+through the parent's vsock-proxy on CID 3, port 8000. Every option is part of the launch command
+line, which the emulator measures into PCR0 (on Nitro it is baked into the EIF).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from . import __version__
+from .clock import parse_clock
+from .kms import AttestedKms, KmsSettings
+from .nsm import Nsm, open_device
+from .protocol.address import AddressError, parse_address
+from .server import Server, listen
+from .service import EnclaveService
+
+VMADDR_CID_ANY = 0xFFFFFFFF
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m enclave", description="The ZeroCopy signer, inside a Nitro Enclave.")
+    parser.add_argument("--listen", default=f"vsock://{VMADDR_CID_ANY}:5000", help="vsock://CID:PORT, unix:///path or tcp://127.0.0.1:PORT (default: %(default)s)")
+    parser.add_argument("--nsm", default="/dev/nsm", help="the NSM device: a path, or fd://N for an inherited socket (default: %(default)s)")
+    parser.add_argument("--region", default="us-east-1", help="AWS region of KMS; the forwarder only lets botocore reach kms.<region>.amazonaws.com (default: %(default)s)")
+    parser.add_argument("--kms-proxy", default="vsock://3:8000", help="the parent's vsock-proxy towards KMS (default: %(default)s)")
+    parser.add_argument("--kms-ca", default=None, help="CA bundle for KMS's TLS certificate (default: botocore's public CAs)")
+    parser.add_argument("--clock", default="system", help="system, fixed:<ms|ISO time> or offset:<seconds>; read only by policy freshness and receipts")
+    parser.add_argument("--max-connections", type=int, default=64)
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--version", action="version", version=f"zerocopy-enclave {__version__}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr, format="enclave %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("enclave")
+    try:
+        address = parse_address(args.listen)
+        settings = KmsSettings(region=args.region, proxy=parse_address(args.kms_proxy), ca_bundle=args.kms_ca)
+        clock = parse_clock(args.clock)
+    except (AddressError, ValueError) as exc:
+        print(f"enclave: {exc}", file=sys.stderr)
+        return 2
+    nsm = Nsm(open_device(args.nsm))
+    description = nsm.describe_nsm()
+    service = EnclaveService(nsm=nsm, kms=AttestedKms(settings, nsm), clock=clock)
+    server = Server(listen(address), service.handle, max_connections=args.max_connections)
+
+    def stop(signum: int, frame: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("listening on %s (NSM module %s, KMS %s via %s, clock %s)", address, description.get("module_id"), settings.host, settings.proxy, clock)
+    try:
+        server.serve_forever()
+    finally:
+        service.kms.close()
+        if address.scheme == "unix":
+            import os
+
+            try:
+                os.unlink(address.path)
+            except FileNotFoundError:
+                pass
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

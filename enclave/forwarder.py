@@ -1,0 +1,127 @@
+"""The in-enclave CONNECT forwarder: botocore's HTTPS proxy, tunnelling to the parent over vsock.
+
+An enclave has no network. botocore is told to use ``http://127.0.0.1:PORT`` as its HTTPS proxy;
+this forwarder accepts only ``CONNECT <kms host>:443`` (the host fixed at launch), opens a stream
+to the parent's vsock-proxy and copies bytes both ways. TLS runs end to end between botocore and
+KMS, so the parent only ever sees ciphertext, and it cannot redirect the enclave to another host
+without failing certificate validation.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+
+from .protocol.address import Address
+
+__all__ = ["ConnectForwarder", "pump_both_ways"]
+
+log = logging.getLogger("enclave.forwarder")
+MAX_HEAD = 8192
+_CHUNK = 65536
+
+
+class ConnectForwarder:
+    def __init__(self, allowed_host: str, allowed_port: int, upstream: Address, *, connect_timeout: float = 10.0) -> None:
+        self.allowed_target = f"{allowed_host}:{allowed_port}".lower()
+        self.upstream = upstream
+        self.connect_timeout = connect_timeout
+        self._listener: socket.socket | None = None
+        self._stopping = threading.Event()
+
+    @property
+    def url(self) -> str:
+        assert self._listener is not None, "start() first"
+        host, port = self._listener.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "ConnectForwarder":
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        self._listener = listener
+        threading.Thread(target=self._accept_loop, name="kms-forwarder", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._listener.close()
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), name="kms-tunnel", daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        with client:
+            head = self._read_head(client)
+            if head is None:
+                return
+            head, _, early = head.partition(b"\r\n\r\n")
+            request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            parts = request_line.split(" ")
+            if len(parts) != 3 or parts[0] != "CONNECT" or not parts[2].startswith("HTTP/1."):
+                client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                return
+            if parts[1].lower() != self.allowed_target:
+                log.warning("refused CONNECT to %r (only %s is allowed)", parts[1][:100], self.allowed_target)
+                client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                return
+            try:
+                upstream = socket.socket(self.upstream.family, socket.SOCK_STREAM)
+                upstream.settimeout(self.connect_timeout)
+                upstream.connect(self.upstream.sockaddr)
+                upstream.settimeout(None)
+            except OSError as exc:
+                log.warning("could not reach the KMS proxy at %s: %s", self.upstream, exc)
+                client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+                return
+            with upstream:
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                if early:
+                    upstream.sendall(early)
+                pump_both_ways(client, upstream)
+
+    @staticmethod
+    def _read_head(client: socket.socket) -> bytes | None:
+        client.settimeout(10.0)
+        head = b""
+        try:
+            while b"\r\n\r\n" not in head:
+                chunk = client.recv(1024)
+                if not chunk or len(head) + len(chunk) > MAX_HEAD:
+                    return None
+                head += chunk
+        except OSError:
+            return None
+        client.settimeout(None)
+        return head
+
+
+def pump_both_ways(a: socket.socket, b: socket.socket) -> None:
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(_CHUNK):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            try:
+                sink.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    other = threading.Thread(target=pump, args=(b, a), daemon=True)
+    other.start()
+    pump(a, b)
+    other.join()

@@ -1,0 +1,166 @@
+"""KMS from inside the enclave: ``Decrypt`` with an attested ``Recipient``.
+
+For each provisioning the enclave makes an ephemeral RSA-2048 key, asks the NSM for an attestation
+document carrying its public half, and calls KMS ``Decrypt`` with
+``Recipient={AttestationDocument, KeyEncryptionAlgorithm: RSAES_OAEP_SHA_256}``. KMS checks the
+document against the key policy and returns the plaintext only as ``CiphertextForRecipient``,
+encrypted to that ephemeral key (see :mod:`enclave.cms`); the host relays only TLS records.
+
+The KMS endpoint, CA bundle and proxy are launch options (:class:`KmsSettings`), part of the
+measured image; botocore gets them explicitly so environment or config-file overrides cannot
+redirect it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from .cms import RecipientCiphertextError, decrypt_ciphertext_for_recipient, parse_ciphertext_for_recipient
+from .forwarder import ConnectForwarder
+from .nsm import Nsm
+from .protocol.address import Address
+
+__all__ = [
+    "KmsSettings",
+    "KmsError",
+    "Credentials",
+    "AttestedKms",
+    "RecipientCiphertextError",
+    "parse_ciphertext_for_recipient",
+    "decrypt_ciphertext_for_recipient",
+]
+
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+
+
+class KmsError(Exception):
+    """KMS refused or could not be reached. ``code`` is the AWS error code when there is one."""
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class KmsSettings:
+    region: str
+    proxy: Address
+    ca_bundle: str | None = None  # None: botocore's own bundle of public CAs
+
+    def __post_init__(self) -> None:
+        if not _REGION.fullmatch(self.region):
+            raise ValueError(f"{self.region!r} is not an AWS region name")
+
+    @property
+    def host(self) -> str:
+        return f"kms.{self.region}.amazonaws.com"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Credentials(access_key_id={self.access_key_id!r}, secret_access_key=<hidden>)"
+
+    @classmethod
+    def from_fields(cls, fields: Any) -> "Credentials":
+        if not isinstance(fields, dict):
+            raise ValueError("credentials must be a map")
+        unknown = set(fields) - {"access_key_id", "secret_access_key", "session_token"}
+        if unknown:
+            raise ValueError(f"unknown credentials field {sorted(unknown)[0]!r}")
+        access, secret, token = fields.get("access_key_id"), fields.get("secret_access_key"), fields.get("session_token")
+        if not isinstance(access, str) or not access or not isinstance(secret, str) or not secret:
+            raise ValueError("credentials need access_key_id and secret_access_key")
+        if token is not None and not isinstance(token, str):
+            raise ValueError("session_token must be a string")
+        return cls(access, secret, token)
+
+
+class AttestedKms:
+    """Decrypts KMS ciphertexts for this enclave only, through the forwarder and the host proxy."""
+
+    def __init__(self, settings: KmsSettings, nsm: Nsm, *, timeout: float = 20.0) -> None:
+        self.settings = settings
+        self.nsm = nsm
+        self.timeout = timeout
+        self._forwarder: ConnectForwarder | None = None
+        self._lock = threading.Lock()
+
+    def _proxy_url(self) -> str:
+        with self._lock:
+            if self._forwarder is None:
+                self._forwarder = ConnectForwarder(self.settings.host, 443, self.settings.proxy).start()
+            return self._forwarder.url
+
+    def close(self) -> None:
+        if self._forwarder is not None:
+            self._forwarder.stop()
+
+    def session(self, credentials: Credentials) -> "RecipientSession":
+        return RecipientSession(self, credentials)
+
+
+class RecipientSession:
+    """One ephemeral recipient key and attestation document, used for a batch of Decrypt calls."""
+
+    def __init__(self, kms: AttestedKms, credentials: Credentials) -> None:
+        import boto3  # deferred: only provisioning needs it, and it is slow to import
+        from botocore.config import Config
+
+        self._private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public_der = self._private_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        self._document = kms.nsm.attestation(public_key=public_der)
+        settings = kms.settings
+        session = boto3.session.Session(
+            aws_access_key_id=credentials.access_key_id,
+            aws_secret_access_key=credentials.secret_access_key,
+            aws_session_token=credentials.session_token,
+            region_name=settings.region,
+        )
+        self._client = session.client(
+            "kms",
+            endpoint_url=f"https://{settings.host}",
+            verify=settings.ca_bundle if settings.ca_bundle else True,
+            config=Config(
+                proxies={"https": kms._proxy_url()},
+                ignore_configured_endpoint_urls=True,
+                connect_timeout=kms.timeout,
+                read_timeout=kms.timeout,
+                retries={"max_attempts": 2, "mode": "standard"},
+            ),
+        )
+
+    def decrypt(self, *, key_id: str, ciphertext_blob: bytes, encryption_context: dict[str, str]) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self._client.decrypt(
+                CiphertextBlob=ciphertext_blob,
+                KeyId=key_id,
+                EncryptionContext=encryption_context,
+                Recipient={"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": self._document},
+            )
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", "Unknown"))
+            raise KmsError(f"KMS refused Decrypt: {code}: {str(error.get('Message', ''))[:300]}", code=code) from None
+        except BotoCoreError as exc:
+            raise KmsError(f"KMS could not be reached: {type(exc).__name__}: {str(exc)[:300]}") from None
+        if response.get("Plaintext"):
+            raise KmsError("KMS returned a plaintext in the clear to an attested request; refusing it")
+        blob = response.get("CiphertextForRecipient")
+        if not isinstance(blob, bytes):
+            raise KmsError("KMS answered without CiphertextForRecipient")
+        return decrypt_ciphertext_for_recipient(blob, self._private_key)

@@ -1,0 +1,213 @@
+"""What the enclave does with each request: sign, attest, list keys, provision.
+
+:class:`EnclaveService` maps request events to response events; it knows nothing of sockets
+(:mod:`enclave.server` carries the bytes). Refusals and failures become typed ``ErrorResponse``
+events whose messages never contain secret material.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+from typing import Any, Callable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .clock import Clock
+from .cms import RecipientCiphertextError
+from .keyring import KeyConflict, Keyring, LoadedKey
+from .kms import AttestedKms, Credentials, KmsError
+from .nsm import Nsm, NsmError
+from .policy import Policy, PolicyError, Refusal
+from .protocol import (
+    ControlRequest,
+    ControlResponse,
+    ErrorCode,
+    ErrorResponse,
+    HttpSignature,
+    HttpSignRequest,
+    MessageType,
+    Signature,
+    SignRequest,
+    cbor,
+)
+from .protocol.bundle import BundleError, SealedBundle, associated_data, canonical_json
+from .schemes import SCHEMES, SchemeError, load_key
+
+__all__ = ["EnclaveService"]
+
+log = logging.getLogger("enclave.service")
+MAX_BUNDLES = 64
+USER_DATA_MAX = 1024
+
+
+class _BadRequest(Exception):
+    pass
+
+
+class EnclaveService:
+    def __init__(self, *, nsm: Nsm, kms: AttestedKms, clock: Clock) -> None:
+        self.nsm = nsm
+        self.kms = kms
+        self.clock = clock
+        self.keyring = Keyring()
+        self.identity = Ed25519PrivateKey.generate()
+        self.identity_public = self.identity.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        self._fingerprint_key = os.urandom(32)
+        self._control: dict[MessageType, Callable[[dict], dict]] = {
+            MessageType.ATTEST: self._attest,
+            MessageType.KEYS: self._keys,
+            MessageType.PROVISION: self._provision,
+        }
+
+    # -- dispatch ---------------------------------------------------------------------------
+    def handle(self, event: Any) -> Any:
+        if type(event) is SignRequest:
+            return self._sign(event)
+        if type(event) is HttpSignRequest:
+            return self._sign_http(event)
+        handler = self._control.get(event.kind)
+        if handler is None:
+            return ErrorResponse(event.request_id, ErrorCode.UNSUPPORTED_OPERATION, f"{event.kind.name} is not supported by this enclave")
+        try:
+            return ControlResponse(event.request_id, MessageType(event.kind | 0x80), handler(event.fields))
+        except _BadRequest as exc:
+            return ErrorResponse(event.request_id, ErrorCode.BAD_REQUEST, str(exc))
+        except NsmError as exc:
+            log.error("NSM error: %s", exc)
+            return ErrorResponse(event.request_id, ErrorCode.INTERNAL, f"NSM error: {exc.code}")
+
+    # -- the hot path -----------------------------------------------------------------------
+    def _sign(self, event: SignRequest) -> Any:
+        key = self.keyring.get(event.key)
+        if key is None:
+            return self._unknown_key(event)
+        try:
+            key.policy.authorize_raw()
+            return Signature(event.request_id, key.signing_key.sign(event.payload))
+        except Refusal as refusal:
+            return ErrorResponse(event.request_id, ErrorCode.POLICY_REFUSED, str(refusal), refusal.rule)
+
+    def _sign_http(self, event: HttpSignRequest) -> Any:
+        key = self.keyring.get(event.key)
+        if key is None:
+            return self._unknown_key(event)
+        try:
+            signed = key.signing_key.sign_http(event.method, event.path, event.params, event.body, self.clock.now_ms())
+        except SchemeError as exc:
+            return ErrorResponse(event.request_id, ErrorCode.UNSUPPORTED_OPERATION, str(exc))
+        return HttpSignature(event.request_id, signed.query, signed.body, signed.headers)
+
+    def _unknown_key(self, event: Any) -> ErrorResponse:
+        return ErrorResponse(event.request_id, ErrorCode.UNKNOWN_KEY, f"no key named {event.key!r} is loaded in this enclave")
+
+    # -- control messages -------------------------------------------------------------------
+    def _attest(self, fields: dict) -> dict:
+        _only(fields, {"nonce"})
+        nonce = fields.get("nonce")
+        if nonce is not None and (not isinstance(nonce, bytes) or len(nonce) > 1024):
+            raise _BadRequest("nonce must be at most 1024 bytes")
+        document = self.nsm.attestation(public_key=self.identity_public, user_data=self.loaded_summary(), nonce=nonce)
+        return {"document": document}
+
+    def loaded_summary(self) -> bytes:
+        """``user_data`` of attestation documents: which keys, schemes and policies are live."""
+        loaded = [[key.name, key.scheme, key.policy_sha256] for key in self.keyring.keys()]
+        summary = cbor.dumps({"keys": loaded})
+        if len(summary) <= USER_DATA_MAX:
+            return summary
+        return cbor.dumps({"keys_sha256": hashlib.sha256(summary).digest(), "count": len(loaded)})
+
+    def _keys(self, fields: dict) -> dict:
+        _only(fields, set())
+        return {"keys": [key.describe() for key in self.keyring.keys()]}
+
+    def _provision(self, fields: dict) -> dict:
+        _only(fields, {"bundles", "credentials", "region"})
+        bundles = fields.get("bundles")
+        if not isinstance(bundles, list) or not bundles or len(bundles) > MAX_BUNDLES:
+            raise _BadRequest(f"bundles must be a list of 1 to {MAX_BUNDLES} sealed bundles")
+        if not all(isinstance(bundle, bytes) for bundle in bundles):
+            raise _BadRequest("each bundle must be the bytes of a sealed bundle file")
+        region = fields.get("region")
+        if region is not None and region != self.kms.settings.region:
+            raise _BadRequest(f"this enclave was launched for KMS in {self.kms.settings.region}, not {str(region)[:40]!r}")
+        try:
+            credentials = Credentials.from_fields(fields.get("credentials"))
+        except ValueError as exc:
+            raise _BadRequest(str(exc)) from None
+        session = None
+        results = []
+        for index, raw in enumerate(bundles):
+            try:
+                bundle = SealedBundle.from_json(raw)
+            except BundleError as exc:
+                results.append({"index": index, "name": None, "loaded": False, "error": f"bundle #{index + 1}: {exc}"})
+                continue
+            try:
+                if session is None:
+                    session = self.kms.session(credentials)
+                added = self._unseal(bundle, session)
+                results.append({"index": index, "name": bundle.name, "loaded": True, "new": added, "error": None})
+                log.info("loaded key %r (%s, policy %s)", bundle.name, bundle.scheme, bundle.policy_sha256[:16])
+            except _Unusable as exc:
+                log.warning("bundle %r refused: %s", bundle.name, exc)
+                results.append({"index": index, "name": bundle.name, "loaded": False, "error": f"bundle {bundle.name!r}: {exc}"})
+        return {"results": results}
+
+    def _unseal(self, bundle: SealedBundle, session: Any) -> bool:
+        scheme = SCHEMES.get(bundle.scheme)
+        if scheme is None:
+            raise _Unusable(f"unknown scheme {bundle.scheme!r}")
+        try:
+            policy = Policy.from_document(bundle.policy, exchange=scheme.exchange)
+        except PolicyError as exc:
+            raise _Unusable(f"policy: {exc}") from None
+        context = bundle.encryption_context()  # derived here from the bundle's fields, never taken from it
+        try:
+            data_key = session.decrypt(key_id=bundle.kms_key_id, ciphertext_blob=bundle.encrypted_data_key, encryption_context=context)
+        except KmsError as exc:
+            raise _Unusable(str(exc)) from None
+        except RecipientCiphertextError:
+            raise _Unusable("could not open KMS's CiphertextForRecipient") from None
+        if len(data_key) != 32:
+            raise _Unusable("KMS data key is not 256 bits")
+        try:
+            secret = AESGCM(data_key).decrypt(bundle.nonce, bundle.ciphertext, associated_data(context))
+        except InvalidTag:
+            raise _Unusable("the sealed secret does not match the bundle's fields (tampered bundle?)") from None
+        try:
+            signing_key = load_key(bundle.scheme, secret, bundle.api_key)
+        except SchemeError as exc:
+            raise _Unusable(str(exc)) from None
+        fingerprint = hmac.new(self._fingerprint_key, canonical_json(context) + secret, "sha256")
+        key = LoadedKey(
+            name=bundle.name,
+            scheme=bundle.scheme,
+            api_key=bundle.api_key,
+            policy_sha256=bundle.policy_sha256,
+            policy=policy,
+            signing_key=signing_key,
+            fingerprint=fingerprint.hexdigest(),
+        )
+        try:
+            return self.keyring.add(key)
+        except KeyConflict as exc:
+            raise _Unusable(str(exc)) from None
+
+
+class _Unusable(Exception):
+    """A bundle that cannot be loaded; the message says why and holds no secret."""
+
+
+def _only(fields: dict, allowed: set[str]) -> None:
+    unknown = sorted(set(fields) - allowed)
+    if unknown:
+        raise _BadRequest(f"unknown field {unknown[0][:64]!r}")

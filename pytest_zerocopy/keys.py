@@ -1,0 +1,112 @@
+"""Test keys: sealed through the emulated KMS and provisioned into the enclave under test."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TestKey", "make_secret", "KeyMaker"]
+
+
+@dataclass(frozen=True)
+class TestKey:
+    """A key loaded into the enclave for a test. ``secret`` is what was sealed: the HMAC secret
+    (bytes) or, for asymmetric schemes, the private key PEM — so tests can check signatures on
+    their own. It never shows in the repr."""
+
+    __test__ = False  # not a test class, whatever pytest thinks of the name
+
+    name: str
+    scheme: str
+    secret: bytes = field(repr=False)
+    public_key: bytes | None = field(default=None, repr=False)
+    api_key: str = ""
+    passphrase: str | None = field(default=None, repr=False)
+    policy_sha256: str = ""
+
+
+def make_secret(scheme: str) -> bytes:
+    from enclave.protocol.schemes import ASYMMETRIC_SCHEMES
+
+    if scheme in ASYMMETRIC_SCHEMES or scheme.endswith(("-rsa", "-ed25519", "-jwt")):
+        return _private_key_pem(scheme)
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(64)).encode()
+
+
+def _private_key_pem(scheme: str) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    if "ed25519" in scheme:
+        key: Any = ed25519.Ed25519PrivateKey.generate()
+    elif "ecdsa" in scheme or "jwt" in scheme:
+        key = ec.generate_private_key(ec.SECP256R1())
+    else:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def _public_key_pem(secret: bytes) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(secret, password=None)
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+class KeyMaker:
+    """Seals and provisions test keys; one per session, bound to one enclave and one KMS key."""
+
+    def __init__(self, *, kms: Any, kms_key_id: str, signer: Any, credentials: dict[str, str], region: str) -> None:
+        self.kms = kms
+        self.kms_key_id = kms_key_id
+        self.signer = signer
+        self.credentials = credentials
+        self.region = region
+        self._counter = itertools.count(1)
+        self._session = os.urandom(3).hex()
+
+    def __call__(
+        self,
+        scheme: str,
+        *,
+        secret: bytes | str | None = None,
+        name: str | None = None,
+        api_key: str | None = None,
+        passphrase: str | None = None,
+        policy: Any = None,
+    ) -> TestKey:
+        from enclave.protocol.schemes import ASYMMETRIC_SCHEMES
+        from zerocopy.errors import ProvisioningError
+        from zerocopy.sealing import seal
+
+        if isinstance(secret, str):
+            secret = secret.encode()
+        secret = secret if secret is not None else make_secret(scheme)
+        name = name or f"test-{scheme}-{self._session}-{next(self._counter)}"
+        api_key = api_key if api_key is not None else "test-api-key-" + secrets.token_hex(8)
+        policy_document = _policy_document(policy)
+        bundle = seal(self.kms, key_id=self.kms_key_id, name=name, scheme=scheme, secret=secret, api_key=api_key, policy=policy_document)
+        (result,) = self.signer.provision([bundle.to_json()], credentials=self.credentials, region=self.region)
+        if not result.loaded:
+            raise ProvisioningError(result.error or "the enclave did not load the test key")
+        asymmetric = scheme in ASYMMETRIC_SCHEMES or secret.startswith(b"-----BEGIN")
+        return TestKey(
+            name=name,
+            scheme=scheme,
+            secret=secret,
+            public_key=_public_key_pem(secret) if asymmetric else None,
+            api_key=api_key,
+            passphrase=passphrase,
+            policy_sha256=bundle.policy_sha256,
+        )
+
+
+def _policy_document(policy: Any) -> dict | None:
+    if policy is None or isinstance(policy, dict):
+        return policy
+    raise TypeError("policy must be a dict (or None for the scheme's safe default)")

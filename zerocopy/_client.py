@@ -1,0 +1,348 @@
+"""The bot's side: :class:`Signer`, a blocking client of the enclave's wire protocol.
+
+One ``Signer`` holds one connection. Calls are serialised by a lock, so a ``Signer`` can be shared
+between threads; for throughput give each thread its own, or pipeline with :meth:`Signer.sign_many`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from enclave.protocol import (
+    NEED_DATA,
+    Connection,
+    ControlRequest,
+    ControlResponse,
+    ErrorCode,
+    ErrorResponse,
+    HttpSignature,
+    HttpSignRequest,
+    LocalProtocolError,
+    MessageType,
+    RemoteProtocolError,
+    Role,
+    Signature,
+    encode_sign_request,
+)
+from enclave.protocol.address import Address, AddressError, parse_address
+
+from . import errors
+
+__all__ = ["Signer", "SignedRequest", "KeyInfo", "ProvisionResult", "ENV_VAR"]
+
+ENV_VAR = "ZEROCOPY_ENCLAVE"
+_RECV = 65536
+_PROTOCOL_CODES = {ErrorCode.MALFORMED_FRAME, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.UNKNOWN_MESSAGE_TYPE, ErrorCode.FRAME_TOO_LARGE}
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """A request ready to send: append ``query`` to the URL, send ``body`` and add ``headers``."""
+
+    method: str
+    path: str
+    query: str
+    body: str | bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url_path(self) -> str:
+        return f"{self.path}?{self.query}" if self.query else self.path
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    name: str
+    scheme: str
+    api_key: str
+    policy_sha256: str
+    public_key: str | None = None
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    name: str | None
+    loaded: bool
+    error: str | None = None
+
+
+def _error_for(event: ErrorResponse) -> errors.ZeroCopyError:
+    message = event.message
+    if event.code is ErrorCode.UNKNOWN_KEY:
+        return errors.UnknownKey(message, code=event.code)
+    if event.code is ErrorCode.POLICY_REFUSED:
+        return errors.PolicyRefused(f"refused by rule {event.rule!r}: {message}", rule=event.rule, code=event.code)
+    if event.code is ErrorCode.PROVISIONING_FAILED:
+        return errors.ProvisioningError(message, code=event.code)
+    if event.code is ErrorCode.UNSUPPORTED_OPERATION:
+        return errors.UnsupportedOperation(message, code=event.code)
+    if event.code is ErrorCode.BUSY:
+        return errors.EnclaveBusy(message, code=event.code)
+    if event.code in _PROTOCOL_CODES:
+        return errors.ProtocolError(f"the enclave rejected a frame: {message}")
+    return errors.EnclaveError(message, code=event.code)
+
+
+def _param_text(name: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, Decimal)):
+        return str(value)
+    raise TypeError(f"parameter {name!r} must be str, int, bool or Decimal, not {type(value).__name__} (floats lose precision)")
+
+
+class Signer:
+    """A connection to a ZeroCopy enclave.
+
+    ``address`` is ``vsock://CID:PORT``, ``unix:///path`` or ``tcp://127.0.0.1:PORT``. If
+    ``expected_pcrs`` or ``roots`` is given, the enclave must first prove, with a fresh attestation
+    document over a random nonce, that it runs the expected image under a trusted root; otherwise
+    nothing is sent and :class:`~zerocopy.attestation.AttestationError` is raised.
+    """
+
+    def __init__(
+        self,
+        address: str | Address,
+        *,
+        expected_pcrs: Mapping[int, bytes] | None = None,
+        roots: Sequence[Any] | None = None,
+        timeout: float | None = 10.0,
+        allow_debug: bool = False,
+    ) -> None:
+        try:
+            self.address = parse_address(address)
+        except AddressError as exc:
+            raise ValueError(str(exc)) from None
+        self.timeout = timeout
+        self.attestation: Any = None
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._conn = Connection(Role.CLIENT)
+        self._sock = self._connect()
+        if expected_pcrs is not None or roots is not None:
+            try:
+                self._verify_peer(expected_pcrs, roots, allow_debug)
+            except BaseException:
+                self.close()
+                raise
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> "Signer":
+        """Connect to the enclave named by ``$ZEROCOPY_ENCLAVE``."""
+        address = os.environ.get(ENV_VAR)
+        if not address:
+            raise errors.ZeroCopyError(f"{ENV_VAR} is not set; set it to the enclave's address (vsock://CID:PORT)")
+        return cls(address, **kwargs)
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(self.address.family, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.address.sockaddr)
+        except OSError as exc:
+            sock.close()
+            raise errors.ConnectionError(f"cannot connect to the enclave at {self.address}: {exc.strerror or exc}") from None
+        if self.address.scheme == "tcp":
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _verify_peer(self, expected_pcrs: Mapping[int, bytes] | None, roots: Sequence[Any] | None, allow_debug: bool) -> None:
+        from .attestation import verify
+
+        nonce = os.urandom(32)
+        self.attestation = verify(self.attest(nonce), roots=roots, expected_pcrs=expected_pcrs, nonce=nonce, allow_debug=allow_debug)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _next_id(self) -> int:
+        return next(self._ids) & 0xFFFFFFFF
+
+    def _send(self, data: bytes) -> None:
+        if self._sock is None:
+            raise errors.ConnectionClosed("this Signer is closed")
+        try:
+            self._sock.sendall(data)
+        except socket.timeout:
+            self._fail()
+            raise errors.Timeout(f"sending to the enclave at {self.address} timed out") from None
+        except OSError as exc:
+            self._fail()
+            raise errors.ConnectionClosed(f"the connection to the enclave broke: {exc.strerror or exc}") from None
+
+    def _receive(self) -> Any:
+        conn, sock = self._conn, self._sock
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                self._fail()
+                raise errors.ProtocolError(f"malformed response from the enclave: {exc}") from None
+            if event is not NEED_DATA:
+                return event
+            try:
+                data = sock.recv(_RECV)
+            except socket.timeout:
+                self._fail()
+                raise errors.Timeout(f"the enclave at {self.address} did not answer within {self.timeout}s") from None
+            except OSError as exc:
+                self._fail()
+                raise errors.ConnectionClosed(f"the connection to the enclave broke: {exc.strerror or exc}") from None
+            if not data:
+                self._fail()
+                raise errors.ConnectionClosed("the enclave closed the connection before answering")
+            conn.receive_data(data)
+
+    def _expect(self, request_id: int) -> Any:
+        event = self._receive()
+        if event.request_id != request_id:
+            if isinstance(event, ErrorResponse) and event.request_id == 0:
+                self._fail()
+                raise _error_for(event)
+            self._fail()
+            raise errors.ProtocolError(f"response for request {event.request_id} arrived while waiting for {request_id}")
+        return event
+
+    def _fail(self) -> None:
+        # After a broken or desynchronised exchange the connection cannot be trusted.
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    def _roundtrip(self, event: Any) -> Any:
+        with self._lock:
+            try:
+                data = self._conn.send(event)
+            except LocalProtocolError as exc:
+                raise ValueError(str(exc)) from None
+            self._send(data)
+            return self._expect(event.request_id)
+
+    def _control(self, kind: MessageType, fields: dict) -> dict:
+        with self._lock:
+            request_id = self._next_id()
+        response = self._roundtrip(ControlRequest(request_id, kind, fields))
+        if isinstance(response, ErrorResponse):
+            raise _error_for(response)
+        if not isinstance(response, ControlResponse) or response.kind != kind | 0x80:
+            self._fail()
+            raise errors.ProtocolError(f"unexpected answer to {kind.name}")
+        return response.fields
+
+    # -- the API ----------------------------------------------------------------------------
+    def sign(self, key: str, payload: bytes) -> bytes:
+        """Raw signature of ``payload`` with the key named ``key`` (if its policy allows raw signing)."""
+        key_bytes = key.encode() if isinstance(key, str) else b""
+        if not 0 < len(key_bytes) <= 255:
+            raise ValueError("key must be a key name of 1 to 255 bytes")
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
+        with self._lock:
+            request_id = self._next_id()
+            self._send(encode_sign_request(request_id, key_bytes, bytes(payload)))
+            event = self._expect(request_id)
+        if type(event) is Signature:
+            return event.signature
+        if isinstance(event, ErrorResponse):
+            raise _error_for(event)
+        self._fail()
+        raise errors.ProtocolError("unexpected answer to SIGN")
+
+    def sign_many(self, items: Iterable[tuple[str, bytes]]) -> list[bytes]:
+        """Pipeline several raw signatures on this connection; raises the first error after all answers."""
+        frames, ids = [], []
+        with self._lock:
+            for key, payload in items:
+                key_bytes = key.encode()
+                if not 0 < len(key_bytes) <= 255:
+                    raise ValueError("key must be a key name of 1 to 255 bytes")
+                request_id = self._next_id()
+                ids.append(request_id)
+                frames.append(encode_sign_request(request_id, key_bytes, bytes(payload)))
+            self._send(b"".join(frames))
+            answers = [self._expect(request_id) for request_id in ids]
+        for event in answers:
+            if isinstance(event, ErrorResponse):
+                raise _error_for(event)
+        return [event.signature for event in answers]
+
+    def sign_request(
+        self,
+        key: str,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
+        body: str | bytes | None = None,
+    ) -> SignedRequest:
+        """Have the enclave build and sign an exchange request (the key's scheme decides the format)."""
+        pairs = list(params.items()) if isinstance(params, Mapping) else list(params or ())
+        fields = tuple((str(name), _param_text(str(name), value)) for name, value in pairs)
+        body_bytes = body.encode() if isinstance(body, str) else bytes(body or b"")
+        with self._lock:
+            request_id = self._next_id()
+        event = self._roundtrip(HttpSignRequest(request_id, key, method.upper(), path, fields, body_bytes))
+        if isinstance(event, ErrorResponse):
+            raise _error_for(event)
+        if not isinstance(event, HttpSignature):
+            self._fail()
+            raise errors.ProtocolError("unexpected answer to SIGN_HTTP")
+        signed_body: str | bytes = event.body if isinstance(body, bytes) else event.body.decode()
+        return SignedRequest(method.upper(), path, event.query, signed_body, dict(event.headers))
+
+    def attest(self, nonce: bytes) -> bytes:
+        """A fresh attestation document (raw CBOR) binding ``nonce``; verify it with
+        :func:`zerocopy.attestation.verify`."""
+        if not isinstance(nonce, bytes) or len(nonce) > 1024:
+            raise ValueError("nonce must be at most 1024 bytes")
+        fields = self._control(MessageType.ATTEST, {"nonce": nonce})
+        document = fields.get("document")
+        if not isinstance(document, bytes):
+            raise errors.ProtocolError("ATTEST answer carries no document")
+        return document
+
+    def keys(self) -> list[KeyInfo]:
+        """The keys loaded in the enclave (names, schemes, API key ids, policy digests)."""
+        fields = self._control(MessageType.KEYS, {})
+        try:
+            return [KeyInfo(**item) for item in fields.get("keys", [])]
+        except TypeError:
+            raise errors.ProtocolError("malformed KEYS answer") from None
+
+    def provision(self, bundles: Sequence[bytes], *, credentials: Mapping[str, str], region: str | None = None, timeout: float | None = 60.0) -> list[ProvisionResult]:
+        """Send sealed bundles; the enclave unseals them through KMS with these AWS credentials."""
+        fields: dict[str, Any] = {
+            "bundles": [bytes(bundle) for bundle in bundles],
+            "credentials": {name: value for name, value in credentials.items() if value is not None},
+        }
+        if region is not None:
+            fields["region"] = region
+        previous = self.timeout
+        if self._sock is not None:
+            self._sock.settimeout(timeout)
+        try:
+            answer = self._control(MessageType.PROVISION, fields)
+        finally:
+            if self._sock is not None:
+                self._sock.settimeout(previous)
+        try:
+            return [ProvisionResult(item.get("name"), bool(item["loaded"]), item.get("error")) for item in answer["results"]]
+        except (KeyError, TypeError, AttributeError):
+            raise errors.ProtocolError("malformed PROVISION answer") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._fail()
+
+    def __enter__(self) -> "Signer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Signer {self.address}{' closed' if self._sock is None else ''}>"
