@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from enclave.protocol.address import emulated_vsock_path
+from zerocopy.errors import ZeroCopyError
 
 from .kms.models import AttestingKms
 from .kms.server import KmsFrontServer
@@ -29,7 +30,7 @@ ACCOUNT_ID = "123456789012"  # moto's default account
 CREDENTIALS = {"access_key_id": "zerocopy-emulator", "secret_access_key": "zerocopy-emulator-secret"}
 
 
-class EmulatorError(RuntimeError):
+class EmulatorError(ZeroCopyError, RuntimeError):
     """The emulator could not start (the message says which part, with its log)."""
 
 

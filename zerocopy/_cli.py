@@ -1,0 +1,400 @@
+"""The ``zerocopy`` command.
+
+Results go to stdout, progress and summaries to stderr, errors are one line on stderr. Exit codes:
+0 success, 1 failure or refusal (KMS, policy, attestation), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NoReturn, Sequence
+
+from . import errors
+
+__all__ = ["main"]
+
+PROG = "zerocopy"
+
+
+class _Fatal(Exception):
+    pass
+
+
+def _fatal(message: str) -> NoReturn:
+    raise _Fatal(message)
+
+
+def _say(message: str = "") -> None:
+    print(message, file=sys.stderr)
+
+
+def _enclave_address(args: argparse.Namespace) -> str:
+    address = args.enclave or os.environ.get("ZEROCOPY_ENCLAVE")
+    if not address:
+        _fatal("no enclave address: pass --enclave ADDR or set ZEROCOPY_ENCLAVE")
+    return address
+
+
+def _kms_client(args: argparse.Namespace) -> Any:
+    import boto3
+
+    endpoint = args.kms_endpoint or os.environ.get("ZEROCOPY_KMS_ENDPOINT")
+    ca = args.kms_ca or os.environ.get("ZEROCOPY_KMS_CA")
+    session = boto3.session.Session(region_name=args.region or None)
+    if session.region_name is None:
+        _fatal("no AWS region: pass --region or set AWS_REGION")
+    return session.client("kms", endpoint_url=endpoint or None, verify=ca or None)
+
+
+def _read_secret(scheme: str) -> bytes:
+    if not sys.stdin.isatty():
+        secret = sys.stdin.buffer.read()
+        # A trailing newline from `echo` or a file is never part of an API secret.
+        secret = secret.rstrip(b"\r\n") if not secret.startswith(b"-----BEGIN") else secret
+    else:
+        secret = getpass.getpass(f"secret for {scheme} (not echoed): ").encode()
+    if not secret:
+        _fatal("no secret given on stdin")
+    return secret
+
+
+def _load_policy(path: str | None) -> dict | None:
+    if path is None:
+        return None
+    text = Path(path).read_bytes()
+    try:
+        document = json.loads(text)
+    except ValueError:
+        _fatal(f"{path}: the policy must be JSON")
+    if not isinstance(document, dict):
+        _fatal(f"{path}: the policy must be a JSON object")
+    return document
+
+
+# -- commands ------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return run_demo(samples=args.samples)
+
+
+def cmd_emulator_up(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from emulator import Emulator
+
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    with Emulator(debug=args.debug, clock=args.clock, enclave_dir=args.enclave_dir, region=args.region) as emulator:
+        credentials = emulator.credentials
+        print(f"export ZEROCOPY_ENCLAVE={emulator.address}")
+        print(f"export ZEROCOPY_KMS_ENDPOINT={emulator.kms_endpoint_url}")
+        print(f"export ZEROCOPY_KMS_CA={emulator.tls_ca_path}")
+        print(f"export AWS_REGION={emulator.region}")
+        print(f"export AWS_ACCESS_KEY_ID={credentials['access_key_id']}")
+        print(f"export AWS_SECRET_ACCESS_KEY={credentials['secret_access_key']}")
+        root_path = emulator.run_dir / "attestation-root.pem"  # type: ignore[operator]
+        root_path.write_bytes(emulator.root_certificate)
+        print(f"# attestation root: {root_path}")
+        print(f"# PCR0: {emulator.pcrs[0].hex()}")
+        sys.stdout.flush()
+        _say("emulator running; paste the exports above into another shell. Ctrl-C stops it.")
+        try:
+            while not stopped.wait(0.5):
+                emulator.check()
+        except KeyboardInterrupt:
+            pass
+    _say("emulator stopped")
+    return 0
+
+
+def cmd_seal(args: argparse.Namespace) -> int:
+    from .sealing import seal
+
+    secret = _read_secret(args.scheme)
+    policy = _load_policy(args.policy)
+    bundle = seal(_kms_client(args), key_id=args.kms_key, name=args.name, scheme=args.scheme, secret=secret, api_key=args.api_key, policy=policy)
+    del secret
+    data = bundle.to_json()
+    if args.output == "-":
+        sys.stdout.buffer.write(data)
+    else:
+        Path(args.output).write_bytes(data)
+        _say(f"sealed {args.name!r} ({args.scheme}) under {bundle.kms_key_id} -> {args.output}")
+    _say(f"policy sha256: {bundle.policy_sha256}")
+    return 0
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    import boto3
+
+    from ._client import Signer
+
+    bundles = [Path(path).read_bytes() for path in args.bundles]
+    session = boto3.session.Session(region_name=args.region or None)
+    found = session.get_credentials()
+    if found is None:
+        _fatal("no AWS credentials found for the enclave to call KMS with")
+    frozen = found.get_frozen_credentials()
+    credentials = {"access_key_id": frozen.access_key, "secret_access_key": frozen.secret_key, "session_token": frozen.token}
+    with Signer(_enclave_address(args)) as signer:
+        results = signer.provision(bundles, credentials=credentials, region=session.region_name)
+    failed = 0
+    for path, result in zip(args.bundles, results):
+        if result.loaded:
+            print(f"loaded {result.name} ({path})")
+        else:
+            failed += 1
+            _say(f"refused {path}: {result.error}")
+    return 1 if failed else 0
+
+
+def _parse_params(items: Sequence[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            _fatal(f"--param {item!r} must look like NAME=VALUE")
+        pairs.append((name, value))
+    return pairs
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from ._client import Signer
+
+    with Signer(_enclave_address(args)) as signer:
+        if args.request:
+            method, path = args.request
+            signed = signer.sign_request(args.key, method, path, params=_parse_params(args.param), body=args.body)
+            print(json.dumps({"method": signed.method, "path": signed.path, "query": signed.query, "body": signed.body, "headers": signed.headers}, indent=2))
+            return 0
+        payload = args.payload.encode() if args.payload is not None else sys.stdin.buffer.read()
+        signature = signer.sign(args.key, payload)
+    import base64
+
+    print(base64.b64encode(signature).decode() if args.base64 else signature.hex())
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from ._client import Signer
+
+    with Signer(_enclave_address(args)) as signer:
+        for key in signer.keys():
+            print(f"{key.name}\t{key.scheme}\tapi_key={key.api_key or '-'}\tpolicy={key.policy_sha256}")
+    return 0
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        if text.isdigit():
+            return datetime.fromtimestamp(int(text) / 1000, tz=timezone.utc)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        _fatal(f"--at {text!r} must be an ISO 8601 time with a zone or milliseconds since the epoch")
+    if moment.tzinfo is None:
+        _fatal(f"--at {text!r} needs a time zone (e.g. 2024-09-07T14:37:39Z)")
+    return moment
+
+
+def _read_document(path: str) -> bytes:
+    import base64
+    import binascii
+
+    raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    stripped = raw.strip()
+    try:
+        return base64.b64decode(stripped, validate=True) if stripped and not stripped[:1] in (b"\x84", b"\xd2") else raw
+    except binascii.Error:
+        return raw
+
+
+def cmd_attest_verify(args: argparse.Namespace) -> int:
+    from cryptography import x509
+
+    from .attestation import AttestationDocument, AttestationError, describe, verify
+
+    document = _read_document(args.file)
+    roots = None
+    if args.root:
+        roots = [x509.load_pem_x509_certificate(Path(path).read_bytes()) for path in args.root]
+    expected = {}
+    for index, value in [(0, args.pcr0)] + [tuple(item.split("=", 1)) for item in args.pcr]:  # type: ignore[misc]
+        if value is None:
+            continue
+        try:
+            expected[int(index)] = bytes.fromhex(value)
+        except ValueError:
+            _fatal(f"PCR{index} must be hex")
+    now = _parse_time(args.at) if args.at else None
+    nonce = bytes.fromhex(args.nonce) if args.nonce else None
+    try:
+        verified: AttestationDocument = verify(document, roots=roots, now=now, expected_pcrs=expected or None, nonce=nonce, allow_debug=args.allow_debug)
+    except AttestationError as exc:
+        print(json.dumps({"verified": False, "error": type(exc).__name__, "message": str(exc)}, indent=2) if args.json else f"NOT VERIFIED: {type(exc).__name__}: {exc}")
+        return 1
+    summary = describe(verified)
+    if args.json:
+        print(json.dumps({"verified": True, "document": summary}, indent=2))
+    else:
+        print(f"module_id   {verified.module_id}")
+        print(f"timestamp   {verified.timestamp.isoformat()}")
+        print(f"debug mode  {'yes' if verified.debug else 'no'}")
+        for index, value in sorted(verified.pcrs.items()):
+            if any(value) or index < 5:
+                print(f"PCR{index:<2}       {value.hex()}")
+        for field in ("public_key", "user_data", "nonce"):
+            value = getattr(verified, field)
+            print(f"{field:<11} {value.hex()[:64] + ('…' if len(value) > 32 else '') if value else '-'}")
+        print(f"signed by   {verified.certificate.subject.rfc4514_string()}")
+        print("VERIFIED" + (f" (PCRs {', '.join(str(i) for i in sorted(expected))} as expected)" if expected else ""))
+    return 0
+
+
+def cmd_attest_fetch(args: argparse.Namespace) -> int:
+    from ._client import Signer
+
+    nonce = bytes.fromhex(args.nonce) if args.nonce else os.urandom(32)
+    with Signer(_enclave_address(args)) as signer:
+        document = signer.attest(nonce)
+    if args.output == "-":
+        import base64
+
+        print(base64.b64encode(document).decode())
+    else:
+        Path(args.output).write_bytes(document)
+        _say(f"attestation document ({len(document)} bytes) with nonce {nonce.hex()} -> {args.output}")
+    return 0
+
+
+def cmd_kms_policy(args: argparse.Namespace) -> int:
+    from .kms_policy import attested_key_policy, render
+
+    pcrs = {}
+    for item in args.pcr:
+        index, sep, value = item.partition("=")
+        if not sep or not index.isdigit():
+            _fatal(f"--pcr {item!r} must look like N=HEX")
+        pcrs[int(index)] = bytes.fromhex(value)
+    try:
+        policy = attested_key_policy(args.account, image_sha384=bytes.fromhex(args.pcr0), pcrs=pcrs)
+    except ValueError as exc:
+        _fatal(str(exc))
+    print(render(policy))
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+def _add_enclave(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--enclave", metavar="ADDR", help="enclave address (default: $ZEROCOPY_ENCLAVE)")
+
+
+def _add_kms(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--region", help="AWS region (default: from the AWS configuration)")
+    parser.add_argument("--kms-endpoint", metavar="URL", help="KMS endpoint (default: $ZEROCOPY_KMS_ENDPOINT, else AWS's)")
+    parser.add_argument("--kms-ca", metavar="PEM", help="CA bundle for the KMS endpoint (default: $ZEROCOPY_KMS_CA)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from enclave.protocol.schemes import SCHEME_NAMES
+
+    parser = argparse.ArgumentParser(prog=PROG, description="Keep exchange API secrets in a Nitro Enclave and sign over vsock.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    demo = commands.add_parser("demo", help="run the whole flow on the embedded emulator", description="Seal a secret, provision an emulated enclave, sign, and show an enclave with other code being refused.")
+    demo.add_argument("--samples", type=int, default=2000, help="sign round trips to time (default: %(default)s)")
+    demo.set_defaults(handler=cmd_demo)
+
+    emulator = commands.add_parser("emulator", help="run the emulator", description="Local stand-ins for Nitro (vsock, NSM, attesting KMS).")
+    emulator_commands = emulator.add_subparsers(dest="emulator_command", metavar="ACTION", required=True)
+    up = emulator_commands.add_parser("up", help="start the emulator in the foreground and print the addresses", description="Start the emulator and keep it running until Ctrl-C; prints shell exports for the addresses.")
+    up.add_argument("--debug", action="store_true", help="launch the enclave in debug mode (zero PCR0-2)")
+    up.add_argument("--clock", help="enclave clock: system, fixed:<ms|ISO> or offset:<seconds>")
+    up.add_argument("--enclave-dir", help="launch this enclave package instead of the installed one")
+    up.add_argument("--region", default="us-east-1")
+    up.set_defaults(handler=cmd_emulator_up)
+
+    seal = commands.add_parser("seal", help="seal a secret with KMS into a bundle file", description="Seal a secret (read from stdin or a prompt, never from the command line) for the enclave.")
+    seal.add_argument("--name", required=True, help="key name the bot will use")
+    seal.add_argument("--scheme", required=True, choices=SCHEME_NAMES, metavar="SCHEME", help=f"one of: {', '.join(SCHEME_NAMES)}")
+    seal.add_argument("--kms-key", required=True, metavar="KEY", help="KMS key id, ARN or alias")
+    seal.add_argument("--api-key", default="", help="the exchange API key id that goes with the secret (not secret)")
+    seal.add_argument("--policy", metavar="FILE", help="signing policy to seal with the secret")
+    seal.add_argument("-o", "--output", default="-", metavar="FILE", help="bundle file to write (default: stdout)")
+    _add_kms(seal)
+    seal.set_defaults(handler=cmd_seal)
+
+    provision = commands.add_parser("provision", help="load sealed bundles into the enclave", description="Send bundles to the enclave, which unseals them through KMS with this host's AWS credentials.")
+    provision.add_argument("bundles", nargs="+", metavar="BUNDLE")
+    provision.add_argument("--region", help="AWS region (default: from the AWS configuration)")
+    _add_enclave(provision)
+    provision.set_defaults(handler=cmd_provision)
+
+    sign = commands.add_parser("sign", help="sign a payload or an exchange request", description="Sign a raw payload (argument or stdin) or, with --request, an exchange request.")
+    sign.add_argument("--key", required=True, help="key name")
+    sign.add_argument("payload", nargs="?", help="payload to sign (default: stdin)")
+    sign.add_argument("--base64", action="store_true", help="print the raw signature as base64 instead of hex")
+    sign.add_argument("--request", nargs=2, metavar=("METHOD", "PATH"), help="sign an exchange request instead of a raw payload")
+    sign.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="request parameter, in order (repeat)")
+    sign.add_argument("--body", help="request body")
+    _add_enclave(sign)
+    sign.set_defaults(handler=cmd_sign)
+
+    keys = commands.add_parser("keys", help="list the keys loaded in the enclave", description="List loaded keys with their schemes and policy digests.")
+    _add_enclave(keys)
+    keys.set_defaults(handler=cmd_keys)
+
+    attest = commands.add_parser("attest", help="fetch or verify attestation documents", description="Fetch attestation documents from an enclave, or verify one.")
+    attest_commands = attest.add_subparsers(dest="attest_command", metavar="ACTION", required=True)
+    verify = attest_commands.add_parser("verify", help="verify an attestation document", description="Verify a document (raw CBOR or base64) against the AWS Nitro root or --root.")
+    verify.add_argument("file", metavar="FILE", help="the document, raw CBOR or base64 ('-' for stdin)")
+    verify.add_argument("--pcr0", metavar="HEX", help="expected PCR0 (image measurement)")
+    verify.add_argument("--pcr", action="append", default=[], metavar="N=HEX", help="another expected PCR (repeat)")
+    verify.add_argument("--at", metavar="TIME", help="verify as of this time (ISO 8601 with zone, or ms since epoch)")
+    verify.add_argument("--root", action="append", metavar="PEM", help="trusted root certificate (default: the pinned AWS Nitro root)")
+    verify.add_argument("--nonce", metavar="HEX", help="expected nonce")
+    verify.add_argument("--allow-debug", action="store_true", help="accept debug-mode documents (all-zero PCR0-2)")
+    verify.add_argument("--json", action="store_true", help="print JSON")
+    verify.set_defaults(handler=cmd_attest_verify)
+    fetch = attest_commands.add_parser("fetch", help="fetch a fresh attestation document from the enclave", description="Ask the enclave for an attestation document over a nonce.")
+    fetch.add_argument("--nonce", metavar="HEX", help="nonce (default: 32 random bytes)")
+    fetch.add_argument("-o", "--output", default="-", metavar="FILE", help="where to write the raw document (default: base64 on stdout)")
+    _add_enclave(fetch)
+    fetch.set_defaults(handler=cmd_attest_fetch)
+
+    kms_policy = commands.add_parser("kms-policy", help="print a KMS key policy pinning an enclave image", description="Print a key policy that lets only an enclave with these measurements decrypt.")
+    kms_policy.add_argument("--pcr0", required=True, metavar="HEX", help="PCR0 (ImageSha384) of the enclave image")
+    kms_policy.add_argument("--pcr", action="append", default=[], metavar="N=HEX", help="another PCR to pin (repeat)")
+    kms_policy.add_argument("--account", required=True, help="AWS account id that administers the key")
+    kms_policy.set_defaults(handler=cmd_kms_policy)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except _Fatal as exc:
+        _say(f"{PROG}: error: {exc}")
+        return 1
+    except errors.ZeroCopyError as exc:
+        _say(f"{PROG}: error: {exc}")
+        return 1
+    except (OSError, ValueError) as exc:
+        _say(f"{PROG}: error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        _say(f"{PROG}: interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

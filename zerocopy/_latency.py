@@ -1,0 +1,101 @@
+"""Round-trip latency, measured against a bare socket echo in the same run.
+
+The machines this runs on are shared and noisy, so absolute numbers say little; the ratio of a
+sign round trip to an echo of the same bytes over the same kind of socket says what the signer
+adds. The echo server is a separate process, like the enclave, so both pay the same scheduling.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["Percentiles", "percentiles", "time_calls", "EchoServer"]
+
+_ECHO = """\
+import os, socket, sys
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(sys.argv[1]); listener.listen(1)
+print("ready", flush=True)
+while True:
+    conn, _ = listener.accept()
+    with conn:
+        while data := conn.recv(65536):
+            conn.sendall(data)
+"""
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    count: int
+    p50_us: float
+    p99_us: float
+    mean_us: float
+
+    def __str__(self) -> str:
+        return f"p50 {self.p50_us:.0f} µs, p99 {self.p99_us:.0f} µs (n={self.count})"
+
+
+def percentiles(samples_ns: list[int]) -> Percentiles:
+    ordered = sorted(samples_ns)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return Percentiles(len(ordered), statistics.median(ordered) / 1000, p99 / 1000, statistics.fmean(ordered) / 1000)
+
+
+def time_calls(call: Callable[[], object], count: int, *, warmup: int = 200) -> Percentiles:
+    for _ in range(warmup):
+        call()
+    clock = time.perf_counter_ns
+    samples = []
+    for _ in range(count):
+        start = clock()
+        call()
+        samples.append(clock() - start)
+    return percentiles(samples)
+
+
+class EchoServer:
+    """A process echoing bytes on a Unix socket: the floor under any signer round trip."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.mkdtemp(prefix="zc-echo-")
+        self.path = os.path.join(self._dir, "echo.sock")
+        self._process: subprocess.Popen | None = None
+        self._sock: socket.socket | None = None
+
+    def __enter__(self) -> "EchoServer":
+        self._process = subprocess.Popen([sys.executable, "-I", "-c", _ECHO, self.path], stdout=subprocess.PIPE)
+        assert self._process.stdout is not None
+        self._process.stdout.readline()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.connect(self.path)
+        return self
+
+    def roundtrip(self, data: bytes) -> bytes:
+        assert self._sock is not None
+        self._sock.sendall(data)
+        received = b""
+        while len(received) < len(data):
+            received += self._sock.recv(65536)
+        return received
+
+    def __exit__(self, *exc: object) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            if self._process.stdout is not None:
+                self._process.stdout.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.rmdir(self._dir)
