@@ -198,7 +198,7 @@ class Emulator:
     def check(self) -> None:
         """Raise if an enclave process died (with its log), as pytest-httpserver's ``check()``."""
         for process in self._enclaves:
-            if not process.running:
+            if not process.running and not process.stopped:
                 raise EmulatorError(f"the enclave at {process.address} is not running:\n{process.log_tail()}")
 
     def _main_enclave(self) -> EnclaveProcess:

@@ -25,24 +25,34 @@ from .measure import image_files, measure
 from .nsm import EmulatedNsm, NsmDeviceServer
 from .pki import AttestationPki
 
-__all__ = ["EnclaveProcess", "LaunchError", "BOOTSTRAP", "ENCLAVE_PORT"]
+__all__ = ["EnclaveProcess", "LaunchError", "BOOTSTRAP", "ENCLAVE_PORT", "VSOCK_GUARD", "install_vsock_guard"]
 
 ENCLAVE_PORT = 5000
 KMS_PROXY_PORT = 8000
 PARENT_CID = 3
 _PR_SET_PDEATHSIG = 1
 
-# Runs in the child before the enclave package; part of the measured argv.
-BOOTSTRAP = """\
-import socket, sys
+# Refuses AF_VSOCK connects in a process: on developer machines and CI, vsock may lead out of
+# the sandbox. Audit hooks cannot be removed once installed.
+VSOCK_GUARD = """\
+import socket as _socket, sys as _sys
 def _refuse_vsock(event, args):
-    if event == "socket.connect" and getattr(args[0], "family", None) == getattr(socket, "AF_VSOCK", -1):
-        raise PermissionError("AF_VSOCK connect refused: the ZeroCopy emulator never uses real vsock")
-sys.addaudithook(_refuse_vsock)
+    if event == "socket.connect" and getattr(args[0], "family", None) == getattr(_socket, "AF_VSOCK", -1):
+        raise PermissionError("AF_VSOCK connect refused: ZeroCopy's emulator and tests never use real vsock")
+_sys.addaudithook(_refuse_vsock)
+"""
+
+# Runs in the child before the enclave package; part of the measured argv.
+BOOTSTRAP = VSOCK_GUARD + """\
+import runpy, sys
 sys.path.insert(0, sys.argv.pop(1))
-import runpy
 runpy.run_module("enclave", run_name="__main__", alter_sys=True)
 """
+
+
+def install_vsock_guard() -> None:
+    """Install the same AF_VSOCK guard in this process (the test suite does, at start-up)."""
+    exec(VSOCK_GUARD, {})
 
 
 class LaunchError(RuntimeError):
@@ -96,6 +106,7 @@ class EnclaveProcess:
         self.module_id = f"{pki.instance_id}-enc{os.urandom(8).hex()}"
         self.role_arn = role_arn
         self.pcrs: dict[int, bytes] = {}
+        self.stopped = False
         self._process: subprocess.Popen | None = None
         self._nsm_server: NsmDeviceServer | None = None
 
@@ -174,6 +185,7 @@ class EnclaveProcess:
             return "(no log)"
 
     def stop(self, timeout: float = 5.0) -> None:
+        self.stopped = True
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)

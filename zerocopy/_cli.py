@@ -41,12 +41,17 @@ def _enclave_address(args: argparse.Namespace) -> str:
     return address
 
 
-def _kms_client(args: argparse.Namespace) -> Any:
+def _aws_session(region: str | None) -> Any:
     import boto3
 
+    # botocore reads AWS_DEFAULT_REGION; AWS_REGION is what most tools (and our exports) set.
+    return boto3.session.Session(region_name=region or os.environ.get("AWS_REGION") or None)
+
+
+def _kms_client(args: argparse.Namespace) -> Any:
     endpoint = args.kms_endpoint or os.environ.get("ZEROCOPY_KMS_ENDPOINT")
     ca = args.kms_ca or os.environ.get("ZEROCOPY_KMS_CA")
-    session = boto3.session.Session(region_name=args.region or None)
+    session = _aws_session(args.region)
     if session.region_name is None:
         _fatal("no AWS region: pass --region or set AWS_REGION")
     return session.client("kms", endpoint_url=endpoint or None, verify=ca or None)
@@ -133,12 +138,10 @@ def cmd_seal(args: argparse.Namespace) -> int:
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
-    import boto3
-
     from ._client import Signer
 
     bundles = [Path(path).read_bytes() for path in args.bundles]
-    session = boto3.session.Session(region_name=args.region or None)
+    session = _aws_session(args.region)
     found = session.get_credentials()
     if found is None:
         _fatal("no AWS credentials found for the enclave to call KMS with")

@@ -1,0 +1,125 @@
+"""The ``zerocopy`` command, called in-process through ``main(argv)``."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from zerocopy._cli import build_parser, main
+
+DATA = Path(__file__).parent / "data" / "attestation"
+REAL_DOCUMENT_TIME = "1725719859545"  # the sample's own timestamp (ms)
+
+
+def _subcommands(parser) -> list[list[str]]:
+    paths = []
+    for action in parser._subparsers._group_actions:
+        for name, child in action.choices.items():
+            paths.append([name])
+            if child._subparsers is not None:
+                paths += [[name, *rest] for rest in _subcommands(child)]
+    return paths
+
+
+@pytest.mark.parametrize("command", _subcommands(build_parser()), ids=" ".join)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+    assert exited.value.code == 0
+    assert "usage: zerocopy" in capsys.readouterr().out
+
+
+def test_attest_verify_accepts_the_real_document_as_of_its_time(capsys):
+    code = main(["attest", "verify", str(DATA / "nitro-2024-09-07.b64"), "--at", REAL_DOCUMENT_TIME, "--pcr", "4=" + "00" * 48])
+    out = capsys.readouterr().out
+    assert code == 1 and "PCRMismatch" in out  # PCR4 of the sample is not zero
+    code = main(["attest", "verify", str(DATA / "nitro-2024-09-07.b64"), "--at", REAL_DOCUMENT_TIME, "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["verified"] is True
+    assert result["document"]["module_id"] == "i-0a22e5c5f24d22174-enc0191cceb4289903f"
+
+
+def test_attest_verify_refuses_expired_and_debug_documents(capsys):
+    assert main(["attest", "verify", str(DATA / "nitro-2024-09-07.b64")]) == 1
+    assert "CertificateExpired" in capsys.readouterr().out
+    debug = str(DATA / "nitro-debug-2024-09-07.b64")
+    assert main(["attest", "verify", debug, "--at", "1725719886508"]) == 1
+    assert "DebugModeRefused" in capsys.readouterr().out
+    assert main(["attest", "verify", debug, "--at", "1725719886508", "--allow-debug"]) == 0
+
+
+def test_errors_are_one_line_on_stderr(capsys, monkeypatch):
+    monkeypatch.delenv("ZEROCOPY_ENCLAVE", raising=False)
+    assert main(["keys"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.err.startswith("zerocopy: error: no enclave address")
+    assert main(["keys", "--enclave", "unix:///nonexistent/zc.sock"]) == 1
+    assert "cannot connect" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["seal", "--name", "x"])
+    assert exited.value.code == 2
+
+
+def test_kms_policy_refuses_a_debug_measurement(capsys):
+    assert main(["kms-policy", "--pcr0", "00" * 48, "--account", "123456789012"]) == 1
+    assert "debug-mode" in capsys.readouterr().err
+    assert main(["kms-policy", "--pcr0", "ab" * 48, "--account", "123456789012"]) == 0
+    policy = json.loads(capsys.readouterr().out)
+    assert policy["Statement"][1]["Condition"]["StringNotEqualsIgnoreCase"]["kms:RecipientAttestation:ImageSha384"] == "ab" * 48
+
+
+@pytest.mark.zerocopy
+def test_seal_provision_sign_and_keys_against_the_emulator(zerocopy_emulator, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ZEROCOPY_KMS_ENDPOINT", zerocopy_emulator.kms_endpoint_url)
+    monkeypatch.setenv("ZEROCOPY_KMS_CA", str(zerocopy_emulator.tls_ca_path))
+    monkeypatch.setenv("AWS_REGION", zerocopy_emulator.region)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", zerocopy_emulator.credentials["access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", zerocopy_emulator.credentials["secret_access_key"])
+    key_arn = zerocopy_emulator.kms.create_key()["KeyMetadata"]["Arn"]
+    bundle_path = tmp_path / "cli.sealed.json"
+    secret = b"NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(secret + b"\n")))
+    assert main(["seal", "--name", "cli-key", "--scheme", "binance-hmac", "--kms-key", key_arn, "--api-key", "AK", "-o", str(bundle_path)]) == 0
+    assert "policy sha256: default" in capsys.readouterr().err
+    assert secret not in bundle_path.read_bytes()
+    assert main(["provision", str(bundle_path)]) == 0
+    assert "loaded cli-key" in capsys.readouterr().out
+    assert main(["keys"]) == 0
+    assert "cli-key\tbinance-hmac" in capsys.readouterr().out
+    params = ["symbol=LTCBTC", "side=BUY", "type=LIMIT", "timeInForce=GTC", "quantity=1", "price=0.1", "recvWindow=5000", "timestamp=1499827319559"]
+    argv = ["sign", "--key", "cli-key", "--request", "POST", "/api/v3/order"] + [item for param in params for item in ("--param", param)]
+    assert main(argv) == 0
+    signed = json.loads(capsys.readouterr().out)
+    assert signed["query"].endswith("signature=c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71")
+
+
+@pytest.mark.zerocopy
+def test_attest_fetch_then_verify_with_the_emulator_root(zerocopy_emulator, tmp_path, capsys):
+    document_path, root_path = tmp_path / "doc.cbor", tmp_path / "root.pem"
+    root_path.write_bytes(zerocopy_emulator.root_certificate)
+    assert main(["attest", "fetch", "--enclave", zerocopy_emulator.address, "--nonce", "00ff", "-o", str(document_path)]) == 0
+    capsys.readouterr()
+    pcr0 = zerocopy_emulator.pcrs[0].hex()
+    assert main(["attest", "verify", str(document_path), "--root", str(root_path), "--pcr0", pcr0, "--nonce", "00ff"]) == 0
+    assert "VERIFIED" in capsys.readouterr().out
+    assert main(["attest", "verify", str(document_path)]) == 1  # the AWS root does not sign emulator documents
+    assert "CertificateChainInvalid" in capsys.readouterr().out
+    base64_path = tmp_path / "doc.b64"
+    base64_path.write_bytes(base64.b64encode(document_path.read_bytes()))
+    assert main(["attest", "verify", str(base64_path), "--root", str(root_path)]) == 0
+
+
+def test_demo_runs_end_to_end(capsys):
+    assert main(["demo", "--samples", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "signature c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71" in out
+    assert "= the signature in Binance's documentation" in out
+    assert "refused: bundle 'binance-demo': KMS refused Decrypt: AccessDeniedException" in out
