@@ -56,7 +56,7 @@ class Address:
 
 
 def _number(text: str, what: str, original: str) -> int:
-    if not text.isdigit() or len(text) > 10 or int(text) > _U32:
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) > _U32:  # "²" and "١" are digits too
         raise AddressError(f"{what} in {original!r} must be a number from 0 to {_U32}")
     return int(text)
 
@@ -77,7 +77,11 @@ def parse_address(text: str) -> Address:
     if scheme == "unix":
         if not rest.startswith("/"):
             raise AddressError(f"unix address {text!r} must be an absolute path (unix:///dir/name.sock)")
-        if "\0" in rest or len(rest.encode()) > UNIX_PATH_MAX:
+        try:
+            size = len(rest.encode())
+        except UnicodeEncodeError:
+            raise AddressError(f"unix socket path in {text!r} is not valid Unicode") from None
+        if "\0" in rest or size > UNIX_PATH_MAX:
             raise AddressError(f"unix socket path in {text!r} is longer than {UNIX_PATH_MAX} bytes or has a NUL")
         return Address("unix", path=rest)
     if scheme == "tcp":

@@ -63,7 +63,11 @@ class BundleError(ValueError):
 def canonical_json(value: Any) -> bytes:
     """Sorted keys, no insignificant white space, UTF-8; floats refused (decimals go as strings)."""
     _refuse_floats(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate, as JSON's "\ud800" escape decodes to
+        raise BundleError("policy strings must be valid Unicode (no lone surrogates)") from None
 
 
 def _refuse_floats(value: Any, depth: int = 0) -> None:
@@ -189,7 +193,10 @@ class SealedBundle:
     def from_json(cls, data: bytes | str) -> "SealedBundle":
         """Parse a bundle strictly: unknown, missing, duplicate or mistyped fields are errors."""
         if isinstance(data, str):
-            data = data.encode()
+            try:
+                data = data.encode()
+            except UnicodeEncodeError:
+                raise BundleError("bundle text is not valid Unicode (lone surrogate)") from None
         if not isinstance(data, (bytes, bytearray)):
             raise BundleError("bundle must be bytes")
         if len(data) > MAX_BUNDLE_SIZE:

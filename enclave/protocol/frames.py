@@ -117,6 +117,34 @@ def _check_request_id(request_id: int) -> None:
         raise LocalProtocolError(f"request_id must be an int in 0..{_REQUEST_ID_MAX}")
 
 
+def _check_key(key: str) -> None:
+    try:
+        size = len(key.encode()) if isinstance(key, str) else 0
+    except UnicodeEncodeError:  # a lone surrogate
+        size = 0
+    if not 0 < size <= MAX_KEY_NAME:
+        raise LocalProtocolError(f"key name must be 1..{MAX_KEY_NAME} bytes of UTF-8")
+
+
+def _check_pairs(pairs: Any, what: str) -> None:
+    if not isinstance(pairs, tuple) or len(pairs) > 0xFFFF:
+        raise LocalProtocolError(f"{what} must be a tuple of (name, value) pairs")
+    for pair in pairs:
+        if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+            raise LocalProtocolError(f"{what} must be (str, str) pairs")
+
+
+def _check_fields(fields: Any) -> None:
+    if not isinstance(fields, dict):
+        raise LocalProtocolError("control fields must be a dict")
+    if not all(isinstance(key, str) for key in fields):
+        raise LocalProtocolError("control fields must have text keys")
+    try:
+        cbor.dumps(fields)  # what the peer's strict decoder accepts: plain types, 64-bit integers
+    except cbor.CborError as exc:
+        raise LocalProtocolError(f"control fields: {exc}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class SignRequest:
     """Sign ``payload`` with the key named ``key`` (the raw-signing hot path)."""
@@ -128,8 +156,7 @@ class SignRequest:
 
     def __post_init__(self) -> None:
         _check_request_id(self.request_id)
-        if not isinstance(self.key, str) or not 0 < len(self.key.encode()) <= MAX_KEY_NAME:
-            raise LocalProtocolError(f"key name must be 1..{MAX_KEY_NAME} bytes of UTF-8")
+        _check_key(self.key)
         if not isinstance(self.payload, bytes):
             raise LocalProtocolError("payload must be bytes")
 
@@ -139,6 +166,11 @@ class Signature:
     request_id: int
     signature: bytes
     type: ClassVar[MessageType] = MessageType.SIGNATURE
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.request_id)
+        if not isinstance(self.signature, bytes):
+            raise LocalProtocolError("signature must be bytes")
 
 
 _HTTP_FIELDS = struct.Struct(">BHHI")  # method length, path length, parameter count, body length
@@ -163,17 +195,16 @@ class HttpSignRequest:
 
     def __post_init__(self) -> None:
         _check_request_id(self.request_id)
-        if not isinstance(self.key, str) or not 0 < len(self.key.encode()) <= MAX_KEY_NAME:
-            raise LocalProtocolError(f"key name must be 1..{MAX_KEY_NAME} bytes of UTF-8")
+        _check_key(self.key)
         if not isinstance(self.method, str) or not 0 < len(self.method) <= 16:
             raise LocalProtocolError("method must be a short string")
-        if not isinstance(self.path, str) or len(self.path.encode()) > 0xFFFF:
-            raise LocalProtocolError("path must be a string of at most 65535 bytes")
-        if not isinstance(self.params, tuple) or len(self.params) > 0xFFFF:
-            raise LocalProtocolError("params must be a tuple of (name, value) pairs")
-        for pair in self.params:
-            if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
-                raise LocalProtocolError("params must be (str, str) pairs")
+        try:
+            path_size = len(self.path.encode()) if isinstance(self.path, str) else -1
+        except UnicodeEncodeError:
+            path_size = -1
+        if not 0 <= path_size <= 0xFFFF:
+            raise LocalProtocolError("path must be a UTF-8 string of at most 65535 bytes")
+        _check_pairs(self.params, "params")
         if not isinstance(self.body, bytes):
             raise LocalProtocolError("body must be bytes")
 
@@ -188,6 +219,14 @@ class HttpSignature:
     headers: tuple[tuple[str, str], ...]
     type: ClassVar[MessageType] = MessageType.HTTP_SIGNATURE
 
+    def __post_init__(self) -> None:
+        _check_request_id(self.request_id)
+        if not isinstance(self.query, str):
+            raise LocalProtocolError("query must be a string")
+        if not isinstance(self.body, bytes):
+            raise LocalProtocolError("body must be bytes")
+        _check_pairs(self.headers, "headers")
+
 
 @dataclass(frozen=True, slots=True)
 class ControlRequest:
@@ -201,8 +240,7 @@ class ControlRequest:
         _check_request_id(self.request_id)
         if self.kind not in CONTROL_REQUESTS:
             raise LocalProtocolError(f"{self.kind!r} is not a control request")
-        if not isinstance(self.fields, dict):
-            raise LocalProtocolError("control fields must be a dict")
+        _check_fields(self.fields)
 
     @property
     def type(self) -> MessageType:
@@ -219,8 +257,7 @@ class ControlResponse:
         _check_request_id(self.request_id)
         if self.kind not in CONTROL_RESPONSES.values():
             raise LocalProtocolError(f"{self.kind!r} is not a control response")
-        if not isinstance(self.fields, dict):
-            raise LocalProtocolError("control fields must be a dict")
+        _check_fields(self.fields)
 
     @property
     def type(self) -> MessageType:
@@ -239,8 +276,18 @@ class ErrorResponse:
 
     def __post_init__(self) -> None:
         _check_request_id(self.request_id)
-        if len(self.rule.encode()) > 255:
-            raise LocalProtocolError("rule name too long")
+        try:
+            object.__setattr__(self, "code", ErrorCode(self.code))
+        except ValueError:
+            raise LocalProtocolError(f"error code {self.code!r} is not an ErrorCode") from None
+        if not isinstance(self.message, str):
+            raise LocalProtocolError("error message must be a string")
+        try:
+            rule_size = len(self.rule.encode()) if isinstance(self.rule, str) else -1
+        except UnicodeEncodeError:
+            rule_size = -1
+        if not 0 <= rule_size <= 255:
+            raise LocalProtocolError("rule name must be a UTF-8 string of at most 255 bytes")
 
 
 Event = Union[SignRequest, Signature, HttpSignRequest, HttpSignature, ControlRequest, ControlResponse, ErrorResponse]
@@ -371,7 +418,10 @@ def _decode_body(kind: MessageType, request_id: int, body: bytes) -> Event:
             code = ErrorCode(code)
         except ValueError:
             code = ErrorCode.INTERNAL
-        rule = body[3 : 3 + rule_length].decode(errors="replace")
+        try:  # strict: with replacement characters a 255-byte rule could grow past the limit
+            rule = body[3 : 3 + rule_length].decode()
+        except UnicodeDecodeError:
+            raise _bad("ERROR rule name is not UTF-8", request_id) from None
         return ErrorResponse(request_id, code, body[3 + rule_length :].decode(errors="replace"), rule)
     if kind is MessageType.SIGN_HTTP:
         return _decode_http_request(request_id, body)
@@ -463,11 +513,14 @@ def _decode_http_request(request_id: int, body: bytes) -> HttpSignRequest:
 def _encode_http_request(event: HttpSignRequest) -> bytes:
     key, method, path = event.key.encode(), event.method.encode(), event.path.encode()
     parts = [_U8.pack(len(key)), key, _HTTP_FIELDS.pack(len(method), len(path), len(event.params), len(event.body)), method, path]
-    for name, value in event.params:
-        name_b, value_b = name.encode(), value.encode()
-        if len(name_b) > 0xFFFF:
-            raise LocalProtocolError("parameter name too long")
-        parts += [_U16.pack(len(name_b)), name_b, _U32.pack(len(value_b)), value_b]
+    try:
+        for name, value in event.params:
+            name_b, value_b = name.encode(), value.encode()
+            if len(name_b) > 0xFFFF:
+                raise LocalProtocolError("parameter name too long")
+            parts += [_U16.pack(len(name_b)), name_b, _U32.pack(len(value_b)), value_b]
+    except UnicodeEncodeError:
+        raise LocalProtocolError("parameter names and values must be encodable as UTF-8") from None
     parts.append(event.body)
     return b"".join(parts)
 
@@ -491,9 +544,14 @@ def _decode_http_signature(request_id: int, body: bytes) -> HttpSignature:
 
 
 def _encode_http_signature(event: HttpSignature) -> bytes:
-    query = event.query.encode()
-    parts = [_U32.pack(len(query)), query, _U32.pack(len(event.body)), event.body, _U16.pack(len(event.headers))]
-    for name, value in event.headers:
-        name_b, value_b = name.encode(), value.encode()
-        parts += [_U16.pack(len(name_b)), name_b, _U32.pack(len(value_b)), value_b]
+    try:
+        query = event.query.encode()
+        parts = [_U32.pack(len(query)), query, _U32.pack(len(event.body)), event.body, _U16.pack(len(event.headers))]
+        for name, value in event.headers:
+            name_b, value_b = name.encode(), value.encode()
+            if len(name_b) > 0xFFFF:
+                raise LocalProtocolError("header name too long")
+            parts += [_U16.pack(len(name_b)), name_b, _U32.pack(len(value_b)), value_b]
+    except UnicodeEncodeError:
+        raise LocalProtocolError("query and headers must be encodable as UTF-8") from None
     return b"".join(parts)

@@ -1,0 +1,803 @@
+"""The wire protocol's sans-IO core, driven by bytes (after h11's tests/helpers.py).
+
+A :class:`ConnectionPair` joins a CLIENT and a SERVER :class:`Connection`: events sent on one side
+are turned into bytes, fed to the other side whole, one byte at a time and in random fragments,
+and must come out equal. Peer mistakes raise :class:`RemoteProtocolError` with an exact
+:class:`ErrorCode` and request id and leave the connection usable; caller mistakes raise
+:class:`LocalProtocolError`. Hypothesis checks that no byte string makes ``next_event`` raise
+anything else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import struct
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from enclave.protocol import (
+    DEFAULT_MAX_FRAME_SIZE,
+    NEED_DATA,
+    VERSION,
+    Connection,
+    ControlRequest,
+    ControlResponse,
+    ErrorCode,
+    ErrorResponse,
+    HttpSignature,
+    HttpSignRequest,
+    LocalProtocolError,
+    MessageType,
+    ProtocolError,
+    RemoteProtocolError,
+    Role,
+    Signature,
+    SignRequest,
+    encode_sign_request,
+)
+from enclave.protocol import cbor
+from enclave.protocol.frames import CONTROL_REQUESTS, CONTROL_RESPONSES, HEADER
+
+CLIENT, SERVER = Role.CLIENT, Role.SERVER
+OTHER = {CLIENT: SERVER, SERVER: CLIENT}
+REQUEST_KINDS = sorted(CONTROL_REQUESTS)
+RESPONSE_KINDS = sorted(CONTROL_RESPONSES.values())
+
+FUZZ = settings(
+    max_examples=250,
+    deadline=None,  # no timing assertions; slow CI machines must not flake
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def frame(type_code: int, body: bytes = b"", request_id: int = 7, *, version: int = VERSION, length: int | None = None) -> bytes:
+    """A raw frame, written by hand rather than by ``Connection.send``."""
+    return HEADER.pack(len(body) if length is None else length, version, type_code, request_id) + body
+
+
+def drain(conn: Connection) -> list[Any]:
+    """Every event ``conn`` can produce from what it has buffered."""
+    events = []
+    while (event := conn.next_event()) is not NEED_DATA:
+        events.append(event)
+    return events
+
+
+def feed(conn: Connection, chunks: Iterable[bytes]) -> list[Any]:
+    """Feed ``chunks`` one by one, taking events after each, as a socket loop would."""
+    events: list[Any] = []
+    for chunk in chunks:
+        conn.receive_data(chunk)
+        events += drain(conn)
+    return events
+
+
+def fixed_chunks(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def random_chunks(data: bytes, rng: random.Random) -> list[bytes]:
+    cuts = sorted(rng.sample(range(1, len(data)), rng.randint(0, min(8, len(data) - 1)))) if len(data) > 1 else []
+    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+
+
+def splits(data: bytes, seed: int = 0) -> Iterator[list[bytes]]:
+    """The ways the pair feeds bytes: whole, one byte at a time, and a few random splits."""
+    yield [data]
+    yield fixed_chunks(data, 1)
+    rng = random.Random(seed)
+    for _ in range(5):
+        yield random_chunks(data, rng)
+
+
+class ConnectionPair:
+    """A CLIENT and a SERVER connection, each receiving what the other sends."""
+
+    def __init__(self, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self.conn = {role: Connection(role, max_frame_size=max_frame_size) for role in Role}
+
+    def send(self, role: Role, events: Any | Sequence[Any], chunks: Iterable[list[bytes]] | None = None) -> bytes:
+        """Send ``events`` from ``role``; assert the peer decodes exactly them, however the bytes are cut."""
+        if not isinstance(events, (list, tuple)):
+            events = [events]
+        data = b"".join(self.conn[role].send(event) for event in events)
+        for pieces in splits(data) if chunks is None else chunks:
+            assert b"".join(pieces) == data
+            peer = self.conn[OTHER[role]]
+            assert feed(peer, pieces) == list(events)
+            assert peer.pending == 0
+        return data
+
+
+def remote_error(conn: Connection, data: bytes, code: ErrorCode, request_id: int) -> RemoteProtocolError:
+    """Feed ``data``; assert one RemoteProtocolError with ``code`` and ``request_id``; check the
+    connection then decodes a valid frame."""
+    conn.receive_data(data)
+    with pytest.raises(RemoteProtocolError) as info:
+        conn.next_event()
+    error = info.value
+    assert error.code is code
+    assert error.request_id == request_id
+    assert not error.fatal
+    assert conn.next_event() is NEED_DATA
+    assert_usable(conn)
+    return error
+
+
+def assert_usable(conn: Connection) -> None:
+    """A following valid frame decodes."""
+    if conn.role is SERVER:
+        event: Any = SignRequest(4242, "after", b"still usable")
+    else:
+        event = Signature(4242, b"still usable")
+    conn.receive_data(Connection(OTHER[conn.role]).send(event))
+    assert drain(conn) == [event]
+    assert conn.pending == 0
+
+
+# -- samples of every event type ---------------------------------------------------------------
+REQUESTS: list[Any] = [
+    SignRequest(1, "k", b"payload"),
+    SignRequest(0, "binance-main", b""),
+    SignRequest(0xFFFFFFFF, "ключ-🔑", bytes(range(256))),
+    SignRequest(2, "x" * 255, b"\x00" * 1000),
+    HttpSignRequest(3, "binance-main", "GET", "/api/v3/account"),
+    HttpSignRequest(
+        4,
+        "bybit",
+        "POST",
+        "/v5/order/create",
+        (("symbol", "BTCUSDT"), ("qty", "0.001"), ("symbol", "ETHUSDT")),
+        b'{"side":"Buy"}',
+    ),
+    HttpSignRequest(5, "okx", "DELETE", "", (("", ""),), b""),
+    HttpSignRequest(6, "ключ", "PUT", "/путь/ü", (("名前", "値 & = ?"), ("emoji", "🚀")), "tëxt".encode()),
+    HttpSignRequest(7, "k", "X" * 16, "/" + "p" * 1000, tuple((f"n{i}", "v" * i) for i in range(50)), bytes(300)),
+    *(ControlRequest(10 + i, kind) for i, kind in enumerate(REQUEST_KINDS)),
+    *(
+        ControlRequest(20 + i, kind, {"nonce": b"\x01" * 32, "names": ["a", "b"], "n": -5, "ok": True, "none": None, "nested": {1: {"x": b""}}})
+        for i, kind in enumerate(REQUEST_KINDS)
+    ),
+]
+
+RESPONSES: list[Any] = [
+    Signature(1, b"\x30\x45" + bytes(69)),
+    Signature(0xFFFFFFFF, b""),
+    HttpSignature(2, "symbol=BTCUSDT&signature=abc", b"", (("X-MBX-APIKEY", "key"),)),
+    HttpSignature(3, "", b'{"a":1}', ()),
+    HttpSignature(4, "q=ü", "bödy".encode(), (("X-Ünïcode", "värde"), ("X-Empty", ""), ("X-Dup", "1"), ("X-Dup", "2"))),
+    *(ControlResponse(30 + i, kind) for i, kind in enumerate(RESPONSE_KINDS)),
+    *(
+        ControlResponse(40 + i, kind, {"document": b"\x84" * 100, "keys": [{"name": "k", "scheme": "ed25519"}], "count": 2**64 - 1})
+        for i, kind in enumerate(RESPONSE_KINDS)
+    ),
+    *(ErrorResponse(50 + i, code, f"refused: {code.name}") for i, code in enumerate(ErrorCode)),
+    ErrorResponse(60, ErrorCode.POLICY_REFUSED, "withdrawals are refused", "fund-moving-endpoint"),
+    ErrorResponse(61, ErrorCode.POLICY_REFUSED, "", "r" * 255),
+    ErrorResponse(62, ErrorCode.BAD_REQUEST, "ünïcödé message ✓", "règle"),
+]
+
+
+def _id(event: Any) -> str:
+    return f"{type(event).__name__}-{event.request_id}"
+
+
+# -- round trips -------------------------------------------------------------------------------
+@pytest.mark.parametrize("event", REQUESTS, ids=_id)
+def test_request_round_trip(event):
+    ConnectionPair().send(CLIENT, event)
+
+
+@pytest.mark.parametrize("event", RESPONSES, ids=_id)
+def test_response_round_trip(event):
+    ConnectionPair().send(SERVER, event)
+
+
+def test_every_message_type_is_covered_by_the_samples():
+    types = {event.type for event in REQUESTS + RESPONSES}
+    assert types == set(MessageType)
+
+
+@pytest.mark.parametrize(("role", "events"), [(CLIENT, REQUESTS), (SERVER, RESPONSES)], ids=["requests", "responses"])
+def test_fragments_of_every_size(role, events):
+    pair = ConnectionPair()
+    data = b"".join(pair.conn[role].send(event) for event in events)
+    pair.send(role, events, [fixed_chunks(data, size) for size in (*range(1, 80), 511, 4096, len(data))])
+
+
+@pytest.mark.parametrize("role", [CLIENT, SERVER])
+def test_every_cut_point_of_one_frame(role):
+    event = REQUESTS[5] if role is CLIENT else RESPONSES[4]
+    data = Connection(role).send(event)
+    ConnectionPair().send(role, event, [[data[:cut], data[cut:]] for cut in range(1, len(data))])
+
+
+def test_random_splits_of_a_long_pipeline():
+    events = [SignRequest(i, f"key-{i % 7}", bytes([i % 256]) * (i % 40)) for i in range(300)]
+    rng = random.Random(1234)
+    data = b"".join(Connection(CLIENT).send(event) for event in events)
+    ConnectionPair().send(CLIENT, events, [random_chunks(data, rng) for _ in range(20)])
+
+
+def test_pending_counts_a_partial_frame():
+    server = Connection(SERVER)
+    data = Connection(CLIENT).send(SignRequest(1, "k", b"payload"))
+    server.receive_data(data[:-3])
+    assert server.next_event() is NEED_DATA
+    assert server.pending == len(data) - 3
+    server.receive_data(data[-3:])
+    assert server.next_event() == SignRequest(1, "k", b"payload")
+    assert server.pending == 0
+
+
+def test_empty_receive_means_the_peer_closed():
+    server = Connection(SERVER)
+    assert not server.closed
+    server.receive_data(b"")
+    assert server.closed
+    assert server.next_event() is NEED_DATA
+
+
+def test_need_data_is_a_singleton_with_a_name():
+    assert Connection(SERVER).next_event() is NEED_DATA
+    assert repr(NEED_DATA) == "NEED_DATA"
+
+
+# -- pipelining ----------------------------------------------------------------------------------
+def test_pipelined_requests_come_out_in_order_with_their_ids():
+    rng = random.Random(7)
+    events = [rng.choice(REQUESTS) for _ in range(200)]
+    events = [dataclasses.replace(event, request_id=1000 + i) for i, event in enumerate(events)]
+    client, server = Connection(CLIENT), Connection(SERVER)
+    server.receive_data(b"".join(client.send(event) for event in events))
+    received = drain(server)
+    assert received == events
+    assert [event.request_id for event in received] == list(range(1000, 1200))
+
+
+def test_pipelined_responses_may_arrive_out_of_request_order():
+    responses = [Signature(9, b"nine"), ErrorResponse(3, ErrorCode.UNKNOWN_KEY, "no key"), Signature(5, b"five")]
+    ConnectionPair().send(SERVER, responses)
+
+
+def test_an_error_in_the_middle_of_a_pipeline_spares_the_frames_around_it():
+    client_bytes = Connection(CLIENT).send(SignRequest(1, "k", b"one")) + frame(0x03, b"junk", 2) + Connection(CLIENT).send(SignRequest(3, "k", b"three"))
+    server = Connection(SERVER)
+    server.receive_data(client_bytes)
+    assert server.next_event() == SignRequest(1, "k", b"one")
+    with pytest.raises(RemoteProtocolError) as info:
+        server.next_event()
+    assert (info.value.code, info.value.request_id) == (ErrorCode.UNKNOWN_MESSAGE_TYPE, 2)
+    assert drain(server) == [SignRequest(3, "k", b"three")]
+
+
+# -- peer errors -------------------------------------------------------------------------------
+@pytest.mark.parametrize("version", [0, 2, 255])
+@pytest.mark.parametrize("role", [CLIENT, SERVER])
+def test_unsupported_version(role, version):
+    type_code = MessageType.SIGN if role is SERVER else MessageType.SIGNATURE
+    error = remote_error(Connection(role), frame(type_code, b"\x01kpayload", 77, version=version), ErrorCode.UNSUPPORTED_VERSION, 77)
+    assert f"version {version}" in str(error)
+
+
+def test_version_is_checked_before_the_message_type():
+    remote_error(Connection(SERVER), frame(0xEE, b"", 5, version=9), ErrorCode.UNSUPPORTED_VERSION, 5)
+
+
+@pytest.mark.parametrize("type_code", [0x00, 0x03, 0x15, 0x7E, 0x80, 0x95, 0xFF])
+@pytest.mark.parametrize("role", [CLIENT, SERVER])
+def test_unknown_message_type(role, type_code):
+    error = remote_error(Connection(role), frame(type_code, b"body", 0xABCDEF01), ErrorCode.UNKNOWN_MESSAGE_TYPE, 0xABCDEF01)
+    assert f"0x{type_code:02x}" in str(error)
+
+
+RESPONSE_TYPES = [MessageType.SIGNATURE, MessageType.HTTP_SIGNATURE, MessageType.ERROR, *RESPONSE_KINDS]
+REQUEST_TYPES = [MessageType.SIGN, MessageType.SIGN_HTTP, *REQUEST_KINDS]
+
+
+@pytest.mark.parametrize("type_code", RESPONSE_TYPES, ids=lambda t: t.name)
+def test_a_response_sent_to_a_server_is_refused(type_code):
+    error = remote_error(Connection(SERVER), frame(type_code, b"", 12), ErrorCode.UNKNOWN_MESSAGE_TYPE, 12)
+    assert "request" in str(error)
+
+
+@pytest.mark.parametrize("type_code", REQUEST_TYPES, ids=lambda t: t.name)
+def test_a_request_sent_to_a_client_is_refused(type_code):
+    error = remote_error(Connection(CLIENT), frame(type_code, b"\x01kx", 13), ErrorCode.UNKNOWN_MESSAGE_TYPE, 13)
+    assert "response" in str(error)
+
+
+def test_frame_at_the_size_limit_is_accepted_one_byte_more_is_not():
+    limit = 64
+    pair = ConnectionPair(max_frame_size=limit)
+    pair.send(CLIENT, SignRequest(1, "k", b"x" * (limit - 2)))
+    server = Connection(SERVER, max_frame_size=limit)
+    error = remote_error(server, frame(MessageType.SIGN, b"\x01k" + b"x" * (limit - 1), 8), ErrorCode.FRAME_TOO_LARGE, 8)
+    assert str(limit) in str(error)
+
+
+@pytest.mark.parametrize("role", [CLIENT, SERVER])
+def test_oversized_frame_is_skipped_without_buffering(role):
+    limit, length, chunk = 1024, 1 << 20, 4096
+    conn = Connection(role, max_frame_size=limit)
+    type_code = MessageType.SIGN if role is SERVER else MessageType.SIGNATURE
+    conn.receive_data(frame(type_code, length=length, request_id=99))
+    with pytest.raises(RemoteProtocolError) as info:
+        conn.next_event()
+    assert (info.value.code, info.value.request_id) == (ErrorCode.FRAME_TOO_LARGE, 99)
+    assert "exceeds" in str(info.value)
+    body = bytes(length)
+    for start in range(0, length - chunk, chunk):
+        conn.receive_data(body[start : start + chunk])
+        assert conn.next_event() is NEED_DATA
+        assert conn.pending == 0
+        assert len(conn._buffer) == 0  # dropped on arrival, never held
+    # the end of the oversized body and the next frame arrive together
+    conn.receive_data(body[length - chunk :] + Connection(OTHER[role]).send(REQUESTS[0] if role is SERVER else RESPONSES[0]))
+    assert drain(conn) == [REQUESTS[0] if role is SERVER else RESPONSES[0]]
+    assert conn.pending == 0
+
+
+def test_oversized_frame_already_buffered_is_skipped_exactly():
+    server = Connection(SERVER, max_frame_size=16)
+    big = frame(MessageType.SIGN, b"\x01k" + bytes(100), 3)
+    after = Connection(CLIENT).send(SignRequest(4, "k", b"ok"))
+    server.receive_data(big + after)
+    with pytest.raises(RemoteProtocolError) as info:
+        server.next_event()
+    assert (info.value.code, info.value.request_id) == (ErrorCode.FRAME_TOO_LARGE, 3)
+    assert drain(server) == [SignRequest(4, "k", b"ok")]
+
+
+def test_oversized_frames_back_to_back_each_get_an_error():
+    server = Connection(SERVER, max_frame_size=32)
+    data = frame(MessageType.SIGN, b"\x01k" + bytes(50), 1) + frame(MessageType.SIGN, b"\x01k" + bytes(60), 2)
+    errors = []
+    for piece in fixed_chunks(data, 3):
+        server.receive_data(piece)
+        while True:
+            try:
+                if server.next_event() is NEED_DATA:
+                    break
+            except RemoteProtocolError as exc:
+                errors.append((exc.code, exc.request_id))
+        assert server.pending <= 10
+    assert errors == [(ErrorCode.FRAME_TOO_LARGE, 1), (ErrorCode.FRAME_TOO_LARGE, 2)]
+    assert_usable(server)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"", "empty"),
+        (b"\x00payload", "length"),
+        (b"\x00", "length"),
+        (b"\x05abc", "length"),
+        (b"\xff" + b"k" * 254, "length"),
+        (b"\x02\xff\xfepayload", "UTF-8"),
+        (b"\x01\x80", "UTF-8"),
+    ],
+    ids=["empty-body", "zero-key-length", "only-zero-length", "key-beyond-body", "key-one-short", "non-utf8-key", "lone-continuation-byte"],
+)
+def test_malformed_sign_body(body, words):
+    error = remote_error(Connection(SERVER), frame(MessageType.SIGN, body, 31), ErrorCode.BAD_REQUEST, 31)
+    assert "SIGN" in str(error) and words in str(error)
+
+
+def test_sign_key_filling_the_whole_body_means_an_empty_payload():
+    server = Connection(SERVER)
+    server.receive_data(frame(MessageType.SIGN, b"\x03abc", 1))
+    assert drain(server) == [SignRequest(1, "abc", b"")]
+
+
+MALFORMED_CBOR = {
+    "trailing-bytes": cbor.dumps({"nonce": b"x"}) + b"\x00",
+    "duplicate-keys": bytes.fromhex("a2 616b 01 616b 02"),
+    "array-not-map": bytes.fromhex("83 01 02 03"),
+    "int-not-map": bytes.fromhex("01"),
+    "int-keys": bytes.fromhex("a1 01 02"),
+    "bytes-keys": bytes.fromhex("a1 41 6b 02"),
+    "float-value": bytes.fromhex("a1 616b f9 3c00"),
+    "tag": bytes.fromhex("a1 616b c1 1a 514b67b0"),
+    "indefinite-map": bytes.fromhex("bf 616b 01 ff"),
+    "non-minimal-int": bytes.fromhex("a1 616b 18 01"),
+    "truncated": bytes.fromhex("a2 616b 01"),
+    "empty-string-head": bytes.fromhex("7f"),
+}
+
+
+@pytest.mark.parametrize("kind", [MessageType.ATTEST, MessageType.PROVISION])
+@pytest.mark.parametrize("body", MALFORMED_CBOR.values(), ids=MALFORMED_CBOR.keys())
+def test_malformed_control_request_body(body, kind):
+    error = remote_error(Connection(SERVER), frame(kind, body, 44), ErrorCode.BAD_REQUEST, 44)
+    assert kind.name in str(error)
+    assert "CBOR" in str(error)
+
+
+@pytest.mark.parametrize("body", MALFORMED_CBOR.values(), ids=MALFORMED_CBOR.keys())
+def test_malformed_control_response_body(body):
+    error = remote_error(Connection(CLIENT), frame(MessageType.ATTESTATION, body, 45), ErrorCode.BAD_REQUEST, 45)
+    assert "ATTESTATION" in str(error)
+
+
+def test_an_empty_control_body_is_an_empty_map():
+    server = Connection(SERVER)
+    server.receive_data(frame(MessageType.KEYS, b"", 2) + frame(MessageType.KEYS, b"\xa0", 3))
+    assert drain(server) == [ControlRequest(2, MessageType.KEYS, {}), ControlRequest(3, MessageType.KEYS, {})]
+
+
+def _http_body(event: Any) -> bytes:
+    role = CLIENT if isinstance(event, HttpSignRequest) else SERVER
+    return Connection(role).send(event)[HEADER.size :]
+
+
+HTTP_REQUEST = REQUESTS[7]  # unicode, params and body
+HTTP_SIGNATURE = RESPONSES[4]  # unicode, headers and body
+
+
+def test_every_truncation_of_a_sign_http_body_is_refused():
+    body = _http_body(HTTP_REQUEST)
+    server = Connection(SERVER)
+    for cut in range(len(body)):
+        error = remote_error(server, frame(MessageType.SIGN_HTTP, body[:cut], cut), ErrorCode.BAD_REQUEST, cut)
+        assert "SIGN_HTTP" in str(error)
+        assert "truncated" in str(error) or "empty" in str(error) or "UTF-8" in str(error)
+
+
+def test_every_truncation_of_an_http_signature_body_is_refused():
+    body = _http_body(HTTP_SIGNATURE)
+    client = Connection(CLIENT)
+    for cut in range(len(body)):
+        error = remote_error(client, frame(MessageType.HTTP_SIGNATURE, body[:cut], cut), ErrorCode.BAD_REQUEST, cut)
+        assert "HTTP_SIGNATURE" in str(error)
+        assert "truncated" in str(error) or "UTF-8" in str(error)
+
+
+@pytest.mark.parametrize("extra", [b"\x00", b"trailing"])
+def test_sign_http_trailing_bytes(extra):
+    error = remote_error(Connection(SERVER), frame(MessageType.SIGN_HTTP, _http_body(HTTP_REQUEST) + extra, 9), ErrorCode.BAD_REQUEST, 9)
+    assert "trailing" in str(error)
+
+
+@pytest.mark.parametrize("extra", [b"\x00", b"trailing"])
+def test_http_signature_trailing_bytes(extra):
+    error = remote_error(Connection(CLIENT), frame(MessageType.HTTP_SIGNATURE, _http_body(HTTP_SIGNATURE) + extra, 9), ErrorCode.BAD_REQUEST, 9)
+    assert "trailing" in str(error)
+
+
+def _sign_http(key: bytes, method: bytes, path: bytes, params: list[tuple[bytes, bytes]] = [], body: bytes = b"") -> bytes:  # noqa: B006
+    parts = [bytes([len(key)]), key, struct.pack(">BHHI", len(method), len(path), len(params), len(body)), method, path]
+    for name, value in params:
+        parts += [struct.pack(">H", len(name)), name, struct.pack(">I", len(value)), value]
+    return b"".join(parts) + body
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (_sign_http(b"", b"GET", b"/"), "key name is empty"),
+        (_sign_http(b"\xff", b"GET", b"/"), "key name is not UTF-8"),
+        (_sign_http(b"k", b"G\xffT", b"/"), "method is not UTF-8"),
+        (_sign_http(b"k", b"GET", b"/\xc3"), "path is not UTF-8"),
+        (_sign_http(b"k", b"GET", b"/", [(b"\xfe", b"v")]), "parameter name is not UTF-8"),
+        (_sign_http(b"k", b"GET", b"/", [(b"n", b"\xed\xa0\x80")]), "parameter value is not UTF-8"),
+        (_sign_http(b"k", b"", b"/"), "method"),
+        (_sign_http(b"k", b"M" * 17, b"/"), "method"),
+    ],
+    ids=["empty-key", "bad-key", "bad-method", "bad-path", "bad-param-name", "surrogate-param-value", "empty-method", "long-method"],
+)
+def test_malformed_sign_http_fields(body, words):
+    error = remote_error(Connection(SERVER), frame(MessageType.SIGN_HTTP, body, 17), ErrorCode.BAD_REQUEST, 17)
+    assert words in str(error)
+
+
+def test_hand_written_sign_http_matches_the_encoder():
+    event = HttpSignRequest(1, "k", "GET", "/p", (("a", "1"), ("b", "")), b"body")
+    assert _http_body(event) == _sign_http(b"k", b"GET", b"/p", [(b"a", b"1"), (b"b", b"")], b"body")
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [(b"", "ERROR body is truncated"), (b"\x00\x05", "ERROR body is truncated"), (b"\x00\x05\x04abc", "rule name is truncated")],
+    ids=["empty", "two-bytes", "rule-beyond-body"],
+)
+def test_malformed_error_body(body, words):
+    error = remote_error(Connection(CLIENT), frame(MessageType.ERROR, body, 21), ErrorCode.BAD_REQUEST, 21)
+    assert words in str(error)
+
+
+def test_error_with_an_unknown_code_decodes_as_internal():
+    client = Connection(CLIENT)
+    client.receive_data(frame(MessageType.ERROR, b"\x03\xe7\x00boom", 8))
+    assert drain(client) == [ErrorResponse(8, ErrorCode.INTERNAL, "boom")]
+
+
+def test_error_message_that_is_not_utf8_is_shown_with_replacements():
+    client = Connection(CLIENT)
+    client.receive_data(frame(MessageType.ERROR, b"\x00\x0b\x00bad \xff byte", 8))
+    assert drain(client) == [ErrorResponse(8, ErrorCode.POLICY_REFUSED, "bad \ufffd byte")]
+
+
+@pytest.mark.parametrize("rule", [b"\xff", b"\xff" * 100, b"\xfe" * 255], ids=["one", "hundred", "max"])
+def test_error_rule_that_is_not_utf8_is_a_remote_error(rule):
+    # 255 bytes of junk would become 765 bytes of U+FFFD, longer than a rule may be
+    body = struct.pack(">HB", ErrorCode.POLICY_REFUSED, len(rule)) + rule + b"message"
+    error = remote_error(Connection(CLIENT), frame(MessageType.ERROR, body, 23), ErrorCode.BAD_REQUEST, 23)
+    assert "rule" in str(error)
+
+
+# -- local errors --------------------------------------------------------------------------------
+@pytest.mark.parametrize("event", RESPONSES[:5] + RESPONSES[-3:], ids=_id)
+def test_a_client_cannot_send_a_response(event):
+    with pytest.raises(LocalProtocolError, match="client cannot send"):
+        Connection(CLIENT).send(event)
+
+
+@pytest.mark.parametrize("event", REQUESTS[:6], ids=_id)
+def test_a_server_cannot_send_a_request(event):
+    with pytest.raises(LocalProtocolError, match="server cannot send"):
+        Connection(SERVER).send(event)
+
+
+def test_local_protocol_error_is_a_value_error_and_not_a_remote_one():
+    assert issubclass(LocalProtocolError, ValueError)
+    assert issubclass(LocalProtocolError, ProtocolError)
+    assert not issubclass(RemoteProtocolError, LocalProtocolError)
+
+
+BAD_REQUEST_IDS = [-1, 2**32, 2**64, "1", 1.0, None]
+
+EVENT_FACTORIES = {
+    "SignRequest": lambda rid: SignRequest(rid, "k", b""),
+    "Signature": lambda rid: Signature(rid, b"sig"),
+    "HttpSignRequest": lambda rid: HttpSignRequest(rid, "k", "GET", "/"),
+    "HttpSignature": lambda rid: HttpSignature(rid, "", b"", ()),
+    "ControlRequest": lambda rid: ControlRequest(rid, MessageType.ATTEST),
+    "ControlResponse": lambda rid: ControlResponse(rid, MessageType.ATTESTATION),
+    "ErrorResponse": lambda rid: ErrorResponse(rid, ErrorCode.BAD_REQUEST, "no"),
+}
+
+
+@pytest.mark.parametrize("request_id", BAD_REQUEST_IDS, ids=repr)
+@pytest.mark.parametrize("factory", EVENT_FACTORIES.values(), ids=EVENT_FACTORIES.keys())
+def test_invalid_request_ids(factory, request_id):
+    with pytest.raises(LocalProtocolError, match="request_id"):
+        factory(request_id)
+
+
+@pytest.mark.parametrize("factory", EVENT_FACTORIES.values(), ids=EVENT_FACTORIES.keys())
+def test_request_id_bounds_are_inclusive(factory):
+    for request_id in (0, 0xFFFFFFFF):
+        event = factory(request_id)
+        role = CLIENT if event.type in REQUEST_TYPES else SERVER
+        ConnectionPair().send(role, event)
+
+
+BAD_KEYS = ["", "x" * 256, "é" * 128, "🔑" * 64, "\ud800", b"bytes", None]
+
+
+@pytest.mark.parametrize("key", BAD_KEYS, ids=["empty", "256-ascii", "256-bytes-latin", "256-bytes-emoji", "surrogate", "bytes", "none"])
+def test_sign_request_key_names(key):
+    with pytest.raises(LocalProtocolError, match="key name"):
+        SignRequest(1, key, b"payload")
+
+
+@pytest.mark.parametrize("key", BAD_KEYS, ids=["empty", "256-ascii", "256-bytes-latin", "256-bytes-emoji", "surrogate", "bytes", "none"])
+def test_http_sign_request_key_names(key):
+    with pytest.raises(LocalProtocolError, match="key name"):
+        HttpSignRequest(1, key, "GET", "/")
+
+
+def test_longest_key_name_is_255_bytes():
+    ConnectionPair().send(CLIENT, [SignRequest(1, "é" * 127 + "x", b""), HttpSignRequest(2, "x" * 255, "GET", "/")])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"payload": "text"}, "payload"),
+        ({"payload": bytearray(b"x")}, "payload"),
+    ],
+)
+def test_sign_request_payload_must_be_bytes(kwargs, words):
+    with pytest.raises(LocalProtocolError, match=words):
+        SignRequest(1, "k", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"method": ""}, "method"),
+        ({"method": "M" * 17}, "method"),
+        ({"method": b"GET"}, "method"),
+        ({"path": "/" * 0x10000}, "path"),
+        ({"path": None}, "path"),
+        ({"path": "/\udc80"}, "path"),
+        ({"params": [("a", "b")]}, "params"),
+        ({"params": (("a",),)}, "params"),
+        ({"params": (("a", 1),)}, "params"),
+        ({"params": (("a", "\ud800"),)}, "param"),
+        ({"params": (("n" * 0x10000, "v"),)}, "parameter name"),
+        ({"body": "text"}, "body"),
+    ],
+    ids=lambda value: str(value)[:30],
+)
+def test_http_sign_request_fields(kwargs, words):
+    with pytest.raises(LocalProtocolError, match=words):
+        event = HttpSignRequest(**{"request_id": 1, "key": "k", "method": "GET", "path": "/", **kwargs})
+        Connection(CLIENT).send(event)
+
+
+@pytest.mark.parametrize(
+    ("factory", "words"),
+    [
+        (lambda: Signature(1, "text"), "signature"),
+        (lambda: HttpSignature(1, b"query", b"", ()), "query"),
+        (lambda: HttpSignature(1, "", "body", ()), "body"),
+        (lambda: HttpSignature(1, "", b"", [("a", "b")]), "headers"),
+        (lambda: HttpSignature(1, "", b"", (("a", 1),)), "headers"),
+        (lambda: HttpSignature(1, "", b"", (("a", "b", "c"),)), "headers"),
+        (lambda: HttpSignature(1, "", b"", (("h" * 0x10000, "v"),)), "header name"),
+        (lambda: HttpSignature(1, "q=\udfff", b"", ()), "UTF-8"),
+        (lambda: HttpSignature(1, "", b"", (("X-H", "\ud83d"),)), "UTF-8"),
+        (lambda: ErrorResponse(1, ErrorCode.BAD_REQUEST, "m", "r" * 256), "rule"),
+        (lambda: ErrorResponse(1, ErrorCode.BAD_REQUEST, "m", "é" * 128), "rule"),
+        (lambda: ErrorResponse(1, 0x10000, "m"), "code"),
+        (lambda: ErrorResponse(1, ErrorCode.BAD_REQUEST, b"m"), "message"),
+        (lambda: ErrorResponse(1, ErrorCode.BAD_REQUEST, "m", None), "rule"),
+        (lambda: ControlRequest(1, MessageType.SIGN), "not a control request"),
+        (lambda: ControlRequest(1, MessageType.ATTESTATION), "not a control request"),
+        (lambda: ControlResponse(1, MessageType.ATTEST), "not a control response"),
+        (lambda: ControlResponse(1, MessageType.ERROR), "not a control response"),
+        (lambda: ControlRequest(1, MessageType.ATTEST, [("a", 1)]), "dict"),
+        (lambda: ControlRequest(1, MessageType.ATTEST, {1: "int key"}), "text keys"),
+        (lambda: ControlResponse(1, MessageType.KEY_LIST, {b"k": 1}), "text keys"),
+        (lambda: ControlRequest(1, MessageType.ATTEST, {"f": 1.5}), "float"),
+        (lambda: ControlResponse(1, MessageType.KEY_LIST, {"t": (1, 2)}), "tuple"),
+        (lambda: ControlResponse(1, MessageType.KEY_LIST, {"n": 2**64}), "64-bit"),
+    ],
+)
+def test_events_validate_themselves(factory, words):
+    with pytest.raises(LocalProtocolError, match=words):
+        event = factory()
+        Connection(CLIENT if event.type in REQUEST_TYPES else SERVER).send(event)
+
+
+def test_error_response_accepts_a_plain_int_code():
+    event = ErrorResponse(1, 11, "refused", "rule")
+    assert event.code is ErrorCode.POLICY_REFUSED
+    ConnectionPair().send(SERVER, event)
+
+
+@pytest.mark.parametrize("role", [CLIENT, SERVER])
+def test_a_message_larger_than_the_frame_limit_is_a_local_error(role):
+    conn = Connection(role, max_frame_size=100)
+    event = SignRequest(1, "k", bytes(98)) if role is CLIENT else Signature(1, bytes(100))
+    conn.send(event)  # exactly at the limit
+    big = SignRequest(1, "k", bytes(99)) if role is CLIENT else Signature(1, bytes(101))
+    with pytest.raises(LocalProtocolError, match="exceeds the frame limit of 100"):
+        conn.send(big)
+
+
+def test_events_are_frozen():
+    event = SignRequest(1, "k", b"")
+    with pytest.raises(AttributeError):
+        event.key = "other"  # type: ignore[misc]
+
+
+# -- the hot-path encoder ------------------------------------------------------------------------
+@pytest.mark.parametrize("event", [e for e in REQUESTS if isinstance(e, SignRequest)], ids=_id)
+def test_encode_sign_request_matches_send(event):
+    assert encode_sign_request(event.request_id, event.key.encode(), event.payload) == Connection(CLIENT).send(event)
+
+
+@FUZZ
+@given(
+    request_id=st.integers(0, 0xFFFFFFFF),
+    key=st.text(min_size=1, max_size=60).filter(lambda k: len(k.encode()) <= 255),
+    payload=st.binary(max_size=300),
+)
+def test_encode_sign_request_matches_send_for_any_request(request_id, key, payload):
+    event = SignRequest(request_id, key, payload)
+    data = encode_sign_request(request_id, key.encode(), payload)
+    assert data == Connection(CLIENT).send(event)
+    server = Connection(SERVER)
+    server.receive_data(data)
+    assert drain(server) == [event]
+
+
+# -- hypothesis: arbitrary bytes ------------------------------------------------------------------
+type_codes = st.sampled_from([int(t) for t in MessageType]) | st.integers(0, 255)
+frames = st.builds(
+    lambda type_code, body, request_id, version, lie: frame(type_code, body, request_id, version=version, length=max(0, len(body) + lie) if lie else None),
+    type_codes,
+    st.binary(max_size=80),
+    st.integers(0, 0xFFFFFFFF),
+    st.sampled_from([VERSION, VERSION, VERSION, 0, 2]),
+    st.sampled_from([0, 0, 0, 0, -1, 1, 500, 2**31]),
+)
+streams = st.lists(frames | st.binary(max_size=40), max_size=8).map(b"".join)
+
+
+def _consume(conn: Connection, data: bytes, cuts: list[int]) -> None:
+    """Feed ``data`` in pieces; ``next_event`` must return events or NEED_DATA, or raise only
+    RemoteProtocolError, and stop asking for more within a bounded number of calls."""
+    bounds = sorted({min(cut, len(data)) for cut in cuts} | {0, len(data)})
+    for start, end in zip(bounds, bounds[1:]):
+        conn.receive_data(data[start:end])
+        for _ in range(len(data) + 2):
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                assert isinstance(exc.code, ErrorCode)
+                assert 0 <= exc.request_id <= 0xFFFFFFFF
+                continue
+            if event is NEED_DATA:
+                break
+            assert type(event) in (SignRequest, Signature, HttpSignRequest, HttpSignature, ControlRequest, ControlResponse, ErrorResponse)
+            assert (event.type in REQUEST_TYPES) == (conn.role is SERVER)
+        else:
+            pytest.fail("next_event did not come back to NEED_DATA")
+
+
+@FUZZ
+@given(data=streams, cuts=st.lists(st.integers(0, 800), max_size=6), max_frame_size=st.sampled_from([32, 256, DEFAULT_MAX_FRAME_SIZE]))
+def test_arbitrary_bytes_give_only_events_or_remote_errors_on_a_server(data, cuts, max_frame_size):
+    _consume(Connection(SERVER, max_frame_size=max_frame_size), data, cuts)
+
+
+@FUZZ
+@given(data=streams, cuts=st.lists(st.integers(0, 800), max_size=6), max_frame_size=st.sampled_from([32, 256, DEFAULT_MAX_FRAME_SIZE]))
+def test_arbitrary_bytes_give_only_events_or_remote_errors_on_a_client(data, cuts, max_frame_size):
+    _consume(Connection(CLIENT, max_frame_size=max_frame_size), data, cuts)
+
+
+@FUZZ
+@given(data=st.binary(max_size=600), cuts=st.lists(st.integers(0, 600), max_size=6), role=st.sampled_from(list(Role)))
+def test_raw_random_bytes_give_only_events_or_remote_errors(data, cuts, role):
+    _consume(Connection(role), data, cuts)
+
+
+# -- hypothesis: round trips of generated events -----------------------------------------------------
+request_ids = st.integers(0, 0xFFFFFFFF)
+keys = st.text(min_size=1, max_size=40).filter(lambda k: len(k.encode()) <= 255)
+short_text = st.text(max_size=30)
+pairs = st.lists(st.tuples(short_text, short_text), max_size=6).map(tuple)
+cbor_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**64), 2**64 - 1) | st.binary(max_size=40) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8) | st.integers(-5, 50), children, max_size=4),
+    max_leaves=12,
+)
+control_fields = st.dictionaries(st.text(max_size=12), cbor_values, max_size=5)
+
+requests = st.one_of(
+    st.builds(SignRequest, request_ids, keys, st.binary(max_size=200)),
+    st.builds(HttpSignRequest, request_ids, keys, st.text(min_size=1, max_size=16), st.text(max_size=60), pairs, st.binary(max_size=100)),
+    st.builds(ControlRequest, request_ids, st.sampled_from(REQUEST_KINDS), control_fields),
+)
+responses = st.one_of(
+    st.builds(Signature, request_ids, st.binary(max_size=200)),
+    st.builds(HttpSignature, request_ids, st.text(max_size=60), st.binary(max_size=100), pairs),
+    st.builds(ControlResponse, request_ids, st.sampled_from(RESPONSE_KINDS), control_fields),
+    st.builds(ErrorResponse, request_ids, st.sampled_from(list(ErrorCode)), st.text(max_size=60), st.text(max_size=40).filter(lambda r: len(r.encode()) <= 255)),
+)
+
+
+@FUZZ
+@given(events=st.lists(requests, min_size=1, max_size=5), seed=st.integers(0, 2**32))
+def test_generated_requests_round_trip(events, seed):
+    data = b"".join(Connection(CLIENT).send(event) for event in events)
+    ConnectionPair().send(CLIENT, events, [[data], random_chunks(data, random.Random(seed))])
+
+
+@FUZZ
+@given(events=st.lists(responses, min_size=1, max_size=5), seed=st.integers(0, 2**32))
+def test_generated_responses_round_trip(events, seed):
+    data = b"".join(Connection(SERVER).send(event) for event in events)
+    ConnectionPair().send(SERVER, events, [[data], random_chunks(data, random.Random(seed))])
