@@ -195,6 +195,12 @@ class NsmDeviceServer:
                 self._reply(self.nsm.handle(request))
         except OSError:
             return
+        finally:
+            # Whatever ends the loop, let the peer see EOF instead of blocking on a reply forever.
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _reply(self, response: Any) -> None:
         encoded = cbor.dumps(response)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from .policy import Policy
+from .protocol.policy import PolicyState
 from .schemes import SigningKey
 
 __all__ = ["LoadedKey", "Keyring", "KeyConflict"]
@@ -21,7 +21,7 @@ class LoadedKey:
     scheme: str
     api_key: str
     policy_sha256: str
-    policy: Policy
+    policy_state: PolicyState
     signing_key: SigningKey = field(repr=False)
     fingerprint: str = field(repr=False)  # SHA-256 over the bundle's fields and secret: same bundle, same key
 

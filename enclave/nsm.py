@@ -87,6 +87,8 @@ class SocketDevice:
         self._lock = threading.Lock()
 
     def exchange(self, request: bytes) -> bytes:
+        if len(request) > REQUEST_MAX:
+            raise NsmError("NSM request too large", code="InputTooLarge")
         with self._lock:
             self._sock.sendall(_LENGTH.pack(len(request)) + request)
             (length,) = _LENGTH.unpack(self._read(4))

@@ -18,12 +18,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .audit import AuditLog
 from .clock import Clock
 from .cms import RecipientCiphertextError
 from .keyring import KeyConflict, Keyring, LoadedKey
 from .kms import AttestedKms, Credentials, KmsError
 from .nsm import Nsm, NsmError
-from .policy import Policy, PolicyError, Refusal
+from .protocol.policy import PolicyError, PolicyState, Refusal, SigningPolicy
 from .protocol import (
     ControlRequest,
     ControlResponse,
@@ -36,6 +37,7 @@ from .protocol import (
     SignRequest,
     cbor,
 )
+from .protocol.audit import canonical_line
 from .protocol.bundle import BundleError, SealedBundle, associated_data, canonical_json
 from .schemes import SCHEMES, SchemeError, load_key
 
@@ -60,11 +62,13 @@ class EnclaveService:
         self.identity_public = self.identity.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
+        self.audit = AuditLog(self.identity)
         self._fingerprint_key = os.urandom(32)
         self._control: dict[MessageType, Callable[[dict], dict]] = {
             MessageType.ATTEST: self._attest,
             MessageType.KEYS: self._keys,
             MessageType.PROVISION: self._provision,
+            MessageType.AUDIT: self._audit,
         }
 
     # -- dispatch ---------------------------------------------------------------------------
@@ -89,20 +93,36 @@ class EnclaveService:
         key = self.keyring.get(event.key)
         if key is None:
             return self._unknown_key(event)
+        now = self.clock.now_ms()
+        digest = hashlib.sha256(event.payload).hexdigest()
         try:
-            key.policy.authorize_raw()
-            return Signature(event.request_id, key.signing_key.sign(event.payload))
+            key.policy_state.authorize_raw(now)
         except Refusal as refusal:
+            self.audit.record(now, key.name, "refused", refusal.rule, "raw", digest, reason=str(refusal))
             return ErrorResponse(event.request_id, ErrorCode.POLICY_REFUSED, str(refusal), refusal.rule)
+        signature = key.signing_key.sign(event.payload)
+        self.audit.record(now, key.name, "signed", "", "raw", digest)
+        return Signature(event.request_id, signature)
 
     def _sign_http(self, event: HttpSignRequest) -> Any:
         key = self.keyring.get(event.key)
         if key is None:
             return self._unknown_key(event)
+        now = self.clock.now_ms()
+        request = f"{event.method} {event.path}"[:200]
         try:
-            signed = key.signing_key.sign_http(event.method, event.path, event.params, event.body, self.clock.now_ms())
+            authorized = key.policy_state.authorize_request(event.method, event.path, event.params, event.body, now)
+            signed = key.signing_key.sign_http(event.method, event.path, authorized.params, authorized.body, now)
+        except Refusal as refusal:
+            self.audit.record(now, key.name, "refused", refusal.rule, request, _request_digest(event.params, event.body), reason=str(refusal))
+            return ErrorResponse(event.request_id, ErrorCode.POLICY_REFUSED, str(refusal), refusal.rule)
         except SchemeError as exc:
+            self.audit.record(now, key.name, "refused", "scheme", request, _request_digest(event.params, event.body), reason=str(exc))
             return ErrorResponse(event.request_id, ErrorCode.UNSUPPORTED_OPERATION, str(exc))
+        self.audit.record(
+            now, key.name, "signed", "", request, _request_digest(authorized.params, authorized.body),
+            symbol=authorized.symbol, quantity=authorized.quantity, notional=authorized.notional,
+        )
         return HttpSignature(event.request_id, signed.query, signed.body, signed.headers)
 
     def _unknown_key(self, event: Any) -> ErrorResponse:
@@ -124,6 +144,15 @@ class EnclaveService:
         if len(summary) <= USER_DATA_MAX:
             return summary
         return cbor.dumps({"keys_sha256": hashlib.sha256(summary).digest(), "count": len(loaded)})
+
+    def _audit(self, fields: dict) -> dict:
+        _only(fields, {"after", "limit"})
+        after, limit = fields.get("after", 0), fields.get("limit", 1000)
+        if not isinstance(after, int) or after < 0 or not isinstance(limit, int) or not 1 <= limit <= 5000:
+            raise _BadRequest("after must be a sequence number and limit 1..5000")
+        log = self.audit.fetch(after, limit)
+        # Receipts travel as canonical JSON lines: exactly the bytes the chain hashes.
+        return {**log, "receipts": [canonical_line(receipt) for receipt in log["receipts"]]}
 
     def _keys(self, fields: dict) -> dict:
         _only(fields, set())
@@ -167,7 +196,7 @@ class EnclaveService:
         if scheme is None:
             raise _Unusable(f"unknown scheme {bundle.scheme!r}")
         try:
-            policy = Policy.from_document(bundle.policy, exchange=scheme.exchange)
+            policy = SigningPolicy.parse(bundle.policy, scheme=bundle.scheme)
         except PolicyError as exc:
             raise _Unusable(f"policy: {exc}") from None
         context = bundle.encryption_context()  # derived here from the bundle's fields, never taken from it
@@ -193,7 +222,7 @@ class EnclaveService:
             scheme=bundle.scheme,
             api_key=bundle.api_key,
             policy_sha256=bundle.policy_sha256,
-            policy=policy,
+            policy_state=PolicyState(policy),
             signing_key=signing_key,
             fingerprint=fingerprint.hexdigest(),
         )
@@ -211,3 +240,9 @@ def _only(fields: dict, allowed: set[str]) -> None:
     unknown = sorted(set(fields) - allowed)
     if unknown:
         raise _BadRequest(f"unknown field {unknown[0][:64]!r}")
+
+
+def _request_digest(params: tuple[tuple[str, str], ...], body: bytes) -> str:
+    digest = hashlib.sha256("\0".join(item for pair in params for item in pair).encode())
+    digest.update(b"\0\0" + body)
+    return digest.hexdigest()

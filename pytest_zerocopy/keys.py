@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 import os
 import secrets
 import string
@@ -29,13 +31,19 @@ class TestKey:
     policy_sha256: str = ""
 
 
-def make_secret(scheme: str) -> bytes:
+def make_secret(scheme: str, *, passphrase: str | None = None) -> bytes:
+    """A random secret in the form the scheme's exchange hands out."""
     from enclave.protocol.schemes import ASYMMETRIC_SCHEMES
 
-    if scheme in ASYMMETRIC_SCHEMES or scheme.endswith(("-rsa", "-ed25519", "-jwt")):
+    if scheme in ASYMMETRIC_SCHEMES:
         return _private_key_pem(scheme)
+    if scheme == "kraken":
+        return base64.b64encode(os.urandom(64))
     alphabet = string.ascii_letters + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(64)).encode()
+    secret = "".join(secrets.choice(alphabet) for _ in range(64))
+    if scheme == "okx-hmac":
+        return json.dumps({"secret": secret, "passphrase": passphrase or secrets.token_urlsafe(12)}).encode()
+    return secret.encode()
 
 
 def _private_key_pem(scheme: str) -> bytes:
@@ -86,7 +94,12 @@ class KeyMaker:
 
         if isinstance(secret, str):
             secret = secret.encode()
-        secret = secret if secret is not None else make_secret(scheme)
+        if secret is None:
+            secret = make_secret(scheme, passphrase=passphrase)
+        elif scheme == "okx-hmac" and passphrase is not None and not secret.lstrip().startswith(b"{"):
+            secret = json.dumps({"secret": secret.decode(), "passphrase": passphrase}).encode()
+        if scheme == "okx-hmac" and passphrase is None:
+            passphrase = json.loads(secret)["passphrase"]
         name = name or f"test-{scheme}-{self._session}-{next(self._counter)}"
         api_key = api_key if api_key is not None else "test-api-key-" + secrets.token_hex(8)
         policy_document = _policy_document(policy)
@@ -94,7 +107,7 @@ class KeyMaker:
         (result,) = self.signer.provision([bundle.to_json()], credentials=self.credentials, region=self.region)
         if not result.loaded:
             raise ProvisioningError(result.error or "the enclave did not load the test key")
-        asymmetric = scheme in ASYMMETRIC_SCHEMES or secret.startswith(b"-----BEGIN")
+        asymmetric = scheme in ASYMMETRIC_SCHEMES
         return TestKey(
             name=name,
             scheme=scheme,
@@ -107,6 +120,9 @@ class KeyMaker:
 
 
 def _policy_document(policy: Any) -> dict | None:
-    if policy is None or isinstance(policy, dict):
-        return policy
-    raise TypeError("policy must be a dict (or None for the scheme's safe default)")
+    """TOML text or the equivalent dict, normalized as ``zerocopy seal --policy`` does."""
+    from zerocopy.policy import load_policy
+
+    if policy is not None and not isinstance(policy, (str, dict)):
+        raise TypeError("policy must be TOML text or a dict (or None for the scheme's safe default)")
+    return load_policy(policy)

@@ -87,8 +87,10 @@ def test_seal_provision_sign_and_keys_against_the_emulator(zerocopy_emulator, tm
     bundle_path = tmp_path / "cli.sealed.json"
     secret = b"NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(secret + b"\n")))
-    assert main(["seal", "--name", "cli-key", "--scheme", "binance-hmac", "--kms-key", key_arn, "--api-key", "AK", "-o", str(bundle_path)]) == 0
-    assert "policy sha256: default" in capsys.readouterr().err
+    policy_path = tmp_path / "policy.toml"
+    policy_path.write_text('scheme = "binance-hmac"\n[freshness]\nenabled = false  # the 2017 documentation example\n')
+    assert main(["seal", "--name", "cli-key", "--scheme", "binance-hmac", "--kms-key", key_arn, "--api-key", "AK", "--policy", str(policy_path), "-o", str(bundle_path)]) == 0
+    assert "policy sha256: " in capsys.readouterr().err
     assert secret not in bundle_path.read_bytes()
     assert main(["provision", str(bundle_path)]) == 0
     assert "loaded cli-key" in capsys.readouterr().out

@@ -472,10 +472,9 @@ def test_http_signature_trailing_bytes(extra):
 
 
 def _sign_http(key: bytes, method: bytes, path: bytes, params: list[tuple[bytes, bytes]] = [], body: bytes = b"") -> bytes:  # noqa: B006
-    parts = [bytes([len(key)]), key, struct.pack(">BHHI", len(method), len(path), len(params), len(body)), method, path]
-    for name, value in params:
-        parts += [struct.pack(">H", len(name)), name, struct.pack(">I", len(value)), value]
-    return b"".join(parts) + body
+    # key_len u8, method_len u8, path_len u16, params_len u32, body_len u32; params "n\0v\0n\0v"
+    text = b"\0".join(item for pair in params for item in pair)
+    return struct.pack(">BBHII", len(key), len(method), len(path), len(text), len(body)) + key + method + path + text + body
 
 
 @pytest.mark.parametrize(
@@ -485,12 +484,13 @@ def _sign_http(key: bytes, method: bytes, path: bytes, params: list[tuple[bytes,
         (_sign_http(b"\xff", b"GET", b"/"), "key name is not UTF-8"),
         (_sign_http(b"k", b"G\xffT", b"/"), "method is not UTF-8"),
         (_sign_http(b"k", b"GET", b"/\xc3"), "path is not UTF-8"),
-        (_sign_http(b"k", b"GET", b"/", [(b"\xfe", b"v")]), "parameter name is not UTF-8"),
-        (_sign_http(b"k", b"GET", b"/", [(b"n", b"\xed\xa0\x80")]), "parameter value is not UTF-8"),
+        (_sign_http(b"k", b"GET", b"/", [(b"\xfe", b"v")]), "parameters are not UTF-8"),
+        (_sign_http(b"k", b"GET", b"/", [(b"n", b"\xed\xa0\x80")]), "parameters are not UTF-8"),
+        (_sign_http(b"k", b"GET", b"/", [(b"n", b"v")])[:-1] + b"", "truncated"),
         (_sign_http(b"k", b"", b"/"), "method"),
         (_sign_http(b"k", b"M" * 17, b"/"), "method"),
     ],
-    ids=["empty-key", "bad-key", "bad-method", "bad-path", "bad-param-name", "surrogate-param-value", "empty-method", "long-method"],
+    ids=["empty-key", "bad-key", "bad-method", "bad-path", "bad-param-name", "surrogate-param-value", "truncated-body", "empty-method", "long-method"],
 )
 def test_malformed_sign_http_fields(body, words):
     error = remote_error(Connection(SERVER), frame(MessageType.SIGN_HTTP, body, 17), ErrorCode.BAD_REQUEST, 17)
@@ -623,7 +623,7 @@ def test_sign_request_payload_must_be_bytes(kwargs, words):
         ({"params": (("a",),)}, "params"),
         ({"params": (("a", 1),)}, "params"),
         ({"params": (("a", "\ud800"),)}, "param"),
-        ({"params": (("n" * 0x10000, "v"),)}, "parameter name"),
+        ({"params": (("n\0", "v"),)}, "NUL"),
         ({"body": "text"}, "body"),
     ],
     ids=lambda value: str(value)[:30],
@@ -643,7 +643,7 @@ def test_http_sign_request_fields(kwargs, words):
         (lambda: HttpSignature(1, "", b"", [("a", "b")]), "headers"),
         (lambda: HttpSignature(1, "", b"", (("a", 1),)), "headers"),
         (lambda: HttpSignature(1, "", b"", (("a", "b", "c"),)), "headers"),
-        (lambda: HttpSignature(1, "", b"", (("h" * 0x10000, "v"),)), "header name"),
+        (lambda: HttpSignature(1, "", b"", (("h", "v\0"),)), "NUL"),
         (lambda: HttpSignature(1, "q=\udfff", b"", ()), "UTF-8"),
         (lambda: HttpSignature(1, "", b"", (("X-H", "\ud83d"),)), "UTF-8"),
         (lambda: ErrorResponse(1, ErrorCode.BAD_REQUEST, "m", "r" * 256), "rule"),
@@ -767,7 +767,7 @@ def test_raw_random_bytes_give_only_events_or_remote_errors(data, cuts, role):
 # -- hypothesis: round trips of generated events -----------------------------------------------------
 request_ids = st.integers(0, 0xFFFFFFFF)
 keys = st.text(min_size=1, max_size=40).filter(lambda k: len(k.encode()) <= 255)
-short_text = st.text(max_size=30)
+short_text = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=30)  # NUL separates pairs on the wire
 pairs = st.lists(st.tuples(short_text, short_text), max_size=6).map(tuple)
 cbor_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**64), 2**64 - 1) | st.binary(max_size=40) | st.text(max_size=20),

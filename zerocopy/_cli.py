@@ -69,16 +69,16 @@ def _read_secret(scheme: str) -> bytes:
     return secret
 
 
-def _load_policy(path: str | None) -> dict | None:
+def _load_policy(path: str | None, scheme: str) -> dict | None:
+    from .policy import PolicyError, checked_policy, load_policy
+
     if path is None:
         return None
-    text = Path(path).read_bytes()
     try:
-        document = json.loads(text)
-    except ValueError:
-        _fatal(f"{path}: the policy must be JSON")
-    if not isinstance(document, dict):
-        _fatal(f"{path}: the policy must be a JSON object")
+        document = load_policy(Path(path))
+        checked_policy(document, scheme)
+    except PolicyError as exc:
+        _fatal(f"{path}: {exc}")
     return document
 
 
@@ -124,7 +124,7 @@ def cmd_seal(args: argparse.Namespace) -> int:
     from .sealing import seal
 
     secret = _read_secret(args.scheme)
-    policy = _load_policy(args.policy)
+    policy = _load_policy(args.policy, args.scheme)
     bundle = seal(_kms_client(args), key_id=args.kms_key, name=args.name, scheme=args.scheme, secret=secret, api_key=args.api_key, policy=policy)
     del secret
     data = bundle.to_json()
@@ -294,6 +294,88 @@ def cmd_kms_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_and_scheme(args: argparse.Namespace) -> tuple[dict, str]:
+    from .policy import PolicyError, load_policy
+
+    try:
+        document = load_policy(Path(args.file))
+    except PolicyError as exc:
+        _fatal(f"{args.file}: {exc}")
+    scheme = args.scheme or document.get("scheme")
+    if scheme is None:
+        _fatal(f"{args.file} does not name its scheme: add scheme = \"...\" to it or pass --scheme")
+    return document, scheme
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    from .policy import PolicyError, checked_policy, digest
+
+    document, scheme = _policy_and_scheme(args)
+    try:
+        policy = checked_policy(document, scheme)
+    except PolicyError as exc:
+        _fatal(f"{args.file}: {exc}")
+    print(f"{args.file}: a valid policy for {scheme} (sha256 {digest(document)})")
+    for line in policy.explain():
+        print(f"  - {line}")
+    return 0
+
+
+def cmd_policy_simulate(args: argparse.Namespace) -> int:
+    from .policy import PolicyError, simulate
+
+    document, scheme = _policy_and_scheme(args)
+    requests = []
+    for number, line in enumerate(Path(args.requests).read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                requests.append(json.loads(line))
+            except ValueError:
+                _fatal(f"{args.requests}:{number}: not a JSON line")
+    try:
+        decisions = simulate(document, scheme, requests)
+    except PolicyError as exc:
+        _fatal(f"{args.file}: {exc}")
+    refused = [decision for decision in decisions if not decision.signed]
+    if args.json:
+        print(json.dumps([decision.__dict__ for decision in decisions], indent=2))
+    else:
+        for decision in refused:
+            print(f"line {decision.line}: REFUSED {decision.request} [{decision.rule}] {decision.reason}")
+    by_rule: dict[str, int] = {}
+    for decision in refused:
+        by_rule[decision.rule] = by_rule.get(decision.rule, 0) + 1
+    summary = ", ".join(f"{rule}: {count}" for rule, count in sorted(by_rule.items()))
+    _say(f"{len(decisions) - len(refused)} of {len(decisions)} requests would be signed; {len(refused)} refused" + (f" ({summary})" if summary else ""))
+    return 1 if refused else 0
+
+
+def cmd_audit_fetch(args: argparse.Namespace) -> int:
+    from ._client import Signer
+    from .audit import fetch_into
+
+    with Signer(_enclave_address(args)) as signer:
+        count = fetch_into(signer, args.log)
+    _say(f"{count} new receipts appended to {args.log}, with a signed checkpoint")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from cryptography import x509
+
+    from .audit import verify_log
+
+    roots = [x509.load_pem_x509_certificate(Path(path).read_bytes()) for path in args.root] if args.root else None
+    expected = {0: bytes.fromhex(args.pcr0)} if args.pcr0 else None
+    report = verify_log(Path(args.log).read_bytes().splitlines(), roots=roots, expected_pcrs=expected, allow_debug=args.allow_debug)
+    print(
+        f"{args.log}: VERIFIED {report.receipts} receipts in {report.chains} chain(s), {report.checkpoints} signed checkpoint(s); "
+        f"{report.signed} signed, {report.refused} refused"
+        + (" (" + ", ".join(f"{rule}: {count}" for rule, count in sorted(report.refusals_by_rule.items())) + ")" if report.refusals_by_rule else "")
+    )
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------
 def _add_enclave(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--enclave", metavar="ADDR", help="enclave address (default: $ZEROCOPY_ENCLAVE)")
@@ -371,6 +453,32 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("-o", "--output", default="-", metavar="FILE", help="where to write the raw document (default: base64 on stdout)")
     _add_enclave(fetch)
     fetch.set_defaults(handler=cmd_attest_fetch)
+
+    policy = commands.add_parser("policy", help="check or simulate a signing policy", description="Signing policies (TOML or JSON), judged by the enclave's own rules.")
+    policy_commands = policy.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+    check = policy_commands.add_parser("check", help="validate a policy and explain it in plain words", description="Validate a policy file and explain what it allows.")
+    check.add_argument("file", metavar="FILE")
+    check.add_argument("--scheme", choices=SCHEME_NAMES, metavar="SCHEME", help="the key's scheme (default: the policy's own 'scheme' field)")
+    check.set_defaults(handler=cmd_policy_check)
+    simulate = policy_commands.add_parser("simulate", help="replay recorded requests against a policy", description="Replay a bot's recorded requests (JSON lines with time_ms, method, path, params, body) and report what would be refused and why.")
+    simulate.add_argument("file", metavar="FILE")
+    simulate.add_argument("--requests", required=True, metavar="LOG", help="JSON lines, one request each")
+    simulate.add_argument("--scheme", choices=SCHEME_NAMES, metavar="SCHEME", help="the key's scheme (default: the policy's own 'scheme' field)")
+    simulate.add_argument("--json", action="store_true", help="print every decision as JSON")
+    simulate.set_defaults(handler=cmd_policy_simulate)
+
+    audit = commands.add_parser("audit", help="fetch or verify the enclave's audit log", description="The enclave's hash-chained receipts of every signing decision.")
+    audit_commands = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    fetch_log = audit_commands.add_parser("fetch", help="append new receipts and a signed checkpoint to a log file", description="Fetch receipts the log file does not have yet.")
+    fetch_log.add_argument("--log", required=True, metavar="FILE")
+    _add_enclave(fetch_log)
+    fetch_log.set_defaults(handler=cmd_audit_fetch)
+    verify_log = audit_commands.add_parser("verify", help="verify a log file's chain and checkpoints", description="Verify the hash chain, and the checkpoints against the attested identity key.")
+    verify_log.add_argument("log", metavar="FILE")
+    verify_log.add_argument("--root", action="append", metavar="PEM", help="trusted attestation root (default: the pinned AWS Nitro root)")
+    verify_log.add_argument("--pcr0", metavar="HEX", help="expected PCR0 of the enclave that wrote the log")
+    verify_log.add_argument("--allow-debug", action="store_true", help="accept debug-mode enclaves")
+    verify_log.set_defaults(handler=cmd_audit_verify)
 
     kms_policy = commands.add_parser("kms-policy", help="print a KMS key policy pinning an enclave image", description="Print a key policy that lets only an enclave with these measurements decrypt.")
     kms_policy.add_argument("--pcr0", required=True, metavar="HEX", help="PCR0 (ImageSha384) of the enclave image")

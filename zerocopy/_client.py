@@ -305,6 +305,11 @@ class Signer:
             raise errors.ProtocolError("ATTEST answer carries no document")
         return document
 
+    def audit(self, *, after: int = 0, limit: int = 1000) -> dict:
+        """Audit receipts with a sequence number above ``after``, and a checkpoint signed by the
+        enclave's identity key (see :mod:`zerocopy.audit` to store and verify them)."""
+        return self._control(MessageType.AUDIT, {"after": after, "limit": limit})
+
     def keys(self) -> list[KeyInfo]:
         """The keys loaded in the enclave (names, schemes, API key ids, policy digests)."""
         fields = self._control(MessageType.KEYS, {})

@@ -57,6 +57,7 @@ __all__ = [
     "SignatureInvalid",
     "aws_nitro_root",
     "describe",
+    "document_time",
     "verify",
 ]
 
@@ -217,6 +218,17 @@ def verify(
         debug=debug,
         raw=raw,
     )
+
+
+def document_time(document: bytes) -> _dt.datetime:
+    """The time a document claims to have been made, read WITHOUT verifying anything.
+
+    For verifying an old document as of its own time (``verify(doc, now=document_time(doc))``):
+    the signature and chain are still checked, only the clock is the document's.
+    """
+    raw = _check_document_argument(document)
+    _, payload, _ = _decode_cose(raw)
+    return _dt.datetime.fromtimestamp(_decode_payload(payload)["timestamp"] / 1000, tz=_dt.timezone.utc)
 
 
 def describe(doc: AttestationDocument) -> dict[str, Any]:

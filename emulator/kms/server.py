@@ -63,16 +63,54 @@ class _TlsServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], model: AttestingKms, context: ssl.SSLContext) -> None:
         self.model = model
         self.context = context
+        # Open connections by handler thread, so stop() can close them and join their handlers
+        # (a keep-alive client would otherwise hold a handler thread for the full timeout).
+        self._connections: dict[threading.Thread, socket.socket] = {}
+        self._connections_lock = threading.Lock()
+        self._closing = False
         super().__init__(address, _Handler)
+
+    def _track(self, sock: socket.socket) -> bool:
+        with self._connections_lock:
+            if self._closing:
+                return False
+            self._connections[threading.current_thread()] = sock
+            return True
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         # TLS handshake in the connection's own thread, so a slow client cannot stall accept().
         request.settimeout(30)
         try:
-            tls = self.context.wrap_socket(request, server_side=True)
+            # wrap_socket detaches `request`, so shutdown_request() no longer closes it: close `tls`.
+            tls = self.context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
         except (ssl.SSLError, OSError):
             return
-        super().finish_request(tls, client_address)
+        try:
+            if not self._track(tls):
+                return
+            try:
+                tls.do_handshake()
+            except (ssl.SSLError, OSError):
+                return
+            super().finish_request(tls, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections.pop(threading.current_thread(), None)
+            tls.close()
+
+    def close_connections(self) -> list[threading.Thread]:
+        """Refuse new connections, shut the open ones down; return their handler threads."""
+        with self._connections_lock:
+            self._closing = True
+            connections = dict(self._connections)
+        for sock in connections.values():
+            try:
+                # The TCP socket underneath: wakes a handshake or a read blocked in another thread
+                # with EOF (SSLSocket.shutdown would also drop the TLS object under its feet).
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by its handler
+        return list(connections)
 
 
 class KmsFrontServer:
@@ -99,5 +137,8 @@ class KmsFrontServer:
 
     def stop(self) -> None:
         self._server.shutdown()
+        handlers = self._server.close_connections()
         self._server.server_close()
         self._thread.join(timeout=5)
+        for handler in handlers:
+            handler.join(timeout=5)

@@ -127,11 +127,19 @@ def _check_key(key: str) -> None:
 
 
 def _check_pairs(pairs: Any, what: str) -> None:
-    if not isinstance(pairs, tuple) or len(pairs) > 0xFFFF:
+    if type(pairs) is not tuple or len(pairs) > 0xFFFF:
         raise LocalProtocolError(f"{what} must be a tuple of (name, value) pairs")
-    for pair in pairs:
-        if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
-            raise LocalProtocolError(f"{what} must be (str, str) pairs")
+    # One pass over the joined text instead of one per pair: this runs for every request.
+    if not all(type(pair) is tuple and len(pair) == 2 and type(pair[0]) is str and type(pair[1]) is str for pair in pairs):
+        raise LocalProtocolError(f"{what} must be (str, str) pairs")
+    text = "".join([item for pair in pairs for item in pair])
+    if "\0" in text:
+        raise LocalProtocolError(f"{what} names and values cannot contain NUL")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:  # a lone surrogate
+            raise LocalProtocolError(f"{what} names and values must be UTF-8 text") from None
 
 
 def _check_fields(fields: Any) -> None:
@@ -173,16 +181,17 @@ class Signature:
             raise LocalProtocolError("signature must be bytes")
 
 
-_HTTP_FIELDS = struct.Struct(">BHHI")  # method length, path length, parameter count, body length
+_HTTP_REQUEST = struct.Struct(">BBHII")  # key, method, path, params and body lengths
+_HTTP_RESPONSE = struct.Struct(">III")  # query, body and headers lengths
 
 
 @dataclass(frozen=True, slots=True)
 class HttpSignRequest:
     """Sign an exchange REST request: the enclave serialises the string to sign itself.
 
-    Binary layout after the key name: ``method_len u8, path_len u16, param_count u16, body_len
-    u32``, then method, path, ``param_count`` pairs of ``(u16 name_len, name, u32 value_len,
-    value)`` in the caller's order, then the body.
+    Binary layout: ``key_len u8, method_len u8, path_len u16, params_len u32, body_len u32``,
+    then key, method, path, params and body. ``params`` is UTF-8 text ``name\0value\0name\0value``
+    in the caller's order (NUL cannot occur in names or values), so decoding it is one split.
     """
 
     request_id: int
@@ -454,104 +463,89 @@ def _encode_body(event: Event) -> bytes:
     return cbor.dumps(event.fields) if event.fields else b""
 
 
-class _Reader:
-    """Bounds-checked reads from a body; any overrun is a BAD_REQUEST for ``request_id``."""
-
-    __slots__ = ("body", "position", "request_id", "what")
-
-    def __init__(self, body: bytes, request_id: int, what: str) -> None:
-        self.body, self.position, self.request_id, self.what = body, 0, request_id, what
-
-    def take(self, count: int) -> bytes:
-        end = self.position + count
-        if end > len(self.body):
-            raise _bad(f"{self.what} is truncated", self.request_id)
-        chunk, self.position = self.body[self.position : end], end
-        return chunk
-
-    def unpack(self, fmt: struct.Struct) -> tuple:
-        return fmt.unpack(self.take(fmt.size))
-
-    def text(self, count: int, name: str) -> str:
-        try:
-            return self.take(count).decode()
-        except UnicodeDecodeError:
-            raise _bad(f"{self.what} {name} is not UTF-8", self.request_id) from None
-
-    def rest(self) -> bytes:
-        chunk, self.position = self.body[self.position :], len(self.body)
-        return chunk
+def _pairs(text: str) -> tuple[tuple[str, str], ...] | None:
+    if not text:
+        return ()
+    items = text.split("\0")
+    if len(items) % 2:
+        return None
+    return tuple(zip(items[0::2], items[1::2]))
 
 
-_U8, _U16, _U32 = struct.Struct(">B"), struct.Struct(">H"), struct.Struct(">I")
+def _join_pairs(pairs: tuple[tuple[str, str], ...]) -> bytes:
+    try:
+        return "\0".join(item for pair in pairs for item in pair).encode()
+    except UnicodeEncodeError:
+        raise LocalProtocolError("names and values must be encodable as UTF-8") from None
+
+
+def _text(data: bytes, what: str, request_id: int, *, plural: bool = False) -> str:
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise _bad(f"SIGN_HTTP {what} {'are' if plural else 'is'} not UTF-8", request_id) from None
 
 
 def _decode_http_request(request_id: int, body: bytes) -> HttpSignRequest:
-    reader = _Reader(body, request_id, "SIGN_HTTP body")
-    (key_length,) = reader.unpack(_U8)
+    if len(body) < _HTTP_REQUEST.size:
+        raise _bad("SIGN_HTTP body is truncated", request_id)
+    key_length, method_length, path_length, params_length, body_length = _HTTP_REQUEST.unpack_from(body)
+    start = _HTTP_REQUEST.size
+    key_end = start + key_length
+    method_end = key_end + method_length
+    path_end = method_end + path_length
+    params_end = path_end + params_length
+    if params_end + body_length > len(body):
+        raise _bad("SIGN_HTTP body is truncated (its lengths exceed the frame)", request_id)
+    if params_end + body_length < len(body):
+        raise _bad("SIGN_HTTP body has trailing bytes", request_id)
     if key_length == 0:
         raise _bad("SIGN_HTTP key name is empty", request_id)
-    key = reader.text(key_length, "key name")
-    method_length, path_length, count, body_length = reader.unpack(_HTTP_FIELDS)
-    method = reader.text(method_length, "method")
-    path = reader.text(path_length, "path")
-    params = []
-    for _ in range(count):
-        (name_length,) = reader.unpack(_U16)
-        name = reader.text(name_length, "parameter name")
-        (value_length,) = reader.unpack(_U32)
-        params.append((name, reader.text(value_length, "parameter value")))
-    payload = reader.take(body_length)
-    if reader.position != len(body):
-        raise _bad("SIGN_HTTP body has trailing bytes", request_id)
+    key = _text(body[start:key_end], "key name", request_id)
+    method = _text(body[key_end:method_end], "method", request_id)
+    path = _text(body[method_end:path_end], "path", request_id)
+    params = _pairs(_text(body[path_end:params_end], "parameters", request_id, plural=True))
+    if params is None:
+        raise _bad("SIGN_HTTP parameters must come in name/value pairs", request_id)
     try:
-        return HttpSignRequest(request_id, key, method, path, tuple(params), payload)
+        return HttpSignRequest(request_id, key, method, path, params, body[params_end:])
     except LocalProtocolError as exc:
         raise _bad(f"SIGN_HTTP: {exc}", request_id) from None
 
 
 def _encode_http_request(event: HttpSignRequest) -> bytes:
     key, method, path = event.key.encode(), event.method.encode(), event.path.encode()
-    parts = [_U8.pack(len(key)), key, _HTTP_FIELDS.pack(len(method), len(path), len(event.params), len(event.body)), method, path]
-    try:
-        for name, value in event.params:
-            name_b, value_b = name.encode(), value.encode()
-            if len(name_b) > 0xFFFF:
-                raise LocalProtocolError("parameter name too long")
-            parts += [_U16.pack(len(name_b)), name_b, _U32.pack(len(value_b)), value_b]
-    except UnicodeEncodeError:
-        raise LocalProtocolError("parameter names and values must be encodable as UTF-8") from None
-    parts.append(event.body)
-    return b"".join(parts)
+    params = _join_pairs(event.params)
+    return _HTTP_REQUEST.pack(len(key), len(method), len(path), len(params), len(event.body)) + key + method + path + params + event.body
 
 
 def _decode_http_signature(request_id: int, body: bytes) -> HttpSignature:
-    reader = _Reader(body, request_id, "HTTP_SIGNATURE body")
-    (query_length,) = reader.unpack(_U32)
-    query = reader.text(query_length, "query")
-    (body_length,) = reader.unpack(_U32)
-    payload = reader.take(body_length)
-    (count,) = reader.unpack(_U16)
-    headers = []
-    for _ in range(count):
-        (name_length,) = reader.unpack(_U16)
-        name = reader.text(name_length, "header name")
-        (value_length,) = reader.unpack(_U32)
-        headers.append((name, reader.text(value_length, "header value")))
-    if reader.position != len(body):
+    if len(body) < _HTTP_RESPONSE.size:
+        raise _bad("HTTP_SIGNATURE body is truncated", request_id)
+    query_length, body_length, headers_length = _HTTP_RESPONSE.unpack_from(body)
+    query_end = _HTTP_RESPONSE.size + query_length
+    body_end = query_end + body_length
+    if body_end + headers_length > len(body):
+        raise _bad("HTTP_SIGNATURE body is truncated (its lengths exceed the frame)", request_id)
+    if body_end + headers_length < len(body):
         raise _bad("HTTP_SIGNATURE body has trailing bytes", request_id)
-    return HttpSignature(request_id, query, payload, tuple(headers))
+    try:
+        query = body[_HTTP_RESPONSE.size : query_end].decode()
+        headers = _pairs(body[body_end:].decode())
+    except UnicodeDecodeError:
+        raise _bad("HTTP_SIGNATURE text fields must be UTF-8", request_id) from None
+    if headers is None:
+        raise _bad("HTTP_SIGNATURE headers must come in name/value pairs", request_id)
+    try:
+        return HttpSignature(request_id, query, body[query_end:body_end], headers)
+    except LocalProtocolError as exc:
+        raise _bad(f"HTTP_SIGNATURE: {exc}", request_id) from None
 
 
 def _encode_http_signature(event: HttpSignature) -> bytes:
     try:
         query = event.query.encode()
-        parts = [_U32.pack(len(query)), query, _U32.pack(len(event.body)), event.body, _U16.pack(len(event.headers))]
-        for name, value in event.headers:
-            name_b, value_b = name.encode(), value.encode()
-            if len(name_b) > 0xFFFF:
-                raise LocalProtocolError("header name too long")
-            parts += [_U16.pack(len(name_b)), name_b, _U32.pack(len(value_b)), value_b]
     except UnicodeEncodeError:
-        raise LocalProtocolError("query and headers must be encodable as UTF-8") from None
-    return b"".join(parts)
+        raise LocalProtocolError("query must be encodable as UTF-8") from None
+    headers = _join_pairs(event.headers)
+    return _HTTP_RESPONSE.pack(len(query), len(event.body), len(headers)) + query + event.body + headers

@@ -1,0 +1,102 @@
+"""Signing policies on the operator's side: read (TOML or JSON), check, explain, simulate.
+
+The rules themselves live in :mod:`enclave.protocol.policy`, the same code the enclave enforces,
+so what ``zerocopy policy check`` and ``simulate`` say is what the enclave will do.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from enclave.protocol.bundle import policy_digest
+from enclave.protocol.policy import PolicyError, PolicyState, Refusal, SigningPolicy, normalize_document
+
+__all__ = ["PolicyError", "load_policy", "parse_policy_text", "checked_policy", "simulate", "SimulatedDecision"]
+
+
+def parse_policy_text(text: str) -> dict:
+    """A policy document from TOML (or JSON) text, normalized; :class:`PolicyError` if it is not one."""
+    stripped = text.lstrip()
+    try:
+        if stripped.startswith("{"):
+            document = json.loads(text, parse_float=_refuse_float)
+        else:
+            document = tomllib.loads(text, parse_float=_refuse_float)
+    except PolicyError:
+        raise
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        raise PolicyError(f"not valid TOML or JSON: {exc}") from None
+    return normalize_document(document)
+
+
+def _refuse_float(text: str) -> Any:
+    raise PolicyError(f"write the number {text} as a string (\"{text}\"): decimals are exact only as strings")
+
+
+def load_policy(source: str | Path | dict | None) -> dict | None:
+    """A policy from a file (``Path``), TOML/JSON text (``str``) or a dict; ``None`` stays ``None``
+    (the scheme's safe default)."""
+    if source is None:
+        return None
+    if isinstance(source, dict):
+        return normalize_document(source)
+    if isinstance(source, Path):
+        return parse_policy_text(source.read_text())
+    return parse_policy_text(source)
+
+
+def checked_policy(document: dict | None, scheme: str) -> SigningPolicy:
+    """Parse ``document`` for ``scheme`` exactly as the enclave will at provisioning."""
+    return SigningPolicy.parse(document, scheme=scheme)
+
+
+@dataclass(frozen=True)
+class SimulatedDecision:
+    line: int
+    request: str
+    signed: bool
+    rule: str = ""
+    reason: str = ""
+
+
+def simulate(document: dict | None, scheme: str, requests: Iterable[dict]) -> list[SimulatedDecision]:
+    """Replay recorded requests (dicts with ``time_ms``, ``method``, ``path``, ``params``, ``body``;
+    or ``payload`` for raw signing) against a policy, in order, with the policy's rate state."""
+    state = PolicyState(checked_policy(document, scheme))
+    decisions = []
+    clock = 0
+    for line, request in enumerate(requests, start=1):
+        clock = int(request.get("time_ms", clock))
+        try:
+            if "payload" in request:
+                label = "raw payload"
+                state.authorize_raw(clock)
+            else:
+                method, path = str(request["method"]).upper(), str(request["path"])
+                label = f"{method} {path}"
+                params = request.get("params") or []
+                pairs = tuple((str(k), _text(v)) for k, v in (params.items() if isinstance(params, dict) else params))
+                body = request.get("body") or ""
+                body_bytes = json.dumps(body, separators=(",", ":")).encode() if isinstance(body, dict) else str(body).encode()
+                state.authorize_request(method, path, pairs, body_bytes, clock)
+            decisions.append(SimulatedDecision(line, label, True))
+        except Refusal as refusal:
+            decisions.append(SimulatedDecision(line, label, False, refusal.rule, str(refusal)))
+        except (KeyError, TypeError, ValueError) as exc:
+            decisions.append(SimulatedDecision(line, "malformed request", False, "malformed", f"line {line}: {exc}"))
+    return decisions
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def digest(document: dict | None) -> str:
+    return policy_digest(document)
