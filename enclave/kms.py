@@ -142,25 +142,31 @@ class RecipientSession:
             ),
         )
 
-    def decrypt(self, *, key_id: str, ciphertext_blob: bytes, encryption_context: dict[str, str]) -> bytes:
+    def _call(self, operation: str, **params: Any) -> dict:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        params["Recipient"] = {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": self._document}
         try:
-            response = self._client.decrypt(
-                CiphertextBlob=ciphertext_blob,
-                KeyId=key_id,
-                EncryptionContext=encryption_context,
-                Recipient={"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": self._document},
-            )
+            response = getattr(self._client, operation)(**params)
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", "Unknown"))
-            raise KmsError(f"KMS refused Decrypt: {code}: {str(error.get('Message', ''))[:300]}", code=code) from None
+            name = "".join(part.title() for part in operation.split("_"))
+            raise KmsError(f"KMS refused {name}: {code}: {str(error.get('Message', ''))[:300]}", code=code) from None
         except BotoCoreError as exc:
             raise KmsError(f"KMS could not be reached: {type(exc).__name__}: {str(exc)[:300]}") from None
         if response.get("Plaintext"):
             raise KmsError("KMS returned a plaintext in the clear to an attested request; refusing it")
-        blob = response.get("CiphertextForRecipient")
-        if not isinstance(blob, bytes):
+        if not isinstance(response.get("CiphertextForRecipient"), bytes):
             raise KmsError("KMS answered without CiphertextForRecipient")
-        return decrypt_ciphertext_for_recipient(blob, self._private_key)
+        return response
+
+    def decrypt(self, *, key_id: str, ciphertext_blob: bytes, encryption_context: dict[str, str]) -> bytes:
+        response = self._call("decrypt", CiphertextBlob=ciphertext_blob, KeyId=key_id, EncryptionContext=encryption_context)
+        return decrypt_ciphertext_for_recipient(response["CiphertextForRecipient"], self._private_key)
+
+    def generate_data_key(self, *, key_id: str, encryption_context: dict[str, str]) -> tuple[bytes, bytes, str]:
+        """A fresh 256-bit data key for sealing from inside: (plaintext, KMS ciphertext, key ARN)."""
+        response = self._call("generate_data_key", KeyId=key_id, KeySpec="AES_256", EncryptionContext=encryption_context)
+        plaintext = decrypt_ciphertext_for_recipient(response["CiphertextForRecipient"], self._private_key)
+        return plaintext, response["CiphertextBlob"], response["KeyId"]

@@ -38,8 +38,8 @@ from .protocol import (
     cbor,
 )
 from .protocol.audit import canonical_line
-from .protocol.bundle import BundleError, SealedBundle, associated_data, canonical_json
-from .schemes import SCHEMES, SchemeError, load_key
+from .protocol.bundle import BundleError, SealedBundle, associated_data, canonical_json, check_name, encryption_context
+from .schemes import SCHEMES, SchemeError, generate_key, load_key
 
 __all__ = ["EnclaveService"]
 
@@ -69,6 +69,7 @@ class EnclaveService:
             MessageType.KEYS: self._keys,
             MessageType.PROVISION: self._provision,
             MessageType.AUDIT: self._audit,
+            MessageType.GENERATE: self._generate,
         }
 
     # -- dispatch ---------------------------------------------------------------------------
@@ -84,6 +85,8 @@ class EnclaveService:
             return ControlResponse(event.request_id, MessageType(event.kind | 0x80), handler(event.fields))
         except _BadRequest as exc:
             return ErrorResponse(event.request_id, ErrorCode.BAD_REQUEST, str(exc))
+        except _Unusable as exc:
+            return ErrorResponse(event.request_id, ErrorCode.PROVISIONING_FAILED, str(exc))
         except NsmError as exc:
             log.error("NSM error: %s", exc)
             return ErrorResponse(event.request_id, ErrorCode.INTERNAL, f"NSM error: {exc.code}")
@@ -165,13 +168,8 @@ class EnclaveService:
             raise _BadRequest(f"bundles must be a list of 1 to {MAX_BUNDLES} sealed bundles")
         if not all(isinstance(bundle, bytes) for bundle in bundles):
             raise _BadRequest("each bundle must be the bytes of a sealed bundle file")
-        region = fields.get("region")
-        if region is not None and region != self.kms.settings.region:
-            raise _BadRequest(f"this enclave was launched for KMS in {self.kms.settings.region}, not {str(region)[:40]!r}")
-        try:
-            credentials = Credentials.from_fields(fields.get("credentials"))
-        except ValueError as exc:
-            raise _BadRequest(str(exc)) from None
+        self._check_region(fields.get("region"))
+        credentials = self._credentials(fields.get("credentials"))
         session = None
         results = []
         for index, raw in enumerate(bundles):
@@ -191,14 +189,19 @@ class EnclaveService:
                 results.append({"index": index, "name": bundle.name, "loaded": False, "error": f"bundle {bundle.name!r}: {exc}"})
         return {"results": results}
 
-    def _unseal(self, bundle: SealedBundle, session: Any) -> bool:
-        scheme = SCHEMES.get(bundle.scheme)
-        if scheme is None:
-            raise _Unusable(f"unknown scheme {bundle.scheme!r}")
+    def _check_region(self, region: Any) -> None:
+        if region is not None and region != self.kms.settings.region:
+            raise _BadRequest(f"this enclave was launched for KMS in {self.kms.settings.region}, not {str(region)[:40]!r}")
+
+    @staticmethod
+    def _credentials(fields: Any) -> Credentials:
         try:
-            policy = SigningPolicy.parse(bundle.policy, scheme=bundle.scheme)
-        except PolicyError as exc:
-            raise _Unusable(f"policy: {exc}") from None
+            return Credentials.from_fields(fields)
+        except ValueError as exc:
+            raise _BadRequest(str(exc)) from None
+
+    def _unseal(self, bundle: SealedBundle, session: Any) -> bool:
+        policy = self._policy_for(bundle.scheme, bundle.policy)
         context = bundle.encryption_context()  # derived here from the bundle's fields, never taken from it
         try:
             data_key = session.decrypt(key_id=bundle.kms_key_id, ciphertext_blob=bundle.encrypted_data_key, encryption_context=context)
@@ -212,11 +215,23 @@ class EnclaveService:
             secret = AESGCM(data_key).decrypt(bundle.nonce, bundle.ciphertext, associated_data(context))
         except InvalidTag:
             raise _Unusable("the sealed secret does not match the bundle's fields (tampered bundle?)") from None
+        return self._install(bundle, secret, policy)
+
+    @staticmethod
+    def _policy_for(scheme: str, document: dict | None) -> SigningPolicy:
+        if scheme not in SCHEMES:
+            raise _Unusable(f"unknown scheme {scheme!r}")
+        try:
+            return SigningPolicy.parse(document, scheme=scheme)
+        except PolicyError as exc:
+            raise _Unusable(f"policy: {exc}") from None
+
+    def _install(self, bundle: SealedBundle, secret: bytes, policy: SigningPolicy) -> bool:
         try:
             signing_key = load_key(bundle.scheme, secret, bundle.api_key)
         except SchemeError as exc:
             raise _Unusable(str(exc)) from None
-        fingerprint = hmac.new(self._fingerprint_key, canonical_json(context) + secret, "sha256")
+        fingerprint = hmac.new(self._fingerprint_key, canonical_json(bundle.encryption_context()) + secret, "sha256")
         key = LoadedKey(
             name=bundle.name,
             scheme=bundle.scheme,
@@ -231,6 +246,42 @@ class EnclaveService:
         except KeyConflict as exc:
             raise _Unusable(str(exc)) from None
 
+    def _generate(self, fields: dict) -> dict:
+        """A key pair made here; the private half is sealed from inside and never leaves unsealed."""
+        _only(fields, {"name", "scheme", "api_key", "policy", "kms_key_id", "credentials", "region"})
+        name, scheme, api_key, kms_key_id = (fields.get(field) for field in ("name", "scheme", "api_key", "kms_key_id"))
+        document = fields.get("policy")
+        if not all(isinstance(value, str) for value in (name, scheme, kms_key_id)) or not isinstance(api_key, (str, type(None))):
+            raise _BadRequest("name, scheme and kms_key_id must be strings")
+        if document is not None and not isinstance(document, dict):
+            raise _BadRequest("policy must be a map")
+        self._check_region(fields.get("region"))
+        credentials = self._credentials(fields.get("credentials"))
+        kind = SCHEMES.get(scheme)
+        if kind is None or not kind.asymmetric:
+            raise _Unusable(f"{scheme!r} is not an asymmetric scheme; only those can generate their key inside the enclave")
+        if self.keyring.get(name) is not None:
+            raise _Unusable(f"a key named {name!r} is already loaded")
+        policy = self._policy_for(scheme, document)
+        try:
+            context = encryption_context(check_name(name), scheme, api_key or "", document)
+            data_key, blob, key_arn = self.kms.session(credentials).generate_data_key(key_id=kms_key_id, encryption_context=context)
+        except BundleError as exc:
+            raise _BadRequest(str(exc)) from None
+        except KmsError as exc:
+            raise _Unusable(str(exc)) from None
+        except RecipientCiphertextError:
+            raise _Unusable("could not open KMS's CiphertextForRecipient") from None
+        secret = generate_key(scheme)
+        nonce = os.urandom(12)
+        ciphertext = AESGCM(data_key).encrypt(nonce, secret, associated_data(context))
+        try:
+            bundle = SealedBundle(name, scheme, api_key or "", document, key_arn, blob, nonce, ciphertext)
+        except BundleError as exc:
+            raise _BadRequest(str(exc)) from None
+        self._install(bundle, secret, policy)
+        log.info("generated key %r (%s) inside the enclave", name, scheme)
+        return {"bundle": bundle.to_json(), "public_key": self.keyring.get(name).signing_key.public_key_pem()}  # type: ignore[union-attr]
 
 class _Unusable(Exception):
     """A bundle that cannot be loaded; the message says why and holds no secret."""

@@ -361,3 +361,69 @@ def test_a_failed_start_cleans_up_too(tmp_path):
     with pytest.raises(EmulatorError, match="this image does not start"):
         emulator.start()
     assert emulator.run_dir is None
+
+
+# -- policy, generated keys, clock --------------------------------------------------------------
+def test_policy_refusals_are_typed_and_name_the_rule(zerocopy_key, zerocopy_signer):
+    from zerocopy import PolicyRefused
+
+    key = zerocopy_key("binance-hmac")  # no policy: the scheme's safe default
+    with pytest.raises(PolicyRefused) as refused:
+        zerocopy_signer.sign(key.name, b"symbol=BTCUSDT&side=BUY")
+    assert refused.value.rule == "raw_signing"
+    with pytest.raises(PolicyRefused) as refused:
+        zerocopy_signer.sign_request(key.name, "POST", "/sapi/v1/capital/withdraw/apply", params={"coin": "BTC", "address": "x", "amount": "1"})
+    assert refused.value.rule == "funds" and "withdraw" in str(refused.value)
+    with pytest.raises(PolicyRefused) as refused:
+        zerocopy_signer.sign_request(key.name, "POST", "/api/v3/order", params={**dict(BINANCE_PARAMS)})
+    assert refused.value.rule == "freshness"  # the 2017 timestamp, under the default policy
+
+
+def test_a_current_order_signs_under_the_default_policy(zerocopy_key, zerocopy_signer):
+    key = zerocopy_key("binance-hmac")
+    params = [(name, value) for name, value in BINANCE_PARAMS if name != "timestamp"]
+    signed = zerocopy_signer.sign_request(key.name, "POST", "/api/v3/order", params=params)
+    query, _, signature = signed.query.rpartition("&signature=")
+    assert "&timestamp=" in query  # added by the enclave, from its own clock
+    assert signature == hmac.new(key.secret, query.encode(), hashlib.sha256).hexdigest()
+
+
+def test_a_key_generated_inside_the_enclave_survives_a_restart(zerocopy_emulator, pinned_key):
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    with zerocopy_emulator.signer() as signer:
+        bundle, public_pem = signer.generate("made-inside", "ed25519", kms_key_id=pinned_key, credentials=zerocopy_emulator.credentials)
+        public_key = load_pem_public_key(public_pem.encode())
+        public_key.verify(signer.sign("made-inside", b"first boot"), b"first boot")
+        assert b"PRIVATE KEY" not in bundle
+    with zerocopy_emulator.launch() as next_boot:  # same image, so the same PCR0 unseals it
+        assert next_boot.pcrs[0] == zerocopy_emulator.pcrs[0]
+        with Signer(next_boot.address) as signer:
+            (loaded,) = signer.provision([bundle], credentials=zerocopy_emulator.credentials)
+            assert loaded.loaded
+            public_key.verify(signer.sign("made-inside", b"next boot"), b"next boot")
+
+
+def test_generating_refuses_symmetric_schemes(zerocopy_emulator, pinned_key):
+    from zerocopy import ProvisioningError
+
+    with zerocopy_emulator.signer() as signer, pytest.raises(ProvisioningError, match="not an asymmetric scheme"):
+        signer.generate("hmac-inside", "hmac-sha256", kms_key_id=pinned_key, credentials=zerocopy_emulator.credentials)
+
+
+def test_a_pinned_clock_is_a_measured_launch_option(zerocopy_emulator, pinned_key):
+    """The documentation's 2017 order signs with freshness ON when the enclave's clock is pinned
+    to that time — and the pinned clock changes PCR0, so a key bound to the real image refuses it."""
+    with zerocopy_emulator.launch(clock="fixed:1499827319000") as pinned:
+        assert pinned.pcrs[0] != zerocopy_emulator.pcrs[0]
+        assert pinned.pcrs[2] == zerocopy_emulator.pcrs[2]  # same code
+        bundle = _seal(zerocopy_emulator, pinned_key, "clock-test", scheme="binance-hmac", secret=BINANCE_SECRET, api_key="AK")
+        with Signer(pinned.address) as signer:
+            (result,) = _provision(signer, zerocopy_emulator, bundle)
+        assert not result.loaded and "AccessDeniedException" in result.error
+        open_key = zerocopy_emulator.kms.create_key()["KeyMetadata"]["Arn"]  # no attestation pin
+        with Signer(pinned.address) as signer:
+            (result,) = _provision(signer, zerocopy_emulator, _seal(zerocopy_emulator, open_key, "clock-test", scheme="binance-hmac", secret=BINANCE_SECRET, api_key="AK"))
+            assert result.loaded
+            signed = signer.sign_request("clock-test", "POST", "/api/v3/order", params=BINANCE_PARAMS)
+    assert signed.query.endswith("signature=c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71")

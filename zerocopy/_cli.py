@@ -159,6 +159,24 @@ def cmd_provision(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from ._client import Signer
+
+    session = _aws_session(args.region)
+    found = session.get_credentials()
+    if found is None:
+        _fatal("no AWS credentials found for the enclave to call KMS with")
+    frozen = found.get_frozen_credentials()
+    credentials = {"access_key_id": frozen.access_key, "secret_access_key": frozen.secret_key, "session_token": frozen.token}
+    policy = _load_policy(args.policy, args.scheme)
+    with Signer(_enclave_address(args)) as signer:
+        bundle, public_key = signer.generate(args.name, args.scheme, kms_key_id=args.kms_key, credentials=credentials, api_key=args.api_key, policy=policy, region=session.region_name)
+    Path(args.output).write_bytes(bundle)
+    _say(f"generated {args.name!r} ({args.scheme}) inside the enclave; sealed bundle for the next boot -> {args.output}")
+    print(public_key, end="")
+    return 0
+
+
 def _parse_params(items: Sequence[str]) -> list[tuple[str, str]]:
     pairs = []
     for item in items:
@@ -388,7 +406,7 @@ def _add_kms(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from enclave.protocol.schemes import SCHEME_NAMES
+    from enclave.protocol.schemes import ASYMMETRIC_SCHEMES, SCHEME_NAMES
 
     parser = argparse.ArgumentParser(prog=PROG, description="Keep exchange API secrets in a Nitro Enclave and sign over vsock.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -415,6 +433,17 @@ def build_parser() -> argparse.ArgumentParser:
     seal.add_argument("-o", "--output", default="-", metavar="FILE", help="bundle file to write (default: stdout)")
     _add_kms(seal)
     seal.set_defaults(handler=cmd_seal)
+
+    generate = commands.add_parser("generate", help="have the enclave make a key pair; prints the public key", description="Generate an asymmetric key inside the enclave. Only the public key leaves; the private key is sealed from inside with KMS into a bundle for the next boot.")
+    generate.add_argument("--name", required=True, help="key name the bot will use")
+    generate.add_argument("--scheme", required=True, choices=sorted(ASYMMETRIC_SCHEMES), metavar="SCHEME", help=f"one of: {', '.join(sorted(ASYMMETRIC_SCHEMES))}")
+    generate.add_argument("--kms-key", required=True, metavar="KEY", help="KMS key id or ARN to seal the private key with")
+    generate.add_argument("--api-key", default="", help="the exchange API key id, once the exchange has issued one for the public key")
+    generate.add_argument("--policy", metavar="FILE", help="signing policy to seal with the key")
+    generate.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write the sealed bundle")
+    generate.add_argument("--region", help="AWS region (default: from the AWS configuration)")
+    _add_enclave(generate)
+    generate.set_defaults(handler=cmd_generate)
 
     provision = commands.add_parser("provision", help="load sealed bundles into the enclave", description="Send bundles to the enclave, which unseals them through KMS with this host's AWS credentials.")
     provision.add_argument("bundles", nargs="+", metavar="BUNDLE")

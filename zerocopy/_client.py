@@ -6,11 +6,12 @@ between threads; for throughput give each thread its own, or pipeline with :meth
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import socket
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -208,6 +209,16 @@ class Signer:
             raise errors.ProtocolError(f"response for request {event.request_id} arrived while waiting for {request_id}")
         return event
 
+    @contextlib.contextmanager
+    def _timeout(self, seconds: float | None) -> Iterator[None]:
+        if self._sock is not None:
+            self._sock.settimeout(seconds)
+        try:
+            yield
+        finally:
+            if self._sock is not None:
+                self._sock.settimeout(self.timeout)
+
     def _fail(self) -> None:
         # After a broken or desynchronised exchange the connection cannot be trusted.
         sock, self._sock = self._sock, None
@@ -326,18 +337,45 @@ class Signer:
         }
         if region is not None:
             fields["region"] = region
-        previous = self.timeout
-        if self._sock is not None:
-            self._sock.settimeout(timeout)
-        try:
+        with self._timeout(timeout):
             answer = self._control(MessageType.PROVISION, fields)
-        finally:
-            if self._sock is not None:
-                self._sock.settimeout(previous)
         try:
             return [ProvisionResult(item.get("name"), bool(item["loaded"]), item.get("error")) for item in answer["results"]]
         except (KeyError, TypeError, AttributeError):
             raise errors.ProtocolError("malformed PROVISION answer") from None
+
+    def generate(
+        self,
+        name: str,
+        scheme: str,
+        *,
+        kms_key_id: str,
+        credentials: Mapping[str, str],
+        api_key: str = "",
+        policy: dict | None = None,
+        region: str | None = None,
+        timeout: float | None = 60.0,
+    ) -> tuple[bytes, str]:
+        """Have the enclave make a key pair for an asymmetric scheme and load it.
+
+        Returns the sealed bundle (keep it: it loads the same key on the next boot) and the public
+        key PEM (register it with the exchange). The private key never exists outside the enclave
+        unsealed.
+        """
+        fields: dict[str, Any] = {
+            "name": name, "scheme": scheme, "api_key": api_key, "kms_key_id": kms_key_id,
+            "credentials": {key: value for key, value in credentials.items() if value is not None},
+        }
+        if policy is not None:
+            fields["policy"] = policy
+        if region is not None:
+            fields["region"] = region
+        with self._timeout(timeout):  # KMS calls and key generation take longer than a signature
+            answer = self._control(MessageType.GENERATE, fields)
+        bundle, public_key = answer.get("bundle"), answer.get("public_key")
+        if not isinstance(bundle, bytes) or not isinstance(public_key, bytes):
+            raise errors.ProtocolError("malformed GENERATE answer")
+        return bundle, public_key.decode()
 
     def close(self) -> None:
         with self._lock:

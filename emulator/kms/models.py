@@ -148,6 +148,26 @@ class AttestingKms:
             response["CiphertextForRecipient"] = base64.b64encode(build_ciphertext_for_recipient(plaintext, public_key)).decode()
         return response
 
+    def generate_data_key(self, params: dict) -> dict:
+        """``GenerateDataKey`` with ``Recipient``: the data key only as ``CiphertextForRecipient``.
+
+        https://docs.aws.amazon.com/kms/latest/APIReference/API_GenerateDataKey.html
+        """
+        public_key, attestation = self._check_recipient(params.get("Recipient"))
+        key_id = params.get("KeyId")
+        if not isinstance(key_id, str):
+            raise ValidationException("KeyId is required")
+        context = params.get("EncryptionContext")
+        key_arn = self.key_arn(key_id)
+        self.authorize("kms:GenerateDataKey", key_arn, {**_context_keys(context), **attestation})
+        forwarded = {name: value for name, value in params.items() if name in ("KeyId", "EncryptionContext", "KeySpec", "NumberOfBytes")}
+        response = self._call_moto("generate_data_key", **forwarded)
+        return {
+            "KeyId": response["KeyId"],
+            "CiphertextBlob": base64.b64encode(response["CiphertextBlob"]).decode(),
+            "CiphertextForRecipient": base64.b64encode(build_ciphertext_for_recipient(response["Plaintext"], public_key)).decode(),
+        }
+
     def _check_recipient(self, recipient: Any) -> tuple[bytes, dict[str, str]]:
         if not isinstance(recipient, dict):
             raise ValidationException("Recipient must be a structure")

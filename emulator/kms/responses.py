@@ -1,8 +1,9 @@
 """The attesting KMS's HTTP layer: parse the JSON 1.1 request, call the model, render the answer.
 
 Requests are ``POST /`` with ``X-Amz-Target: TrentService.<Operation>`` and a JSON body.
-``Decrypt`` is answered by the model itself (it holds the attestation logic); every other call is
-authorized by the model and then passed to moto unchanged.
+``Decrypt`` and ``GenerateDataKey`` with a ``Recipient`` are answered by the model itself (it holds
+the attestation logic); every other call is authorized by the model and then passed to moto
+unchanged.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def dispatch(model: AttestingKms, target: str | None, body: bytes) -> HttpRespon
         params = _params(body)
         if operation == "Decrypt":
             return HttpResponse(200, json.dumps(model.decrypt(params)).encode())
+        if operation == "GenerateDataKey" and "Recipient" in params:
+            return HttpResponse(200, json.dumps(model.generate_data_key(params)).encode())
         model.authorize_request(operation, params)
         return Passthrough()
     except KmsException as exc:
