@@ -801,3 +801,14 @@ def test_generated_requests_round_trip(events, seed):
 def test_generated_responses_round_trip(events, seed):
     data = b"".join(Connection(SERVER).send(event) for event in events)
     ConnectionPair().send(SERVER, events, [[data], random_chunks(data, random.Random(seed))])
+
+
+def test_encode_http_sign_request_matches_the_event_encoder():
+    from enclave.protocol import encode_http_sign_request
+
+    event = HttpSignRequest(77, "key", "POST", "/api/v3/order", (("symbol", "BTCUSDT"), ("qty", "1.5"), ("note", "ü")), b"body")
+    fast = encode_http_sign_request(77, b"key", b"POST", b"/api/v3/order", "symbol\0BTCUSDT\0qty\x001.5\0note\0ü".encode(), b"body")
+    assert fast == Connection(CLIENT).send(event)
+    assert encode_http_sign_request(1, b"k", b"GET", b"/", b"", b"") == Connection(CLIENT).send(HttpSignRequest(1, "k", "GET", "/"))
+    with pytest.raises(LocalProtocolError, match="NUL"):
+        encode_http_sign_request(1, b"k", b"GET", b"/", b"a\0b\0c", b"")

@@ -24,12 +24,12 @@ from enclave.protocol import (
     ErrorCode,
     ErrorResponse,
     HttpSignature,
-    HttpSignRequest,
     LocalProtocolError,
     MessageType,
     RemoteProtocolError,
     Role,
     Signature,
+    encode_http_sign_request,
     encode_sign_request,
 )
 from enclave.protocol.address import Address, AddressError, parse_address
@@ -291,12 +291,25 @@ class Signer:
         body: str | bytes | None = None,
     ) -> SignedRequest:
         """Have the enclave build and sign an exchange request (the key's scheme decides the format)."""
-        pairs = list(params.items()) if isinstance(params, Mapping) else list(params or ())
-        fields = tuple((str(name), _param_text(str(name), value)) for name, value in pairs)
+        pairs = params.items() if isinstance(params, Mapping) else params or ()
+        items = []
+        for name, value in pairs:
+            name = name if type(name) is str else str(name)
+            items += (name, value if type(value) is str else _param_text(name, value))
+        try:
+            text = "\0".join(items).encode()
+            frame_parts = (key.encode(), method.upper().encode(), path.encode(), text)
+        except (UnicodeEncodeError, AttributeError):
+            raise ValueError("key, method, path and parameters must be text") from None
         body_bytes = body.encode() if isinstance(body, str) else bytes(body or b"")
         with self._lock:
             request_id = self._next_id()
-        event = self._roundtrip(HttpSignRequest(request_id, key, method.upper(), path, fields, body_bytes))
+            try:
+                frame = encode_http_sign_request(request_id, *frame_parts, body_bytes)
+            except LocalProtocolError as exc:
+                raise ValueError(str(exc)) from None
+            self._send(frame)
+            event = self._expect(request_id)
         if isinstance(event, ErrorResponse):
             raise _error_for(event)
         if not isinstance(event, HttpSignature):

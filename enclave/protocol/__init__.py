@@ -19,6 +19,7 @@ from .frames import (
     Role,
     Signature,
     SignRequest,
+    encode_http_sign_request,
     encode_sign_request,
 )
 
@@ -40,5 +41,6 @@ __all__ = [
     "Role",
     "Signature",
     "SignRequest",
+    "encode_http_sign_request",
     "encode_sign_request",
 ]

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 __all__ = ["Endpoint", "CATALOGUES", "SIGNATURE_COVERS", "DANGEROUS_CATEGORIES", "endpoint_name"]
 
-# Categories that are refused unless a policy names the endpoint explicitly.
-DANGEROUS_CATEGORIES = frozenset({"funds", "security", "session"})
+# Categories that are refused unless a policy names the endpoint explicitly (and that a refusal
+# names as its rule). Settings (leverage) are here too: they change what every later order risks.
+DANGEROUS_CATEGORIES = frozenset({"funds", "security", "session", "settings"})
 
 # exchange -> what the signature covers besides the parameters
 SIGNATURE_COVERS = {

@@ -50,6 +50,7 @@ __all__ = [
     "ErrorResponse",
     "Connection",
     "encode_sign_request",
+    "encode_http_sign_request",
 ]
 
 VERSION = 1
@@ -306,6 +307,21 @@ _RESPONSE_TYPES = (
     frozenset({MessageType.SIGNATURE, MessageType.HTTP_SIGNATURE, MessageType.ERROR})
     | frozenset(CONTROL_RESPONSES.values())
 )
+
+
+def encode_http_sign_request(request_id: int, key: bytes, method: bytes, path: bytes, params: bytes, body: bytes) -> bytes:
+    """The SIGN_HTTP frame from already-encoded parts, without building an event (client hot path).
+
+    ``params`` is the UTF-8 block ``name\0value\0...``; the caller guarantees no NUL inside a name
+    or value (the pair count is checked here: a stray NUL would shift it).
+    """
+    if not 0 < len(key) <= MAX_KEY_NAME or not 0 < len(method) <= 16 or len(path) > 0xFFFF:
+        raise LocalProtocolError("key name, method or path out of bounds")
+    if params and params.count(b"\0") % 2 != 1:
+        raise LocalProtocolError("params names and values cannot contain NUL")
+    head = _HTTP_REQUEST.pack(len(key), len(method), len(path), len(params), len(body))
+    frame_body_length = len(head) + len(key) + len(method) + len(path) + len(params) + len(body)
+    return HEADER.pack(frame_body_length, VERSION, MessageType.SIGN_HTTP, request_id) + head + key + method + path + params + body
 
 
 def encode_sign_request(request_id: int, key: bytes, payload: bytes) -> bytes:

@@ -63,11 +63,13 @@ _FIELDS = {
 }
 _DECIMAL = re.compile(r"(0|[1-9][0-9]{0,30})(\.[0-9]{1,30})?")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-_NAMES = re.compile(r"(?:(?:[A-Za-z_][A-Za-z0-9_]{0,63})(?:\x01(?:[A-Za-z_][A-Za-z0-9_]{0,63}))*)?")
+_NAMES = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(?:\x01[A-Za-z_][A-Za-z0-9_]{0,63})*")  # one or more names
 _VALUE = re.compile(r"[A-Za-z0-9._:,@/+-]{0,256}")
 _VALUES = re.compile(r"(?:[A-Za-z0-9._:,@/+-]{0,256}\x01)*[A-Za-z0-9._:,@/+-]{0,256}")  # all values at once
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,127}")  # a templated path segment: ids and UUIDs, never "." or ".."
 _SYMBOL = re.compile(r"[A-Za-z0-9._:/-]{1,40}")
 _ENDPOINT = re.compile(r"(GET|POST|PUT|DELETE|WS) \S{1,200}")
+_MAX_INT = 10**31
 _DEFAULT_RATE = (Decimal(10), 20)
 _DEFAULT_SKEW_MS = 5000
 _DEFAULT_RECV_WINDOW_MS = 5000
@@ -81,6 +83,17 @@ _ORDER_FIELDS = {
     "bybit": {"symbol": "symbol", "quantity": "qty", "price": "price"},
     "okx": {"symbol": "instId", "quantity": "sz", "price": "px", "new_quantity": "newSz", "new_price": "newPx"},
     "kraken": {"symbol": "pair", "quantity": "volume", "price": "price"},
+}
+# Per catalogue: the order-type parameter, the types whose price is a limit the order executes at or
+# better than (only then does price x quantity bound the notional), and a parameter that makes the
+# exchange choose the price itself (Binance pegged orders).
+_BINANCE_LIMITS = ("type", frozenset({"LIMIT", "LIMIT_MAKER", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"}), "pegPriceType")
+_LIMIT_PRICE: dict[str, tuple[str, frozenset[str], str | None]] = {
+    "binance": _BINANCE_LIMITS,
+    "binance-ws": _BINANCE_LIMITS,
+    "bybit": ("orderType", frozenset({"Limit"}), None),
+    "okx": ("ordType", frozenset({"limit", "post_only", "fok", "ioc", "mmp", "mmp_and_post_only"}), None),
+    "kraken": ("ordertype", frozenset({"limit", "iceberg"}), None),
 }
 # Parameters whose values must be canonical decimals.
 _DECIMAL_PARAMS = frozenset(
@@ -111,6 +124,8 @@ def catalogue_for_scheme(scheme: str) -> str | None:
 def _decimal(value: Any, where: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise PolicyError(f"{where} must be a decimal written as a string, e.g. \"0.5\"")
+    if isinstance(value, int) and not 0 <= value < _MAX_INT:  # str() of a huge int raises ValueError
+        raise PolicyError(f"{where} must be a plain non-negative decimal such as \"0.5\" (at most 31 digits)")
     text = str(value)
     if not _DECIMAL.fullmatch(text):
         raise PolicyError(f"{where} must be a plain non-negative decimal such as \"0.5\", not {text[:40]!r}")
@@ -128,13 +143,21 @@ def _int(value: Any, where: str, *, minimum: int, maximum: int) -> int:
     return value
 
 
+def _unknown_field(table: dict, fields: set[str] | frozenset[str], where: str) -> None:
+    """Refuse keys that are not field names (a dict built in Python may have any keys) or unknown."""
+    for key in table:
+        if not isinstance(key, str):
+            raise PolicyError(f"{where}: field names must be strings, not {type(key).__name__}")
+    unknown = sorted(set(table) - fields)
+    if unknown:
+        raise PolicyError(f"unknown policy field {unknown[0][:40]!r}" if where == "policy" else f"unknown field {where}.{unknown[0][:40]}")
+
+
 def _table(document: dict, name: str, fields: set[str]) -> dict:
     table = document.get(name, {})
     if not isinstance(table, dict):
         raise PolicyError(f"{name} must be a table")
-    unknown = sorted(set(table) - fields)
-    if unknown:
-        raise PolicyError(f"unknown field {name}.{unknown[0][:40]}")
+    _unknown_field(table, fields, name)
     return table
 
 
@@ -146,11 +169,9 @@ def normalize_document(document: Any) -> dict:
     """
     if not isinstance(document, dict):
         raise PolicyError("a policy must be a table / JSON object")
-    unknown = sorted(set(document) - _FIELDS)
-    if unknown:
-        raise PolicyError(f"unknown policy field {unknown[0][:40]!r}")
+    _unknown_field(document, _FIELDS, "policy")
     result: dict[str, Any] = {"version": document.get("version", VERSION)}
-    if result["version"] != VERSION or isinstance(result["version"], bool):
+    if type(result["version"]) is not int or result["version"] != VERSION:  # not True, not 1.0
         raise PolicyError(f"version must be {VERSION}")
     if "scheme" in document:
         from .schemes import SCHEME_NAMES
@@ -188,9 +209,7 @@ def normalize_document(document: Any) -> dict:
         for symbol, limits in per_symbol.items():
             if not isinstance(symbol, str) or not _SYMBOL.fullmatch(symbol) or not isinstance(limits, dict) or not limits:
                 raise PolicyError("per_symbol must map symbol names to tables of max_quantity / max_notional")
-            unknown = sorted(set(limits) - {"max_quantity", "max_notional"})
-            if unknown:
-                raise PolicyError(f"unknown field per_symbol.{symbol}.{unknown[0][:40]}")
+            _unknown_field(limits, {"max_quantity", "max_notional"}, f"per_symbol.{symbol}")
             result["per_symbol"][symbol] = {name: _canonical_decimal(value, f"per_symbol.{symbol}.{name}") for name, value in limits.items()}
     if "notional_window" in document:
         window = _table(document, "notional_window", {"seconds", "max_notional"})
@@ -314,9 +333,9 @@ class SigningPolicy:
             lines.append(f"Requests that may be signed ({len(allowed)}): " + ", ".join(endpoint.name for endpoint in allowed) + ".")
             dangerous = [endpoint.name for endpoint in allowed if endpoint.category in DANGEROUS_CATEGORIES]
             if dangerous:
-                lines.append("WARNING: fund-moving, account-security or session endpoints are allowed: " + ", ".join(dangerous) + ".")
+                lines.append("WARNING: fund-moving, account-security, session or account-settings endpoints are allowed: " + ", ".join(dangerous) + ".")
             else:
-                lines.append("Withdrawals, transfers, account-security changes and session logons are refused.")
+                lines.append("Withdrawals, transfers, account-security changes, session logons and account-settings changes (leverage) are refused.")
             if not SIGNATURE_COVERS[self.catalogue] & {"path"}:
                 lines.append(
                     f"{self.catalogue} signatures do not cover the path: a request is signed only if every endpoint accepting "
@@ -422,28 +441,32 @@ class PolicyState:
         if catalogue is None:
             raise Refusal("scheme", f"{policy.scheme} signs raw payloads only")
         method = method.upper()
-        params, body = self._canonical_parameters(catalogue, method, params, body)
-        names = frozenset(name for name, _ in params) | _IMPLICIT.get(catalogue, frozenset())
+        checked, body = self._canonical_parameters(catalogue, method, params, body)
+        names = frozenset(name for name, _ in checked) | _IMPLICIT.get(catalogue, frozenset())
         matches, kind = self._verdict(catalogue, method, path, names)
-        values = dict(params)
-        self._check_values(params)
+        values = dict(checked)
         self._check_freshness(values, now_ms)
         fields = _ORDER_FIELDS.get(catalogue, {})
         symbol = values.get(fields.get("symbol", ""))
         if kind in {"order", "amend", "cancel"} and symbol is not None and policy.symbols is not None and symbol not in policy.symbols:
             raise Refusal("symbol", f"symbol {symbol[:40]!r} is not in the policy's allowlist")
         quantity = notional = None
+        sized = False
         if kind in {"order", "amend"}:
-            quantity, notional = self._order_size(fields, values, kind)
-            self._check_size(symbol, quantity, notional)
+            quantity, notional, sized = self._order_size(catalogue, fields, values, kind)
+            if sized:
+                self._check_size(symbol, quantity, notional, kind)
         with self._lock:
             if kind in {"order", "amend"}:
-                self._check_window(now_ms, notional)
+                if sized:
+                    self._check_window(now_ms, notional)
                 self._take_token(now_ms)
                 if policy.window_seconds is not None and notional is not None:
                     self._window.append((now_ms, notional))
                     self._window_total += notional
-        return Authorized(params, body, tuple(endpoint.name for endpoint in matches), kind, symbol, quantity, notional)
+        # A JSON body is signed as the body: its fields were checked, but are not query parameters.
+        signed_params = () if _json_body(catalogue, method) else checked
+        return Authorized(signed_params, body, tuple(endpoint.name for endpoint in matches), kind, symbol, quantity, notional)
 
     def _verdict(self, catalogue: str, method: str, path: str, names: frozenset[str]) -> tuple[tuple[Endpoint, ...], str]:
         """Which endpoints a request could reach and whether the policy allows all of them.
@@ -470,11 +493,11 @@ class PolicyState:
         for endpoint in matches:
             if endpoint.name not in self.policy.allow:
                 if endpoint.category in DANGEROUS_CATEGORIES:
-                    raise Refusal(
-                        endpoint.category,
-                        f"a signature for these parameters would also be valid for {endpoint.name} ({_CATEGORY_WORDS[endpoint.category]}), "
-                        "which the policy does not name",
+                    reach = (
+                        f"the request is for {endpoint.name}" if "path" in SIGNATURE_COVERS[catalogue]
+                        else f"a signature for these parameters would also be valid for {endpoint.name}"
                     )
+                    raise Refusal(endpoint.category, f"{reach} ({_CATEGORY_WORDS[endpoint.category]}), which the policy does not name")
                 also = "" if endpoint.name == endpoint_name(method, path) else " (the signature does not cover the path, and that endpoint takes the same parameters)"
                 raise Refusal("endpoint", f"the policy does not allow {endpoint.name}{also}")
         kinds = {endpoint.kind for endpoint in matches}
@@ -482,7 +505,7 @@ class PolicyState:
         return tuple(matches), kind
 
     def _canonical_parameters(self, catalogue: str, method: str, params: tuple[tuple[str, str], ...], body: bytes) -> tuple[tuple[tuple[str, str], ...], bytes]:
-        if catalogue in ("bybit", "okx") and method == "POST":
+        if _json_body(catalogue, method):
             if params:
                 raise Refusal("non_canonical", f"{catalogue} POST requests carry their parameters in the JSON body, not the query")
             parsed = _strict_json_object(body) if body else {}
@@ -496,11 +519,13 @@ class PolicyState:
                     raise Refusal("non_canonical", f"the value of {name[:40]!r} must be a string, number or boolean (nested values are not supported)")
                 pairs.append((name, text))
             _check_names(pairs)
+            _check_values(pairs)  # before serialising: a lone surrogate cannot be encoded
             canonical = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode()
             return tuple(pairs), canonical
         if body and catalogue in ("binance", "binance-ws", "bybit", "okx", "kraken"):
             raise Refusal("non_canonical", "send the parameters as params; the enclave builds the string to sign itself")
         _check_names(params)
+        _check_values(params)
         return params, body
 
     @staticmethod
@@ -526,15 +551,6 @@ class PolicyState:
             raise Refusal("unknown_parameter", detail)
         return matches
 
-    def _check_values(self, params: tuple[tuple[str, str], ...]) -> None:
-        if not _VALUES.fullmatch("\x01".join(value for _, value in params)):
-            for name, value in params:
-                if not _VALUE.fullmatch(value):
-                    raise Refusal("non_canonical", f"the value of {name!r} has characters outside [A-Za-z0-9._:,@/+-] or is too long")
-        for name, value in params:
-            if name in _DECIMAL_PARAMS and not _DECIMAL.fullmatch(value):
-                raise Refusal("non_canonical", f"{name} must be a plain decimal such as 0.5, not {value[:30]!r}")
-
     def _check_freshness(self, values: dict[str, str], now_ms: int) -> None:
         policy = self.policy
         if not policy.freshness:
@@ -552,7 +568,13 @@ class PolicyState:
                 raise Refusal("recv_window", f"recvWindow must be at most {policy.max_recv_window_ms} ms")
 
     @staticmethod
-    def _order_size(fields: dict[str, str], values: dict[str, str], kind: str) -> tuple[Decimal | None, Decimal | None]:
+    def _order_size(catalogue: str, fields: dict[str, str], values: dict[str, str], kind: str) -> tuple[Decimal | None, Decimal | None, bool]:
+        """Quantity and notional of an order or amend, and whether it sets a size or price at all.
+
+        The price counts towards the notional only for order types that execute at or better than
+        it (limit orders): a market order ignores ``price`` (Bybit, OKX, Kraken say so), so
+        ``qty=100, price=1, orderType=Market`` must not pass as a notional of 100.
+        """
         def number(key: str) -> Decimal | None:
             name = fields.get(key)
             return Decimal(values[name]) if name and name in values else None
@@ -562,14 +584,25 @@ class PolicyState:
         else:
             quantity, price = number("quantity"), number("price")
         quote = number("quote_quantity")
+        if kind == "amend" and quantity is None and price is None and quote is None:
+            # Changes neither size nor price: e.g. a Bybit cancel, whose parameters also fit /v5/order/amend.
+            return None, None, False
+        if price is not None and kind == "order":
+            type_field, limit_types, overrides = _LIMIT_PRICE[catalogue]
+            if values.get(type_field) not in limit_types or (overrides is not None and overrides in values):
+                price = None
         if quote is not None:
-            return quantity, quote
-        return quantity, (quantity * price if quantity is not None and price is not None else None)
+            return quantity, quote, True
+        return quantity, (quantity * price if quantity is not None and price is not None else None), True
 
-    def _check_size(self, symbol: str | None, quantity: Decimal | None, notional: Decimal | None) -> None:
+    def _check_size(self, symbol: str | None, quantity: Decimal | None, notional: Decimal | None, kind: str) -> None:
         for scope, limits in (("", self.policy.limits), (f" for {symbol}", self.policy.per_symbol.get(symbol or "", _Limits()))):
-            if limits.max_quantity is not None and quantity is not None and quantity > limits.max_quantity:
-                raise Refusal("max_quantity", f"quantity {quantity} is above the policy's maximum{scope} of {limits.max_quantity}")
+            if limits.max_quantity is not None:
+                if quantity is None:
+                    if kind == "order":  # an amend without a new quantity keeps the order's own
+                        raise Refusal("quantity_unknown", f"the policy caps quantity{scope}, and this order gives none (a quote quantity can buy any amount)")
+                elif quantity > limits.max_quantity:
+                    raise Refusal("max_quantity", f"quantity {quantity} is above the policy's maximum{scope} of {limits.max_quantity}")
             if limits.max_notional is not None:
                 if notional is None:
                     raise Refusal("notional_unknown", f"the policy caps notional{scope}, and this order's notional cannot be computed (give a price, or a quote quantity)")
@@ -614,14 +647,33 @@ _IMPLICIT = {
 _CATEGORY_WORDS = {"funds": "it moves funds", "security": "it changes account security", "session": "it opens an unsigned session", "settings": "it changes account settings"}
 
 
+def _json_body(catalogue: str, method: str) -> bool:
+    return catalogue in ("bybit", "okx") and method == "POST"
+
+
 def _check_names(params: Any) -> None:
     names = [name for name, _ in params]
-    if not _NAMES.fullmatch("\x01".join(names)):
+    if not names:
+        return
+    joined = "\x01".join(names)
+    if not _NAMES.fullmatch(joined) or joined.count("\x01") != len(names) - 1:
         bad = next(name for name in names if not _NAME.fullmatch(name))
         raise Refusal("non_canonical", f"parameter name {bad[:40]!r} is not a plain identifier")
     if len(set(names)) != len(names):
         duplicate = next(name for name in names if names.count(name) > 1)
         raise Refusal("duplicate_parameter", f"parameter {duplicate!r} appears twice")
+
+
+def _check_values(params: Any) -> None:
+    joined = "\x01".join(value for _, value in params)
+    # The separator must not occur inside a value, or "a\x01b" would pass as two values.
+    if not _VALUES.fullmatch(joined) or joined.count("\x01") != max(len(params) - 1, 0):
+        for name, value in params:
+            if not _VALUE.fullmatch(value):
+                raise Refusal("non_canonical", f"the value of {name!r} has characters outside [A-Za-z0-9._:,@/+-] or is too long")
+    for name, value in params:
+        if name in _DECIMAL_PARAMS and not _DECIMAL.fullmatch(value):
+            raise Refusal("non_canonical", f"{name} must be a plain decimal such as 0.5, not {value[:30]!r}")
 
 
 def _parameter_problem(endpoint: Endpoint, names: frozenset[str]) -> str:
@@ -638,4 +690,4 @@ def _path_matches(pattern: str, path: str) -> bool:
     if "{" not in pattern:
         return pattern == path
     parts, actual = pattern.split("/"), path.split("/")
-    return len(parts) == len(actual) and all(p == a or (p.startswith("{") and a and _NAME.fullmatch(a.replace("-", "_"))) for p, a in zip(parts, actual))
+    return len(parts) == len(actual) and all(p == a or (p.startswith("{") and _SEGMENT.fullmatch(a) is not None) for p, a in zip(parts, actual))

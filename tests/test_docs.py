@@ -1,0 +1,42 @@
+"""The documents that make claims about the code stay true to it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from enclave.protocol.catalogue import CATALOGUES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("endpoint", [e for endpoints in CATALOGUES.values() for e in endpoints], ids=lambda e: e.name)
+def test_every_catalogued_endpoint_is_documented(endpoint):
+    assert f"`{endpoint.name}`" in (ROOT / "docs" / "policy.md").read_text()
+
+
+def test_every_test_named_in_security_md_exists():
+    named = 0
+    for line in (ROOT / "SECURITY.md").read_text().splitlines():
+        current = None
+        # `tests/file.py`, `tests/file.py::test_name`, and `::test_name` (in the file named before it)
+        for path, name in re.findall(r"`(?:(tests/[\w/]+\.py))?(?:::(\w+))?`", line):
+            current = path or current
+            if not current:
+                continue
+            source = (ROOT / current).read_text()
+            if name:
+                assert f"def {name}(" in source, f"{current}::{name} is named in SECURITY.md but does not exist"
+                named += 1
+    assert named >= 10
+
+
+def test_the_readme_starts_with_the_two_setup_commands():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    block = lines[lines.index("```sh") + 1 : lines.index("```sh") + 3]
+    assert block[0].startswith("python3 -m venv .venv") and block[0].endswith("zerocopy demo")
+    assert block[1].startswith("python3 -m venv .venv") and block[1].endswith(".venv/bin/pytest")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert block[1] in ci
