@@ -125,3 +125,17 @@ def test_demo_runs_end_to_end(capsys):
     assert "signature c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71" in out
     assert "= the signature in Binance's documentation" in out
     assert "refused: bundle 'binance-demo': KMS refused Decrypt: AccessDeniedException" in out
+
+
+@pytest.mark.zerocopy
+def test_stethoscope_examines_a_running_enclave(zerocopy_emulator, zerocopy_key, tmp_path, capsys):
+    key = zerocopy_key("hmac-sha256")
+    root = tmp_path / "root.pem"
+    root.write_bytes(zerocopy_emulator.root_certificate)
+    code = main(["stethoscope", "--enclave", zerocopy_emulator.address, "--root", str(root), "--pcr0", zerocopy_emulator.pcrs[0].hex(), "--samples", "50", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["attestation"]["verified"] is True
+    assert key.name in [entry["name"] for entry in report["keys"]]
+    assert report["latency"]["sign_path_p50_us"] > 0
+    assert main(["stethoscope", "--enclave", zerocopy_emulator.address, "--samples", "20"]) == 1  # AWS root: not verified
+    assert "NOT VERIFIED" in capsys.readouterr().out

@@ -394,6 +394,55 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stethoscope(args: argparse.Namespace) -> int:
+    from cryptography import x509
+
+    from ._stethoscope import examine
+
+    roots = [x509.load_pem_x509_certificate(Path(path).read_bytes()) for path in args.root] if args.root else None
+    expected = {0: bytes.fromhex(args.pcr0)} if args.pcr0 else None
+    report = examine(_enclave_address(args), roots=roots, expected_pcrs=expected, allow_debug=args.allow_debug, samples=args.samples)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        attestation = report["attestation"]
+        print(f"enclave      {report['address']}")
+        if attestation["verified"]:
+            print(f"attestation  verified ({attestation['module_id']}{', DEBUG MODE' if attestation['debug'] else ''})")
+            for index, value in attestation["pcrs"].items():
+                print(f"  PCR{index}       {value}")
+        else:
+            print(f"attestation  NOT VERIFIED: {attestation['error']}")
+        print(f"keys         {len(report['keys'])}")
+        for key in report["keys"]:
+            print(f"  {key['name']} ({key['scheme']}, policy {key['policy_sha256'][:16]})")
+        latency = report["latency"]
+        print(f"sign path    p50 {latency['sign_path_p50_us']} µs, p99 {latency['sign_path_p99_us']} µs ({latency['ratio_p50']}x a local Unix-socket echo, p50 {latency['local_echo_p50_us']} µs)")
+    return 0 if report["attestation"]["verified"] else 1
+
+
+def cmd_eif(args: argparse.Namespace) -> int:
+    from .eif import read_eif
+
+    image = read_eif(args.file)
+    if args.json:
+        print(json.dumps({
+            "version": image.version, "flags": image.flags, "default_memory": image.default_memory, "default_cpus": image.default_cpus,
+            "crc_ok": image.crc_ok, "sections": [{"type": s.name, "offset": s.offset, "size": s.size} for s in image.sections],
+            "pcrs": {str(index): value.hex() for index, value in sorted(image.pcrs.items())},
+        }, indent=2))
+    else:
+        print(f"EIF version {image.version}, {len(image.sections)} sections, CRC {'ok' if image.crc_ok else 'MISMATCH'}")
+        for section in image.sections:
+            print(f"  {section.name:<9} {section.size:>12} bytes at {section.offset}")
+        for index, value in sorted(image.pcrs.items()):
+            print(f"PCR{index}  {value.hex()}")
+    if not image.crc_ok:
+        _say(f"{args.file}: the CRC-32 does not match: the file is damaged or was edited")
+        return 1
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------
 def _add_enclave(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--enclave", metavar="ADDR", help="enclave address (default: $ZEROCOPY_ENCLAVE)")
@@ -508,6 +557,20 @@ def build_parser() -> argparse.ArgumentParser:
     verify_log.add_argument("--pcr0", metavar="HEX", help="expected PCR0 of the enclave that wrote the log")
     verify_log.add_argument("--allow-debug", action="store_true", help="accept debug-mode enclaves")
     verify_log.set_defaults(handler=cmd_audit_verify)
+
+    stethoscope = commands.add_parser("stethoscope", help="check a running enclave: attestation, keys, sign-path latency", description="Examine a running enclave without using its keys: verify a fresh attestation, list keys, time the sign path with a probe.")
+    stethoscope.add_argument("--root", action="append", metavar="PEM", help="trusted attestation root (default: the pinned AWS Nitro root)")
+    stethoscope.add_argument("--pcr0", metavar="HEX", help="expected PCR0")
+    stethoscope.add_argument("--allow-debug", action="store_true", help="accept a debug-mode enclave")
+    stethoscope.add_argument("--samples", type=int, default=500, help="probe round trips to time (default: %(default)s)")
+    stethoscope.add_argument("--json", action="store_true", help="print JSON")
+    _add_enclave(stethoscope)
+    stethoscope.set_defaults(handler=cmd_stethoscope)
+
+    eif = commands.add_parser("eif", help="read an enclave image file and compute its PCRs", description="Parse an EIF (header, sections, CRC) and print the PCRs a key policy pins.")
+    eif.add_argument("file", metavar="FILE")
+    eif.add_argument("--json", action="store_true", help="print JSON")
+    eif.set_defaults(handler=cmd_eif)
 
     kms_policy = commands.add_parser("kms-policy", help="print a KMS key policy pinning an enclave image", description="Print a key policy that lets only an enclave with these measurements decrypt.")
     kms_policy.add_argument("--pcr0", required=True, metavar="HEX", help="PCR0 (ImageSha384) of the enclave image")

@@ -1,0 +1,95 @@
+"""Shared by test_policy.py and test_policy_properties.py: policy states and requests per exchange.
+
+Requests are given as ``(method, path, params, body)`` exactly as ``PolicyState.authorize_request``
+and ``SigningKey.sign_http`` take them: Binance, Binance WebSocket and Kraken carry their fields as
+params; Bybit and OKX carry GET fields as params and POST fields as a JSON body.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from enclave.protocol.catalogue import CATALOGUES, DANGEROUS_CATEGORIES, Endpoint
+from enclave.protocol.policy import PolicyState, Refusal, SigningPolicy
+from enclave.protocol.schemes import POLICY_CATALOGUE
+
+NOW = 1_700_000_000_000  # 2023-11-14T22:13:20Z, the enclave clock in these tests
+
+# one scheme per catalogue, to build policies with
+SCHEME_FOR = {"binance": "binance-hmac", "binance-ws": "binance-ws-hmac", "bybit": "bybit-hmac", "okx": "okx-hmac", "kraken": "kraken", "coinbase": "coinbase-jwt"}
+EXCHANGE_SCHEMES = sorted(POLICY_CATALOGUE)
+# parameters the scheme supplies itself when the caller leaves them out
+IMPLICIT = {"binance": {"timestamp"}, "binance-ws": {"apiKey", "timestamp"}, "kraken": {"nonce"}}
+
+DANGEROUS = [
+    pytest.param(catalogue, endpoint, id=f"{catalogue}:{endpoint.name}")
+    for catalogue, endpoints in CATALOGUES.items()
+    for endpoint in endpoints
+    if endpoint.category in DANGEROUS_CATEGORIES
+]
+
+
+def state(document: dict | None, scheme: str) -> PolicyState:
+    return PolicyState(SigningPolicy.parse(document, scheme=scheme))
+
+
+def permissive(catalogue: str, **extra: Any) -> dict:
+    """A policy naming every trade and read endpoint of the catalogue (and nothing dangerous)."""
+    allow = [e.name for e in CATALOGUES[catalogue] if e.category in {"trade", "read"}]
+    return {"allow": allow, **extra}
+
+
+def request(catalogue: str, method: str, path: str, fields: list[tuple[str, str]]) -> tuple[str, str, tuple[tuple[str, str], ...], bytes]:
+    """The request as the caller passes it, with ``fields`` where that exchange carries them."""
+    if catalogue in {"bybit", "okx"} and method != "GET":
+        return method, path, (), json.dumps(dict(fields), separators=(",", ":")).encode()
+    if catalogue == "coinbase":
+        return method, path, (), json.dumps(dict(fields)).encode() if fields else b""
+    return method, path, tuple(fields), b""
+
+
+def concrete_path(path: str) -> str:
+    """A real path for a templated catalogue path (``{account_id}`` → a UUID, as Coinbase uses)."""
+    return path.replace("{account_id}", "8bfc20d7-f7c6-4422-bf07-8243ca4169fe")
+
+
+def value_for(name: str, now: int = NOW) -> str:
+    """A canonical, plausible value for a parameter name."""
+    if name in {"timestamp", "nonce"}:
+        return str(now)
+    if name in {"symbol", "pair"}:
+        return "BTCUSDT"
+    if name == "instId":
+        return "BTC-USDT"
+    if name in {"amount", "amt", "qty", "quantity", "sz", "volume", "price", "px"}:
+        return "1"
+    return "x1"
+
+
+def endpoint_fields(catalogue: str, endpoint: Endpoint, now: int = NOW) -> list[tuple[str, str]]:
+    """The endpoint's required parameters (apiKey left to the WebSocket scheme) with canonical values."""
+    skip = {"apiKey"} if catalogue == "binance-ws" else set()
+    return [(name, value_for(name, now)) for name in sorted(endpoint.required - skip)]
+
+
+def refusal(state_: PolicyState, method: str, path: str, params: tuple = (), body: bytes = b"", now: int = NOW) -> Refusal:
+    with pytest.raises(Refusal) as info:
+        state_.authorize_request(method, path, tuple(params), body, now)
+    return info.value
+
+
+def binance_order(**overrides: str | None) -> tuple[tuple[str, str], ...]:
+    """A Binance spot LIMIT order's params; ``name=None`` drops a field, others set or add it."""
+    fields: dict[str, str | None] = {
+        "symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+        "quantity": "0.01", "price": "30000", "timestamp": str(NOW),
+    }
+    fields.update(overrides)
+    return tuple((name, value) for name, value in fields.items() if value is not None)
+
+
+def json_body(**fields: Any) -> bytes:
+    return json.dumps(fields, separators=(",", ":")).encode()
