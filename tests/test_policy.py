@@ -1,0 +1,947 @@
+"""The signing policy: its document format and the decision on every request (pure, no emulator).
+
+A compromised host can still ask the enclave to sign, so these tests pin what a policy lets
+through: the parsing and canonical form that get hashed into the KMS encryption context, the safe
+default, and per exchange the rule that refuses each dangerous request — asserting the rule's name
+and a word of its message, since the host and the audit log see both.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from enclave.protocol.bundle import policy_digest
+from enclave.protocol.catalogue import CATALOGUES, DANGEROUS_CATEGORIES
+from enclave.protocol.policy import Authorized, PolicyError, PolicyState, Refusal, SigningPolicy, normalize_document
+from enclave.protocol.schemes import RAW_SCHEMES
+from policy_helpers import (
+    DANGEROUS,
+    EXCHANGE_SCHEMES,
+    NOW,
+    SCHEME_FOR,
+    binance_order,
+    concrete_path,
+    endpoint_fields,
+    json_body,
+    permissive,
+    refusal,
+    request,
+    state,
+)
+from zerocopy.policy import load_policy, parse_policy_text, simulate
+
+POLICIES = Path(__file__).parent / "data" / "policies"
+
+
+def policy_error(document: object, scheme: str | None = None) -> str:
+    with pytest.raises(PolicyError) as info:
+        if scheme is None:
+            normalize_document(document)
+        else:
+            SigningPolicy.parse(document, scheme=scheme)  # type: ignore[arg-type]
+    return str(info.value)
+
+
+# == parsing and the canonical form ============================================================
+FULL = {
+    "version": 1,
+    "scheme": "binance-hmac",
+    "allow": ["POST /api/v3/order", "DELETE /api/v3/order", "POST /api/v3/order/test", "POST /sapi/v1/margin/order"],
+    "raw_signing": False,
+    "symbols": ["ETHUSDT", "BTCUSDT"],
+    "max_quantity": "0.50",
+    "max_notional": "25000.00",
+    "per_symbol": {"BTCUSDT": {"max_quantity": "0.10", "max_notional": 5000}},
+    "notional_window": {"seconds": 3600, "max_notional": "100000"},
+    "rate": {"per_second": "5.0", "burst": 10},
+    "freshness": {"enabled": True, "max_skew_ms": 2000, "max_recv_window_ms": 3000},
+}
+
+
+def test_every_field_normalizes() -> None:
+    assert normalize_document(FULL) == {
+        "version": 1,
+        "scheme": "binance-hmac",
+        "allow": ["DELETE /api/v3/order", "POST /api/v3/order", "POST /api/v3/order/test", "POST /sapi/v1/margin/order"],
+        "raw_signing": False,
+        "symbols": ["BTCUSDT", "ETHUSDT"],
+        "max_quantity": "0.5",
+        "max_notional": "25000",
+        "per_symbol": {"BTCUSDT": {"max_quantity": "0.1", "max_notional": "5000"}},
+        "notional_window": {"seconds": 3600, "max_notional": "100000"},
+        "rate": {"per_second": "5", "burst": 10},
+        "freshness": {"enabled": True, "max_skew_ms": 2000, "max_recv_window_ms": 3000},
+    }
+
+
+def test_every_field_is_parsed_for_the_scheme() -> None:
+    policy = SigningPolicy.parse(FULL, scheme="binance-hmac")
+    assert policy.catalogue == "binance" and policy.raw_signing is False
+    assert policy.allow == frozenset(FULL["allow"])
+    assert policy.symbols == frozenset({"BTCUSDT", "ETHUSDT"})
+    assert (policy.limits.max_quantity, policy.limits.max_notional) == (Decimal("0.5"), Decimal("25000"))
+    assert policy.per_symbol["BTCUSDT"].max_quantity == Decimal("0.1")
+    assert (policy.window_seconds, policy.window_max) == (3600, Decimal("100000"))
+    assert policy.rate == (Decimal(5), 10)
+    assert (policy.freshness, policy.max_skew_ms, policy.max_recv_window_ms) == (True, 2000, 3000)
+
+
+def test_an_empty_document_is_version_1() -> None:
+    assert normalize_document({}) == {"version": 1}
+
+
+@pytest.mark.parametrize(
+    ("written", "canonical"),
+    [("0.50", "0.5"), ("0.5", "0.5"), ("100", "100"), ("100.000", "100"), ("0.0", "0"), ("0", "0"), (7, "7"), ("0.000001", "0.000001"), ("1000000.10", "1000000.1")],
+)
+def test_decimals_are_normalized(written: object, canonical: str) -> None:
+    assert normalize_document({"max_quantity": written})["max_quantity"] == canonical
+
+
+@pytest.mark.parametrize("written", ["1e3", "-1", "+1", ".5", "5.", "1,5", "01.5", " 1", "0x10", "", "NaN", "Infinity", 0.5, True, None, -3, 10**40, [1], {"a": 1}])
+def test_bad_decimals_are_refused_naming_the_field(written: object) -> None:
+    assert "max_notional" in policy_error({"max_notional": written})
+    assert "per_symbol.BTCUSDT.max_quantity" in policy_error({"per_symbol": {"BTCUSDT": {"max_quantity": written}}})
+
+
+def test_toml_floats_are_refused_and_integers_accepted() -> None:
+    with pytest.raises(PolicyError, match=r"as a string"):
+        parse_policy_text('max_quantity = 0.5\n')
+    with pytest.raises(PolicyError, match=r"as a string"):
+        parse_policy_text('[rate]\nper_second = 2.5\nburst = 3\n')
+    with pytest.raises(PolicyError, match=r"as a string"):
+        parse_policy_text('{"max_notional": 100.0}')  # JSON too
+    assert parse_policy_text('max_quantity = 2\n[rate]\nper_second = 5\nburst = 10\n') == {
+        "version": 1, "max_quantity": "2", "rate": {"per_second": "5", "burst": 10},
+    }
+
+
+def test_text_that_is_neither_toml_nor_json_is_a_policy_error() -> None:
+    with pytest.raises(PolicyError, match=r"not valid TOML or JSON"):
+        parse_policy_text("allow = [")
+    with pytest.raises(PolicyError, match=r"not valid TOML or JSON"):
+        parse_policy_text('{"allow": ')
+
+
+@pytest.mark.parametrize(
+    ("document", "named"),
+    [
+        ({"allowed": []}, "'allowed'"),
+        ({"rate": {"per_second": "1", "burst": 1, "bucket": 2}}, "rate.bucket"),
+        ({"notional_window": {"seconds": 1, "max_notional": "1", "hours": 1}}, "notional_window.hours"),
+        ({"freshness": {"enabled": True, "skew": 1}}, "freshness.skew"),
+        ({"per_symbol": {"BTCUSDT": {"max_size": "1"}}}, "per_symbol.BTCUSDT.max_size"),
+        ({7: "x"}, "field names must be strings"),
+        ({"rate": {1: 2}}, "rate: field names must be strings"),
+    ],
+)
+def test_unknown_fields_are_refused_by_name(document: dict, named: str) -> None:
+    assert named in policy_error(document)
+
+
+@pytest.mark.parametrize(
+    ("document", "named"),
+    [
+        ([], "table"),
+        ("allow", "table"),
+        ({"version": 2}, "version"),
+        ({"version": True}, "version"),
+        ({"version": 1.0}, "version"),
+        ({"version": "1"}, "version"),
+        ({"scheme": "binance"}, "scheme must be one of"),
+        ({"scheme": ["binance-hmac"]}, "scheme"),
+        ({"allow": "POST /api/v3/order"}, "allow must be a list"),
+        ({"allow": [1]}, "allow must be a list"),
+        ({"allow": ["/api/v3/order"]}, "allow entry"),
+        ({"allow": ["FETCH /api/v3/order"]}, "allow entry"),
+        ({"allow": ["POST  /api/v3/order"]}, "allow entry"),
+        ({"allow": ["POST /api/v3/order", "POST /api/v3/order"]}, "twice"),
+        ({"raw_signing": "no"}, "raw_signing"),
+        ({"raw_signing": 0}, "raw_signing"),
+        ({"symbols": []}, "symbols"),
+        ({"symbols": "BTCUSDT"}, "symbols"),
+        ({"symbols": ["BTC USDT"]}, "symbols"),
+        ({"symbols": ["BTCUSDT", 1]}, "symbols"),
+        ({"per_symbol": {}}, "per_symbol"),
+        ({"per_symbol": {"BTCUSDT": {}}}, "per_symbol"),
+        ({"per_symbol": {"BTC USDT": {"max_quantity": "1"}}}, "per_symbol"),
+        ({"per_symbol": ["BTCUSDT"]}, "per_symbol"),
+        ({"notional_window": {"seconds": 60}}, "notional_window needs"),
+        ({"notional_window": {"seconds": 0, "max_notional": "1"}}, "notional_window.seconds"),
+        ({"notional_window": {"seconds": "60", "max_notional": "1"}}, "notional_window.seconds"),
+        ({"notional_window": 60}, "notional_window must be a table"),
+        ({"rate": {"per_second": "1"}}, "rate needs"),
+        ({"rate": {"per_second": "0", "burst": 1}}, "rate.per_second"),
+        ({"rate": {"per_second": "1", "burst": 0}}, "rate.burst"),
+        ({"rate": {"per_second": "1", "burst": True}}, "rate.burst"),
+        ({"rate": {"per_second": "1", "burst": 100001}}, "rate.burst"),
+        ({"freshness": {"enabled": "yes"}}, "freshness.enabled"),
+        ({"freshness": {"max_skew_ms": 0}}, "freshness.max_skew_ms"),
+        ({"freshness": {"max_recv_window_ms": 60001}}, "freshness.max_recv_window_ms"),
+        ({"freshness": {"max_skew_ms": "5000"}}, "freshness.max_skew_ms"),
+    ],
+)
+def test_wrong_types_and_values_are_refused_by_name(document: object, named: str) -> None:
+    assert named in policy_error(document)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "endpoint"),
+    [
+        ("binance-hmac", "POST /api/v5/trade/order"),  # an OKX endpoint
+        ("binance-hmac", "POST /api/v3/orders"),
+        ("binance-ws-hmac", "POST /api/v3/order"),  # REST, not a WebSocket method
+        ("okx-hmac", "GET /api/v5/trade/order-history"),
+        ("kraken", "POST /0/private/Stake"),
+        ("coinbase-jwt", "GET /api/v3/brokerage/products"),
+    ],
+)
+def test_endpoints_the_scheme_does_not_know_are_refused(scheme: str, endpoint: str) -> None:
+    message = policy_error({"allow": [endpoint]}, scheme)
+    assert "allow" in message and endpoint in message and scheme in message
+
+
+def test_a_policy_written_for_another_scheme_is_refused() -> None:
+    message = policy_error({"scheme": "okx-hmac", "max_quantity": "1"}, "binance-hmac")
+    assert "okx-hmac" in message and "binance-hmac" in message
+    assert SigningPolicy.parse({"scheme": "binance-rsa"}, scheme="binance-rsa").scheme == "binance-rsa"
+
+
+def test_canonical_form_and_digest_ignore_key_order_and_trailing_zeros() -> None:
+    shuffled = {
+        "freshness": {"max_recv_window_ms": 3000, "max_skew_ms": 2000, "enabled": True},
+        "rate": {"burst": 10, "per_second": "5"},
+        "notional_window": {"max_notional": "100000.0", "seconds": 3600},
+        "per_symbol": {"BTCUSDT": {"max_notional": "5000.000", "max_quantity": "0.1"}},
+        "max_notional": "25000",
+        "max_quantity": "0.5",
+        "symbols": ["BTCUSDT", "ETHUSDT", "BTCUSDT"],
+        "raw_signing": False,
+        "allow": list(reversed(FULL["allow"])),
+        "scheme": "binance-hmac",
+    }
+    assert normalize_document(shuffled) == normalize_document(FULL)
+    assert policy_digest(normalize_document(shuffled)) == policy_digest(normalize_document(FULL))
+    # ... and a real difference is a different digest
+    assert policy_digest(normalize_document({**FULL, "max_quantity": "0.51"})) != policy_digest(normalize_document(FULL))
+    assert policy_digest(None) == "default"
+
+
+def test_toml_and_json_texts_of_one_policy_have_one_digest() -> None:
+    toml = 'max_quantity = "0.50"\nsymbols = ["BTCUSDT"]\n[rate]\nburst = 3\nper_second = "1.0"\n'
+    text = json.dumps({"rate": {"per_second": "1", "burst": 3}, "symbols": ["BTCUSDT"], "max_quantity": "0.5"})
+    assert policy_digest(parse_policy_text(toml)) == policy_digest(parse_policy_text(text))
+    assert load_policy({"max_quantity": "0.500"}) == {"version": 1, "max_quantity": "0.5"}
+    assert load_policy(None) is None
+
+
+@pytest.mark.parametrize("scheme", RAW_SCHEMES)
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"allow": ["POST /api/v3/order"]},
+        {"symbols": ["BTCUSDT"]},
+        {"max_quantity": "1"},
+        {"max_notional": "1"},
+        {"per_symbol": {"BTCUSDT": {"max_quantity": "1"}}},
+        {"notional_window": {"seconds": 1, "max_notional": "1"}},
+        {"freshness": {"enabled": False}},
+    ],
+    ids=lambda field: next(iter(field)),
+)
+def test_raw_schemes_take_only_raw_signing_and_rate(scheme: str, field: dict) -> None:
+    message = policy_error(field, scheme)
+    assert "raw payloads only" in message and repr(next(iter(field))) in message
+
+
+@pytest.mark.parametrize("scheme", RAW_SCHEMES)
+def test_raw_schemes_sign_raw_payloads_by_default_and_obey_rate(scheme: str) -> None:
+    state(None, scheme).authorize_raw(NOW)
+    assert state({"raw_signing": False}, scheme).policy.raw_signing is False
+    with pytest.raises(Refusal) as off:
+        state({"raw_signing": False}, scheme).authorize_raw(NOW)
+    assert off.value.rule == "raw_signing" and "off" in str(off.value)
+    limited = state({"rate": {"per_second": "1", "burst": 2}}, scheme)
+    limited.authorize_raw(NOW)
+    limited.authorize_raw(NOW)
+    with pytest.raises(Refusal) as rate:
+        limited.authorize_raw(NOW)
+    assert rate.value.rule == "rate" and "per second" in str(rate.value)
+    limited.authorize_raw(NOW + 1000)
+    # no request format at all
+    assert refusal(state(None, scheme), "POST", "/api/v3/order", binance_order()).rule == "scheme"
+
+
+@pytest.mark.parametrize(
+    "field",
+    [{"symbols": ["BTC-USD"]}, {"max_quantity": "1"}, {"max_notional": "1"}, {"per_symbol": {"BTC-USD": {"max_quantity": "1"}}}, {"notional_window": {"seconds": 60, "max_notional": "1"}}],
+    ids=lambda field: next(iter(field)),
+)
+def test_coinbase_refuses_body_limits_and_says_why(field: dict) -> None:
+    message = policy_error(field, "coinbase-jwt")
+    assert "covers the method and path, not the body" in message and repr(next(iter(field))) in message
+
+
+def test_coinbase_takes_endpoints_and_rate() -> None:
+    policy = SigningPolicy.parse({"allow": ["POST /api/v3/brokerage/orders"], "rate": {"per_second": "1", "burst": 1}}, scheme="coinbase-jwt")
+    assert policy.allow == {"POST /api/v3/brokerage/orders"}
+    assert any("do not cover the request body" in line for line in policy.explain())
+
+
+def test_explain_states_the_important_facts() -> None:
+    text = "\n".join(SigningPolicy.parse({**FULL, "freshness": {"enabled": False}}, scheme="binance-hmac").explain())
+    assert "POST /api/v3/order" in text and "DELETE /api/v3/order" in text and "Requests that may be signed (4)" in text
+    assert "Withdrawals, transfers" in text and "refused" in text
+    assert "do not cover the path" in text
+    assert "Symbols: BTCUSDT, ETHUSDT" in text
+    assert "at most 0.5 in quantity" in text and "at most 25000 in notional" in text
+    assert "BTCUSDT orders: at most quantity 0.1 and notional 5000" in text
+    assert "at most 100000 notional in any 3600 s" in text
+    assert "5 signatures per second" in text and "bursts of 10" in text
+    assert "freshness is NOT checked" in text and "do not use in production" in text
+    assert "Raw payload signing (Signer.sign) is refused" in text
+
+
+def test_explain_warns_about_dangerous_endpoints_and_raw_signing() -> None:
+    allow = permissive("binance")["allow"] + ["POST /sapi/v1/capital/withdraw/apply"]
+    text = "\n".join(SigningPolicy.parse({"allow": allow, "raw_signing": True}, scheme="binance-hmac").explain())
+    assert "WARNING" in text and "POST /sapi/v1/capital/withdraw/apply" in text
+    assert "ALLOWED" in text and "no further checks" in text
+    default = "\n".join(SigningPolicy.parse(None, scheme="bybit-hmac").explain())
+    assert "No policy was sealed" in default and "safe default" in default
+    assert "within 5000 ms" in default and "10 signatures per second" in default
+
+
+# == safe defaults ==============================================================================
+@pytest.mark.parametrize("scheme", EXCHANGE_SCHEMES)
+def test_default_refuses_raw_signing_for_exchange_keys(scheme: str) -> None:
+    with pytest.raises(Refusal) as info:
+        state(None, scheme).authorize_raw(NOW)
+    assert info.value.rule == "raw_signing" and "sign_request" in str(info.value)
+
+
+@pytest.mark.parametrize("scheme", EXCHANGE_SCHEMES)
+def test_default_allows_exactly_the_trade_and_read_endpoints(scheme: str) -> None:
+    policy = SigningPolicy.parse(None, scheme=scheme)
+    endpoints = CATALOGUES[policy.catalogue]
+    assert policy.allow == {e.name for e in endpoints if e.category in {"trade", "read"}}
+    assert any(e.category == "trade" for e in endpoints if e.name in policy.allow)
+    assert not policy.allow & {e.name for e in endpoints if e.category in DANGEROUS_CATEGORIES}
+    assert policy.rate == (Decimal(10), 20) and policy.freshness and policy.max_skew_ms == 5000 and policy.max_recv_window_ms == 5000
+
+
+@pytest.mark.parametrize(("catalogue", "endpoint"), DANGEROUS)
+def test_default_refuses_every_dangerous_endpoint(catalogue: str, endpoint) -> None:
+    method, path, params, body = request(catalogue, endpoint.method, concrete_path(endpoint.path), endpoint_fields(catalogue, endpoint))
+    for document in (None, permissive(catalogue)):
+        found = refusal(state(document, SCHEME_FOR[catalogue]), method, path, params, body)
+        assert found.rule == endpoint.category, found
+        assert "which the policy does not name" in str(found)
+        # it names this endpoint, or another of the same category taking the same parameters
+        # (a bare Binance timestamp fits both fast-withdraw switches; asset and futures transfers share theirs)
+        named = [e for e in CATALOGUES[catalogue] if e.name in str(found)]
+        assert named and all(e.category == endpoint.category for e in named), found
+
+
+@pytest.mark.parametrize(("catalogue", "endpoint"), DANGEROUS)
+def test_a_dangerous_endpoint_is_signed_once_named(catalogue: str, endpoint) -> None:
+    method, path, params, body = request(catalogue, endpoint.method, concrete_path(endpoint.path), endpoint_fields(catalogue, endpoint))
+    named = [e.name for e in CATALOGUES[catalogue]]  # everything: the parameter set may fit several endpoints
+    authorized = state({"allow": named}, SCHEME_FOR[catalogue]).authorize_request(method, path, params, body, NOW)
+    assert endpoint.name in authorized.endpoints
+
+
+def test_default_applies_rate_and_freshness() -> None:
+    binance = state(None, "binance-hmac")
+    for _ in range(20):
+        binance.authorize_request("POST", "/api/v3/order", binance_order(), b"", NOW)
+    assert refusal(binance, "POST", "/api/v3/order", binance_order()).rule == "rate"
+    old = refusal(state(None, "binance-hmac"), "POST", "/api/v3/order", binance_order(timestamp=str(NOW - 5001)))
+    assert old.rule == "freshness" and "5001 ms" in str(old)
+
+
+# == Binance REST: the signature covers the parameters only ==================================
+def test_a_spot_order_fits_three_endpoints_and_is_signed_only_if_all_are_allowed() -> None:
+    authorized = state(None, "binance-hmac").authorize_request("POST", "/api/v3/order", binance_order(), b"", NOW)
+    assert authorized.endpoints == ("POST /api/v3/order", "POST /api/v3/order/test", "POST /sapi/v1/margin/order")
+    assert authorized.kind == "order" and authorized.params == binance_order()
+    assert (authorized.symbol, authorized.quantity, authorized.notional) == ("BTCUSDT", Decimal("0.01"), Decimal("300"))
+
+
+def test_allowing_only_the_test_endpoint_refuses_a_test_order() -> None:
+    found = refusal(state({"allow": ["POST /api/v3/order/test"]}, "binance-hmac"), "POST", "/api/v3/order/test", binance_order())
+    assert found.rule == "endpoint"
+    assert "POST /api/v3/order " in str(found) + " " and "does not cover the path" in str(found)
+    # naming all three lets it through; a parameter only the test endpoint takes narrows it to that one
+    three = ["POST /api/v3/order", "POST /api/v3/order/test", "POST /sapi/v1/margin/order"]
+    state({"allow": three}, "binance-hmac").authorize_request("POST", "/api/v3/order/test", binance_order(), b"", NOW)
+    only_test = state({"allow": ["POST /api/v3/order/test"]}, "binance-hmac")
+    authorized = only_test.authorize_request("POST", "/api/v3/order/test", binance_order(computeCommissionRates="true"), b"", NOW)
+    assert authorized.endpoints == ("POST /api/v3/order/test",)
+
+
+def test_a_query_signature_would_also_cancel() -> None:
+    params = (("symbol", "BTCUSDT"), ("orderId", "12345"), ("timestamp", str(NOW)))
+    found = refusal(state({"allow": ["GET /api/v3/order"]}, "binance-hmac"), "GET", "/api/v3/order", params)
+    assert found.rule == "endpoint" and "DELETE /api/v3/order" in str(found)
+    authorized = state(None, "binance-hmac").authorize_request("GET", "/api/v3/order", params, b"", NOW)
+    assert authorized.kind == "cancel" and "DELETE /api/v3/order" in authorized.endpoints
+
+
+@pytest.mark.parametrize("claimed", ["GET /api/v3/account", "GET /api/v3/openOrders", "GET /api/v3/rateLimit/order", "POST /api/v3/order"])
+def test_a_bare_timestamp_could_enable_fast_withdrawals(claimed: str) -> None:
+    method, path = claimed.split()
+    for params in ((), (("timestamp", str(NOW)),), (("recvWindow", "5000"),)):
+        found = refusal(state(None, "binance-hmac"), method, path, params)
+        assert found.rule == "security" and "enableFastWithdrawSwitch" in str(found)
+
+
+def test_a_bare_timestamp_is_signed_when_the_switches_are_named() -> None:
+    allow = permissive("binance")["allow"] + ["POST /sapi/v1/account/enableFastWithdrawSwitch", "POST /sapi/v1/account/disableFastWithdrawSwitch"]
+    authorized = state({"allow": allow}, "binance-hmac").authorize_request("GET", "/api/v3/account", (), b"", NOW)
+    assert "POST /sapi/v1/account/enableFastWithdrawSwitch" in authorized.endpoints
+    # an account read with a parameter the switches do not take needs no such naming
+    read = state(None, "binance-hmac").authorize_request("GET", "/api/v3/account", (("omitZeroBalances", "true"),), b"", NOW)
+    assert read.endpoints == ("GET /api/v3/account",) and read.kind == "read"
+
+
+BINANCE_FUNDS = {
+    "withdraw": (("coin", "BTC"), ("address", "bc1qxy2kgdygjrsqtzq2n0yrf2493p83kkfjhx0wlh"), ("amount", "1"), ("network", "BTC")),
+    "asset transfer": (("type", "MAIN_UMFUTURE"), ("asset", "USDT"), ("amount", "100")),
+    "sub-account transfer": (("fromAccountType", "SPOT"), ("toAccountType", "SPOT"), ("asset", "USDT"), ("amount", "1"), ("toEmail", "a@b.c")),
+    "sub to master": (("asset", "USDT"), ("amount", "1")),
+    "margin borrow": (("asset", "USDT"), ("isIsolated", "FALSE"), ("symbol", "BTCUSDT"), ("amount", "1"), ("type", "BORROW")),
+    "dust": (("asset", "ETH"),),
+}
+
+
+@pytest.mark.parametrize("params", BINANCE_FUNDS.values(), ids=BINANCE_FUNDS.keys())
+@pytest.mark.parametrize("claimed", ["POST /api/v3/order", "GET /api/v3/account", "DELETE /api/v3/order", "GET /api/v3/myTrades", "PUT /x"])
+def test_fund_moving_parameter_sets_are_refused_whatever_the_claimed_endpoint(params: tuple, claimed: str) -> None:
+    method, path = claimed.split()
+    for document in (None, permissive("binance", symbols=["BTCUSDT"])):
+        found = refusal(state(document, "binance-hmac"), method, path, params + (("timestamp", str(NOW)),))
+        assert found.rule == "funds" and "moves funds" in str(found)
+
+
+def test_unknown_and_duplicate_parameters() -> None:
+    binance = state(None, "binance-hmac")
+    unknown = refusal(binance, "POST", "/api/v3/order", binance_order(reduceOnly="true"))
+    assert unknown.rule == "unknown_parameter" and "'reduceOnly'" in str(unknown)
+    missing = refusal(binance, "POST", "/api/v3/order", binance_order(side=None))
+    assert missing.rule == "unknown_parameter" and "'side'" in str(missing)
+    duplicate = refusal(binance, "POST", "/api/v3/order", binance_order() + (("quantity", "0.02"),))
+    assert duplicate.rule == "duplicate_parameter" and "'quantity'" in str(duplicate)
+    reserved = refusal(binance, "POST", "/api/v3/order", binance_order(signature="ab"))
+    assert reserved.rule == "unknown_parameter" and "'signature'" in str(reserved)
+
+
+@pytest.mark.parametrize("value", [" 0.1", "0.1 ", "0.1%", "1%2E0", "1&side=SELL", "1=2", "+1", "1e3", "01.5", "1.", ".5", "-1", "0x10", "１", "1\x01", "", "1" * 40])
+def test_non_canonical_quantities_are_refused(value: str) -> None:
+    found = refusal(state({"freshness": {"enabled": False}}, "binance-hmac"), "POST", "/api/v3/order", binance_order(quantity=value))
+    assert found.rule == "non_canonical" and "quantity" in str(found)
+
+
+@pytest.mark.parametrize("value", ["a b", "a%20b", "a&b", "a=b", "a\x01b", "ä", "a\nb", "x" * 257])
+def test_non_canonical_values_are_refused(value: str) -> None:
+    found = refusal(state(None, "binance-hmac"), "POST", "/api/v3/order", binance_order(newClientOrderId=value))
+    assert found.rule == "non_canonical" and "newClientOrderId" in str(found)
+
+
+@pytest.mark.parametrize("name", ["sym bol", "symbol=", "a&b", "", "1abc", "s\x01ymbol", "x" * 65])
+def test_non_canonical_names_are_refused(name: str) -> None:
+    found = refusal(state(None, "binance-hmac"), "POST", "/api/v3/order", binance_order() + ((name, "1"),))
+    assert found.rule == "non_canonical" and "parameter name" in str(found)
+
+
+def test_a_body_is_refused_params_only() -> None:
+    found = refusal(state(None, "binance-hmac"), "POST", "/api/v3/order", (), b"symbol=BTCUSDT&side=BUY&type=MARKET&quantity=1")
+    assert found.rule == "non_canonical" and "params" in str(found)
+
+
+def test_freshness_of_the_client_timestamp() -> None:
+    def order(timestamp: int, recv_window: str | None = None) -> tuple:
+        return binance_order(timestamp=str(timestamp), recvWindow=recv_window)
+
+    fresh = state(None, "binance-hmac")
+    fresh.authorize_request("POST", "/api/v3/order", order(NOW - 5000), b"", NOW)
+    fresh.authorize_request("POST", "/api/v3/order", order(NOW + 5000, "5000"), b"", NOW)
+    fresh.authorize_request("POST", "/api/v3/order", binance_order(timestamp=None), b"", NOW)  # the enclave adds its own
+    old = refusal(fresh, "POST", "/api/v3/order", order(NOW - 5001))
+    assert old.rule == "freshness" and "enclave clock" in str(old)
+    new = refusal(fresh, "POST", "/api/v3/order", order(NOW + 60_000))
+    assert new.rule == "freshness" and "60000 ms" in str(new)
+    window = refusal(fresh, "POST", "/api/v3/order", order(NOW, "5001"))
+    assert window.rule == "recv_window" and "at most 5000" in str(window)
+    assert refusal(fresh, "POST", "/api/v3/order", order(NOW, "5e3")).rule == "recv_window"
+    assert refusal(fresh, "POST", "/api/v3/order", binance_order(timestamp="1700000000000000000")).rule == "non_canonical"
+    tight = state({"freshness": {"max_skew_ms": 100, "max_recv_window_ms": 1000}}, "binance-hmac")
+    assert refusal(tight, "POST", "/api/v3/order", order(NOW - 101)).rule == "freshness"
+    assert refusal(tight, "POST", "/api/v3/order", order(NOW, "1001")).rule == "recv_window"
+
+
+def test_freshness_can_be_switched_off() -> None:
+    off = state({"freshness": {"enabled": False}}, "binance-hmac")
+    authorized = off.authorize_request("POST", "/api/v3/order", binance_order(timestamp="1499827319559", recvWindow="60000"), b"", NOW)
+    assert ("timestamp", "1499827319559") in authorized.params
+
+
+def test_symbol_allowlist_covers_orders_and_cancels() -> None:
+    policy = state({"symbols": ["BTCUSDT"]}, "binance-hmac")
+    policy.authorize_request("POST", "/api/v3/order", binance_order(), b"", NOW)
+    order = refusal(policy, "POST", "/api/v3/order", binance_order(symbol="ETHUSDT"))
+    assert order.rule == "symbol" and "'ETHUSDT'" in str(order) and "allowlist" in str(order)
+    cancel = refusal(policy, "DELETE", "/api/v3/order", (("symbol", "ETHUSDT"), ("orderId", "1")))
+    assert cancel.rule == "symbol"
+    cancel_all = refusal(policy, "DELETE", "/api/v3/openOrders", (("symbol", "ETHUSDT"),))
+    assert cancel_all.rule == "symbol"
+
+
+def test_max_quantity_and_max_notional() -> None:
+    policy = state({"max_quantity": "0.5", "max_notional": "10000"}, "binance-hmac")
+    policy.authorize_request("POST", "/api/v3/order", binance_order(quantity="0.5", price="20000"), b"", NOW)
+    quantity = refusal(policy, "POST", "/api/v3/order", binance_order(quantity="0.51", price="1"))
+    assert quantity.rule == "max_quantity" and "0.51" in str(quantity) and "above" in str(quantity)
+    notional = refusal(policy, "POST", "/api/v3/order", binance_order(quantity="0.5", price="20000.01"))
+    assert notional.rule == "max_notional" and "10000.005" in str(notional)
+    market = refusal(policy, "POST", "/api/v3/order", binance_order(type="MARKET", timeInForce=None, price=None))
+    assert market.rule == "notional_unknown" and "cannot be computed" in str(market)
+    quote = binance_order(type="MARKET", timeInForce=None, price=None, quantity=None, quoteOrderQty="10001")
+    assert refusal(state({"max_notional": "10000"}, "binance-hmac"), "POST", "/api/v3/order", quote).rule == "max_notional"
+    within = state({"max_notional": "10000"}, "binance-hmac").authorize_request("POST", "/api/v3/order", binance_order(type="MARKET", timeInForce=None, price=None, quantity=None, quoteOrderQty="10000"), b"", NOW)
+    assert within.notional == Decimal("10000") and within.quantity is None
+
+
+def test_a_quote_quantity_cannot_dodge_max_quantity() -> None:
+    # MARKET BUY quoteOrderQty=1000000 buys any amount of base: with only max_quantity set it was signed
+    quote = binance_order(type="MARKET", timeInForce=None, price=None, quantity=None, quoteOrderQty="1000000")
+    found = refusal(state({"max_quantity": "0.5"}, "binance-hmac"), "POST", "/api/v3/order", quote)
+    assert found.rule == "quantity_unknown" and "quote quantity" in str(found)
+    per_symbol = refusal(state({"per_symbol": {"BTCUSDT": {"max_quantity": "0.5"}}}, "binance-hmac"), "POST", "/api/v3/order", quote)
+    assert per_symbol.rule == "quantity_unknown" and "for BTCUSDT" in str(per_symbol)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "rule"),
+    [
+        ({"type": "MARKET", "timeInForce": None}, "notional_unknown"),  # Binance rejects a price on MARKET; never trust it
+        ({"type": "STOP_LOSS", "timeInForce": None, "stopPrice": "1"}, "notional_unknown"),
+        ({"pegPriceType": "PRIMARY_PEG"}, "notional_unknown"),  # the exchange picks the price
+        ({"type": "LIMIT_MAKER", "timeInForce": None, "price": "1000"}, None),
+        ({"type": "STOP_LOSS_LIMIT", "stopPrice": "1", "price": "1000"}, None),
+    ],
+)
+def test_only_a_limit_price_bounds_the_notional(overrides: dict, rule: str | None) -> None:
+    params = binance_order(**{"quantity": "1", "price": "1000", **overrides})
+    policy = state({"max_notional": "1000"}, "binance-hmac")
+    if rule is None:
+        assert policy.authorize_request("POST", "/api/v3/order", params, b"", NOW).notional == Decimal("1000")
+    else:
+        assert refusal(policy, "POST", "/api/v3/order", params).rule == rule
+
+
+def test_per_symbol_limits_are_tighter() -> None:
+    policy = state({"max_quantity": "1", "per_symbol": {"BTCUSDT": {"max_quantity": "0.1", "max_notional": "3000"}}}, "binance-hmac")
+    policy.authorize_request("POST", "/api/v3/order", binance_order(symbol="ETHUSDT", quantity="1"), b"", NOW)
+    tight = refusal(policy, "POST", "/api/v3/order", binance_order(quantity="0.2"))
+    assert tight.rule == "max_quantity" and "for BTCUSDT" in str(tight)
+    notional = refusal(policy, "POST", "/api/v3/order", binance_order(quantity="0.1", price="30001"))
+    assert notional.rule == "max_notional" and "for BTCUSDT" in str(notional)
+    policy.authorize_request("POST", "/api/v3/order", binance_order(quantity="0.1", price="30000"), b"", NOW)
+    assert refusal(policy, "POST", "/api/v3/order", binance_order(symbol="ETHUSDT", quantity="1.1")).rule == "max_quantity"
+
+
+def test_notional_window_accumulates_and_expires() -> None:
+    policy = state({"notional_window": {"seconds": 60, "max_notional": "1000"}}, "binance-hmac")
+
+    def order(notional: str, at: int) -> Authorized:
+        return policy.authorize_request("POST", "/api/v3/order", binance_order(quantity="1", price=notional, timestamp=str(at)), b"", at)
+
+    order("600", NOW)
+    order("300", NOW + 10_000)
+    found = refusal(policy, "POST", "/api/v3/order", binance_order(quantity="1", price="101", timestamp=str(NOW + 20_000)), now=NOW + 20_000)
+    assert found.rule == "notional_window" and "1001" in str(found) and "60 s" in str(found)
+    order("100", NOW + 20_000)  # exactly at the cap
+    assert refusal(policy, "POST", "/api/v3/order", binance_order(quantity="1", price="1", timestamp=str(NOW + 59_999)), now=NOW + 59_999).rule == "notional_window"
+    order("600", NOW + 60_000)  # the first order has left the window
+    market = refusal(policy, "POST", "/api/v3/order", binance_order(type="MARKET", timeInForce=None, price=None))
+    assert market.rule == "notional_unknown" and "window" in str(market)
+    # cancels and reads are not orders: no window, no rate
+    policy.authorize_request("DELETE", "/api/v3/order", (("symbol", "BTCUSDT"), ("orderId", "1")), b"", NOW + 60_000)
+
+
+def test_rate_is_a_token_bucket() -> None:
+    policy = state({"rate": {"per_second": "2", "burst": 3}, "freshness": {"enabled": False}}, "binance-hmac")
+    for _ in range(3):
+        policy.authorize_request("POST", "/api/v3/order", binance_order(), b"", NOW)
+    found = refusal(policy, "POST", "/api/v3/order", binance_order())
+    assert found.rule == "rate" and "2 orders per second" in str(found) and "bursts of 3" in str(found)
+    assert refusal(policy, "POST", "/api/v3/order", binance_order(), now=NOW + 499).rule == "rate"
+    policy.authorize_request("POST", "/api/v3/order", binance_order(), b"", NOW + 500)  # one token back
+    assert refusal(policy, "POST", "/api/v3/order", binance_order(), now=NOW + 500).rule == "rate"
+    for _ in range(3):  # a long pause refills to the burst, not beyond
+        policy.authorize_request("POST", "/api/v3/order", binance_order(), b"", NOW + 100_000)
+    assert refusal(policy, "POST", "/api/v3/order", binance_order(), now=NOW + 100_000).rule == "rate"
+    # cancels and reads are never rate-limited
+    policy.authorize_request("DELETE", "/api/v3/openOrders", (("symbol", "BTCUSDT"),), b"", NOW + 100_000)
+
+
+def test_refused_requests_consume_no_tokens_and_no_window() -> None:
+    policy = state({"max_quantity": "1", "rate": {"per_second": "1", "burst": 2}, "notional_window": {"seconds": 60, "max_notional": "1000"}}, "binance-hmac")
+
+    def order(quantity: str, price: str, at: int = NOW) -> tuple:
+        return binance_order(quantity=quantity, price=price, timestamp=str(at))
+
+    policy.authorize_request("POST", "/api/v3/order", order("1", "500"), b"", NOW)
+    assert refusal(policy, "POST", "/api/v3/order", order("2", "1")).rule == "max_quantity"
+    assert refusal(policy, "POST", "/api/v3/order", order("1", "501")).rule == "notional_window"
+    assert refusal(policy, "POST", "/api/v3/order", order("1", "x")).rule == "non_canonical"
+    policy.authorize_request("POST", "/api/v3/order", order("1", "400"), b"", NOW)  # the second token is still there
+    assert refusal(policy, "POST", "/api/v3/order", order("1", "1")).rule == "rate"
+    # the rate refusal did not count its notional: after a refill exactly 100 is left
+    policy.authorize_request("POST", "/api/v3/order", order("1", "100", NOW + 1000), b"", NOW + 1000)
+
+
+def test_verdicts_are_remembered_per_shape_but_values_are_checked_every_time() -> None:
+    policy = state({"symbols": ["BTCUSDT"], "max_quantity": "1"}, "binance-hmac")
+    for _ in range(3):
+        policy.authorize_request("POST", "/api/v3/order", binance_order(), b"", NOW)
+        assert refusal(policy, "POST", "/api/v3/order", binance_order(symbol="ETHUSDT")).rule == "symbol"
+        assert refusal(policy, "POST", "/api/v3/order", binance_order(quantity="2")).rule == "max_quantity"
+        assert refusal(policy, "GET", "/api/v3/account", ()).rule == "security"
+
+
+# == Binance WebSocket API ======================================================================
+def test_websocket_orders_with_implicit_api_key_and_timestamp() -> None:
+    ws = state(None, "binance-ws-hmac")
+    params = tuple((name, value) for name, value in binance_order() if name != "timestamp")
+    authorized = ws.authorize_request("WS", "order.place", params, b"", NOW)
+    assert authorized.endpoints == ("WS order.place", "WS order.test") and authorized.kind == "order"
+    only_test = refusal(state({"allow": ["WS order.test"]}, "binance-ws-hmac"), "WS", "order.test", params)
+    assert only_test.rule == "endpoint" and "WS order.place" in str(only_test)
+    assert refusal(ws, "WS", "order.place", params + (("signature", "x"),)).rule == "unknown_parameter"
+    limited = state({"max_quantity": "0.001"}, "binance-ws-hmac")
+    assert refusal(limited, "WS", "order.place", params).rule == "max_quantity"
+
+
+@pytest.mark.parametrize("params", [(), (("recvWindow", "5000"),), (("timestamp", str(NOW)),)])
+@pytest.mark.parametrize("claimed", ["account.status", "openOrders.status", "session.logon", "order.place"])
+def test_websocket_logon_parameters_are_refused_as_session(params: tuple, claimed: str) -> None:
+    found = refusal(state(None, "binance-ws-hmac"), "WS", claimed, params)
+    assert found.rule == "session" and "session.logon" in str(found) and "unsigned session" in str(found)
+
+
+def test_websocket_logon_when_named() -> None:
+    allow = permissive("binance-ws")["allow"] + ["WS session.logon"]
+    authorized = state({"allow": allow}, "binance-ws-hmac").authorize_request("WS", "session.logon", (), b"", NOW)
+    assert "WS session.logon" in authorized.endpoints
+    status = state(None, "binance-ws-hmac").authorize_request("WS", "account.status", (("omitZeroBalances", "true"),), b"", NOW)
+    assert status.endpoints == ("WS account.status",)
+
+
+# == Bybit: GET query vs POST JSON body ========================================================
+BYBIT_ORDER = {"category": "linear", "symbol": "BTCUSDT", "side": "Buy", "orderType": "Limit", "qty": "0.01", "price": "30000", "timeInForce": "GTC"}
+
+
+def test_bybit_formats_decide_which_endpoints_a_signature_fits() -> None:
+    bybit = state(None, "bybit-hmac")
+    read = bybit.authorize_request("GET", "/v5/order/realtime", (("category", "linear"), ("symbol", "BTCUSDT")), b"", NOW)
+    assert set(read.endpoints) == {"GET /v5/order/realtime", "GET /v5/order/history", "GET /v5/position/list"} and read.kind == "read"
+    as_body = bybit.authorize_request("POST", "/v5/order/realtime", (), json_body(category="linear", symbol="BTCUSDT"), NOW)
+    assert "POST /v5/order/cancel" in as_body.endpoints and not any(e.startswith("GET") for e in as_body.endpoints)
+    only_reads = {"allow": ["GET /v5/order/realtime", "GET /v5/order/history", "GET /v5/position/list"]}
+    state(only_reads, "bybit-hmac").authorize_request("GET", "/v5/order/realtime", (("category", "linear"), ("symbol", "BTCUSDT")), b"", NOW)
+    found = refusal(state(only_reads, "bybit-hmac"), "POST", "/v5/order/realtime", (), json_body(category="linear", symbol="BTCUSDT"))
+    assert found.rule == "endpoint" and "POST /v5/order/" in str(found)
+
+
+def test_bybit_bodies_are_parsed_strictly() -> None:
+    bybit = state(None, "bybit-hmac")
+    duplicate = refusal(bybit, "POST", "/v5/order/create", (), b'{"category":"linear","symbol":"BTCUSDT","symbol":"ETHUSDT"}')
+    assert duplicate.rule == "duplicate_parameter" and "'symbol'" in str(duplicate)
+    floating = refusal(bybit, "POST", "/v5/order/create", (), b'{"category":"linear","qty":0.1}')
+    assert floating.rule == "non_canonical" and "float" in str(floating)
+    nested = refusal(bybit, "POST", "/v5/order/create", (), b'{"category":"linear","symbol":{"a":"b"}}')
+    assert nested.rule == "non_canonical" and "nested" in str(nested)
+    listed = refusal(bybit, "POST", "/v5/order/create", (), b'{"category":["linear"]}')
+    assert listed.rule == "non_canonical" and "nested" in str(listed)
+    null = refusal(bybit, "POST", "/v5/order/create", (), b'{"category":null}')
+    assert null.rule == "non_canonical"
+    mixed = refusal(bybit, "POST", "/v5/order/create", (("category", "linear"),), json_body(**BYBIT_ORDER))
+    assert mixed.rule == "non_canonical" and "JSON body" in str(mixed)
+    for bad in (b"[1]", b"{", b"\xff", b'{"a":NaN}', b'"x"', b'{"category":"linear"} {}'):
+        assert refusal(bybit, "POST", "/v5/order/create", (), bad).rule == "non_canonical", bad
+    get_body = refusal(bybit, "GET", "/v5/order/realtime", (), b'{"category":"linear"}')
+    assert get_body.rule == "non_canonical" and "params" in str(get_body)
+    surrogate = refusal(bybit, "POST", "/v5/order/cancel", (), b'{"category":"\\ud800","symbol":"BTCUSDT"}')
+    assert surrogate.rule == "non_canonical"  # used to escape as UnicodeEncodeError
+
+
+def test_bybit_bodies_are_reserialised_compactly_in_the_given_order() -> None:
+    sent = b'{ "symbol" : "BTCUSDT",\n "category": "linear", "side":"Buy", "orderType":"Limit", "qty":"0.01", "price": "30000", "reduceOnly": false, "positionIdx": 0 }'
+    authorized = state(None, "bybit-hmac").authorize_request("POST", "/v5/order/create", (), sent, NOW)
+    assert authorized.body == b'{"symbol":"BTCUSDT","category":"linear","side":"Buy","orderType":"Limit","qty":"0.01","price":"30000","reduceOnly":false,"positionIdx":0}'
+    assert authorized.params == ()  # a JSON body is signed as the body; its fields are not query parameters
+    assert authorized.endpoints == ("POST /v5/order/create",) and authorized.notional == Decimal("300")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "rule"),
+    [
+        ("/v5/asset/transfer/inter-transfer", {"transferId": "42d3a1b6", "coin": "USDT", "amount": "100", "fromAccountType": "UNIFIED", "toAccountType": "FUND"}, "funds"),
+        ("/v5/asset/transfer/universal-transfer", {"transferId": "1", "coin": "USDT", "amount": "1", "fromMemberId": "1", "toMemberId": "2", "fromAccountType": "UNIFIED", "toAccountType": "UNIFIED"}, "funds"),
+        ("/v5/asset/withdraw/create", {"coin": "USDT", "chain": "ETH", "address": "0xabc", "amount": "10", "timestamp": NOW, "forceChain": 0}, "funds"),
+        ("/v5/position/set-leverage", {"category": "linear", "symbol": "BTCUSDT", "buyLeverage": "100", "sellLeverage": "100"}, "settings"),
+    ],
+)
+@pytest.mark.parametrize("claimed", ["/v5/order/create", "/v5/order/cancel", None])
+def test_bybit_fund_moving_and_settings_bodies_are_refused(path: str, body: dict, rule: str, claimed: str | None) -> None:
+    found = refusal(state(permissive("bybit"), "bybit-hmac"), "POST", claimed or path, (), json.dumps(body).encode())
+    assert found.rule == rule and path in str(found)
+
+
+def test_bybit_order_limits() -> None:
+    policy = state({"symbols": ["BTCUSDT"], "max_quantity": "0.1", "max_notional": "5000"}, "bybit-hmac")
+    policy.authorize_request("POST", "/v5/order/create", (), json_body(**BYBIT_ORDER), NOW)
+    assert refusal(policy, "POST", "/v5/order/create", (), json_body(**{**BYBIT_ORDER, "qty": "0.2", "price": "1"})).rule == "max_quantity"
+    assert refusal(policy, "POST", "/v5/order/create", (), json_body(**{**BYBIT_ORDER, "price": "500001"})).rule == "max_notional"
+    assert refusal(policy, "POST", "/v5/order/create", (), json_body(**{**BYBIT_ORDER, "symbol": "ETHUSDT"})).rule == "symbol"
+    assert refusal(policy, "POST", "/v5/order/create", (), json_body(**{**BYBIT_ORDER, "qty": 1})).rule == "max_quantity"  # an int counts too
+    amend = refusal(policy, "POST", "/v5/order/amend", (), json_body(category="linear", symbol="BTCUSDT", orderId="1", qty="0.5"))
+    assert amend.rule == "max_quantity"
+
+
+def test_bybit_market_orders_ignore_price_so_it_does_not_bound_the_notional() -> None:
+    # Bybit: "Market order will ignore this field" — qty=100 price=1 used to pass as notional 100
+    market = json_body(**{**BYBIT_ORDER, "orderType": "Market", "qty": "100", "price": "1"})
+    found = refusal(state({"max_notional": "1000"}, "bybit-hmac"), "POST", "/v5/order/create", (), market)
+    assert found.rule == "notional_unknown"
+    assert state({"max_quantity": "100"}, "bybit-hmac").authorize_request("POST", "/v5/order/create", (), market, NOW).notional is None
+
+
+def test_bybit_cancels_are_not_refused_for_their_unknown_notional() -> None:
+    # A cancel's body also fits /v5/order/amend (an amend that changes nothing); with a notional cap
+    # every cancel used to be refused as notional_unknown.
+    policy = state({"max_notional": "1000", "notional_window": {"seconds": 60, "max_notional": "1000"}}, "bybit-hmac")
+    authorized = policy.authorize_request("POST", "/v5/order/cancel", (), json_body(category="linear", symbol="BTCUSDT", orderId="abc"), NOW)
+    assert "POST /v5/order/cancel" in authorized.endpoints and authorized.notional is None
+    price_only = refusal(policy, "POST", "/v5/order/amend", (), json_body(category="linear", symbol="BTCUSDT", orderId="abc", price="10"))
+    assert price_only.rule == "notional_unknown"
+
+
+# == OKX: method and path signed ===============================================================
+OKX_ORDER = {"instId": "BTC-USDT", "tdMode": "cash", "side": "buy", "ordType": "limit", "sz": "0.01", "px": "30000"}
+
+
+def test_okx_endpoints_are_decided_by_method_and_path() -> None:
+    okx = state(None, "okx-hmac")
+    authorized = okx.authorize_request("POST", "/api/v5/trade/order", (), json_body(**OKX_ORDER), NOW)
+    assert authorized.endpoints == ("POST /api/v5/trade/order",) and authorized.notional == Decimal("300")
+    assert okx.authorize_request("GET", "/api/v5/trade/order", (("instId", "BTC-USDT"), ("ordId", "1")), b"", NOW).kind == "read"
+    for method, path in (("POST", "/api/v5/trade/orders"), ("POST", "/api/v5/trade/order/"), ("GET", "/api/v5/asset/withdrawal"), ("POST", "/API/v5/trade/order")):
+        found = refusal(okx, method, path, (), json_body(**OKX_ORDER) if method != "GET" else b"")
+        assert found.rule == "endpoint" and "not an endpoint" in str(found), (method, path)
+    assert refusal(okx, "DELETE", "/api/v5/trade/order", (("instId", "BTC-USDT"),)).rule == "endpoint"
+    assert refusal(okx, "DELETE", "/api/v5/trade/order", (), b"{}").rule == "non_canonical"  # only POST carries a JSON body
+    withdrawal = refusal(okx, "POST", "/api/v5/asset/withdrawal", (), json_body(ccy="USDT", amt="100", dest="4", toAddr="0xabc", chain="USDT-ERC20"))
+    assert withdrawal.rule == "funds" and "moves funds" in str(withdrawal)
+    transfer = refusal(state(permissive("okx"), "okx-hmac"), "POST", "/api/v5/asset/transfer", (), json_body(ccy="USDT", amt="1", **{"from": "6", "to": "18"}))
+    assert transfer.rule == "funds"
+    leverage = refusal(okx, "POST", "/api/v5/account/set-leverage", (), json_body(lever="100", mgnMode="cross"))
+    assert leverage.rule == "settings" and "settings" in str(leverage)
+    unknown = refusal(okx, "POST", "/api/v5/trade/order", (), json_body(**OKX_ORDER, toAddr="0xabc"))
+    assert unknown.rule == "unknown_parameter" and "'toAddr'" in str(unknown)
+    query = refusal(okx, "GET", "/api/v5/account/balance", (("ccy", "BTC"), ("amt", "1")))
+    assert query.rule == "unknown_parameter" and "'amt'" in str(query)
+
+
+def test_okx_sizes_and_amends() -> None:
+    policy = state({"symbols": ["BTC-USDT"], "max_quantity": "0.1", "max_notional": "5000"}, "okx-hmac")
+    assert refusal(policy, "POST", "/api/v5/trade/order", (), json_body(**{**OKX_ORDER, "sz": "0.11", "px": "1"})).rule == "max_quantity"
+    assert refusal(policy, "POST", "/api/v5/trade/order", (), json_body(**{**OKX_ORDER, "sz": "0.1", "px": "50001"})).rule == "max_notional"
+    assert refusal(policy, "POST", "/api/v5/trade/order", (), json_body(**{**OKX_ORDER, "instId": "ETH-USDT"})).rule == "symbol"
+    market = json_body(**{**OKX_ORDER, "ordType": "market", "px": "1", "sz": "0.1"})
+    assert refusal(policy, "POST", "/api/v5/trade/order", (), market).rule == "notional_unknown"  # px is ignored by a market order
+    amend = lambda **fields: json_body(instId="BTC-USDT", ordId="1", **fields)  # noqa: E731
+    policy.authorize_request("POST", "/api/v5/trade/amend-order", (), amend(newSz="0.1", newPx="50000"), NOW)
+    size = refusal(policy, "POST", "/api/v5/trade/amend-order", (), amend(newSz="0.2", newPx="1"))
+    assert size.rule == "max_quantity" and "0.2" in str(size)
+    notional = refusal(policy, "POST", "/api/v5/trade/amend-order", (), amend(newSz="0.1", newPx="50001"))
+    assert notional.rule == "max_notional"
+    assert refusal(policy, "POST", "/api/v5/trade/amend-order", (), amend(newPx="50001")).rule == "notional_unknown"
+    assert refusal(policy, "POST", "/api/v5/trade/amend-order", (), json_body(instId="ETH-USDT", ordId="1", newSz="0.01")).rule == "symbol"
+    assert policy.authorize_request("POST", "/api/v5/trade/cancel-order", (), json_body(instId="BTC-USDT", ordId="1"), NOW).kind == "cancel"
+
+
+# == Kraken: path signed, nonce implicit ========================================================
+def kraken_order(**overrides: str) -> tuple:
+    fields = {"ordertype": "limit", "type": "buy", "volume": "0.01", "pair": "XBTUSD", "price": "30000", **overrides}
+    return tuple(fields.items())
+
+
+def test_kraken_orders_and_limits() -> None:
+    policy = state({"symbols": ["XBTUSD"], "max_quantity": "0.1", "max_notional": "5000"}, "kraken")
+    authorized = policy.authorize_request("POST", "/0/private/AddOrder", kraken_order(), b"", NOW)
+    assert authorized.endpoints == ("POST /0/private/AddOrder",) and authorized.notional == Decimal("300")
+    policy.authorize_request("POST", "/0/private/AddOrder", kraken_order() + (("nonce", str(NOW)),), b"", NOW)
+    assert refusal(policy, "POST", "/0/private/AddOrder", kraken_order(volume="0.2", price="1")).rule == "max_quantity"
+    assert refusal(policy, "POST", "/0/private/AddOrder", kraken_order(volume="0.1", price="50001")).rule == "max_notional"
+    assert refusal(policy, "POST", "/0/private/AddOrder", kraken_order(pair="ETHUSD")).rule == "symbol"
+    assert refusal(policy, "POST", "/0/private/AddOrder", kraken_order(ordertype="market", price="1")).rule == "notional_unknown"
+    assert refusal(policy, "POST", "/0/private/AddOrder", kraken_order(price="+1.5")).rule == "non_canonical"  # relative prices
+    assert refusal(policy, "POST", "/0/private/EditOrder", (("txid", "O1"), ("pair", "XBTUSD"), ("volume", "0.2"))).rule == "max_quantity"
+    assert refusal(policy, "POST", "/0/private/addorder", kraken_order()).rule == "endpoint"
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/0/private/Withdraw", (("asset", "XBT"), ("key", "my-wallet"), ("amount", "1"))),
+        ("/0/private/WalletTransfer", (("asset", "XBT"), ("from", "Spot"), ("to", "Futures"), ("amount", "1"))),
+        ("/0/private/WithdrawCancel", (("asset", "XBT"), ("refid", "AGBSO6T"))),
+    ],
+)
+def test_kraken_fund_moving_endpoints_are_refused(path: str, params: tuple) -> None:
+    for document in (None, permissive("kraken")):
+        found = refusal(state(document, "kraken"), "POST", path, params)
+        assert found.rule == "funds" and path in str(found)
+    # the same fields sent to a trade path are another request, and fit nothing there
+    assert refusal(state(None, "kraken"), "POST", "/0/private/AddOrder", params).rule == "unknown_parameter"
+
+
+# == Coinbase: only method and path decide =====================================================
+def test_coinbase_decides_on_method_and_path_only() -> None:
+    coinbase = state(None, "coinbase-jwt")
+    body = b'{"client_order_id":"1","product_id":"BTC-USD","side":"BUY","order_configuration":{"market_market_ioc":{"quote_size":"1000000"}}}'
+    authorized = coinbase.authorize_request("POST", "/api/v3/brokerage/orders", (), body, NOW)
+    assert authorized.body == body and authorized.kind == "order"  # the body is not covered, so not checked
+    move = refusal(coinbase, "POST", "/api/v3/brokerage/portfolios/move_funds", (), b"{}")
+    assert move.rule == "funds" and "move_funds" in str(move)
+    uuid_path = "/v2/accounts/8bfc20d7-f7c6-4422-bf07-8243ca4169fe/transactions"
+    send = refusal(state(permissive("coinbase"), "coinbase-jwt"), "POST", uuid_path, (), b'{"type":"send","to":"x","amount":"1","currency":"BTC"}')
+    assert send.rule == "funds" and "{account_id}" in str(send)  # a UUID used to fall through as an unknown endpoint
+    assert refusal(coinbase, "GET", uuid_path, ()).rule == "endpoint"
+    assert refusal(coinbase, "DELETE", "/api/v3/brokerage/orders", ()).rule == "endpoint"
+    assert refusal(coinbase, "POST", "/api/v3/brokerage/orders/", (), body).rule == "endpoint"
+
+
+def test_coinbase_templated_paths_match_one_plain_segment() -> None:
+    allow = permissive("coinbase")["allow"] + ["POST /v2/accounts/{account_id}/transactions"]
+    named = state({"allow": allow}, "coinbase-jwt")
+    named.authorize_request("POST", "/v2/accounts/8bfc20d7-f7c6-4422-bf07-8243ca4169fe/transactions", (), b"{}", NOW)
+    named.authorize_request("POST", "/v2/accounts/primary/transactions", (), b"{}", NOW)
+    for path in ("/v2/accounts/../transactions", "/v2/accounts/./transactions", "/v2/accounts//transactions", "/v2/accounts/a/b/transactions", "/v2/accounts/a%2Fb/transactions"):
+        assert refusal(named, "POST", path, (), b"{}").rule == "endpoint", path
+
+
+def test_coinbase_rate_limits_orders() -> None:
+    policy = state({"rate": {"per_second": "1", "burst": 1}}, "coinbase-jwt")
+    policy.authorize_request("POST", "/api/v3/brokerage/orders", (), b"{}", NOW)
+    assert refusal(policy, "POST", "/api/v3/brokerage/orders", (), b"{}").rule == "rate"
+    policy.authorize_request("GET", "/api/v3/brokerage/accounts", (), b"", NOW)
+
+
+# == simulate ===================================================================================
+STREAM_POLICY = {"symbols": ["BTCUSDT"], "max_quantity": "1", "rate": {"per_second": "1", "burst": 2}}
+
+
+def recorded(times: list[int]) -> list[dict]:
+    order = dict(binance_order(timestamp=None))
+    return [
+        {"time_ms": times[0], "method": "POST", "path": "/api/v3/order", "params": order},
+        {"time_ms": times[1], "method": "POST", "path": "/api/v3/order", "params": {**order, "symbol": "ETHUSDT"}},
+        {"time_ms": times[2], "method": "POST", "path": "/api/v3/order", "params": order},
+        {"time_ms": times[3], "method": "POST", "path": "/api/v3/order", "params": order},
+        {"time_ms": times[4], "method": "GET", "path": "/api/v3/account", "params": {}},
+        {"time_ms": times[5], "method": "POST", "path": "/sapi/v1/capital/withdraw/apply", "params": {"coin": "BTC", "address": "x", "amount": "1"}},
+        {"time_ms": times[6], "method": "POST", "path": "/api/v3/order", "params": {**order, "quantity": 2}},
+        {"time_ms": times[7], "method": "DELETE", "path": "/api/v3/order", "params": [["symbol", "BTCUSDT"], ["orderId", 7]]},
+        {"time_ms": times[8], "payload": "00ff"},
+        {"time_ms": times[9], "path": "/api/v3/order"},
+    ]
+
+
+def test_simulate_reports_each_refusal_and_why() -> None:
+    decisions = simulate(STREAM_POLICY, "binance-hmac", recorded([NOW] * 10))
+    assert [(d.line, d.signed, d.rule) for d in decisions] == [
+        (1, True, ""),
+        (2, False, "symbol"),
+        (3, True, ""),
+        (4, False, "rate"),
+        (5, False, "security"),
+        (6, False, "funds"),
+        (7, False, "max_quantity"),
+        (8, True, ""),
+        (9, False, "raw_signing"),
+        (10, False, "malformed"),
+    ]
+    assert decisions[1].request == "POST /api/v3/order" and "'ETHUSDT'" in decisions[1].reason
+    assert "enableFastWithdrawSwitch" in decisions[4].reason and "moves funds" in decisions[5].reason
+    assert decisions[9].request == "malformed request" and "line 10" in decisions[9].reason
+
+
+def test_simulate_rate_refusals_follow_the_recorded_times() -> None:
+    spaced = simulate(STREAM_POLICY, "binance-hmac", recorded([NOW, NOW, NOW, NOW + 1000] + [NOW + 1000] * 6))
+    assert [d.rule for d in spaced][:4] == ["", "symbol", "", ""]
+    burst = simulate(STREAM_POLICY, "binance-hmac", recorded([NOW, NOW, NOW, NOW + 999] + [NOW + 999] * 6))
+    assert [d.rule for d in burst][:4] == ["", "symbol", "", "rate"]
+    # lines without a time keep the last one
+    stream = [{"time_ms": NOW, "method": "POST", "path": "/api/v3/order", "params": dict(binance_order(timestamp=None))}] + [
+        {"method": "POST", "path": "/api/v3/order", "params": dict(binance_order(timestamp=None))}
+    ] * 2
+    assert [d.rule for d in simulate(STREAM_POLICY, "binance-hmac", stream)] == ["", "", "rate"]
+
+
+def test_simulate_bybit_bodies_given_as_objects() -> None:
+    decisions = simulate(None, "bybit-hmac", [
+        {"time_ms": NOW, "method": "POST", "path": "/v5/order/create", "body": BYBIT_ORDER},
+        {"time_ms": NOW, "method": "POST", "path": "/v5/asset/withdraw/create", "body": {"coin": "USDT", "address": "0xabc", "amount": "1", "timestamp": str(NOW)}},
+        {"time_ms": NOW, "method": "POST", "path": "/v5/order/create", "body": '{"category":"linear","category":"spot"}'},
+    ])
+    assert [(d.signed, d.rule) for d in decisions] == [(True, ""), (False, "funds"), (False, "duplicate_parameter")]
+
+
+# == example policy files =======================================================================
+EXAMPLES = {"binance-spot.toml": "binance-hmac", "bybit-linear.toml": "bybit-hmac", "okx-spot.toml": "okx-hmac"}
+
+
+@pytest.mark.parametrize(("name", "scheme"), EXAMPLES.items())
+def test_example_policies_parse_and_refuse_funds(name: str, scheme: str) -> None:
+    document = parse_policy_text((POLICIES / name).read_text())
+    assert document == load_policy(POLICIES / name) and document["scheme"] == scheme
+    policy = SigningPolicy.parse(document, scheme=scheme)
+    assert policy.symbols and policy.limits.max_notional is not None and policy.rate is not None
+    text = "\n".join(policy.explain())
+    assert "WARNING" not in text and "Withdrawals, transfers" in text
+    assert len(policy_digest(document)) == 64
+
+
+def test_example_binance_policy_in_use() -> None:
+    policy = PolicyState(SigningPolicy.parse(load_policy(POLICIES / "binance-spot.toml"), scheme="binance-hmac"))
+    policy.authorize_request("POST", "/api/v3/order", binance_order(quantity="0.05", price="60000"), b"", NOW)
+    policy.authorize_request("DELETE", "/api/v3/order", (("symbol", "BTCUSDT"), ("orderId", "1")), b"", NOW)
+    policy.authorize_request("GET", "/api/v3/myTrades", (("symbol", "ETHUSDT"),), b"", NOW)
+    assert refusal(policy, "POST", "/api/v3/order", binance_order(quantity="0.2", price="1")).rule == "max_quantity"
+    assert refusal(policy, "POST", "/api/v3/order", binance_order(symbol="DOGEUSDT")).rule == "symbol"
+    assert refusal(policy, "GET", "/api/v3/account", ()).rule == "security"
+    assert refusal(policy, "POST", "/api/v3/order", binance_order(recvWindow="10000")).rule == "recv_window"
+
+
+def test_example_bybit_policy_in_use() -> None:
+    policy = PolicyState(SigningPolicy.parse(load_policy(POLICIES / "bybit-linear.toml"), scheme="bybit-hmac"))
+    policy.authorize_request("POST", "/v5/order/create", (), json_body(**BYBIT_ORDER), NOW)
+    policy.authorize_request("POST", "/v5/order/cancel", (), json_body(category="linear", symbol="BTCUSDT", orderId="1"), NOW)
+    policy.authorize_request("GET", "/v5/position/list", (("category", "linear"), ("symbol", "BTCUSDT")), b"", NOW)
+    assert refusal(policy, "POST", "/v5/order/create", (), json_body(**{**BYBIT_ORDER, "qty": "2", "price": "1"})).rule == "max_quantity"
+    assert refusal(policy, "POST", "/v5/position/set-leverage", (), json_body(category="linear", symbol="BTCUSDT", buyLeverage="5", sellLeverage="5")).rule == "settings"
+
+
+def test_example_okx_policy_in_use() -> None:
+    policy = PolicyState(SigningPolicy.parse(load_policy(POLICIES / "okx-spot.toml"), scheme="okx-hmac"))
+    policy.authorize_request("POST", "/api/v5/trade/order", (), json_body(**OKX_ORDER), NOW)
+    assert refusal(policy, "POST", "/api/v5/trade/order", (), json_body(**{**OKX_ORDER, "px": "100000000"})).rule == "max_notional"
+    assert refusal(policy, "POST", "/api/v5/trade/amend-order", (), json_body(instId="BTC-USDT", ordId="1", newSz="0.01")).rule == "endpoint"

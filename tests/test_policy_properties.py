@@ -1,0 +1,326 @@
+"""Properties of the signing policy, with hypothesis.
+
+(a) Generated fund-moving (and security, session, settings) requests are always refused, under
+    the safe default and under a permissive policy, whatever endpoint the request claims to be.
+(b) Generated orders within a policy's symbols, limits, freshness and rate are always authorized,
+    and the signing scheme then signs exactly the authorized parameters or body.
+(c) Garbage policy documents only ever raise PolicyError; garbage requests only ever raise Refusal.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qsl
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from enclave.protocol.bundle import BundleError, policy_digest
+from enclave.protocol.catalogue import CATALOGUES, DANGEROUS_CATEGORIES
+from enclave.protocol.policy import _DECIMAL_PARAMS, Authorized, PolicyError, Refusal, SigningPolicy, normalize_document
+from enclave.protocol.schemes import SCHEME_NAMES
+from enclave.schemes import SchemeError, load_key
+from policy_helpers import NOW, SCHEME_FOR, concrete_path, permissive, request, state
+from zerocopy.policy import parse_policy_text
+
+PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+API_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
+SECRETS = {
+    "binance-hmac": b"NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j",
+    "binance-ws-hmac": b"NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j",
+    "bybit-hmac": b"bybit-test-secret",
+    "okx-hmac": json.dumps({"secret": "okx-test-secret", "passphrase": "Passphrase1"}).encode(),
+    "kraken": base64.b64encode(bytes(range(64))),
+}
+
+# == strategies =================================================================================
+token = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,15}", fullmatch=True)
+
+
+def canonical_decimal(low: str, high: str, places: int) -> st.SearchStrategy[str]:
+    return st.decimals(min_value=Decimal(low), max_value=Decimal(high), places=places).map(lambda d: format(d, "f"))
+
+
+def canonical_value(name: str) -> st.SearchStrategy[str]:
+    if name in {"timestamp", "nonce"}:
+        return st.integers(NOW - 4000, NOW + 4000).map(str)
+    if name == "recvWindow":
+        return st.integers(1, 5000).map(str)
+    if name in _DECIMAL_PARAMS or name in {"amount", "amt"}:
+        return canonical_decimal("0", "1000000", 4)
+    return token
+
+
+DANGEROUS_ENDPOINTS = [(catalogue, e) for catalogue, endpoints in CATALOGUES.items() for e in endpoints if e.category in DANGEROUS_CATEGORIES]
+
+
+@st.composite
+def dangerous_requests(draw: st.DrawFn) -> tuple:
+    catalogue, endpoint = draw(st.sampled_from(DANGEROUS_ENDPOINTS))
+    optional = draw(st.lists(st.sampled_from(sorted(endpoint.optional)), unique=True)) if endpoint.optional else []
+    names = sorted((endpoint.required | set(optional)) - ({"apiKey"} if catalogue == "binance-ws" else set()))
+    if catalogue in {"binance", "binance-ws", "kraken"} and draw(st.booleans()):
+        names = [name for name in names if name not in {"timestamp", "nonce"}]  # the scheme adds them
+    fields = draw(st.permutations([(name, draw(canonical_value(name))) for name in names]))
+    # Claimed as any endpoint of the exchange. A Coinbase JWT covers only method and path, so there
+    # the path alone makes a request fund-moving: a body "claimed" as an order is just an order.
+    claims = [e for e in CATALOGUES[catalogue] if catalogue != "coinbase" or e.category in DANGEROUS_CATEGORIES]
+    claimed = draw(st.sampled_from([endpoint] + claims))
+    return catalogue, endpoint, claimed, request(catalogue, claimed.method, concrete_path(claimed.path), list(fields))
+
+
+# == (a) fund-moving requests are always refused ==============================================
+@PROPERTY
+@given(dangerous_requests(), st.booleans())
+def test_fund_moving_requests_are_always_refused(generated: tuple, use_permissive: bool) -> None:
+    catalogue, endpoint, claimed, (method, path, params, body) = generated
+    document = permissive(catalogue, freshness={"enabled": False}) if use_permissive else None
+    try:
+        authorized = state(document, SCHEME_FOR[catalogue]).authorize_request(method, path, params, body, NOW)
+    except Refusal as refusal:
+        found = refusal
+    else:
+        raise AssertionError(f"signed {endpoint.name} claimed as {claimed.name}: {authorized}")
+    same_request = (
+        catalogue in {"binance", "binance-ws"}  # the signature covers only the parameters
+        or (catalogue == "bybit" and claimed.method == endpoint.method)  # ... and the format (GET query vs POST body)
+        or claimed == endpoint
+    )
+    if same_request:
+        assert found.rule in DANGEROUS_CATEGORIES, (endpoint.name, claimed.name, found.rule, str(found))
+        assert "which the policy does not name" in str(found)
+    if claimed == endpoint:
+        assert found.rule == endpoint.category
+
+
+# == (b) orders within the policy are always signed, exactly as authorized ===================
+LIMITS = {"max_quantity": Decimal("2"), "max_notional": Decimal("50000")}
+SYMBOLS = {"binance": ["BTCUSDT", "ETHUSDT"], "bybit": ["BTCUSDT", "ETHUSDT"], "okx": ["BTC-USDT", "ETH-USDT"], "kraken": ["XBTUSD", "ETHUSD"]}
+
+
+def order_policy(catalogue: str, per_second: int, burst: int) -> dict:
+    return {
+        "symbols": SYMBOLS[catalogue],
+        "max_quantity": str(LIMITS["max_quantity"]),
+        "max_notional": str(LIMITS["max_notional"]),
+        "per_symbol": {SYMBOLS[catalogue][1]: {"max_quantity": "1"}},
+        "notional_window": {"seconds": 60, "max_notional": str(LIMITS["max_notional"] * 20)},
+        "rate": {"per_second": str(per_second), "burst": burst},
+    }
+
+
+@st.composite
+def orders(draw: st.DrawFn, catalogue: str) -> tuple[str, str, list[tuple[str, str]]]:
+    symbol = draw(st.sampled_from(SYMBOLS[catalogue]))
+    cap = Decimal("1") if symbol == SYMBOLS[catalogue][1] else LIMITS["max_quantity"]
+    quantity = draw(st.decimals(min_value=Decimal("0.001"), max_value=cap, places=3))
+    top = (LIMITS["max_notional"] / quantity).quantize(Decimal("0.01"), rounding="ROUND_DOWN")
+    price = format(draw(st.decimals(min_value=Decimal("0.01"), max_value=top, places=2)), "f")
+    quantity_text = format(quantity, "f")
+    side = draw(st.booleans())
+    if catalogue == "binance":
+        fields = [("symbol", symbol), ("side", "BUY" if side else "SELL"), ("type", "LIMIT"), ("timeInForce", draw(st.sampled_from(["GTC", "IOC", "FOK"]))), ("quantity", quantity_text), ("price", price)]
+        if draw(st.booleans()):
+            fields.append(("newClientOrderId", draw(token)))
+        return "POST", "/api/v3/order", fields
+    if catalogue == "bybit":
+        fields = [("category", "linear"), ("symbol", symbol), ("side", "Buy" if side else "Sell"), ("orderType", "Limit"), ("qty", quantity_text), ("price", price)]
+        if draw(st.booleans()):
+            fields.append(("orderLinkId", draw(token)))
+        return "POST", "/v5/order/create", fields
+    if catalogue == "okx":
+        fields = [("instId", symbol), ("tdMode", "cash"), ("side", "buy" if side else "sell"), ("ordType", draw(st.sampled_from(["limit", "post_only", "ioc"]))), ("sz", quantity_text), ("px", price)]
+        if draw(st.booleans()):
+            fields.append(("clOrdId", draw(st.from_regex(r"[A-Za-z0-9]{1,32}", fullmatch=True))))
+        return "POST", "/api/v5/trade/order", fields
+    fields = [("ordertype", "limit"), ("type", "buy" if side else "sell"), ("volume", quantity_text), ("pair", symbol), ("price", price)]
+    if draw(st.booleans()):
+        fields.append(("userref", str(draw(st.integers(0, 2**31 - 1)))))
+    return "POST", "/0/private/AddOrder", fields
+
+
+@st.composite
+def order_streams(draw: st.DrawFn) -> tuple:
+    catalogue = draw(st.sampled_from(["binance", "bybit", "okx", "kraken"]))
+    per_second, burst = draw(st.integers(1, 50)), draw(st.integers(1, 5))
+    stream = []
+    now = NOW + draw(st.integers(0, 10**9))
+    for index in range(draw(st.integers(1, 12))):
+        if index >= burst or draw(st.booleans()):
+            now += -(-1000 // per_second) + draw(st.integers(0, 50))  # at least one token's worth of time
+        method, path, fields = draw(orders(catalogue))
+        if catalogue == "binance" and draw(st.booleans()):
+            fields.append(("timestamp", str(now + draw(st.integers(-5000, 5000)))))
+            if draw(st.booleans()):
+                fields.append(("recvWindow", str(draw(st.integers(1, 5000)))))
+        stream.append((now, method, path, draw(st.permutations(fields))))
+    return catalogue, per_second, burst, stream
+
+
+def sign_and_check(catalogue: str, method: str, path: str, fields: list[tuple[str, str]], authorized: Authorized, now: int) -> None:
+    scheme = SCHEME_FOR[catalogue]
+    secret = SECRETS[scheme]
+    signed = load_key(scheme, secret, API_KEY).sign_http(method, path, authorized.params, authorized.body, now)
+    headers = dict(signed.headers)
+    if catalogue == "binance":
+        assert authorized.params == tuple(fields) and authorized.body == b""
+        sent = parse_qsl(signed.query, keep_blank_values=True, strict_parsing=True)
+        added = [] if any(name == "timestamp" for name, _ in fields) else [("timestamp", str(now))]
+        assert sent[:-1] == list(fields) + added and sent[-1][0] == "signature"
+        unsigned = signed.query.rsplit("&signature=", 1)[0]
+        assert sent[-1][1] == hmac.new(secret, unsigned.encode(), hashlib.sha256).hexdigest()
+        assert signed.body == b"" and headers["X-MBX-APIKEY"] == API_KEY
+    elif catalogue in {"bybit", "okx"}:
+        assert authorized.params == () and signed.query == "" and signed.body == authorized.body
+        assert list(json.loads(signed.body).items()) == list(fields)
+        if catalogue == "bybit":
+            prehash = f"{headers['X-BAPI-TIMESTAMP']}{API_KEY}{headers['X-BAPI-RECV-WINDOW']}".encode() + signed.body
+            assert headers["X-BAPI-TIMESTAMP"] == str(now)
+            assert headers["X-BAPI-SIGN"] == hmac.new(secret, prehash, hashlib.sha256).hexdigest()
+        else:
+            prehash = f"{headers['OK-ACCESS-TIMESTAMP']}{method}{path}".encode() + signed.body
+            expected = base64.b64encode(hmac.new(b"okx-test-secret", prehash, hashlib.sha256).digest()).decode()
+            assert headers["OK-ACCESS-SIGN"] == expected
+    else:  # kraken: the POST data is the nonce, then exactly the authorized fields
+        assert authorized.params == tuple(fields)
+        sent = parse_qsl(signed.body.decode(), keep_blank_values=True, strict_parsing=True)
+        assert sent[0][0] == "nonce" and sent[1:] == list(fields)
+        nonce = sent[0][1]
+        message = path.encode() + hashlib.sha256(nonce.encode() + signed.body).digest()
+        assert headers["API-Sign"] == base64.b64encode(hmac.new(base64.b64decode(secret), message, hashlib.sha512).digest()).decode()
+
+
+@PROPERTY
+@given(order_streams())
+def test_orders_within_the_policy_are_signed_as_authorized(generated: tuple) -> None:
+    catalogue, per_second, burst, stream = generated
+    policy = state(order_policy(catalogue, per_second, burst), SCHEME_FOR[catalogue])
+    for now, method, path, fields in stream:
+        m, p, params, body = request(catalogue, method, path, list(fields))
+        authorized = policy.authorize_request(m, p, params, body, now)
+        assert authorized.kind == "order" and authorized.symbol in SYMBOLS[catalogue]
+        assert authorized.quantity is not None and authorized.quantity <= LIMITS["max_quantity"]
+        assert authorized.notional is not None and authorized.notional <= LIMITS["max_notional"]
+        sign_and_check(catalogue, m, p, list(fields), authorized, now)
+
+
+# == (c) garbage in, typed errors out ==========================================================
+FIELDS = ["version", "scheme", "allow", "raw_signing", "symbols", "max_quantity", "max_notional", "per_symbol", "notional_window", "rate", "freshness"]
+SUBFIELDS = ["seconds", "max_notional", "max_quantity", "per_second", "burst", "enabled", "max_skew_ms", "max_recv_window_ms", "BTCUSDT"]
+ENDPOINT_NAMES = sorted({e.name for endpoints in CATALOGUES.values() for e in endpoints})
+
+scalars = (
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True) | st.text(max_size=12)
+    | st.sampled_from(["0.5", "0.50", "1e3", "-1", "", "BTCUSDT", "binance-hmac", "hmac-sha256", "coinbase-jwt"] + ENDPOINT_NAMES)
+    | st.integers(0, 100000)
+)
+json_like = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(SUBFIELDS) | st.text(max_size=8), children, max_size=4),
+    max_leaves=16,
+)
+plausible = {
+    "version": st.sampled_from([1, 2, True, 1.0, "1"]),
+    "scheme": st.sampled_from(SCHEME_NAMES + ("binance", "")),
+    "allow": st.lists(st.sampled_from(ENDPOINT_NAMES) | st.text(max_size=20), max_size=4),
+    "symbols": st.lists(st.sampled_from(["BTCUSDT", "BTC-USD", "XBTUSD", "bad symbol", ""]), max_size=3),
+    "per_symbol": st.dictionaries(st.sampled_from(["BTCUSDT", "ETH-USDT", "x y"]), st.dictionaries(st.sampled_from(["max_quantity", "max_notional", "x"]), json_like, max_size=2), max_size=2),
+    "notional_window": st.fixed_dictionaries({"seconds": json_like, "max_notional": json_like}),
+    "rate": st.fixed_dictionaries({"per_second": json_like, "burst": json_like}),
+    "freshness": st.dictionaries(st.sampled_from(["enabled", "max_skew_ms", "max_recv_window_ms", "other"]), json_like, max_size=3),
+}
+policy_documents = st.one_of(
+    json_like,
+    st.dictionaries(
+        st.sampled_from(FIELDS) | st.text(max_size=8) | st.integers(),
+        json_like,
+        max_size=5,
+    ),
+    st.fixed_dictionaries({}, optional={name: plausible.get(name, json_like) | json_like for name in FIELDS}),
+)
+
+
+@PROPERTY
+@given(policy_documents, st.sampled_from(SCHEME_NAMES))
+def test_garbage_policy_documents_raise_only_policy_error(document: Any, scheme: str) -> None:
+    try:
+        normalized = normalize_document(document)
+    except PolicyError:
+        normalized = None
+    else:
+        assert normalize_document(normalized) == normalized  # the canonical form is a fixed point
+        try:
+            assert len(policy_digest(normalized)) == 64
+        except BundleError:  # pragma: no cover - would mean normalize let a lone surrogate through
+            raise AssertionError(f"normalized policy cannot be hashed: {normalized!r}") from None
+    try:
+        policy = SigningPolicy.parse(document, scheme=scheme)
+    except PolicyError:
+        return
+    assert normalized is not None or document is None
+    assert all(isinstance(line, str) for line in policy.explain())
+
+
+@PROPERTY
+@given(st.text(max_size=200) | st.sampled_from(['max_quantity = 0.5', '[rate]\nburst = 1e3', '{"rate": 1.5}', 'allow = ["GET /"]', "x = 1\nx = 2"]))
+def test_garbage_policy_text_raises_only_policy_error(text: str) -> None:
+    try:
+        parse_policy_text(text)
+    except PolicyError:
+        pass
+
+
+any_text = st.text(st.characters(exclude_categories=()), max_size=12)  # lone surrogates too, as JSON "\ud800" decodes to
+texts = any_text | st.sampled_from(["symbol", "quantity", "price", "timestamp", "recvWindow", "category", "qty", "sz", "instId", "nonce", "volume", "pair", "BTCUSDT", "1", "0.5", "1e3", "\x01", "a\x01b", "\ud800"])
+param_lists = st.lists(st.tuples(texts, texts), max_size=8)
+bodies = (
+    st.binary(max_size=64)
+    | json_like.map(lambda value: json.dumps(value).encode("utf-8", "surrogatepass"))
+    | st.dictionaries(texts, json_like, max_size=6).map(lambda value: json.dumps(value).encode("utf-8", "surrogatepass"))
+    | st.sampled_from([b'{"a":1,"a":2}', b'{"qty":1.5}', b'{"x":NaN}', b'[' * 5000, b'{"x":' + b"9" * 5000 + b"}", b'{"x":"\\ud800"}', b"\xff\xfe"])
+)
+methods = st.sampled_from(["GET", "POST", "DELETE", "WS"]) | st.sampled_from(["PUT", "get", "post", "PATCH", ""]) | st.text(max_size=6)
+paths = st.sampled_from(sorted({concrete_path(e.path) for endpoints in CATALOGUES.values() for e in endpoints}) + ["/v2/accounts/../transactions", "", "/"]) | st.text(max_size=30)
+
+
+@PROPERTY
+@given(st.sampled_from(sorted(SCHEME_FOR.values()) + ["hmac-sha256"]), st.integers(0, 2), methods, paths, param_lists, bodies, st.integers(0, 2 * NOW))
+def test_garbage_requests_raise_only_refusal(scheme: str, which: int, method: str, path: str, params: list, body: bytes, now: int) -> None:
+    catalogue = SigningPolicy.parse(None, scheme=scheme).catalogue
+    document = [None, permissive(catalogue, freshness={"enabled": False}) if catalogue else None, {"max_notional": "1000"} if catalogue not in {None, "coinbase"} else None][which]
+    policy = state(document, scheme)
+    try:
+        authorized = policy.authorize_request(method, path, tuple(params), body, now)
+    except Refusal as refusal:
+        assert refusal.rule and isinstance(str(refusal), str)
+        return
+    assert isinstance(authorized, Authorized)
+    if scheme in SECRETS:  # what the policy lets through, the scheme signs or refuses with its own typed error
+        try:
+            load_key(scheme, SECRETS[scheme], API_KEY).sign_http(method, path, authorized.params, authorized.body, now)
+        except SchemeError:
+            pass
+
+
+json_objects = st.dictionaries(texts, json_like | texts, max_size=8)
+
+
+@PROPERTY
+@given(st.sampled_from(["bybit-hmac", "okx-hmac"]), st.integers(0, 2), paths, json_objects | bodies, st.booleans())
+def test_garbage_json_bodies_raise_only_refusal(scheme: str, which: int, path: str, body: Any, pretty: bool) -> None:
+    """Bybit and OKX POST bodies are parsed and re-serialised by the enclave: nothing in them may crash it."""
+    if not isinstance(body, bytes):
+        body = json.dumps(body, indent=1 if pretty else None).encode("utf-8", "surrogatepass")
+    catalogue = SigningPolicy.parse(None, scheme=scheme).catalogue
+    document = [None, permissive(catalogue, freshness={"enabled": False}), {"max_notional": "1000"}][which]
+    try:
+        authorized = state(document, scheme).authorize_request("POST", path, (), body, NOW)
+    except Refusal:
+        return
+    assert authorized.params == () and json.loads(authorized.body) == json.loads(body)
