@@ -70,8 +70,9 @@ def value_for(name: str, now: int = NOW) -> str:
 
 
 def endpoint_fields(catalogue: str, endpoint: Endpoint, now: int = NOW) -> list[tuple[str, str]]:
-    """The endpoint's required parameters (apiKey left to the WebSocket scheme) with canonical values."""
-    skip = {"apiKey"} if catalogue == "binance-ws" else set()
+    """The endpoint's required parameters with canonical values, leaving out what the scheme sets
+    itself (the WebSocket apiKey, Kraken's nonce)."""
+    skip = {"apiKey"} if catalogue == "binance-ws" else {"nonce"} if catalogue == "kraken" else set()
     return [(name, value_for(name, now)) for name in sorted(endpoint.required - skip)]
 
 

@@ -787,7 +787,10 @@ def test_kraken_orders_and_limits() -> None:
     policy = state({"symbols": ["XBTUSD"], "max_quantity": "0.1", "max_notional": "5000"}, "kraken")
     authorized = policy.authorize_request("POST", "/0/private/AddOrder", kraken_order(), b"", NOW)
     assert authorized.endpoints == ("POST /0/private/AddOrder",) and authorized.notional == Decimal("300")
-    policy.authorize_request("POST", "/0/private/AddOrder", kraken_order() + (("nonce", str(NOW)),), b"", NOW)
+    # A nonce chosen by the host could be signed now and used much later: the enclave sets it.
+    assert refusal(policy, "POST", "/0/private/AddOrder", kraken_order() + (("nonce", str(NOW)),)).rule == "freshness"
+    unchecked = state({"freshness": {"enabled": False}}, "kraken")
+    assert unchecked.authorize_request("POST", "/0/private/AddOrder", kraken_order() + (("nonce", "1"),), b"", NOW).kind == "order"
     assert refusal(policy, "POST", "/0/private/AddOrder", kraken_order(volume="0.2", price="1")).rule == "max_quantity"
     assert refusal(policy, "POST", "/0/private/AddOrder", kraken_order(volume="0.1", price="50001")).rule == "max_notional"
     assert refusal(policy, "POST", "/0/private/AddOrder", kraken_order(pair="ETHUSD")).rule == "symbol"
@@ -945,3 +948,32 @@ def test_example_okx_policy_in_use() -> None:
     policy.authorize_request("POST", "/api/v5/trade/order", (), json_body(**OKX_ORDER), NOW)
     assert refusal(policy, "POST", "/api/v5/trade/order", (), json_body(**{**OKX_ORDER, "px": "100000000"})).rule == "max_notional"
     assert refusal(policy, "POST", "/api/v5/trade/amend-order", (), json_body(instId="BTC-USDT", ordId="1", newSz="0.01")).rule == "endpoint"
+
+
+def test_borrowing_is_refused_unless_the_policy_allows_it() -> None:
+    margin_buy = binance_order(sideEffectType="MARGIN_BUY")
+    found = refusal(state(None, "binance-hmac"), "POST", "/sapi/v1/margin/order", margin_buy)
+    assert found.rule == "borrowing" and "sideEffectType=MARGIN_BUY" in str(found)
+    assert state({"borrowing": True}, "binance-hmac").authorize_request("POST", "/sapi/v1/margin/order", margin_buy, b"", NOW).kind == "order"
+    assert state(None, "binance-hmac").authorize_request("POST", "/sapi/v1/margin/order", binance_order(sideEffectType="NO_SIDE_EFFECT"), b"", NOW)
+    leveraged = json_body(category="spot", symbol="BTCUSDT", side="Buy", orderType="Limit", qty="0.01", price="30000", isLeverage="1")
+    assert refusal(state(None, "bybit-hmac"), "POST", "/v5/order/create", (), leveraged).rule == "borrowing"
+    assert refusal(state(None, "kraken"), "POST", "/0/private/AddOrder", kraken_order() + (("leverage", "2"),)).rule == "borrowing"
+
+
+def test_bybit_recv_window_rides_in_the_header_and_is_capped() -> None:
+    body = json_body(category="spot", symbol="BTCUSDT", orderType="Limit", side="Buy", qty="0.01", price="30000")
+    authorized = state(None, "bybit-hmac").authorize_request("POST", "/v5/order/create", (("recv_window", "3000"),), body, NOW)
+    assert authorized.params == (("recv_window", "3000"),) and authorized.body == body
+    assert refusal(state(None, "bybit-hmac"), "POST", "/v5/order/create", (("recv_window", "60000"),), body).rule == "recv_window"
+    assert refusal(state(None, "bybit-hmac"), "GET", "/v5/order/realtime", (("category", "spot"), ("recv_window", "1e3"))).rule == "non_canonical"
+
+
+def test_cancels_do_not_spend_rate_tokens() -> None:
+    policy = state({"rate": {"per_second": "1", "burst": 1}}, "bybit-hmac")
+    order = json_body(category="spot", symbol="BTCUSDT", side="Buy", orderType="Limit", qty="0.01", price="30000")
+    policy.authorize_request("POST", "/v5/order/create", (), order, NOW)
+    cancel = json_body(category="spot", symbol="BTCUSDT", orderId="1")
+    for _ in range(5):  # fits /v5/order/cancel and a size-less /v5/order/amend: a cancel
+        policy.authorize_request("POST", "/v5/order/cancel", (), cancel, NOW)
+    assert refusal(policy, "POST", "/v5/order/create", (), order).rule == "rate"

@@ -71,8 +71,11 @@ def simulate(document: dict | None, scheme: str, requests: Iterable[dict]) -> li
     decisions = []
     clock = 0
     for line, request in enumerate(requests, start=1):
-        clock = int(request.get("time_ms", clock))
+        label = "malformed request"
         try:
+            if not isinstance(request, dict):
+                raise TypeError("each request must be a JSON object")
+            clock = int(request.get("time_ms", clock))
             if "payload" in request:
                 label = "raw payload"
                 state.authorize_raw(clock)
@@ -87,8 +90,8 @@ def simulate(document: dict | None, scheme: str, requests: Iterable[dict]) -> li
             decisions.append(SimulatedDecision(line, label, True))
         except Refusal as refusal:
             decisions.append(SimulatedDecision(line, label, False, refusal.rule, str(refusal)))
-        except (KeyError, TypeError, ValueError) as exc:
-            decisions.append(SimulatedDecision(line, "malformed request", False, "malformed", f"line {line}: {exc}"))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            decisions.append(SimulatedDecision(line, label, False, "malformed", f"line {line}: {exc}"))
     return decisions
 
 

@@ -58,7 +58,7 @@ __all__ = [
 
 VERSION = 1
 _FIELDS = {
-    "version", "scheme", "allow", "raw_signing", "symbols", "max_quantity", "max_notional", "per_symbol",
+    "version", "scheme", "allow", "borrowing", "raw_signing", "symbols", "max_quantity", "max_notional", "per_symbol",
     "notional_window", "rate", "freshness",
 }
 _DECIMAL = re.compile(r"(0|[1-9][0-9]{0,30})(\.[0-9]{1,30})?")
@@ -189,10 +189,11 @@ def normalize_document(document: Any) -> dict:
         if len(set(allow)) != len(allow):
             raise PolicyError("allow lists an endpoint twice")
         result["allow"] = sorted(allow)
-    if "raw_signing" in document:
-        if not isinstance(document["raw_signing"], bool):
-            raise PolicyError("raw_signing must be true or false")
-        result["raw_signing"] = document["raw_signing"]
+    for flag in ("raw_signing", "borrowing"):
+        if flag in document:
+            if not isinstance(document[flag], bool):
+                raise PolicyError(f"{flag} must be true or false")
+            result[flag] = document[flag]
     if "symbols" in document:
         symbols = document["symbols"]
         if not isinstance(symbols, list) or not symbols or not all(isinstance(s, str) and _SYMBOL.fullmatch(s) for s in symbols):
@@ -255,6 +256,7 @@ class SigningPolicy:
     catalogue: str | None
     document: dict | None
     raw_signing: bool
+    borrowing: bool
     allow: frozenset[str]
     symbols: frozenset[str] | None
     limits: _Limits
@@ -301,6 +303,7 @@ class SigningPolicy:
             catalogue=catalogue,
             document=normalized,
             raw_signing=doc.get("raw_signing", catalogue is None),
+            borrowing=doc.get("borrowing", False),
             allow=allow,
             symbols=frozenset(doc["symbols"]) if "symbols" in doc else None,
             limits=_Limits(_opt_decimal(doc.get("max_quantity")), _opt_decimal(doc.get("max_notional"))),
@@ -336,6 +339,10 @@ class SigningPolicy:
                 lines.append("WARNING: fund-moving, account-security, session or account-settings endpoints are allowed: " + ", ".join(dangerous) + ".")
             else:
                 lines.append("Withdrawals, transfers, account-security changes, session logons and account-settings changes (leverage) are refused.")
+            lines.append(
+                "Orders that borrow (margin side effects, leverage flags) are ALLOWED." if self.borrowing
+                else "Orders that make the exchange lend (Binance sideEffectType MARGIN_BUY/AUTO_BORROW_REPAY, Bybit isLeverage=1, Kraken leverage) are refused."
+            )
             if not SIGNATURE_COVERS[self.catalogue] & {"path"}:
                 lines.append(
                     f"{self.catalogue} signatures do not cover the path: a request is signed only if every endpoint accepting "
@@ -441,6 +448,9 @@ class PolicyState:
         if catalogue is None:
             raise Refusal("scheme", f"{policy.scheme} signs raw payloads only")
         method = method.upper()
+        header_params: tuple[tuple[str, str], ...] = ()
+        if catalogue == "bybit":
+            params, header_params = self._bybit_recv_window(params)
         checked, body = self._canonical_parameters(catalogue, method, params, body)
         names = frozenset(name for name, _ in checked) | _IMPLICIT.get(catalogue, frozenset())
         matches, kind = self._verdict(catalogue, method, path, names)
@@ -453,6 +463,7 @@ class PolicyState:
         quantity = notional = None
         sized = False
         if kind in {"order", "amend"}:
+            self._check_borrowing(catalogue, values)
             quantity, notional, sized = self._order_size(catalogue, fields, values, kind)
             if sized:
                 self._check_size(symbol, quantity, notional, kind)
@@ -460,12 +471,13 @@ class PolicyState:
             if kind in {"order", "amend"}:
                 if sized:
                     self._check_window(now_ms, notional)
-                self._take_token(now_ms)
+                if kind == "order" or sized:  # a size-less "amend" is a cancel's twin: cancels stay unmetered
+                    self._take_token(now_ms)
                 if policy.window_seconds is not None and notional is not None:
                     self._window.append((now_ms, notional))
                     self._window_total += notional
         # A JSON body is signed as the body: its fields were checked, but are not query parameters.
-        signed_params = () if _json_body(catalogue, method) else checked
+        signed_params = header_params + (() if _json_body(catalogue, method) else checked)
         return Authorized(signed_params, body, tuple(endpoint.name for endpoint in matches), kind, symbol, quantity, notional)
 
     def _verdict(self, catalogue: str, method: str, path: str, names: frozenset[str]) -> tuple[tuple[Endpoint, ...], str]:
@@ -552,10 +564,26 @@ class PolicyState:
             raise Refusal("unknown_parameter", detail)
         return matches
 
+    def _bybit_recv_window(self, params: tuple[tuple[str, str], ...]) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+        """Bybit's recv window travels in a signed header; the scheme takes it as a ``recv_window`` pseudo-parameter."""
+        windows = [value for name, value in params if name == "recv_window"]
+        if not windows:
+            return params, ()
+        if len(windows) > 1:
+            raise Refusal("duplicate_parameter", "parameter 'recv_window' appears twice")
+        window = windows[0]
+        if not window.isdigit() or not 0 < int(window) < 10**6:
+            raise Refusal("non_canonical", "recv_window must be a whole number of milliseconds")
+        if self.policy.freshness and int(window) > self.policy.max_recv_window_ms:
+            raise Refusal("recv_window", f"recv_window must be at most {self.policy.max_recv_window_ms} ms")
+        return tuple(pair for pair in params if pair[0] != "recv_window"), (("recv_window", window),)
+
     def _check_freshness(self, values: dict[str, str], now_ms: int) -> None:
         policy = self.policy
         if not policy.freshness:
             return
+        if policy.catalogue == "kraken" and "nonce" in values:
+            raise Refusal("freshness", "the enclave sets Kraken's nonce from its own clock; a nonce chosen by the host could be signed now and used much later")
         timestamp = values.get("timestamp")
         if timestamp is not None:
             if not timestamp.isdigit() or len(timestamp) > 16:
@@ -567,6 +595,16 @@ class PolicyState:
         if recv_window is not None:
             if not recv_window.isdigit() or int(recv_window) > policy.max_recv_window_ms:
                 raise Refusal("recv_window", f"recvWindow must be at most {policy.max_recv_window_ms} ms")
+
+    def _check_borrowing(self, catalogue: str, values: dict[str, str]) -> None:
+        if self.policy.borrowing:
+            return
+        rule = _BORROWING.get(catalogue)
+        if rule is not None:
+            name, borrowing_values = rule
+            value = values.get(name)
+            if value is not None and (borrowing_values is None or value in borrowing_values):
+                raise Refusal("borrowing", f"{name}={value[:20]} makes the exchange lend to this order; the policy does not allow borrowing")
 
     @staticmethod
     def _order_size(catalogue: str, fields: dict[str, str], values: dict[str, str], kind: str) -> tuple[Decimal | None, Decimal | None, bool]:
@@ -640,6 +678,13 @@ class PolicyState:
 
 _MAX_REMEMBERED_SHAPES = 4096
 # Parameters the scheme adds when the caller leaves them out; they are part of what gets signed.
+# Order parameters (and values; None: any value) that make the exchange lend: refused unless the
+# policy sets borrowing = true.
+_BORROWING: dict[str, tuple[str, frozenset[str] | None]] = {
+    "binance": ("sideEffectType", frozenset({"MARGIN_BUY", "AUTO_BORROW_REPAY"})),
+    "bybit": ("isLeverage", frozenset({"1"})),
+    "kraken": ("leverage", None),
+}
 _IMPLICIT = {
     "binance": frozenset({"timestamp"}),
     "binance-ws": frozenset({"apiKey", "timestamp"}),
