@@ -100,7 +100,7 @@ class Emulator:
             raise EmulatorError(f"moto did not start:\n{_tail(self.run_dir / 'moto.log')}")  # type: ignore[operator]
         return int(line)
 
-    def launch(self, *, enclave_dir: str | os.PathLike | None = None, debug: bool = False, clock: str | None = None) -> EnclaveProcess:
+    def launch(self, *, enclave_dir: str | os.PathLike | None = None, debug: bool = False, clock: str | None = None, busy_poll_us: int = 0) -> EnclaveProcess:
         """Launch another enclave (its own CID and PCRs) on this emulator's KMS and PKI."""
         if self.run_dir is None:
             raise EmulatorError("start the emulator first")
@@ -115,6 +115,7 @@ class Emulator:
             enclave_source=Path(enclave_dir) if enclave_dir is not None else None,
             debug=debug,
             clock=clock,
+            busy_poll_us=busy_poll_us,
             role_arn=f"arn:aws:iam::{ACCOUNT_ID}:role/zerocopy-emulator",
         )
         self._enclaves.append(process)

@@ -83,6 +83,7 @@ class EnclaveProcess:
         enclave_source: Path | None = None,
         debug: bool = False,
         clock: str | None = None,
+        busy_poll_us: int = 0,
         role_arn: str = "arn:aws:iam::123456789012:role/zerocopy-emulator",
     ) -> None:
         self.run_dir = run_dir
@@ -101,7 +102,7 @@ class EnclaveProcess:
             "--kms-proxy": (f"unix://{emulated_vsock_path(str(run_dir), PARENT_CID, KMS_PROXY_PORT)}", f"vsock://{PARENT_CID}:{KMS_PROXY_PORT}"),
             "--kms-ca": (str(kms_ca_path), "emulator-tls-ca.pem"),
         }
-        self.options = ["--region", region] + (["--clock", clock] if clock else [])
+        self.options = ["--region", region] + (["--clock", clock] if clock else []) + (["--busy-poll-us", str(busy_poll_us)] if busy_poll_us else [])
         self.env = {"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"}
         self.module_id = f"{pki.instance_id}-enc{os.urandom(8).hex()}"
         self.role_arn = role_arn

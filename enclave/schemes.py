@@ -84,9 +84,8 @@ import json
 import re
 import secrets
 import threading
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar, Iterable, NamedTuple
 from urllib.parse import quote
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -115,8 +114,7 @@ class SchemeError(ValueError):
     """The secret does not fit the scheme, or the scheme cannot do what was asked."""
 
 
-@dataclass(frozen=True, slots=True)
-class SignedHttp:
+class SignedHttp(NamedTuple):  # a NamedTuple: built once per signature, on the hot path
     query: str
     body: bytes
     headers: tuple[tuple[str, str], ...]

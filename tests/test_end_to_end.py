@@ -427,3 +427,15 @@ def test_a_pinned_clock_is_a_measured_launch_option(zerocopy_emulator, pinned_ke
             assert result.loaded
             signed = signer.sign_request("clock-test", "POST", "/api/v3/order", params=BINANCE_PARAMS)
     assert signed.query.endswith("signature=c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71")
+
+
+def test_busy_polling_is_a_measured_launch_option_that_signs_the_same(zerocopy_emulator, zerocopy_key):
+    key = zerocopy_key("hmac-sha256")
+    bundle_key = zerocopy_emulator.kms.create_key()["KeyMetadata"]["Arn"]
+    bundle = _seal(zerocopy_emulator, bundle_key, key.name, secret=key.secret)
+    with zerocopy_emulator.launch(busy_poll_us=200) as polling:
+        assert polling.pcrs[0] != zerocopy_emulator.pcrs[0] and polling.pcrs[2] == zerocopy_emulator.pcrs[2]
+        with Signer(polling.address) as signer:
+            assert _provision(signer, zerocopy_emulator, bundle)[0].loaded
+            for payload in (b"a", b"b" * 1000):
+                assert signer.sign(key.name, payload) == hmac.new(key.secret, payload, hashlib.sha256).digest()
