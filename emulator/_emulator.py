@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
-import select
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -18,6 +13,7 @@ from enclave.protocol.address import emulated_vsock_path
 from zerocopy.errors import ZeroCopyError
 
 from .kms.models import AttestingKms
+from .kms.moto_process import MotoProcess, MotoStartError
 from .kms.server import KmsFrontServer
 from .launcher import KMS_PROXY_PORT, PARENT_CID, EnclaveProcess, LaunchError
 from .pki import AttestationPki, TlsAuthority
@@ -50,7 +46,7 @@ class Emulator:
         self.enclave: EnclaveProcess | None = None
         self._enclaves: list[EnclaveProcess] = []
         self._next_cid = FIRST_ENCLAVE_CID
-        self._moto: subprocess.Popen | None = None
+        self._moto: MotoProcess | None = None
         self._front: KmsFrontServer | None = None
         self._proxy: VsockProxy | None = None
         self._kms_client: Any = None
@@ -70,8 +66,8 @@ class Emulator:
             cert_path.write_bytes(served.pem)
             key_path.touch(0o600)
             key_path.write_bytes(TlsAuthority.key_pem(served))
-            moto_port = self._start_moto()
-            self.moto_endpoint_url = f"http://127.0.0.1:{moto_port}"
+            self._moto = MotoProcess(self.run_dir / "moto.log").start()
+            self.moto_endpoint_url = self._moto.endpoint_url
             self.kms_model = AttestingKms(self.moto_endpoint_url, attestation_roots=[self.pki.root_pem], account_id=ACCOUNT_ID, region=self.region)
             self._front = KmsFrontServer(self.kms_model, certfile=str(cert_path), keyfile=str(key_path)).start()
             proxy_path = emulated_vsock_path(str(self.run_dir), PARENT_CID, KMS_PROXY_PORT)
@@ -79,26 +75,10 @@ class Emulator:
             self.enclave = self.launch(enclave_dir=self.enclave_dir, debug=self.debug, clock=self.clock)
         except BaseException as exc:
             self.stop()
-            if isinstance(exc, LaunchError):
+            if isinstance(exc, (LaunchError, MotoStartError)):
                 raise EmulatorError(str(exc)) from None
             raise
         return self
-
-    def _start_moto(self) -> int:
-        self._moto = subprocess.Popen(
-            [sys.executable, "-m", "emulator.kms.moto_process"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=open(self.run_dir / "moto.log", "ab"),  # type: ignore[operator]
-            preexec_fn=_die_with_parent,
-            cwd=self.run_dir,
-        )
-        assert self._moto.stdout is not None
-        ready, _, _ = select.select([self._moto.stdout], [], [], 60)
-        line = self._moto.stdout.readline() if ready else b""
-        if not line.strip().isdigit():
-            raise EmulatorError(f"moto did not start:\n{_tail(self.run_dir / 'moto.log')}")  # type: ignore[operator]
-        return int(line)
 
     def launch(self, *, enclave_dir: str | os.PathLike | None = None, debug: bool = False, clock: str | None = None, busy_poll_us: int = 0) -> EnclaveProcess:
         """Launch another enclave (its own CID and PCRs) on this emulator's KMS and PKI."""
@@ -132,16 +112,8 @@ class Emulator:
             self._front.stop()
             self._front = None
         if self._moto is not None:
-            moto, self._moto = self._moto, None
-            try:
-                assert moto.stdin is not None
-                moto.stdin.close()
-                moto.wait(timeout=5)
-            except (subprocess.TimeoutExpired, OSError):
-                moto.kill()
-                moto.wait()
-            if moto.stdout is not None:
-                moto.stdout.close()
+            self._moto.stop()
+            self._moto = None
         if self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             self.run_dir = None
@@ -218,12 +190,3 @@ def kms_client(endpoint_url: str, ca_path: str, region: str) -> Any:
     ).client("kms", endpoint_url=endpoint_url, verify=ca_path)
 
 
-def _die_with_parent() -> None:
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"

@@ -65,7 +65,7 @@ def default_enclave_source() -> Path:
     return Path(enclave.__file__).resolve().parent
 
 
-def _set_parent_death_signal() -> None:
+def set_parent_death_signal() -> None:
     # Runs between fork and exec: the enclave dies with the process that launched it.
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -145,7 +145,7 @@ class EnclaveProcess:
                 stdout=log,
                 stderr=log,
                 pass_fds=(child_end.fileno(),),
-                preexec_fn=_set_parent_death_signal,
+                preexec_fn=set_parent_death_signal,
                 close_fds=True,
             )
         try:

@@ -15,33 +15,33 @@ import threading
 
 from .protocol.address import Address
 
-__all__ = ["ConnectForwarder", "pump_both_ways"]
+__all__ = ["Relay", "ConnectForwarder", "pump_both_ways"]
 
 log = logging.getLogger("enclave.forwarder")
 MAX_HEAD = 8192
 _CHUNK = 65536
 
 
-class ConnectForwarder:
-    def __init__(self, allowed_host: str, allowed_port: int, upstream: Address, *, connect_timeout: float = 10.0) -> None:
-        self.allowed_target = f"{allowed_host}:{allowed_port}".lower()
-        self.upstream = upstream
-        self.connect_timeout = connect_timeout
+class Relay:
+    """A listening socket whose connections are each handled in a thread of their own."""
+
+    thread_name = "relay"
+
+    def __init__(self) -> None:
         self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
-    @property
-    def url(self) -> str:
-        assert self._listener is not None, "start() first"
-        host, port = self._listener.getsockname()[:2]
-        return f"http://{host}:{port}"
+    def _listen(self) -> socket.socket:
+        raise NotImplementedError
 
-    def start(self) -> "ConnectForwarder":
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        self._listener = listener
-        threading.Thread(target=self._accept_loop, name="kms-forwarder", daemon=True).start()
+    def _serve(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+    def start(self) -> "Relay":
+        self._listener = self._listen()
+        self._thread = threading.Thread(target=self._accept_loop, name=self.thread_name, daemon=True)
+        self._thread.start()
         return self
 
     def stop(self) -> None:
@@ -52,6 +52,8 @@ class ConnectForwarder:
             except OSError:
                 pass
             self._listener.close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
     def _accept_loop(self) -> None:
         assert self._listener is not None
@@ -60,7 +62,29 @@ class ConnectForwarder:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(client,), name="kms-tunnel", daemon=True).start()
+            threading.Thread(target=self._serve, args=(client,), name=f"{self.thread_name}-connection", daemon=True).start()
+
+
+class ConnectForwarder(Relay):
+    thread_name = "kms-forwarder"
+
+    def __init__(self, allowed_host: str, allowed_port: int, upstream: Address, *, connect_timeout: float = 10.0) -> None:
+        super().__init__()
+        self.allowed_target = f"{allowed_host}:{allowed_port}".lower()
+        self.upstream = upstream
+        self.connect_timeout = connect_timeout
+
+    @property
+    def url(self) -> str:
+        assert self._listener is not None, "start() first"
+        host, port = self._listener.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def _listen(self) -> socket.socket:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        return listener
 
     def _serve(self, client: socket.socket) -> None:
         with client:

@@ -33,24 +33,21 @@ class RunningEnclave:
 
     @property
     def kms(self) -> Any:
-        import boto3
+        from zerocopy._aws import aws_session
 
         if not self.kms_endpoint_url:
             pytest.fail("with --zerocopy-enclave, set ZEROCOPY_KMS_ENDPOINT (and ZEROCOPY_KMS_CA) to seal test keys", pytrace=False)
-        return boto3.client("kms", region_name=self.region, endpoint_url=self.kms_endpoint_url, verify=self.kms_ca or True)
+        return aws_session(self.region).client("kms", endpoint_url=self.kms_endpoint_url, verify=self.kms_ca or True)
 
     @property
     def credentials(self) -> dict[str, str]:
-        import boto3
+        from zerocopy._aws import aws_session, host_credentials
+        from zerocopy.errors import ZeroCopyError
 
-        frozen = boto3.session.Session().get_credentials()
-        if frozen is None:
+        try:
+            return host_credentials(aws_session(self.region))
+        except ZeroCopyError:
             pytest.fail("with --zerocopy-enclave, AWS credentials are needed to provision test keys", pytrace=False)
-        creds = frozen.get_frozen_credentials()
-        result = {"access_key_id": creds.access_key, "secret_access_key": creds.secret_key}
-        if creds.token:
-            result["session_token"] = creds.token
-        return result
 
     def signer(self, **kwargs: Any) -> Any:
         from zerocopy import Signer

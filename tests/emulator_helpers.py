@@ -9,9 +9,6 @@ threads) so none outlive it.
 from __future__ import annotations
 
 import base64
-import select
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,42 +17,19 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from emulator.kms.moto_process import MotoProcess
+
 __all__ = ["ACCOUNT_ID", "REGION", "join_new_threads", "moto_process", "recipient", "rsa_recipient", "spki_der"]
 
 ACCOUNT_ID = "123456789012"  # moto's default account, as the emulator uses
 REGION = "us-east-1"
-_START_TIMEOUT = 60  # a safety net against a hung start-up, not a timing assertion
 
 
 @contextmanager
 def moto_process(log_dir: Path) -> Iterator[str]:
     """Start moto's KMS in its own process; yield its endpoint URL; stop it however the block ends."""
-    log_path = log_dir / "moto.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "emulator.kms.moto_process"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            cwd=log_dir,
-        )
-    try:
-        assert process.stdout is not None
-        ready, _, _ = select.select([process.stdout], [], [], _START_TIMEOUT)
-        line = process.stdout.readline() if ready else b""
-        if not line.strip().isdigit():
-            raise RuntimeError(f"moto did not start: {line!r}\n{log_path.read_text(errors='replace')[-2000:]}")
-        yield f"http://127.0.0.1:{int(line)}"
-    finally:
-        try:
-            assert process.stdin is not None
-            process.stdin.close()
-            process.wait(timeout=10)
-        except (subprocess.TimeoutExpired, OSError):
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+    with MotoProcess(log_dir / "moto.log") as moto:
+        yield moto.endpoint_url
 
 
 def rsa_recipient() -> rsa.RSAPrivateKey:

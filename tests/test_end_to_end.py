@@ -342,7 +342,7 @@ def test_an_emulator_leaves_no_process_or_file_behind():
     with Emulator() as emulator:
         run_dir = emulator.run_dir
         enclave_pid = emulator.enclave.pid
-        moto_pid = emulator._moto.pid
+        moto_pid = emulator._moto.pid  # the moto process
         assert run_dir.is_dir() and (run_dir.stat().st_mode & 0o777) == 0o700
         assert any(path.name.endswith(".sock") for path in run_dir.iterdir())
     assert not run_dir.exists()

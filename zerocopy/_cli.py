@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from . import errors
+from ._aws import aws_session, host_credentials
 
 __all__ = ["main"]
 
@@ -41,17 +42,10 @@ def _enclave_address(args: argparse.Namespace) -> str:
     return address
 
 
-def _aws_session(region: str | None) -> Any:
-    import boto3
-
-    # botocore reads AWS_DEFAULT_REGION; AWS_REGION is what most tools (and our exports) set.
-    return boto3.session.Session(region_name=region or os.environ.get("AWS_REGION") or None)
-
-
 def _kms_client(args: argparse.Namespace) -> Any:
     endpoint = args.kms_endpoint or os.environ.get("ZEROCOPY_KMS_ENDPOINT")
     ca = args.kms_ca or os.environ.get("ZEROCOPY_KMS_CA")
-    session = _aws_session(args.region)
+    session = aws_session(args.region)
     if session.region_name is None:
         _fatal("no AWS region: pass --region or set AWS_REGION")
     return session.client("kms", endpoint_url=endpoint or None, verify=ca or None)
@@ -141,12 +135,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
     from ._client import Signer
 
     bundles = [Path(path).read_bytes() for path in args.bundles]
-    session = _aws_session(args.region)
-    found = session.get_credentials()
-    if found is None:
-        _fatal("no AWS credentials found for the enclave to call KMS with")
-    frozen = found.get_frozen_credentials()
-    credentials = {"access_key_id": frozen.access_key, "secret_access_key": frozen.secret_key, "session_token": frozen.token}
+    session = aws_session(args.region)
+    credentials = host_credentials(session)
     with Signer(_enclave_address(args)) as signer:
         results = signer.provision(bundles, credentials=credentials, region=session.region_name)
     failed = 0
@@ -162,12 +152,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from ._client import Signer
 
-    session = _aws_session(args.region)
-    found = session.get_credentials()
-    if found is None:
-        _fatal("no AWS credentials found for the enclave to call KMS with")
-    frozen = found.get_frozen_credentials()
-    credentials = {"access_key_id": frozen.access_key, "secret_access_key": frozen.secret_key, "session_token": frozen.token}
+    session = aws_session(args.region)
+    credentials = host_credentials(session)
     policy = _load_policy(args.policy, args.scheme)
     with Signer(_enclave_address(args)) as signer:
         bundle, public_key = signer.generate(args.name, args.scheme, kms_key_id=args.kms_key, credentials=credentials, api_key=args.api_key, policy=policy, region=session.region_name)
