@@ -139,3 +139,58 @@ def test_stethoscope_examines_a_running_enclave(zerocopy_emulator, zerocopy_key,
     assert report["latency"]["sign_path_p50_us"] > 0
     assert main(["stethoscope", "--enclave", zerocopy_emulator.address, "--samples", "20"]) == 1  # AWS root: not verified
     assert "NOT VERIFIED" in capsys.readouterr().out
+
+
+POLICIES = Path(__file__).parent / "data" / "policies"
+
+
+def test_policy_check_explains_a_policy_and_its_hash(capsys):
+    assert main(["policy", "check", str(POLICIES / "binance-spot.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "a valid policy for binance-hmac (sha256 " in out
+    assert "Withdrawals, transfers" in out and "Requests that may be signed" in out
+
+
+def test_policy_check_refuses_a_float_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('scheme = "binance-hmac"\nmax_quantity = 0.5\n')
+    assert main(["policy", "check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "as a string" in err
+
+
+def test_policy_simulate_reports_each_refusal_and_exits_1(tmp_path, capsys):
+    policy = tmp_path / "policy.toml"
+    policy.write_text('scheme = "binance-hmac"\nsymbols = ["BTCUSDT"]\nmax_quantity = "1"\n[freshness]\nenabled = false\n[rate]\nper_second = "1"\nburst = 1\n')
+    order = {"method": "POST", "path": "/api/v3/order", "params": {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.5", "price": "10", "timestamp": "1"}}
+    lines = [
+        {**order, "time_ms": 1000},
+        {**order, "time_ms": 1001},  # the bucket is empty a millisecond later
+        {**order, "time_ms": 3000},
+        {**order, "time_ms": 5000, "params": {**order["params"], "quantity": "2"}},
+        {"time_ms": 6000, "method": "POST", "path": "/sapi/v1/capital/withdraw/apply", "params": {"coin": "BTC", "address": "x", "amount": "1", "timestamp": "1"}},
+        "not an object",
+    ]
+    log = tmp_path / "requests.jsonl"
+    log.write_text("\n".join(json.dumps(line) for line in lines))
+    assert main(["policy", "simulate", str(policy), "--requests", str(log), "--json"]) == 1
+    decisions = json.loads(capsys.readouterr().out)
+    assert [(d["line"], d["signed"], d["rule"]) for d in decisions] == [
+        (1, True, ""), (2, False, "rate"), (3, True, ""), (4, False, "max_quantity"), (5, False, "funds"), (6, False, "malformed"),
+    ]
+
+
+@pytest.mark.zerocopy
+def test_audit_fetch_and_verify_from_the_command_line(zerocopy_emulator, zerocopy_key, zerocopy_signer, tmp_path, capsys):
+    key = zerocopy_key("hmac-sha256")
+    zerocopy_signer.sign(key.name, b"audited")
+    log, root = tmp_path / "audit.jsonl", tmp_path / "root.pem"
+    root.write_bytes(zerocopy_emulator.root_certificate)
+    assert main(["audit", "fetch", "--enclave", zerocopy_emulator.address, "--log", str(log)]) == 0
+    assert main(["audit", "verify", str(log), "--root", str(root), "--pcr0", zerocopy_emulator.pcrs[0].hex()]) == 0
+    assert "VERIFIED" in capsys.readouterr().out
+    lines = log.read_bytes().splitlines()
+    receipt = next(i for i, line in enumerate(lines) if b'"decision"' in line)
+    log.write_bytes(b"\n".join(lines[:receipt] + lines[receipt + 1 :]) + b"\n")
+    assert main(["audit", "verify", str(log), "--root", str(root)]) == 1
+    assert "removed" in capsys.readouterr().err

@@ -216,11 +216,12 @@ def _read_document(path: str) -> bytes:
     import binascii
 
     raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-    stripped = raw.strip()
-    try:
-        return base64.b64decode(stripped, validate=True) if stripped and not stripped[:1] in (b"\x84", b"\xd2") else raw
-    except binascii.Error:
+    if raw[:1] in (b"\x84", b"\xd2"):  # CBOR already: an array of four, or tag 18 (COSE_Sign1)
         return raw
+    try:
+        return base64.b64decode(raw.strip(), validate=True)
+    except binascii.Error:
+        return raw  # neither: let the verifier say what is wrong with it
 
 
 def cmd_attest_verify(args: argparse.Namespace) -> int:

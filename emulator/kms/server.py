@@ -30,9 +30,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self.send_error(413)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self.send_error(413 if length > MAX_BODY else 400)
             return
         body = self.rfile.read(length)
         result = dispatch(self.server.model, self.headers.get("X-Amz-Target"), body)
