@@ -131,6 +131,7 @@ class EnclaveProcess:
             raise LaunchError(f"{self.enclave_source} is not an enclave package (no __main__.py)")
 
     def start(self, timeout: float = 30.0) -> "EnclaveProcess":
+        self.stopped = False
         self._build_image()
         self.pcrs = measure(self.image_root / "enclave", self.measured_argv, self.env, role_arn=self.role_arn, instance_id=self.pki.instance_id, debug=self.debug)
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -204,6 +205,11 @@ class EnclaveProcess:
             except FileNotFoundError:
                 pass
         shutil.rmtree(self.image_root, ignore_errors=True)
+
+    def restart(self, timeout: float = 30.0) -> "EnclaveProcess":
+        """Stop and start again at the same address: like an enclave reboot, memory is lost."""
+        self.stop()
+        return self.start(timeout)
 
     def __enter__(self) -> "EnclaveProcess":
         return self

@@ -129,7 +129,7 @@ class EnclaveService:
         return HttpSignature(event.request_id, signed.query, signed.body, signed.headers)
 
     def _unknown_key(self, event: Any) -> ErrorResponse:
-        return ErrorResponse(event.request_id, ErrorCode.UNKNOWN_KEY, f"no key named {event.key!r} is loaded in this enclave")
+        return ErrorResponse(event.request_id, ErrorCode.UNKNOWN_KEY, f"key {event.key!r} is not provisioned in this enclave (no key of that name is loaded)")
 
     # -- control messages -------------------------------------------------------------------
     def _attest(self, fields: dict) -> dict:

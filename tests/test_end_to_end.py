@@ -300,15 +300,19 @@ def test_a_client_vanishing_mid_request_does_not_disturb_others(zerocopy_emulato
 
 
 def test_a_server_closing_mid_request_is_connection_closed(tmp_path):
+    """The Signer retries once on a fresh connection (the enclave may have restarted); a server
+    that closes on it again is a ConnectionClosed, and nothing hangs."""
     path = str(tmp_path / "closing.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
-    listener.listen(1)
+    listener.listen(4)
+    accepted = []
 
     def accept_read_and_close() -> None:
-        conn, _ = listener.accept()
-        conn.recv(65536)  # the whole request, so the close is a clean end of stream
-        conn.close()
+        for _ in range(4):
+            conn, _ = listener.accept()
+            accepted.append(conn.recv(65536))  # the whole request, so the close is a clean end of stream
+            conn.close()
 
     thread = threading.Thread(target=accept_read_and_close)
     thread.start()
@@ -316,11 +320,12 @@ def test_a_server_closing_mid_request_is_connection_closed(tmp_path):
         signer = Signer(f"unix://{path}")
         with pytest.raises(ConnectionClosed, match="closed the connection"):
             signer.sign("any", b"payload")
-        with pytest.raises(ConnectionClosed):
-            signer.sign("any", b"again")  # the broken connection is not reused
+        with pytest.raises(ConnectionClosed, match="closed the connection"):
+            signer.sign("any", b"again")
     finally:
-        thread.join()
+        thread.join(timeout=30)
         listener.close()
+    assert len(accepted) == 4 and all(b"payload" in request for request in accepted[:2])
 
 
 # -- hygiene -------------------------------------------------------------------------------
@@ -439,3 +444,24 @@ def test_busy_polling_is_a_measured_launch_option_that_signs_the_same(zerocopy_e
             assert _provision(signer, zerocopy_emulator, bundle)[0].loaded
             for payload in (b"a", b"b" * 1000):
                 assert signer.sign(key.name, payload) == hmac.new(key.secret, payload, hashlib.sha256).digest()
+
+
+def test_after_an_enclave_restart_the_signer_reconnects_and_keys_need_provisioning(zerocopy_emulator, pinned_key):
+    bundle = _seal(zerocopy_emulator, pinned_key, "survives-restart")
+    with zerocopy_emulator.launch() as enclave:
+        with Signer(enclave.address, expected_pcrs={0: enclave.pcrs[0]}, roots=[zerocopy_emulator.root_certificate]) as signer:
+            assert _provision(signer, zerocopy_emulator, bundle)[0].loaded
+            before = signer.sign("survives-restart", b"x")
+            enclave.restart()
+            with pytest.raises(UnknownKey, match="not provisioned"):
+                signer.sign("survives-restart", b"x")  # reconnected (and re-attested) by itself
+            assert _provision(signer, zerocopy_emulator, bundle)[0].loaded
+            assert signer.sign("survives-restart", b"x") == before
+            enclave.stop()
+            with pytest.raises(ZeroCopyError, match="cannot connect|closed"):
+                signer.sign("survives-restart", b"x")
+            enclave.start()
+            with pytest.raises(UnknownKey):  # the next call finds the enclave again, empty as after any boot
+                signer.sign("survives-restart", b"x")
+    with pytest.raises(ConnectionClosed, match="closed"):
+        signer.sign("survives-restart", b"x")  # a Signer closed by its user stays closed

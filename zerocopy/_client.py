@@ -11,10 +11,10 @@ import itertools
 import os
 import socket
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from enclave.protocol import (
     NEED_DATA,
@@ -39,6 +39,7 @@ from . import errors
 __all__ = ["Signer", "SignedRequest", "KeyInfo", "ProvisionResult", "ENV_VAR"]
 
 ENV_VAR = "ZEROCOPY_ENCLAVE"
+T = TypeVar("T")
 _RECV = 65536
 _PROTOCOL_CODES = {ErrorCode.MALFORMED_FRAME, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.UNKNOWN_MESSAGE_TYPE, ErrorCode.FRAME_TOO_LARGE}
 
@@ -123,16 +124,17 @@ class Signer:
             raise ValueError(str(exc)) from None
         self.timeout = timeout
         self.attestation: Any = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered when a reconnect re-attests
         self._ids = itertools.count(1)
+        self._closed = False
+        self._verification = (expected_pcrs, roots, allow_debug) if expected_pcrs is not None or roots is not None else None
         self._conn = Connection(Role.CLIENT)
-        self._sock = self._connect()
-        if expected_pcrs is not None or roots is not None:
-            try:
-                self._verify_peer(expected_pcrs, roots, allow_debug)
-            except BaseException:
-                self.close()
-                raise
+        self._sock: socket.socket | None = None
+        try:
+            self._reconnect()
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> "Signer":
@@ -154,19 +156,47 @@ class Signer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
-    def _verify_peer(self, expected_pcrs: Mapping[int, bytes] | None, roots: Sequence[Any] | None, allow_debug: bool) -> None:
-        from .attestation import verify
+    def _reconnect(self) -> None:
+        """A fresh connection (and, if the Signer insists on one, a fresh attestation over it)."""
+        self._sock = self._connect()
+        self._conn = Connection(Role.CLIENT)
+        if self._verification is not None:
+            from .attestation import verify
 
-        nonce = os.urandom(32)
-        self.attestation = verify(self.attest(nonce), roots=roots, expected_pcrs=expected_pcrs, nonce=nonce, allow_debug=allow_debug)
+            expected_pcrs, roots, allow_debug = self._verification
+            nonce = os.urandom(32)
+            try:
+                self.attestation = verify(self._attest_once(nonce), roots=roots, expected_pcrs=expected_pcrs, nonce=nonce, allow_debug=allow_debug)
+            except BaseException:
+                self._fail()
+                raise
+
+    def _ensure_connected(self) -> None:
+        if self._sock is None:
+            if self._closed:
+                raise errors.ConnectionClosed("this Signer is closed")
+            self._reconnect()
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        """Run ``call``; if the connection turns out to be broken (say, the enclave restarted),
+        reconnect once and run it again. Signing has no side effect a second try could double."""
+        try:
+            return call()
+        except errors.ConnectionClosed:
+            if self._closed:
+                raise
+            with self._lock:
+                self._fail()
+                self._ensure_connected()
+            return call()
 
     # -- plumbing ---------------------------------------------------------------------------
     def _next_id(self) -> int:
         return next(self._ids) & 0xFFFFFFFF
 
     def _send(self, data: bytes) -> None:
-        if self._sock is None:
-            raise errors.ConnectionClosed("this Signer is closed")
+        self._ensure_connected()
+        assert self._sock is not None
         try:
             self._sock.sendall(data)
         except socket.timeout:
@@ -178,6 +208,7 @@ class Signer:
 
     def _receive(self) -> Any:
         conn, sock = self._conn, self._sock
+        assert sock is not None
         while True:
             try:
                 event = conn.next_event()
@@ -211,6 +242,8 @@ class Signer:
 
     @contextlib.contextmanager
     def _timeout(self, seconds: float | None) -> Iterator[None]:
+        with self._lock:
+            self._ensure_connected()
         if self._sock is not None:
             self._sock.settimeout(seconds)
         try:
@@ -234,10 +267,12 @@ class Signer:
             self._send(data)
             return self._expect(event.request_id)
 
-    def _control(self, kind: MessageType, fields: dict) -> dict:
-        with self._lock:
-            request_id = self._next_id()
-        response = self._roundtrip(ControlRequest(request_id, kind, fields))
+    def _control(self, kind: MessageType, fields: dict, *, retry: bool = True) -> dict:
+        def once() -> Any:
+            with self._lock:
+                return self._roundtrip(ControlRequest(self._next_id(), kind, fields))
+
+        response = self._retrying(once) if retry else once()
         if isinstance(response, ErrorResponse):
             raise _error_for(response)
         if not isinstance(response, ControlResponse) or response.kind != kind | 0x80:
@@ -253,10 +288,15 @@ class Signer:
             raise ValueError("key must be a key name of 1 to 255 bytes")
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-        with self._lock:
-            request_id = self._next_id()
-            self._send(encode_sign_request(request_id, key_bytes, bytes(payload)))
-            event = self._expect(request_id)
+        payload = bytes(payload)
+
+        def once() -> Any:
+            with self._lock:
+                request_id = self._next_id()
+                self._send(encode_sign_request(request_id, key_bytes, payload))
+                return self._expect(request_id)
+
+        event = self._retrying(once)
         if type(event) is Signature:
             return event.signature
         if isinstance(event, ErrorResponse):
@@ -266,17 +306,20 @@ class Signer:
 
     def sign_many(self, items: Iterable[tuple[str, bytes]]) -> list[bytes]:
         """Pipeline several raw signatures on this connection; raises the first error after all answers."""
-        frames, ids = [], []
-        with self._lock:
-            for key, payload in items:
-                key_bytes = key.encode()
-                if not 0 < len(key_bytes) <= 255:
-                    raise ValueError("key must be a key name of 1 to 255 bytes")
-                request_id = self._next_id()
-                ids.append(request_id)
-                frames.append(encode_sign_request(request_id, key_bytes, bytes(payload)))
-            self._send(b"".join(frames))
-            answers = [self._expect(request_id) for request_id in ids]
+        requests = []
+        for key, payload in items:
+            key_bytes = key.encode()
+            if not 0 < len(key_bytes) <= 255:
+                raise ValueError("key must be a key name of 1 to 255 bytes")
+            requests.append((key_bytes, bytes(payload)))
+
+        def once() -> list:
+            with self._lock:
+                ids = [self._next_id() for _ in requests]
+                self._send(b"".join(encode_sign_request(i, k, p) for i, (k, p) in zip(ids, requests)))
+                return [self._expect(request_id) for request_id in ids]
+
+        answers = self._retrying(once)
         for event in answers:
             if isinstance(event, ErrorResponse):
                 raise _error_for(event)
@@ -302,14 +345,18 @@ class Signer:
         except (UnicodeEncodeError, AttributeError):
             raise ValueError("key, method, path and parameters must be text") from None
         body_bytes = body.encode() if isinstance(body, str) else bytes(body or b"")
-        with self._lock:
-            request_id = self._next_id()
-            try:
-                frame = encode_http_sign_request(request_id, *frame_parts, body_bytes)
-            except LocalProtocolError as exc:
-                raise ValueError(str(exc)) from None
-            self._send(frame)
-            event = self._expect(request_id)
+        try:
+            encode_http_sign_request(0, *frame_parts, body_bytes)
+        except LocalProtocolError as exc:
+            raise ValueError(str(exc)) from None
+
+        def once() -> Any:
+            with self._lock:
+                request_id = self._next_id()
+                self._send(encode_http_sign_request(request_id, *frame_parts, body_bytes))
+                return self._expect(request_id)
+
+        event = self._retrying(once)
         if isinstance(event, ErrorResponse):
             raise _error_for(event)
         if not isinstance(event, HttpSignature):
@@ -323,7 +370,10 @@ class Signer:
         :func:`zerocopy.attestation.verify`."""
         if not isinstance(nonce, bytes) or len(nonce) > 1024:
             raise ValueError("nonce must be at most 1024 bytes")
-        fields = self._control(MessageType.ATTEST, {"nonce": nonce})
+        return self._attest_once(nonce, retry=True)
+
+    def _attest_once(self, nonce: bytes, *, retry: bool = False) -> bytes:
+        fields = self._control(MessageType.ATTEST, {"nonce": nonce}, retry=retry)
         document = fields.get("document")
         if not isinstance(document, bytes):
             raise errors.ProtocolError("ATTEST answer carries no document")
@@ -384,7 +434,7 @@ class Signer:
         if region is not None:
             fields["region"] = region
         with self._timeout(timeout):  # KMS calls and key generation take longer than a signature
-            answer = self._control(MessageType.GENERATE, fields)
+            answer = self._control(MessageType.GENERATE, fields, retry=False)  # a second try would make a second key
         bundle, public_key = answer.get("bundle"), answer.get("public_key")
         if not isinstance(bundle, bytes) or not isinstance(public_key, bytes):
             raise errors.ProtocolError("malformed GENERATE answer")
@@ -392,6 +442,7 @@ class Signer:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._fail()
 
     def __enter__(self) -> "Signer":

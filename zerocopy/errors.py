@@ -52,7 +52,7 @@ class EnclaveError(ZeroCopyError):
 
 
 class UnknownKey(EnclaveError):
-    """No key of that name is loaded in the enclave."""
+    """No key of that name is provisioned in the enclave (for instance, after it restarted)."""
 
 
 class PolicyRefused(EnclaveError):
