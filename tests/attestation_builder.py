@@ -157,6 +157,39 @@ class Chain:
             **fields,
         )
 
+    def document_with_new_leaf(
+        self,
+        at: dt.datetime,
+        *,
+        common_name: str,
+        leaf_key: Any = None,
+        ca: bool = False,
+        path_length: int | None = None,
+    ) -> bytes:
+        """A document at ``at`` signed by a new leaf (valid 1 h before to 2 h after) under the last
+        intermediate; ``leaf_key`` defaults to a fresh P-384 key."""
+        leaf_key = leaf_key or ec.generate_private_key(ec.SECP384R1())
+        leaf_cert = issue_certificate(
+            common_name=common_name,
+            public_key=leaf_key.public_key(),
+            issuer_cert=self.intermediates[-1],
+            issuer_key=self.intermediate_keys[-1],
+            not_before=at - dt.timedelta(hours=1),
+            not_after=at + dt.timedelta(hours=2),
+            ca=ca,
+            path_length=path_length,
+            authority_key_id=ca,  # like Nitro leaves, an end-entity leaf has no AKI
+        )
+        return build_document(
+            root_key=self.root_key,
+            root_cert=self.root_cert,
+            intermediates=list(self.intermediates),
+            leaf_key=leaf_key,
+            leaf_cert=leaf_cert,
+            pcrs=sample_pcrs(),
+            timestamp_ms=timestamp_ms(at),
+        )
+
 
 def make_chain(
     now: dt.datetime,

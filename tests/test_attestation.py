@@ -289,26 +289,7 @@ def test_document_signed_by_another_key_is_signature_invalid(chain):
 
 
 def test_leaf_with_p256_key_is_signature_invalid(chain):
-    leaf_key = ec.generate_private_key(ec.SECP256R1())
-    leaf_cert = issue_certificate(
-        common_name="p256 leaf",
-        public_key=leaf_key.public_key(),
-        issuer_cert=chain.intermediates[-1],
-        issuer_key=chain.intermediate_keys[-1],
-        not_before=NOW - dt.timedelta(hours=1),
-        not_after=NOW + dt.timedelta(hours=2),
-        ca=False,
-        authority_key_id=False,
-    )
-    document = build_document(
-        root_key=chain.root_key,
-        root_cert=chain.root_cert,
-        intermediates=chain.intermediates,
-        leaf_key=leaf_key,
-        leaf_cert=leaf_cert,
-        pcrs=sample_pcrs(),
-        timestamp_ms=timestamp_ms(NOW),
-    )
+    document = chain.document_with_new_leaf(NOW, common_name="p256 leaf", leaf_key=ec.generate_private_key(ec.SECP256R1()))
 
     with raises_exactly(SignatureInvalid, match="P-384"):
         verify(document, roots=[chain.root_cert], now=NOW)
@@ -338,26 +319,7 @@ def test_now_in_another_timezone_is_the_same_instant(production, production_time
 
 def test_expired_intermediate_is_named(chain):
     later = NOW + dt.timedelta(days=31)  # past the intermediates (30 days), leaf re-issued
-    leaf_key = ec.generate_private_key(ec.SECP384R1())
-    leaf_cert = issue_certificate(
-        common_name="late leaf",
-        public_key=leaf_key.public_key(),
-        issuer_cert=chain.intermediates[-1],
-        issuer_key=chain.intermediate_keys[-1],
-        not_before=later - dt.timedelta(hours=1),
-        not_after=later + dt.timedelta(hours=2),
-        ca=False,
-        authority_key_id=False,
-    )
-    document = build_document(
-        root_key=chain.root_key,
-        root_cert=chain.root_cert,
-        intermediates=chain.intermediates,
-        leaf_key=leaf_key,
-        leaf_cert=leaf_cert,
-        pcrs=sample_pcrs(),
-        timestamp_ms=timestamp_ms(later),
-    )
+    document = chain.document_with_new_leaf(later, common_name="late leaf")
 
     with raises_exactly(CertificateExpired, match=r"cabundle\[1\] .* is expired"):
         verify(document, roots=[chain.root_cert], now=later)
@@ -444,26 +406,7 @@ def test_cabundle_with_an_unused_certificate_is_refused(chain):
 
 
 def test_leaf_that_is_a_ca_is_refused(chain):
-    leaf_key = ec.generate_private_key(ec.SECP384R1())
-    leaf_cert = issue_certificate(
-        common_name="ca leaf",
-        public_key=leaf_key.public_key(),
-        issuer_cert=chain.intermediates[-1],
-        issuer_key=chain.intermediate_keys[-1],
-        not_before=NOW - dt.timedelta(hours=1),
-        not_after=NOW + dt.timedelta(hours=2),
-        ca=True,
-        path_length=0,
-    )
-    document = build_document(
-        root_key=chain.root_key,
-        root_cert=chain.root_cert,
-        intermediates=chain.intermediates,
-        leaf_key=leaf_key,
-        leaf_cert=leaf_cert,
-        pcrs=sample_pcrs(),
-        timestamp_ms=timestamp_ms(NOW),
-    )
+    document = chain.document_with_new_leaf(NOW, common_name="ca leaf", ca=True, path_length=0)
 
     with raises_exactly(CertificateChainInvalid, match="must not be a CA"):
         verify(document, roots=[chain.root_cert], now=NOW)
