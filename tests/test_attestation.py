@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 
 import cbor2
@@ -38,6 +39,7 @@ from zerocopy.errors import ZeroCopyError
 
 PRODUCTION = "attestation/nitro-2024-09-07.b64"
 DEBUG = "attestation/nitro-debug-2024-09-07.b64"
+INDEFINITE_2025 = "attestation/nitro-2025-09-16-indefinite-map.b64"
 AWS_ROOT_PEM = "attestation/aws-nitro-root-g1.pem"
 
 # Values read from the production sample (see tests/data/PROVENANCE.md).
@@ -121,6 +123,23 @@ def test_production_document_verifies_as_of_its_timestamp(production, production
     assert doc.nonce == ONES
     assert doc.debug is False
     assert doc.raw == production
+
+
+def test_indefinite_length_document_of_2025_verifies_as_of_its_timestamp():
+    # Nitro's payload encoding since about September 2025: an indefinite-length map (0xbf ... 0xff).
+    document = load_vector(INDEFINITE_2025)
+    assert cbor2.loads(document)[2][:1] == b"\xbf"
+    doc = verify(document, now=document_timestamp(document))
+
+    assert doc.module_id == "i-02447a481344e9ec0-enc0199546b533fd5d0"
+    assert doc.timestamp == dt.datetime(2025, 9, 16, 21, 25, 49, 422000, tzinfo=dt.timezone.utc)
+    assert sorted(doc.pcrs) == list(range(16)) and doc.pcrs[0] == doc.pcrs[1]
+    assert doc.pcrs[4] == hashlib.sha384(bytes(48) + b"i-02447a481344e9ec0").digest()
+    assert doc.nonce is None and len(doc.user_data) == 32 and len(doc.public_key) == 130
+    assert doc.cabundle[0] == attestation.aws_nitro_root()
+    assert doc.debug is False
+    with raises_exactly(CertificateExpired):
+        verify(document)  # its leaf lived three hours in 2025
 
 
 def test_production_document_certificates(production, production_time):

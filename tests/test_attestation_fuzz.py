@@ -1,8 +1,9 @@
 """Property tests: whatever the bytes, zerocopy.attestation.verify raises only AttestationError.
 
-Mutations of the real production document must all be refused, and refused for the right reason:
-any change to the signed bytes is SignatureInvalid (the signature is checked before any certificate
-or policy), any change that breaks the strict encoding is MalformedDocument.
+Mutations of the real production documents (the definite-length one of 2024 and the
+indefinite-length one of 2025) must all be refused, and refused for the right reason: any change to
+the signed bytes is SignatureInvalid (the signature is checked before any certificate or policy),
+any change that breaks the strict encoding is MalformedDocument.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from zerocopy.attestation import (
 
 PRODUCTION = load_vector("attestation/nitro-2024-09-07.b64")
 PRODUCTION_TIME = document_timestamp(PRODUCTION)
+INDEFINITE_2025 = load_vector("attestation/nitro-2025-09-16-indefinite-map.b64")
+# Each real production document with the time to verify it at (its own timestamp).
+REAL = [(PRODUCTION, PRODUCTION_TIME), (INDEFINITE_2025, document_timestamp(INDEFINITE_2025))]
+real_documents = st.sampled_from(REAL)
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
 CHAIN = make_chain(NOW, intermediates=1)
 
@@ -72,42 +77,50 @@ def test_arbitrary_cbor_is_refused(value):
 
 
 @FUZZ
-@given(position=st.integers(0, len(PRODUCTION) - 1), mask=st.integers(1, 255))
-def test_any_byte_flip_of_the_real_document_is_refused(position, mask):
-    tampered = bytearray(PRODUCTION)
-    tampered[position] ^= mask
+@given(real_documents, st.data(), st.integers(1, 255))
+def test_any_byte_flip_of_a_real_document_is_refused(real, data, mask):
+    document, at = real
+    tampered = bytearray(document)
+    tampered[data.draw(st.integers(0, len(document) - 1), label="position")] ^= mask
 
-    error = refused(bytes(tampered))
+    error = refused(bytes(tampered), now=at)
 
     assert type(error) in (SignatureInvalid, MalformedDocument), repr(error)
 
 
 @FUZZ
-@given(position=st.integers(len(PRODUCTION) - 96, len(PRODUCTION) - 1), mask=st.integers(1, 255))
-def test_any_signature_byte_flip_is_signature_invalid(position, mask):
-    tampered = bytearray(PRODUCTION)
-    tampered[position] ^= mask
+@given(real_documents, st.data(), st.integers(1, 255))
+def test_any_signature_byte_flip_is_signature_invalid(real, data, mask):
+    document, at = real
+    tampered = bytearray(document)
+    tampered[data.draw(st.integers(len(document) - 96, len(document) - 1), label="position")] ^= mask
 
-    assert type(refused(bytes(tampered))) is SignatureInvalid
+    assert type(refused(bytes(tampered), now=at)) is SignatureInvalid
 
 
 @FUZZ
-@given(length=st.integers(0, len(PRODUCTION) - 1))
-def test_any_truncation_is_malformed(length):
+@given(real_documents, st.data())
+def test_any_truncation_is_malformed(real, data):
     # CBOR is prefix-free: no proper prefix of one item is itself a complete item.
-    assert type(refused(PRODUCTION[:length])) is MalformedDocument
+    document, at = real
+    length = data.draw(st.integers(0, len(document) - 1), label="length")
+    assert type(refused(document[:length], now=at)) is MalformedDocument
 
 
 @FUZZ
-@given(position=st.integers(0, len(PRODUCTION)), inserted=st.binary(min_size=1, max_size=16))
-def test_any_insertion_is_refused(position, inserted):
-    refused(PRODUCTION[:position] + inserted + PRODUCTION[position:])
+@given(real_documents, st.data(), st.binary(min_size=1, max_size=16))
+def test_any_insertion_is_refused(real, data, inserted):
+    document, at = real
+    position = data.draw(st.integers(0, len(document)), label="position")
+    refused(document[:position] + inserted + document[position:], now=at)
 
 
 @FUZZ
-@given(start=st.integers(0, len(PRODUCTION) - 1), length=st.integers(1, 64))
-def test_any_deletion_is_refused(start, length):
-    refused(PRODUCTION[:start] + PRODUCTION[start + length :])
+@given(real_documents, st.data(), st.integers(1, 64))
+def test_any_deletion_is_refused(real, data, length):
+    document, at = real
+    start = data.draw(st.integers(0, len(document) - 1), label="start")
+    refused(document[:start] + document[start + length :], now=at)
 
 
 @FUZZ

@@ -3,6 +3,8 @@
 Accepted vectors are RFC 8949 Appendix A examples of plain types; refused vectors are the same
 appendix's floats, simple values, tags and indefinite-length items, plus hand-made duplicate
 keys, non-minimal heads, odd map keys and nesting. Every refusal is a :class:`CborError`.
+With ``allow_indefinite=True`` (bytes AWS produces) the appendix's indefinite-length examples
+decode, and every other rule still holds.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from cbor_encodings import INDEFINITE, encode
 
 from enclave.protocol.cbor import MAX_DEPTH, CborError, dumps, loads
 
@@ -117,7 +121,7 @@ def test_trailing_bytes(data):
     ],
 )
 def test_duplicate_keys(data):
-    _refused(data, "Duplicate")
+    _refused(data, "duplicate")
 
 
 @pytest.mark.parametrize(
@@ -169,21 +173,21 @@ def test_non_minimal_integers_and_lengths(data):
 @pytest.mark.parametrize(
     ("data", "word"),
     [
-        ("c074323031332d30332d32315432303a30343a30305a", "datetime"),  # 0("2013-03-21T20:04:00Z")
-        ("c11a514b67b0", "datetime"),  # 1(1363896240)
-        ("c1fb41d452d9ec200000", "datetime"),  # 1(1363896240.5)
-        ("c24101", "preferred"),  # bignum 1: the same value as 01
-        ("c249010000000000000000", "64-bit"),  # bignum 2**64
-        ("c349010000000000000000", "64-bit"),  # negative bignum -2**64 - 1
+        ("c074323031332d30332d32315432303a30343a30305a", "tag 0"),  # 0("2013-03-21T20:04:00Z")
+        ("c11a514b67b0", "tag 1"),  # 1(1363896240)
+        ("c1fb41d452d9ec200000", "tag 1"),  # 1(1363896240.5)
+        ("c24101", "tag 2"),  # bignum 1: the same value as 01
+        ("c249010000000000000000", "tag 2"),  # bignum 2**64
+        ("c349010000000000000000", "tag 3"),  # negative bignum -2**64 - 1
         ("d74401020304", "tag 23"),
         ("d818456449455446", "tag 24"),
         ("d82076687474703a2f2f7777772e6578616d706c652e636f6d", "tag 32"),
-        ("d9d9f701", "preferred"),  # self-described CBOR wrapping 1
-        ("d81c81d81d00", "nested too deeply"),  # shared reference to itself: a cycle
+        ("d9d9f701", "tag 55799"),  # self-described CBOR wrapping 1
+        ("d81c81d81d00", "tag 28"),  # shared reference to itself: a cycle
         ("d24101", "tag 18"),
         ("81d24101", "tag 18"),
         ("a1 6161 d24101", "tag 18"),
-        ("d90102 81 01", "set"),  # tag 258, a set
+        ("d90102 81 01", "tag 258"),  # tag 258, a set
     ],
 )
 def test_tags_are_refused(data, word):
@@ -229,9 +233,9 @@ def test_tag_18_errors_when_allowed(data, word):
         ("f97c00", "float"),  # Infinity
         ("fbfff0000000000000", "float"),  # -Infinity
         ("82 01 f93c00", "float"),  # nested
-        ("f7", "UndefinedType"),  # undefined
-        ("f0", "CBORSimpleValue"),  # simple(16)
-        ("f8ff", "CBORSimpleValue"),  # simple(255)
+        ("f7", "simple value"),  # undefined
+        ("f0", "simple value"),  # simple(16)
+        ("f8ff", "simple value"),  # simple(255)
     ],
 )
 def test_floats_and_simple_values(data, word):
@@ -245,7 +249,7 @@ def test_floats_and_simple_values(data, word):
         ("a1 f5 01", "bool"),
         ("a1 f4 01", "bool"),
         ("a1 f6 01", "NoneType"),
-        ("a1 8101 01", "tuple"),  # an array as a key
+        ("a1 8101 01", "array"),  # an array as a key
         ("a1 a0 01", "map key"),  # a map as a key
         ("a1 f93c00 01", "float"),
         ("a1 6161 a1 4161 01", "bytes"),  # nested
@@ -254,7 +258,7 @@ def test_floats_and_simple_values(data, word):
 )
 def test_map_keys_must_be_text_or_int(data, word):
     error = _refused(data, word)
-    assert "key" in str(error) or word == "map key"
+    assert "key" in str(error) or word in ("map key", "float")  # a float is refused anywhere
 
 
 def test_text_and_int_keys_may_mix():
@@ -395,3 +399,122 @@ def test_mutated_encodings_give_a_value_or_cbor_error(value, data):
             del encoded[position : position + data.draw(st.integers(1, 3))]
     _only_cbor_errors(bytes(encoded))
     _only_cbor_errors(b"\xd2" + bytes(encoded), top_level_tags=TAG_18)
+
+
+# -- indefinite lengths, for bytes AWS produces ---------------------------------------------------
+# RFC 8949 Appendix A's indefinite-length examples, with the values they stand for.
+INDEFINITE_EXAMPLES = [
+    ("5f42010243030405ff", b"\x01\x02\x03\x04\x05"),
+    ("7f657374726561646d696e67ff", "streaming"),
+    ("9fff", []),
+    ("9f018202039f0405ffff", [1, [2, 3], [4, 5]]),
+    ("9f01820203820405ff", [1, [2, 3], [4, 5]]),
+    ("83018202039f0405ff", [1, [2, 3], [4, 5]]),
+    ("83019f0203ff820405", [1, [2, 3], [4, 5]]),
+    ("9f0102030405060708090a0b0c0d0e0f101112131415161718181819ff", list(range(1, 26))),
+    ("bf61610161629f0203ffff", {"a": 1, "b": [2, 3]}),
+    ("826161bf61626163ff", ["a", {"b": "c"}]),
+    ("bf6346756ef563416d7421ff", {"Fun": True, "Amt": -2}),
+    ("5fff", b""),
+    ("7fff", ""),
+    ("5f40ff", b""),  # one empty chunk
+]
+
+
+@pytest.mark.parametrize(("encoded", "value"), INDEFINITE_EXAMPLES, ids=[h for h, _ in INDEFINITE_EXAMPLES])
+def test_indefinite_lengths_decode_when_allowed(encoded, value):
+    decoded = loads(bytes.fromhex(encoded), allow_indefinite=True)
+    assert decoded == value
+    assert type(decoded) is type(value)
+    _refused(encoded, "indefinite")  # and never by default
+
+
+@pytest.mark.parametrize(
+    ("data", "word"),
+    [
+        ("bf 6161 01 6161 02 ff", "duplicate"),
+        ("a2 6161 01 6161 bf ff", "duplicate"),  # an indefinite value does not hide a duplicate key
+        ("bf 6161 ff", "break"),  # a key without a value
+        ("bf 6161 01", "premature end"),  # no break
+        ("9f 01", "premature end"),
+        ("5f 4101", "premature end"),
+        ("5f 6161 ff", "chunk"),  # a text chunk in a byte string
+        ("7f 4161 ff", "chunk"),
+        ("5f 5f ff ff", "chunk"),  # chunks are definite
+        ("5f 01 ff", "chunk"),
+        ("7f 61c3 61bc ff", "UTF-8"),  # each chunk must be valid UTF-8 on its own
+        ("9f 1801 ff", "preferred"),
+        ("bf 78016161 01 ff", "preferred"),
+        ("9f d24101 ff", "tag 18"),
+        ("bf f5 01 ff", "bool"),
+        ("bf 9fff 01 ff", "array"),
+        ("9f f93c00 ff", "float"),
+        ("9f ff 00", "trailing"),
+        ("bf ff ff", "trailing"),  # an empty map, then a stray break
+        ("1f", "reserved"),  # integers have no indefinite form
+        ("3f", "reserved"),
+        ("df 01", "reserved"),  # nor do tags
+        ("ff", "break"),
+    ],
+)
+def test_indefinite_items_stay_strict(data, word):
+    _refused(data, word, allow_indefinite=True)
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 1000, 100_000])
+@pytest.mark.parametrize("opener", [b"\x9f", b"\xbf\x61k"])
+def test_indefinite_nesting_is_bounded(opener, depth):
+    with pytest.raises(CborError, match="nest"):
+        loads(opener * depth + b"\x00", allow_indefinite=True)
+
+
+def test_tag_18_with_an_indefinite_array_when_both_are_allowed():
+    data = bytes.fromhex("d2 9f 40 bfff 4101 40 ff")
+    assert loads(data, top_level_tags=TAG_18, allow_indefinite=True) == [b"", {}, b"\x01", b""]
+
+
+@FUZZ
+@given(plain_values)
+def test_the_independent_encoder_agrees_with_dumps(value):
+    assert encode(value) == dumps(value)
+
+
+@FUZZ
+@given(plain_values, st.randoms(use_true_random=False))
+def test_every_encoding_of_a_value_decodes_to_it_when_indefinite_is_allowed(value, rnd):
+    encoded = encode(value, lambda kind, depth: rnd.random() < 0.5, chunk=rnd.randint(1, 9))
+    decoded = loads(encoded, allow_indefinite=True)
+    assert decoded == value
+    assert dumps(decoded) == dumps(value)
+    if encoded == dumps(value):
+        assert loads(encoded) == value
+    else:
+        with pytest.raises(CborError, match="indefinite"):
+            loads(encoded)
+
+
+def _indefinite_only_cbor_errors(data: bytes) -> None:
+    try:
+        value = loads(data, allow_indefinite=True)
+    except CborError:
+        return
+    assert loads(dumps(value)) == value  # whatever is accepted is a plain value
+
+
+@FUZZ
+@given(st.binary(max_size=200))
+def test_random_bytes_give_a_value_or_cbor_error_when_indefinite_is_allowed(data):
+    _indefinite_only_cbor_errors(data)
+
+
+@FUZZ
+@given(plain_values, st.data())
+def test_mutated_indefinite_encodings_give_a_value_or_cbor_error(value, data):
+    encoded = bytearray(encode(value, INDEFINITE, chunk=3))
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, max(len(encoded) - 1, 0)))
+        if data.draw(st.booleans()) or not encoded:
+            encoded[position:position] = data.draw(st.sampled_from([b"\xff", b"\x9f", b"\xbf", b"\x5f", b"\x7f", b"\x00"]))
+        else:
+            encoded[position] = data.draw(st.integers(0, 255))
+    _indefinite_only_cbor_errors(bytes(encoded))

@@ -44,6 +44,16 @@ def test_attest_verify_accepts_the_real_document_as_of_its_time(capsys):
     assert result["document"]["module_id"] == "i-0a22e5c5f24d22174-enc0191cceb4289903f"
 
 
+def test_attest_verify_accepts_a_document_with_an_indefinite_length_payload(capsys):
+    # Nitro's encoding since about September 2025; the 2025 sample's own time is 1758057949422 ms.
+    document = str(DATA / "nitro-2025-09-16-indefinite-map.b64")
+    code = main(["attest", "verify", document, "--at", "1758057949422", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["verified"] is True
+    assert result["document"]["module_id"] == "i-02447a481344e9ec0-enc0199546b533fd5d0"
+    assert result["document"]["nonce"] is None and len(bytes.fromhex(result["document"]["user_data"])) == 32
+
+
 def test_attest_verify_refuses_expired_and_debug_documents(capsys):
     assert main(["attest", "verify", str(DATA / "nitro-2024-09-07.b64")]) == 1
     assert "CertificateExpired" in capsys.readouterr().out

@@ -4,7 +4,8 @@ A document is a COSE_Sign1 (ES384) whose payload names the enclave's measurement
 and data it bound into the document, and the certificate that signed it. :func:`verify` accepts a
 document only if all of this holds, checked in this order:
 
-1. the bytes are strict CBOR of exactly the shape AWS specifies (no extra fields, sizes in range);
+1. the bytes are strict CBOR of exactly the shape AWS specifies (no extra fields, sizes in range),
+   with definite or indefinite lengths as AWS has emitted both;
 2. the leaf certificate's P-384 key signs ``["Signature1", protected, h'', payload]``;
 3. every certificate is valid at ``now`` (real leaves live about three hours, so old documents are
    checked *as of* a time);
@@ -527,8 +528,9 @@ _LEAF_POLICY = (
 
 
 def _loads(data: bytes, what: str, *, top_level_tags: frozenset[int] = frozenset()) -> Any:
+    # AWS emits indefinite-length payload maps since about September 2025, definite ones before.
     try:
-        return cbor.loads(data, top_level_tags=top_level_tags)
+        return cbor.loads(data, top_level_tags=top_level_tags, allow_indefinite=True)
     except cbor.CborError as exc:
         raise MalformedDocument(f"{what}: {_short(exc)}") from None
 
