@@ -137,7 +137,7 @@ class Nsm:
     def _call(self, request: Any, expected: str) -> Any:
         raw = self.device.exchange(cbor.dumps(request))
         try:
-            response = cbor.loads(raw, allow_indefinite=True)  # AWS's encoders have emitted both
+            response = cbor.loads(raw, any_encoding=True)  # AWS's encoders have varied
         except cbor.CborError as exc:
             raise NsmError(f"malformed NSM response: {exc}") from None
         if isinstance(response, dict) and set(response) == {"Error"}:

@@ -180,8 +180,13 @@ def test_tag_18_wrapped_document_verifies(production, production_time):
     assert doc.raw == tagged
 
 
+def test_tag_18_in_a_wider_head_is_the_same_tag(production, production_time):
+    # Any valid encoding of AWS's bytes is read: a head one byte wider than needed means tag 18 too.
+    assert verify(b"\xd8\x12" + production, now=production_time).module_id == PRODUCTION_MODULE_ID
+
+
 @pytest.mark.parametrize(
-    "prefix", [b"\xd8\x12", b"\xd8\x62", b"\xc0"], ids=["tag18-long-form", "tag98", "tag0"]
+    "prefix", [b"\xd8\x62", b"\xc0", b"\xd9\x00\x11"], ids=["tag98", "tag0", "tag17-wide"]
 )
 def test_other_tags_are_malformed(production, production_time, prefix):
     with raises_exactly(MalformedDocument, match="tag"):
@@ -658,7 +663,7 @@ def test_malformed_cose_structure_is_refused(own_document, chain, mutate, word):
         (b"\x84", "COSE_Sign1"),
         (b"\x00" * 10, "trailing"),
         (b"\x9f\xff", "COSE_Sign1"),  # indefinite-length array
-        (b"\x18\x01", "preferred"),  # non-shortest integer
+        (b"\x18\x01", "COSE_Sign1"),  # an integer, in a wider head than needed
         (b"\x00" * (64 * 1024 + 1), "at most"),
     ],
 )

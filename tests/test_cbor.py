@@ -3,7 +3,7 @@
 Accepted vectors are RFC 8949 Appendix A examples of plain types; refused vectors are the same
 appendix's floats, simple values, tags and indefinite-length items, plus hand-made duplicate
 keys, non-minimal heads, odd map keys and nesting. Every refusal is a :class:`CborError`.
-With ``allow_indefinite=True`` (bytes AWS produces) the appendix's indefinite-length examples
+With ``any_encoding=True`` (bytes AWS produces) the appendix's indefinite-length examples
 decode, and every other rule still holds.
 """
 
@@ -401,7 +401,7 @@ def test_mutated_encodings_give_a_value_or_cbor_error(value, data):
     _only_cbor_errors(b"\xd2" + bytes(encoded), top_level_tags=TAG_18)
 
 
-# -- indefinite lengths, for bytes AWS produces ---------------------------------------------------
+# -- any encoding, for bytes AWS produces: indefinite lengths, wider heads ------------------------
 # RFC 8949 Appendix A's indefinite-length examples, with the values they stand for.
 INDEFINITE_EXAMPLES = [
     ("5f42010243030405ff", b"\x01\x02\x03\x04\x05"),
@@ -423,7 +423,7 @@ INDEFINITE_EXAMPLES = [
 
 @pytest.mark.parametrize(("encoded", "value"), INDEFINITE_EXAMPLES, ids=[h for h, _ in INDEFINITE_EXAMPLES])
 def test_indefinite_lengths_decode_when_allowed(encoded, value):
-    decoded = loads(bytes.fromhex(encoded), allow_indefinite=True)
+    decoded = loads(bytes.fromhex(encoded), any_encoding=True)
     assert decoded == value
     assert type(decoded) is type(value)
     _refused(encoded, "indefinite")  # and never by default
@@ -443,8 +443,6 @@ def test_indefinite_lengths_decode_when_allowed(encoded, value):
         ("5f 5f ff ff", "chunk"),  # chunks are definite
         ("5f 01 ff", "chunk"),
         ("7f 61c3 61bc ff", "UTF-8"),  # each chunk must be valid UTF-8 on its own
-        ("9f 1801 ff", "preferred"),
-        ("bf 78016161 01 ff", "preferred"),
         ("9f d24101 ff", "tag 18"),
         ("bf f5 01 ff", "bool"),
         ("bf 9fff 01 ff", "array"),
@@ -457,20 +455,20 @@ def test_indefinite_lengths_decode_when_allowed(encoded, value):
         ("ff", "break"),
     ],
 )
-def test_indefinite_items_stay_strict(data, word):
-    _refused(data, word, allow_indefinite=True)
+def test_any_encoding_stays_strict_about_meaning(data, word):
+    _refused(data, word, any_encoding=True)
 
 
 @pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 1000, 100_000])
 @pytest.mark.parametrize("opener", [b"\x9f", b"\xbf\x61k"])
 def test_indefinite_nesting_is_bounded(opener, depth):
     with pytest.raises(CborError, match="nest"):
-        loads(opener * depth + b"\x00", allow_indefinite=True)
+        loads(opener * depth + b"\x00", any_encoding=True)
 
 
 def test_tag_18_with_an_indefinite_array_when_both_are_allowed():
     data = bytes.fromhex("d2 9f 40 bfff 4101 40 ff")
-    assert loads(data, top_level_tags=TAG_18, allow_indefinite=True) == [b"", {}, b"\x01", b""]
+    assert loads(data, top_level_tags=TAG_18, any_encoding=True) == [b"", {}, b"\x01", b""]
 
 
 @FUZZ
@@ -479,23 +477,43 @@ def test_the_independent_encoder_agrees_with_dumps(value):
     assert encode(value) == dumps(value)
 
 
+@pytest.mark.parametrize(
+    ("encoded", "value"),
+    [
+        ("1801", 1), ("190018", 24), ("1a00000001", 1), ("1b0000000000000001", 1), ("3b0000000000000000", -1),
+        ("5800", b""), ("5a00000001 61", b"a"), ("7801 61", "a"), ("9801 01", [1]), ("b90001 6161 01", {"a": 1}),
+        ("9f 1801 ff", [1]), ("bf 780161 01 ff", {"a": 1}), ("5f 5801 61 ff", b"a"),
+    ],
+)
+def test_wider_heads_decode_when_any_encoding_is_allowed(encoded, value):
+    assert loads(bytes.fromhex(encoded), any_encoding=True) == value
+    if encoded[:2] not in ("9f", "bf", "5f"):
+        _refused(encoded, "preferred")  # and never by default
+
+
+@pytest.mark.parametrize("encoded", ["f814", "f815", "f816", "f818"])
+def test_simple_values_have_no_wider_form(encoded):
+    # RFC 8949 3.3: simple values below 32 in the two-byte form are not well-formed.
+    _refused(encoded, "simple value", any_encoding=True)
+
+
 @FUZZ
 @given(plain_values, st.randoms(use_true_random=False))
-def test_every_encoding_of_a_value_decodes_to_it_when_indefinite_is_allowed(value, rnd):
-    encoded = encode(value, lambda kind, depth: rnd.random() < 0.5, chunk=rnd.randint(1, 9))
-    decoded = loads(encoded, allow_indefinite=True)
+def test_every_encoding_of_a_value_decodes_to_it_when_any_encoding_is_allowed(value, rnd):
+    encoded = encode(value, lambda kind, depth: rnd.random() < 0.5, wide=lambda: rnd.random() < 0.2, chunk=rnd.randint(1, 9))
+    decoded = loads(encoded, any_encoding=True)
     assert decoded == value
     assert dumps(decoded) == dumps(value)
     if encoded == dumps(value):
         assert loads(encoded) == value
     else:
-        with pytest.raises(CborError, match="indefinite"):
+        with pytest.raises(CborError, match="indefinite|preferred"):
             loads(encoded)
 
 
 def _indefinite_only_cbor_errors(data: bytes) -> None:
     try:
-        value = loads(data, allow_indefinite=True)
+        value = loads(data, any_encoding=True)
     except CborError:
         return
     assert loads(dumps(value)) == value  # whatever is accepted is a plain value
@@ -503,7 +521,7 @@ def _indefinite_only_cbor_errors(data: bytes) -> None:
 
 @FUZZ
 @given(st.binary(max_size=200))
-def test_random_bytes_give_a_value_or_cbor_error_when_indefinite_is_allowed(data):
+def test_random_bytes_give_a_value_or_cbor_error_when_any_encoding_is_allowed(data):
     _indefinite_only_cbor_errors(data)
 
 

@@ -5,7 +5,7 @@ and data it bound into the document, and the certificate that signed it. :func:`
 document only if all of this holds, checked in this order:
 
 1. the bytes are strict CBOR of exactly the shape AWS specifies (no extra fields, sizes in range),
-   with definite or indefinite lengths as AWS has emitted both;
+   in any valid encoding — AWS has emitted definite and indefinite-length payloads;
 2. the leaf certificate's P-384 key signs ``["Signature1", protected, h'', payload]``;
 3. every certificate is valid at ``now`` (real leaves live about three hours, so old documents are
    checked *as of* a time);
@@ -530,7 +530,7 @@ _LEAF_POLICY = (
 def _loads(data: bytes, what: str, *, top_level_tags: frozenset[int] = frozenset()) -> Any:
     # AWS emits indefinite-length payload maps since about September 2025, definite ones before.
     try:
-        return cbor.loads(data, top_level_tags=top_level_tags, allow_indefinite=True)
+        return cbor.loads(data, top_level_tags=top_level_tags, any_encoding=True)
     except cbor.CborError as exc:
         raise MalformedDocument(f"{what}: {_short(exc)}") from None
 

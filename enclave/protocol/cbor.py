@@ -1,15 +1,17 @@
 """Strict CBOR for untrusted bytes.
 
-Everything that crosses the enclave boundary is decoded here, so one set of rules holds for wire
-messages, NSM responses and attestation documents: a single top-level item, no duplicate map keys,
-no tags (except those the caller names, at the top level only), only the plain types below, and
-preferred (shortest) integer and length arguments.
+Everything that crosses the enclave boundary is decoded here, so one set of rules about *meaning*
+holds for wire messages, NSM responses and attestation documents: a single top-level item and no
+trailing bytes, no duplicate map keys, no tags (except those the caller names, at the top level
+only), only the plain types below, integers within 64 bits, nesting within :data:`MAX_DEPTH`.
 
-Lengths are definite by default. Bytes that AWS produces (attestation documents, NSM responses)
-are read with ``allow_indefinite=True``: since about September 2025 Nitro encodes the attestation
-payload as an indefinite-length map, and RFC 8949 makes both encodings mean the same value. That
-option admits indefinite-length arrays, maps and (chunked) strings and nothing else: strictness is
-about meaning — duplicates, types, tags, extra bytes — not about which of two encodings was used.
+How a value is *encoded* is checked only where we wrote the bytes ourselves. By default an item must
+be in its one preferred form (shortest heads, definite lengths), as our own peers send it. Bytes that
+AWS produces (attestation documents, NSM responses) are read with ``any_encoding=True``: since about
+September 2025 Nitro encodes the attestation payload as an indefinite-length map, before that as a
+definite one, and RFC 8949 gives every value several valid encodings (indefinite-length arrays, maps
+and chunked strings; heads wider than needed) that all mean the same. A signature covers the bytes
+as sent, so accepting any encoding cannot change what was signed.
 
 The decoder is a small recursive reader of RFC 8949 heads rather than cbor2's, because the checks
 above are about the encoding (argument widths, where lengths are indefinite), which a decoder
@@ -38,15 +40,16 @@ class CborError(ValueError):
     """Bytes that are not strict, well-formed CBOR of the expected shape."""
 
 
-def loads(data: bytes, *, top_level_tags: frozenset[int] = frozenset(), allow_indefinite: bool = False) -> Any:
+def loads(data: bytes, *, top_level_tags: frozenset[int] = frozenset(), any_encoding: bool = False) -> Any:
     """Decode exactly one strict CBOR item from ``data``; raise :class:`CborError` otherwise.
 
     ``top_level_tags``: tags accepted on the outermost item only (and then ignored).
-    ``allow_indefinite``: accept indefinite-length arrays, maps and strings (AWS-produced bytes).
+    ``any_encoding``: accept every valid encoding of the value — indefinite lengths, chunked
+    strings, wider heads — as AWS's encoders have produced; otherwise only the preferred one.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CborError(f"expected bytes, got {type(data).__name__}")
-    reader = _Reader(bytes(data), allow_indefinite)
+    reader = _Reader(bytes(data), any_encoding)
     value = reader.top_level(top_level_tags)
     if reader.position != len(reader.data):
         raise CborError(f"{len(reader.data) - reader.position} trailing bytes after the CBOR item")
@@ -62,10 +65,10 @@ def dumps(value: Any) -> bytes:
 class _Reader:
     """One pass over ``data``; ``position`` is the next unread byte."""
 
-    def __init__(self, data: bytes, allow_indefinite: bool) -> None:
+    def __init__(self, data: bytes, any_encoding: bool) -> None:
         self.data = data
         self.position = 0
-        self.allow_indefinite = allow_indefinite
+        self.any_encoding = any_encoding
 
     def top_level(self, tags: frozenset[int]) -> Any:
         if tags and self.data[:1] and self.data[0] >> 5 == _TAG:
@@ -116,7 +119,8 @@ class _Reader:
             argument = int.from_bytes(self._take(width), "big")
             # Preferred encoding: the narrowest head that holds the argument. Major type 7's
             # one-byte form is a simple value (refused below), its wider forms are floats.
-            if major != _SIMPLE_OR_FLOAT and argument < (24 if width == 1 else 1 << (4 * width)):
+            narrower = argument < (24 if width == 1 else 1 << (4 * width))
+            if narrower and major != _SIMPLE_OR_FLOAT and not self.any_encoding:
                 raise CborError("CBOR item is not in preferred (shortest) encoding")
             return major, argument
         if info == _INDEFINITE:
@@ -124,7 +128,7 @@ class _Reader:
                 raise CborError("malformed CBOR: unexpected break")
             if major in (0, 1, _TAG):
                 raise CborError("malformed CBOR: reserved additional information")
-            if not self.allow_indefinite:
+            if not self.any_encoding:
                 raise CborError("indefinite-length CBOR items are not accepted here")
             return major, None
         raise CborError("malformed CBOR: reserved additional information")
