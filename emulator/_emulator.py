@@ -16,6 +16,7 @@ from .kms.models import AttestingKms
 from .kms.moto_process import MotoProcess, MotoStartError
 from .kms.server import KmsFrontServer
 from .launcher import KMS_PROXY_PORT, PARENT_CID, EnclaveProcess, LaunchError
+from .nsm import DOCUMENT_ENCODINGS
 from .pki import AttestationPki, TlsAuthority
 from .vsock_proxy import VsockProxy
 
@@ -33,12 +34,26 @@ class EmulatorError(ZeroCopyError, RuntimeError):
 class Emulator:
     """Start the emulated KMS, vsock-proxy and NSM, and launch the enclave code on them.
 
+    ``document_encoding`` is how the emulated NSM encodes attestation payloads: ``"indefinite"``
+    (what Nitro emits since about September 2025, the default) or ``"definite"`` (before).
+
     Use as a context manager; everything it starts (processes, threads, socket files in a private
     0700 directory) is gone after ``stop()``, also when start-up fails halfway.
     """
 
-    def __init__(self, *, debug: bool = False, enclave_dir: str | os.PathLike | None = None, clock: str | None = None, region: str = "us-east-1") -> None:
+    def __init__(
+        self,
+        *,
+        debug: bool = False,
+        enclave_dir: str | os.PathLike | None = None,
+        clock: str | None = None,
+        region: str = "us-east-1",
+        document_encoding: str = "indefinite",
+    ) -> None:
+        if document_encoding not in DOCUMENT_ENCODINGS:
+            raise ValueError(f"document_encoding must be one of {', '.join(DOCUMENT_ENCODINGS)}, not {document_encoding!r}")
         self.debug = debug
+        self.document_encoding = document_encoding
         self.enclave_dir = Path(enclave_dir) if enclave_dir is not None else None
         self.clock = clock
         self.region = region
@@ -97,6 +112,7 @@ class Emulator:
             clock=clock,
             busy_poll_us=busy_poll_us,
             role_arn=f"arn:aws:iam::{ACCOUNT_ID}:role/zerocopy-emulator",
+            document_encoding=self.document_encoding,
         )
         self._enclaves.append(process)
         return process.start()

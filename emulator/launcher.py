@@ -10,7 +10,6 @@ refuses AF_VSOCK connections (vsock on a developer machine may lead somewhere re
 from __future__ import annotations
 
 import ctypes
-import os
 import shutil
 import signal
 import socket
@@ -23,7 +22,7 @@ from enclave.protocol.address import emulated_vsock_path
 
 from .measure import image_files, measure
 from .nsm import EmulatedNsm, NsmDeviceServer
-from .pki import AttestationPki
+from .pki import AttestationPki, new_module_id
 
 __all__ = ["EnclaveProcess", "LaunchError", "BOOTSTRAP", "ENCLAVE_PORT", "VSOCK_GUARD", "install_vsock_guard"]
 
@@ -85,6 +84,7 @@ class EnclaveProcess:
         clock: str | None = None,
         busy_poll_us: int = 0,
         role_arn: str = "arn:aws:iam::123456789012:role/zerocopy-emulator",
+        document_encoding: str = "indefinite",
     ) -> None:
         self.run_dir = run_dir
         self.cid = cid
@@ -104,7 +104,8 @@ class EnclaveProcess:
         }
         self.options = ["--region", region] + (["--clock", clock] if clock else []) + (["--busy-poll-us", str(busy_poll_us)] if busy_poll_us else [])
         self.env = {"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"}
-        self.module_id = f"{pki.instance_id}-enc{os.urandom(8).hex()}"
+        self.module_id = ""  # set at each start: a relaunched enclave has a new id, as on Nitro
+        self.document_encoding = document_encoding
         self.role_arn = role_arn
         self.pcrs: dict[int, bytes] = {}
         self.stopped = False
@@ -132,10 +133,11 @@ class EnclaveProcess:
 
     def start(self, timeout: float = 30.0) -> "EnclaveProcess":
         self.stopped = False
+        self.module_id = new_module_id(self.pki.instance_id)
         self._build_image()
         self.pcrs = measure(self.image_root / "enclave", self.measured_argv, self.env, role_arn=self.role_arn, instance_id=self.pki.instance_id, debug=self.debug)
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        nsm = EmulatedNsm(self.pki, module_id=self.module_id, pcrs=self.pcrs)
+        nsm = EmulatedNsm(self.pki, module_id=self.module_id, pcrs=self.pcrs, document_encoding=self.document_encoding)
         self._nsm_server = NsmDeviceServer(nsm, parent_end).start()
         with open(self.log_path, "ab") as log, child_end:
             self._process = subprocess.Popen(

@@ -8,8 +8,9 @@ emulator has no EIF; it measures what it is about to run, the same way:
 * PCR1: the runtime standing in for kernel and boot ramdisk — Python's version and the versions
   of the enclave's dependencies.
 * PCR2: the application alone — the enclave package files.
-* PCR3: the parent instance's IAM role ARN; PCR4: the parent instance id; PCR8: zero (the
-  emulator does not sign images).
+* PCR3: the parent instance's IAM role ARN; PCR4: the parent instance id — as on Nitro, each a
+  contiguous measurement from 48 zero bytes with no inner hash: ``SHA-384(0^48 ‖ bytes)`` (real
+  documents confirm PCR4 so). PCR8: zero (the emulator does not sign images).
 
 Debug-mode enclaves report PCR0, PCR1, PCR2 and PCR8 as zeros and keep PCR3/PCR4, as real debug
 documents do.
@@ -67,16 +68,19 @@ def _version(name: str) -> str:
         return "absent"
 
 
-def measure(image_dir: Path, argv: list[str], env: dict[str, str], *, role_arn: str, instance_id: str, debug: bool = False) -> dict[int, bytes]:
-    """The 16 PCRs an attestation document reports for this launch."""
+def measure(image_dir: Path, argv: list[str], env: dict[str, str], *, role_arn: str | None, instance_id: str, debug: bool = False) -> dict[int, bytes]:
+    """The 16 PCRs an attestation document reports for this launch.
+
+    ``role_arn`` None is a parent instance without an IAM role: PCR3 stays zero, as on Nitro.
+    """
     code = _code_digest(image_dir)
     launch = json.dumps({"argv": argv, "env": sorted(env.items())}).encode()
     pcrs = {index: ZERO for index in range(16)}
     pcrs[0] = _section(code + hashlib.sha384(launch).digest())
     pcrs[1] = _section(_runtime())
     pcrs[2] = _section(code)
-    pcrs[3] = _section(role_arn.encode())
-    pcrs[4] = _section(instance_id.encode())
+    pcrs[3] = ZERO if role_arn is None else extend(ZERO, role_arn.encode())
+    pcrs[4] = extend(ZERO, instance_id.encode())
     if debug:
         for index in (0, 1, 2, 8):
             pcrs[index] = ZERO

@@ -10,12 +10,12 @@ inherited file descriptor — the only process that can reach it, as only the en
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
 import struct
 import threading
-import time
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
@@ -26,15 +26,27 @@ from enclave.nsm import PCR_COUNT, REQUEST_MAX, RESPONSE_MAX
 from enclave.protocol import cbor
 
 from .measure import ZERO, extend
-from .pki import LEAF_LIFETIME, AttestationPki, IssuedCertificate
+from .pki import LEAF_LIFETIME, AttestationPki, Leaf
 
-__all__ = ["EmulatedNsm", "NsmDeviceServer", "sign_cose"]
+__all__ = ["DOCUMENT_ENCODINGS", "EmulatedNsm", "NsmDeviceServer", "encode_payload", "sign_cose"]
 
 log = logging.getLogger("emulator.nsm")
 LOCKED_AT_LAUNCH = range(16)
 MAX_FIELD = 1024
 _LENGTH = struct.Struct(">I")
 _PROTECTED = cbor.dumps({1: -35})  # alg: ES384
+#: How the payload map is encoded: Nitro has emitted an indefinite-length map (0xbf … 0xff) since
+#: about September 2025 and a definite one (0xa9) before; both occur in the field.
+DOCUMENT_ENCODINGS = ("indefinite", "definite")
+
+
+def encode_payload(fields: dict[str, Any], encoding: str = "indefinite") -> bytes:
+    """The payload map in one of :data:`DOCUMENT_ENCODINGS`; inner items are definite, as AWS's."""
+    if encoding == "definite":
+        return cbor.dumps(fields)
+    if encoding == "indefinite":
+        return b"\xbf" + b"".join(cbor.dumps(key) + cbor.dumps(value) for key, value in fields.items()) + b"\xff"
+    raise ValueError(f"document encoding must be one of {', '.join(DOCUMENT_ENCODINGS)}, not {encoding!r}")
 
 
 def sign_cose(payload: bytes, key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -45,12 +57,14 @@ def sign_cose(payload: bytes, key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 class EmulatedNsm:
-    def __init__(self, pki: AttestationPki, *, module_id: str, pcrs: dict[int, bytes]) -> None:
+    def __init__(self, pki: AttestationPki, *, module_id: str, pcrs: dict[int, bytes], document_encoding: str = "indefinite") -> None:
+        encode_payload({}, document_encoding)  # refuse an unknown encoding now, not at the first document
         self.pki = pki
         self.module_id = module_id
+        self.document_encoding = document_encoding
         self._pcrs = [pcrs.get(index, ZERO) for index in range(PCR_COUNT)]
         self._locked = [index in LOCKED_AT_LAUNCH for index in range(PCR_COUNT)]
-        self._leaf: IssuedCertificate | None = None
+        self._leaf: Leaf | None = None
         self._lock = threading.Lock()
 
     @property
@@ -74,8 +88,11 @@ class EmulatedNsm:
                 return {"Error": "InvalidOperation"}
             ((name, body),) = request.items()
             handler = getattr(self, f"_{name}", None) if name in _REQUESTS else None
-            if handler is None or not isinstance(body, dict) or set(body) != _REQUESTS[name]:
-                return {"Error": "InvalidOperation" if handler is None else "InvalidArgument"}
+            if handler is None:
+                return {"Error": "InvalidOperation"}
+            required, optional = _REQUESTS[name]
+            if not isinstance(body, dict) or not required <= set(body) <= required | optional:
+                return {"Error": "InvalidArgument"}
             return handler(body)
 
     def _index(self, index: Any) -> int | None:
@@ -100,6 +117,11 @@ class EmulatedNsm:
     def _LockPCR(self, body: dict) -> Any:
         if (i := self._index(body["index"])) is None:
             return {"Error": "InvalidIndex"}
+        if self._locked[i]:
+            # nsm-api's nsm-check expects an error for PCRs 0-15, locked at launch; for a PCR the
+            # enclave locked itself it does not say, so the emulator refuses that too (the error
+            # name is not checked there either): code that works here then works on Nitro.
+            return {"Error": "ReadOnlyIndex"}
         self._locked[i] = True
         return "LockPCR"
 
@@ -112,7 +134,8 @@ class EmulatedNsm:
         return "LockPCRs"
 
     def _Attestation(self, body: dict) -> Any:
-        user_data, nonce, public_key = body["user_data"], body["nonce"], body["public_key"]
+        # Omitted and null mean the same (serde reads a missing Option as None); nsm-api sends null.
+        user_data, nonce, public_key = body.get("user_data"), body.get("nonce"), body.get("public_key")
         for value in (user_data, nonce, public_key):
             if value is not None and not isinstance(value, bytes):
                 return {"Error": "InvalidArgument"}
@@ -121,36 +144,43 @@ class EmulatedNsm:
         return {"Attestation": {"document": self.attestation_document(user_data=user_data, nonce=nonce, public_key=public_key)}}
 
     def attestation_document(self, *, user_data: bytes | None = None, nonce: bytes | None = None, public_key: bytes | None = None) -> bytes:
-        leaf = self._current_leaf()
-        payload = cbor.dumps(
+        now = self.pki.clock()
+        leaf = self._current_leaf(now)
+        payload = encode_payload(
             {
                 "module_id": self.module_id,
                 "digest": "SHA384",
-                "timestamp": time.time_ns() // 1_000_000,
+                "timestamp": int(now.timestamp() * 1000),
                 "pcrs": {index: self._pcrs[index] for index in range(16)},
                 "certificate": leaf.der,
-                "cabundle": list(self.pki.cabundle),
+                "cabundle": list(leaf.cabundle),
                 "public_key": public_key,
                 "user_data": user_data,
                 "nonce": nonce,
-            }
+            },
+            self.document_encoding,
         )
         return sign_cose(payload, leaf.key)
 
-    def _current_leaf(self) -> IssuedCertificate:
+    def sign(self, payload: bytes) -> bytes:
+        """A COSE_Sign1 over ``payload`` with this NSM's current leaf key, as the device signs documents."""
+        return sign_cose(payload, self._current_leaf(self.pki.clock()).key)
+
+    def _current_leaf(self, now: dt.datetime) -> Leaf:
         # Re-issue well before expiry, so a fresh document never carries a nearly dead leaf.
         leaf = self._leaf
-        if leaf is None or leaf.certificate.not_valid_after_utc.timestamp() - time.time() < LEAF_LIFETIME.total_seconds() / 3:
+        if leaf is None or leaf.certificate.not_valid_after_utc - now < LEAF_LIFETIME / 3:
             leaf = self._leaf = self.pki.issue_leaf(self.module_id)
         return leaf
 
 
+# Each request's (required, optional) fields, as aws-nitro-enclaves-nsm-api's Request enum.
 _REQUESTS = {
-    "DescribePCR": {"index"},
-    "ExtendPCR": {"index", "data"},
-    "LockPCR": {"index"},
-    "LockPCRs": {"range"},
-    "Attestation": {"user_data", "nonce", "public_key"},
+    "DescribePCR": ({"index"}, set()),
+    "ExtendPCR": ({"index", "data"}, set()),
+    "LockPCR": ({"index"}, set()),
+    "LockPCRs": ({"range"}, set()),
+    "Attestation": (set(), {"user_data", "nonce", "public_key"}),
 }
 
 
@@ -188,7 +218,7 @@ class NsmDeviceServer:
                 if body is None:
                     return
                 try:
-                    request = cbor.loads(body)
+                    request = cbor.loads(body, any_encoding=True)  # any client's encoder
                 except cbor.CborError:
                     self._reply({"Error": "InvalidArgument"})
                     continue
