@@ -11,6 +11,7 @@ from typing import Any
 
 from enclave.protocol.address import emulated_vsock_path
 from zerocopy.errors import ZeroCopyError
+from zerocopy.vsock_proxy import allowlist_yaml
 
 from .kms.models import AttestingKms
 from .kms.moto_process import MotoProcess, MotoStartError
@@ -86,7 +87,7 @@ class Emulator:
             self.kms_model = AttestingKms(self.moto_endpoint_url, attestation_roots=[self.pki.root_pem], account_id=ACCOUNT_ID, region=self.region)
             self._front = KmsFrontServer(self.kms_model, certfile=str(cert_path), keyfile=str(key_path)).start()
             proxy_path = emulated_vsock_path(str(self.run_dir), PARENT_CID, KMS_PROXY_PORT)
-            self._proxy = VsockProxy(proxy_path, ("127.0.0.1", self._front.port)).start()
+            self._proxy = self._start_vsock_proxy(proxy_path, ("127.0.0.1", self._front.port))
             self.enclave = self.launch(enclave_dir=self.enclave_dir, debug=self.debug, clock=self.clock)
         except BaseException as exc:
             self.stop()
@@ -94,6 +95,13 @@ class Emulator:
                 raise EmulatorError(str(exc)) from None
             raise
         return self
+
+    def _start_vsock_proxy(self, listen_path: str, target: tuple[str, int]) -> VsockProxy:
+        # From an allowlist file in the production format, so every run goes through that check.
+        assert self.run_dir is not None
+        allowlist = self.run_dir / "vsock-proxy.yaml"
+        allowlist.write_text(allowlist_yaml([target]))
+        return VsockProxy(listen_path, target, allowlist=allowlist).start()
 
     def launch(self, *, enclave_dir: str | os.PathLike | None = None, debug: bool = False, clock: str | None = None, busy_poll_us: int = 0) -> EnclaveProcess:
         """Launch another enclave (its own CID and PCRs) on this emulator's KMS and PKI."""
@@ -153,6 +161,13 @@ class Emulator:
     def root_certificate(self) -> bytes:
         """The PEM of the emulator's attestation root (pass it as ``roots=[...]``)."""
         return self.pki.root_pem
+
+    @property
+    def vsock_proxy(self) -> VsockProxy:
+        """The emulated parent's vsock-proxy towards KMS (``.num_workers``, ``.active``, ``.allowlist``)."""
+        if self._proxy is None:
+            raise EmulatorError("the emulator is not running")
+        return self._proxy
 
     @property
     def kms_endpoint_url(self) -> str:

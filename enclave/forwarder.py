@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from typing import Any, Callable
 
 from .protocol.address import Address
 
@@ -23,14 +24,22 @@ _CHUNK = 65536
 
 
 class Relay:
-    """A listening socket whose connections are each handled in a thread of their own."""
+    """A listening socket whose connections are each handled by ``_serve`` in a thread of their own.
+
+    Every socket and thread it opens is tracked, so ``stop()`` can leave nothing behind: it closes
+    the listener, shuts down the sockets still open (a blocked ``recv`` then returns) and joins the
+    threads. Subclasses register the extra sockets they open with ``_register``/``_forget``.
+    """
 
     thread_name = "relay"
 
     def __init__(self) -> None:
         self._listener: socket.socket | None = None
-        self._thread: threading.Thread | None = None
+        self._accept_thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._threads: set[threading.Thread] = set()
 
     def _listen(self) -> socket.socket:
         raise NotImplementedError
@@ -40,20 +49,30 @@ class Relay:
 
     def start(self) -> "Relay":
         self._listener = self._listen()
-        self._thread = threading.Thread(target=self._accept_loop, name=self.thread_name, daemon=True)
-        self._thread.start()
+        try:
+            self._accept_thread = self._spawn(self._accept_loop, self.thread_name)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
         self._stopping.set()
         if self._listener is not None:
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _shutdown(self._listener)  # wakes the blocked accept()
             self._listener.close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout=5)
+        self._release_waiting()
+        with self._lock:
+            still_open, threads = list(self._open), list(self._threads)
+        for sock in still_open:
+            _shutdown(sock)
+        for thread in threads:
+            thread.join(timeout=5)
+
+    def _release_waiting(self) -> None:
+        """Hook for subclasses whose threads wait on something other than a socket."""
 
     def _accept_loop(self) -> None:
         assert self._listener is not None
@@ -62,7 +81,43 @@ class Relay:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(client,), name=f"{self.thread_name}-connection", daemon=True).start()
+            self._register(client)
+            self._dispatch(client)
+
+    def _dispatch(self, client: socket.socket) -> None:
+        self._spawn(self._handle, f"{self.thread_name}-connection", client)
+
+    def _handle(self, client: socket.socket) -> None:
+        try:
+            self._serve(client)
+        finally:
+            self._forget(client)
+
+    def _spawn(self, target: Callable[..., None], name: str, *args: Any) -> threading.Thread:
+        def run() -> None:
+            try:
+                target(*args)
+            finally:
+                with self._lock:
+                    self._threads.discard(threading.current_thread())
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+        return thread
+
+    def _register(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._open.add(sock)
+            stopping = self._stopping.is_set()
+        if stopping:  # opened after stop() took its list: shut it down here instead
+            _shutdown(sock)
+
+    def _forget(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._open.discard(sock)
+        sock.close()
 
 
 class ConnectForwarder(Relay):
@@ -102,19 +157,32 @@ class ConnectForwarder(Relay):
                 client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
                 return
             try:
-                upstream = socket.socket(self.upstream.family, socket.SOCK_STREAM)
-                upstream.settimeout(self.connect_timeout)
-                upstream.connect(self.upstream.sockaddr)
-                upstream.settimeout(None)
+                upstream = self._connect_upstream()
             except OSError as exc:
                 log.warning("could not reach the KMS proxy at %s: %s", self.upstream, exc)
                 client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
                 return
-            with upstream:
+            try:
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 if early:
                     upstream.sendall(early)
                 pump_both_ways(client, upstream)
+            except OSError:
+                pass  # either side went away; nothing to report to anyone
+            finally:
+                self._forget(upstream)
+
+    def _connect_upstream(self) -> socket.socket:
+        upstream = socket.socket(self.upstream.family, socket.SOCK_STREAM)
+        self._register(upstream)  # from here on stop() can interrupt it, even mid-connect
+        try:
+            upstream.settimeout(self.connect_timeout)
+            upstream.connect(self.upstream.sockaddr)
+            upstream.settimeout(None)
+        except OSError:
+            self._forget(upstream)
+            raise
+        return upstream
 
     @staticmethod
     def _read_head(client: socket.socket) -> bytes | None:
@@ -130,6 +198,13 @@ class ConnectForwarder(Relay):
             return None
         client.settimeout(None)
         return head
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def pump_both_ways(a: socket.socket, b: socket.socket) -> None:

@@ -111,7 +111,12 @@ class AttestedKms:
 
 
 class RecipientSession:
-    """One ephemeral recipient key and attestation document, used for a batch of Decrypt calls."""
+    """One ephemeral recipient key and attestation document, used for a batch of Decrypt calls.
+
+    Its calls share one keep-alive connection to KMS. Close the session when the batch is done
+    (or use it as a context manager): the parent's vsock-proxy serves only a few connections at
+    once (4 by default) and an idle connection left open would hold one of them until KMS drops it.
+    """
 
     def __init__(self, kms: AttestedKms, credentials: Credentials) -> None:
         import boto3  # deferred: only provisioning needs it, and it is slow to import
@@ -141,6 +146,16 @@ class RecipientSession:
                 retries={"max_attempts": 2, "mode": "standard"},
             ),
         )
+
+    def close(self) -> None:
+        """Close the connection to KMS now, instead of whenever the client is garbage-collected."""
+        self._client.close()
+
+    def __enter__(self) -> "RecipientSession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _call(self, operation: str, **params: Any) -> dict:
         from botocore.exceptions import BotoCoreError, ClientError

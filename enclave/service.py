@@ -172,21 +172,25 @@ class EnclaveService:
         credentials = self._credentials(fields.get("credentials"))
         session = None
         results = []
-        for index, raw in enumerate(bundles):
-            try:
-                bundle = SealedBundle.from_json(raw)
-            except BundleError as exc:
-                results.append({"index": index, "name": None, "loaded": False, "error": f"bundle #{index + 1}: {exc}"})
-                continue
-            try:
-                if session is None:
-                    session = self.kms.session(credentials)
-                added = self._unseal(bundle, session)
-                results.append({"index": index, "name": bundle.name, "loaded": True, "new": added, "error": None})
-                log.info("loaded key %r (%s, policy %s)", bundle.name, bundle.scheme, bundle.policy_sha256[:16])
-            except _Unusable as exc:
-                log.warning("bundle %r refused: %s", bundle.name, exc)
-                results.append({"index": index, "name": bundle.name, "loaded": False, "error": f"bundle {bundle.name!r}: {exc}"})
+        try:
+            for index, raw in enumerate(bundles):
+                try:
+                    bundle = SealedBundle.from_json(raw)
+                except BundleError as exc:
+                    results.append({"index": index, "name": None, "loaded": False, "error": f"bundle #{index + 1}: {exc}"})
+                    continue
+                try:
+                    if session is None:
+                        session = self.kms.session(credentials)
+                    added = self._unseal(bundle, session)
+                    results.append({"index": index, "name": bundle.name, "loaded": True, "new": added, "error": None})
+                    log.info("loaded key %r (%s, policy %s)", bundle.name, bundle.scheme, bundle.policy_sha256[:16])
+                except _Unusable as exc:
+                    log.warning("bundle %r refused: %s", bundle.name, exc)
+                    results.append({"index": index, "name": bundle.name, "loaded": False, "error": f"bundle {bundle.name!r}: {exc}"})
+        finally:
+            if session is not None:
+                session.close()  # its idle keep-alive connection would hold a vsock-proxy worker
         return {"results": results}
 
     def _check_region(self, region: Any) -> None:
@@ -265,7 +269,8 @@ class EnclaveService:
         policy = self._policy_for(scheme, document)
         try:
             context = encryption_context(check_name(name), scheme, api_key or "", document)
-            data_key, blob, key_arn = self.kms.session(credentials).generate_data_key(key_id=kms_key_id, encryption_context=context)
+            with self.kms.session(credentials) as session:
+                data_key, blob, key_arn = session.generate_data_key(key_id=kms_key_id, encryption_context=context)
         except BundleError as exc:
             raise _BadRequest(str(exc)) from None
         except KmsError as exc:

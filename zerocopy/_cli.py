@@ -430,6 +430,22 @@ def cmd_eif(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vsock_proxy_config(args: argparse.Namespace) -> int:
+    from .vsock_proxy import kms_allowlist, kms_host, proxy_command
+
+    region = args.region or aws_session().region_name
+    if not region:
+        _fatal("no AWS region: pass --region or set AWS_REGION")
+    text = kms_allowlist(region)
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+        _say(f"allowlist for {kms_host(region)}:443 -> {args.output}")
+        _say(f"start the proxy with: {proxy_command(region, args.output)}")
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------
 def _add_enclave(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--enclave", metavar="ADDR", help="enclave address (default: $ZEROCOPY_ENCLAVE)")
@@ -564,6 +580,11 @@ def build_parser() -> argparse.ArgumentParser:
     kms_policy.add_argument("--pcr", action="append", default=[], metavar="N=HEX", help="another PCR to pin (repeat)")
     kms_policy.add_argument("--account", required=True, help="AWS account id that administers the key")
     kms_policy.set_defaults(handler=cmd_kms_policy)
+
+    vsock_proxy = commands.add_parser("vsock-proxy-config", help="write the parent's vsock-proxy allowlist for KMS", description="Write the allowlist file AWS's vsock-proxy checks at start (YAML, as /etc/nitro_enclaves/vsock-proxy.yaml): only the region's KMS endpoint, the one service the enclave reaches.")
+    vsock_proxy.add_argument("--region", help="AWS region of KMS (default: from the AWS configuration)")
+    vsock_proxy.add_argument("-o", "--output", default="-", metavar="FILE", help="file to write, e.g. /etc/nitro_enclaves/vsock-proxy.yaml (default: stdout)")
+    vsock_proxy.set_defaults(handler=cmd_vsock_proxy_config)
     return parser
 
 
