@@ -17,20 +17,23 @@ def test_every_catalogued_endpoint_is_documented(endpoint):
     assert f"`{endpoint.name}`" in (ROOT / "docs" / "policy.md").read_text()
 
 
-def test_every_test_named_in_security_md_exists():
+@pytest.mark.parametrize(("document", "at_least"), [("SECURITY.md", 10), ("docs/fidelity.md", 20)])
+def test_every_test_named_in_a_document_exists(document, at_least):
     named = 0
-    for line in (ROOT / "SECURITY.md").read_text().splitlines():
+    for line in (ROOT / document).read_text().splitlines():
         current = None
-        # `tests/file.py`, `tests/file.py::test_name`, and `::test_name` (in the file named before it)
-        for path, name in re.findall(r"`(?:(tests/[\w/]+\.py))?(?:::(\w+))?`", line):
+        # `tests/file.py`, `tests/file.py::test_name`, `tests/file.py::Class::test_name`, and
+        # `::test_name` (in the file named before it on the same line)
+        for path, names in re.findall(r"`(tests/[\w/]+\.py)?((?:::\w+)*)`", line):
             current = path or current
-            if not current:
+            if not current or not (path or names):
                 continue
             source = (ROOT / current).read_text()
-            if name:
-                assert f"def {name}(" in source, f"{current}::{name} is named in SECURITY.md but does not exist"
+            for name in filter(None, names.split("::")):
+                kind = "class" if name[0].isupper() else "def"
+                assert re.search(rf"^\s*{kind} {name}\b", source, re.MULTILINE), f"{current}::{name} is named in {document} but does not exist"
                 named += 1
-    assert named >= 10
+    assert named >= at_least
 
 
 def test_the_readme_starts_with_the_two_setup_commands():
