@@ -84,7 +84,13 @@ class Emulator:
             key_path.write_bytes(TlsAuthority.key_pem(served))
             self._moto = MotoProcess(self.run_dir / "moto.log").start()
             self.moto_endpoint_url = self._moto.endpoint_url
-            self.kms_model = AttestingKms(self.moto_endpoint_url, attestation_roots=[self.pki.root_pem], account_id=ACCOUNT_ID, region=self.region)
+            self.kms_model = AttestingKms(
+                self.moto_endpoint_url,
+                attestation_roots=[self.pki.root_pem],
+                account_id=ACCOUNT_ID,
+                region=self.region,
+                root_credentials={CREDENTIALS["access_key_id"]: CREDENTIALS["secret_access_key"]},  # the account root
+            )
             self._front = KmsFrontServer(self.kms_model, certfile=str(cert_path), keyfile=str(key_path)).start()
             proxy_path = emulated_vsock_path(str(self.run_dir), PARENT_CID, KMS_PROXY_PORT)
             self._proxy = self._start_vsock_proxy(proxy_path, ("127.0.0.1", self._front.port))
@@ -135,6 +141,7 @@ class Emulator:
         if self._front is not None:
             self._front.stop()
             self._front = None
+            self.kms_model.close()  # its boto3 clients to moto
         if self._moto is not None:
             self._moto.stop()
             self._moto = None

@@ -59,3 +59,53 @@ def join_new_threads(before: set[threading.Thread], name_contains: str = "", tim
         if thread.is_alive():
             alive.append(thread)
     return alive
+
+
+# --- added for the KMS fidelity tests (test_kms_fidelity.py) -----------------------------------
+
+EMULATOR_ACCESS_KEY = "zerocopy-emulator"  # Emulator.credentials: the account root
+EMULATOR_SECRET_KEY = "zerocopy-emulator-secret"
+
+
+def signed_headers(
+    target: str | None,
+    body: bytes,
+    access_key: str = EMULATOR_ACCESS_KEY,
+    secret_key: str = EMULATOR_SECRET_KEY,
+    token: str | None = None,
+    *,
+    host: str = f"kms.{REGION}.amazonaws.com",
+) -> dict[str, str]:
+    """The headers botocore sends to KMS for ``body``, SigV4-signed with these credentials."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    headers = {"Content-Type": "application/x-amz-json-1.1"}
+    if target is not None:
+        headers["X-Amz-Target"] = target
+    request = AWSRequest(method="POST", url=f"https://{host}/", data=body, headers=headers)
+    SigV4Auth(Credentials(access_key, secret_key, token), "kms", REGION).add_auth(request)
+    signed = dict(request.headers.items())
+    signed["Host"] = host  # signed: sent as is, whichever address the request goes to
+    return signed
+
+
+def http_post(endpoint: str, headers: dict[str, str], body: bytes, *, ca_file: str | None = None, method: str = "POST") -> tuple[int, str, bytes]:
+    """One raw request to ``endpoint`` (http or https with ``ca_file``): (status, content type, body)."""
+    import http.client
+    import ssl
+    from urllib.parse import urlsplit
+
+    target = urlsplit(endpoint)
+    if target.scheme == "https":
+        context = ssl.create_default_context(cafile=ca_file)
+        connection: http.client.HTTPConnection = http.client.HTTPSConnection(target.hostname, target.port, context=context, timeout=30)
+    else:
+        connection = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+    try:
+        connection.request(method, "/", body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.getheader("Content-Type") or "", response.read()
+    finally:
+        connection.close()

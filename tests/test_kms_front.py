@@ -27,7 +27,18 @@ import pytest
 from attestation_builder import make_chain, sample_pcrs, timestamp_ms
 from botocore.config import Config
 from botocore.exceptions import ClientError, SSLError
-from emulator_helpers import ACCOUNT_ID, REGION, join_new_threads, moto_process, recipient, rsa_recipient, spki_der
+from emulator_helpers import (
+    ACCOUNT_ID,
+    EMULATOR_ACCESS_KEY,
+    EMULATOR_SECRET_KEY,
+    REGION,
+    join_new_threads,
+    moto_process,
+    recipient,
+    rsa_recipient,
+    signed_headers,
+    spki_der,
+)
 
 from emulator.kms.exceptions import (
     AccessDeniedException,
@@ -55,6 +66,7 @@ ADMIN = {
     "Resource": "*",
 }
 _NO_RETRIES = Config(retries={"total_max_attempts": 1})
+ROOT_KEY = EMULATOR_ACCESS_KEY  # the access key the emulator gives its own clients: the account root
 # An unclosed socket or file anywhere in these tests is a leak: fail on it.
 pytestmark = pytest.mark.filterwarnings("error::ResourceWarning")
 
@@ -96,11 +108,11 @@ def pki() -> AttestationPki:
 
 @pytest.fixture(scope="module")
 def model(moto_endpoint: str, pki: AttestationPki) -> Iterator[AttestingKms]:
-    kms = AttestingKms(moto_endpoint, attestation_roots=[pki.root_pem], account_id=ACCOUNT_ID, region=REGION)
+    kms = AttestingKms(moto_endpoint, attestation_roots=[pki.root_pem], account_id=ACCOUNT_ID, region=REGION, root_credentials={ROOT_KEY: EMULATOR_SECRET_KEY})
     try:
         yield kms
     finally:
-        kms._moto.close()
+        kms.close()
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +169,20 @@ def raises_kms(exc_type: type[KmsException], code: str, word: str) -> Iterator[N
     assert word.lower() in info.value.message.lower(), info.value.message
 
 
+EXPLICIT_DENY = "with an explicit deny in a resource-based policy"
+
+
+@contextlib.contextmanager
+def denied(ending: str, reason: str) -> Iterator[None]:
+    """AccessDeniedException in AWS's words (``ending``); the deciding statement is in ``.reason``."""
+    with pytest.raises(AccessDeniedException) as info:
+        yield
+    assert info.value.status == 400
+    assert info.value.message.startswith("User: arn:aws:") and " is not authorized to perform: kms:" in info.value.message
+    assert info.value.message.endswith(ending), info.value.message
+    assert reason in info.value.reason, info.value.reason
+
+
 # --- level 1: the model ------------------------------------------------------------------------
 
 
@@ -178,13 +204,13 @@ class TestModel:
     def test_pcr0_mismatch_is_access_denied(self, model, pki, data_key, enclave_key):
         other_image = EmulatedNsm(pki, module_id=MODULE_ID, pcrs=sample_pcrs(b"another image"))
         document = other_image.attestation_document(public_key=spki_der(enclave_key))
-        with raises_kms(AccessDeniedException, "AccessDeniedException", "DenyUnlessAttestedImageSha384"):
+        with denied(EXPLICIT_DENY, "DenyUnlessAttestedImageSha384"):
             model.decrypt(decrypt_params(data_key[0], Recipient=recipient(document)))
 
     def test_debug_document_is_accepted_but_fails_the_pinned_policy(self, model, pki, data_key, enclave_key):
         debug = EmulatedNsm(pki, module_id=MODULE_ID, pcrs=sample_pcrs(b"zerocopy-enclave", debug=True))
         document = debug.attestation_document(public_key=spki_der(enclave_key))
-        with raises_kms(AccessDeniedException, "AccessDeniedException", "not authorized"):
+        with denied(EXPLICIT_DENY, "explicitly denied"):
             model.decrypt(decrypt_params(data_key[0], Recipient=recipient(document)))
 
     def test_document_from_another_root_is_invalid(self, model, nsm, data_key, enclave_key):
@@ -231,7 +257,7 @@ class TestModel:
         ciphertext, plaintext = data_key
         # moto alone hands the plaintext to anyone who asks: the gap the emulator closes.
         assert moto.decrypt(CiphertextBlob=ciphertext, EncryptionContext=CONTEXT)["Plaintext"] == plaintext
-        with raises_kms(AccessDeniedException, "AccessDeniedException", "explicitly denied"):
+        with denied(EXPLICIT_DENY, "explicitly denied"):
             model.decrypt(decrypt_params(ciphertext))
 
     def test_default_policy_allows_plain_decrypt(self, model, moto, default_key):
@@ -274,7 +300,7 @@ class TestModel:
         with raises_kms(MalformedPolicyDocumentException, "MalformedPolicyDocumentException", "not JSON"):
             model.authorize_request("CreateKey", {"Policy": "{not json"})
         key = moto.create_key(Policy="{not json")["KeyMetadata"]["Arn"]  # moto's validator fails open
-        with raises_kms(AccessDeniedException, "AccessDeniedException", "cannot be evaluated"):
+        with denied("because no resource-based policy allows the kms:Encrypt action", "cannot be evaluated"):
             model.authorize("kms:Encrypt", key)  # and a policy we cannot evaluate allows nothing
 
     def test_encryption_context_condition_is_enforced(self, model, moto):
@@ -295,15 +321,15 @@ class TestModel:
         bare = moto.generate_data_key(KeyId=key, KeySpec="AES_256")
         allowed = model.decrypt(decrypt_params(alpha["CiphertextBlob"], context={"zerocopy:name": "alpha"}))
         assert base64.b64decode(allowed["Plaintext"]) == alpha["Plaintext"]
-        with raises_kms(AccessDeniedException, "AccessDeniedException", "OnlyTheAlphaSecret"):
+        with denied(EXPLICIT_DENY, "OnlyTheAlphaSecret"):
             model.decrypt(decrypt_params(beta["CiphertextBlob"], context={"zerocopy:name": "beta"}))
-        with raises_kms(AccessDeniedException, "AccessDeniedException", "OnlyTheAlphaSecret"):
+        with denied(EXPLICIT_DENY, "OnlyTheAlphaSecret"):
             model.decrypt(decrypt_params(bare["CiphertextBlob"], context=None))
 
     def test_passthrough_authorization(self, model, pinned_key):
         model.authorize_request("GenerateDataKey", {"KeyId": pinned_key, "KeySpec": "AES_256"})
         model.authorize_request("ListKeys", {})
-        with raises_kms(AccessDeniedException, "AccessDeniedException", "kms:CreateGrant"):
+        with denied(EXPLICIT_DENY, "DenyUnlessAttestedImageSha384"):
             model.authorize_request("CreateGrant", {"KeyId": pinned_key, "GranteePrincipal": "x", "Operations": ["Decrypt"]})
         with pytest.raises(MotoError) as info:
             model.authorize_request("GenerateDataKey", {"KeyId": "alias/does-not-exist"})
@@ -313,61 +339,78 @@ class TestModel:
 # --- level 2: the HTTP app ---------------------------------------------------------------------
 
 
+def post(model: AttestingKms, operation: str | None, body: bytes | dict) -> HttpResponse | Passthrough:
+    """``dispatch`` as the front calls it, signed as the account root: ``operation`` is a model name, a raw target or None."""
+    target = None if operation is None else operation if "." in operation or not operation else f"TrentService.{operation}"
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return dispatch(model, signed_headers(target, raw), raw)
+
+
 def rendered(result: HttpResponse | Passthrough) -> tuple[int, dict]:
     assert isinstance(result, HttpResponse), result
     assert result.content_type == "application/x-amz-json-1.1"
     return result.status, json.loads(result.body)
 
 
+def message(body: dict) -> str:
+    """KMS writes ``message``, or ``Message`` for AccessDeniedException and SerializationException."""
+    return body.get("message", body.get("Message", ""))
+
+
 class TestHttpApp:
     @pytest.mark.parametrize(
-        "target", [None, "", "Decrypt", "TrentService.", "TrentService.Decrypt!", "OtherService.Decrypt", "TrentService.Get/Key"]
-    )
-    def test_bad_target(self, model, target):
-        status, body = rendered(dispatch(model, target, b"{}"))
-        assert status == 400
-        assert body["__type"] == "ValidationException" and "X-Amz-Target" in body["message"]
+        "target",
+        [None, "", "Decrypt", "TrentService.", "TrentService.Decrypt!", "OtherService.Decrypt", "TrentService.Get/Key",
+         "TrentService.decrypt", "TrentService.DECRYPT", "trentservice.Decrypt", "TrentService.Decrypt ", " TrentService.Decrypt",
+         "TrentService.EmulatorCiphertextKeyId", "TrentService.__class__", "TrentService.GenerateDataKeyPairs"],
+    )  # fmt: skip
+    def test_unknown_or_mis_cased_target(self, model, target):
+        # AWS's JSON 1.1 front end: HTTP 400 and a body with only the type (kinesalite records it).
+        status, body = rendered(dispatch(model, signed_headers(target, b"{}"), b"{}"))
+        assert (status, body) == (400, {"__type": "UnknownOperationException"})
 
-    @pytest.mark.parametrize("raw", [b"{", b"\xff\xfe", b"NaN}", b"[" * 100_000])
+    @pytest.mark.parametrize("raw", [b"{", b"\xff\xfe", b"NaN}", b"{\"a\": NaN}", b"[" * 100_000])
     def test_non_json_body(self, model, raw):
-        status, body = rendered(dispatch(model, "TrentService.ListKeys", raw))
-        assert status == 400 and body["__type"] == "ValidationException" and "JSON" in body["message"]
+        status, body = rendered(post(model, "ListKeys", raw))
+        assert (status, body) == (400, {"__type": "SerializationException"})
 
-    @pytest.mark.parametrize("raw", [b"[]", b"1", b'"Decrypt"', b"null"])
-    def test_non_object_json(self, model, raw):
-        status, body = rendered(dispatch(model, "TrentService.Decrypt", raw))
-        assert status == 400 and body == {"__type": "ValidationException", "message": "request body must be a JSON object"}
+    @pytest.mark.parametrize(("raw", "words"), [(b"[]", "Start of list found where not expected"), (b"1", "Expected null"), (b'"Decrypt"', "Expected null"), (b"null", "Expected null")])
+    def test_non_object_json(self, model, raw, words):
+        status, body = rendered(post(model, "Decrypt", raw))
+        assert (status, body) == (400, {"__type": "SerializationException", "Message": words})
 
     def test_oversize_body(self, model):
-        status, body = rendered(dispatch(model, "TrentService.ListKeys", b" " * (MAX_BODY + 1)))
-        assert status == 400 and body["__type"] == "ValidationException" and "too large" in body["message"]
+        status, body = rendered(post(model, "ListKeys", b" " * (MAX_BODY + 1)))
+        assert status == 400 and body["__type"] == "SerializationException" and "too large" in message(body)
 
-    def test_empty_body_is_an_empty_request(self, model):
-        assert dispatch(model, "TrentService.ListKeys", b"") == Passthrough()
+    def test_empty_body(self, model):
+        # Like AWS: no body is a SerializationException for a known operation, unknown otherwise.
+        assert rendered(post(model, "ListKeys", b"")) == (400, {"__type": "SerializationException"})
+        assert rendered(post(model, "ListKeyz", b"")) == (400, {"__type": "UnknownOperationException"})
 
     def test_decrypt_is_answered_directly(self, model, data_key, document, enclave_key, pinned_key):
         ciphertext, plaintext = data_key
-        body = json.dumps(decrypt_params(ciphertext, Recipient=recipient(document))).encode()
-        status, answer = rendered(dispatch(model, "TrentService.Decrypt", body))
+        status, answer = rendered(post(model, "Decrypt", decrypt_params(ciphertext, Recipient=recipient(document))))
         assert status == 200 and answer["KeyId"] == pinned_key and "Plaintext" not in answer
         assert decrypt_ciphertext_for_recipient(base64.b64decode(answer["CiphertextForRecipient"]), enclave_key) == plaintext
 
     def test_decrypt_errors_are_rendered(self, model, data_key, nsm, default_key, document):
         cases = [
-            (decrypt_params(data_key[0]), "AccessDeniedException", "not authorized"),
+            (decrypt_params(data_key[0]), "AccessDeniedException", EXPLICIT_DENY),
             (decrypt_params(data_key[0], Recipient=recipient(nsm.attestation_document())), "ValidationException", "public key"),
             (decrypt_params(data_key[0], KeyId=default_key, Recipient=recipient(document)), "IncorrectKeyException", "key ID"),
-            ({"Recipient": recipient(document)}, "ValidationException", "CiphertextBlob"),
+            ({"Recipient": recipient(document)}, "ValidationException", "CiphertextBlob"),  # optional in the model (DryRunModifiers)
         ]
         for params, code, word in cases:
-            status, body = rendered(dispatch(model, "TrentService.Decrypt", json.dumps(params).encode()))
+            status, body = rendered(post(model, "Decrypt", params))
             assert (status, body["__type"]) == (400, code)
-            assert word in body["message"]
+            assert word in message(body)
 
-    def test_moto_errors_keep_their_code(self, model, data_key):
-        params = decrypt_params(data_key[0], context={"zerocopy:name": "forged"})
-        status, body = rendered(dispatch(model, "TrentService.Decrypt", json.dumps(params).encode()))
-        assert (status, body["__type"]) == (400, "InvalidCiphertextException")
+    def test_moto_errors_keep_their_code(self, model, data_key, document):
+        # Authorized (attested), then moto finds the context wrong: AWS authorizes before it decrypts.
+        params = decrypt_params(data_key[0], context={"zerocopy:name": "forged"}, Recipient=recipient(document))
+        status, body = rendered(post(model, "Decrypt", params))
+        assert (status, body) == (400, {"__type": "InvalidCiphertextException"})  # KMS says no more
 
     @pytest.mark.parametrize(
         ("operation", "params"),
@@ -381,26 +424,31 @@ class TestHttpApp:
     def test_other_calls_pass_through_after_authorization(self, model, pinned_key, operation, params):
         if operation != "ListKeys":
             params = {**params, "KeyId": pinned_key}
-        assert dispatch(model, f"TrentService.{operation}", json.dumps(params).encode()) == Passthrough()
+        assert post(model, operation, params) == Passthrough()
+
+    def test_passed_on_body_is_the_validated_request(self, model, pinned_key):
+        # Unknown members dropped, nulls dropped, numbers truncated: what moto sees is what AWS reads.
+        result = post(model, "GenerateDataKey", {"KeyId": pinned_key, "NumberOfBytes": 32.9, "Extra": [1], "EncryptionContext": None})
+        assert isinstance(result, Passthrough) and json.loads(result.body) == {"KeyId": pinned_key, "NumberOfBytes": 32}
 
     def test_create_key_passes_through_only_with_a_valid_policy(self, model, nsm):
-        good = json.dumps({"Policy": json.dumps(attested_key_policy(ACCOUNT_ID, image_sha384=nsm.pcrs[0]))})
-        assert dispatch(model, "TrentService.CreateKey", good.encode()) == Passthrough()
-        status, body = rendered(dispatch(model, "TrentService.CreateKey", json.dumps({"Policy": "{"}).encode()))
+        good = {"Policy": json.dumps(attested_key_policy(ACCOUNT_ID, image_sha384=nsm.pcrs[0]))}
+        assert post(model, "CreateKey", good) == Passthrough()
+        status, body = rendered(post(model, "CreateKey", {"Policy": "{"}))
         assert (status, body["__type"]) == (400, "MalformedPolicyDocumentException") and "not JSON" in body["message"]
 
     def test_denied_passthrough(self, model, moto):
         text = policy({"Sid": "NoDataKeys", "Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "kms:GenerateDataKey*", "Resource": "*"})
         key = moto.create_key(Policy=text)["KeyMetadata"]["KeyId"]
-        status, body = rendered(dispatch(model, "TrentService.GenerateDataKey", json.dumps({"KeyId": key, "KeySpec": "AES_256"}).encode()))
+        status, body = rendered(post(model, "GenerateDataKey", {"KeyId": key, "KeySpec": "AES_256"}))
         assert (status, body["__type"]) == (400, "AccessDeniedException")
-        assert "kms:GenerateDataKey" in body["message"] and "NoDataKeys" in body["message"]
-        assert dispatch(model, "TrentService.Encrypt", json.dumps({"KeyId": key, "Plaintext": "eA=="}).encode()) == Passthrough()
+        assert message(body).endswith(f"kms:GenerateDataKey on resource: arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/{key} {EXPLICIT_DENY}")
+        assert post(model, "Encrypt", {"KeyId": key, "Plaintext": "eA=="}) == Passthrough()
 
     def test_reencrypt_is_authorized_on_the_source_key(self, model, data_key, default_key):
         params = {"CiphertextBlob": b64(data_key[0]), "SourceEncryptionContext": CONTEXT, "DestinationKeyId": default_key}
-        status, body = rendered(dispatch(model, "TrentService.ReEncrypt", json.dumps(params).encode()))
-        assert (status, body["__type"]) == (400, "AccessDeniedException") and "kms:ReEncryptFrom" in body["message"]
+        status, body = rendered(post(model, "ReEncrypt", params))
+        assert (status, body["__type"]) == (400, "AccessDeniedException") and "kms:ReEncryptFrom" in message(body)
 
 
 # --- level 3: boto3 through the TLS front ------------------------------------------------------
@@ -471,12 +519,7 @@ def test_stop_closes_open_connections_and_joins_their_handlers(workdir, tls_ca, 
     keep_alive = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=30)
     silent = socket.create_connection(("127.0.0.1", server.port), timeout=30)
     try:
-        headers = {
-            "X-Amz-Target": "TrentService.ListKeys",
-            "Content-Type": "application/x-amz-json-1.1",
-            # moto picks the service from the credential scope (unsigned requests go to S3)
-            "Authorization": f"AWS4-HMAC-SHA256 Credential=test/20250101/{REGION}/kms/aws4_request, SignedHeaders=host, Signature=00",
-        }
+        headers = signed_headers("TrentService.ListKeys", b"{}")  # the account root's credentials
         keep_alive.request("POST", "/", body=b"{}", headers=headers)
         response = keep_alive.getresponse()
         assert response.status == 200 and "Keys" in json.loads(response.read())
@@ -530,7 +573,7 @@ class TestBoto3:
         ciphertext = kms.encrypt(KeyId=front_key, Plaintext=b"x", EncryptionContext=CONTEXT)["CiphertextBlob"]
         other = EmulatedNsm(pki, module_id=MODULE_ID, pcrs=sample_pcrs(b"patched enclave"))
         document = other.attestation_document(public_key=spki_der(enclave_key))
-        with client_error("AccessDeniedException", "ImageSha384"):
+        with client_error("AccessDeniedException", EXPLICIT_DENY):
             kms.decrypt(CiphertextBlob=ciphertext, EncryptionContext=CONTEXT,
                         Recipient={"AttestationDocument": document, "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256"})
 

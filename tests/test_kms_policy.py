@@ -19,6 +19,7 @@ from emulator.kms.policy import (
     MAX_POLICY_LENGTH,
     AuthorizationRequest,
     Decision,
+    IdentityPolicy,
     KeyPolicy,
     MalformedPolicyDocument,
 )
@@ -47,8 +48,13 @@ def ctx(**kwargs: str | list[str]) -> dict:
     return {names.get(k, k): v for k, v in kwargs.items()}
 
 
-def decide(p: KeyPolicy, action: str = "kms:Decrypt", account: str = ACCOUNT, context: dict | None = None) -> Decision:
-    return p.evaluate(AuthorizationRequest(action, KEY_ARN, account, context or {}))
+ROOT = f"arn:aws:iam::{ACCOUNT}:root"
+# The Nitro example's role, as its sessions call KMS (an instance profile's session is the instance id).
+ENCLAVE_HOST = f"arn:aws:sts::{ACCOUNT}:assumed-role/data-processing/i-0abc"
+
+
+def decide(p: KeyPolicy, action: str = "kms:Decrypt", account: str = ACCOUNT, context: dict | None = None, principal: str = "") -> Decision:
+    return p.evaluate(AuthorizationRequest(action, KEY_ARN, account, context or {}, principal))
 
 
 # --- the AWS Nitro Enclaves example ----------------------------------------------------------
@@ -78,12 +84,12 @@ class TestNitroExample:
     p = KeyPolicy.parse(json.dumps(NITRO_EXAMPLE))
 
     def test_matching_attestation_is_allowed(self):
-        d = decide(self.p, context=ctx(image=IMAGE, pcr1=PCR1))
+        d = decide(self.p, context=ctx(image=IMAGE, pcr1=PCR1), principal=ENCLAVE_HOST)
         assert d == Decision(True, "allowed by statement 'Enable enclave data processing'")
         assert d  # truthiness follows .allowed
 
     def test_ignore_case_accepts_upper_case_hex(self):
-        assert decide(self.p, context=ctx(image=IMAGE.upper(), pcr1=PCR1.upper())).allowed
+        assert decide(self.p, context=ctx(image=IMAGE.upper(), pcr1=PCR1.upper()), principal=ENCLAVE_HOST).allowed
 
     def test_one_pcr_differs(self):
         d = decide(self.p, context=ctx(image=IMAGE, pcr1="00" * 48))
@@ -102,7 +108,15 @@ class TestNitroExample:
 
     def test_condition_key_names_are_case_insensitive(self):
         context = {IMAGE_KEY.lower(): IMAGE, PCR1_KEY.upper(): PCR1}
-        assert decide(self.p, context=context).allowed
+        assert decide(self.p, context=context, principal=ENCLAVE_HOST).allowed
+
+    def test_the_role_only(self):
+        # A role ARN in a key policy means that role (any of its sessions), not its account.
+        context = ctx(image=IMAGE, pcr1=PCR1)
+        assert not decide(self.p, context=context).allowed  # the account root
+        assert not decide(self.p, context=context, principal=f"arn:aws:sts::{ACCOUNT}:assumed-role/other-role/i-0abc").allowed
+        assert not decide(self.p, context=context, principal=f"arn:aws:iam::{ACCOUNT}:user/data-processing").allowed
+        assert decide(self.p, context=context, principal=f"arn:aws:sts::{ACCOUNT}:assumed-role/Data-Processing/s").allowed
 
     def test_other_account_does_not_match(self):
         d = decide(self.p, account=OTHER_ACCOUNT, context=ctx(image=IMAGE, pcr1=PCR1))
@@ -422,8 +436,9 @@ def test_resource_and_not_resource():
         ({"AWS": "*"}, True),
         ({"AWS": ACCOUNT}, True),
         ({"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, True),
-        ({"AWS": f"arn:aws:iam::{ACCOUNT}:role/enclave-host"}, True),
-        ({"AWS": f"arn:aws:sts::{ACCOUNT}:assumed-role/enclave-host/i-0abc"}, True),
+        # The caller here is the account root: a role or a session principal is not the root.
+        ({"AWS": f"arn:aws:iam::{ACCOUNT}:role/enclave-host"}, False),
+        ({"AWS": f"arn:aws:sts::{ACCOUNT}:assumed-role/enclave-host/i-0abc"}, False),
         ({"AWS": OTHER_ACCOUNT}, False),
         ({"AWS": f"arn:aws:iam::{OTHER_ACCOUNT}:root"}, False),
         ({"AWS": f"arn:aws:iam::{OTHER_ACCOUNT}:role/enclave-host"}, False),
@@ -449,7 +464,7 @@ def test_single_statement_object_and_2008_version():
 def test_parse_accepts_bytes_and_exposes_condition_keys():
     p = KeyPolicy.parse(json.dumps(NITRO_EXAMPLE).encode())
     assert p.condition_keys == {IMAGE_KEY.lower(), PCR1_KEY.lower()}
-    assert decide(p, context=ctx(image=IMAGE, pcr1=PCR1)).allowed
+    assert decide(p, context=ctx(image=IMAGE, pcr1=PCR1), principal=ENCLAVE_HOST).allowed
 
 
 def test_key_policy_is_immutable():
@@ -721,3 +736,107 @@ def test_string_like_agrees_with_regex(pattern, value):
     p = policy(statement(Condition={"StringLike": {IMAGE_KEY: pattern}}))
     expected = re.fullmatch(regex, value, re.DOTALL) is not None
     assert decide(p, context=ctx(image=value)).allowed is expected
+
+
+# --- principals as AWS reads them (issue 7) -----------------------------------------------------
+
+USER = f"arn:aws:iam::{ACCOUNT}:user/alice"
+SESSION = f"arn:aws:sts::{ACCOUNT}:assumed-role/enclave-host/i-0abc"
+
+
+@pytest.mark.parametrize(
+    ("principal", "caller", "expected"),
+    [
+        # (statement principal, caller, (allowed, via_account))
+        ({"AWS": ACCOUNT}, "", (True, False)),  # the root itself
+        ({"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, USER, (True, True)),  # the account: IAM decides
+        ({"AWS": ACCOUNT}, SESSION, (True, True)),
+        ({"AWS": USER}, USER, (True, False)),  # named: no IAM policy needed
+        ({"AWS": USER.replace("alice", "Alice")}, USER, (True, False)),  # IAM names ignore case
+        ({"AWS": USER}, f"arn:aws:iam::{ACCOUNT}:user/bob", (False, False)),
+        ({"AWS": USER}, "", (False, False)),  # a user principal is not the root
+        ({"AWS": f"arn:aws:iam::{ACCOUNT}:role/enclave-host"}, SESSION, (True, False)),  # every session of the role
+        ({"AWS": f"arn:aws:iam::{ACCOUNT}:role/team/a/enclave-host"}, SESSION, (True, False)),  # a role path is not in session ARNs
+        ({"AWS": f"arn:aws:iam::{ACCOUNT}:role/other-host"}, SESSION, (False, False)),
+        ({"AWS": f"arn:aws:iam::{ACCOUNT}:role/enclave-host"}, f"arn:aws:iam::{ACCOUNT}:user/enclave-host", (False, False)),
+        ({"AWS": SESSION}, SESSION, (True, False)),
+        ({"AWS": SESSION}, SESSION.replace("i-0abc", "i-0def"), (False, False)),
+        ({"AWS": f"arn:aws:iam::{OTHER_ACCOUNT}:root"}, USER, (False, False)),
+        ("*", USER, (True, False)),
+        ({"AWS": [f"arn:aws:iam::{ACCOUNT}:role/other-host", ACCOUNT]}, SESSION, (True, True)),
+        ({"AWS": [ACCOUNT, f"arn:aws:iam::{ACCOUNT}:role/enclave-host"]}, SESSION, (True, False)),  # named beats the account
+    ],
+)
+def test_principal_semantics(principal, caller, expected):
+    d = decide(policy(statement(Principal=principal)), principal=caller)
+    assert (d.allowed, d.via_account) == expected
+
+
+def test_a_deny_naming_the_account_applies_to_every_principal_in_it():
+    p = policy(statement(Principal={"AWS": USER}), statement("Deny", "kms:Decrypt", Principal={"AWS": ACCOUNT}, Sid="NoOne"))
+    assert decide(p, principal=USER) == Decision(False, "explicitly denied by statement 'NoOne'")
+    assert decide(p, principal=USER).denied
+
+
+def test_a_deny_naming_a_role_spares_other_callers():
+    p = policy(statement(), statement("Deny", Principal={"AWS": f"arn:aws:iam::{ACCOUNT}:role/enclave-host"}))
+    assert not decide(p, principal=SESSION).allowed
+    assert decide(p).allowed
+    assert decide(p, principal=USER).via_account
+
+
+@pytest.mark.parametrize(
+    ("principal", "error"),
+    [
+        ("arn:aws:iam::111122223333:role/enclave-host", ValueError),  # a role is assumed, never a caller
+        (f"arn:aws:sts::{OTHER_ACCOUNT}:assumed-role/r/s", ValueError),  # not the request's account
+        ("alice", ValueError),
+        (7, TypeError),
+    ],
+)
+def test_request_principal_is_a_caller_arn(principal, error):
+    with pytest.raises(error):
+        AuthorizationRequest("kms:Decrypt", KEY_ARN, ACCOUNT, {}, principal)
+
+
+@pytest.mark.parametrize(
+    "principal",
+    [f"arn:aws:iam::{ACCOUNT}:group/admins", f"arn:aws:iam::{ACCOUNT}:user/*", f"arn:aws:sts::{ACCOUNT}:federated-user/x", f"arn:aws:iam::{ACCOUNT}:role/a?b"],
+)
+def test_unsupported_principals_are_malformed(principal):
+    with pytest.raises(MalformedPolicyDocument, match="invalid principal"):
+        policy(statement(Principal={"AWS": principal}))
+
+
+# --- identity policies ------------------------------------------------------------------------------
+
+
+def identity(*statements: dict) -> IdentityPolicy:
+    return IdentityPolicy.parse(json.dumps({"Version": "2012-10-17", "Statement": list(statements)}))
+
+
+def test_identity_policy_statements_have_no_principal():
+    p = identity({"Effect": "Allow", "Action": "kms:Decrypt", "Resource": KEY_ARN})
+    assert decide(p, principal=USER) == Decision(True, "allowed by Statement[0]")
+    assert not decide(p, action="kms:Encrypt", principal=USER).allowed
+    with pytest.raises(MalformedPolicyDocument, match="an identity policy has no Principal"):
+        identity({"Effect": "Allow", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*"})
+
+
+def test_identity_policy_skips_statements_for_other_services_only():
+    s3 = {"Effect": "Allow", "Action": ["s3:GetObject", "ec2:Describe*"], "Resource": "*", "Condition": {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}}
+    p = identity(s3, {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"})
+    assert decide(p, principal=USER).allowed
+    for relevant in ({**s3, "Action": "*"}, {**s3, "Action": ["s3:*", "kms:Dec*"]}, {**s3, "Action": "KMS:Decrypt"}):
+        with pytest.raises(MalformedPolicyDocument, match="condition operator 'IpAddress'"):
+            identity(relevant)
+    not_action = {"Effect": "Deny", "NotAction": "s3:*", "Resource": "*", "Condition": {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}}
+    with pytest.raises(MalformedPolicyDocument, match="IpAddress"):
+        identity(not_action)  # NotAction can cover kms: parsed, and refused
+
+
+def test_identity_policy_conditions_on_attestation():
+    condition = {"StringEqualsIgnoreCase": {IMAGE_KEY: IMAGE}}
+    p = identity({"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*", "Condition": condition})
+    assert decide(p, principal=SESSION, context=ctx(image=IMAGE.upper())).allowed
+    assert not decide(p, principal=SESSION).allowed

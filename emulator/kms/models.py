@@ -1,14 +1,22 @@
-"""The attesting KMS: key policies evaluated on every call, and ``Decrypt`` with ``Recipient``.
+"""The attesting KMS: every call authorized as AWS authorizes it, and ``Recipient`` on five operations.
 
-moto keeps the keys and does the cryptography of ordinary KMS calls; this model sits in front of
-it and adds what moto lacks: it evaluates each key's policy for every call that names a key (moto
-does not — its plain ``Decrypt`` returns the plaintext to anyone), verifies ``Recipient``
-attestation documents with the same verifier bots use (:func:`zerocopy.attestation.verify`, here
-against the emulator's root), exposes their measurements as the
+moto keeps the keys and does the cryptography; this model sits in front of it and adds what moto
+lacks. For every operation it finds the keys the request touches (``Decrypt`` and ``ReEncrypt``
+find theirs from the ciphertext; aliases resolve to their key), evaluates the caller's access the
+way AWS does (the key policy, and where it delegates to the account, the caller's IAM policies;
+IAM alone for operations on no key; an explicit Deny anywhere wins), then the key's state and
+usage, before moto sees the request. moto alone evaluates none of this: its plain ``Decrypt``
+returns the plaintext to anyone.
+
+``Recipient`` (``Decrypt``, ``GenerateDataKey``, ``GenerateDataKeyPair``, ``GenerateRandom``,
+``DeriveSharedSecret``): the attestation document is verified with the same verifier bots use
+(:func:`zerocopy.attestation.verify`, against the emulator's root), its measurements become the
 ``kms:RecipientAttestation:ImageSha384`` / ``kms:RecipientAttestation:PCR<n>`` condition keys, and
-returns the plaintext only as ``CiphertextForRecipient`` (CMS EnvelopedData, as real KMS does).
+the secret is returned only as ``CiphertextForRecipient`` (CMS EnvelopedData, as real KMS does) to
+the document's RSA key, never as a plaintext field.
 
 https://docs.aws.amazon.com/kms/latest/developerguide/services-nitro-enclaves.html
+https://docs.aws.amazon.com/kms/latest/developerguide/determining-access.html
 https://docs.aws.amazon.com/kms/latest/APIReference/API_Decrypt.html
 """
 
@@ -16,28 +24,46 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import threading
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from zerocopy.attestation import AttestationError, verify
 
 from .cms import build_ciphertext_for_recipient
 from .exceptions import (
     AccessDeniedException,
+    DryRunOperationException,
     IncorrectKeyException,
+    KMSInternalException,
     KmsException,
     MalformedPolicyDocumentException,
     NotFoundException,
+    SerializationException,
+    UnrecognizedClientException,
+    UnsupportedOperationException,
     ValidationException,
 )
+from .identity import KNOWN_CONDITION_PREFIXES, Caller, Identities
+from .moto_extensions import INTERNAL_CIPHERTEXT_KEY_ID, call_internal
+from .operations import IAM_ONLY, RECIPIENT_OPERATIONS, key_state_error, key_usage_error
 from .policy import AuthorizationRequest, KeyPolicy, MalformedPolicyDocument
+from .sigv4 import parse_authorization, verify_signature
 
-__all__ = ["AttestingKms", "MotoError"]
+__all__ = ["AttestingKms", "KeyInfo", "MotoError"]
 
 RECIPIENT_ALGORITHM = "RSAES_OAEP_SHA_256"
-# Request fields that name a key, and the action evaluated against that key's policy.
-_KEY_FIELDS = ("KeyId", "TargetKeyId", "DestinationKeyId")
-_KNOWN_CONDITION_PREFIXES = ("kms:recipientattestation:", "kms:encryptioncontext:", "kms:encryptioncontextkeys")
+#: The RSA sizes a Nitro enclave's recipient key may have (aws-nitro-enclaves-sdk-c's ``aws_rsa_key_size``).
+RECIPIENT_RSA_SIZES = (2048, 3072, 4096)
+_DRY_RUN = "The request would have succeeded, but the DryRun option is set."
+_INCORRECT_KEY = "The key ID in the request does not identify a CMK that can perform this operation."
+_Why = Literal["resource-deny", "identity-deny", "no-resource", "no-identity"]
 
 
 class MotoError(KmsException):
@@ -47,12 +73,46 @@ class MotoError(KmsException):
         super().__init__(message)
         self.code = code
         self.status = status
+        if code in (AccessDeniedException.code, SerializationException.code):
+            self.message_key = "Message"  # as KMS spells it for these two
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What authorization needs to know about a key (from ``DescribeKey``)."""
+
+    arn: str
+    state: str
+    usage: str | None
+    spec: str | None
+
+
+@dataclass(frozen=True)
+class _Touch:
+    """One key a request touches: the action evaluated on it, with which condition keys."""
+
+    key: KeyInfo
+    action: str
+    context: dict[str, Any]
+    check_state: bool = True
 
 
 class AttestingKms:
-    """One emulator's KMS state: moto underneath, the attestation roots, the account."""
+    """One emulator's KMS state: moto underneath, the attestation roots, the account, its root keys.
 
-    def __init__(self, moto_endpoint: str, *, attestation_roots: list[bytes], account_id: str = "123456789012", region: str = "us-east-1") -> None:
+    ``root_credentials`` maps the access keys that act as the account root (the emulator's own
+    credentials) to their secret keys; every other key is resolved through moto's IAM and STS.
+    """
+
+    def __init__(
+        self,
+        moto_endpoint: str,
+        *,
+        attestation_roots: list[bytes],
+        account_id: str = "123456789012",
+        region: str = "us-east-1",
+        root_credentials: Mapping[str, str] | None = None,
+    ) -> None:
         import boto3
         from botocore.config import Config
 
@@ -63,52 +123,218 @@ class AttestingKms:
         self._moto = boto3.session.Session(
             aws_access_key_id="emulator", aws_secret_access_key="emulator", region_name=region
         ).client("kms", endpoint_url=moto_endpoint, config=Config(retries={"max_attempts": 1}))
+        self.identities = Identities(moto_endpoint, account_id=account_id, region=region, root_credentials=root_credentials or {})
         self._lock = threading.Lock()
+
+    @property
+    def root(self) -> Caller:
+        return self.identities.root
+
+    def close(self) -> None:
+        self._moto.close()
+        self.identities.close()
+
+    # -- the front door -----------------------------------------------------------------------
+    def identify(self, header: Callable[[str], list[str]], body: bytes, *, method: str = "POST", path: str = "/") -> Caller:
+        """The caller of a request, from its SigV4 signature, as AWS authenticates it.
+
+        ``header(name)`` returns every value of a request header (case-insensitive). Refuses an
+        unknown access key or a session token that does not go with it
+        (``UnrecognizedClientException``) and a signature the caller's secret does not give
+        (``InvalidSignatureException``).
+        """
+        authorization = parse_authorization(next(iter(header("authorization")), None), has_date=bool(header("x-amz-date") or header("date")))
+        caller, secret, token = self.identities.resolve(authorization.access_key_id)
+        if token is not None and header("x-amz-security-token") != [token]:
+            raise UnrecognizedClientException("The security token included in the request is invalid.")
+        verify_signature(authorization, secret, method=method, path=path, header=header, body=body)
+        return caller
+
+    def handle(self, operation: str, params: dict, caller: Caller | None = None) -> dict | None:
+        """Answer ``operation`` (a dict), or authorize it and return ``None``: pass it to moto."""
+        caller = caller or self.root
+        if operation == "Decrypt":
+            return self.decrypt(params, caller)
+        if operation == "GenerateRandom":
+            return self.generate_random(params, caller)
+        if operation in RECIPIENT_OPERATIONS and params.get("Recipient") is not None:
+            return getattr(self, _snake(operation))(params, caller)
+        self.authorize_request(operation, params, caller)
+        _refuse_dry_run(params)
+        return None
 
     # -- moto underneath -------------------------------------------------------------------
     def _call_moto(self, operation: str, **params: Any) -> dict:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return getattr(self._moto, operation)(**params)
         except ClientError as exc:
             error = exc.response.get("Error", {})
             raise MotoError(str(error.get("Code", "KMSInternalException")), str(error.get("Message", "")), exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400)) from None
+        except BotoCoreError as exc:
+            raise KMSInternalException(f"the emulator's key store failed: {type(exc).__name__}") from None
+
+    def _call_moto_raw(self, operation: str, params: dict) -> dict:
+        """An operation botocore's model does not have (the emulator's internal ones)."""
+        try:
+            status, answer = call_internal(self.moto_endpoint, operation, params, region=self.region)
+        except OSError as exc:
+            raise KMSInternalException(f"the emulator's key store is unreachable: {exc}") from None
+        except ValueError:
+            raise KMSInternalException("the emulator's key store answered something other than JSON") from None
+        if status != 200:
+            raise MotoError(str(answer.get("__type", "KMSInternalException")), str(answer.get("message", "")), status)
+        return answer
+
+    def key(self, key_id: str) -> KeyInfo:
+        """The key ``key_id`` names (an id, ARN, alias name or alias ARN); moto's NotFoundException if none."""
+        metadata = self._call_moto("describe_key", KeyId=key_id)["KeyMetadata"]
+        return KeyInfo(metadata["Arn"], metadata.get("KeyState", "Enabled"), metadata.get("KeyUsage"), metadata.get("KeySpec"))
 
     def key_arn(self, key_id: str) -> str:
-        return self._call_moto("describe_key", KeyId=key_id)["KeyMetadata"]["Arn"]
+        return self.key(key_id).arn
 
-    def key_policy(self, key_arn: str) -> KeyPolicy:
+    def _ciphertext_key(self, ciphertext_b64: Any) -> KeyInfo:
+        """The key a ciphertext was made under, read from it without decrypting it."""
+        _b64(ciphertext_b64, "CiphertextBlob")
+        return self.key(self._call_moto_raw(INTERNAL_CIPHERTEXT_KEY_ID, {"CiphertextBlob": ciphertext_b64})["KeyId"])
+
+    def key_policy(self, key_arn: str) -> KeyPolicy | str:
+        """The parsed key policy, or why it cannot be evaluated (then it allows nothing: fail closed)."""
         text = self._call_moto("get_key_policy", KeyId=key_arn, PolicyName="default")["Policy"]
         try:
-            return KeyPolicy.parse(text)
+            policy = KeyPolicy.parse(text)
         except MalformedPolicyDocument as exc:
-            # fail closed: a policy we cannot evaluate allows nothing
-            raise AccessDeniedException(f"the key policy of {key_arn} cannot be evaluated: {exc}") from None
+            return f"the key policy of {key_arn} cannot be evaluated: {exc}"
+        unknown = _unknown_condition_keys(policy)
+        if unknown:
+            return f"the key policy of {key_arn} tests {unknown[0]!r}, which the emulator cannot evaluate"
+        return policy
 
     # -- authorization ---------------------------------------------------------------------
-    def authorize(self, action: str, key_arn: str, context: dict[str, Any] | None = None) -> None:
-        decision = self.key_policy(key_arn).evaluate(
-            AuthorizationRequest(action=action, resource=key_arn, account_id=self.account_id, context=context or {})
-        )
-        if not decision.allowed:
-            raise AccessDeniedException(
-                f"User: arn:aws:iam::{self.account_id}:root is not authorized to perform: {action} on resource: {key_arn} ({decision.reason})"
-            )
+    def authorize(self, action: str, key_arn: str, context: dict[str, Any] | None = None, caller: Caller | None = None) -> None:
+        """Raise ``AccessDeniedException`` unless ``caller`` may perform ``action`` on the key.
 
-    def authorize_request(self, operation: str, params: dict) -> None:
-        """Evaluate the policy of every key a passed-through request names."""
-        if operation in ("CreateKey", "PutKeyPolicy") and params.get("Policy") is not None:
+        As AWS: an explicit Deny in the key policy or in the caller's IAM policies refuses; else
+        the key policy must allow, either naming the caller (or ``*``), or naming the account, in
+        which case the caller's IAM policies must allow too (the account root needs no IAM policy).
+        """
+        caller = caller or self.root
+        request = self._request(action, key_arn, context, caller)
+        policy = self.key_policy(key_arn)
+        if isinstance(policy, str):
+            raise self._denied(caller, action, key_arn, "no-resource", policy)
+        decision = policy.evaluate(request)
+        if decision.denied:
+            raise self._denied(caller, action, key_arn, "resource-deny", decision.reason)
+        if caller.is_root:
+            if not decision.allowed:
+                raise self._denied(caller, action, key_arn, "no-resource", decision.reason)
+            return
+        identity = self.identities.policies(caller).evaluate(request)
+        if identity.denied:
+            raise self._denied(caller, action, key_arn, "identity-deny", identity.reason)
+        if not decision.allowed:
+            raise self._denied(caller, action, key_arn, "no-resource", decision.reason)
+        if decision.via_account and not identity.allowed:
+            raise self._denied(caller, action, key_arn, "no-identity", f"{decision.reason}; {identity.reason}")
+
+    def authorize_iam(self, action: str, resource: str, context: dict[str, Any] | None = None, caller: Caller | None = None) -> None:
+        """Raise ``AccessDeniedException`` unless the caller's IAM policies allow ``action`` on ``resource``."""
+        caller = caller or self.root
+        if caller.is_root:
+            return
+        request = self._request(action, resource, context, caller)
+        identity = self.identities.policies(caller).evaluate(request)
+        if not identity.allowed:
+            raise self._denied(caller, action, resource, "identity-deny" if identity.denied else "no-identity", identity.reason)
+
+    def _request(self, action: str, resource: str, context: dict[str, Any] | None, caller: Caller) -> AuthorizationRequest:
+        if caller.account_id != self.account_id:
+            # Cross-account access is not modelled: refuse rather than guess.
+            raise self._denied(caller, action, resource, "no-resource", f"{caller.arn} is not in account {self.account_id}")
+        keys = {"kms:CallerAccount": caller.account_id, "aws:PrincipalAccount": caller.account_id, **(context or {})}
+        return AuthorizationRequest(action, resource, self.account_id, keys, "" if caller.is_root else caller.arn)
+
+    @staticmethod
+    def _denied(caller: Caller, action: str, resource: str, why: _Why, reason: str) -> AccessDeniedException:
+        # AWS's wording, e.g. "... on resource: arn:aws:kms:...:key/... with an explicit deny in a
+        # resource-based policy" (aws/aws-nitro-enclaves-sdk-c#157 quotes a raw KMS answer).
+        ending = {
+            "resource-deny": "with an explicit deny in a resource-based policy",
+            "identity-deny": "with an explicit deny in an identity-based policy",
+            "no-resource": f"because no resource-based policy allows the {action} action",
+            "no-identity": f"because no identity-based policy allows the {action} action",
+        }[why]
+        return AccessDeniedException(f"User: {caller.arn} is not authorized to perform: {action} on resource: {resource} {ending}", reason=reason)
+
+    def authorize_request(self, operation: str, params: dict, caller: Caller | None = None, attestation: dict[str, str] | None = None) -> list[KeyInfo]:
+        """Everything AWS checks before it performs ``operation``: policies, key state, key usage.
+
+        Returns the keys the request touches. Raises the AWS error otherwise.
+        """
+        caller = caller or self.root
+        context = {**_context_keys(params.get("EncryptionContext")), **(attestation or {})}
+        if operation in IAM_ONLY or (operation == "RetireGrant" and not isinstance(params.get("KeyId"), str)):
+            self.authorize_iam(f"kms:{operation}", "*", context, caller)
+            touches = []
+        else:
+            touches = self._touches(operation, params, context, caller)
+            for touch in touches:
+                self.authorize(touch.action, touch.key.arn, touch.context, caller)
+        if operation in ("CreateKey", "PutKeyPolicy", "ReplicateKey") and params.get("Policy") is not None:
             self.validate_policy(params["Policy"])
-        context = _context_keys(params.get("EncryptionContext"))
-        for field in _KEY_FIELDS:
-            key_id = params.get(field)
-            if isinstance(key_id, str):
-                action = "kms:ReEncryptTo" if field == "DestinationKeyId" else f"kms:{operation}"
-                self.authorize(action, self.key_arn(key_id), context)
+        for touch in touches:
+            problem = (key_state_error(operation, touch.key.arn, touch.key.state) if touch.check_state else None) or key_usage_error(
+                operation, touch.key.arn, touch.key.usage
+            )
+            if problem is not None:
+                raise problem
+        return [touch.key for touch in touches]
+
+    def _touches(self, operation: str, params: dict, context: dict[str, Any], caller: Caller) -> list[_Touch]:
+        action = f"kms:{operation}"
+        if operation == "Decrypt":
+            key = self._ciphertext_key(params.get("CiphertextBlob"))
+            self._same_key(params.get("KeyId"), key)
+            return [_Touch(key, action, context)]
         if operation == "ReEncrypt":
-            source_arn, _ = self._moto_decrypt(params.get("CiphertextBlob"), params.get("SourceEncryptionContext"))
-            self.authorize("kms:ReEncryptFrom", source_arn, _context_keys(params.get("SourceEncryptionContext")))
+            source = self._ciphertext_key(params.get("CiphertextBlob"))
+            self._same_key(params.get("SourceKeyId"), source)
+            destination = self.key(params["DestinationKeyId"])
+            return [
+                _Touch(source, "kms:ReEncryptFrom", {**context, **_context_keys(params.get("SourceEncryptionContext"))}),
+                _Touch(destination, "kms:ReEncryptTo", {**context, **_context_keys(params.get("DestinationEncryptionContext"))}),
+            ]
+        if operation in ("CreateAlias", "UpdateAlias", "DeleteAlias"):
+            return self._alias_touches(operation, params, context, caller)
+        key_id = params.get("KeyId")
+        if not isinstance(key_id, str):
+            self.authorize_iam(action, "*", context, caller)
+            return []
+        return [_Touch(self.key(key_id), action, context)]
+
+    def _alias_touches(self, operation: str, params: dict, context: dict[str, Any], caller: Caller) -> list[_Touch]:
+        """Alias calls need the action on the alias (IAM only) and on the key(s) it names."""
+        action = f"kms:{operation}"
+        alias = params["AliasName"]
+        alias_arn = f"arn:aws:kms:{self.region}:{self.account_id}:{alias}"
+        self.authorize_iam(action, alias_arn, context, caller)
+        touches = []
+        if operation != "CreateAlias":
+            current = next((a for a in self._call_moto("list_aliases").get("Aliases", []) if a.get("AliasName") == alias), None)
+            if current is None or not current.get("TargetKeyId"):
+                raise NotFoundException(f"Alias {alias_arn} is not found.")
+            # The key the alias leaves is not state-checked (AWS: "If the source KMS key is pending deletion, the command succeeds").
+            touches.append(_Touch(self.key(current["TargetKeyId"]), action, context, check_state=False))
+        if operation != "DeleteAlias":
+            touches.append(_Touch(self.key(params["TargetKeyId"]), action, context))
+        return touches
+
+    def _same_key(self, key_id: Any, key: KeyInfo) -> None:
+        if isinstance(key_id, str) and self.key(key_id).arn != key.arn:
+            raise IncorrectKeyException(_INCORRECT_KEY)
 
     @staticmethod
     def validate_policy(policy: Any) -> None:
@@ -117,11 +343,11 @@ class AttestingKms:
         except MalformedPolicyDocument as exc:
             raise MalformedPolicyDocumentException(f"The key policy is not valid: {exc}") from None
         # A condition on a key the emulator never supplies would silently never match: refuse it.
-        unknown = sorted(key for key in parsed.condition_keys if not key.startswith(_KNOWN_CONDITION_PREFIXES))
+        unknown = _unknown_condition_keys(parsed)
         if unknown:
             raise MalformedPolicyDocumentException(f"the emulator cannot evaluate the condition key {unknown[0]!r}")
 
-    # -- Decrypt -----------------------------------------------------------------------------
+    # -- the operations the front answers itself ---------------------------------------------
     def _moto_decrypt(self, ciphertext_b64: Any, context: Any) -> tuple[str, bytes]:
         blob = _b64(ciphertext_b64, "CiphertextBlob")
         params: dict[str, Any] = {"CiphertextBlob": blob}
@@ -130,50 +356,100 @@ class AttestingKms:
         response = self._call_moto("decrypt", **params)
         return response["KeyId"], response["Plaintext"]
 
-    def decrypt(self, params: dict) -> dict:
-        recipient = params.get("Recipient")
-        attestation: dict[str, str] = {}
-        public_key = None
-        if recipient is not None:
-            public_key, attestation = self._check_recipient(recipient)
-        context = params.get("EncryptionContext")
-        key_arn, plaintext = self._moto_decrypt(params.get("CiphertextBlob"), context)
-        if isinstance(params.get("KeyId"), str) and self.key_arn(params["KeyId"]) != key_arn:
-            raise IncorrectKeyException("The key ID in the request does not identify a KMS key that can perform this operation.")
-        self.authorize("kms:Decrypt", key_arn, {**_context_keys(context), **attestation})
+    def decrypt(self, params: dict, caller: Caller | None = None) -> dict:
+        """``Decrypt``, with or without ``Recipient``. https://docs.aws.amazon.com/kms/latest/APIReference/API_Decrypt.html"""
+        public_key, attestation = self._recipient(params)
+        self.authorize_request("Decrypt", params, caller, attestation)
+        _refuse_dry_run(params)
+        key_arn, plaintext = self._moto_decrypt(params.get("CiphertextBlob"), params.get("EncryptionContext"))
         response = {"KeyId": key_arn, "EncryptionAlgorithm": params.get("EncryptionAlgorithm", "SYMMETRIC_DEFAULT")}
-        if public_key is None:
-            response["Plaintext"] = base64.b64encode(plaintext).decode()
-        else:
-            response["CiphertextForRecipient"] = base64.b64encode(build_ciphertext_for_recipient(plaintext, public_key)).decode()
-        return response
+        return _deliver(response, "Plaintext", plaintext, public_key)
 
-    def generate_data_key(self, params: dict) -> dict:
+    def generate_data_key(self, params: dict, caller: Caller | None = None) -> dict:
         """``GenerateDataKey`` with ``Recipient``: the data key only as ``CiphertextForRecipient``.
 
         https://docs.aws.amazon.com/kms/latest/APIReference/API_GenerateDataKey.html
         """
-        public_key, attestation = self._check_recipient(params.get("Recipient"))
-        key_id = params.get("KeyId")
-        if not isinstance(key_id, str):
-            raise ValidationException("KeyId is required")
-        context = params.get("EncryptionContext")
-        key_arn = self.key_arn(key_id)
-        self.authorize("kms:GenerateDataKey", key_arn, {**_context_keys(context), **attestation})
+        public_key, attestation = self._recipient(params)
+        self._require_key_id(params)
+        self.authorize_request("GenerateDataKey", params, caller, attestation)
+        _refuse_dry_run(params)
         forwarded = {name: value for name, value in params.items() if name in ("KeyId", "EncryptionContext", "KeySpec", "NumberOfBytes")}
         response = self._call_moto("generate_data_key", **forwarded)
-        return {
+        answer = {"KeyId": response["KeyId"], "CiphertextBlob": base64.b64encode(response["CiphertextBlob"]).decode()}
+        return _deliver(answer, "Plaintext", response["Plaintext"], public_key)
+
+    def generate_data_key_pair(self, params: dict, caller: Caller | None = None) -> dict:
+        """``GenerateDataKeyPair`` with ``Recipient``: the private key only as ``CiphertextForRecipient``.
+
+        https://docs.aws.amazon.com/kms/latest/APIReference/API_GenerateDataKeyPair.html
+        """
+        public_key, attestation = self._recipient(params)
+        self._require_key_id(params)
+        self.authorize_request("GenerateDataKeyPair", params, caller, attestation)
+        _refuse_dry_run(params)
+        forwarded = {name: value for name, value in params.items() if name in ("KeyId", "EncryptionContext", "KeyPairSpec")}
+        response = self._call_moto("generate_data_key_pair", **forwarded)
+        answer = {
             "KeyId": response["KeyId"],
-            "CiphertextBlob": base64.b64encode(response["CiphertextBlob"]).decode(),
-            "CiphertextForRecipient": base64.b64encode(build_ciphertext_for_recipient(response["Plaintext"], public_key)).decode(),
+            "KeyPairSpec": response["KeyPairSpec"],
+            "PublicKey": base64.b64encode(response["PublicKey"]).decode(),
+            "PrivateKeyCiphertextBlob": base64.b64encode(response["PrivateKeyCiphertextBlob"]).decode(),
         }
+        return _deliver(answer, "PrivateKeyPlaintext", response["PrivateKeyPlaintext"], public_key)
+
+    def derive_shared_secret(self, params: dict, caller: Caller | None = None) -> dict:
+        """``DeriveSharedSecret`` with ``Recipient``: the secret only as ``CiphertextForRecipient``.
+
+        https://docs.aws.amazon.com/kms/latest/APIReference/API_DeriveSharedSecret.html
+        """
+        public_key, attestation = self._recipient(params)
+        self._require_key_id(params)
+        self.authorize_request("DeriveSharedSecret", params, caller, attestation)
+        _refuse_dry_run(params)
+        response = self._call_moto(
+            "derive_shared_secret",
+            KeyId=params["KeyId"],
+            KeyAgreementAlgorithm=params.get("KeyAgreementAlgorithm", ""),
+            PublicKey=_b64(params.get("PublicKey"), "PublicKey"),
+        )
+        answer = {"KeyId": response["KeyId"], "KeyAgreementAlgorithm": response["KeyAgreementAlgorithm"], "KeyOrigin": response["KeyOrigin"]}
+        return _deliver(answer, "SharedSecret", response["SharedSecret"], public_key)
+
+    def generate_random(self, params: dict, caller: Caller | None = None) -> dict:
+        """``GenerateRandom``, with or without ``Recipient`` (IAM decides: it uses no key).
+
+        https://docs.aws.amazon.com/kms/latest/APIReference/API_GenerateRandom.html
+        """
+        public_key, attestation = self._recipient(params)
+        size = params.get("NumberOfBytes")
+        if size is None:
+            raise ValidationException("NumberOfBytes is required.")  # AWS's words (not a model constraint)
+        if params.get("CustomKeyStoreId") is not None:
+            raise UnsupportedOperationException("The KMS emulator has no custom key stores.")
+        self.authorize_request("GenerateRandom", params, caller, attestation)
+        return _deliver({}, "Plaintext", os.urandom(size), public_key)
+
+    @staticmethod
+    def _require_key_id(params: dict) -> None:
+        if not isinstance(params.get("KeyId"), str):
+            raise ValidationException("1 validation error detected: Value null at 'keyId' failed to satisfy constraint: Member must not be null")
+
+    def _recipient(self, params: dict) -> tuple[bytes | None, dict[str, str]]:
+        """The recipient's public key and the attestation condition keys; ``(None, {})`` without ``Recipient``."""
+        if params.get("Recipient") is None:
+            return None, {}
+        return self._check_recipient(params["Recipient"])
 
     def _check_recipient(self, recipient: Any) -> tuple[bytes, dict[str, str]]:
         if not isinstance(recipient, dict):
             raise ValidationException("Recipient must be a structure")
         algorithm = recipient.get("KeyEncryptionAlgorithm")
         if algorithm != RECIPIENT_ALGORITHM:
-            raise ValidationException(f"Recipient KeyEncryptionAlgorithm must be {RECIPIENT_ALGORITHM}")
+            raise ValidationException(
+                f"1 validation error detected: Value '{algorithm}' at 'recipient.keyEncryptionAlgorithm' failed to satisfy constraint: "
+                f"Member must satisfy enum value set: [{RECIPIENT_ALGORITHM}]"
+            )
         document = _b64(recipient.get("AttestationDocument"), "Recipient.AttestationDocument")
         try:
             # Debug documents are accepted as on AWS: their zero PCRs simply fail pinned policies.
@@ -182,6 +458,7 @@ class AttestingKms:
             raise ValidationException(f"Recipient AttestationDocument is not valid: {exc}") from None
         if not verified.public_key:
             raise ValidationException("Recipient AttestationDocument has no public key to encrypt the response to")
+        _check_recipient_key(verified.public_key)
         conditions = {f"kms:RecipientAttestation:PCR{index}": value.hex() for index, value in verified.pcrs.items()}
         conditions["kms:RecipientAttestation:ImageSha384"] = verified.pcrs[0].hex()
         return verified.public_key, conditions
@@ -192,6 +469,39 @@ class AttestingKms:
 
         with self._lock:
             urllib.request.urlopen(urllib.request.Request(f"{self.moto_endpoint}/moto-api/reset", method="POST"), timeout=10).close()
+
+
+def _snake(operation: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in operation).lstrip("_")
+
+
+def _refuse_dry_run(params: dict) -> None:
+    if params.get("DryRun") is True:
+        raise DryRunOperationException(_DRY_RUN)
+
+
+def _deliver(response: dict, field: str, secret: bytes, public_key: bytes | None) -> dict:
+    """``secret`` as ``field``, or sealed to the recipient as ``CiphertextForRecipient`` (then no ``field``)."""
+    if public_key is None:
+        response[field] = base64.b64encode(secret).decode()
+    else:
+        response["CiphertextForRecipient"] = base64.b64encode(build_ciphertext_for_recipient(secret, public_key)).decode()
+    return response
+
+
+def _check_recipient_key(der: bytes) -> None:
+    """KMS encrypts to the document's key with RSAES_OAEP_SHA_256: an RSA key of a size KMS takes."""
+    try:
+        key = serialization.load_der_public_key(der)
+    except (ValueError, UnsupportedAlgorithm):
+        key = None
+    if not isinstance(key, rsa.RSAPublicKey) or key.key_size not in RECIPIENT_RSA_SIZES:
+        sizes = ", ".join(str(size) for size in RECIPIENT_RSA_SIZES)
+        raise ValidationException(f"Recipient AttestationDocument public key must be an RSA public key ({sizes} bits) for {RECIPIENT_ALGORITHM}")
+
+
+def _unknown_condition_keys(policy: Any) -> list[str]:
+    return sorted(key for key in policy.condition_keys if not key.startswith(KNOWN_CONDITION_PREFIXES))
 
 
 def _b64(value: Any, field: str) -> bytes:

@@ -2,7 +2,8 @@
 
 One moto process per emulator keeps each emulator's keys apart (moto's backends are
 process-global). Run as a module, it prints its port on stdout and exits when stdin closes, so it
-never outlives whoever started it; :class:`MotoProcess` is that whoever.
+never outlives whoever started it; :class:`MotoProcess` is that whoever. Before serving it
+installs :mod:`.moto_extensions` (the KMS operations moto lacks, on moto's own backend).
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ class MotoProcess:
 def main() -> None:
     from moto.server import ThreadedMotoServer
 
+    from .moto_extensions import install
+
+    install()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     _, port = server.get_host_and_port()

@@ -32,11 +32,18 @@ The subset implemented is what a key policy needs:
   as in every key policy statement), exactly one of ``Action``/``NotAction`` and of
   ``Resource``/``NotResource`` (AWS accepts a statement without them and ignores it; we refuse it),
   optional ``Condition``.
-* Principal: ``"*"`` or ``{"AWS": str | [str]}`` with ``"*"``, a 12-digit account id or an
-  ``arn:aws:iam::<account>:...`` / ``arn:aws:sts::<account>:...`` ARN. The emulator does not model
-  caller identities, only the caller's account: any principal of the request's account matches,
-  principals of other accounts never do. ``NotPrincipal`` and other principal types (``Service``,
-  ``Federated``, ...) are refused as unsupported.
+* Principal: ``"*"`` or ``{"AWS": str | [str]}`` with ``"*"``, a 12-digit account id,
+  ``arn:aws:iam::<account>:root``, ``arn:aws:iam::<account>:user/<name>``,
+  ``arn:aws:iam::<account>:role/<name>`` or ``arn:aws:sts::<account>:assumed-role/<role>/<session>``.
+  A user or role ARN means that principal only (a role ARN matches every session of the role);
+  an account principal (the bare id or ``:root``) matches the account root directly and any other
+  principal of the account only *through IAM*: :attr:`Decision.via_account` tells the caller to
+  check the principal's identity policies too (https://docs.aws.amazon.com/kms/latest/developerguide/key-policy-default.html#key-policy-default-allow-root-enable-iam).
+  A Deny naming an account applies to every principal of it. ``NotPrincipal`` and other
+  principal types (``Service``, ``Federated``, ...) are refused as unsupported.
+* Identity policies (:class:`IdentityPolicy`): the same grammar without ``Principal``; statements
+  whose actions cannot name a ``kms:`` action are ignored, so an IAM role's S3 or EC2 statements
+  do not need the KMS evaluator.
 * Action: case-insensitive, ``*`` and ``?`` wildcards. Resource: case-sensitive, same wildcards.
 * Condition operators: ``StringEquals``, ``StringNotEquals``, ``StringEqualsIgnoreCase``,
   ``StringNotEqualsIgnoreCase``, ``StringLike``, ``StringNotLike``, ``Bool``, each also with
@@ -76,6 +83,7 @@ from typing import Any, Literal
 __all__ = [
     "AuthorizationRequest",
     "Decision",
+    "IdentityPolicy",
     "KeyPolicy",
     "MalformedPolicyDocument",
     "MAX_POLICY_LENGTH",
@@ -92,7 +100,11 @@ _STATEMENT_FIELDS = frozenset(
 # PutKeyPolicy: printable ASCII, printable Latin-1 supplement, tab, LF, CR.
 _ALLOWED_CHARS = re.compile(r"[\t\n\r\x20-\x7e\xa0-\xff]*")
 _ACCOUNT_ID = re.compile(r"[0-9]{12}")
-_PRINCIPAL_ARN = re.compile(r"arn:aws(?:-cn|-us-gov)?:(?:iam|sts)::([0-9]{12}):[^\s*?]+")
+_PARTITION = r"arn:aws(?:-cn|-us-gov)?"
+_NAME = r"[A-Za-z0-9_+=,.@-]+"  # IAM user, role and session names
+_ROOT_ARN = re.compile(_PARTITION + r":iam::([0-9]{12}):root")
+_USER_OR_ROLE_ARN = re.compile(_PARTITION + rf":iam::([0-9]{{12}}):(user|role)/(?:[A-Za-z0-9_+=,.@/-]*/)?({_NAME})")
+_SESSION_ARN = re.compile(_PARTITION + rf":sts::([0-9]{{12}}):assumed-role/({_NAME})/({_NAME})")
 _ACTION_PATTERN = re.compile(r"\*|[A-Za-z0-9-]+:[A-Za-z0-9*?]+")
 _REQUEST_ACTION = re.compile(r"[A-Za-z0-9-]+:[A-Za-z0-9]+")
 
@@ -126,23 +138,33 @@ class AuthorizationRequest:
     ``{"kms:RecipientAttestation:ImageSha384": "ab12...", "kms:EncryptionContext:zerocopy:name": "x"}``.
     A value is a string, or a sequence of strings for a multivalued key (an empty sequence counts as
     absent). The mapping is copied on construction, so later changes by the caller do not leak in.
+
+    ``principal`` is the caller's ARN as AWS reports it (``arn:aws:iam::<account>:root``,
+    ``arn:aws:iam::<account>:user/<name>`` or ``arn:aws:sts::<account>:assumed-role/<role>/<session>``),
+    in ``account_id``; empty means the account root.
     """
 
     action: str
     resource: str
     account_id: str
     context: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
+    principal: str = ""
     # Condition keys lower-cased, each with a tuple of values; None if two keys differ only by case.
     _values: Mapping[str, tuple[str, ...]] | None = field(init=False, repr=False, compare=False)
+    _caller: _Principal = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("action", "resource", "account_id"):
+        for name in ("action", "resource", "account_id", "principal"):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"{name} must be str, not {type(getattr(self, name)).__name__}")
         if not _REQUEST_ACTION.fullmatch(self.action):
             raise ValueError(f"action must look like 'kms:Decrypt', not {_show(self.action)}")
         if not _ACCOUNT_ID.fullmatch(self.account_id):
             raise ValueError(f"account_id must be 12 digits, not {_show(self.account_id)}")
+        caller = _Principal("account", self.account_id) if not self.principal else _caller_principal(self.principal)
+        if caller.account != self.account_id:
+            raise ValueError(f"principal {_show(self.principal)} is not in account {self.account_id}")
+        object.__setattr__(self, "_caller", caller)
         if not isinstance(self.context, Mapping):
             raise TypeError(f"context must be a mapping, not {type(self.context).__name__}")
         snapshot: dict[str, str | tuple[str, ...]] = {}
@@ -173,16 +195,59 @@ class Decision:
     """The outcome of :meth:`KeyPolicy.evaluate`; ``reason`` names the deciding statement.
 
     Truthiness follows ``allowed``, so ``if policy.evaluate(request):`` cannot fail open.
+    ``via_account``: allowed only by a statement naming the caller's account, for a caller other
+    than the account root. AWS then also requires the caller's IAM policies to allow the request.
+    ``denied`` tells an explicit Deny from "nothing allows it".
     """
 
     allowed: bool
     reason: str
+    via_account: bool = False
+    denied: bool = field(default=False, compare=False)
 
     def __bool__(self) -> bool:
         return self.allowed
 
 
 # --- parsed form ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Principal:
+    """A principal named in a statement, or the caller. ``kind``: any, account, user, role, session.
+
+    Names compare case-insensitively: IAM user and role names are unique regardless of case.
+    """
+
+    kind: Literal["any", "account", "user", "role", "session"]
+    account: str = ""
+    name: str = ""  # user or role name, lower-cased
+    session: str = ""
+
+    def matches(self, caller: _Principal) -> Literal["direct", "account"] | None:
+        """How this statement principal covers ``caller`` (an account, a user or a session)."""
+        if self.kind == "any":
+            return "direct"
+        if self.account != caller.account:
+            return None
+        if self.kind == "account":
+            return "direct" if caller.kind == "account" else "account"
+        if self.kind == "user":
+            return "direct" if caller.kind == "user" and caller.name == self.name else None
+        if self.kind == "role":
+            return "direct" if caller.kind == "session" and caller.name == self.name else None
+        same_session = caller.kind == "session" and (caller.name, caller.session) == (self.name, self.session)
+        return "direct" if same_session else None
+
+
+def _caller_principal(arn: str) -> _Principal:
+    if match := _ROOT_ARN.fullmatch(arn):
+        return _Principal("account", match.group(1))
+    if (match := _USER_OR_ROLE_ARN.fullmatch(arn)) and match.group(2) == "user":
+        return _Principal("user", match.group(1), match.group(3).lower())
+    if match := _SESSION_ARN.fullmatch(arn):
+        return _Principal("session", match.group(1), match.group(2).lower(), match.group(3))
+    raise ValueError(f"principal must be an account root, user or assumed-role session ARN, not {_show(arn)}")
 
 
 @dataclass(frozen=True)
@@ -239,16 +304,23 @@ class _Test:
 class _Statement:
     label: str  # "statement 'Sid'" or "Statement[i]", for Decision.reason
     effect: Literal["Allow", "Deny"]
-    principals: tuple[str, ...]  # "*" or 12-digit account ids
+    principals: tuple[_Principal, ...]
     actions: tuple[str, ...]  # lower-cased patterns
     not_action: bool
     resources: tuple[str, ...]
     not_resource: bool
     conditions: tuple[_Test, ...]
 
-    def applies(self, request: AuthorizationRequest, present: Mapping[str, tuple[str, ...]]) -> bool:
-        if "*" not in self.principals and request.account_id not in self.principals:
-            return False
+    def applies(self, request: AuthorizationRequest, present: Mapping[str, tuple[str, ...]]) -> Literal["direct", "account"] | None:
+        """Whether the statement covers the request, and through which principal match."""
+        matches = {p.matches(request._caller) for p in self.principals} - {None}
+        if not matches:
+            return None
+        if not self._covers(request, present):
+            return None
+        return "direct" if "direct" in matches else "account"
+
+    def _covers(self, request: AuthorizationRequest, present: Mapping[str, tuple[str, ...]]) -> bool:
         action = request.action.lower()
         if any(_glob(p, action) for p in self.actions) == self.not_action:
             return False
@@ -257,10 +329,12 @@ class _Statement:
         return all(test.holds(present) for test in self.conditions)
 
 
-class KeyPolicy:
-    """A parsed, immutable key policy. Build it with :meth:`parse`."""
+class _PolicyDocument:
+    """A parsed, immutable policy document. Build it with :meth:`parse`."""
 
     __slots__ = ("version", "policy_id", "_statements")
+    _principal_required = True
+    _kind = "policy"
 
     def __init__(self, version: str, policy_id: str | None, statements: tuple[_Statement, ...]) -> None:
         # One parsed policy may serve several request threads: no attribute changes after this.
@@ -269,13 +343,13 @@ class KeyPolicy:
         object.__setattr__(self, "_statements", statements)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"KeyPolicy is immutable; cannot set {name!r}")
+        raise AttributeError(f"{type(self).__name__} is immutable; cannot set {name!r}")
 
     def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"KeyPolicy is immutable; cannot delete {name!r}")
+        raise AttributeError(f"{type(self).__name__} is immutable; cannot delete {name!r}")
 
     def __repr__(self) -> str:
-        return f"<KeyPolicy {self.version} with {len(self._statements)} statement(s)>"
+        return f"<{type(self).__name__} {self.version} with {len(self._statements)} statement(s)>"
 
     @property
     def condition_keys(self) -> frozenset[str]:
@@ -287,8 +361,8 @@ class KeyPolicy:
         return frozenset(t.key for s in self._statements for t in s.conditions)
 
     @classmethod
-    def parse(cls, text: str | bytes) -> KeyPolicy:
-        """Parse a key policy document; raise :class:`MalformedPolicyDocument` naming the problem."""
+    def parse(cls, text: str | bytes) -> Any:
+        """Parse a policy document; raise :class:`MalformedPolicyDocument` naming the problem."""
         if isinstance(text, (bytes, bytearray, memoryview)):
             try:
                 text = bytes(text).decode("utf-8")
@@ -312,7 +386,7 @@ class KeyPolicy:
         return cls._from_document(document)
 
     @classmethod
-    def _from_document(cls, document: Any) -> KeyPolicy:
+    def _from_document(cls, document: Any) -> Any:
         if not isinstance(document, dict):
             raise MalformedPolicyDocument(f"policy must be a JSON object, not {_json_type(document)}")
         _reject_unknown(document, _TOP_LEVEL_FIELDS, "policy")
@@ -333,37 +407,83 @@ class KeyPolicy:
             raise MalformedPolicyDocument(f"Statement must be an object or a list, not {_json_type(raw)}")
         if not raw:
             raise MalformedPolicyDocument("Statement is an empty list")
-        statements = tuple(_parse_statement(s, i, version) for i, s in enumerate(raw))
-        sids = [s["Sid"] for s in raw if s.get("Sid")]
+        statements = tuple(
+            _parse_statement(s, i, version, principal_required=cls._principal_required)
+            for i, s in enumerate(raw)
+            if cls._relevant(s)
+        )
+        sids = [s["Sid"] for s in raw if isinstance(s, dict) and isinstance(s.get("Sid"), str) and s["Sid"]]
         duplicates = sorted({sid for sid in sids if sids.count(sid) > 1})
         if duplicates:
             raise MalformedPolicyDocument(f"duplicate Sid {_show(duplicates[0])}")
         return cls(version, policy_id, statements)
 
+    @staticmethod
+    def _relevant(raw: Any) -> bool:
+        return True
+
     def evaluate(self, request: AuthorizationRequest) -> Decision:
-        """Decide one request: an explicit Deny wins, else an Allow allows, else implicit deny."""
+        """Decide one request: an explicit Deny wins, else an Allow allows, else implicit deny.
+
+        An Allow naming the caller (or ``*``) beats one that only names the caller's account; the
+        latter gives ``via_account=True`` for callers other than the account root.
+        """
         if not isinstance(request, AuthorizationRequest):
             raise TypeError(f"request must be an AuthorizationRequest, not {type(request).__name__}")
         present = request._values
         if present is None:
             return Decision(False, "request context has condition keys that differ only by case")
-        allowed_by = None
+        direct = through_account = None
         for statement in self._statements:
-            if not statement.applies(request, present):
+            match = statement.applies(request, present)
+            if match is None:
                 continue
             if statement.effect == "Deny":
-                return Decision(False, f"explicitly denied by {statement.label}")
-            if allowed_by is None:
-                allowed_by = statement
-        if allowed_by is not None:
-            return Decision(True, f"allowed by {allowed_by.label}")
+                return Decision(False, f"explicitly denied by {statement.label}", denied=True)
+            if match == "direct" and direct is None:
+                direct = statement
+            elif match == "account" and through_account is None:
+                through_account = statement
+        if direct is not None:
+            return Decision(True, f"allowed by {direct.label}")
+        if through_account is not None:
+            return Decision(True, f"allowed by {through_account.label} (the account: IAM decides)", via_account=True)
         return Decision(False, f"no statement allows {request.action}")
+
+
+class KeyPolicy(_PolicyDocument):
+    """A parsed, immutable key policy: every statement names a ``Principal``."""
+
+    __slots__ = ()
+
+
+class IdentityPolicy(_PolicyDocument):
+    """A parsed, immutable IAM identity policy (a user's or role's inline or managed policy).
+
+    Statements have no ``Principal`` (they apply to whoever holds the policy). A statement whose
+    ``Action`` names only other services is dropped before parsing: it can never decide a KMS
+    request, and its conditions may use operators this evaluator does not implement. Everything
+    that could apply to ``kms:`` actions is parsed as strictly as a key policy.
+    https://docs.aws.amazon.com/IAM/latest/UserGuide/access_policies_identity-vs-resource.html
+    """
+
+    __slots__ = ()
+    _principal_required = False
+
+    @staticmethod
+    def _relevant(raw: Any) -> bool:
+        if not isinstance(raw, dict) or "NotAction" in raw or "Action" not in raw:
+            return True  # parse it, and let the parser say what is wrong
+        actions = raw["Action"] if isinstance(raw["Action"], list) else [raw["Action"]]
+        if not all(isinstance(a, str) for a in actions):
+            return True
+        return any(a == "*" or _glob(a.split(":", 1)[0].lower(), "kms") for a in actions)
 
 
 # --- parsing helpers ---------------------------------------------------------------------------
 
 
-def _parse_statement(raw: Any, index: int, version: str) -> _Statement:
+def _parse_statement(raw: Any, index: int, version: str, *, principal_required: bool = True) -> _Statement:
     where = f"Statement[{index}]"
     if not isinstance(raw, dict):
         raise MalformedPolicyDocument(f"{where} must be an object, not {_json_type(raw)}")
@@ -379,9 +499,14 @@ def _parse_statement(raw: Any, index: int, version: str) -> _Statement:
     effect = raw["Effect"]
     if effect not in ("Allow", "Deny"):
         raise MalformedPolicyDocument(f"{where}.Effect must be 'Allow' or 'Deny', not {_show(effect)}")
-    if "Principal" not in raw:
-        raise MalformedPolicyDocument(f"{where}: Principal is missing (key policies require one)")
-    principals = _parse_principal(raw["Principal"], where)
+    if principal_required:
+        if "Principal" not in raw:
+            raise MalformedPolicyDocument(f"{where}: Principal is missing (key policies require one)")
+        principals = _parse_principal(raw["Principal"], where)
+    elif "Principal" in raw:
+        raise MalformedPolicyDocument(f"{where}: an identity policy has no Principal")
+    else:
+        principals = (_Principal("any"),)
     not_action, actions = _one_of(raw, "Action", "NotAction", where)
     for action in actions:
         if not _ACTION_PATTERN.fullmatch(action):
@@ -404,9 +529,9 @@ def _parse_statement(raw: Any, index: int, version: str) -> _Statement:
     )
 
 
-def _parse_principal(raw: Any, where: str) -> tuple[str, ...]:
+def _parse_principal(raw: Any, where: str) -> tuple[_Principal, ...]:
     if raw == "*":
-        return ("*",)
+        return (_Principal("any"),)
     if not isinstance(raw, dict):
         raise MalformedPolicyDocument(f"{where}.Principal must be '*' or an object, not {_show(raw)}")
     if not raw:
@@ -414,16 +539,21 @@ def _parse_principal(raw: Any, where: str) -> tuple[str, ...]:
     unsupported = sorted(set(raw) - {"AWS"})
     if unsupported:
         raise MalformedPolicyDocument(f"{where}.Principal: principal type {_show(unsupported[0])} is not supported")
-    accounts = []
-    for principal in _strings(raw["AWS"], f"{where}.Principal.AWS"):
-        if principal == "*" or _ACCOUNT_ID.fullmatch(principal):
-            accounts.append(principal)
-        elif match := _PRINCIPAL_ARN.fullmatch(principal):
-            # Caller identities are not modelled: any principal ARN stands for its account.
-            accounts.append(match.group(1))
-        else:
-            raise MalformedPolicyDocument(f"{where}.Principal.AWS: invalid principal {_show(principal)}")
-    return tuple(accounts)
+    return tuple(_statement_principal(p, where) for p in _strings(raw["AWS"], f"{where}.Principal.AWS"))
+
+
+def _statement_principal(principal: str, where: str) -> _Principal:
+    if principal == "*":
+        return _Principal("any")
+    if _ACCOUNT_ID.fullmatch(principal):
+        return _Principal("account", principal)
+    if match := _ROOT_ARN.fullmatch(principal):
+        return _Principal("account", match.group(1))
+    if match := _USER_OR_ROLE_ARN.fullmatch(principal):
+        return _Principal(match.group(2), match.group(1), match.group(3).lower())  # type: ignore[arg-type]
+    if match := _SESSION_ARN.fullmatch(principal):
+        return _Principal("session", match.group(1), match.group(2).lower(), match.group(3))
+    raise MalformedPolicyDocument(f"{where}.Principal.AWS: invalid principal {_show(principal)}")
 
 
 def _one_of(raw: dict, name: str, negated: str, where: str) -> tuple[bool, list[str]]:

@@ -2,24 +2,33 @@
 
 It serves a certificate for ``kms.<region>.amazonaws.com`` (and 127.0.0.1) from the emulator's TLS
 CA, answers what :mod:`.responses` decides, and forwards authorized calls to the moto server.
+Every answer is AWS JSON, also for requests that never reach :func:`~.responses.dispatch` (another
+method than ``POST``, a bad ``Content-Length``, a malformed request line) and for anything moto
+answers that is not JSON.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import ssl
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from .exceptions import AccessDeniedException, KMSInternalException, KmsException, SerializationException
 from .models import AttestingKms
-from .responses import MAX_BODY, HttpResponse, Passthrough, dispatch
+from .responses import MAX_BODY, HttpResponse, Passthrough, dispatch, error_response
 
 __all__ = ["KmsFrontServer"]
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection"}
+# What AWS's JSON front end says to a request it cannot map to an operation (kinesalite records it
+# for GET and other methods).
+_NO_OPERATION = "Unable to determine service/operation name to be authorized"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -35,29 +44,76 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             length = -1
         if not 0 <= length <= MAX_BODY:
-            self.send_error(413 if length > MAX_BODY else 400)
+            self.close_connection = True  # the body's end is unknown: do not read the next request from it
+            too_large = length > MAX_BODY
+            self._answer(error_response(_status(SerializationException("Request body is too large" if too_large else "Invalid Content-Length"), 413 if too_large else 400)))
             return
         body = self.rfile.read(length)
-        result = dispatch(self.server.model, self.headers.get("X-Amz-Target"), body)
+        result = dispatch(self.server.model, self.headers, body, method=self.command, path=self.path)
         if isinstance(result, Passthrough):
-            result = self._forward(body)
+            result = self._forward(result.body)
+        self._answer(result)
+
+    def _refuse_method(self) -> None:
+        self._answer(error_response(_status(AccessDeniedException(_NO_OPERATION), 403)))
+
+    do_GET = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse_method
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (bad request line, unknown method, ...), as AWS JSON."""
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.1"  # a request line it could not parse: still answer with a status line
+        if code in (404, 405, 501):
+            exc: KmsException = _status(AccessDeniedException(_NO_OPERATION), 403)
+        else:
+            exc = _status(SerializationException(message or ""), code)
+        self._answer(error_response(exc))
+
+    def _answer(self, result: HttpResponse) -> None:
         self.send_response(result.status)
         self.send_header("Content-Type", result.content_type)
         self.send_header("Content-Length", str(len(result.body)))
-        self.send_header("x-amzn-RequestId", "00000000-0000-0000-0000-000000000000")
+        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))  # one per request, as AWS
+        for name, value in result.headers:
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(result.body)
+        if self.command != "HEAD":
+            self.wfile.write(result.body)
 
     def _forward(self, body: bytes) -> HttpResponse:
         target = urlsplit(self.server.model.moto_endpoint)
         connection = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
         try:
             headers = {name: value for name, value in self.headers.items() if name.lower() not in _HOP_BY_HOP}
-            connection.request("POST", self.path, body=body, headers=headers)
+            connection.request("POST", "/", body=body, headers=headers)
             response = connection.getresponse()
-            return HttpResponse(response.status, response.read(), response.getheader("Content-Type") or "application/x-amz-json-1.1")
+            return _json_only(HttpResponse(response.status, response.read(), response.getheader("Content-Type") or "application/x-amz-json-1.1"))
+        except (OSError, http.client.HTTPException):
+            return error_response(KMSInternalException("The KMS emulator's key store is unreachable."))
         finally:
             connection.close()
+
+
+def _status(exc: KmsException, status: int) -> KmsException:
+    exc.status = status
+    return exc
+
+
+def _json_only(response: HttpResponse) -> HttpResponse:
+    """moto's answer if it is JSON; moto's HTML error pages become a JSON ``KMSInternalException``."""
+    failed = error_response(KMSInternalException("The KMS emulator failed to process the request."))
+    try:
+        answer = json.loads(response.body)
+    except ValueError:
+        return failed
+    if response.status >= 400 and not (isinstance(answer, dict) and isinstance(answer.get("__type"), str)):
+        return failed
+    if response.status < 400 and not isinstance(answer, dict):
+        return HttpResponse(response.status, b"{}")  # moto answers `null` where KMS answers an empty object
+    return HttpResponse(response.status, response.body)
 
 
 class _TlsServer(ThreadingHTTPServer):
