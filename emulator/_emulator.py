@@ -13,6 +13,7 @@ from enclave.protocol.address import emulated_vsock_path
 from zerocopy.errors import ZeroCopyError
 from zerocopy.vsock_proxy import allowlist_yaml
 
+from .account import ACCOUNT_ID, HOST_ROLE_ARN, HostRole
 from .kms.models import AttestingKms
 from .kms.moto_process import MotoProcess, MotoStartError
 from .kms.server import KmsFrontServer
@@ -24,8 +25,9 @@ from .vsock_proxy import VsockProxy
 __all__ = ["Emulator", "EmulatorError", "FIRST_ENCLAVE_CID", "ACCOUNT_ID"]
 
 FIRST_ENCLAVE_CID = 16
-ACCOUNT_ID = "123456789012"  # moto's default account
-CREDENTIALS = {"access_key_id": "zerocopy-emulator", "secret_access_key": "zerocopy-emulator-secret"}
+#: The account root's access key: the operator's client (``Emulator.kms``), which creates keys and
+#: key policies. The host's credentials are sessions of the host role (``Emulator.credentials``).
+ADMIN_CREDENTIALS = {"access_key_id": "zerocopy-emulator", "secret_access_key": "zerocopy-emulator-secret"}
 
 
 class EmulatorError(ZeroCopyError, RuntimeError):
@@ -66,6 +68,7 @@ class Emulator:
         self._front: KmsFrontServer | None = None
         self._proxy: VsockProxy | None = None
         self._kms_client: Any = None
+        self._host_role: HostRole | None = None
         self._lock = threading.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -89,8 +92,9 @@ class Emulator:
                 attestation_roots=[self.pki.root_pem],
                 account_id=ACCOUNT_ID,
                 region=self.region,
-                root_credentials={CREDENTIALS["access_key_id"]: CREDENTIALS["secret_access_key"]},  # the account root
+                root_credentials={ADMIN_CREDENTIALS["access_key_id"]: ADMIN_CREDENTIALS["secret_access_key"]},  # the account root
             )
+            self._host_role = HostRole(self.moto_endpoint_url, region=self.region, session_name=self.pki.instance_id).create()
             self._front = KmsFrontServer(self.kms_model, certfile=str(cert_path), keyfile=str(key_path)).start()
             proxy_path = emulated_vsock_path(str(self.run_dir), PARENT_CID, KMS_PROXY_PORT)
             self._proxy = self._start_vsock_proxy(proxy_path, ("127.0.0.1", self._front.port))
@@ -125,7 +129,7 @@ class Emulator:
             debug=debug,
             clock=clock,
             busy_poll_us=busy_poll_us,
-            role_arn=f"arn:aws:iam::{ACCOUNT_ID}:role/zerocopy-emulator",
+            role_arn=HOST_ROLE_ARN,  # the role whose sessions Emulator.credentials are
             document_encoding=self.document_encoding,
         )
         self._enclaves.append(process)
@@ -142,6 +146,9 @@ class Emulator:
             self._front.stop()
             self._front = None
             self.kms_model.close()  # its boto3 clients to moto
+        if self._host_role is not None:
+            self._host_role.close()
+            self._host_role = None
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
@@ -183,7 +190,27 @@ class Emulator:
 
     @property
     def credentials(self) -> dict[str, str]:
-        return dict(CREDENTIALS)
+        """The host's AWS credentials: a session of the host role (``access_key_id``,
+        ``secret_access_key``, ``session_token``), refreshed before it expires.
+
+        The role is SECURITY.md's host role: ``kms:Decrypt`` and ``kms:GenerateDataKey`` only
+        (:mod:`emulator.account`). Key administration is ``Emulator.kms``'s, the account root's.
+        """
+        if self._host_role is None:
+            raise EmulatorError("the emulator is not running")
+        return self._host_role.credentials
+
+    @property
+    def operator_credentials(self) -> dict[str, str]:
+        """The account root's access key, which ``Emulator.kms`` uses (key administration)."""
+        return dict(ADMIN_CREDENTIALS)
+
+    @property
+    def credentials_expiration(self) -> Any:
+        """When the session ``credentials`` last returned expires (an aware datetime)."""
+        if self._host_role is None:
+            raise EmulatorError("the emulator is not running")
+        return self._host_role.expiration
 
     @property
     def account_id(self) -> str:
@@ -191,10 +218,15 @@ class Emulator:
 
     @property
     def kms(self) -> Any:
-        """A boto3 KMS client bound to the emulated (attesting) KMS endpoint."""
+        """A boto3 KMS client bound to the emulated (attesting) KMS endpoint, as the account root
+        (the operator: it creates keys and key policies)."""
         if self._kms_client is None:
             self._kms_client = kms_client(self.kms_endpoint_url, str(self.tls_ca_path), self.region)
         return self._kms_client
+
+    def host_kms(self) -> Any:
+        """A new boto3 KMS client with the host's credentials (the host role's current session); close it after use."""
+        return kms_client(self.kms_endpoint_url, str(self.tls_ca_path), self.region, self.credentials)
 
     def signer(self, **kwargs: Any) -> Any:
         """A ``Signer`` that first checks the enclave's attestation against this emulator's root and PCR0."""
@@ -218,12 +250,14 @@ class Emulator:
         return self.enclave
 
 
-def kms_client(endpoint_url: str, ca_path: str, region: str) -> Any:
+def kms_client(endpoint_url: str, ca_path: str, region: str, credentials: dict[str, str] = ADMIN_CREDENTIALS) -> Any:
+    """A boto3 KMS client for the emulated endpoint with ``credentials`` (the account root's by default)."""
     import boto3
 
     return boto3.session.Session(
-        aws_access_key_id=CREDENTIALS["access_key_id"],
-        aws_secret_access_key=CREDENTIALS["secret_access_key"],
+        aws_access_key_id=credentials["access_key_id"],
+        aws_secret_access_key=credentials["secret_access_key"],
+        aws_session_token=credentials.get("session_token"),
         region_name=region,
     ).client("kms", endpoint_url=endpoint_url, verify=ca_path)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from enclave.protocol.address import emulated_vsock_path
 
+from .account import HOST_ROLE_ARN
 from .measure import image_files, measure
 from .nsm import EmulatedNsm, NsmDeviceServer
 from .pki import AttestationPki, new_module_id
@@ -83,7 +84,7 @@ class EnclaveProcess:
         debug: bool = False,
         clock: str | None = None,
         busy_poll_us: int = 0,
-        role_arn: str = "arn:aws:iam::123456789012:role/zerocopy-emulator",
+        role_arn: str = HOST_ROLE_ARN,
         document_encoding: str = "indefinite",
     ) -> None:
         self.run_dir = run_dir

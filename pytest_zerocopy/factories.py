@@ -22,7 +22,9 @@ ENABLE_HINT = "needs the ZeroCopy emulator: run pytest with --zerocopy (or --zer
 
 class RunningEnclave:
     """An enclave that was started elsewhere (``zerocopy emulator up``). KMS details come from
-    ``ZEROCOPY_KMS_ENDPOINT`` / ``ZEROCOPY_KMS_CA`` and AWS credentials from the environment."""
+    ``ZEROCOPY_KMS_ENDPOINT`` / ``ZEROCOPY_KMS_CA`` and AWS credentials from the environment: the
+    host's (``AWS_*``) provision; the test key is created with the operator's
+    (``ZEROCOPY_KMS_OPERATOR_ACCESS_KEY_ID`` / ``..._SECRET_ACCESS_KEY``) when set, else the host's."""
 
     def __init__(self, address: str) -> None:
         self.address = address
@@ -37,7 +39,14 @@ class RunningEnclave:
 
         if not self.kms_endpoint_url:
             pytest.fail("with --zerocopy-enclave, set ZEROCOPY_KMS_ENDPOINT (and ZEROCOPY_KMS_CA) to seal test keys", pytrace=False)
-        return aws_session(self.region).client("kms", endpoint_url=self.kms_endpoint_url, verify=self.kms_ca or True)
+        session = aws_session(self.region)
+        operator = os.environ.get("ZEROCOPY_KMS_OPERATOR_ACCESS_KEY_ID")
+        if operator:
+            import boto3
+
+            secret = os.environ.get("ZEROCOPY_KMS_OPERATOR_SECRET_ACCESS_KEY")
+            session = boto3.session.Session(aws_access_key_id=operator, aws_secret_access_key=secret, region_name=self.region)
+        return session.client("kms", endpoint_url=self.kms_endpoint_url, verify=self.kms_ca or True)
 
     @property
     def credentials(self) -> dict[str, str]:
@@ -147,6 +156,6 @@ def key_maker(emulator_fixture_name: str, signer_fixture_name: str, *, scope: st
             key_id = kms.create_key(Policy=json.dumps(policy), Description="zerocopy test keys")["KeyMetadata"]["Arn"]
         else:
             key_id = kms.create_key(Description="zerocopy test keys")["KeyMetadata"]["Arn"]
-        return KeyMaker(kms=kms, kms_key_id=key_id, signer=connected, credentials=emulator.credentials, region=emulator.region)
+        return KeyMaker(kms=kms, kms_key_id=key_id, signer=connected, credentials=lambda: emulator.credentials, region=emulator.region)
 
     return zerocopy_key_fixture

@@ -9,7 +9,7 @@ import os
 import secrets
 import string
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["TestKey", "make_secret", "KeyMaker"]
 
@@ -69,10 +69,12 @@ def _public_key_pem(secret: bytes) -> bytes:
 class KeyMaker:
     """Seals and provisions test keys; one per session, bound to one enclave and one KMS key."""
 
-    def __init__(self, *, kms: Any, kms_key_id: str, signer: Any, credentials: dict[str, str], region: str) -> None:
+    def __init__(self, *, kms: Any, kms_key_id: str, signer: Any, credentials: Callable[[], dict[str, str]], region: str) -> None:
         self.kms = kms
         self.kms_key_id = kms_key_id
         self.signer = signer
+        # Read at each provisioning: the host's session credentials expire (and are refreshed)
+        # during a long test session, as an instance's do.
         self.credentials = credentials
         self.region = region
         self._counter = itertools.count(1)
@@ -104,7 +106,7 @@ class KeyMaker:
         api_key = api_key if api_key is not None else "test-api-key-" + secrets.token_hex(8)
         policy_document = _policy_document(policy)
         bundle = seal(self.kms, key_id=self.kms_key_id, name=name, scheme=scheme, secret=secret, api_key=api_key, policy=policy_document)
-        (result,) = self.signer.provision([bundle.to_json()], credentials=self.credentials, region=self.region)
+        (result,) = self.signer.provision([bundle.to_json()], credentials=self.credentials(), region=self.region)
         if not result.loaded:
             raise ProvisioningError(result.error or "the enclave did not load the test key")
         asymmetric = scheme in ASYMMETRIC_SCHEMES

@@ -63,7 +63,7 @@ def join_new_threads(before: set[threading.Thread], name_contains: str = "", tim
 
 # --- added for the KMS fidelity tests (test_kms_fidelity.py) -----------------------------------
 
-EMULATOR_ACCESS_KEY = "zerocopy-emulator"  # Emulator.credentials: the account root
+EMULATOR_ACCESS_KEY = "zerocopy-emulator"  # the account root's key, as Emulator.kms (the operator) signs with it
 EMULATOR_SECRET_KEY = "zerocopy-emulator-secret"
 
 
@@ -109,3 +109,31 @@ def http_post(endpoint: str, headers: dict[str, str], body: bytes, *, ca_file: s
         return response.status, response.getheader("Content-Type") or "", response.read()
     finally:
         connection.close()
+
+
+# --- AWS's words, from the recorded answers in tests/data/kms/ (see tests/data/PROVENANCE.md) ---
+
+_KMS_DATA = Path(__file__).parent / "data" / "kms"
+
+
+def localstack_error(test: str, match: str, **placeholders: str) -> tuple[str, str]:
+    """(code, message) of a real KMS answer LocalStack recorded: ``test`` is the snapshot's test
+    name (``test_error_messaging_for_invalid_keys``), ``match`` the recorded answer's name;
+    ``placeholders`` fill LocalStack's markers, e.g. ``key_arn=...`` for ``<key-arn>``."""
+    import json
+
+    snapshots = json.loads((_KMS_DATA / "localstack-kms-snapshot-excerpts.json").read_text())["snapshots"]
+    (recorded,) = [value for name, value in snapshots.items() if name.rsplit("::", 1)[1] == test]
+    error = recorded["recorded-content"][match]["Error"]
+    message = error["Message"]
+    for name, value in placeholders.items():
+        message = message.replace(f"<{name.replace('_', '-')}>", value)
+    return error["Code"], message
+
+
+def aws_words(name: str, **fill: str) -> tuple[str, str]:
+    """(code, message) of a real AWS answer quoted in a public issue (tests/data/kms/aws-error-words.json)."""
+    import json
+
+    entry = json.loads((_KMS_DATA / "aws-error-words.json").read_text())["words"][name]
+    return entry["code"], entry["message"].format(**fill)

@@ -91,8 +91,10 @@ def test_seal_provision_sign_and_keys_against_the_emulator(zerocopy_emulator, tm
     monkeypatch.setenv("ZEROCOPY_KMS_ENDPOINT", zerocopy_emulator.kms_endpoint_url)
     monkeypatch.setenv("ZEROCOPY_KMS_CA", str(zerocopy_emulator.tls_ca_path))
     monkeypatch.setenv("AWS_REGION", zerocopy_emulator.region)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", zerocopy_emulator.credentials["access_key_id"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", zerocopy_emulator.credentials["secret_access_key"])
+    host = zerocopy_emulator.credentials  # the host role's session, as `zerocopy emulator up` exports it
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", host["access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", host["secret_access_key"])
+    monkeypatch.setenv("AWS_SESSION_TOKEN", host["session_token"])
     key_arn = zerocopy_emulator.kms.create_key()["KeyMetadata"]["Arn"]
     bundle_path = tmp_path / "cli.sealed.json"
     secret = b"NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"

@@ -189,7 +189,7 @@ def denied(ending: str, reason: str) -> Iterator[None]:
 class TestModel:
     def test_decrypt_with_recipient_seals_the_data_key_to_the_enclave(self, model, data_key, document, enclave_key, pinned_key):
         ciphertext, plaintext = data_key
-        response = model.decrypt(decrypt_params(ciphertext, Recipient=recipient(document)))
+        response = model.decrypt(decrypt_params(ciphertext, Recipient=recipient(document)), model.root)
         assert "Plaintext" not in response
         assert response["KeyId"] == pinned_key
         sealed = base64.b64decode(response["CiphertextForRecipient"])
@@ -198,20 +198,20 @@ class TestModel:
     def test_key_id_naming_the_right_key_is_accepted(self, model, data_key, document, enclave_key, pinned_key):
         ciphertext, plaintext = data_key
         key_id = pinned_key.rsplit("/", 1)[1]
-        response = model.decrypt(decrypt_params(ciphertext, KeyId=key_id, Recipient=recipient(document)))
+        response = model.decrypt(decrypt_params(ciphertext, KeyId=key_id, Recipient=recipient(document)), model.root)
         assert decrypt_ciphertext_for_recipient(base64.b64decode(response["CiphertextForRecipient"]), enclave_key) == plaintext
 
     def test_pcr0_mismatch_is_access_denied(self, model, pki, data_key, enclave_key):
         other_image = EmulatedNsm(pki, module_id=MODULE_ID, pcrs=sample_pcrs(b"another image"))
         document = other_image.attestation_document(public_key=spki_der(enclave_key))
         with denied(EXPLICIT_DENY, "DenyUnlessAttestedImageSha384"):
-            model.decrypt(decrypt_params(data_key[0], Recipient=recipient(document)))
+            model.decrypt(decrypt_params(data_key[0], Recipient=recipient(document)), model.root)
 
     def test_debug_document_is_accepted_but_fails_the_pinned_policy(self, model, pki, data_key, enclave_key):
         debug = EmulatedNsm(pki, module_id=MODULE_ID, pcrs=sample_pcrs(b"zerocopy-enclave", debug=True))
         document = debug.attestation_document(public_key=spki_der(enclave_key))
         with denied(EXPLICIT_DENY, "explicitly denied"):
-            model.decrypt(decrypt_params(data_key[0], Recipient=recipient(document)))
+            model.decrypt(decrypt_params(data_key[0], Recipient=recipient(document)), model.root)
 
     def test_document_from_another_root_is_invalid(self, model, nsm, data_key, enclave_key):
         now = dt.datetime.now(dt.timezone.utc)
@@ -219,16 +219,16 @@ class TestModel:
             pcrs=dict(nsm.pcrs), public_key=spki_der(enclave_key), timestamp_ms=timestamp_ms(now)
         )  # the right PCR0, the wrong root
         with raises_kms(ValidationException, "ValidationException", "not valid"):
-            model.decrypt(decrypt_params(data_key[0], Recipient=recipient(foreign)))
+            model.decrypt(decrypt_params(data_key[0], Recipient=recipient(foreign)), model.root)
 
     def test_document_without_public_key_is_invalid(self, model, nsm, data_key):
         with raises_kms(ValidationException, "ValidationException", "public key"):
-            model.decrypt(decrypt_params(data_key[0], Recipient=recipient(nsm.attestation_document())))
+            model.decrypt(decrypt_params(data_key[0], Recipient=recipient(nsm.attestation_document())), model.root)
 
     @pytest.mark.parametrize("algorithm", ["RSAES_OAEP_SHA_1", "rsaes_oaep_sha_256", ""])
     def test_wrong_key_encryption_algorithm(self, model, data_key, document, algorithm):
         with raises_kms(ValidationException, "ValidationException", "KeyEncryptionAlgorithm"):
-            model.decrypt(decrypt_params(data_key[0], Recipient=recipient(document, algorithm)))
+            model.decrypt(decrypt_params(data_key[0], Recipient=recipient(document, algorithm)), model.root)
 
     @pytest.mark.parametrize(
         ("bad", "word"),
@@ -237,19 +237,19 @@ class TestModel:
     )
     def test_malformed_recipient(self, model, data_key, bad, word):
         with raises_kms(ValidationException, "ValidationException", word):
-            model.decrypt(decrypt_params(data_key[0], Recipient=bad))
+            model.decrypt(decrypt_params(data_key[0], Recipient=bad), model.root)
 
     def test_garbage_document_is_invalid(self, model, data_key):
         with raises_kms(ValidationException, "ValidationException", "not valid"):
-            model.decrypt(decrypt_params(data_key[0], Recipient=recipient(b"\xa0not cose")))
+            model.decrypt(decrypt_params(data_key[0], Recipient=recipient(b"\xa0not cose")), model.root)
 
     def test_key_id_naming_another_key(self, model, data_key, document, default_key):
         with raises_kms(IncorrectKeyException, "IncorrectKeyException", "key ID"):
-            model.decrypt(decrypt_params(data_key[0], KeyId=default_key, Recipient=recipient(document)))
+            model.decrypt(decrypt_params(data_key[0], KeyId=default_key, Recipient=recipient(document)), model.root)
 
     def test_wrong_encryption_context_is_moto_error_passed_on(self, model, data_key, document):
         with pytest.raises(MotoError) as info:
-            model.decrypt(decrypt_params(data_key[0], context={**CONTEXT, "zerocopy:name": "other"}, Recipient=recipient(document)))
+            model.decrypt(decrypt_params(data_key[0], context={**CONTEXT, "zerocopy:name": "other"}, Recipient=recipient(document)), model.root)
         assert info.value.code == "InvalidCiphertextException" and info.value.status == 400
         assert info.value.message == ""  # moto (like KMS) says no more than the code; passed on verbatim
 
@@ -258,17 +258,17 @@ class TestModel:
         # moto alone hands the plaintext to anyone who asks: the gap the emulator closes.
         assert moto.decrypt(CiphertextBlob=ciphertext, EncryptionContext=CONTEXT)["Plaintext"] == plaintext
         with denied(EXPLICIT_DENY, "explicitly denied"):
-            model.decrypt(decrypt_params(ciphertext))
+            model.decrypt(decrypt_params(ciphertext), model.root)
 
     def test_default_policy_allows_plain_decrypt(self, model, moto, default_key):
         generated = moto.generate_data_key(KeyId=default_key, KeySpec="AES_256", EncryptionContext=CONTEXT)
-        response = model.decrypt(decrypt_params(generated["CiphertextBlob"]))
+        response = model.decrypt(decrypt_params(generated["CiphertextBlob"]), model.root)
         assert base64.b64decode(response["Plaintext"]) == generated["Plaintext"]
         assert response["KeyId"] == default_key and "CiphertextForRecipient" not in response
 
     def test_default_policy_with_recipient_returns_no_plaintext(self, model, moto, default_key, document, enclave_key):
         generated = moto.generate_data_key(KeyId=default_key, KeySpec="AES_256")
-        response = model.decrypt(decrypt_params(generated["CiphertextBlob"], context=None, Recipient=recipient(document)))
+        response = model.decrypt(decrypt_params(generated["CiphertextBlob"], context=None, Recipient=recipient(document)), model.root)
         assert "Plaintext" not in response
         sealed = base64.b64decode(response["CiphertextForRecipient"])
         assert decrypt_ciphertext_for_recipient(sealed, enclave_key) == generated["Plaintext"]
@@ -294,14 +294,14 @@ class TestModel:
 
     def test_validate_policy_accepts_zerocopy_policies(self, model, nsm):
         model.validate_policy(json.dumps(attested_key_policy(ACCOUNT_ID, image_sha384=nsm.pcrs[0], pcrs={1: nsm.pcrs[1]})))
-        model.authorize_request("CreateKey", {"Policy": policy()})
+        model.authorize_request("CreateKey", {"Policy": policy()}, model.root)
 
     def test_create_key_with_malformed_policy_refused_though_moto_takes_it(self, model, moto):
         with raises_kms(MalformedPolicyDocumentException, "MalformedPolicyDocumentException", "not JSON"):
-            model.authorize_request("CreateKey", {"Policy": "{not json"})
+            model.authorize_request("CreateKey", {"Policy": "{not json"}, model.root)
         key = moto.create_key(Policy="{not json")["KeyMetadata"]["Arn"]  # moto's validator fails open
         with denied("because no resource-based policy allows the kms:Encrypt action", "cannot be evaluated"):
-            model.authorize("kms:Encrypt", key)  # and a policy we cannot evaluate allows nothing
+            model.authorize("kms:Encrypt", key, {}, model.root)  # and a policy we cannot evaluate allows nothing
 
     def test_encryption_context_condition_is_enforced(self, model, moto):
         text = policy(
@@ -319,20 +319,20 @@ class TestModel:
         alpha = moto.generate_data_key(KeyId=key, KeySpec="AES_256", EncryptionContext={"zerocopy:name": "alpha"})
         beta = moto.generate_data_key(KeyId=key, KeySpec="AES_256", EncryptionContext={"zerocopy:name": "beta"})
         bare = moto.generate_data_key(KeyId=key, KeySpec="AES_256")
-        allowed = model.decrypt(decrypt_params(alpha["CiphertextBlob"], context={"zerocopy:name": "alpha"}))
+        allowed = model.decrypt(decrypt_params(alpha["CiphertextBlob"], context={"zerocopy:name": "alpha"}), model.root)
         assert base64.b64decode(allowed["Plaintext"]) == alpha["Plaintext"]
         with denied(EXPLICIT_DENY, "OnlyTheAlphaSecret"):
-            model.decrypt(decrypt_params(beta["CiphertextBlob"], context={"zerocopy:name": "beta"}))
+            model.decrypt(decrypt_params(beta["CiphertextBlob"], context={"zerocopy:name": "beta"}), model.root)
         with denied(EXPLICIT_DENY, "OnlyTheAlphaSecret"):
-            model.decrypt(decrypt_params(bare["CiphertextBlob"], context=None))
+            model.decrypt(decrypt_params(bare["CiphertextBlob"], context=None), model.root)
 
     def test_passthrough_authorization(self, model, pinned_key):
-        model.authorize_request("GenerateDataKey", {"KeyId": pinned_key, "KeySpec": "AES_256"})
-        model.authorize_request("ListKeys", {})
+        model.authorize_request("GenerateDataKey", {"KeyId": pinned_key, "KeySpec": "AES_256"}, model.root)
+        model.authorize_request("ListKeys", {}, model.root)
         with denied(EXPLICIT_DENY, "DenyUnlessAttestedImageSha384"):
-            model.authorize_request("CreateGrant", {"KeyId": pinned_key, "GranteePrincipal": "x", "Operations": ["Decrypt"]})
+            model.authorize_request("CreateGrant", {"KeyId": pinned_key, "GranteePrincipal": "x", "Operations": ["Decrypt"]}, model.root)
         with pytest.raises(MotoError) as info:
-            model.authorize_request("GenerateDataKey", {"KeyId": "alias/does-not-exist"})
+            model.authorize_request("GenerateDataKey", {"KeyId": "alias/does-not-exist"}, model.root)
         assert info.value.code == "NotFoundException" and "alias" in info.value.message
 
 

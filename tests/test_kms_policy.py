@@ -53,8 +53,16 @@ ROOT = f"arn:aws:iam::{ACCOUNT}:root"
 ENCLAVE_HOST = f"arn:aws:sts::{ACCOUNT}:assumed-role/data-processing/i-0abc"
 
 
-def decide(p: KeyPolicy, action: str = "kms:Decrypt", account: str = ACCOUNT, context: dict | None = None, principal: str = "") -> Decision:
-    return p.evaluate(AuthorizationRequest(action, KEY_ARN, account, context or {}, principal))
+def decide(p: KeyPolicy, action: str = "kms:Decrypt", account: str = ACCOUNT, context: dict | None = None, principal: str = "", role_arn: str | None = None) -> Decision:
+    """``p`` on one request; a session's role is at path ``/`` unless ``role_arn`` says otherwise."""
+    if role_arn is None:
+        role_arn = _role_at_root_path(principal)
+    return p.evaluate(AuthorizationRequest(action, KEY_ARN, account, context or {}, principal, role_arn))
+
+
+def _role_at_root_path(principal: str) -> str:
+    match = re.fullmatch(r"arn:aws:sts::(\d{12}):assumed-role/([^/]+)/[^/]+", principal)
+    return f"arn:aws:iam::{match.group(1)}:role/{match.group(2)}" if match else ""
 
 
 # --- the AWS Nitro Enclaves example ----------------------------------------------------------
@@ -85,7 +93,8 @@ class TestNitroExample:
 
     def test_matching_attestation_is_allowed(self):
         d = decide(self.p, context=ctx(image=IMAGE, pcr1=PCR1), principal=ENCLAVE_HOST)
-        assert d == Decision(True, "allowed by statement 'Enable enclave data processing'")
+        # The statement names the session's role: the role's boundary and session policies must allow too.
+        assert d == Decision(True, "allowed by statement 'Enable enclave data processing' (within the caller's permissions boundary and session policies)", grant="bounded")
         assert d  # truthiness follows .allowed
 
     def test_ignore_case_accepts_upper_case_hex(self):
@@ -158,7 +167,7 @@ class TestDenyWithoutAttestation:
 
     def test_attested_decrypt_with_right_measurement(self):
         d = decide(self.p, context=ctx(image=IMAGE))
-        assert d == Decision(True, "allowed by statement 'Enable IAM User Permissions'")
+        assert d == Decision(True, "allowed by statement 'Enable IAM User Permissions'", grant="direct")
 
     def test_attested_decrypt_with_wrong_measurement(self):
         d = decide(self.p, context=ctx(image="ff" * 48))
@@ -188,7 +197,7 @@ def test_deny_wins_over_allow_in_any_order():
 
 def test_first_matching_allow_named_and_index_without_sid():
     p = policy(statement("Allow", "kms:Encrypt"), statement("Allow", "kms:Decrypt"))
-    assert decide(p) == Decision(True, "allowed by Statement[1]")
+    assert decide(p) == Decision(True, "allowed by Statement[1]", grant="direct")
     p = policy(statement("Allow"), statement("Deny", "kms:Decrypt"))
     assert decide(p) == Decision(False, "explicitly denied by Statement[1]")
 
@@ -744,32 +753,50 @@ USER = f"arn:aws:iam::{ACCOUNT}:user/alice"
 SESSION = f"arn:aws:sts::{ACCOUNT}:assumed-role/enclave-host/i-0abc"
 
 
+TEAM_ROLE = f"arn:aws:iam::{ACCOUNT}:role/team/a/enclave-host"  # the session's role, at path /team/a/
+
+
 @pytest.mark.parametrize(
-    ("principal", "caller", "expected"),
+    ("principal", "caller", "role_arn", "expected"),
     [
-        # (statement principal, caller, (allowed, via_account))
-        ({"AWS": ACCOUNT}, "", (True, False)),  # the root itself
-        ({"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, USER, (True, True)),  # the account: IAM decides
-        ({"AWS": ACCOUNT}, SESSION, (True, True)),
-        ({"AWS": USER}, USER, (True, False)),  # named: no IAM policy needed
-        ({"AWS": USER.replace("alice", "Alice")}, USER, (True, False)),  # IAM names ignore case
-        ({"AWS": USER}, f"arn:aws:iam::{ACCOUNT}:user/bob", (False, False)),
-        ({"AWS": USER}, "", (False, False)),  # a user principal is not the root
-        ({"AWS": f"arn:aws:iam::{ACCOUNT}:role/enclave-host"}, SESSION, (True, False)),  # every session of the role
-        ({"AWS": f"arn:aws:iam::{ACCOUNT}:role/team/a/enclave-host"}, SESSION, (True, False)),  # a role path is not in session ARNs
-        ({"AWS": f"arn:aws:iam::{ACCOUNT}:role/other-host"}, SESSION, (False, False)),
-        ({"AWS": f"arn:aws:iam::{ACCOUNT}:role/enclave-host"}, f"arn:aws:iam::{ACCOUNT}:user/enclave-host", (False, False)),
-        ({"AWS": SESSION}, SESSION, (True, False)),
-        ({"AWS": SESSION}, SESSION.replace("i-0abc", "i-0def"), (False, False)),
-        ({"AWS": f"arn:aws:iam::{OTHER_ACCOUNT}:root"}, USER, (False, False)),
-        ("*", USER, (True, False)),
-        ({"AWS": [f"arn:aws:iam::{ACCOUNT}:role/other-host", ACCOUNT]}, SESSION, (True, True)),
-        ({"AWS": [ACCOUNT, f"arn:aws:iam::{ACCOUNT}:role/enclave-host"]}, SESSION, (True, False)),  # named beats the account
+        # (statement principal, caller, the caller's role as IAM has it (None: at path /), (allowed, grant))
+        ({"AWS": ACCOUNT}, "", None, (True, "direct")),  # the root itself
+        ({"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, USER, None, (True, "account")),  # the account: IAM decides
+        ({"AWS": ACCOUNT}, SESSION, None, (True, "account")),
+        ({"AWS": USER}, USER, None, (True, "direct")),  # named: no IAM policy needed
+        ({"AWS": USER.replace("alice", "Alice")}, USER, None, (True, "direct")),  # IAM names ignore case
+        ({"AWS": USER}, f"arn:aws:iam::{ACCOUNT}:user/bob", None, (False, None)),
+        ({"AWS": USER}, f"arn:aws:iam::{ACCOUNT}:user/ops/alice", None, (False, None)),  # another path: another user
+        ({"AWS": f"arn:aws:iam::{ACCOUNT}:user/ops/alice"}, f"arn:aws:iam::{ACCOUNT}:user/ops/alice", None, (True, "direct")),
+        ({"AWS": USER}, "", None, (False, None)),  # a user principal is not the root
+        # A role ARN covers every session of the role, within the role's boundary and session policies.
+        ({"AWS": f"arn:aws:iam::{ACCOUNT}:role/enclave-host"}, SESSION, None, (True, "bounded")),
+        # AWS matches the role's real ARN, path included: a wrong path or a missing one is another role.
+        ({"AWS": TEAM_ROLE}, SESSION, None, (False, None)),
+        ({"AWS": TEAM_ROLE}, SESSION, TEAM_ROLE, (True, "bounded")),
+        ({"AWS": f"arn:aws:iam::{ACCOUNT}:role/enclave-host"}, SESSION, TEAM_ROLE, (False, None)),
+        ({"AWS": f"arn:aws:iam::{ACCOUNT}:role/enclave-host"}, SESSION, "", (False, None)),  # the role is gone
+        ({"AWS": f"arn:aws:iam::{ACCOUNT}:role/other-host"}, SESSION, None, (False, None)),
+        ({"AWS": f"arn:aws:iam::{ACCOUNT}:role/enclave-host"}, f"arn:aws:iam::{ACCOUNT}:user/enclave-host", None, (False, None)),
+        ({"AWS": SESSION}, SESSION, None, (True, "direct")),  # the session itself: not limited by its boundary
+        ({"AWS": SESSION}, SESSION.replace("i-0abc", "i-0def"), None, (False, None)),
+        ({"AWS": f"arn:aws:iam::{OTHER_ACCOUNT}:root"}, USER, None, (False, None)),
+        ("*", USER, None, (True, "bounded")),  # everyone: the strict reading, within boundary and session policies
+        ("*", "", None, (True, "direct")),
+        ({"AWS": [f"arn:aws:iam::{ACCOUNT}:role/other-host", ACCOUNT]}, SESSION, None, (True, "account")),
+        ({"AWS": [ACCOUNT, f"arn:aws:iam::{ACCOUNT}:role/enclave-host"]}, SESSION, None, (True, "bounded")),  # the role beats the account
+        ({"AWS": [f"arn:aws:iam::{ACCOUNT}:role/enclave-host", SESSION]}, SESSION, None, (True, "direct")),  # the session beats the role
     ],
 )
-def test_principal_semantics(principal, caller, expected):
-    d = decide(policy(statement(Principal=principal)), principal=caller)
-    assert (d.allowed, d.via_account) == expected
+def test_principal_semantics(principal, caller, role_arn, expected):
+    d = decide(policy(statement(Principal=principal)), principal=caller, role_arn=role_arn)
+    assert (d.allowed, d.grant) == expected
+    assert d.via_account == (d.grant == "account")
+
+
+def test_a_role_arn_of_another_role_is_refused_as_the_session_s_role():
+    with pytest.raises(ValueError, match="not the ARN of the session's role"):
+        AuthorizationRequest("kms:Decrypt", KEY_ARN, ACCOUNT, {}, SESSION, f"arn:aws:iam::{ACCOUNT}:role/other-host")
 
 
 def test_a_deny_naming_the_account_applies_to_every_principal_in_it():

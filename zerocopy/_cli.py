@@ -99,6 +99,12 @@ def cmd_emulator_up(args: argparse.Namespace) -> int:
         print(f"export AWS_REGION={emulator.region}")
         print(f"export AWS_ACCESS_KEY_ID={credentials['access_key_id']}")
         print(f"export AWS_SECRET_ACCESS_KEY={credentials['secret_access_key']}")
+        print(f"export AWS_SESSION_TOKEN={credentials['session_token']}")
+        print(f"# the host role's session (kms:Decrypt, kms:GenerateDataKey), expires {emulator.credentials_expiration:%Y-%m-%dT%H:%M:%SZ}")
+        # The operator's key (the account root), for creating keys and key policies; pytest's
+        # --zerocopy-enclave creates its test key with it.
+        print(f"export ZEROCOPY_KMS_OPERATOR_ACCESS_KEY_ID={emulator.operator_credentials['access_key_id']}")
+        print(f"export ZEROCOPY_KMS_OPERATOR_SECRET_ACCESS_KEY={emulator.operator_credentials['secret_access_key']}")
         root_path = emulator.run_dir / "attestation-root.pem"  # type: ignore[operator]
         root_path.write_bytes(emulator.root_certificate)
         print(f"# attestation root: {root_path}")

@@ -97,12 +97,15 @@ def run_demo(*, samples: int = 2000) -> int:
             _out(f"   loaded {result.name!r}; the host relayed only TLS records")
             from botocore.exceptions import ClientError
 
+            host_kms = emulator.host_kms()  # the host role's session: what the parent instance holds
             try:
-                emulator.kms.decrypt(CiphertextBlob=bundle.encrypted_data_key, EncryptionContext=bundle.encryption_context())
+                host_kms.decrypt(CiphertextBlob=bundle.encrypted_data_key, EncryptionContext=bundle.encryption_context())
                 _out("   UNEXPECTED: the host's own credentials decrypted the data key")
                 return 1
             except ClientError as exc:
                 _out(f"   the host's own credentials calling Decrypt on the same bundle: {exc.response['Error']['Code']}")
+            finally:
+                host_kms.close()
 
             _step(6, "Signing the documentation's example order (the enclave builds the string to sign)")
             signed = signer.sign_request(KEY_NAME, "POST", "/api/v3/order", params=BINANCE_EXAMPLE["params"])

@@ -19,6 +19,7 @@ __all__ = [
     "AccessDeniedException",
     "DisabledException",
     "DryRunOperationException",
+    "ExpiredTokenException",
     "IncompleteSignatureException",
     "IncorrectKeyException",
     "InvalidSignatureException",
@@ -79,6 +80,13 @@ class DisabledException(KmsException):
 
 class DryRunOperationException(KmsException):
     code = "DryRunOperationException"
+    status = 400
+
+
+class ExpiredTokenException(KmsException):
+    """Session credentials past their expiration ("The security token included in the request is expired")."""
+
+    code = "ExpiredTokenException"
     status = 400
 
 

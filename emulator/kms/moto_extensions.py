@@ -11,8 +11,10 @@ backend, and private keys never leave this process except as AWS would return th
   the caller's public key. https://docs.aws.amazon.com/kms/latest/APIReference/API_DeriveSharedSecret.html
 * ``EmulatorCiphertextKeyId``, internal: which key a ciphertext names, without decrypting it (KMS
   reads the key from the ciphertext's header too). ``EmulatorAccessKeySecret``, internal: the
-  secret key (and session token) of an active moto IAM or STS access key, so the front can check
-  SigV4 signatures as AWS does. The front never routes these names: they are not operations of
+  secret key of an active moto IAM or STS access key and, for a role session, its token,
+  expiration and session policies, so the front can check SigV4 signatures, tokens and expiry as
+  AWS does and evaluate session policies. moto's ``AssumeRole`` keeps the inline ``Policy`` but
+  drops ``PolicyArns``: it is patched to remember them on the session. The front never routes these names: they are not operations of
   the KMS model. (Anyone who can reach moto's port on 127.0.0.1 can call them; the emulator is
   not a security boundary.) :func:`call_internal` is how the front calls them.
 * Every other operation of botocore's KMS model that moto lacks answers a JSON
@@ -23,18 +25,108 @@ backend, and private keys never leave this process except as AWS would return th
 * moto's own key-policy check (it refuses ``DescribeKey`` when any statement denies
   ``kms:DescribeKey``, whoever the principal) is switched off: the attesting front authorizes
   every call before moto sees it, as AWS would.
+
+Every moto internal patched or called here is checked first (:func:`check_moto`): it must exist
+with the parameters this module relies on, and moto's version must be one these patches were
+tested with (:data:`TESTED_MOTO`, the same range as the ``emulator`` extra in pyproject.toml). A
+moto that differs makes the moto process fail at start, so ``MotoProcess`` raises
+``MotoStartError`` with this module's message rather than the emulator misbehaving later.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
+import functools
+import importlib
+import inspect
 import json
+import struct
 from typing import Any
 
-__all__ = ["INTERNAL_ACCESS_KEY_SECRET", "INTERNAL_CIPHERTEXT_KEY_ID", "call_internal", "install"]
+__all__ = [
+    "INTERNAL_ACCESS_KEY_SECRET",
+    "INTERNAL_CIPHERTEXT_KEY_ID",
+    "TESTED_MOTO",
+    "IncompatibleMoto",
+    "call_internal",
+    "check_moto",
+    "install",
+]
 
 INTERNAL_CIPHERTEXT_KEY_ID = "EmulatorCiphertextKeyId"
 INTERNAL_ACCESS_KEY_SECRET = "EmulatorAccessKeySecret"
+#: moto versions these patches were tested with: at least the first, below the second.
+TESTED_MOTO = ((5, 2), (5, 3))
+
+#: Every moto internal this module patches or calls: (module, attribute path, leading parameters).
+#: ``None``: only its existence matters.
+_MOTO_INTERNALS: tuple[tuple[str, str, tuple[str, ...] | None], ...] = (
+    ("moto.kms.responses", "KmsResponse._validate_key_policy", ("self", "key_id", "action")),
+    ("moto.kms.responses", "KmsResponse._validate_key_id", ("self", "key_id")),
+    ("moto.kms.responses", "KmsResponse._get_param", ("self", "param_name")),
+    ("moto.kms.responses", "KmsResponse.kms_backend", None),
+    ("moto.kms.models", "KmsBackend.create_key", ("self", "policy", "key_usage")),
+    ("moto.kms.models", "KmsBackend.disable_key", ("self", "key_id")),
+    ("moto.kms.models", "KmsBackend.enable_key", ("self", "key_id")),
+    ("moto.kms.models", "KmsBackend.cancel_key_deletion", ("self", "key_id")),
+    ("moto.kms.models", "KmsBackend.schedule_key_deletion", ("self", "key_id")),
+    ("moto.kms.models", "KmsBackend.replicate_key", ("self", "key_id")),
+    ("moto.kms.models", "KmsBackend.get_key_id", ("key_id",)),
+    ("moto.kms.models", "KmsBackend.any_id_to_key_id", ("self", "key_id")),
+    ("moto.kms.models", "KmsBackend.encrypt", ("self", "key_id", "plaintext", "encryption_context")),
+    ("moto.kms.utils", "_deserialize_ciphertext_blob", ("ciphertext_blob",)),
+    ("moto.kms.exceptions", "NotFoundException", None),
+    ("moto.kms.exceptions", "ValidationException", None),
+    ("moto.kms.exceptions", "AccessDeniedException", None),
+    ("moto.kms.exceptions", "InvalidCiphertextException", None),
+    ("moto.core.exceptions", "JsonRESTError", None),
+    ("moto.core.utils", "camelcase_to_underscores", ("argument",)),
+    ("moto.iam.models", "iam_backends", None),
+    ("moto.sts.models", "sts_backends", None),
+    ("moto.sts.models", "STSBackend.get_assumed_role_from_access_key", ("self", "access_key_id")),
+    ("moto.sts.models", "AssumedRole.__init__", ("self", "account_id", "region_name", "access_key", "role_session_name", "role_arn", "policy", "duration")),
+    ("moto.sts.responses", "TokenResponse.assume_role", ("self",)),
+    ("moto.utilities.utils", "PARTITION_NAMES", None),
+)
+
+
+class IncompatibleMoto(RuntimeError):
+    """The installed moto is not one the emulator's patches were written and tested for."""
+
+
+def check_moto(*, installed: str | None = None, internals: tuple[tuple[str, str, tuple[str, ...] | None], ...] = _MOTO_INTERNALS) -> None:
+    """Raise :class:`IncompatibleMoto` unless moto's version and every internal used here are as expected.
+
+    ``installed``: the version to judge (default: the installed moto's); ``internals``: what to
+    look for (default: everything this module uses).
+    """
+    from importlib.metadata import version
+
+    installed = installed or version("moto")
+    release = tuple(int(part) for part in installed.split(".")[:2] if part.isdigit())
+    low, high = TESTED_MOTO
+    if not low <= release < high:
+        raise IncompatibleMoto(f"moto {installed} is not in the range the KMS emulator was tested with (>={_dotted(low)},<{_dotted(high)})")
+    for module, path, parameters in internals:
+        _check_internal(module, path, parameters)
+
+
+def _check_internal(module: str, path: str, parameters: tuple[str, ...] | None) -> None:
+    target: Any = importlib.import_module(module)
+    for name in path.split("."):
+        if not hasattr(target, name):
+            raise IncompatibleMoto(f"moto has no {module}.{path}, which the KMS emulator patches or calls")
+        target = getattr(target, name)
+    if parameters is None:
+        return
+    found = tuple(inspect.signature(target).parameters)[: len(parameters)]
+    if found != parameters:
+        raise IncompatibleMoto(f"moto's {module}.{path} takes {found}, not {parameters} as the KMS emulator expects")
+
+
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(str(part) for part in version)
 
 # KeyPairSpec -> private key factory (cryptography); SM2 and ML-KEM are not available here.
 _EC_CURVES = {
@@ -46,11 +138,13 @@ _EC_CURVES = {
 
 
 def install() -> None:
-    """Patch moto's KMS response and backend classes in this process (idempotent)."""
+    """Check moto (:func:`check_moto`), then patch its KMS and STS classes in this process (idempotent)."""
     import botocore.session
     from moto.kms.models import KmsBackend
     from moto.kms.responses import KmsResponse
+    from moto.sts.responses import TokenResponse
 
+    check_moto()
     KmsResponse._validate_key_policy = _no_policy_check  # type: ignore[method-assign]
     KmsResponse.generate_data_key_pair = _generate_data_key_pair  # type: ignore[attr-defined]
     KmsResponse.generate_data_key_pair_without_plaintext = _generate_data_key_pair_without_plaintext  # type: ignore[attr-defined]
@@ -65,6 +159,8 @@ def install() -> None:
         KmsBackend.create_key = _default_key_usage(KmsBackend.create_key)  # type: ignore[method-assign]
         for name in ("disable_key", "enable_key", "cancel_key_deletion", "schedule_key_deletion", "replicate_key"):
             setattr(KmsBackend, name, _any_key_id(getattr(KmsBackend, name)))
+    if not getattr(TokenResponse.assume_role, "_zerocopy", False):
+        TokenResponse.assume_role = _remember_policy_arns(TokenResponse.assume_role)  # type: ignore[method-assign]
 
 
 def _snake(name: str) -> str:
@@ -79,6 +175,7 @@ def _no_policy_check(self: Any, key_id: str, action: str) -> None:
 
 
 def _default_key_usage(create_key: Any) -> Any:
+    @functools.wraps(create_key)  # keeps the signature check_moto() reads
     def wrapper(self: Any, policy: Any, key_usage: Any, *args: Any, **kwargs: Any) -> Any:
         return create_key(self, policy, key_usage or "ENCRYPT_DECRYPT", *args, **kwargs)
 
@@ -89,9 +186,27 @@ def _default_key_usage(create_key: Any) -> Any:
 def _any_key_id(method: Any) -> Any:
     """moto's state changes index its keys by raw id; AWS takes the key ARN too (moto: KeyError, a 500)."""
 
+    @functools.wraps(method)
     def wrapper(self: Any, key_id: str, *args: Any, **kwargs: Any) -> Any:
         return method(self, self.get_key_id(key_id), *args, **kwargs)
 
+    return wrapper
+
+
+def _remember_policy_arns(assume_role: Any) -> Any:
+    """moto's AssumeRole drops ``PolicyArns``; keep them on the session so the front can evaluate them."""
+
+    @functools.wraps(assume_role)
+    def wrapper(self: Any) -> Any:
+        result = assume_role(self)
+        requested = self._get_param("PolicyArns") or []
+        arns = [item.get("arn") if isinstance(item, dict) else item for item in requested]
+        # Anything but a list of ARN strings cannot be read back: keep a marker that names no policy,
+        # so the front fails closed instead of ignoring it.
+        result.result["Credentials"].zerocopy_policy_arns = [arn if isinstance(arn, str) else "<unreadable>" for arn in arns]
+        return result
+
+    wrapper._zerocopy = True  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -210,7 +325,7 @@ def _ciphertext_key_id(self: Any) -> str:
     blob = self._get_param("CiphertextBlob")
     try:
         key_id = _deserialize_ciphertext_blob(ciphertext_blob=blob).key_id
-    except Exception:
+    except (struct.error, UnicodeDecodeError, TypeError):  # too short, a key id that is not UTF-8, not bytes
         raise InvalidCiphertextException() from None
     key = self.kms_backend.keys.get(key_id)
     if key is None:
@@ -237,8 +352,20 @@ def _access_key_secret(self: Any) -> str:
             if key is None or key.status != "Active":
                 continue
             role = sts_backends[account_id][partition].get_assumed_role_from_access_key(key_id)
-            return json.dumps({"SecretAccessKey": key.secret_access_key, "SessionToken": role.session_token if role else None})
+            answer = {"SecretAccessKey": key.secret_access_key}
+            return json.dumps(answer if role is None else {**answer, **_session(role)})
     raise JsonRESTError("UnrecognizedClientException", "The security token included in the request is invalid.")
+
+
+def _session(role: Any) -> dict[str, Any]:
+    """A role session's token, expiration (ISO 8601, UTC) and session policies."""
+    expiration = role.expiration if role.expiration.tzinfo else role.expiration.replace(tzinfo=datetime.timezone.utc)
+    return {
+        "SessionToken": role.session_token,
+        "Expiration": expiration.isoformat(),
+        "SessionPolicy": role.policy,
+        "SessionPolicyArns": list(getattr(role, "zerocopy_policy_arns", [])),
+    }
 
 
 # --- the front's side ------------------------------------------------------------------------------

@@ -13,6 +13,12 @@
   https://docs.aws.amazon.com/kms/latest/developerguide/key-state.html
 * Key usage: e.g. ``InvalidKeyUsageException: <key ARN> key usage is SIGN_VERIFY which is not
   valid for Encrypt.`` (the wording of real KMS answers recorded by LocalStack's snapshot tests).
+* Encryption algorithm: an ``EncryptionAlgorithm`` the key's spec does not support (``DescribeKey``'s
+  ``EncryptionAlgorithms``) is ``InvalidKeyUsageException``, as AWS documents that exception ("The
+  encryption algorithm or signing algorithm specified for the operation is incompatible with the
+  type of key material in the KMS key"). The words are those real KMS uses for a MAC algorithm
+  that does not fit the key (LocalStack's snapshot: "Algorithm HMAC_SHA_256 is incompatible with
+  key spec HMAC_224."); AWS's words for encryption algorithms are not recorded anywhere public.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from .exceptions import DisabledException, InvalidKeyUsageException, KmsExceptio
 __all__ = [
     "IAM_ONLY",
     "RECIPIENT_OPERATIONS",
+    "encryption_algorithm_error",
     "key_state_error",
     "key_usage_error",
 ]
@@ -130,6 +137,13 @@ def key_usage_error(operation: str, key_arn: str, usage: str | None) -> KmsExcep
     if needed is None or usage == needed:
         return None
     return InvalidKeyUsageException(f"{key_arn} key usage is {usage} which is not valid for {operation}.")
+
+
+def encryption_algorithm_error(algorithm: str, key_spec: str | None, supported: tuple[str, ...]) -> KmsException | None:
+    """AWS's answer to an encryption algorithm the key cannot use, or ``None``."""
+    if algorithm in supported:
+        return None
+    return InvalidKeyUsageException(f"Algorithm {algorithm} is incompatible with key spec {key_spec}.")
 
 
 def _state_words(state: str) -> str:

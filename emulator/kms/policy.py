@@ -35,10 +35,22 @@ The subset implemented is what a key policy needs:
 * Principal: ``"*"`` or ``{"AWS": str | [str]}`` with ``"*"``, a 12-digit account id,
   ``arn:aws:iam::<account>:root``, ``arn:aws:iam::<account>:user/<name>``,
   ``arn:aws:iam::<account>:role/<name>`` or ``arn:aws:sts::<account>:assumed-role/<role>/<session>``.
-  A user or role ARN means that principal only (a role ARN matches every session of the role);
-  an account principal (the bare id or ``:root``) matches the account root directly and any other
-  principal of the account only *through IAM*: :attr:`Decision.via_account` tells the caller to
-  check the principal's identity policies too (https://docs.aws.amazon.com/kms/latest/developerguide/key-policy-default.html#key-policy-default-allow-root-enable-iam).
+  How a statement covers a caller is its :attr:`Decision.grant`, which tells the caller of
+  :meth:`KeyPolicy.evaluate` which IAM policies must also allow
+  (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_evaluation-logic.html,
+  "The effect of permissions boundaries" / "session policies"):
+
+  - ``"direct"``: the statement names exactly the caller — a user's ARN, a role session's ARN, or
+    for the account root its account. The key policy alone allows (only an explicit Deny elsewhere
+    refuses).
+  - ``"bounded"``: it names the role of a session (its real ARN, path included, as IAM reports
+    it: :attr:`AuthorizationRequest.role_arn`), or ``"*"`` for a caller other than the root. The
+    caller's permissions boundary and session policies must allow too; an identity policy need not.
+    (For ``"*"`` AWS does not say; this is the strict reading.)
+  - ``"account"``: it names the caller's account (the bare id or ``:root``). The caller's identity
+    policies must allow, within boundary and session policies
+    (https://docs.aws.amazon.com/kms/latest/developerguide/key-policy-default.html#key-policy-default-allow-root-enable-iam).
+
   A Deny naming an account applies to every principal of it. ``NotPrincipal`` and other
   principal types (``Service``, ``Federated``, ...) are refused as unsupported.
 * Identity policies (:class:`IdentityPolicy`): the same grammar without ``Principal``; statements
@@ -103,7 +115,8 @@ _ACCOUNT_ID = re.compile(r"[0-9]{12}")
 _PARTITION = r"arn:aws(?:-cn|-us-gov)?"
 _NAME = r"[A-Za-z0-9_+=,.@-]+"  # IAM user, role and session names
 _ROOT_ARN = re.compile(_PARTITION + r":iam::([0-9]{12}):root")
-_USER_OR_ROLE_ARN = re.compile(_PARTITION + rf":iam::([0-9]{{12}}):(user|role)/(?:[A-Za-z0-9_+=,.@/-]*/)?({_NAME})")
+# Groups: account, "user" or "role", path between the kind and the name (without its slashes), name.
+_USER_OR_ROLE_ARN = re.compile(_PARTITION + rf":iam::([0-9]{{12}}):(user|role)/(?:([A-Za-z0-9_+=,.@/-]*)/)?({_NAME})")
 _SESSION_ARN = re.compile(_PARTITION + rf":sts::([0-9]{{12}}):assumed-role/({_NAME})/({_NAME})")
 _ACTION_PATTERN = re.compile(r"\*|[A-Za-z0-9-]+:[A-Za-z0-9*?]+")
 _REQUEST_ACTION = re.compile(r"[A-Za-z0-9-]+:[A-Za-z0-9]+")
@@ -140,8 +153,12 @@ class AuthorizationRequest:
     absent). The mapping is copied on construction, so later changes by the caller do not leak in.
 
     ``principal`` is the caller's ARN as AWS reports it (``arn:aws:iam::<account>:root``,
-    ``arn:aws:iam::<account>:user/<name>`` or ``arn:aws:sts::<account>:assumed-role/<role>/<session>``),
+    ``arn:aws:iam::<account>:user/<path/><name>`` or ``arn:aws:sts::<account>:assumed-role/<role>/<session>``),
     in ``account_id``; empty means the account root.
+
+    ``role_arn``: for a role session, the role's ARN as IAM reports it, path included (a session
+    ARN has no path). Empty: the role is unknown (say, deleted), and no statement naming a role
+    covers the session.
     """
 
     action: str
@@ -149,19 +166,20 @@ class AuthorizationRequest:
     account_id: str
     context: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
     principal: str = ""
+    role_arn: str = ""
     # Condition keys lower-cased, each with a tuple of values; None if two keys differ only by case.
     _values: Mapping[str, tuple[str, ...]] | None = field(init=False, repr=False, compare=False)
     _caller: _Principal = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("action", "resource", "account_id", "principal"):
+        for name in ("action", "resource", "account_id", "principal", "role_arn"):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"{name} must be str, not {type(getattr(self, name)).__name__}")
         if not _REQUEST_ACTION.fullmatch(self.action):
             raise ValueError(f"action must look like 'kms:Decrypt', not {_show(self.action)}")
         if not _ACCOUNT_ID.fullmatch(self.account_id):
             raise ValueError(f"account_id must be 12 digits, not {_show(self.account_id)}")
-        caller = _Principal("account", self.account_id) if not self.principal else _caller_principal(self.principal)
+        caller = _Principal("account", self.account_id) if not self.principal else _caller_principal(self.principal, self.role_arn)
         if caller.account != self.account_id:
             raise ValueError(f"principal {_show(self.principal)} is not in account {self.account_id}")
         object.__setattr__(self, "_caller", caller)
@@ -195,59 +213,87 @@ class Decision:
     """The outcome of :meth:`KeyPolicy.evaluate`; ``reason`` names the deciding statement.
 
     Truthiness follows ``allowed``, so ``if policy.evaluate(request):`` cannot fail open.
-    ``via_account``: allowed only by a statement naming the caller's account, for a caller other
-    than the account root. AWS then also requires the caller's IAM policies to allow the request.
+    ``grant``: how the allowing statement covers the caller (``"direct"``, ``"bounded"`` or
+    ``"account"``, see the module docstring), which says what else AWS requires to allow.
     ``denied`` tells an explicit Deny from "nothing allows it".
     """
 
     allowed: bool
     reason: str
-    via_account: bool = False
+    grant: Grant | None = None
     denied: bool = field(default=False, compare=False)
 
     def __bool__(self) -> bool:
         return self.allowed
 
+    @property
+    def via_account(self) -> bool:
+        """Allowed only through the caller's account: the caller's IAM policies decide."""
+        return self.grant == "account"
+
 
 # --- parsed form ------------------------------------------------------------------------------
+
+
+Grant = Literal["direct", "bounded", "account"]
+_GRANT_ORDER: tuple[Grant, ...] = ("direct", "bounded", "account")  # the first a statement gives wins
 
 
 @dataclass(frozen=True)
 class _Principal:
     """A principal named in a statement, or the caller. ``kind``: any, account, user, role, session.
 
-    Names compare case-insensitively: IAM user and role names are unique regardless of case.
+    Names compare case-insensitively (IAM user and role names are unique regardless of case);
+    paths exactly. ``path`` is a user's or role's path (``"/"`` or ``"/team/a/"``); for a session
+    caller its role's path, ``None`` when the role is unknown.
     """
 
     kind: Literal["any", "account", "user", "role", "session"]
     account: str = ""
     name: str = ""  # user or role name, lower-cased
     session: str = ""
+    path: str | None = "/"
+    arn: str = field(default="", compare=False)  # as a statement wrote it (user and role principals)
 
-    def matches(self, caller: _Principal) -> Literal["direct", "account"] | None:
+    def matches(self, caller: _Principal) -> Grant | None:
         """How this statement principal covers ``caller`` (an account, a user or a session)."""
         if self.kind == "any":
-            return "direct"
+            return "direct" if caller.kind == "account" else "bounded"
         if self.account != caller.account:
             return None
         if self.kind == "account":
             return "direct" if caller.kind == "account" else "account"
         if self.kind == "user":
-            return "direct" if caller.kind == "user" and caller.name == self.name else None
+            return "direct" if caller.kind == "user" and (caller.path, caller.name) == (self.path, self.name) else None
         if self.kind == "role":
-            return "direct" if caller.kind == "session" and caller.name == self.name else None
+            return "bounded" if caller.kind == "session" and (caller.path, caller.name) == (self.path, self.name) else None
         same_session = caller.kind == "session" and (caller.name, caller.session) == (self.name, self.session)
         return "direct" if same_session else None
 
 
-def _caller_principal(arn: str) -> _Principal:
+def _path(inner: str | None) -> str:
+    return f"/{inner}/" if inner else "/"
+
+
+def _caller_principal(arn: str, role_arn: str) -> _Principal:
     if match := _ROOT_ARN.fullmatch(arn):
         return _Principal("account", match.group(1))
     if (match := _USER_OR_ROLE_ARN.fullmatch(arn)) and match.group(2) == "user":
-        return _Principal("user", match.group(1), match.group(3).lower())
+        return _Principal("user", match.group(1), match.group(4).lower(), path=_path(match.group(3)))
     if match := _SESSION_ARN.fullmatch(arn):
-        return _Principal("session", match.group(1), match.group(2).lower(), match.group(3))
+        account, role, session = match.group(1), match.group(2).lower(), match.group(3)
+        return _Principal("session", account, role, session, path=_role_path(role_arn, account, role))
     raise ValueError(f"principal must be an account root, user or assumed-role session ARN, not {_show(arn)}")
+
+
+def _role_path(role_arn: str, account: str, role: str) -> str | None:
+    """The path of the session's role from its ARN; ``None`` when the role is unknown."""
+    if not role_arn:
+        return None
+    match = _USER_OR_ROLE_ARN.fullmatch(role_arn)
+    if not match or match.group(2) != "role" or (match.group(1), match.group(4).lower()) != (account, role):
+        raise ValueError(f"role_arn {_show(role_arn)} is not the ARN of the session's role")
+    return _path(match.group(3))
 
 
 @dataclass(frozen=True)
@@ -311,14 +357,13 @@ class _Statement:
     not_resource: bool
     conditions: tuple[_Test, ...]
 
-    def applies(self, request: AuthorizationRequest, present: Mapping[str, tuple[str, ...]]) -> Literal["direct", "account"] | None:
+    def applies(self, request: AuthorizationRequest, present: Mapping[str, tuple[str, ...]]) -> Grant | None:
         """Whether the statement covers the request, and through which principal match."""
-        matches = {p.matches(request._caller) for p in self.principals} - {None}
-        if not matches:
+        matches = {p.matches(request._caller) for p in self.principals}
+        grant = next((g for g in _GRANT_ORDER if g in matches), None)
+        if grant is None or not self._covers(request, present):
             return None
-        if not self._covers(request, present):
-            return None
-        return "direct" if "direct" in matches else "account"
+        return grant
 
     def _covers(self, request: AuthorizationRequest, present: Mapping[str, tuple[str, ...]]) -> bool:
         action = request.action.lower()
@@ -359,6 +404,11 @@ class _PolicyDocument:
         a key the emulator does not model never fires. Callers can refuse such policies up front.
         """
         return frozenset(t.key for s in self._statements for t in s.conditions)
+
+    @property
+    def principal_arns(self) -> frozenset[str]:
+        """Every user and role ARN the statements name, as written (AWS requires each to exist)."""
+        return frozenset(p.arn for s in self._statements for p in s.principals if p.kind in ("user", "role"))
 
     @classmethod
     def parse(cls, text: str | bytes) -> Any:
@@ -425,30 +475,35 @@ class _PolicyDocument:
     def evaluate(self, request: AuthorizationRequest) -> Decision:
         """Decide one request: an explicit Deny wins, else an Allow allows, else implicit deny.
 
-        An Allow naming the caller (or ``*``) beats one that only names the caller's account; the
-        latter gives ``via_account=True`` for callers other than the account root.
+        Of the allowing statements the one covering the caller most directly decides
+        (:attr:`Decision.grant`: ``"direct"``, then ``"bounded"``, then ``"account"``).
         """
         if not isinstance(request, AuthorizationRequest):
             raise TypeError(f"request must be an AuthorizationRequest, not {type(request).__name__}")
         present = request._values
         if present is None:
             return Decision(False, "request context has condition keys that differ only by case")
-        direct = through_account = None
+        allowing: dict[Grant, _Statement] = {}
         for statement in self._statements:
-            match = statement.applies(request, present)
-            if match is None:
+            grant = statement.applies(request, present)
+            if grant is None:
                 continue
             if statement.effect == "Deny":
                 return Decision(False, f"explicitly denied by {statement.label}", denied=True)
-            if match == "direct" and direct is None:
-                direct = statement
-            elif match == "account" and through_account is None:
-                through_account = statement
-        if direct is not None:
-            return Decision(True, f"allowed by {direct.label}")
-        if through_account is not None:
-            return Decision(True, f"allowed by {through_account.label} (the account: IAM decides)", via_account=True)
+            allowing.setdefault(grant, statement)
+        for grant in _GRANT_ORDER:
+            if grant in allowing:
+                if not self._principal_required:  # an identity policy: it applies to its holder, whoever that is
+                    return Decision(True, f"allowed by {allowing[grant].label}")
+                return Decision(True, f"allowed by {allowing[grant].label}{_GRANT_WORDS[grant]}", grant=grant)
         return Decision(False, f"no statement allows {request.action}")
+
+
+_GRANT_WORDS: Mapping[Grant, str] = {
+    "direct": "",
+    "bounded": " (within the caller's permissions boundary and session policies)",
+    "account": " (the account: IAM decides)",
+}
 
 
 class KeyPolicy(_PolicyDocument):
@@ -550,7 +605,7 @@ def _statement_principal(principal: str, where: str) -> _Principal:
     if match := _ROOT_ARN.fullmatch(principal):
         return _Principal("account", match.group(1))
     if match := _USER_OR_ROLE_ARN.fullmatch(principal):
-        return _Principal(match.group(2), match.group(1), match.group(3).lower())  # type: ignore[arg-type]
+        return _Principal(match.group(2), match.group(1), match.group(4).lower(), path=_path(match.group(3)), arn=principal)  # type: ignore[arg-type]
     if match := _SESSION_ARN.fullmatch(principal):
         return _Principal("session", match.group(1), match.group(2).lower(), match.group(3))
     raise MalformedPolicyDocument(f"{where}.Principal.AWS: invalid principal {_show(principal)}")

@@ -8,8 +8,10 @@ JSON 1.1 front end (as kinesalite records it), the request is refused, in this o
 3. a target that is not exactly ``TrentService.`` plus an operation of botocore's KMS model
    (case-sensitive): ``UnknownOperationException``, ``{"__type": "UnknownOperationException"}``;
 4. no or an incomplete SigV4 ``Authorization`` header: ``MissingAuthenticationTokenException`` /
-   ``IncompleteSignatureException``; an access key nobody owns, or a session token that does not
-   go with it: ``UnrecognizedClientException``; a wrong signature: ``InvalidSignatureException``;
+   ``IncompleteSignatureException``; a credential scope of another region or service:
+   ``InvalidSignatureException``; an access key nobody owns, or a session token that does not go
+   with it (a long-term key takes none): ``UnrecognizedClientException``; an expired session:
+   ``ExpiredTokenException``; a wrong signature: ``InvalidSignatureException``;
 5. members of the wrong type / breaking the model's constraints: ``SerializationException`` /
    ``ValidationException`` (:mod:`.service_model`);
 6. then the model authorizes (:class:`~.models.AttestingKms`) and answers, or passes the call to

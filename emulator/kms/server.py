@@ -39,16 +39,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self) -> None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= MAX_BODY:
+        refusal = _framing_refusal(self.headers.get("Content-Length"), self.headers.get("Transfer-Encoding"))
+        if refusal is not None:
             self.close_connection = True  # the body's end is unknown: do not read the next request from it
-            too_large = length > MAX_BODY
-            self._answer(error_response(_status(SerializationException("Request body is too large" if too_large else "Invalid Content-Length"), 413 if too_large else 400)))
+            self._answer(error_response(refusal))
             return
-        body = self.rfile.read(length)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         result = dispatch(self.server.model, self.headers, body, method=self.command, path=self.path)
         if isinstance(result, Passthrough):
             result = self._forward(result.body)
@@ -95,6 +91,28 @@ class _Handler(BaseHTTPRequestHandler):
             return error_response(KMSInternalException("The KMS emulator's key store is unreachable."))
         finally:
             connection.close()
+
+
+def _framing_refusal(content_length: str | None, transfer_encoding: str | None) -> KmsException | None:
+    """Why the body of a request cannot be read as sent, or ``None``.
+
+    Only ``Content-Length`` framing is read. A ``Transfer-Encoding`` (chunked) body is refused
+    rather than misread as an empty body followed by garbage: 411 without a length, 400 with both
+    (a request two parsers could split differently).
+    """
+    if transfer_encoding is not None:
+        if content_length is None:
+            return _status(SerializationException("Transfer-Encoding is not supported: send a Content-Length"), 411)
+        return _status(SerializationException("Content-Length and Transfer-Encoding together"), 400)
+    try:
+        length = int(content_length or 0)
+    except ValueError:
+        length = -1
+    if length > MAX_BODY:
+        return _status(SerializationException("Request body is too large"), 413)
+    if length < 0:
+        return _status(SerializationException("Invalid Content-Length"), 400)
+    return None
 
 
 def _status(exc: KmsException, status: int) -> KmsException:

@@ -44,6 +44,7 @@ MAX_VALIDATION_ERRORS = 10
 COMMON_ERRORS = frozenset(
     {
         "AccessDeniedException",
+        "ExpiredTokenException",
         "IncompleteSignatureException",
         "InvalidSignatureException",
         "KMSInternalException",
@@ -171,17 +172,20 @@ def _timestamp(shape: Any, value: Any) -> float:
 def _blob(shape: Any, value: Any) -> str:
     if not isinstance(value, str):
         raise _scalar_error(value, "Blob")
+    # A sensitive member (Plaintext, ...) is never echoed, as _show() leaves it out of validation
+    # messages; the rest of AWS's words stay.
+    quoted = "Value" if shape.metadata.get("sensitive") else f"'{value}'"
     if len(value) % 4:
         raise SerializationException(
-            f"'{value}' can not be converted to a Blob: Base64 encoded length is expected a multiple of 4 bytes but found: {len(value)}"
+            f"{quoted} can not be converted to a Blob: Base64 encoded length is expected a multiple of 4 bytes but found: {len(value)}"
         )
     bad = _BASE64_CHARS.search(value)
     if bad:
-        raise SerializationException(f"'{value}' can not be converted to a Blob: Invalid Base64 character: '{bad.group(0)[0]}'")
+        raise SerializationException(f"{quoted} can not be converted to a Blob: Invalid Base64 character: '{bad.group(0)[0]}'")
     try:
         base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise SerializationException(f"'{value}' can not be converted to a Blob: Invalid last non-pad Base64 character dectected") from None
+        raise SerializationException(f"{quoted} can not be converted to a Blob: Invalid last non-pad Base64 character dectected") from None
     return value
 
 

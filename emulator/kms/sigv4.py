@@ -5,7 +5,11 @@ incomplete (``IncompleteSignatureException``), or whose signature is not the one
 secret key gives (``InvalidSignatureException``, "The request signature we calculated does not
 match the signature you provided. ..."). The canonical request covers the method, path, query,
 the headers named in ``SignedHeaders`` and the SHA-256 of the body; the string to sign covers the
-``X-Amz-Date`` time and the credential scope (date/region/service/aws4_request).
+``X-Amz-Date`` time and the credential scope (date/region/service/aws4_request). A scope naming
+another region or service is refused before the signature is computed, in AWS's words for a JSON
+service (``InvalidSignatureException``, "Credential should be scoped to a valid region, not
+'eu-west-1'. " / "Credential should be scoped to correct service: 'kms'. ", as real answers are
+quoted in public issues; see ``tests/data/kms/aws-error-words.json``).
 https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_sigv-create-signed-request.html
 
 Not checked: the request time against the clock (AWS allows 15 minutes), so a test clock or a
@@ -23,7 +27,7 @@ from urllib.parse import quote, unquote
 
 from .exceptions import IncompleteSignatureException, InvalidSignatureException, MissingAuthenticationTokenException
 
-__all__ = ["Authorization", "parse_authorization", "verify_signature"]
+__all__ = ["Authorization", "check_scope", "parse_authorization", "verify_signature"]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 _REQUIRED = ("Credential", "Signature", "SignedHeaders")
@@ -31,6 +35,11 @@ MISMATCH = (
     "The request signature we calculated does not match the signature you provided. "
     "Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
 )
+WRONG_REGION = "Credential should be scoped to a valid region, not '{region}'. "
+WRONG_SERVICE = "Credential should be scoped to correct service: '{service}'. "
+# What botocore sends: 64 lower-case hex digits. Anything else cannot match, and comparing
+# non-ASCII text with hmac.compare_digest would raise instead of refusing.
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,15 @@ def parse_authorization(header: str | None, *, has_date: bool = True) -> Authori
     return Authorization(parts[0], "/".join(parts[1:]), tuple(fields["SignedHeaders"].lower().split(";")), fields["Signature"])
 
 
+def check_scope(authorization: Authorization, *, region: str, service: str) -> None:
+    """Raise ``InvalidSignatureException`` unless the credential scope names this region and service."""
+    _, scope_region, scope_service, _ = (authorization.scope.split("/") + ["", "", "", ""])[:4]
+    if scope_region != region:
+        raise InvalidSignatureException(WRONG_REGION.format(region=scope_region))
+    if scope_service != service:
+        raise InvalidSignatureException(WRONG_SERVICE.format(service=service))
+
+
 def verify_signature(
     authorization: Authorization,
     secret_access_key: str,
@@ -94,7 +112,7 @@ def verify_signature(
     for part in (date, region, service, terminator):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
     expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, authorization.signature):
+    if not _SIGNATURE.fullmatch(authorization.signature) or not hmac.compare_digest(expected, authorization.signature):
         raise InvalidSignatureException(MISMATCH)
 
 
