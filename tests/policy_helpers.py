@@ -70,10 +70,39 @@ def value_for(name: str, now: int = NOW) -> str:
 
 
 def endpoint_fields(catalogue: str, endpoint: Endpoint, now: int = NOW) -> list[tuple[str, str]]:
-    """The endpoint's required parameters with canonical values, leaving out what the scheme sets
-    itself (the WebSocket apiKey, Kraken's nonce)."""
+    """The endpoint's required parameters with canonical values (a documented spelling for an
+    enumerated one), leaving out what the scheme sets itself (the WebSocket apiKey, Kraken's nonce)."""
     skip = {"apiKey"} if catalogue == "binance-ws" else {"nonce"} if catalogue == "kraken" else set()
-    return [(name, value_for(name, now)) for name in sorted(endpoint.required - skip)]
+    return [(name, documented(endpoint, name) or value_for(name, now)) for name in sorted(endpoint.required - skip)]
+
+
+def documented(endpoint: Endpoint, name: str) -> str | None:
+    """The first of the spellings the exchange documents for ``name`` at ``endpoint`` (None: free-form)."""
+    spellings = endpoint.values.get(name)
+    return sorted(spellings)[0] if spellings else None
+
+
+ENUMERATED = [
+    pytest.param(catalogue, endpoint, name, id=f"{endpoint.name}:{name}")
+    for catalogue, endpoints in CATALOGUES.items()
+    for endpoint in endpoints
+    for name in sorted(endpoint.values)
+]
+
+
+def misspellings(value: str) -> set[str]:
+    """Ways a host could write ``value`` that an exchange might still read as it: case, signs,
+    padding, separators, numeric forms."""
+    candidates = {
+        value.lower(), value.upper(), value.title(), value.swapcase(), value.capitalize(),
+        "0" + value, "+" + value, value + ".0", value + ",", value + ",," , value.replace("_", "-"), value.replace("-", "_"),
+        value.replace("_", ""), "-" + value, value + value, "", "0x" + value,
+    }
+    if value in {"true", "false"}:
+        candidates |= {"1" if value == "true" else "0", "TRUE" if value == "true" else "FALSE", "True" if value == "true" else "False", "yes", "on"}
+    if value.isdigit():
+        candidates |= {f"0{value}", f"+{value}", f"{value}.0", f"{value}e0", "1" + value}
+    return candidates
 
 
 def refusal(state_: PolicyState, method: str, path: str, params: tuple = (), body: bytes = b"", now: int = NOW) -> Refusal:

@@ -9,17 +9,21 @@ and a word of its message, since the host and the audit log see both.
 from __future__ import annotations
 
 import json
+import re
+import tracemalloc
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from enclave.protocol import policy as engine
 from enclave.protocol.bundle import policy_digest
-from enclave.protocol.catalogue import CATALOGUES, DANGEROUS_CATEGORIES
+from enclave.protocol.catalogue import CATALOGUES, DANGEROUS_CATEGORIES, Flags
 from enclave.protocol.policy import Authorized, PolicyError, PolicyState, Refusal, SigningPolicy, normalize_document
 from enclave.protocol.schemes import RAW_SCHEMES
 from policy_helpers import (
     DANGEROUS,
+    ENUMERATED,
     EXCHANGE_SCHEMES,
     NOW,
     SCHEME_FOR,
@@ -27,11 +31,13 @@ from policy_helpers import (
     concrete_path,
     endpoint_fields,
     json_body,
+    misspellings,
     permissive,
     refusal,
     request,
     state,
 )
+from zerocopy._cli import main as cli
 from zerocopy.policy import load_policy, parse_policy_text, simulate
 
 POLICIES = Path(__file__).parent / "data" / "policies"
@@ -278,7 +284,7 @@ def test_raw_schemes_sign_raw_payloads_by_default_and_obey_rate(scheme: str) -> 
 
 @pytest.mark.parametrize(
     "field",
-    [{"symbols": ["BTC-USD"]}, {"max_quantity": "1"}, {"max_notional": "1"}, {"per_symbol": {"BTC-USD": {"max_quantity": "1"}}}, {"notional_window": {"seconds": 60, "max_notional": "1"}}],
+    [{"symbols": ["BTC-USD"]}, {"max_quantity": "1"}, {"max_notional": "1"}, {"per_symbol": {"BTC-USD": {"max_quantity": "1"}}}, {"notional_window": {"seconds": 60, "max_notional": "1"}}, {"borrowing": False}],
     ids=lambda field: next(iter(field)),
 )
 def test_coinbase_refuses_body_limits_and_says_why(field: dict) -> None:
@@ -764,8 +770,10 @@ def test_okx_sizes_and_amends() -> None:
     assert refusal(policy, "POST", "/api/v5/trade/order", (), json_body(**{**OKX_ORDER, "sz": "0.11", "px": "1"})).rule == "max_quantity"
     assert refusal(policy, "POST", "/api/v5/trade/order", (), json_body(**{**OKX_ORDER, "sz": "0.1", "px": "50001"})).rule == "max_notional"
     assert refusal(policy, "POST", "/api/v5/trade/order", (), json_body(**{**OKX_ORDER, "instId": "ETH-USDT"})).rule == "symbol"
-    market = json_body(**{**OKX_ORDER, "ordType": "market", "px": "1", "sz": "0.1"})
+    market = json_body(**{**OKX_ORDER, "side": "sell", "ordType": "market", "px": "1", "sz": "0.1"})
     assert refusal(policy, "POST", "/api/v5/trade/order", (), market).rule == "notional_unknown"  # px is ignored by a market order
+    market_buy = json_body(**{**OKX_ORDER, "ordType": "market", "sz": "0.1"})  # a spot market buy's sz is quote by default
+    assert refusal(policy, "POST", "/api/v5/trade/order", (), market_buy).rule == "quantity_unknown"
     amend = lambda **fields: json_body(instId="BTC-USDT", ordId="1", **fields)  # noqa: E731
     policy.authorize_request("POST", "/api/v5/trade/amend-order", (), amend(newSz="0.1", newPx="50000"), NOW)
     size = refusal(policy, "POST", "/api/v5/trade/amend-order", (), amend(newSz="0.2", newPx="1"))
@@ -977,3 +985,302 @@ def test_cancels_do_not_spend_rate_tokens() -> None:
     for _ in range(5):  # fits /v5/order/cancel and a size-less /v5/order/amend: a cancel
         policy.authorize_request("POST", "/v5/order/cancel", (), cancel, NOW)
     assert refusal(policy, "POST", "/v5/order/create", (), order).rule == "rate"
+
+
+
+# == issue 8, item 5: spellings, borrowing, symbols, readings ====================================
+def unlimited(catalogue: str) -> PolicyState:
+    """Every trade and read endpoint, borrowing allowed, no limits that could refuse first."""
+    document = permissive(catalogue, borrowing=True, freshness={"enabled": False}, rate={"per_second": "1000000", "burst": 100000})
+    return state(document, SCHEME_FOR[catalogue])
+
+
+def with_value(catalogue: str, endpoint, name: str, value: str) -> tuple:
+    fields = [(field, text) for field, text in endpoint_fields(catalogue, endpoint) if field != name] + [(name, value)]
+    return request(catalogue, endpoint.method, concrete_path(endpoint.path), fields)
+
+
+@pytest.mark.parametrize(("catalogue", "endpoint", "name"), ENUMERATED)
+def test_every_documented_spelling_is_signed(catalogue: str, endpoint, name: str) -> None:
+    policy = unlimited(catalogue)
+    for spelling in sorted(endpoint.values[name]):
+        authorized = policy.authorize_request(*with_value(catalogue, endpoint, name, spelling), NOW)
+        assert endpoint.name in authorized.endpoints
+
+
+@pytest.mark.parametrize(("catalogue", "endpoint", "name"), ENUMERATED)
+def test_every_other_spelling_is_refused_as_non_canonical(catalogue: str, endpoint, name: str) -> None:
+    policy = unlimited(catalogue)
+    spellings = endpoint.values[name]
+    for spelling in sorted(spellings):
+        for other in sorted(misspellings(spelling) - spellings):
+            if not re.fullmatch(r"[A-Za-z0-9._:,@/+-]*", other):
+                continue  # refused as non-canonical characters already
+            found = refusal(policy, *with_value(catalogue, endpoint, name, other))
+            assert found.rule == "non_canonical" and name in str(found), (name, other, str(found))
+
+
+def test_kraken_order_flags_are_a_list_of_distinct_documented_flags() -> None:
+    policy = unlimited("kraken")
+    order = (("ordertype", "limit"), ("type", "buy"), ("volume", "1"), ("pair", "XBTUSD"), ("price", "1"))
+    for flags in ("post", "post,fcib", "fciq,nompp,post", "viqc"):
+        policy.authorize_request("POST", "/0/private/AddOrder", order + (("oflags", flags),), b"", NOW)
+    for flags in ("post,post", "POST", "post,", ",post", "post,,fcib", "post fcib", "margin", ""):
+        if re.fullmatch(r"[A-Za-z0-9._:,@/+-]*", flags):
+            found = refusal(policy, "POST", "/0/private/AddOrder", order + (("oflags", flags),))
+            assert found.rule == "non_canonical" and "flags" in str(found), flags
+
+
+BYBIT_SPOT = {"category": "spot", "symbol": "BTCUSDT", "side": "Buy", "orderType": "Limit", "qty": "0.01", "price": "30000"}
+OKX_SPOT = {"instId": "BTC-USDT", "tdMode": "cash", "side": "buy", "ordType": "limit", "sz": "0.01", "px": "30000"}
+
+
+@pytest.mark.parametrize(
+    ("scheme", "path", "params", "body"),
+    [
+        ("binance-hmac", "/sapi/v1/margin/order", binance_order(sideEffectType="MARGIN_BUY"), b""),
+        ("binance-hmac", "/sapi/v1/margin/order", binance_order(sideEffectType="AUTO_BORROW_REPAY"), b""),
+        ("bybit-hmac", "/v5/order/create", (), json_body(**BYBIT_SPOT, isLeverage=1)),
+        ("bybit-hmac", "/v5/order/create", (), json_body(**BYBIT_SPOT, isLeverage="1")),
+        ("okx-hmac", "/api/v5/trade/order", (), json_body(**{**OKX_SPOT, "tdMode": "cross"})),
+        ("okx-hmac", "/api/v5/trade/order", (), json_body(**{**OKX_SPOT, "tdMode": "isolated", "ccy": "USDT"})),
+        ("okx-hmac", "/api/v5/trade/order", (), json_body(**{**OKX_SPOT, "tdMode": "spot_isolated"})),
+        ("okx-hmac", "/api/v5/trade/order", (), json_body(**{**OKX_SPOT, "quickMgnType": "auto_borrow"})),
+        ("okx-hmac", "/api/v5/trade/order", (), json_body(**{**OKX_SPOT, "instId": "BTC-USDT-SWAP", "tdMode": "cross", "posSide": "long"})),
+        ("kraken", "/0/private/AddOrder", (("ordertype", "limit"), ("type", "buy"), ("volume", "1"), ("pair", "XBTUSD"), ("price", "1"), ("leverage", "2")), b""),
+        ("kraken", "/0/private/AddOrder", (("ordertype", "limit"), ("type", "buy"), ("volume", "1"), ("pair", "XBTUSD"), ("price", "1"), ("leverage", "none")), b""),
+    ],
+)
+def test_every_exchanges_borrowing_parameters_are_refused_unless_allowed(scheme: str, path: str, params: tuple, body: bytes) -> None:
+    found = refusal(state(None, scheme), "POST", path, params, body)
+    assert found.rule == "borrowing" and "lend" in str(found)
+    assert state({"borrowing": True}, scheme).authorize_request("POST", path, params, body, NOW).kind == "order"
+
+
+def test_coinbase_says_it_cannot_refuse_borrowing() -> None:
+    # an order body's leverage and margin_type are not covered by the JWT: no claim to refuse them
+    text = "\n".join(SigningPolicy.parse(None, scheme="coinbase-jwt").explain())
+    assert "cannot be refused" in text and "Orders that make the exchange lend" not in text
+
+
+def test_okx_cash_orders_and_manual_margin_flags_need_no_borrowing() -> None:
+    okx = state(None, "okx-hmac")
+    okx.authorize_request("POST", "/api/v5/trade/order", (), json_body(**OKX_SPOT), NOW)
+    okx.authorize_request("POST", "/api/v5/trade/order", (), json_body(**OKX_SPOT, quickMgnType="manual"), NOW)
+    okx.authorize_request("POST", "/api/v5/trade/order", (), json_body(**OKX_SPOT, quickMgnType="auto_repay"), NOW)
+    assert "OKX tdMode" in "\n".join(SigningPolicy.parse(None, scheme="okx-hmac").explain())
+
+
+@pytest.mark.parametrize(
+    ("scheme", "capped", "written"),
+    [
+        ("binance-hmac", "BTCUSDT", ["btcusdt", "BtcUsdt", "BTCusdt"]),
+        ("binance-ws-hmac", "BTCUSDT", ["btcusdt"]),
+        ("bybit-hmac", "BTCUSDT", ["btcusdt", "Btcusdt"]),
+        ("okx-hmac", "BTC-USDT", ["btc-usdt", "Btc-Usdt"]),
+        ("kraken", "XBTUSD", ["xbtusd", "XXBTZUSD", "xxbtzusd", "XBT/USD", "BTC/USD", "BTCUSD"]),
+        ("kraken", "XXBTZUSD", ["XBTUSD", "BTCUSD"]),
+        ("kraken", "XDGUSD", ["DOGEUSD", "xdg/usd"]),
+    ],
+)
+def test_symbols_are_compared_in_the_exchanges_canonical_form(scheme: str, capped: str, written: list[str]) -> None:
+    def order(symbol: str, quantity: str) -> tuple:
+        if scheme == "binance-hmac":
+            return "POST", "/api/v3/order", binance_order(symbol=symbol, quantity=quantity), b""
+        if scheme == "binance-ws-hmac":
+            return "WS", "order.place", tuple(p for p in binance_order(symbol=symbol, quantity=quantity) if p[0] != "timestamp"), b""
+        if scheme == "bybit-hmac":
+            return "POST", "/v5/order/create", (), json_body(**{**BYBIT_SPOT, "symbol": symbol, "qty": quantity})
+        if scheme == "okx-hmac":
+            return "POST", "/api/v5/trade/order", (), json_body(**{**OKX_SPOT, "instId": symbol, "sz": quantity})
+        return "POST", "/0/private/AddOrder", (("ordertype", "limit"), ("type", "buy"), ("volume", quantity), ("pair", symbol), ("price", "1")), b""
+
+    caps = state({"max_quantity": "10", "per_symbol": {capped: {"max_quantity": "0.01"}}}, scheme)
+    allowlist = state({"symbols": [capped]}, scheme)
+    for symbol in written:
+        method, path, params, body = order(symbol, "1")
+        found = refusal(caps, method, path, params, body)
+        assert found.rule == "max_quantity" and "for " in str(found), symbol
+        assert allowlist.authorize_request(method, path, params, body, NOW).symbol == symbol  # signed as written
+    other = order("ETHUSDT" if scheme != "okx-hmac" else "ETH-USDT", "1")
+    caps.authorize_request(*other, NOW)
+    assert refusal(allowlist, *other).rule == "symbol"
+
+
+def test_a_policy_naming_one_symbol_twice_is_refused() -> None:
+    assert "one symbol" in policy_error({"per_symbol": {"BTCUSDT": {"max_quantity": "1"}, "btcusdt": {"max_quantity": "2"}}}, "binance-hmac")
+    assert "one symbol" in policy_error({"per_symbol": {"XBTUSD": {"max_quantity": "1"}, "XXBTZUSD": {"max_quantity": "2"}}}, "kraken")
+    assert SigningPolicy.parse({"symbols": ["btcusdt", "ETHUSDT"]}, scheme="binance-hmac").symbols == {"BTCUSDT", "ETHUSDT"}
+
+
+def test_binance_quantity_and_quote_quantity_together_are_limited_by_the_larger() -> None:
+    both = binance_order(type="MARKET", timeInForce=None, price=None, quantity="0.001", quoteOrderQty="1000000")
+    found = refusal(state({"max_quantity": "0.01"}, "binance-hmac"), "POST", "/api/v3/order", both)
+    assert found.rule == "quantity_unknown" and "quote quantity" in str(found)
+    assert refusal(state({"max_notional": "1000"}, "binance-hmac"), "POST", "/api/v3/order", both).rule == "notional_unknown"  # a market order's base reading has no price
+    limit = binance_order(quantity="1", price="30000", quoteOrderQty="1")
+    found = refusal(state({"max_notional": "1000"}, "binance-hmac"), "POST", "/api/v3/order", limit)
+    assert found.rule == "max_notional" and "30000" in str(found)
+    within = state({"max_notional": "30000"}, "binance-hmac").authorize_request("POST", "/api/v3/order", limit, b"", NOW)
+    assert within.notional == Decimal("30000") and within.quantity is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "quantity", "notional"),
+    [
+        ({"side": "Buy"}, None, Decimal("100")),  # a spot market buy's qty is quote by default
+        ({"side": "Sell"}, Decimal("100"), None),
+        ({"side": "Buy", "marketUnit": "quoteCoin"}, None, Decimal("100")),
+        ({"side": "Buy", "marketUnit": "baseCoin"}, None, None),  # a classic account ignores marketUnit
+        ({"side": "Sell", "marketUnit": "quoteCoin"}, None, None),
+        ({"side": "Sell", "marketUnit": "baseCoin"}, Decimal("100"), None),
+        ({"side": "Buy", "category": "linear"}, Decimal("100"), None),
+    ],
+)
+def test_bybit_market_order_units_are_read_every_way_the_exchange_could(fields: dict, quantity, notional) -> None:
+    order = {**BYBIT_SPOT, "orderType": "Market", "qty": "100", **fields}
+    order.pop("price")
+    authorized = state(None, "bybit-hmac").authorize_request("POST", "/v5/order/create", (), json_body(**order), NOW)
+    assert (authorized.quantity, authorized.notional) == (quantity, notional)
+
+
+@pytest.mark.parametrize(
+    ("fields", "quantity", "notional"),
+    [
+        ({"side": "buy"}, None, Decimal("100")),  # tgtCcy defaults to quote_ccy for buys
+        ({"side": "sell"}, Decimal("100"), None),
+        ({"side": "buy", "tgtCcy": "base_ccy"}, Decimal("100"), None),
+        ({"side": "sell", "tgtCcy": "quote_ccy"}, None, Decimal("100")),
+        ({"side": "buy", "instId": "BTC-USDT-SWAP", "tdMode": "cross"}, Decimal("100"), None),  # contracts
+    ],
+)
+def test_okx_market_order_units_follow_tgtccy(fields: dict, quantity, notional) -> None:
+    order = {**OKX_SPOT, "ordType": "market", "sz": "100", **fields}
+    order.pop("px")
+    authorized = state({"borrowing": True}, "okx-hmac").authorize_request("POST", "/api/v5/trade/order", (), json_body(**order), NOW)
+    assert (authorized.quantity, authorized.notional) == (quantity, notional)
+
+
+def test_kraken_volume_in_quote_currency_counts_both_ways() -> None:
+    order = (("ordertype", "limit"), ("type", "buy"), ("volume", "2"), ("pair", "XBTUSD"), ("price", "30000"), ("oflags", "post,viqc"))
+    authorized = state(None, "kraken").authorize_request("POST", "/0/private/AddOrder", order, b"", NOW)
+    assert (authorized.quantity, authorized.notional) == (None, Decimal("60000"))
+    assert refusal(state({"max_quantity": "5"}, "kraken"), "POST", "/0/private/AddOrder", order).rule == "quantity_unknown"
+
+
+# == issue 8, item 3: bounded sizes ===============================================================
+def test_refusal_reasons_are_a_few_hundred_bytes_whatever_the_request() -> None:
+    binance = state(None, "binance-hmac")
+    names = tuple((f"n{index:02d}".ljust(64, "x"), "1") for index in range(64))
+    for path in ("/x", "/api/v3/order", "/" + "é" * 1000):
+        found = refusal(binance, "POST", path[:1000], names)
+        assert len(str(found).encode()) <= 300
+    okx = state(None, "okx-hmac")
+    assert len(str(refusal(okx, "POST", "/" + "€" * 1000, (), b"{}")).encode()) <= 300
+    assert str(Refusal("x", "é" * 1000)).endswith("...") and len(str(Refusal("x", "é" * 1000)).encode()) <= 300
+    assert str(Refusal("x", "a\ud800b")) == "a\\ud800b"  # always encodable in a frame
+    assert len(str(PolicyError("p" * 10_000)).encode()) <= 300
+
+
+@pytest.mark.parametrize(
+    ("scheme", "method", "path", "params", "body", "what"),
+    [
+        ("binance-hmac", "POST", "/api/v3/order", tuple((f"p{index}", "1") for index in range(65)), b"", "parameters"),
+        ("kraken", "POST", "/0/private/AddOrder", tuple((f"p{index}", "1") for index in range(14_000)), b"", "parameters"),
+        ("bybit-hmac", "POST", "/v5/order/create", (), b'{"a":"' + b"x" * (64 * 1024) + b'"}', "body"),
+        ("coinbase-jwt", "POST", "/api/v3/brokerage/orders", (), b"x" * (64 * 1024 + 1), "body"),  # echoed with the JWT: it must fit a frame
+        ("okx-hmac", "POST", "/" + "a" * 1024, (), b"{}", "path"),
+        ("okx-hmac", "POST", "/api/v5/trade/order", (), json_body(**{f"f{index}": "1" for index in range(65)}), "fields"),
+    ],
+)
+def test_a_request_too_large_to_judge_is_refused_early(scheme: str, method: str, path: str, params: tuple, body: bytes, what: str) -> None:
+    found = refusal(state(None, scheme), method, path, params, body)
+    assert found.rule == "too_large" and what in str(found)
+
+
+def test_every_catalogued_endpoint_fits_the_size_limits() -> None:
+    largest = max(len(e.required | e.optional) for endpoints in CATALOGUES.values() for e in endpoints)
+    assert largest + 2 <= engine._MAX_PARAMETERS  # + Bybit's recv_window and an implicit field
+    assert max(len(e.path) for endpoints in CATALOGUES.values() for e in endpoints) < engine._MAX_PATH
+
+
+def test_remembered_verdicts_stay_within_their_byte_budget() -> None:
+    policy = state(None, "binance-hmac")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for shape in range(3000):
+            params = tuple((f"s{shape:04d}n{index:02d}".ljust(64, "x"), "1") for index in range(60))
+            refusal(policy, "POST", "/api/v3/order", params)
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    verdicts = policy._verdicts
+    assert verdicts.bytes <= engine._VERDICT_BYTES and len(verdicts) < 3000
+    assert retained <= engine._VERDICT_BYTES  # the estimate is generous: what is kept is less
+    # nothing remembered holds an exception (its traceback would keep the request alive)
+    assert not any(isinstance(verdict, BaseException) for verdict, _ in verdicts._entries.values())
+    # the bot's own shapes still get remembered, and still decide the same
+    policy.authorize_request("POST", "/api/v3/order", binance_order(), b"", NOW)
+    assert refusal(policy, "POST", "/api/v3/order", binance_order(symbol="ETH USDT")).rule == "non_canonical"
+
+
+def test_the_notional_window_keeps_a_bounded_number_of_sums() -> None:
+    policy = state({"notional_window": {"seconds": 31 * 86400, "max_notional": "1000000000"}, "rate": {"per_second": "100000", "burst": 100000}}, "binance-hmac")
+    for index in range(20_000):
+        at = NOW + index * 1000  # one order a second for 20,000 s
+        policy.authorize_request("POST", "/api/v3/order", binance_order(quantity="1", price="1", timestamp=str(at)), b"", at)
+    assert len(policy._window) <= 20_000 * 1000 // (31 * 86400 * 1000 // engine._WINDOW_BUCKETS) + 1
+    assert policy._window.total(NOW + 20_000 * 1000) == Decimal(20_000)  # nothing lost: buckets only ever over-count
+
+
+# == issue 8, item 7: untrusted policy text fails typed ==========================================
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x = " + "[" * 100_000 + "]" * 100_000,
+        "x = " + "{a = " * 5000 + "1" + "}" * 5000,
+        '{"per_symbol": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        '{"a":' * 50_000 + "1" + "}" * 50_000,
+        "[" * 100_000,
+    ],
+)
+def test_deeply_nested_policy_text_is_a_policy_error(text: str) -> None:
+    with pytest.raises(PolicyError) as info:
+        parse_policy_text(text)
+    assert len(str(info.value)) <= 300
+
+
+def test_policy_commands_fail_typed_on_deeply_nested_files(tmp_path, capsys) -> None:
+    nested = tmp_path / "nested.toml"
+    nested.write_text("x = " + "[" * 100_000 + "]" * 100_000)
+    assert cli(["policy", "check", str(nested), "--scheme", "binance-hmac"]) == 1
+    assert "nested too deeply" in capsys.readouterr().err
+    good, log = tmp_path / "good.toml", tmp_path / "requests.jsonl"
+    good.write_text('scheme = "binance-hmac"\n')
+    log.write_text('{"method": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    assert cli(["policy", "simulate", str(good), "--requests", str(log)]) == 1
+    assert "not a JSON line" in capsys.readouterr().err
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    assert cli(["policy", "check", str(binary), "--scheme", "binance-hmac"]) == 1
+
+
+def test_simulate_reports_nested_requests_as_malformed() -> None:
+    nested: list = []
+    for _ in range(5000):
+        nested = [nested]
+    decisions = simulate(None, "binance-hmac", [{"method": "POST", "path": "/api/v3/order", "params": {"symbol": nested}}, {"method": nested, "path": "/x"}])
+    assert [decision.rule for decision in decisions] == ["malformed", "malformed"]
+    assert all(len(decision.reason) <= 300 for decision in decisions)
+
+
+def test_every_documented_spelling_is_in_docs_policy_md() -> None:
+    text = (POLICIES.parent.parent.parent / "docs" / "policy.md").read_text()
+    for catalogue, endpoints in CATALOGUES.items():
+        for endpoint in endpoints:
+            for name, spellings in endpoint.values.items():
+                row = next((line for line in text.splitlines() if line.startswith(f"| {catalogue} | `{name}` |")), None)
+                assert row is not None, f"docs/policy.md has no row for {catalogue} {name}"
+                assert all(f"`{spelling}`" in row for spelling in spellings), (catalogue, name)
+                assert isinstance(spellings, Flags) == ("comma-separated" in row), (catalogue, name)

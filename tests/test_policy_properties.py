@@ -4,7 +4,13 @@
     the safe default and under a permissive policy, whatever endpoint the request claims to be.
 (b) Generated orders within a policy's symbols, limits, freshness and rate are always authorized,
     and the signing scheme then signs exactly the authorized parameters or body.
-(c) Garbage policy documents only ever raise PolicyError; garbage requests only ever raise Refusal.
+(c) Garbage policy documents only ever raise PolicyError; garbage requests only ever raise Refusal,
+    with a reason of at most a few hundred bytes, whatever their size.
+(d) Enumerated parameters are signed only in the exchange's documented spellings; borrowing flags
+    only in a documented spelling that does not borrow (unless the policy allows borrowing).
+(e) An order the exchange could read more than one way is signed only if every reading is within
+    the limits (checked against a model written from the exchanges' documentation).
+(f) Symbols are compared in the exchange's canonical form: any capitalisation gets the symbol's cap.
 """
 
 from __future__ import annotations
@@ -21,12 +27,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from enclave.protocol.bundle import BundleError, policy_digest
-from enclave.protocol.catalogue import CATALOGUES, DANGEROUS_CATEGORIES
+from enclave.protocol.catalogue import CATALOGUES, DANGEROUS_CATEGORIES, Flags
 from enclave.protocol.policy import _DECIMAL_PARAMS, Authorized, PolicyError, Refusal, SigningPolicy, normalize_document
 from enclave.protocol.schemes import SCHEME_NAMES
 from enclave.schemes import SchemeError, load_key
-from policy_helpers import NOW, SCHEME_FOR, concrete_path, permissive, request, state
+from policy_helpers import ENUMERATED, NOW, SCHEME_FOR, concrete_path, endpoint_fields, misspellings, permissive, request, state
 from zerocopy.policy import parse_policy_text
+
+MAX_REASON_BYTES = 300
 
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -298,7 +306,7 @@ def test_garbage_requests_raise_only_refusal(scheme: str, which: int, method: st
     try:
         authorized = policy.authorize_request(method, path, tuple(params), body, now)
     except Refusal as refusal:
-        assert refusal.rule and isinstance(str(refusal), str)
+        assert refusal.rule and len(str(refusal).encode()) <= MAX_REASON_BYTES
         return
     assert isinstance(authorized, Authorized)
     if scheme in SECRETS:  # what the policy lets through, the scheme signs or refuses with its own typed error
@@ -321,6 +329,247 @@ def test_garbage_json_bodies_raise_only_refusal(scheme: str, which: int, path: s
     document = [None, permissive(catalogue, freshness={"enabled": False}), {"max_notional": "1000"}][which]
     try:
         authorized = state(document, scheme).authorize_request("POST", path, (), body, NOW)
-    except Refusal:
+    except Refusal as refusal:
+        assert len(str(refusal).encode()) <= MAX_REASON_BYTES
         return
     assert authorized.params == () and json.loads(authorized.body) == json.loads(body)
+
+
+long_name = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{40,63}", fullmatch=True)
+huge_params = st.integers(0, 3000).flatmap(lambda count: st.lists(st.tuples(long_name | texts, texts), min_size=count // 2, max_size=count))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.sampled_from(sorted(SCHEME_FOR.values())), methods, paths | st.text(min_size=500, max_size=3000), huge_params, st.sampled_from([b"", b"{}", b"x" * 70_000]))
+def test_requests_of_any_size_get_short_refusals(scheme: str, method: str, path: str, params: list, body: bytes) -> None:
+    """The reason reaches the bot in one frame and the audit log in one receipt: its size must not
+    follow the request's (a 14,000-name request used to get a 952 KB reason)."""
+    try:
+        state(None, scheme).authorize_request(method, path, tuple(params), body, NOW)
+    except Refusal as refusal:
+        assert len(str(refusal).encode()) <= MAX_REASON_BYTES
+        if len(params) > 64 or len(body) > 64 * 1024 or len(path) > 1024:
+            assert refusal.rule == "too_large"
+
+
+# == untrusted policy text: typed errors at any depth ==========================================
+OPENERS = ["[", "{", '{"a":', "x = [", "x = {a = ", "[a]\nb = [", "[[", "{a={", '{"per_symbol":{"X":']
+
+
+@PROPERTY
+@given(st.sampled_from(OPENERS), st.sampled_from(["[", "{a = ", '{"a":', "[[", "{", ""]), st.integers(0, 60_000), st.booleans(), st.text(max_size=8))
+def test_policy_text_nested_to_any_depth_raises_only_policy_error(opener: str, nest: str, depth: int, close: bool, tail: str) -> None:
+    closers = {"[": "]", "{a = ": "}", '{"a":': "}", "[[": "]]", "{": "}", "": ""}
+    text = opener + nest * depth + "1" + (closers[nest] * depth if close else "") + tail
+    try:
+        parse_policy_text(text)
+    except PolicyError as error:
+        assert len(str(error).encode()) <= MAX_REASON_BYTES
+
+
+# == (d) documented spellings only ===============================================================
+def unlimited(catalogue: str, borrowing: bool = True) -> Any:
+    document = permissive(catalogue, borrowing=borrowing, freshness={"enabled": False}, rate={"per_second": "1000000", "burst": 100000})
+    return state(document, SCHEME_FOR[catalogue])
+
+
+def with_value(catalogue: str, endpoint: Any, name: str, value: Any) -> tuple:
+    fields = [(field, text) for field, text in endpoint_fields(catalogue, endpoint) if field != name]
+    if catalogue in {"bybit", "okx"} and endpoint.method == "POST":  # a JSON value: string, number or boolean
+        body = dict(fields)
+        body[name] = value
+        return endpoint.method, endpoint.path, (), json.dumps(body).encode()
+    return request(catalogue, endpoint.method, concrete_path(endpoint.path), fields + [(name, str(value))])
+
+
+def json_text(value: Any) -> str:
+    """The text the engine reads a JSON value as."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def is_documented(spellings: frozenset[str], text: str) -> bool:
+    if isinstance(spellings, Flags):
+        flags = text.split(",")
+        return len(set(flags)) == len(flags) and all(flag in spellings for flag in flags)
+    return text in spellings
+
+
+value_text = st.from_regex(r"[A-Za-z0-9._:,@/+-]{0,14}", fullmatch=True)
+
+
+@st.composite
+def spelled(draw: st.DrawFn, catalogue: str, endpoint: Any, name: str) -> Any:
+    spellings = sorted(endpoint.values[name])
+    near = draw(st.sampled_from(spellings))
+    choice = st.sampled_from(spellings) | st.sampled_from(sorted(misspellings(near))) | value_text
+    if catalogue in {"bybit", "okx"} and endpoint.method == "POST":
+        choice = choice | st.integers(-3, 3) | st.booleans()
+    return draw(choice)
+
+
+@PROPERTY
+@given(st.sampled_from([param.values for param in ENUMERATED]).flatmap(lambda case: st.tuples(st.just(case), spelled(*case))))
+def test_enumerated_parameters_are_signed_only_in_documented_spellings(generated: tuple) -> None:
+    (catalogue, endpoint, name), value = generated
+    text = json_text(value)
+    try:
+        unlimited(catalogue).authorize_request(*with_value(catalogue, endpoint, name, value), NOW)
+    except Refusal as refusal:
+        assert not is_documented(endpoint.values[name], text), (name, value, str(refusal))
+        assert refusal.rule == "non_canonical"
+    else:
+        assert is_documented(endpoint.values[name], text), (name, value)
+
+
+BORROWING_FLAGS = {  # from the exchanges' docs: the spellings that make the exchange lend
+    ("binance", "POST /sapi/v1/margin/order", "sideEffectType"): {"MARGIN_BUY", "AUTO_BORROW_REPAY"},
+    ("bybit", "POST /v5/order/create", "isLeverage"): {"1"},
+    ("okx", "POST /api/v5/trade/order", "tdMode"): {"cross", "isolated", "spot_isolated"},
+    ("okx", "POST /api/v5/trade/order", "quickMgnType"): {"auto_borrow"},
+}
+BORROWING_CASES = [(catalogue, next(e for e in CATALOGUES[catalogue] if e.name == name), parameter) for catalogue, name, parameter in BORROWING_FLAGS]
+
+
+@PROPERTY
+@given(st.sampled_from(BORROWING_CASES).flatmap(lambda case: st.tuples(st.just(case), spelled(*case))), st.booleans())
+def test_borrowing_flags_pass_only_in_a_documented_spelling_that_does_not_borrow(generated: tuple, borrowing: bool) -> None:
+    (catalogue, endpoint, name), value = generated
+    text = json_text(value)
+    lends = BORROWING_FLAGS[(catalogue, endpoint.name, name)]
+    try:
+        unlimited(catalogue, borrowing).authorize_request(*with_value(catalogue, endpoint, name, value), NOW)
+    except Refusal as refusal:
+        if text not in endpoint.values[name]:
+            assert refusal.rule == "non_canonical"
+        else:
+            assert refusal.rule == "borrowing" and text in lends and not borrowing
+    else:
+        assert text in endpoint.values[name] and (borrowing or text not in lends)
+
+
+# == (e) the largest reading ======================================================================
+def readings(catalogue: str, fields: dict) -> list[tuple[Decimal | None, Decimal | None]]:
+    """(base quantity, notional) under every reading the exchange's documentation allows."""
+    if catalogue == "binance":
+        limit = fields["type"] in {"LIMIT", "LIMIT_MAKER"}
+        found = []
+        if "quantity" in fields:
+            quantity = Decimal(fields["quantity"])
+            found.append((quantity, quantity * Decimal(fields["price"]) if limit and "price" in fields else None))
+        if "quoteOrderQty" in fields:
+            found.append((None, Decimal(fields["quoteOrderQty"])))
+        return found
+    size = Decimal(fields["qty"] if catalogue == "bybit" else fields["volume"])
+    price = Decimal(fields["price"]) if "price" in fields else None
+    if catalogue == "bybit":
+        # spot market orders: quote by default for buys; marketUnit on unified accounts only
+        limit = fields["orderType"] == "Limit"
+        units = {"base"}
+        if fields["category"] == "spot" and not limit:
+            default = "quote" if fields["side"] == "Buy" else "base"
+            units = {default, {"baseCoin": "base", "quoteCoin": "quote"}.get(fields.get("marketUnit"), default)}
+    else:  # kraken: viqc, volume in quote currency, "not always available"
+        limit = fields["ordertype"] == "limit"
+        units = {"base", "quote"} if "viqc" in fields.get("oflags", "").split(",") else {"base"}
+    return [(size, size * price if limit and price is not None else None) if unit == "base" else (None, size) for unit in units]
+
+
+def within(cap: Decimal | None, amounts: list[Decimal | None]) -> bool:
+    return cap is None or (bool(amounts) and all(amount is not None and amount <= cap for amount in amounts))
+
+
+amounts = st.decimals(min_value=Decimal("0.001"), max_value=Decimal("100"), places=3).map(lambda d: format(d, "f"))
+caps = st.none() | st.decimals(min_value=Decimal("0.01"), max_value=Decimal("1000"), places=2)
+
+
+@st.composite
+def ambiguous_orders(draw: st.DrawFn) -> tuple[str, dict]:
+    catalogue = draw(st.sampled_from(["binance", "bybit", "kraken"]))
+    if catalogue == "binance":
+        order_type = draw(st.sampled_from(["LIMIT", "MARKET"]))
+        fields = {"symbol": "BTCUSDT", "side": draw(st.sampled_from(["BUY", "SELL"])), "type": order_type}
+        if order_type == "LIMIT":
+            fields |= {"timeInForce": "GTC", "price": draw(amounts)}
+        for name in ("quantity", "quoteOrderQty"):
+            if draw(st.booleans()):
+                fields[name] = draw(amounts)
+        return catalogue, fields
+    if catalogue == "bybit":
+        fields = {"category": draw(st.sampled_from(["spot", "linear"])), "symbol": "BTCUSDT", "side": draw(st.sampled_from(["Buy", "Sell"])),
+                  "orderType": draw(st.sampled_from(["Market", "Limit"])), "qty": draw(amounts)}
+        if fields["orderType"] == "Limit":
+            fields["price"] = draw(amounts)
+        if draw(st.booleans()):
+            fields["marketUnit"] = draw(st.sampled_from(["baseCoin", "quoteCoin"]))
+        return catalogue, fields
+    fields = {"ordertype": draw(st.sampled_from(["limit", "market"])), "type": draw(st.sampled_from(["buy", "sell"])), "volume": draw(amounts), "pair": "XBTUSD"}
+    if fields["ordertype"] == "limit":
+        fields["price"] = draw(amounts)
+    if draw(st.booleans()):
+        fields["oflags"] = draw(st.sampled_from(["viqc", "post,viqc", "post", "fciq"]))
+    return catalogue, fields
+
+
+@PROPERTY
+@given(ambiguous_orders(), caps, caps)
+def test_an_order_read_more_than_one_way_is_limited_by_its_largest_reading(generated: tuple, max_quantity: Decimal | None, max_notional: Decimal | None) -> None:
+    catalogue, fields = generated
+    document: dict = {"freshness": {"enabled": False}}
+    if max_quantity is not None:
+        document["max_quantity"] = format(max_quantity, "f")
+    if max_notional is not None:
+        document["max_notional"] = format(max_notional, "f")
+    path = {"binance": "/api/v3/order", "bybit": "/v5/order/create", "kraken": "/0/private/AddOrder"}[catalogue]
+    found = readings(catalogue, fields)
+    expected = within(max_quantity, [quantity for quantity, _ in found]) and within(max_notional, [notional for _, notional in found])
+    try:
+        authorized = state(document, SCHEME_FOR[catalogue]).authorize_request(*request(catalogue, "POST", path, list(fields.items())), NOW)
+    except Refusal as refusal:
+        assert not expected, (fields, str(refusal))
+        assert refusal.rule in {"max_quantity", "quantity_unknown", "max_notional", "notional_unknown"}
+    else:
+        assert expected, (fields, authorized)
+
+
+# == (f) canonical symbols ========================================================================
+@PROPERTY
+@given(st.sampled_from([("binance", "BTCUSDT"), ("bybit", "BTCUSDT"), ("okx", "BTC-USDT"), ("kraken", "XBTUSD")]), st.data())
+def test_any_capitalisation_of_a_symbol_gets_its_cap(case: tuple, data: st.DataObject) -> None:
+    catalogue, symbol = case
+    flips = data.draw(st.lists(st.booleans(), min_size=len(symbol), max_size=len(symbol)))
+    written = "".join(char.lower() if flip else char for char, flip in zip(symbol, flips))
+    fields = {
+        "binance": [("symbol", written), ("side", "BUY"), ("type", "LIMIT"), ("timeInForce", "GTC"), ("quantity", "1"), ("price", "1")],
+        "bybit": [("category", "spot"), ("symbol", written), ("side", "Buy"), ("orderType", "Limit"), ("qty", "1"), ("price", "1")],
+        "okx": [("instId", written), ("tdMode", "cash"), ("side", "buy"), ("ordType", "limit"), ("sz", "1"), ("px", "1")],
+        "kraken": [("ordertype", "limit"), ("type", "buy"), ("volume", "1"), ("pair", written), ("price", "1")],
+    }[catalogue]
+    path = {"binance": "/api/v3/order", "bybit": "/v5/order/create", "okx": "/api/v5/trade/order", "kraken": "/0/private/AddOrder"}[catalogue]
+    policy = state({"max_quantity": "10", "per_symbol": {symbol: {"max_quantity": "0.5"}}, "freshness": {"enabled": False}}, SCHEME_FOR[catalogue])
+    try:
+        policy.authorize_request(*request(catalogue, "POST", path, fields), NOW)
+    except Refusal as refusal:
+        assert refusal.rule == "max_quantity" and "for " in str(refusal)
+    else:
+        raise AssertionError(f"{written} escaped the cap on {symbol}")
+
+
+# == the notional window: bounded, and never under-counted =======================================
+@PROPERTY
+@given(st.integers(1, 3 * 86400), st.lists(st.tuples(st.integers(-5_000, 2_000_000), st.integers(1, 1000)), min_size=1, max_size=300))
+def test_the_notional_window_never_under_counts_and_stays_bounded(seconds: int, steps: list[tuple[int, int]]) -> None:
+    from enclave.protocol.policy import _WINDOW_BUCKETS, _NotionalWindow
+
+    window = _NotionalWindow(seconds)
+    clock, latest, signed = NOW, None, []
+    span = seconds * 1000
+    for step, notional in steps:  # a clock that may read behind (threads, a stepped clock)
+        clock += step
+        latest = clock if latest is None else max(latest, clock)  # the window's time: the latest it has seen
+        window.add(clock, Decimal(notional))
+        signed.append((latest, notional))
+        total = window.total(clock)
+        assert total >= sum(amount for at, amount in signed if at > latest - span)
+        # the excess is only orders within one bucket of the horizon
+        assert total <= sum(amount for at, amount in signed if at > latest - span - window.bucket_ms)
+        assert len(window) <= _WINDOW_BUCKETS + 2

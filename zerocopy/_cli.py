@@ -341,7 +341,7 @@ def cmd_policy_simulate(args: argparse.Namespace) -> int:
         if line.strip():
             try:
                 requests.append(json.loads(line))
-            except ValueError:
+            except (ValueError, RecursionError):  # a deeply nested line is not a request either
                 _fatal(f"{args.requests}:{number}: not a JSON line")
     try:
         decisions = simulate(document, scheme, requests)

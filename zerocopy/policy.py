@@ -20,7 +20,8 @@ __all__ = ["PolicyError", "load_policy", "parse_policy_text", "checked_policy", 
 
 
 def parse_policy_text(text: str) -> dict:
-    """A policy document from TOML (or JSON) text, normalized; :class:`PolicyError` if it is not one."""
+    """A policy document from TOML (or JSON) text, normalized; :class:`PolicyError` if it is not one
+    (never another exception: a policy file is untrusted input)."""
     stripped = text.lstrip()
     try:
         if stripped.startswith("{"):
@@ -31,6 +32,8 @@ def parse_policy_text(text: str) -> dict:
         raise
     except (tomllib.TOMLDecodeError, ValueError) as exc:
         raise PolicyError(f"not valid TOML or JSON: {exc}") from None
+    except RecursionError:  # both parsers recurse per nesting level; no policy nests more than two
+        raise PolicyError("not a policy: nested too deeply") from None
     return normalize_document(document)
 
 
@@ -46,7 +49,11 @@ def load_policy(source: str | Path | dict | None) -> dict | None:
     if isinstance(source, dict):
         return normalize_document(source)
     if isinstance(source, Path):
-        return parse_policy_text(source.read_text())
+        try:
+            text = source.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise PolicyError(f"{source.name} is not UTF-8 text") from None
+        return parse_policy_text(text)
     return parse_policy_text(source)
 
 
@@ -81,7 +88,7 @@ def simulate(document: dict | None, scheme: str, requests: Iterable[dict]) -> li
                 state.authorize_raw(clock)
             else:
                 method, path = str(request["method"]).upper(), str(request["path"])
-                label = f"{method} {path}"
+                label = f"{method} {path}"[:200]
                 params = request.get("params") or []
                 pairs = tuple((str(k), _text(v)) for k, v in (params.items() if isinstance(params, dict) else params))
                 body = request.get("body") or ""
@@ -90,8 +97,9 @@ def simulate(document: dict | None, scheme: str, requests: Iterable[dict]) -> li
             decisions.append(SimulatedDecision(line, label, True))
         except Refusal as refusal:
             decisions.append(SimulatedDecision(line, label, False, refusal.rule, str(refusal)))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            decisions.append(SimulatedDecision(line, label, False, "malformed", f"line {line}: {exc}"))
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+            # a recorded request is untrusted too: its error says what, in a bounded message
+            decisions.append(SimulatedDecision(line, label, False, "malformed", f"line {line}: {type(exc).__name__}: {str(exc)[:200]}"))
     return decisions
 
 

@@ -8,8 +8,11 @@ The decision depends only on what the signature covers (see :mod:`.catalogue`). 
 Bybit that is the parameter set, so the engine finds *every* endpoint that would accept the
 request's parameters and refuses unless the policy allows all of them; fund-moving, account
 security and session endpoints must be named explicitly. Parameters must be known, unique and in
-canonical form, JSON bodies are parsed strictly and re-serialised by the enclave, and the enclave
-builds the string to sign itself.
+canonical form (enumerated ones in a spelling the exchange documents), JSON bodies are parsed
+strictly and re-serialised by the enclave, and the enclave builds the string to sign itself.
+Symbols are compared in the exchange's canonical form, and an order the exchange could read more
+than one way must be within the limits under every reading. What a request can cost — its
+refusal's size, what is remembered about it — is bounded, whatever the host sends.
 
 Document (JSON; ``zerocopy seal --policy`` also reads TOML) — every field is optional::
 
@@ -36,15 +39,17 @@ Document (JSON; ``zerocopy seal --policy`` also reads TOML) — every field is o
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
 from collections import deque
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Callable, NamedTuple
 
-from .catalogue import CATALOGUES, DANGEROUS_CATEGORIES, SIGNATURE_COVERS, Endpoint, endpoint_name
+from .catalogue import CATALOGUES, DANGEROUS_CATEGORIES, SIGNATURE_COVERS, Endpoint, Flags, endpoint_name
 
 __all__ = [
     "PolicyError",
@@ -73,7 +78,14 @@ _MAX_INT = 10**31
 _DEFAULT_RATE = (Decimal(10), 20)
 _DEFAULT_SKEW_MS = 5000
 _DEFAULT_RECV_WINDOW_MS = 5000
+# Sizes: whatever the host sends, what the engine keeps and answers is bounded.
 _MAX_BODY = 64 * 1024
+_MAX_PARAMETERS = 64  # twice the most any catalogued endpoint takes (Bybit's order: 29)
+_MAX_PATH = 1024
+_MAX_MESSAGE_BYTES = 300  # a refusal's reason or a policy error: it travels in a frame and a receipt
+_VERDICT_BYTES = 1 << 20  # remembered verdicts, per key
+_MAX_REMEMBERED_SHAPES = 4096
+_WINDOW_BUCKETS = 4096  # the notional window keeps at most this many sums
 
 # Which parameters carry the order facts, per catalogue: symbol, base quantity, quote quantity,
 # price, and (for amends) the new size and price.
@@ -102,15 +114,28 @@ _DECIMAL_PARAMS = frozenset(
 )
 
 
+def _bounded(message: str, limit: int = _MAX_MESSAGE_BYTES) -> str:
+    """``message`` as at most ``limit`` bytes of UTF-8 (lone surrogates escaped): its size must not
+    depend on what the host sent."""
+    data = message.encode("utf-8", "backslashreplace")
+    if len(data) <= limit:
+        return data.decode("utf-8")
+    return data[: limit - 3].decode("utf-8", "ignore") + "..."
+
+
 class PolicyError(ValueError):
     """A policy document that does not parse; the message names the field."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(_bounded(message))
+
 
 class Refusal(Exception):
-    """A request the policy does not allow. ``rule`` names the rule that refused it."""
+    """A request the policy does not allow. ``rule`` names the rule that refused it; the message is
+    at most a few hundred bytes."""
 
     def __init__(self, rule: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(_bounded(message))
         self.rule = rule
 
 
@@ -289,7 +314,8 @@ class SigningPolicy:
         else:
             allow = frozenset(endpoint.name for endpoint in endpoints if endpoint.category in {"trade", "read"})
         if catalogue == "coinbase":
-            constrained = sorted(set(doc) & {"symbols", "max_quantity", "max_notional", "per_symbol", "notional_window"})
+            # borrowing too: an order body's leverage and margin_type are the host's to write
+            constrained = sorted(set(doc) & {"symbols", "max_quantity", "max_notional", "per_symbol", "notional_window", "borrowing"})
             if constrained:
                 raise PolicyError(
                     f"{constrained[0]!r} cannot be enforced for coinbase-jwt: the JWT covers the method and path, not the body, "
@@ -298,6 +324,7 @@ class SigningPolicy:
         window = doc.get("notional_window")
         rate = doc.get("rate")
         freshness = doc.get("freshness", {})
+        canonical = _SYMBOL_FORMS.get(catalogue or "", str.upper)
         return cls(
             scheme=scheme,
             catalogue=catalogue,
@@ -305,12 +332,9 @@ class SigningPolicy:
             raw_signing=doc.get("raw_signing", catalogue is None),
             borrowing=doc.get("borrowing", False),
             allow=allow,
-            symbols=frozenset(doc["symbols"]) if "symbols" in doc else None,
+            symbols=frozenset(map(canonical, doc["symbols"])) if "symbols" in doc else None,
             limits=_Limits(_opt_decimal(doc.get("max_quantity")), _opt_decimal(doc.get("max_notional"))),
-            per_symbol={
-                symbol: _Limits(_opt_decimal(limits.get("max_quantity")), _opt_decimal(limits.get("max_notional")))
-                for symbol, limits in doc.get("per_symbol", {}).items()
-            },
+            per_symbol=_per_symbol_limits(doc.get("per_symbol", {}), canonical),
             window_seconds=window["seconds"] if window else None,
             window_max=Decimal(window["max_notional"]) if window else None,
             rate=(Decimal(rate["per_second"]), rate["burst"]) if rate else (None if catalogue is None else _DEFAULT_RATE),
@@ -340,8 +364,11 @@ class SigningPolicy:
             else:
                 lines.append("Withdrawals, transfers, account-security changes, session logons and account-settings changes (leverage) are refused.")
             lines.append(
-                "Orders that borrow (margin side effects, leverage flags) are ALLOWED." if self.borrowing
-                else "Orders that make the exchange lend (Binance sideEffectType MARGIN_BUY/AUTO_BORROW_REPAY, Bybit isLeverage=1, Kraken leverage) are refused."
+                "Coinbase JWTs do not cover the body: an order's leverage and margin_type cannot be refused (turn margin and futures off for the key's portfolio)."
+                if self.catalogue == "coinbase"
+                else "Orders that borrow (margin side effects, margin trade modes, leverage flags) are ALLOWED." if self.borrowing
+                else "Orders that make the exchange lend (Binance sideEffectType MARGIN_BUY/AUTO_BORROW_REPAY, Bybit isLeverage=1, "
+                "OKX tdMode other than cash or quickMgnType=auto_borrow, Kraken leverage) are refused."
             )
             if not SIGNATURE_COVERS[self.catalogue] & {"path"}:
                 lines.append(
@@ -373,6 +400,19 @@ def _opt_decimal(value: str | None) -> Decimal | None:
     return Decimal(value) if value is not None else None
 
 
+def _per_symbol_limits(per_symbol: dict, canonical: Callable[[str], str]) -> dict[str, _Limits]:
+    """Limits by the exchange's canonical symbol: ``btcusdt`` is BTCUSDT's order, so it gets its cap."""
+    limits: dict[str, _Limits] = {}
+    written: dict[str, str] = {}
+    for symbol, table in per_symbol.items():
+        key = canonical(symbol)
+        if key in limits:
+            raise PolicyError(f"per_symbol names {written[key]!r} and {symbol!r}, which are one symbol ({key}) on this exchange")
+        written[key] = symbol
+        limits[key] = _Limits(_opt_decimal(table.get("max_quantity")), _opt_decimal(table.get("max_notional")))
+    return limits
+
+
 # -- decisions ----------------------------------------------------------------------------------
 class Authorized(NamedTuple):
     """What the enclave will sign: the canonical parameters and body, and the facts for the receipt."""
@@ -398,8 +438,6 @@ def _strict_json_object(body: bytes) -> dict:
     def no_constants(name: str) -> Any:
         raise Refusal("non_canonical", f"the JSON body contains {name}")
 
-    if len(body) > _MAX_BODY:
-        raise Refusal("non_canonical", "the body is too large")
     try:
         parsed = json.loads(body.decode("utf-8"), object_pairs_hook=pairs_hook, parse_constant=no_constants, parse_float=_refuse_float)
     except Refusal:
@@ -408,6 +446,8 @@ def _strict_json_object(body: bytes) -> dict:
         raise Refusal("non_canonical", "the body is not a valid JSON object") from None
     if not isinstance(parsed, dict):
         raise Refusal("non_canonical", "the body must be a JSON object")
+    if len(parsed) > _MAX_PARAMETERS:
+        raise Refusal("too_large", f"the JSON body has {len(parsed)} fields; no endpoint the policy engine knows takes more than {_MAX_PARAMETERS}")
     return parsed
 
 
@@ -416,7 +456,8 @@ def _refuse_float(text: str) -> Any:
 
 
 class PolicyState:
-    """One key's policy plus its mutable state (rate bucket, notional window), thread-safe.
+    """One key's policy plus its mutable state (rate bucket, notional window, remembered verdicts),
+    thread-safe and bounded in memory whatever the host sends.
 
     The state lives in enclave memory: an enclave restart refills the bucket and empties the
     window.
@@ -429,9 +470,8 @@ class PolicyState:
         self._rate = (float(policy.rate[0]), float(policy.rate[1])) if policy.rate else None
         self._tokens = self._rate[1] if self._rate else 0.0
         self._last_refill_ms: int | None = None
-        self._window: deque[tuple[int, Decimal]] = deque()
-        self._window_total = Decimal(0)
-        self._verdicts: dict[tuple, Any] = {}
+        self._window = _NotionalWindow(policy.window_seconds) if policy.window_seconds is not None else None
+        self._verdicts = _Verdicts(max_entries=_MAX_REMEMBERED_SHAPES, max_bytes=_VERDICT_BYTES)
 
     # raw -------------------------------------------------------------------------------------
     def authorize_raw(self, now_ms: int) -> None:
@@ -447,41 +487,46 @@ class PolicyState:
         catalogue = policy.catalogue
         if catalogue is None:
             raise Refusal("scheme", f"{policy.scheme} signs raw payloads only")
+        _check_request_size(path, params, body)
         method = method.upper()
         header_params: tuple[tuple[str, str], ...] = ()
         if catalogue == "bybit":
             params, header_params = self._bybit_recv_window(params)
         checked, body = self._canonical_parameters(catalogue, method, params, body)
         names = frozenset(name for name, _ in checked) | _IMPLICIT.get(catalogue, frozenset())
-        matches, kind = self._verdict(catalogue, method, path, names)
+        matches, kind, documented = self._verdict(catalogue, method, path, names)
         values = dict(checked)
+        _check_documented_values(values, documented)
         self._check_freshness(values, now_ms)
         fields = _ORDER_FIELDS.get(catalogue, {})
         symbol = values.get(fields.get("symbol", ""))
-        if kind in {"order", "amend", "cancel"} and symbol is not None and policy.symbols is not None and symbol not in policy.symbols:
+        # Every symbol rule compares the exchange's canonical form: btcusdt is BTCUSDT's order.
+        canonical = _SYMBOL_FORMS.get(catalogue, str.upper)(symbol) if symbol is not None else None
+        if kind in {"order", "amend", "cancel"} and canonical is not None and policy.symbols is not None and canonical not in policy.symbols:
             raise Refusal("symbol", f"symbol {symbol[:40]!r} is not in the policy's allowlist")
         quantity = notional = None
         sized = False
         if kind in {"order", "amend"}:
             self._check_borrowing(catalogue, values)
-            quantity, notional, sized = self._order_size(catalogue, fields, values, kind)
-            if sized:
-                self._check_size(symbol, quantity, notional, kind)
+            size = _order_size(catalogue, fields, values, kind)
+            if size is not None:
+                sized, (quantity, notional, quoted) = True, size
+                self._check_size(canonical, quantity, notional, quoted, kind)
         with self._lock:
             if kind in {"order", "amend"}:
                 if sized:
                     self._check_window(now_ms, notional)
                 if kind == "order" or sized:  # a size-less "amend" is a cancel's twin: cancels stay unmetered
                     self._take_token(now_ms)
-                if policy.window_seconds is not None and notional is not None:
-                    self._window.append((now_ms, notional))
-                    self._window_total += notional
+                if self._window is not None and notional is not None:
+                    self._window.add(now_ms, notional)
         # A JSON body is signed as the body: its fields were checked, but are not query parameters.
         signed_params = header_params + (() if _json_body(catalogue, method) else checked)
         return Authorized(signed_params, body, tuple(endpoint.name for endpoint in matches), kind, symbol, quantity, notional)
 
-    def _verdict(self, catalogue: str, method: str, path: str, names: frozenset[str]) -> tuple[tuple[Endpoint, ...], str]:
-        """Which endpoints a request could reach and whether the policy allows all of them.
+    def _verdict(self, catalogue: str, method: str, path: str, names: frozenset[str]) -> "_Verdict":
+        """Which endpoints a request could reach, whether the policy allows all of them, and the
+        documented spellings of their enumerated parameters.
 
         Depends only on what the signature covers, so it is computed once per distinct shape and
         remembered (a bot sends the same few shapes over and over).
@@ -493,14 +538,15 @@ class PolicyState:
             try:
                 verdict = self._judge(catalogue, method, path, names)
             except Refusal as refusal:
-                verdict = refusal
-            if len(self._verdicts) < _MAX_REMEMBERED_SHAPES:
-                self._verdicts[shape] = verdict
-        if isinstance(verdict, Refusal):
-            raise Refusal(verdict.rule, str(verdict))
+                # Remember the words, not the exception: its traceback would keep every frame of
+                # this request (and the request itself) alive for as long as the verdict.
+                verdict = _Refused(refusal.rule, str(refusal))
+            self._verdicts.remember(shape, verdict, _shape_cost(shape, verdict))
+        if isinstance(verdict, _Refused):
+            raise Refusal(verdict.rule, verdict.message)
         return verdict
 
-    def _judge(self, catalogue: str, method: str, path: str, names: frozenset[str]) -> tuple[tuple[Endpoint, ...], str]:
+    def _judge(self, catalogue: str, method: str, path: str, names: frozenset[str]) -> _Verdict:
         matches = self._matching_endpoints(catalogue, method, path, names)
         # Dangerous endpoints first, so the refusal names the worst thing the signature could do.
         for endpoint in sorted(matches, key=lambda endpoint: endpoint.category not in DANGEROUS_CATEGORIES):
@@ -515,7 +561,7 @@ class PolicyState:
                 raise Refusal("endpoint", f"the policy does not allow {endpoint.name}{also}")
         kinds = {endpoint.kind for endpoint in matches}
         kind = "order" if "order" in kinds else "amend" if "amend" in kinds else "cancel" if "cancel" in kinds else "read"
-        return tuple(matches), kind
+        return _Verdict(tuple(matches), kind, _documented_values(tuple(matches)))
 
     def _canonical_parameters(self, catalogue: str, method: str, params: tuple[tuple[str, str], ...], body: bytes) -> tuple[tuple[tuple[str, str], ...], bytes]:
         if _json_body(catalogue, method):
@@ -560,7 +606,7 @@ class PolicyState:
         matches = [e for e in endpoints if e.accepts(names)]
         if not matches:
             requested = [e for e in endpoints if e.path == path and (e.method == method or method == "WS")]
-            detail = _parameter_problem(requested[0], names) if requested else f"no {catalogue} endpoint the policy engine knows takes exactly the parameters {sorted(names)}"
+            detail = _parameter_problem(requested[0], names) if requested else _no_endpoint_takes(catalogue, names)
             raise Refusal("unknown_parameter", detail)
         return matches
 
@@ -597,49 +643,23 @@ class PolicyState:
                 raise Refusal("recv_window", f"recvWindow must be at most {policy.max_recv_window_ms} ms")
 
     def _check_borrowing(self, catalogue: str, values: dict[str, str]) -> None:
+        """Only documented spellings get here (``_check_documented_values``), so exact matches are
+        exactly the exchange's own reading."""
         if self.policy.borrowing:
             return
-        rule = _BORROWING.get(catalogue)
-        if rule is not None:
-            name, borrowing_values = rule
+        for name, borrowing_values in _BORROWING.get(catalogue, {}).items():
             value = values.get(name)
             if value is not None and (borrowing_values is None or value in borrowing_values):
                 raise Refusal("borrowing", f"{name}={value[:20]} makes the exchange lend to this order; the policy does not allow borrowing")
 
-    @staticmethod
-    def _order_size(catalogue: str, fields: dict[str, str], values: dict[str, str], kind: str) -> tuple[Decimal | None, Decimal | None, bool]:
-        """Quantity and notional of an order or amend, and whether it sets a size or price at all.
-
-        The price counts towards the notional only for order types that execute at or better than
-        it (limit orders): a market order ignores ``price`` (Bybit, OKX, Kraken say so), so
-        ``qty=100, price=1, orderType=Market`` must not pass as a notional of 100.
-        """
-        def number(key: str) -> Decimal | None:
-            name = fields.get(key)
-            return Decimal(values[name]) if name and name in values else None
-
-        if kind == "amend" and ("new_quantity" in fields or "new_price" in fields):
-            quantity, price = number("new_quantity"), number("new_price")
-        else:
-            quantity, price = number("quantity"), number("price")
-        quote = number("quote_quantity")
-        if kind == "amend" and quantity is None and price is None and quote is None:
-            # Changes neither size nor price: e.g. a Bybit cancel, whose parameters also fit /v5/order/amend.
-            return None, None, False
-        if price is not None and kind == "order":
-            type_field, limit_types, overrides = _LIMIT_PRICE[catalogue]
-            if values.get(type_field) not in limit_types or (overrides is not None and overrides in values):
-                price = None
-        if quote is not None:
-            return quantity, quote, True
-        return quantity, (quantity * price if quantity is not None and price is not None else None), True
-
-    def _check_size(self, symbol: str | None, quantity: Decimal | None, notional: Decimal | None, kind: str) -> None:
+    def _check_size(self, symbol: str | None, quantity: Decimal | None, notional: Decimal | None, quoted: bool, kind: str) -> None:
+        """``symbol`` in canonical form; ``quoted``: some reading of the order sizes it in the quote currency."""
         for scope, limits in (("", self.policy.limits), (f" for {symbol}", self.policy.per_symbol.get(symbol or "", _Limits()))):
             if limits.max_quantity is not None:
                 if quantity is None:
                     if kind == "order":  # an amend without a new quantity keeps the order's own
-                        raise Refusal("quantity_unknown", f"the policy caps quantity{scope}, and this order gives none (a quote quantity can buy any amount)")
+                        why = "it can be read as a quote quantity, which buys any amount" if quoted else "it gives none"
+                        raise Refusal("quantity_unknown", f"the policy caps quantity{scope}, and this order's base quantity is unknown: {why}")
                 elif quantity > limits.max_quantity:
                     raise Refusal("max_quantity", f"quantity {quantity} is above the policy's maximum{scope} of {limits.max_quantity}")
             if limits.max_notional is not None:
@@ -650,17 +670,15 @@ class PolicyState:
 
     def _check_window(self, now_ms: int, notional: Decimal | None) -> None:
         policy = self.policy
-        if policy.window_seconds is None or policy.window_max is None:
+        if self._window is None or policy.window_max is None:
             return
         if notional is None:
             raise Refusal("notional_unknown", "the policy caps notional per window, and this order's notional cannot be computed")
-        horizon = now_ms - policy.window_seconds * 1000
-        while self._window and self._window[0][0] <= horizon:
-            self._window_total -= self._window.popleft()[1]
-        if self._window_total + notional > policy.window_max:
+        total = self._window.total(now_ms)
+        if total + notional > policy.window_max:
             raise Refusal(
                 "notional_window",
-                f"this order would bring the notional signed in the last {policy.window_seconds} s to {self._window_total + notional}, above {policy.window_max}",
+                f"this order would bring the notional signed in the last {policy.window_seconds} s to {total + notional}, above {policy.window_max}",
             )
 
     def _take_token(self, now_ms: int) -> None:
@@ -676,25 +694,271 @@ class PolicyState:
         self._tokens -= 1
 
 
-_MAX_REMEMBERED_SHAPES = 4096
+class _Verdict(NamedTuple):
+    endpoints: tuple[Endpoint, ...]
+    kind: str
+    documented: Mapping[str, frozenset[str]]  # enumerated parameter -> documented spellings, over all endpoints
+
+
+class _Refused(NamedTuple):
+    rule: str
+    message: str
+
+
+class _Verdicts:
+    """Verdicts remembered per request shape, bounded in entries and in (estimated) bytes.
+
+    Full, it forgets the oldest shapes: a host cycling through junk shapes costs the bot a
+    recomputation (microseconds), never memory. Lookups take no lock (a dict read is atomic).
+    """
+
+    def __init__(self, *, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: dict[tuple, tuple[Any, int]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, shape: tuple) -> Any:
+        entry = self._entries.get(shape)
+        return None if entry is None else entry[0]
+
+    def remember(self, shape: tuple, verdict: Any, cost: int) -> None:
+        if cost > self.max_bytes:
+            return
+        with self._lock:
+            if shape in self._entries:
+                return
+            while self._entries and (len(self._entries) >= self.max_entries or self.bytes + cost > self.max_bytes):
+                self.bytes -= self._entries.pop(next(iter(self._entries)))[1]
+            self._entries[shape] = (verdict, cost)
+            self.bytes += cost
+
+
+def _shape_cost(shape: tuple, verdict: Any) -> int:
+    """A generous estimate of what remembering ``shape`` keeps alive: the key (a tuple, a frozenset,
+    the name strings), the dict slot, and a refusal's message. Endpoints and documented spellings
+    are shared (see ``_documented_values``)."""
+    names = shape[3]
+    cost = 640 + sum(120 + len(name) for name in names)
+    if isinstance(verdict, _Refused):
+        cost += 200 + len(verdict.message)
+    return cost
+
+
+class _NotionalWindow:
+    """The notional signed in the last ``seconds``, as at most ``_WINDOW_BUCKETS`` sums.
+
+    Orders close in time share a bucket, which leaves the window only when its newest order has:
+    the total can only be over-counted (by at most one bucket's span), never under-counted. Time
+    is the latest the window has seen: a clock read that is behind (two threads, a stepped clock)
+    counts as that time, so nothing that left the window comes back or is missed.
+    """
+
+    def __init__(self, seconds: int) -> None:
+        self.span_ms = seconds * 1000
+        self.bucket_ms = max(1000, self.span_ms // _WINDOW_BUCKETS)
+        self._buckets: deque[list] = deque()  # [first_ms, last_ms, sum]
+        self._total = Decimal(0)
+        self._now_ms: int | None = None
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _advance(self, now_ms: int) -> int:
+        self._now_ms = now_ms if self._now_ms is None else max(self._now_ms, now_ms)
+        return self._now_ms
+
+    def total(self, now_ms: int) -> Decimal:
+        horizon = self._advance(now_ms) - self.span_ms
+        while self._buckets and self._buckets[0][1] <= horizon:
+            self._total -= self._buckets.popleft()[2]
+        return self._total
+
+    def add(self, now_ms: int, notional: Decimal) -> None:
+        now_ms = self._advance(now_ms)
+        last = self._buckets[-1] if self._buckets else None
+        if last is not None and now_ms < last[0] + self.bucket_ms:  # buckets begin a span apart
+            last[1] = now_ms
+            last[2] += notional
+        else:
+            self._buckets.append([now_ms, now_ms, notional])
+        self._total += notional
+
+
+# -- per exchange ---------------------------------------------------------------------------------
+# What the engine reads in each exchange's requests. (The catalogue says what each exchange's
+# signature covers and which spellings it documents.)
+
 # Parameters the scheme adds when the caller leaves them out; they are part of what gets signed.
-# Order parameters (and values; None: any value) that make the exchange lend: refused unless the
-# policy sets borrowing = true.
-_BORROWING: dict[str, tuple[str, frozenset[str] | None]] = {
-    "binance": ("sideEffectType", frozenset({"MARGIN_BUY", "AUTO_BORROW_REPAY"})),
-    "bybit": ("isLeverage", frozenset({"1"})),
-    "kraken": ("leverage", None),
-}
 _IMPLICIT = {
     "binance": frozenset({"timestamp"}),
     "binance-ws": frozenset({"apiKey", "timestamp"}),
     "kraken": frozenset({"nonce"}),
 }
+
+# Order parameters (and values; None: any value) that make the exchange lend: refused unless the
+# policy sets borrowing = true. OKX names a margin mode on every order: anything but cash trades on
+# margin (derivatives always do), and quickMgnType=auto_borrow borrows outright.
+_BORROWING: dict[str, dict[str, frozenset[str] | None]] = {
+    "binance": {"sideEffectType": frozenset({"MARGIN_BUY", "AUTO_BORROW_REPAY"})},
+    "bybit": {"isLeverage": frozenset({"1"})},
+    "okx": {"tdMode": frozenset({"cross", "isolated", "spot_isolated"}), "quickMgnType": frozenset({"auto_borrow"})},
+    "kraken": {"leverage": None},
+}
+
+
+def _kraken_pair(pair: str) -> str:
+    """One name per Kraken pair: the API takes the pair id (XXBTZUSD), its altname (XBTUSD) and the
+    slash form (XBT/USD), and calls bitcoin XBT (dogecoin XDG) where others say BTC (DOGE)."""
+    pair = pair.upper().replace("/", "")
+    legacy = re.fullmatch(r"[XZ]([A-Z]{3})[XZ]([A-Z]{3})", pair)  # X: crypto, Z: fiat, before 4-letter codes
+    if legacy:
+        pair = legacy.group(1) + legacy.group(2)
+    for kraken, common in (("XBT", "BTC"), ("XDG", "DOGE")):
+        if pair.startswith(kraken):
+            pair = common + pair[len(kraken):]
+        if pair.endswith(kraken):
+            pair = pair[: -len(kraken)] + common
+    return pair
+
+
+# The exchange's canonical form of a symbol (str.upper for the others: their symbols are upper case).
+_SYMBOL_FORMS: dict[str, Callable[[str], str]] = {"kraken": _kraken_pair}
+
+_BASE, _QUOTE, _EITHER = frozenset({"base"}), frozenset({"quote"}), frozenset({"base", "quote"})
+
+
+def _bybit_units(values: Mapping[str, str]) -> frozenset[str]:
+    """A spot market order's qty is in the quote currency by default for buys; ``marketUnit`` picks
+    the unit on unified accounts, and classic accounts ignore it: both readings count."""
+    if values.get("category") != "spot" or values.get("orderType") != "Market":
+        return _BASE
+    default = "quote" if values.get("side") == "Buy" else "base"
+    chosen = {"baseCoin": "base", "quoteCoin": "quote"}.get(values.get("marketUnit", ""), default)
+    return frozenset({default, chosen})
+
+
+def _okx_units(values: Mapping[str, str]) -> frozenset[str]:
+    """A SPOT market order's sz is in the quote currency by default for buys (``tgtCcy`` picks it);
+    a spot instrument is BASE-QUOTE, derivatives have more parts (and count contracts)."""
+    if values.get("ordType") != "market" or values.get("instId", "").count("-") != 1:
+        return _BASE
+    default = "quote" if values.get("side") == "buy" else "base"
+    chosen = {"base_ccy": "base", "quote_ccy": "quote"}.get(values.get("tgtCcy", ""), default)
+    margin = {"base"} if values.get("tdMode") != "cash" else set()  # "only applicable to SPOT": margin may ignore it
+    return frozenset({chosen} | margin)
+
+
+def _kraken_units(values: Mapping[str, str]) -> frozenset[str]:
+    """``oflags=viqc`` asks for the volume in the quote currency; Kraken documents it as not always
+    available, so the base reading counts too."""
+    return _EITHER if "viqc" in values.get("oflags", "").split(",") else _BASE
+
+
+# In which currency the main size field may be: readings the limits must all survive.
+_SIZE_UNITS: dict[str, Callable[[Mapping[str, str]], frozenset[str]]] = {"bybit": _bybit_units, "okx": _okx_units, "kraken": _kraken_units}
+
 _CATEGORY_WORDS = {"funds": "it moves funds", "security": "it changes account security", "session": "it opens an unsigned session", "settings": "it changes account settings"}
 
 
+# -- sizes --------------------------------------------------------------------------------------
+def _order_size(catalogue: str, fields: dict[str, str], values: dict[str, str], kind: str) -> tuple[Decimal | None, Decimal | None, bool] | None:
+    """(quantity, notional, quoted) of an order or amend under its largest reading, or ``None`` if it
+    sets neither size nor price. ``None`` for quantity or notional: unknown (unbounded).
+
+    An order can often be read more than one way — a Binance order with both ``quantity`` and
+    ``quoteOrderQty``, a Bybit spot market order whose unit depends on the account — and the
+    exchange, not the engine, picks the reading, so every limit applies to the largest one. The
+    price counts towards the notional only for order types that execute at or better than it
+    (limit orders): a market order ignores ``price`` (Bybit, OKX, Kraken say so), so
+    ``qty=100, price=1, orderType=Market`` must not pass as a notional of 100.
+    """
+
+    def number(key: str) -> Decimal | None:
+        name = fields.get(key)
+        return Decimal(values[name]) if name and name in values else None
+
+    if kind == "amend" and ("new_quantity" in fields or "new_price" in fields):
+        size, price = number("new_quantity"), number("new_price")
+    else:
+        size, price = number("quantity"), number("price")
+    quote = number("quote_quantity")
+    if kind == "amend" and size is None and price is None and quote is None:
+        # Changes neither size nor price: e.g. a Bybit cancel, whose parameters also fit /v5/order/amend.
+        return None
+    if price is not None and kind == "order":
+        type_field, limit_types, overrides = _LIMIT_PRICE[catalogue]
+        if values.get(type_field) not in limit_types or (overrides is not None and overrides in values):
+            price = None
+    units = _SIZE_UNITS[catalogue](values) if catalogue in _SIZE_UNITS else _BASE
+    if quote is None and units is _BASE:  # the usual order, read one way (the hot path: no lists)
+        return size, (size * price if size is not None and price is not None else None), False
+    readings: list[tuple[Decimal | None, Decimal | None]] = []  # (base quantity, notional)
+    if size is not None:
+        for unit in units:
+            readings.append((size, size * price if price is not None else None) if unit == "base" else (None, size))
+    if quote is not None:
+        readings.append((None, quote))
+    quoted = any(quantity is None for quantity, _ in readings)
+    return _largest(quantity for quantity, _ in readings), _largest(notional for _, notional in readings), quoted
+
+
+def _largest(amounts: Iterable[Decimal | None]) -> Decimal | None:
+    """The largest of the readings; ``None`` (unknown, so unbounded) if any is, or if there are none."""
+    largest: Decimal | None = None
+    for amount in amounts:
+        if amount is None:
+            return None
+        largest = amount if largest is None or amount > largest else largest
+    return largest
+
+
+# -- checks -------------------------------------------------------------------------------------
 def _json_body(catalogue: str, method: str) -> bool:
     return catalogue in ("bybit", "okx") and method == "POST"
+
+
+def _check_request_size(path: str, params: tuple, body: bytes) -> None:
+    """Refuse early what no catalogued endpoint could take: the cost of judging, remembering and
+    answering a request must not grow with what the host sends."""
+    if len(params) > _MAX_PARAMETERS:
+        raise Refusal("too_large", f"the request has {len(params)} parameters; no endpoint the policy engine knows takes more than {_MAX_PARAMETERS}")
+    if len(body) > _MAX_BODY:
+        raise Refusal("too_large", f"the body is {len(body)} bytes; the policy engine judges bodies of at most {_MAX_BODY}")
+    if len(path) > _MAX_PATH:
+        raise Refusal("too_large", f"the path is {len(path)} characters; no endpoint the policy engine knows has more than {_MAX_PATH}")
+
+
+@functools.lru_cache(maxsize=256)
+def _documented_values(endpoints: tuple[Endpoint, ...]) -> Mapping[str, frozenset[str]]:
+    """The documented spellings of every enumerated parameter over ``endpoints`` (the union: the
+    signature is good for each of them, and a spelling one documents is understood). Cached per
+    combination, so remembered verdicts share them."""
+    merged: dict[str, frozenset[str]] = {}
+    for endpoint in endpoints:
+        for name, spellings in endpoint.values.items():
+            merged[name] = type(spellings)(merged.get(name, frozenset()) | spellings)
+    return merged
+
+
+def _check_documented_values(values: Mapping[str, str], documented: Mapping[str, frozenset[str]]) -> None:
+    """Enumerated parameters take only the exchange's documented spellings: an exchange that also
+    accepts ``margin_buy`` or ``01`` would act on a value the engine read differently."""
+    for name, spellings in documented.items():
+        value = values.get(name)
+        if value is None or value in spellings:
+            continue
+        if isinstance(spellings, Flags):
+            flags = value.split(",")
+            if len(set(flags)) == len(flags) and all(flag in spellings for flag in flags):
+                continue
+            raise Refusal("non_canonical", f"{name}={value[:40]!r} is not a list of distinct documented flags ({', '.join(sorted(spellings))})")
+        shown = ", ".join(sorted(spellings)[:8]) + (", ..." if len(spellings) > 8 else "")
+        raise Refusal("non_canonical", f"{name}={value[:40]!r} is not one of the exchange's documented values ({shown})")
 
 
 def _check_names(params: Any) -> None:
@@ -731,6 +995,11 @@ def _parameter_problem(endpoint: Endpoint, names: frozenset[str]) -> str:
     if missing:
         return f"{endpoint.name} needs the parameter {missing[0]!r}"
     return f"the parameters do not fit {endpoint.name}"
+
+
+def _no_endpoint_takes(catalogue: str, names: frozenset[str]) -> str:
+    shown = sorted(names)[:6]
+    return f"no {catalogue} endpoint the policy engine knows takes exactly the parameters {', '.join(shown)}{', ...' if len(names) > 6 else ''}"
 
 
 def _path_matches(pattern: str, path: str) -> bool:
