@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -11,6 +12,7 @@ from typing import Any
 
 from enclave.protocol.address import emulated_vsock_path
 from zerocopy.errors import ZeroCopyError
+from zerocopy.kms_policy import attested_key_policy, locked_key_policy
 from zerocopy.vsock_proxy import allowlist_yaml
 
 from .account import ACCOUNT_ID, HOST_ROLE_ARN, HostRole
@@ -40,6 +42,11 @@ class Emulator:
     ``document_encoding`` is how the emulated NSM encodes attestation payloads: ``"indefinite"``
     (what Nitro emits since about September 2025, the default) or ``"definite"`` (before).
 
+    ``seal_key`` (default true): create a KMS key for ``GENERATE`` to seal to, the way an operator
+    does in production — created locked (:func:`~zerocopy.kms_policy.locked_key_policy`), its ARN
+    passed as the enclave's ``--seal-key`` (so it is part of PCR0), then pinned to the measured
+    PCR0 with ``PutKeyPolicy``. A debug enclave has no PCR0 to pin, so there the key stays locked.
+
     Use as a context manager; everything it starts (processes, threads, socket files in a private
     0700 directory) is gone after ``stop()``, also when start-up fails halfway.
     """
@@ -52,6 +59,7 @@ class Emulator:
         clock: str | None = None,
         region: str = "us-east-1",
         document_encoding: str = "indefinite",
+        seal_key: bool = True,
     ) -> None:
         if document_encoding not in DOCUMENT_ENCODINGS:
             raise ValueError(f"document_encoding must be one of {', '.join(DOCUMENT_ENCODINGS)}, not {document_encoding!r}")
@@ -60,6 +68,8 @@ class Emulator:
         self.enclave_dir = Path(enclave_dir) if enclave_dir is not None else None
         self.clock = clock
         self.region = region
+        self.create_seal_key = seal_key
+        self.seal_keys: tuple[str, ...] = ()
         self.run_dir: Path | None = None
         self.enclave: EnclaveProcess | None = None
         self._enclaves: list[EnclaveProcess] = []
@@ -98,7 +108,9 @@ class Emulator:
             self._front = KmsFrontServer(self.kms_model, certfile=str(cert_path), keyfile=str(key_path)).start()
             proxy_path = emulated_vsock_path(str(self.run_dir), PARENT_CID, KMS_PROXY_PORT)
             self._proxy = self._start_vsock_proxy(proxy_path, ("127.0.0.1", self._front.port))
+            self.seal_keys = (self._new_seal_key(),) if self.create_seal_key else ()
             self.enclave = self.launch(enclave_dir=self.enclave_dir, debug=self.debug, clock=self.clock)
+            self._pin_seal_keys(self.enclave)
         except BaseException as exc:
             self.stop()
             if isinstance(exc, (LaunchError, MotoStartError)):
@@ -113,8 +125,33 @@ class Emulator:
         allowlist.write_text(allowlist_yaml([target]))
         return VsockProxy(listen_path, target, allowlist=allowlist).start()
 
-    def launch(self, *, enclave_dir: str | os.PathLike | None = None, debug: bool = False, clock: str | None = None, busy_poll_us: int = 0) -> EnclaveProcess:
-        """Launch another enclave (its own CID and PCRs) on this emulator's KMS and PKI."""
+    def _new_seal_key(self) -> str:
+        """The operator's first step: a key that allows nothing until an image is pinned."""
+        created = self.kms.create_key(Policy=json.dumps(locked_key_policy(ACCOUNT_ID)), Description="ZeroCopy seal key (GENERATE)")
+        return created["KeyMetadata"]["Arn"]
+
+    def _pin_seal_keys(self, enclave: EnclaveProcess) -> None:
+        """The operator's last step: the image that names the keys is measured, so pin its PCR0."""
+        if enclave.debug:
+            return  # all-zero PCR0: nothing to pin, and the key stays locked
+        policy = json.dumps(attested_key_policy(ACCOUNT_ID, image_sha384=enclave.pcrs[0]))
+        for arn in enclave.seal_keys:
+            self.kms.put_key_policy(KeyId=arn, PolicyName="default", Policy=policy)
+
+    def launch(
+        self,
+        *,
+        enclave_dir: str | os.PathLike | None = None,
+        debug: bool = False,
+        clock: str | None = None,
+        busy_poll_us: int = 0,
+        seal_keys: tuple[str, ...] | None = None,
+    ) -> EnclaveProcess:
+        """Launch another enclave (its own CID and PCRs) on this emulator's KMS and PKI.
+
+        ``seal_keys`` are its ``--seal-key`` options (``None``: the emulator's own seal key). They
+        are part of PCR0; only the main enclave's PCR0 is pinned in the seal key's policy.
+        """
         if self.run_dir is None:
             raise EmulatorError("start the emulator first")
         with self._lock:
@@ -131,6 +168,7 @@ class Emulator:
             busy_poll_us=busy_poll_us,
             role_arn=HOST_ROLE_ARN,  # the role whose sessions Emulator.credentials are
             document_encoding=self.document_encoding,
+            seal_keys=self.seal_keys if seal_keys is None else seal_keys,
         )
         self._enclaves.append(process)
         return process.start()
@@ -184,6 +222,11 @@ class Emulator:
         return self._proxy
 
     @property
+    def seal_key(self) -> str | None:
+        """ARN of the KMS key ``GENERATE`` seals to (the main enclave's first ``--seal-key``), if any."""
+        return self.seal_keys[0] if self.seal_keys else None
+
+    @property
     def kms_endpoint_url(self) -> str:
         assert self._front is not None
         return self._front.endpoint_url
@@ -194,7 +237,8 @@ class Emulator:
         ``secret_access_key``, ``session_token``), refreshed before it expires.
 
         The role is SECURITY.md's host role: ``kms:Decrypt`` and ``kms:GenerateDataKey`` only
-        (:mod:`emulator.account`). Key administration is ``Emulator.kms``'s, the account root's.
+        (:mod:`emulator.account`), both of which the attested key policy denies without the
+        enclave's attestation. Key administration is ``Emulator.kms``'s, the account root's.
         """
         if self._host_role is None:
             raise EmulatorError("the emulator is not running")

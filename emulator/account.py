@@ -1,8 +1,10 @@
 """The emulated AWS account: its id, and the parent instance's IAM role as SECURITY.md gives it.
 
 On AWS the parent instance calls KMS (through the enclave) with session credentials of its
-instance role, and SECURITY.md ("Outside ZeroCopy") says what that role may do: ``kms:Decrypt``,
-which the key policy gates on attestation, and ``kms:GenerateDataKey`` for ``zerocopy generate``.
+instance role, and SECURITY.md ("Outside ZeroCopy") says what that role may do: ``kms:Decrypt``
+and, for ``zerocopy generate``, ``kms:GenerateDataKey`` — both of which ``zerocopy kms-policy``'s
+key policy denies unless the request carries the pinned enclave's attestation, so the role can use
+them only through the enclave (which unseals and seals with ``Recipient``), never on its own.
 The emulator creates exactly that role in moto's IAM when it starts (:class:`HostRole`), and
 ``Emulator.credentials`` are sessions of it, so every test that provisions through the emulator
 is authorized as the host would be on AWS: by the key policy *and* the role's IAM policy. The
@@ -24,7 +26,7 @@ __all__ = ["ACCOUNT_ID", "HOST_ROLE_ACTIONS", "HOST_ROLE_ARN", "HOST_ROLE_NAME",
 ACCOUNT_ID = "123456789012"  # moto's default account
 HOST_ROLE_NAME = "zerocopy-emulator"
 HOST_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/{HOST_ROLE_NAME}"
-#: SECURITY.md, "Outside ZeroCopy": the host role's only KMS permissions.
+#: SECURITY.md, "Outside ZeroCopy": the host role's only KMS permissions (usable only with attestation).
 HOST_ROLE_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey")
 #: The longest session IAM allows a role (MaxSessionDuration 43200 s), so `zerocopy emulator up`'s
 #: exported credentials last a working day.

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from enclave.protocol.address import emulated_vsock_path
@@ -86,6 +87,7 @@ class EnclaveProcess:
         busy_poll_us: int = 0,
         role_arn: str = HOST_ROLE_ARN,
         document_encoding: str = "indefinite",
+        seal_keys: Sequence[str] = (),
     ) -> None:
         self.run_dir = run_dir
         self.cid = cid
@@ -103,7 +105,15 @@ class EnclaveProcess:
             "--kms-proxy": (f"unix://{emulated_vsock_path(str(run_dir), PARENT_CID, KMS_PROXY_PORT)}", f"vsock://{PARENT_CID}:{KMS_PROXY_PORT}"),
             "--kms-ca": (str(kms_ca_path), "emulator-tls-ca.pem"),
         }
-        self.options = ["--region", region] + (["--clock", clock] if clock else []) + (["--busy-poll-us", str(busy_poll_us)] if busy_poll_us else [])
+        # The operator's launch configuration: measured as written (the seal keys too, so the host
+        # cannot change which KMS keys generated keys are sealed to without changing PCR0).
+        self.seal_keys = tuple(seal_keys)
+        self.options = (
+            ["--region", region]
+            + [item for arn in self.seal_keys for item in ("--seal-key", arn)]
+            + (["--clock", clock] if clock else [])
+            + (["--busy-poll-us", str(busy_poll_us)] if busy_poll_us else [])
+        )
         self.env = {"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"}
         self.module_id = ""  # set at each start: a relaunched enclave has a new id, as on Nitro
         self.document_encoding = document_encoding

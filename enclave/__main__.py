@@ -2,7 +2,9 @@
 
 Production defaults listen on vsock port 5000 for any CID, talk to ``/dev/nsm`` and reach KMS
 through the parent's vsock-proxy on CID 3, port 8000. Every option is part of the launch command
-line, which the emulator measures into PCR0 (on Nitro it is baked into the EIF).
+line, which the emulator measures into PCR0 (on Nitro it is baked into the EIF). That is why the
+KMS keys the enclave seals generated keys to are an option (``--seal-key``) and never a field of a
+request: the host cannot choose them, and changing them changes PCR0.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--region", default="us-east-1", help="AWS region of KMS; the forwarder only lets botocore reach kms.<region>.amazonaws.com (default: %(default)s)")
     parser.add_argument("--kms-proxy", default="vsock://3:8000", help="the parent's vsock-proxy towards KMS (default: %(default)s)")
     parser.add_argument("--kms-ca", default=None, help="CA bundle for KMS's TLS certificate (default: botocore's public CAs)")
+    parser.add_argument("--seal-key", action="append", default=[], metavar="ARN", help="ARN of a KMS key that GENERATE may seal new keys to (repeat; the first is the default); the operator's key, pinned to this image's PCR0")
     parser.add_argument("--clock", default="system", help="system, fixed:<ms|ISO time> or offset:<seconds>; read only by policy freshness and receipts")
-    parser.add_argument("--max-connections", type=int, default=64)
+    parser.add_argument("--max-connections", type=int, default=64, help="connections served at once; when all are taken a newcomer evicts the one quiet the longest (default: %(default)s)")
+    parser.add_argument("--idle-timeout", type=float, default=600.0, metavar="S", help="close a connection that has sent nothing for this long (default: %(default)s)")
+    parser.add_argument("--frame-timeout", type=float, default=10.0, metavar="S", help="close a connection that started a frame and has not finished it within this long (default: %(default)s)")
     parser.add_argument("--busy-poll-us", type=int, default=0, metavar="US", help="spin this long for the next request before sleeping; worth it where the enclave's vCPUs are its own (default: %(default)s)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--version", action="version", version=f"zerocopy-enclave {__version__}")
@@ -46,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("enclave")
     try:
         address = parse_address(args.listen)
-        settings = KmsSettings(region=args.region, proxy=parse_address(args.kms_proxy), ca_bundle=args.kms_ca)
+        settings = KmsSettings(region=args.region, proxy=parse_address(args.kms_proxy), ca_bundle=args.kms_ca, seal_keys=tuple(args.seal_key))
         clock = parse_clock(args.clock)
     except (AddressError, ValueError) as exc:
         print(f"enclave: {exc}", file=sys.stderr)
@@ -54,14 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     nsm = Nsm(open_device(args.nsm))
     description = nsm.describe_nsm()
     service = EnclaveService(nsm=nsm, kms=AttestedKms(settings, nsm), clock=clock)
-    server = Server(listen(address), service.handle, max_connections=args.max_connections, busy_poll_us=max(0, min(args.busy_poll_us, 10_000)))
+    server = Server(
+        listen(address), service.handle, max_connections=args.max_connections, busy_poll_us=max(0, min(args.busy_poll_us, 10_000)),
+        idle_timeout=max(0.1, args.idle_timeout), frame_timeout=max(0.1, args.frame_timeout),
+    )
 
     def stop(signum: int, frame: object) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("listening on %s (NSM module %s, KMS %s via %s, clock %s)", address, description.get("module_id"), settings.host, settings.proxy, clock)
+    log.info("listening on %s (NSM module %s, KMS %s via %s, clock %s, seal keys %s)", address, description.get("module_id"), settings.host, settings.proxy, clock, ", ".join(settings.seal_keys) or "none")
     try:
         server.serve_forever()
     finally:

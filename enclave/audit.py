@@ -1,14 +1,19 @@
 """The enclave's audit log: an append-only, hash-chained list of receipts in enclave memory.
 
-Recording is cheap (a tuple appended under a lock); hashing happens when the host fetches or when
-old receipts leave the buffer. The buffer holds ``capacity`` receipts; a host that fetches less
-often than that loses the oldest ones, and the fetch says so (the chain still verifies from the
-first receipt it holds). A restart begins a new chain.
+Recording is cheap (a tuple of clipped fields appended under a lock); hashing happens in batches,
+when the host fetches or when old receipts leave the buffer. The buffer holds ``capacity``
+receipts of at most ``MAX_RECEIPT_BYTES`` each, kept as the canonical lines the chain hashes; a
+host that fetches less often than that loses the oldest ones, and every fetch carries a signed
+*start* statement saying which receipt the enclave's buffer now starts with, so the loss is
+attributable. A fetch page never exceeds ``page_bytes``, so it always fits in one frame. A restart
+begins a new chain.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import itertools
 import os
 import threading
 from collections import deque
@@ -16,57 +21,135 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .protocol.audit import FORMAT, checkpoint_message, entry_hash, genesis
+from .protocol.audit import (
+    BOOT_ID_BYTES,
+    FIELD_LIMITS,
+    FORMAT,
+    MAX_RECEIPT_BYTES,
+    canonical_line,
+    checkpoint_message,
+    clip,
+    fresh_checkpoint_message,
+    genesis,
+    start_message,
+)
 
-__all__ = ["AuditLog"]
+__all__ = ["AuditLog", "PAGE_BYTES", "PENDING_MAX", "LINE_MEMORY", "PENDING_MEMORY"]
+
+# Half the default frame limit: the rest of the answer (checkpoint, start, CBOR heads) is small.
+PAGE_BYTES = 512 * 1024
+# Receipts recorded but not hashed yet: hashing 256 at once takes under 2 ms of one request (the
+# hot path only appends), and keeps the unhashed tuples, larger than lines, few.
+PENDING_MAX = 256
+# Memory per held receipt (the line, a bytes object's header, its deque slot) and per unhashed one
+# (a tuple of eleven objects: strings with their headers and at most the field limits of content).
+LINE_MEMORY = MAX_RECEIPT_BYTES + 64
+PENDING_MEMORY = 3072
 
 
 class AuditLog:
-    def __init__(self, identity: Ed25519PrivateKey, *, capacity: int = 65536) -> None:
+    def __init__(self, identity: Ed25519PrivateKey, *, capacity: int = 65536, page_bytes: int = PAGE_BYTES) -> None:
+        if page_bytes < MAX_RECEIPT_BYTES:
+            raise ValueError("a page must hold at least one receipt")
         self.identity = identity
-        self.boot_id = os.urandom(16)
+        self.boot_id = os.urandom(BOOT_ID_BYTES)
         self.capacity = capacity
+        self.page_bytes = page_bytes
         self._lock = threading.Lock()
         self._pending: list[tuple] = []  # recorded, not yet hashed
-        self._hashed: deque[dict[str, Any]] = deque()
+        self._lines: deque[bytes] = deque()  # canonical receipts, oldest first
+        self._first_held = 1  # seq of self._lines[0]
+        self._start_prev = genesis(self.boot_id)  # the hash the oldest held receipt names as prev
+        self._start_signature: tuple[int, str] | None = None  # (seq, base64) of the last start statement
         self._next_seq = 1
         self._head = genesis(self.boot_id)
+        self._fetched_through = 0  # highest seq any fetch has returned
         self.dropped = 0
 
+    @property
+    def max_bytes(self) -> int:
+        """The most memory this log's receipts take: held lines and unhashed tuples (the worst case
+        SECURITY.md states: 65,536 receipts take at most about 89 MB (85 MiB), typically a third of it)."""
+        return self.capacity * LINE_MEMORY + PENDING_MAX * PENDING_MEMORY
+
     def record(self, time_ms: int, key: str, decision: str, rule: str, request: str, digest: str, *, symbol: str | None = None, quantity: Any = None, notional: Any = None, reason: str = "") -> None:
+        # Clipped before they are kept: a refusal quoting a megabyte of request must not cost one.
+        fields = (
+            clip(key, FIELD_LIMITS["key"]), clip(decision, FIELD_LIMITS["decision"]), clip(rule, FIELD_LIMITS["rule"]),
+            clip(request, FIELD_LIMITS["request"]), _clip_optional(symbol, "symbol"), _clip_optional(quantity, "quantity"),
+            _clip_optional(notional, "notional"), clip(digest, FIELD_LIMITS["digest"]), clip(reason, FIELD_LIMITS["reason"]),
+        )
         with self._lock:
-            self._pending.append((self._next_seq, time_ms, key, decision, rule, request, symbol, quantity, notional, digest, reason))
+            self._pending.append((self._next_seq, time_ms, *fields))
             self._next_seq += 1
-            if len(self._pending) + len(self._hashed) > self.capacity:
+            if len(self._pending) >= PENDING_MAX or len(self._pending) + len(self._lines) > self.capacity:
                 self._hash_pending()
-                while len(self._hashed) > self.capacity:
-                    self._hashed.popleft()
-                    self.dropped += 1
+                self._drop_oldest()
 
     def _hash_pending(self) -> None:
         for seq, time_ms, key, decision, rule, request, symbol, quantity, notional, digest, reason in self._pending:
             receipt = {
                 "seq": seq, "time_ms": time_ms, "key": key, "decision": decision, "rule": rule, "request": request,
-                "symbol": symbol, "quantity": None if quantity is None else str(quantity),
-                "notional": None if notional is None else str(notional), "digest": digest, "reason": reason, "prev": self._head,
+                "symbol": symbol, "quantity": quantity, "notional": notional, "digest": digest, "reason": reason, "prev": self._head,
             }
-            self._head = entry_hash(receipt)
-            self._hashed.append(receipt)
+            line = canonical_line(receipt)
+            self._head = hashlib.sha256(line).hexdigest()
+            self._lines.append(line)
         self._pending.clear()
 
-    def fetch(self, after_seq: int = 0, limit: int = 1000) -> dict[str, Any]:
-        """Receipts with ``seq > after_seq`` (at most ``limit``), and a checkpoint over the head."""
+    def _drop_oldest(self) -> None:
+        while len(self._lines) > self.capacity:
+            # The next receipt names this one's hash as prev: that is where the held chain now starts.
+            self._start_prev = hashlib.sha256(self._lines.popleft()).hexdigest()
+            self._first_held += 1
+            self.dropped += 1
+
+    def fetch(self, after_seq: int = 0, limit: int = 1000, *, nonce: bytes | None = None) -> dict[str, Any]:
+        """Receipts with ``seq > after_seq`` (at most ``limit``, and at most ``page_bytes`` of them),
+        a checkpoint over the head, and the signed start of what the enclave still holds. With a
+        ``nonce``, the checkpoint is also signed fresh for that verifier."""
         with self._lock:
             self._hash_pending()
-            receipts = [receipt for receipt in self._hashed if receipt["seq"] > after_seq][:limit]
+            first_seq = max(after_seq + 1, self._first_held)
+            receipts = self._page(first_seq, limit)
+            if receipts:
+                self._fetched_through = max(self._fetched_through, first_seq + len(receipts) - 1)
             seq = self._next_seq - 1
-            signature = self.identity.sign(checkpoint_message(self.boot_id, seq, self._head))
-            first_held = self._hashed[0]["seq"] if self._hashed else self._next_seq
             return {
                 "format": FORMAT,
                 "boot_id": self.boot_id.hex(),
                 "genesis": genesis(self.boot_id),
                 "receipts": receipts,
-                "missing_before": first_held if after_seq + 1 < first_held and self.dropped else None,
-                "checkpoint": {"seq": seq, "head": self._head, "signature": base64.b64encode(signature).decode()},
+                "missing_before": self._first_held if after_seq + 1 < self._first_held else None,  # kept for older hosts
+                "start": self._start(),
+                "checkpoint": self._checkpoint(seq, nonce),
             }
+
+    def _page(self, first_seq: int, limit: int) -> list[bytes]:
+        first_index = first_seq - self._first_held
+        page: list[bytes] = []
+        size = 0
+        for line in itertools.islice(self._lines, first_index, first_index + limit):
+            size += len(line) + 5  # the CBOR head of one byte string
+            if size > self.page_bytes:
+                break
+            page.append(line)
+        return page
+
+    def _start(self) -> dict[str, Any]:
+        if self._start_signature is None or self._start_signature[0] != self._first_held:
+            signature = self.identity.sign(start_message(self.boot_id, self._first_held, self._start_prev))
+            self._start_signature = (self._first_held, base64.b64encode(signature).decode())
+        return {"seq": self._first_held, "prev": self._start_prev, "signature": self._start_signature[1]}
+
+    def _checkpoint(self, seq: int, nonce: bytes | None) -> dict[str, Any]:
+        signature = self.identity.sign(checkpoint_message(self.boot_id, seq, self._head))
+        checkpoint: dict[str, Any] = {"seq": seq, "head": self._head, "signature": base64.b64encode(signature).decode()}
+        if nonce is not None:
+            fresh = self.identity.sign(fresh_checkpoint_message(self.boot_id, seq, self._head, self._fetched_through, nonce))
+            checkpoint.update(nonce=nonce, fetched_through=self._fetched_through, fresh_signature=base64.b64encode(fresh).decode())
+        return checkpoint
+
+
+def _clip_optional(value: Any, field: str) -> str | None:
+    return None if value is None else clip(str(value), FIELD_LIMITS[field])

@@ -21,12 +21,13 @@ class LoadedKey:
     scheme: str
     api_key: str
     policy_sha256: str
+    sealed_by: str  # ARN of the KMS key that sealed it, as KMS reported it: how the operator tells whose key this is
     policy_state: PolicyState
     signing_key: SigningKey = field(repr=False)
     fingerprint: str = field(repr=False)  # SHA-256 over the bundle's fields and secret: same bundle, same key
 
     def describe(self) -> dict:
-        info: dict = {"name": self.name, "scheme": self.scheme, "api_key": self.api_key, "policy_sha256": self.policy_sha256}
+        info: dict = {"name": self.name, "scheme": self.scheme, "api_key": self.api_key, "policy_sha256": self.policy_sha256, "sealed_by": self.sealed_by}
         public_key = self.signing_key.public_key_pem()
         if public_key is not None:
             info["public_key"] = public_key.decode()

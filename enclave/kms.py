@@ -8,7 +8,8 @@ encrypted to that ephemeral key (see :mod:`enclave.cms`); the host relays only T
 
 The KMS endpoint, CA bundle and proxy are launch options (:class:`KmsSettings`), part of the
 measured image; botocore gets them explicitly so environment or config-file overrides cannot
-redirect it.
+redirect it. So are the *seal keys*: the only KMS keys the enclave seals to (keys it generates
+itself), so the host can never name a key of its own and then decrypt what was sealed to it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .protocol.address import Address
 __all__ = [
     "KmsSettings",
     "KmsError",
+    "check_seal_key",
     "Credentials",
     "AttestedKms",
     "RecipientCiphertextError",
@@ -37,6 +39,8 @@ __all__ = [
 ]
 
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+# A key ARN, never an alias: an alias can be pointed at another key without changing the image.
+_KEY_ARN = re.compile(r"arn:aws(?:-cn|-us-gov)?:kms:(?P<region>[a-z0-9-]+):\d{12}:key/(?:mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 
 
 class KmsError(Exception):
@@ -52,14 +56,29 @@ class KmsSettings:
     region: str
     proxy: Address
     ca_bundle: str | None = None  # None: botocore's own bundle of public CAs
+    seal_keys: tuple[str, ...] = ()  # key ARNs GENERATE may seal to; the first is the default
 
     def __post_init__(self) -> None:
         if not _REGION.fullmatch(self.region):
             raise ValueError(f"{self.region!r} is not an AWS region name")
+        for arn in self.seal_keys:
+            check_seal_key(arn, self.region)
+        if len(set(self.seal_keys)) != len(self.seal_keys):
+            raise ValueError("a seal key is named twice")
 
     @property
     def host(self) -> str:
         return f"kms.{self.region}.amazonaws.com"
+
+
+def check_seal_key(arn: str, region: str) -> str:
+    """``arn`` if it is the ARN of a KMS key in ``region``; aliases and bare key ids are refused."""
+    match = _KEY_ARN.fullmatch(arn) if isinstance(arn, str) else None
+    if match is None:
+        raise ValueError(f"seal key {str(arn)[:120]!r} is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>; aliases can be repointed, so they are refused)")
+    if match["region"] != region:
+        raise ValueError(f"seal key {arn!r} is in {match['region']}, but this enclave reaches KMS in {region}")
+    return arn
 
 
 @dataclass(frozen=True)
@@ -177,11 +196,25 @@ class RecipientSession:
         return response
 
     def decrypt(self, *, key_id: str, ciphertext_blob: bytes, encryption_context: dict[str, str]) -> bytes:
+        return self.decrypt_with_key_arn(key_id=key_id, ciphertext_blob=ciphertext_blob, encryption_context=encryption_context)[0]
+
+    def decrypt_with_key_arn(self, *, key_id: str, ciphertext_blob: bytes, encryption_context: dict[str, str]) -> tuple[bytes, str]:
+        """(plaintext, ARN of the KMS key that decrypted it): KMS's word, not the bundle's, on what sealed it."""
         response = self._call("decrypt", CiphertextBlob=ciphertext_blob, KeyId=key_id, EncryptionContext=encryption_context)
-        return decrypt_ciphertext_for_recipient(response["CiphertextForRecipient"], self._private_key)
+        plaintext = decrypt_ciphertext_for_recipient(response["CiphertextForRecipient"], self._private_key)
+        return plaintext, _key_arn(response)
 
     def generate_data_key(self, *, key_id: str, encryption_context: dict[str, str]) -> tuple[bytes, bytes, str]:
         """A fresh 256-bit data key for sealing from inside: (plaintext, KMS ciphertext, key ARN)."""
         response = self._call("generate_data_key", KeyId=key_id, KeySpec="AES_256", EncryptionContext=encryption_context)
         plaintext = decrypt_ciphertext_for_recipient(response["CiphertextForRecipient"], self._private_key)
-        return plaintext, response["CiphertextBlob"], response["KeyId"]
+        if not isinstance(response.get("CiphertextBlob"), bytes):
+            raise KmsError("KMS answered GenerateDataKey without CiphertextBlob")
+        return plaintext, response["CiphertextBlob"], _key_arn(response)
+
+
+def _key_arn(response: dict) -> str:
+    arn = response.get("KeyId")
+    if not isinstance(arn, str) or not arn.startswith("arn:") or len(arn) > 2048:
+        raise KmsError("KMS answered without the ARN of the key it used")
+    return arn

@@ -33,11 +33,13 @@ from .protocol import (
     HttpSignature,
     HttpSignRequest,
     MessageType,
+    SessionAccepted,
     Signature,
     SignRequest,
     cbor,
 )
-from .protocol.audit import canonical_line
+from .protocol.session import HandshakeError, accept as accept_session
+from .protocol.audit import FIELD_LIMITS, NONCE_SIZES, clip
 from .protocol.bundle import BundleError, SealedBundle, associated_data, canonical_json, check_name, encryption_context
 from .schemes import SCHEMES, SchemeError, generate_key, load_key
 
@@ -79,9 +81,11 @@ class EnclaveService:
         if type(event) is HttpSignRequest:
             return self._sign_http(event)
         handler = self._control.get(event.kind)
-        if handler is None:
+        if handler is None and event.kind is not MessageType.OPEN_SESSION:
             return ErrorResponse(event.request_id, ErrorCode.UNSUPPORTED_OPERATION, f"{event.kind.name} is not supported by this enclave")
         try:
+            if handler is None:
+                return self._open_session(event)
             return ControlResponse(event.request_id, MessageType(event.kind | 0x80), handler(event.fields))
         except _BadRequest as exc:
             return ErrorResponse(event.request_id, ErrorCode.BAD_REQUEST, str(exc))
@@ -101,8 +105,9 @@ class EnclaveService:
         try:
             key.policy_state.authorize_raw(now)
         except Refusal as refusal:
-            self.audit.record(now, key.name, "refused", refusal.rule, "raw", digest, reason=str(refusal))
-            return ErrorResponse(event.request_id, ErrorCode.POLICY_REFUSED, str(refusal), refusal.rule)
+            reason = _bounded_reason(refusal)
+            self.audit.record(now, key.name, "refused", refusal.rule, "raw", digest, reason=reason)
+            return ErrorResponse(event.request_id, ErrorCode.POLICY_REFUSED, reason, refusal.rule)
         signature = key.signing_key.sign(event.payload)
         self.audit.record(now, key.name, "signed", "", "raw", digest)
         return Signature(event.request_id, signature)
@@ -117,11 +122,13 @@ class EnclaveService:
             authorized = key.policy_state.authorize_request(event.method, event.path, event.params, event.body, now)
             signed = key.signing_key.sign_http(event.method, event.path, authorized.params, authorized.body, now)
         except Refusal as refusal:
-            self.audit.record(now, key.name, "refused", refusal.rule, request, _request_digest(event.params, event.body), reason=str(refusal))
-            return ErrorResponse(event.request_id, ErrorCode.POLICY_REFUSED, str(refusal), refusal.rule)
+            reason = _bounded_reason(refusal)
+            self.audit.record(now, key.name, "refused", refusal.rule, request, _request_digest(event.params, event.body), reason=reason)
+            return ErrorResponse(event.request_id, ErrorCode.POLICY_REFUSED, reason, refusal.rule)
         except SchemeError as exc:
-            self.audit.record(now, key.name, "refused", "scheme", request, _request_digest(event.params, event.body), reason=str(exc))
-            return ErrorResponse(event.request_id, ErrorCode.UNSUPPORTED_OPERATION, str(exc))
+            reason = _bounded_reason(exc)
+            self.audit.record(now, key.name, "refused", "scheme", request, _request_digest(event.params, event.body), reason=reason)
+            return ErrorResponse(event.request_id, ErrorCode.UNSUPPORTED_OPERATION, reason)
         self.audit.record(
             now, key.name, "signed", "", request, _request_digest(authorized.params, authorized.body),
             symbol=authorized.symbol, quantity=authorized.quantity, notional=authorized.notional,
@@ -140,22 +147,43 @@ class EnclaveService:
         document = self.nsm.attestation(public_key=self.identity_public, user_data=self.loaded_summary(), nonce=nonce)
         return {"document": document}
 
+    def _open_session(self, event: ControlRequest) -> SessionAccepted:
+        """An attested session: the document is the one ATTEST gives (identity key, loaded keys),
+        with ``nonce`` = the handshake binding (client nonce and both ephemeral X25519 keys).
+        Sending the answer switches the connection to sealed frames (enclave/protocol/session.py)."""
+        try:
+            accepted = accept_session(event.fields)
+        except HandshakeError as exc:
+            raise _BadRequest(str(exc)) from None
+        document = self.nsm.attestation(public_key=self.identity_public, user_data=self.loaded_summary(), nonce=accepted.binding)
+        return SessionAccepted(event.request_id, accepted.public_key, document, accepted.session)
+
     def loaded_summary(self) -> bytes:
-        """``user_data`` of attestation documents: which keys, schemes and policies are live."""
-        loaded = [[key.name, key.scheme, key.policy_sha256] for key in self.keyring.keys()]
-        summary = cbor.dumps({"keys": loaded})
+        """``user_data`` of attestation documents: which keys, schemes and policies are live, and
+        the KMS key that sealed each (so a key sealed under a KMS key of the host's shows)."""
+        keys = self.keyring.keys()
+        sealed_by = sorted({key.sealed_by for key in keys})  # few, and long: each key points into the list
+        listed = [[key.name, key.scheme, key.policy_sha256, sealed_by.index(key.sealed_by)] for key in keys]
+        summary = cbor.dumps({"keys": listed, "sealed_by": sealed_by})
         if len(summary) <= USER_DATA_MAX:
             return summary
-        return cbor.dumps({"keys_sha256": hashlib.sha256(summary).digest(), "count": len(loaded)})
+        # Too many to list: commit to the list (KEYS gives it all) and still name every sealing key.
+        digest = hashlib.sha256(summary).digest()
+        compact = cbor.dumps({"keys_sha256": digest, "count": len(keys), "sealed_by": sealed_by})
+        if len(compact) <= USER_DATA_MAX:
+            return compact
+        return cbor.dumps({"keys_sha256": digest, "count": len(keys), "sealed_by_sha256": hashlib.sha256(cbor.dumps(sealed_by)).digest()})
 
     def _audit(self, fields: dict) -> dict:
-        _only(fields, {"after", "limit"})
-        after, limit = fields.get("after", 0), fields.get("limit", 1000)
+        _only(fields, {"after", "limit", "nonce"})
+        after, limit, nonce = fields.get("after", 0), fields.get("limit", 1000), fields.get("nonce")
         if not isinstance(after, int) or after < 0 or not isinstance(limit, int) or not 1 <= limit <= 5000:
             raise _BadRequest("after must be a sequence number and limit 1..5000")
-        log = self.audit.fetch(after, limit)
-        # Receipts travel as canonical JSON lines: exactly the bytes the chain hashes.
-        return {**log, "receipts": [canonical_line(receipt) for receipt in log["receipts"]]}
+        if nonce is not None and (not isinstance(nonce, bytes) or len(nonce) not in NONCE_SIZES):
+            raise _BadRequest(f"nonce must be {NONCE_SIZES.start} to {NONCE_SIZES.stop - 1} bytes")
+        # Receipts travel as canonical JSON lines (exactly the bytes the chain hashes), in pages
+        # that always fit in a frame: a client pages on with ``after``.
+        return self.audit.fetch(after, limit, nonce=nonce)
 
     def _keys(self, fields: dict) -> dict:
         _only(fields, set())
@@ -208,7 +236,7 @@ class EnclaveService:
         policy = self._policy_for(bundle.scheme, bundle.policy)
         context = bundle.encryption_context()  # derived here from the bundle's fields, never taken from it
         try:
-            data_key = session.decrypt(key_id=bundle.kms_key_id, ciphertext_blob=bundle.encrypted_data_key, encryption_context=context)
+            data_key, sealed_by = session.decrypt_with_key_arn(key_id=bundle.kms_key_id, ciphertext_blob=bundle.encrypted_data_key, encryption_context=context)
         except KmsError as exc:
             raise _Unusable(str(exc)) from None
         except RecipientCiphertextError:
@@ -219,7 +247,7 @@ class EnclaveService:
             secret = AESGCM(data_key).decrypt(bundle.nonce, bundle.ciphertext, associated_data(context))
         except InvalidTag:
             raise _Unusable("the sealed secret does not match the bundle's fields (tampered bundle?)") from None
-        return self._install(bundle, secret, policy)
+        return self._install(bundle, secret, policy, sealed_by)
 
     @staticmethod
     def _policy_for(scheme: str, document: dict | None) -> SigningPolicy:
@@ -230,17 +258,20 @@ class EnclaveService:
         except PolicyError as exc:
             raise _Unusable(f"policy: {exc}") from None
 
-    def _install(self, bundle: SealedBundle, secret: bytes, policy: SigningPolicy) -> bool:
+    def _install(self, bundle: SealedBundle, secret: bytes, policy: SigningPolicy, sealed_by: str) -> bool:
+        """Load a key; ``sealed_by`` is the ARN of the KMS key that sealed it, as KMS reported it."""
         try:
             signing_key = load_key(bundle.scheme, secret, bundle.api_key)
         except SchemeError as exc:
             raise _Unusable(str(exc)) from None
-        fingerprint = hmac.new(self._fingerprint_key, canonical_json(bundle.encryption_context()) + secret, "sha256")
+        # The sealing key counts: the same secret under another KMS key is another provenance to report.
+        fingerprint = hmac.new(self._fingerprint_key, canonical_json({**bundle.encryption_context(), "sealed-by": sealed_by}) + secret, "sha256")
         key = LoadedKey(
             name=bundle.name,
             scheme=bundle.scheme,
             api_key=bundle.api_key,
             policy_sha256=bundle.policy_sha256,
+            sealed_by=sealed_by,
             policy_state=PolicyState(policy),
             signing_key=signing_key,
             fingerprint=fingerprint.hexdigest(),
@@ -251,12 +282,13 @@ class EnclaveService:
             raise _Unusable(str(exc)) from None
 
     def _generate(self, fields: dict) -> dict:
-        """A key pair made here; the private half is sealed from inside and never leaves unsealed."""
+        """A key pair made here; the private half is sealed from inside, only to a seal key the
+        operator measured into the launch configuration, and never leaves unsealed."""
         _only(fields, {"name", "scheme", "api_key", "policy", "kms_key_id", "credentials", "region"})
-        name, scheme, api_key, kms_key_id = (fields.get(field) for field in ("name", "scheme", "api_key", "kms_key_id"))
+        name, scheme, api_key = (fields.get(field) for field in ("name", "scheme", "api_key"))
         document = fields.get("policy")
-        if not all(isinstance(value, str) for value in (name, scheme, kms_key_id)) or not isinstance(api_key, (str, type(None))):
-            raise _BadRequest("name, scheme and kms_key_id must be strings")
+        if not all(isinstance(value, str) for value in (name, scheme)) or not isinstance(api_key, (str, type(None))):
+            raise _BadRequest("name and scheme must be strings")
         if document is not None and not isinstance(document, dict):
             raise _BadRequest("policy must be a map")
         self._check_region(fields.get("region"))
@@ -264,19 +296,22 @@ class EnclaveService:
         kind = SCHEMES.get(scheme)
         if kind is None or not kind.asymmetric:
             raise _Unusable(f"{scheme!r} is not an asymmetric scheme; only those can generate their key inside the enclave")
+        seal_key = self._seal_key(fields.get("kms_key_id"))
         if self.keyring.get(name) is not None:
             raise _Unusable(f"a key named {name!r} is already loaded")
         policy = self._policy_for(scheme, document)
         try:
             context = encryption_context(check_name(name), scheme, api_key or "", document)
             with self.kms.session(credentials) as session:
-                data_key, blob, key_arn = session.generate_data_key(key_id=kms_key_id, encryption_context=context)
+                data_key, blob, key_arn = session.generate_data_key(key_id=seal_key, encryption_context=context)
         except BundleError as exc:
             raise _BadRequest(str(exc)) from None
         except KmsError as exc:
             raise _Unusable(str(exc)) from None
         except RecipientCiphertextError:
             raise _Unusable("could not open KMS's CiphertextForRecipient") from None
+        if key_arn != seal_key:  # KMS names the key it used; anything else is not the measured key
+            raise _Unusable("KMS generated the data key under another key than the launch-configured seal key")
         secret = generate_key(scheme)
         nonce = os.urandom(12)
         ciphertext = AESGCM(data_key).encrypt(nonce, secret, associated_data(context))
@@ -284,9 +319,23 @@ class EnclaveService:
             bundle = SealedBundle(name, scheme, api_key or "", document, key_arn, blob, nonce, ciphertext)
         except BundleError as exc:
             raise _BadRequest(str(exc)) from None
-        self._install(bundle, secret, policy)
-        log.info("generated key %r (%s) inside the enclave", name, scheme)
+        self._install(bundle, secret, policy, key_arn)
+        log.info("generated key %r (%s) inside the enclave, sealed to %s", name, scheme, key_arn)
         return {"bundle": bundle.to_json(), "public_key": self.keyring.get(name).signing_key.public_key_pem()}  # type: ignore[union-attr]
+
+    def _seal_key(self, requested: Any) -> str:
+        """The KMS key to seal a generated key to: one fixed at launch (measured), never the host's choice."""
+        seal_keys = self.kms.settings.seal_keys
+        if not seal_keys:
+            raise _Unusable("this enclave was launched without --seal-key, so it has no KMS key to seal a generated key to")
+        if requested is None:
+            return seal_keys[0]
+        if not isinstance(requested, str):
+            raise _BadRequest("kms_key_id must be a string")
+        if requested not in seal_keys:
+            raise _Unusable(f"this enclave seals generated keys only to the KMS keys it was launched with (--seal-key), and {requested[:160]!r} is not one of them")
+        return requested
+
 
 class _Unusable(Exception):
     """A bundle that cannot be loaded; the message says why and holds no secret."""
@@ -296,6 +345,12 @@ def _only(fields: dict, allowed: set[str]) -> None:
     unknown = sorted(set(fields) - allowed)
     if unknown:
         raise _BadRequest(f"unknown field {unknown[0][:64]!r}")
+
+
+def _bounded_reason(exc: Exception) -> str:
+    """A refusal's words for the bot and the receipt, clipped: a request can make the policy quote
+    a megabyte of it, and the answer must still fit in a frame (the receipt's digest names the request)."""
+    return clip(str(exc), FIELD_LIMITS["reason"])
 
 
 def _request_digest(params: tuple[tuple[str, str], ...], body: bytes) -> str:

@@ -4,14 +4,26 @@ rewrite; checkpoints are signed by the identity key in the enclave's attestation
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import gc
 import hashlib
 import hmac
 import json
+import os
+import tracemalloc
 
 import pytest
+from attestation_builder import make_chain, timestamp_ms
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from enclave.audit import AuditLog
+from enclave.protocol import Connection, ControlResponse, MessageType, Role
+from enclave.protocol.audit import FIELD_LIMITS, MAX_RECEIPT_BYTES, canonical_line, start_message
 from zerocopy import PolicyRefused
-from zerocopy.audit import AuditError, fetch_into, verify_log
+from zerocopy.audit import DROPPED, AuditError, AuditGap, fetch_into, verify_log
 
 pytestmark = pytest.mark.zerocopy
 
@@ -43,15 +55,24 @@ def audit_log(zerocopy_emulator, zerocopy_key, zerocopy_signer, tmp_path_factory
 
 
 def _verify(path, emulator):
-    return verify_log(path.read_bytes().splitlines(), roots=[emulator.root_certificate], expected_pcrs={0: emulator.pcrs[0]})
+    lines = path.read_bytes().splitlines()
+    return verify_log(lines, roots=[emulator.root_certificate], expected_pcrs={0: emulator.pcrs[0]}, expect_from=held_from(lines))
+
+
+def held_from(lines):
+    """Where the log's first chain starts: 1, unless the session's enclave had already dropped
+    receipts nobody fetched (its buffer holds 65,536) when the file was first fetched."""
+    return json.loads(lines[0])["chain"].get("start", {}).get("seq", 1)
 
 
 def test_a_fetched_log_verifies_and_counts_the_decisions(audit_log, zerocopy_emulator):
     path, exchange = audit_log
     report = _verify(path, zerocopy_emulator)
     assert report.chains == 1 and report.checkpoints == 2
-    assert report.refusals_by_rule.get("max_quantity") == 1 and report.refusals_by_rule.get("symbol") == 1
+    assert report.refusals_by_rule.get("max_quantity", 0) >= 1 and report.refusals_by_rule.get("symbol", 0) >= 1
     receipts = [json.loads(line) for line in path.read_bytes().splitlines() if b'"decision"' in line]
+    # The session's enclave has decided for other tests too: count this key's decisions.
+    assert sorted(r["rule"] for r in receipts if r["key"] == exchange.name and r["decision"] == "refused") == ["max_quantity", "symbol"]
     signed_order = next(r for r in receipts if r["key"] == exchange.name and r["decision"] == "signed")
     assert signed_order["symbol"] == "BTCUSDT" and signed_order["quantity"] == "0.5" and signed_order["notional"] == "50.0"
 
@@ -160,3 +181,165 @@ def test_receipts_hold_no_secret_material(audit_log, zerocopy_key, zerocopy_sign
     text = path.read_bytes()
     assert b"AUDIT-CANARY" not in text and base64.b64encode(b"AUDIT-CANARY-0123456789") not in text
     assert hmac.new(b"AUDIT-CANARY-0123456789", b"payload", hashlib.sha256).hexdigest().encode() not in text
+
+
+# -- bounded receipts and pages ----------------------------------------------------------------------
+
+WORST = "\x01" * 2000  # past every limit, and a control character costs six bytes in JSON: the most any character costs
+
+
+def _record_worst(log: AuditLog, count: int) -> None:
+    for index in range(count):
+        text = f"{WORST}{index}"  # distinct strings: nothing shared between receipts
+        log.record(-(2**63), "k" * 300, "refused" * 9, text, text, text, symbol=text, quantity=text, notional=text, reason=text)
+
+
+def test_a_receipt_never_exceeds_its_bound_whatever_the_request_held():
+    log = AuditLog(Ed25519PrivateKey.generate())
+    _record_worst(log, 1)
+    (line,) = log.fetch()["receipts"]
+    receipt = json.loads(line)
+    assert len(line) <= MAX_RECEIPT_BYTES and canonical_line(receipt) == line
+    assert len(json.dumps(receipt["reason"], ensure_ascii=False).encode()) - 2 <= FIELD_LIMITS["reason"] and receipt["reason"].endswith("…")
+
+
+any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=400)  # surrogates included
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=any_text, request=any_text, reason=any_text, symbol=st.none() | any_text)
+def test_receipts_of_any_text_stay_canonical_and_bounded(key, request, reason, symbol):
+    log = AuditLog(Ed25519PrivateKey.generate())
+    log.record(1, key, "refused", "rule", request, "0" * 64, symbol=symbol, reason=reason)
+    (line,) = log.fetch()["receipts"]
+    assert len(line) <= MAX_RECEIPT_BYTES and canonical_line(json.loads(line)) == line
+
+
+def test_an_audit_page_always_fits_in_a_frame_and_paging_returns_every_receipt():
+    log = AuditLog(Ed25519PrivateKey.generate(), capacity=5000)
+    _record_worst(log, 5000)
+    after, seqs = 0, []
+    while True:
+        answer = log.fetch(after, 5000, nonce=os.urandom(32))
+        Connection(Role.SERVER).send(ControlResponse(1, MessageType.AUDIT_LOG, answer))  # raises past the frame limit
+        if not answer["receipts"]:
+            break
+        assert len(answer["receipts"]) < 5000
+        seqs += [json.loads(line)["seq"] for line in answer["receipts"]]
+        after = seqs[-1]
+    assert seqs == list(range(1, 5001))
+
+
+def test_the_audit_logs_memory_stays_under_its_stated_bound():
+    """However large the requests, the log's receipts take at most ``max_bytes`` (SECURITY.md's
+    worst case multiplies it out for the enclave's 65,536 receipts)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        log = AuditLog(Ed25519PrivateKey.generate(), capacity=600)
+        before = tracemalloc.get_traced_memory()[0]
+        _record_worst(log, 600 - 100)  # unhashed tuples are largest while the buffer fills
+        filling = tracemalloc.get_traced_memory()[0] - before
+        _record_worst(log, 1500)  # then it drops the oldest
+        gc.collect()
+        full = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert max(filling, full) <= log.max_bytes and len(log.fetch(0, 5000)["receipts"]) > 0
+    assert AuditLog(Ed25519PrivateKey.generate()).max_bytes < 90_000_000
+
+
+def test_a_full_buffer_signs_where_its_receipts_now_start():
+    identity = Ed25519PrivateKey.generate()
+    log = AuditLog(identity, capacity=10)
+    for index in range(15):
+        log.record(index, "key", "signed", "", "raw", "0" * 64)
+    fifteenth = log.fetch(14, 1)["receipts"][0]
+    for index in range(10):
+        log.record(index, "key", "signed", "", "raw", "0" * 64)
+    answer = log.fetch(0, 1000)
+    start = answer["start"]
+    assert start["seq"] == 16 == json.loads(answer["receipts"][0])["seq"] and answer["missing_before"] == 16
+    assert start["prev"] == hashlib.sha256(fifteenth).hexdigest() == json.loads(answer["receipts"][0])["prev"]
+    identity.public_key().verify(base64.b64decode(start["signature"]), start_message(log.boot_id, 16, start["prev"]))
+
+
+# -- an enclave's audit log in this process: dropped receipts, fresh checkpoints -----------------------
+
+
+class _LocalEnclave:
+    """The enclave's AuditLog in this process, attested by a chain the test controls, so a buffer
+    can overflow without 65,536 requests."""
+
+    def __init__(self, capacity: int) -> None:
+        identity = Ed25519PrivateKey.generate()
+        self.log = AuditLog(identity, capacity=capacity)
+        now = dt.datetime.now(dt.timezone.utc)
+        self.chain = make_chain(now)
+        public = identity.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        self.document = self.chain.document(public_key=public, timestamp_ms=timestamp_ms(now))
+        self.decisions = 0
+
+    def decide(self, count: int) -> None:
+        for _ in range(count):
+            self.decisions += 1
+            self.log.record(self.decisions, "key", "signed", "", "raw", hashlib.sha256(b"%d" % self.decisions).hexdigest())
+
+    def attest(self, nonce: bytes) -> bytes:
+        return self.document
+
+    def audit(self, *, after: int = 0, limit: int = 1000, nonce: bytes | None = None) -> dict:
+        return self.log.fetch(after, limit, nonce=nonce)
+
+
+def test_receipts_the_enclave_dropped_are_a_signed_gap_refused_unless_expected(tmp_path):
+    enclave = _LocalEnclave(capacity=10)
+    path = tmp_path / "audit.jsonl"
+    enclave.decide(25)  # nobody fetched: 1..15 left the buffer
+    fetch_into(enclave, path)
+    roots = [enclave.chain.root_cert]
+    with pytest.raises(AuditGap) as refused:
+        verify_log(_lines(path), roots=roots)
+    assert [(gap.first, gap.last, gap.cause) for gap in refused.value.gaps] == [(1, 15, DROPPED)]
+    report = verify_log(_lines(path), roots=roots, expect_from=16, enclave=enclave)
+    assert report.receipts == 10 and report.enclave_seq == 25 and report.not_fetched is None
+    enclave.decide(30)  # 26..45 leave the buffer between two fetches
+    fetch_into(enclave, path)
+    assert b'{"start":' in path.read_bytes()
+    with pytest.raises(AuditGap) as refused:
+        verify_log(_lines(path), roots=roots, expect_from=16)
+    assert [(gap.first, gap.last, gap.cause) for gap in refused.value.gaps] == [(26, 45, DROPPED)]
+
+
+def test_receipts_not_covered_by_any_checkpoint_before_a_gap_are_reported_unverifiable(audit_log, zerocopy_emulator):
+    path, _ = audit_log
+    lines = _lines(path)
+    first_checkpoint = next(index for index, line in enumerate(lines) if line.startswith(b'{"checkpoint"'))
+    # Drop the receipt just before the first checkpoint: the ones before it can no longer be covered.
+    lines = lines[: first_checkpoint - 1] + lines[first_checkpoint:]
+    with pytest.raises(AuditGap) as refused:
+        _verify_lines(lines, zerocopy_emulator)
+    causes = [gap.cause for gap in refused.value.gaps]
+    assert any("not covered by a checkpoint" in cause for cause in causes) and any("removed" in cause for cause in causes)
+
+
+def _verify_lines(lines, emulator):
+    return verify_log(lines, roots=[emulator.root_certificate], expected_pcrs={0: emulator.pcrs[0]})
+
+
+def test_fetching_into_a_tampered_file_is_a_typed_error(zerocopy_signer, tmp_path):
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(b'{"chain":{"boot_id":["not","hex"]}}\n')
+    with pytest.raises(AuditError, match="line 1"):
+        fetch_into(zerocopy_signer, path)
+    path.write_bytes(b"[" * 100_000 + b"\n")
+    with pytest.raises(AuditError, match="not JSON"):
+        fetch_into(zerocopy_signer, path)
+
+
+@pytest.mark.parametrize("nonce", [b"", b"short", b"x" * 65, "text"])
+def test_a_fresh_checkpoint_needs_a_nonce_of_16_to_64_bytes(zerocopy_signer, nonce):
+    from zerocopy import ZeroCopyError
+
+    with pytest.raises(ZeroCopyError, match="nonce"):
+        zerocopy_signer.audit(after=2**62, limit=1, nonce=nonce)

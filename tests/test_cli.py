@@ -116,6 +116,25 @@ def test_seal_provision_sign_and_keys_against_the_emulator(zerocopy_emulator, tm
 
 
 @pytest.mark.zerocopy
+def test_generate_seals_to_the_measured_seal_key_and_keys_names_it(zerocopy_emulator, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AWS_REGION", zerocopy_emulator.region)
+    host = zerocopy_emulator.credentials
+    for name, field in (("AWS_ACCESS_KEY_ID", "access_key_id"), ("AWS_SECRET_ACCESS_KEY", "secret_access_key"), ("AWS_SESSION_TOKEN", "session_token")):
+        monkeypatch.setenv(name, host[field])
+    enclave, bundle_path = ["--enclave", zerocopy_emulator.address], tmp_path / "generated.sealed.json"
+    assert main(["generate", "--name", "cli-generated", "--scheme", "ed25519", "-o", str(bundle_path), *enclave]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("-----BEGIN PUBLIC KEY-----") and f"sealed to {zerocopy_emulator.seal_key}" in captured.err
+    assert json.loads(bundle_path.read_text())["kms_key_id"] == zerocopy_emulator.seal_key
+    assert main(["keys", *enclave]) == 0
+    assert f"cli-generated\ted25519\tapi_key=-\tpolicy=default\tsealed_by={zerocopy_emulator.seal_key}" in capsys.readouterr().out
+    other = zerocopy_emulator.kms.create_key()["KeyMetadata"]["Arn"]
+    assert main(["generate", "--name", "cli-elsewhere", "--scheme", "ed25519", "--kms-key", other, "-o", str(tmp_path / "x.json"), *enclave]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--seal-key" in error and not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.zerocopy
 def test_attest_fetch_then_verify_with_the_emulator_root(zerocopy_emulator, tmp_path, capsys):
     document_path, root_path = tmp_path / "doc.cbor", tmp_path / "root.pem"
     root_path.write_bytes(zerocopy_emulator.root_certificate)

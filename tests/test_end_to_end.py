@@ -239,11 +239,22 @@ def test_signer_refuses_an_enclave_not_rooted_in_aws(zerocopy_emulator):
 def test_attestation_user_data_lists_the_loaded_keys_and_policies(zerocopy_emulator, zerocopy_key, zerocopy_signer):
     import cbor2
 
+    from enclave.protocol import cbor as wire_cbor
+
     key = zerocopy_key("hmac-sha256")
     nonce = os.urandom(16)
     document = verify(zerocopy_signer.attest(nonce), roots=[zerocopy_emulator.root_certificate], nonce=nonce)
-    loaded = cbor2.loads(document.user_data)["keys"]
-    assert [key.name, "hmac-sha256", key.policy_sha256] in loaded
+    summary = cbor2.loads(document.user_data)
+    infos = zerocopy_signer.keys()
+    (listed,) = [info for info in infos if info.name == key.name]
+    assert listed.sealed_by.startswith("arn:aws:kms:")  # the KMS key that sealed it, in KEYS and user_data alike
+    # user_data lists what KEYS lists, or past 1024 bytes commits to it by its hash and still names every sealing key.
+    sealers = sorted({info.sealed_by for info in infos})
+    expected = {"keys": [[info.name, info.scheme, info.policy_sha256, sealers.index(info.sealed_by)] for info in infos], "sealed_by": sealers}
+    if "keys" in summary:
+        assert summary == expected and [key.name, "hmac-sha256", key.policy_sha256, sealers.index(listed.sealed_by)] in summary["keys"]
+    else:
+        assert summary == {"keys_sha256": hashlib.sha256(wire_cbor.dumps(expected)).digest(), "count": len(infos), "sealed_by": sealers}
 
 
 # -- bad input over real sockets --------------------------------------------------------------
@@ -394,11 +405,11 @@ def test_a_current_order_signs_under_the_default_policy(zerocopy_key, zerocopy_s
     assert signature == hmac.new(key.secret, query.encode(), hashlib.sha256).hexdigest()
 
 
-def test_a_key_generated_inside_the_enclave_survives_a_restart(zerocopy_emulator, pinned_key):
+def test_a_key_generated_inside_the_enclave_survives_a_restart(zerocopy_emulator):
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     with zerocopy_emulator.signer() as signer:
-        bundle, public_pem = signer.generate("made-inside", "ed25519", kms_key_id=pinned_key, credentials=zerocopy_emulator.credentials)
+        bundle, public_pem = signer.generate("made-inside", "ed25519", credentials=zerocopy_emulator.credentials)  # sealed to the measured seal key
         public_key = load_pem_public_key(public_pem.encode())
         public_key.verify(signer.sign("made-inside", b"first boot"), b"first boot")
         assert b"PRIVATE KEY" not in bundle
@@ -410,11 +421,11 @@ def test_a_key_generated_inside_the_enclave_survives_a_restart(zerocopy_emulator
             public_key.verify(signer.sign("made-inside", b"next boot"), b"next boot")
 
 
-def test_generating_refuses_symmetric_schemes(zerocopy_emulator, pinned_key):
+def test_generating_refuses_symmetric_schemes(zerocopy_emulator):
     from zerocopy import ProvisioningError
 
     with zerocopy_emulator.signer() as signer, pytest.raises(ProvisioningError, match="not an asymmetric scheme"):
-        signer.generate("hmac-inside", "hmac-sha256", kms_key_id=pinned_key, credentials=zerocopy_emulator.credentials)
+        signer.generate("hmac-inside", "hmac-sha256", credentials=zerocopy_emulator.credentials)
 
 
 def test_a_pinned_clock_is_a_measured_launch_option(zerocopy_emulator, pinned_key):

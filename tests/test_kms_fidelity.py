@@ -803,7 +803,8 @@ def test_the_host_role_can_provision_but_not_decrypt(host, pinned_key, sealed, d
 
 
 def test_the_host_role_needs_generate_data_key_for_zerocopy_generate(aws, clients, pinned_key, document, enclave_key):
-    """``zerocopy generate`` asks KMS for a data key with Recipient: kms:GenerateDataKey, not only Decrypt."""
+    """``zerocopy generate`` asks KMS for a data key with Recipient: kms:GenerateDataKey, not only Decrypt.
+    The key policy lets the role use it only so: on its own it cannot make a bundle under the key."""
     decrypt_only = role_session(aws, "host-decrypt-only", allow("kms:Decrypt"))
     generator = role_session(aws, "host-generator", allow("kms:Decrypt", "kms:GenerateDataKey"))
     refused = clients(decrypt_only)
@@ -812,6 +813,39 @@ def test_the_host_role_needs_generate_data_key_for_zerocopy_generate(aws, client
     allowed = clients(generator)
     response = allowed.generate_data_key(KeyId=pinned_key, KeySpec="AES_256", EncryptionContext=CONTEXT, Recipient=attested(document))
     assert "Plaintext" not in response and len(decrypt_ciphertext_for_recipient(response["CiphertextForRecipient"], enclave_key)) == 32
+    session = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/host-generator/i-0123456789abcdef0"
+    with aws_error("AccessDeniedException", f"User: {session} is not authorized to perform: kms:GenerateDataKey on resource: {pinned_key} {EXPLICIT_DENY}"):
+        allowed.generate_data_key(KeyId=pinned_key, KeySpec="AES_256", EncryptionContext=CONTEXT)
+
+
+def test_only_the_sealers_seal_under_a_pinned_key_without_attestation(aws, clients, nsm, document):
+    """`zerocopy kms-policy`: GenerateDataKey* and Encrypt need the attestation, except for the
+    sealers (aws:PrincipalArn; the account root by default) — so `zerocopy seal` works and a role
+    with kms:* in IAM but not named a sealer cannot make bundles under the key."""
+    operator_role = f"arn:aws:iam::{ACCOUNT_ID}:role/team/zerocopy-operator"
+    aws.iam.create_role(RoleName="zerocopy-operator", Path="/team/", AssumeRolePolicyDocument=TRUST_EC2)
+    aws.iam.put_role_policy(RoleName="zerocopy-operator", PolicyName="all", PolicyDocument=allow("kms:*"))
+    operator = clients(assume_path(aws, operator_role))
+    administrator = clients(role_session(aws, "key-administrator", allow("kms:*")))
+    by_default = aws.kms.create_key(Policy=json.dumps(attested_key_policy(ACCOUNT_ID, image_sha384=nsm.pcrs[0])))["KeyMetadata"]["Arn"]
+    named = aws.kms.create_key(Policy=json.dumps(attested_key_policy(ACCOUNT_ID, image_sha384=nsm.pcrs[0], sealers=[operator_role])))["KeyMetadata"]["Arn"]
+    assert len(clients().generate_data_key(KeyId=by_default, KeySpec="AES_256", EncryptionContext=CONTEXT)["Plaintext"]) == 32  # the root
+    assert len(operator.generate_data_key(KeyId=named, KeySpec="AES_256", EncryptionContext=CONTEXT)["Plaintext"]) == 32  # the role's ARN, path and all
+    for client, key in ((clients(), named), (administrator, named), (administrator, by_default), (operator, by_default)):
+        for action, call in (("GenerateDataKey", lambda: client.generate_data_key(KeyId=key, KeySpec="AES_256")),
+                             ("GenerateDataKeyWithoutPlaintext", lambda: client.generate_data_key_without_plaintext(KeyId=key, KeySpec="AES_256")),
+                             ("Encrypt", lambda: client.encrypt(KeyId=key, Plaintext=b"a bundle of the caller's"))):  # fmt: skip
+            with aws_error("AccessDeniedException", f"kms:{action} on resource: {key} {EXPLICIT_DENY}"):
+                call()
+    # ... and no sealer decrypts: that stays the attested enclave's alone.
+    blob = operator.encrypt(KeyId=named, Plaintext=b"sealed by the operator")["CiphertextBlob"]
+    with aws_error("AccessDeniedException", f"kms:Decrypt on resource: {named} {EXPLICIT_DENY}"):
+        operator.decrypt(CiphertextBlob=blob)
+
+
+def assume_path(aws: SimpleNamespace, role_arn: str) -> Creds:
+    credentials = aws.sts.assume_role(RoleArn=role_arn, RoleSessionName="operator-laptop")["Credentials"]
+    return Creds(credentials["AccessKeyId"], credentials["SecretAccessKey"], credentials["SessionToken"])
 
 
 def test_a_role_without_the_iam_grant_is_refused(aws, clients, pinned_key, sealed, document, moto_endpoint):

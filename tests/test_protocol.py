@@ -46,7 +46,8 @@ from enclave.protocol.frames import CONTROL_REQUESTS, CONTROL_RESPONSES, HEADER
 CLIENT, SERVER = Role.CLIENT, Role.SERVER
 OTHER = {CLIENT: SERVER, SERVER: CLIENT}
 REQUEST_KINDS = sorted(CONTROL_REQUESTS)
-RESPONSE_KINDS = sorted(CONTROL_RESPONSES.values())
+# SESSION is sent only as SessionAccepted, which starts a session: see the session tests below.
+RESPONSE_KINDS = sorted(set(CONTROL_RESPONSES.values()) - {MessageType.SESSION})
 
 FUZZ = settings(
     max_examples=250,
@@ -201,7 +202,7 @@ def test_response_round_trip(event):
 
 def test_every_message_type_is_covered_by_the_samples():
     types = {event.type for event in REQUESTS + RESPONSES}
-    assert types == set(MessageType)
+    assert types | {MessageType.SESSION} == set(MessageType)  # SESSION: test_a_session_* below
 
 
 @pytest.mark.parametrize(("role", "events"), [(CLIENT, REQUESTS), (SERVER, RESPONSES)], ids=["requests", "responses"])
@@ -290,14 +291,14 @@ def test_version_is_checked_before_the_message_type():
     remote_error(Connection(SERVER), frame(0xEE, b"", 5, version=9), ErrorCode.UNSUPPORTED_VERSION, 5)
 
 
-@pytest.mark.parametrize("type_code", [0x00, 0x03, 0x15, 0x7E, 0x80, 0x95, 0xFF])
+@pytest.mark.parametrize("type_code", [0x00, 0x03, 0x16, 0x7E, 0x80, 0x96, 0xFF])
 @pytest.mark.parametrize("role", [CLIENT, SERVER])
 def test_unknown_message_type(role, type_code):
     error = remote_error(Connection(role), frame(type_code, b"body", 0xABCDEF01), ErrorCode.UNKNOWN_MESSAGE_TYPE, 0xABCDEF01)
     assert f"0x{type_code:02x}" in str(error)
 
 
-RESPONSE_TYPES = [MessageType.SIGNATURE, MessageType.HTTP_SIGNATURE, MessageType.ERROR, *RESPONSE_KINDS]
+RESPONSE_TYPES = [MessageType.SIGNATURE, MessageType.HTTP_SIGNATURE, MessageType.ERROR, MessageType.SESSION, *RESPONSE_KINDS]
 REQUEST_TYPES = [MessageType.SIGN, MessageType.SIGN_HTTP, *REQUEST_KINDS]
 
 
@@ -812,3 +813,244 @@ def test_encode_http_sign_request_matches_the_event_encoder():
     assert encode_http_sign_request(1, b"k", b"GET", b"/", b"", b"") == Connection(CLIENT).send(HttpSignRequest(1, "k", "GET", "/"))
     with pytest.raises(LocalProtocolError, match="NUL"):
         encode_http_sign_request(1, b"k", b"GET", b"/", b"a\0b\0c", b"")
+
+
+# -- attested sessions (enclave/protocol/session.py) ---------------------------------------------
+from enclave.protocol import SessionAccepted  # noqa: E402
+from enclave.protocol import session as session_crypto  # noqa: E402
+
+
+def open_session(*, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> tuple[Connection, Connection, bytes]:
+    """A client and a server core through the handshake, as Signer and the enclave do it (the
+    document is a stand-in: verifying it is zerocopy.attestation's job). Returns the binding."""
+    client, server = Connection(CLIENT, max_frame_size=max_frame_size), Connection(SERVER, max_frame_size=max_frame_size)
+    handshake = session_crypto.ClientHandshake()
+    server.receive_data(client.send(ControlRequest(1, MessageType.OPEN_SESSION, handshake.fields())))
+    (request,) = drain(server)
+    accepted = session_crypto.accept(request.fields)
+    client.receive_data(server.send(SessionAccepted(1, accepted.public_key, b"document", accepted.session)))
+    (answer,) = drain(client)
+    assert answer == ControlResponse(1, MessageType.SESSION, {"public_key": accepted.public_key, "document": b"document"})
+    binding = handshake.binding(answer.fields["public_key"])
+    assert binding == accepted.binding
+    client.start_session(handshake.finish(answer.fields["public_key"]))
+    return client, server, binding
+
+
+def assert_session_failed(conn: Connection, data: bytes) -> RemoteProtocolError:
+    conn.receive_data(data)
+    with pytest.raises(RemoteProtocolError) as info:
+        drain(conn)
+    error = info.value
+    assert error.code is ErrorCode.SESSION_FAILED and error.fatal and error.request_id == 0
+    with pytest.raises(RemoteProtocolError):  # and it stays failed, whatever comes next
+        conn.next_event()
+    return error
+
+
+def test_a_session_round_trips_every_event_in_fragments():
+    client, server, _ = open_session()
+    requests = [event for event in REQUESTS if getattr(event, "kind", None) is not MessageType.OPEN_SESSION]
+    data = b"".join(client.send(event) for event in requests)
+    assert feed(server, fixed_chunks(data, 7)) == requests
+    data = b"".join(server.send(event) for event in RESPONSES)
+    assert feed(client, random_chunks(data, random.Random(8))) == RESPONSES
+    assert client.pending == server.pending == 0
+
+
+def test_the_clients_pre_encoded_frames_are_sealed_like_events():
+    client, server, _ = open_session()
+    frames = [encode_sign_request(i, b"key", bytes([i]) * i) for i in range(50)]
+    server.receive_data(b"".join(client.seal(frame) for frame in frames))
+    assert drain(server) == [SignRequest(i, "key", bytes([i]) * i) for i in range(50)]
+
+
+def test_a_sealed_frame_hides_its_body_and_authenticates_its_header():
+    client, server, _ = open_session()
+    plain = encode_sign_request(9, b"binance-main", b"symbol=BTCUSDT&quantity=1")
+    sealed = client.seal(plain)
+    assert b"BTCUSDT" not in sealed and b"binance-main" not in sealed
+    length, version, type_code, request_id = HEADER.unpack_from(sealed)
+    assert (length, version, type_code, request_id) == (len(plain) - HEADER.size + 16, VERSION, MessageType.SIGN, 9)
+    server.receive_data(sealed)
+    assert drain(server) == [SignRequest(9, "binance-main", b"symbol=BTCUSDT&quantity=1")]
+
+
+def _sealed_pair() -> tuple[Connection, Connection, list[bytes]]:
+    client, server, _ = open_session()
+    return client, server, [client.send(SignRequest(i, "k", b"payload %d" % i)) for i in range(3)]
+
+
+TAMPERING = {
+    "a bit of the body": lambda frames: [frames[0][:12] + bytes([frames[0][12] ^ 1]) + frames[0][13:]],
+    "a bit of the tag": lambda frames: [frames[0][:-1] + bytes([frames[0][-1] ^ 0x80])],
+    "the request id": lambda frames: [frames[0][:6] + b"\x00\x00\x00\x63" + frames[0][10:]],
+    "the message type": lambda frames: [frames[0][:5] + bytes([MessageType.KEYS]) + frames[0][6:]],
+    "a dropped frame": lambda frames: [frames[1]],
+    "two frames swapped": lambda frames: [frames[1], frames[0]],
+    "a replayed frame": lambda frames: [frames[0], frames[0]],
+    "an injected plain frame": lambda frames: [Connection(CLIENT).send(SignRequest(0, "k", b"the host's"))],
+    "a frame from another session": lambda frames: [open_session()[0].send(SignRequest(0, "k", b"spliced"))],
+    "a truncated frame with a shorter length": lambda frames: [struct.pack(">I", 10) + frames[0][4:20]],
+    "a frame shorter than a tag": lambda frames: [frame(MessageType.SIGN, b"\x01k", 3)],
+}
+
+
+@pytest.mark.parametrize("tamper", sorted(TAMPERING))
+def test_an_altered_dropped_reordered_replayed_or_injected_frame_fails_the_session(tamper):
+    client, server, frames = _sealed_pair()
+    data = b"".join(TAMPERING[tamper](frames))
+    server.receive_data(data[: len(data) // 2])
+    assert_session_failed(server, data[len(data) // 2 :])
+    server.receive_data(frames[2])  # the genuine next frame no longer helps: no resynchronisation
+    with pytest.raises(RemoteProtocolError):
+        server.next_event()
+
+
+def test_the_client_side_fails_the_same_way():
+    client, server, _ = open_session()
+    genuine = server.send(Signature(1, b"sig"))
+    assert_session_failed(client, Connection(SERVER).send(Signature(1, b"forged")))
+    client.receive_data(genuine)
+    with pytest.raises(RemoteProtocolError):
+        client.next_event()
+
+
+def test_after_a_failure_the_server_can_still_say_why_and_nothing_else():
+    client, server, _ = open_session()
+    assert_session_failed(server, Connection(CLIENT).send(SignRequest(0, "k", b"injected")))
+    with pytest.raises(LocalProtocolError):
+        server.send(Signature(1, b"no more signatures"))
+    client.receive_data(server.send(ErrorResponse(0, ErrorCode.SESSION_FAILED, "closing")))
+    assert drain(client) == [ErrorResponse(0, ErrorCode.SESSION_FAILED, "closing")]
+
+
+def test_an_oversized_frame_on_a_session_is_fatal_not_skipped():
+    _, server, _ = open_session(max_frame_size=256)
+    assert_session_failed(server, HEADER.pack(257, VERSION, MessageType.SIGN, 5))
+
+
+def test_a_frame_the_peer_could_only_take_for_tampering_is_refused_locally():
+    client, _, _ = open_session(max_frame_size=256)
+    with pytest.raises(LocalProtocolError, match="frame limit"):
+        client.seal(encode_sign_request(1, b"k", bytes(256 - 2 - 16 + 1)))  # body: key length, key, payload
+    client.seal(encode_sign_request(1, b"k", bytes(256 - 2 - 16)))  # sealed, exactly at the limit
+    with pytest.raises(LocalProtocolError, match="frame limit"):
+        client.send(SignRequest(2, "k", bytes(256)))
+
+
+def test_open_session_inside_a_session_is_a_bad_request_that_fails_nothing():
+    client, server, _ = open_session()
+    server.receive_data(client.send(ControlRequest(7, MessageType.OPEN_SESSION, session_crypto.ClientHandshake().fields())))
+    with pytest.raises(RemoteProtocolError) as info:
+        server.next_event()
+    assert info.value.code is ErrorCode.BAD_REQUEST and not info.value.fatal
+    server.receive_data(client.send(SignRequest(8, "k", b"still")))
+    assert drain(server) == [SignRequest(8, "k", b"still")]
+
+
+def test_session_accepted_answers_only_an_open_session_and_only_it_starts_a_session():
+    server = Connection(SERVER)
+    accepted = session_crypto.accept(session_crypto.ClientHandshake().fields())
+    with pytest.raises(LocalProtocolError):
+        server.send(SessionAccepted(1, accepted.public_key, b"doc", accepted.session))  # nothing asked for it
+    with pytest.raises(LocalProtocolError, match="SessionAccepted"):
+        server.send(ControlResponse(1, MessageType.SESSION, {"public_key": accepted.public_key, "document": b"doc"}))
+    with pytest.raises(LocalProtocolError):
+        Connection(CLIENT).send(SessionAccepted(1, accepted.public_key, b"doc", accepted.session))
+    with pytest.raises(LocalProtocolError):
+        SessionAccepted(1, accepted.public_key, b"doc", object())
+
+
+def test_a_refused_handshake_leaves_the_connection_plain():
+    client, server = Connection(CLIENT), Connection(SERVER)
+    server.receive_data(client.send(ControlRequest(1, MessageType.OPEN_SESSION, {"suite": "other"})))
+    drain(server)
+    client.receive_data(server.send(ErrorResponse(1, ErrorCode.BAD_REQUEST, "unsupported suite")))
+    server.receive_data(client.send(SignRequest(2, "k", b"plain")))
+    assert drain(server) == [SignRequest(2, "k", b"plain")]
+    assert server.session is None
+
+
+def test_start_session_is_the_clients_and_happens_once():
+    client, server, _ = open_session()
+    with pytest.raises(LocalProtocolError):
+        server.start_session(session_crypto.accept(session_crypto.ClientHandshake().fields()).session)
+    with pytest.raises(LocalProtocolError):
+        client.start_session(client.session)
+
+
+GOOD_FIELDS = session_crypto.ClientHandshake().fields()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        "not a map",
+        {**GOOD_FIELDS, "extra": 1},
+        {key: value for key, value in GOOD_FIELDS.items() if key != "nonce"},
+        {**GOOD_FIELDS, "suite": "x25519-hkdf-sha256-none"},
+        {**GOOD_FIELDS, "nonce": b"\x01" * 31},
+        {**GOOD_FIELDS, "nonce": "text"},
+        {**GOOD_FIELDS, "public_key": b"\x01" * 33},
+        {**GOOD_FIELDS, "public_key": bytes(32)},  # a low-order point: an all-zero shared secret
+        {**GOOD_FIELDS, "public_key": b"\x01" + bytes(31)},  # another one
+    ],
+    ids=lambda fields: ",".join(sorted(fields)) if isinstance(fields, dict) else "not-a-map",
+)
+def test_the_enclave_refuses_a_malformed_or_degenerate_handshake(fields):
+    with pytest.raises(session_crypto.HandshakeError):
+        session_crypto.accept(fields)
+
+
+def test_the_client_refuses_a_malformed_or_degenerate_enclave_key():
+    handshake = session_crypto.ClientHandshake()
+    for bad in (b"", bytes(31), "text", None):
+        with pytest.raises(session_crypto.HandshakeError):
+            handshake.binding(bad)
+    with pytest.raises(session_crypto.HandshakeError):
+        handshake.finish(bytes(32))
+
+
+def test_the_binding_commits_to_the_nonce_and_both_keys():
+    nonce, client_key, server_key = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
+    reference = session_crypto.binding(nonce, client_key, server_key)
+    assert len(reference) == 32
+    variants = [
+        session_crypto.binding(b"\x04" * 32, client_key, server_key),
+        session_crypto.binding(nonce, b"\x04" * 32, server_key),
+        session_crypto.binding(nonce, client_key, b"\x04" * 32),
+        session_crypto.binding(nonce, server_key, client_key),
+        session_crypto.binding(nonce, client_key, server_key, suite="another-suite"),
+    ]
+    assert reference not in variants and len(set(variants)) == len(variants)
+
+
+def test_each_direction_has_its_own_key_and_counter():
+    client, server, _ = open_session()
+    # the same plaintext frame, sealed by each side at count 0, differs: separate keys per direction
+    assert client.seal(encode_sign_request(1, b"k", b"x"))[10:] != server.session.seal_frame(encode_sign_request(1, b"k", b"x"))[10:]
+
+
+def test_a_session_that_sealed_its_last_frame_refuses_to_seal_another():
+    client, _, _ = open_session()
+    client.session.sent = (1 << 64) - 1
+    with pytest.raises(session_crypto.SessionBroken):
+        client.seal(encode_sign_request(1, b"k", b"x"))
+
+
+@FUZZ
+@given(data=streams, cuts=st.lists(st.integers(0, 800), max_size=6), role=st.sampled_from(list(Role)))
+def test_arbitrary_bytes_on_a_session_never_give_an_event(data, cuts, role):
+    """Without the keys no byte string decodes to an event: only NEED_DATA or the fatal error."""
+    client, server, _ = open_session()
+    conn = client if role is CLIENT else server
+    bounds = sorted({min(cut, len(data)) for cut in cuts} | {0, len(data)})
+    for start, end in zip(bounds, bounds[1:]):
+        conn.receive_data(data[start:end])
+        try:
+            assert conn.next_event() is NEED_DATA
+        except RemoteProtocolError as exc:
+            assert exc.code is ErrorCode.SESSION_FAILED and exc.fatal
+            return

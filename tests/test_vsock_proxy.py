@@ -300,7 +300,7 @@ def test_a_provisioning_leaves_no_idle_connection_holding_a_worker(emulator, pin
         (result,) = signer.provision([bundle.to_json()], credentials=emulator.credentials)
         assert result.loaded
         assert _no_connection_holds_a_worker(emulator)
-        signer.generate("idle-check-generated", "ed25519", kms_key_id=pinned_key, credentials=emulator.credentials)
+        signer.generate("idle-check-generated", "ed25519", credentials=emulator.credentials)
         assert _no_connection_holds_a_worker(emulator)
 
 

@@ -109,6 +109,8 @@ def cmd_emulator_up(args: argparse.Namespace) -> int:
         root_path.write_bytes(emulator.root_certificate)
         print(f"# attestation root: {root_path}")
         print(f"# PCR0: {emulator.pcrs[0].hex()}")
+        if emulator.seal_key:
+            print(f"# seal key (the enclave's --seal-key, measured in PCR0; zerocopy generate seals to it): {emulator.seal_key}")
         sys.stdout.flush()
         _say("emulator running; paste the exports above into another shell. Ctrl-C stops it.")
         try:
@@ -156,6 +158,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from enclave.protocol.bundle import SealedBundle
+
     from ._client import Signer
 
     session = aws_session(args.region)
@@ -164,7 +168,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     with Signer(_enclave_address(args)) as signer:
         bundle, public_key = signer.generate(args.name, args.scheme, kms_key_id=args.kms_key, credentials=credentials, api_key=args.api_key, policy=policy, region=session.region_name)
     Path(args.output).write_bytes(bundle)
-    _say(f"generated {args.name!r} ({args.scheme}) inside the enclave; sealed bundle for the next boot -> {args.output}")
+    sealed_by = SealedBundle.from_json(bundle).kms_key_id
+    _say(f"generated {args.name!r} ({args.scheme}) inside the enclave, sealed to {sealed_by}; sealed bundle for the next boot -> {args.output}")
     print(public_key, end="")
     return 0
 
@@ -201,7 +206,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     with Signer(_enclave_address(args)) as signer:
         for key in signer.keys():
-            print(f"{key.name}\t{key.scheme}\tapi_key={key.api_key or '-'}\tpolicy={key.policy_sha256}")
+            print(f"{key.name}\t{key.scheme}\tapi_key={key.api_key or '-'}\tpolicy={key.policy_sha256}\tsealed_by={key.sealed_by or '-'}")
     return 0
 
 
@@ -289,8 +294,18 @@ def cmd_attest_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_kms_policy(args: argparse.Namespace) -> int:
-    from .kms_policy import attested_key_policy, render
+    from .kms_policy import attested_key_policy, locked_key_policy, render
 
+    if args.locked == bool(args.pcr0):
+        _fatal("give --pcr0 (the image to pin) or --locked (a new seal key, before its image exists)")
+    if args.enclave_only and args.sealer:
+        _fatal("--enclave-only means no sealers; drop --sealer or --enclave-only")
+    if args.locked:
+        try:
+            print(render(locked_key_policy(args.account)))
+        except ValueError as exc:
+            _fatal(str(exc))
+        return 0
     pcrs = {}
     for item in args.pcr:
         index, sep, value = item.partition("=")
@@ -298,7 +313,8 @@ def cmd_kms_policy(args: argparse.Namespace) -> int:
             _fatal(f"--pcr {item!r} must look like N=HEX")
         pcrs[int(index)] = bytes.fromhex(value)
     try:
-        policy = attested_key_policy(args.account, image_sha384=bytes.fromhex(args.pcr0), pcrs=pcrs)
+        sealers = [] if args.enclave_only else (args.sealer or None)
+        policy = attested_key_policy(args.account, image_sha384=bytes.fromhex(args.pcr0), pcrs=pcrs, sealers=sealers)
     except ValueError as exc:
         _fatal(str(exc))
     print(render(policy))
@@ -378,12 +394,26 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
     roots = [x509.load_pem_x509_certificate(Path(path).read_bytes()) for path in args.root] if args.root else None
     expected = {0: bytes.fromhex(args.pcr0)} if args.pcr0 else None
-    report = verify_log(Path(args.log).read_bytes().splitlines(), roots=roots, expected_pcrs=expected, allow_debug=args.allow_debug)
+    lines = Path(args.log).read_bytes().splitlines()
+    options = {"roots": roots, "expected_pcrs": expected, "allow_debug": args.allow_debug, "expect_from": args.expect_from}
+    if args.enclave:  # only when asked: comparing needs the enclave, the file alone does not
+        from ._client import Signer
+
+        with Signer(args.enclave) as signer:
+            report = verify_log(lines, enclave=signer, **options)
+    else:
+        report = verify_log(lines, **options)
     print(
         f"{args.log}: VERIFIED {report.receipts} receipts in {report.chains} chain(s), {report.checkpoints} signed checkpoint(s); "
         f"{report.signed} signed, {report.refused} refused"
         + (" (" + ", ".join(f"{rule}: {count}" for rule, count in sorted(report.refusals_by_rule.items())) + ")" if report.refusals_by_rule else "")
     )
+    for gap in report.expected_gaps:
+        print(f"  expected (--expect-from {args.expect_from}): {gap}")
+    if report.enclave_seq is not None:
+        print(f"  matches the enclave's fresh checkpoint at seq {report.enclave_seq}")
+    if report.not_fetched is not None:
+        print(f"  the enclave holds receipts {report.not_fetched[0]}..{report.not_fetched[1]} not fetched yet (run zerocopy audit fetch)")
     return 0
 
 
@@ -495,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="have the enclave make a key pair; prints the public key", description="Generate an asymmetric key inside the enclave. Only the public key leaves; the private key is sealed from inside with KMS into a bundle for the next boot.")
     generate.add_argument("--name", required=True, help="key name the bot will use")
     generate.add_argument("--scheme", required=True, choices=sorted(ASYMMETRIC_SCHEMES), metavar="SCHEME", help=f"one of: {', '.join(sorted(ASYMMETRIC_SCHEMES))}")
-    generate.add_argument("--kms-key", required=True, metavar="KEY", help="KMS key id or ARN to seal the private key with")
+    generate.add_argument("--kms-key", metavar="ARN", help="which of the enclave's measured seal keys (--seal-key) to seal to (default: its first); the enclave refuses any other key")
     generate.add_argument("--api-key", default="", help="the exchange API key id, once the exchange has issued one for the public key")
     generate.add_argument("--policy", metavar="FILE", help="signing policy to seal with the key")
     generate.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write the sealed bundle")
@@ -560,11 +590,13 @@ def build_parser() -> argparse.ArgumentParser:
     fetch_log.add_argument("--log", required=True, metavar="FILE")
     _add_enclave(fetch_log)
     fetch_log.set_defaults(handler=cmd_audit_fetch)
-    verify_log = audit_commands.add_parser("verify", help="verify a log file's chain and checkpoints", description="Verify the hash chain, and the checkpoints against the attested identity key.")
+    verify_log = audit_commands.add_parser("verify", help="verify a log file's chain and checkpoints", description="Verify the hash chain, and the checkpoints and chain starts against the attested identity key. Every gap is reported; a log that does not start at the enclave's first receipt is refused unless --expect-from says where it starts.")
     verify_log.add_argument("log", metavar="FILE")
     verify_log.add_argument("--root", action="append", metavar="PEM", help="trusted attestation root (default: the pinned AWS Nitro root)")
     verify_log.add_argument("--pcr0", metavar="HEX", help="expected PCR0 of the enclave that wrote the log")
     verify_log.add_argument("--allow-debug", action="store_true", help="accept debug-mode enclaves")
+    verify_log.add_argument("--expect-from", type=int, metavar="SEQ", help="the log's first chain is expected to start at receipt SEQ (an older part was archived, or the enclave dropped receipts nobody fetched); missing receipts before it are reported, not refused")
+    verify_log.add_argument("--enclave", metavar="ADDR", help="also compare the log's end with a fresh checkpoint the enclave signs over a nonce, so a cut tail shows (not taken from $ZEROCOPY_ENCLAVE)")
     verify_log.set_defaults(handler=cmd_audit_verify)
 
     stethoscope = commands.add_parser("stethoscope", help="check a running enclave: attestation, keys, sign-path latency", description="Examine a running enclave without using its keys: verify a fresh attestation, list keys, time the sign path with a probe.")
@@ -581,8 +613,15 @@ def build_parser() -> argparse.ArgumentParser:
     eif.add_argument("--json", action="store_true", help="print JSON")
     eif.set_defaults(handler=cmd_eif)
 
-    kms_policy = commands.add_parser("kms-policy", help="print a KMS key policy pinning an enclave image", description="Print a key policy that lets only an enclave with these measurements decrypt.")
-    kms_policy.add_argument("--pcr0", required=True, metavar="HEX", help="PCR0 (ImageSha384) of the enclave image")
+    kms_policy = commands.add_parser(
+        "kms-policy", help="print a KMS key policy pinning an enclave image",
+        description="Print a key policy that lets only an enclave with these measurements decrypt, and only it and the sealers seal. "
+        "For a seal key (the enclave's --seal-key): create it with --locked, build the image naming it, then put the policy for the image's PCR0.",
+    )  # fmt: skip
+    kms_policy.add_argument("--pcr0", metavar="HEX", help="PCR0 (ImageSha384) of the enclave image")
+    kms_policy.add_argument("--locked", action="store_true", help="instead: administration only, every use denied (create a seal key with it, before its image exists)")
+    kms_policy.add_argument("--sealer", action="append", default=[], metavar="ARN", help="IAM role, user or root ARN that may seal bundles (zerocopy seal) without attestation (repeat; default: the account root)")
+    kms_policy.add_argument("--enclave-only", action="store_true", help="no sealers: only the attested enclave may seal under the key (a key only GENERATE uses)")
     kms_policy.add_argument("--pcr", action="append", default=[], metavar="N=HEX", help="another PCR to pin (repeat)")
     kms_policy.add_argument("--account", required=True, help="AWS account id that administers the key")
     kms_policy.set_defaults(handler=cmd_kms_policy)

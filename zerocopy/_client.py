@@ -2,6 +2,11 @@
 
 One ``Signer`` holds one connection. Calls are serialised by a lock, so a ``Signer`` can be shared
 between threads; for throughput give each thread its own, or pipeline with :meth:`Signer.sign_many`.
+
+A ``Signer`` that insists on attestation (``expected_pcrs`` or ``roots``) opens every connection
+with an attested session (:mod:`enclave.protocol.session`): the document it verifies binds its
+nonce and both ephemeral keys, and every later frame is sealed, so answers can only come from the
+enclave that attested. Without attestation the connection is plain (see docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -33,14 +38,18 @@ from enclave.protocol import (
     encode_sign_request,
 )
 from enclave.protocol.address import Address, AddressError, parse_address
+from enclave.protocol.session import ClientHandshake, HandshakeError
 
 from . import errors
 
 __all__ = ["Signer", "SignedRequest", "KeyInfo", "ProvisionResult", "ENV_VAR"]
 
 ENV_VAR = "ZEROCOPY_ENCLAVE"
+PCR_ENV_PREFIX = "ZEROCOPY_EXPECTED_PCR"  # ZEROCOPY_EXPECTED_PCR0 (and PCR1, PCR2, … if set), hex
+ROOT_ENV_VAR = "ZEROCOPY_ATTESTATION_ROOT"  # PEM file of the trusted root; unset = the AWS root
 T = TypeVar("T")
 _RECV = 65536
+_ENCODER = Connection(Role.CLIENT)  # stateless for plain frames
 _PROTOCOL_CODES = {ErrorCode.MALFORMED_FRAME, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.UNKNOWN_MESSAGE_TYPE, ErrorCode.FRAME_TOO_LARGE}
 
 
@@ -66,6 +75,7 @@ class KeyInfo:
     api_key: str
     policy_sha256: str
     public_key: str | None = None
+    sealed_by: str = ""  # ARN of the KMS key that sealed the key, as KMS told the enclave
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,8 @@ def _error_for(event: ErrorResponse) -> errors.ZeroCopyError:
         return errors.UnsupportedOperation(message, code=event.code)
     if event.code is ErrorCode.BUSY:
         return errors.EnclaveBusy(message, code=event.code)
+    if event.code is ErrorCode.SESSION_FAILED:
+        return errors.SessionError(f"the enclave refused this session: {message}")
     if event.code in _PROTOCOL_CODES:
         return errors.ProtocolError(f"the enclave rejected a frame: {message}")
     return errors.EnclaveError(message, code=event.code)
@@ -104,9 +116,12 @@ class Signer:
     """A connection to a ZeroCopy enclave.
 
     ``address`` is ``vsock://CID:PORT``, ``unix:///path`` or ``tcp://127.0.0.1:PORT``. If
-    ``expected_pcrs`` or ``roots`` is given, the enclave must first prove, with a fresh attestation
-    document over a random nonce, that it runs the expected image under a trusted root; otherwise
-    nothing is sent and :class:`~zerocopy.attestation.AttestationError` is raised.
+    ``expected_pcrs`` or ``roots`` is given, each connection starts with an attested session: the
+    enclave proves, with a fresh attestation document binding a random nonce and an ephemeral key
+    exchange, that it runs the expected image under a trusted root (otherwise nothing is sent and
+    :class:`~zerocopy.attestation.AttestationError` is raised), and every later frame is
+    authenticated both ways — a relayed or altered connection raises
+    :class:`~zerocopy.errors.SessionError` and is closed.
     """
 
     def __init__(
@@ -138,11 +153,32 @@ class Signer:
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> "Signer":
-        """Connect to the enclave named by ``$ZEROCOPY_ENCLAVE``."""
+        """Connect to the enclave named by ``$ZEROCOPY_ENCLAVE``.
+
+        If ``$ZEROCOPY_EXPECTED_PCR0`` (hex; ``…PCR1``, ``…PCR2`` and so on too) or
+        ``$ZEROCOPY_ATTESTATION_ROOT`` (a PEM file; unset means the AWS Nitro root) is set, the
+        Signer attests, as ``Signer(address, expected_pcrs=…, roots=…)`` would. Keyword
+        arguments win over the environment.
+        """
         address = os.environ.get(ENV_VAR)
         if not address:
             raise errors.ZeroCopyError(f"{ENV_VAR} is not set; set it to the enclave's address (vsock://CID:PORT)")
+        pcrs = _pcrs_from_env(os.environ)
+        if pcrs:
+            kwargs.setdefault("expected_pcrs", pcrs)
+        root_path = os.environ.get(ROOT_ENV_VAR)
+        if root_path and "roots" not in kwargs:
+            try:
+                with open(root_path, "rb") as file:
+                    kwargs["roots"] = [file.read()]
+            except OSError as exc:
+                raise errors.ZeroCopyError(f"{ROOT_ENV_VAR}={root_path}: {exc.strerror or exc}") from None
         return cls(address, **kwargs)
+
+    @property
+    def attested(self) -> bool:
+        """Whether the current connection is an attested session (frames sealed both ways)."""
+        return self._sock is not None and self._conn.session is not None
 
     def _connect(self) -> socket.socket:
         sock = socket.socket(self.address.family, socket.SOCK_STREAM)
@@ -157,19 +193,36 @@ class Signer:
         return sock
 
     def _reconnect(self) -> None:
-        """A fresh connection (and, if the Signer insists on one, a fresh attestation over it)."""
+        """A fresh connection (and, if the Signer insists on one, an attested session over it)."""
         self._sock = self._connect()
         self._conn = Connection(Role.CLIENT)
         if self._verification is not None:
-            from .attestation import verify
-
-            expected_pcrs, roots, allow_debug = self._verification
-            nonce = os.urandom(32)
             try:
-                self.attestation = verify(self._attest_once(nonce), roots=roots, expected_pcrs=expected_pcrs, nonce=nonce, allow_debug=allow_debug)
+                self._open_session()
             except BaseException:
                 self._fail()
                 raise
+
+    def _open_session(self) -> None:
+        """OPEN_SESSION, verify the document binds our nonce and both X25519 keys, then seal."""
+        from .attestation import verify
+
+        expected_pcrs, roots, allow_debug = self._verification  # type: ignore[misc]
+        handshake = ClientHandshake()
+        fields = self._control(MessageType.OPEN_SESSION, handshake.fields(), retry=False)
+        server_key, document = fields.get("public_key"), fields.get("document")
+        if not isinstance(document, bytes) or set(fields) != {"public_key", "document"}:
+            raise errors.SessionError("malformed SESSION answer from the enclave")
+        try:
+            binding = handshake.binding(server_key)
+        except HandshakeError as exc:
+            raise errors.SessionError(f"malformed SESSION answer from the enclave: {exc}") from None
+        attestation = verify(document, roots=roots, expected_pcrs=expected_pcrs, nonce=binding, allow_debug=allow_debug)
+        try:
+            self._conn.start_session(handshake.finish(server_key))
+        except HandshakeError as exc:
+            raise errors.SessionError(f"the enclave's session key is unusable: {exc}") from None
+        self.attestation = attestation
 
     def _ensure_connected(self) -> None:
         if self._sock is None:
@@ -194,9 +247,18 @@ class Signer:
     def _next_id(self) -> int:
         return next(self._ids) & 0xFFFFFFFF
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, *frames: bytes) -> None:
+        """Send encoded frames, sealed if the connection is a session (after any reconnect:
+        a frame is sealed for the connection it goes out on)."""
         self._ensure_connected()
         assert self._sock is not None
+        seal = self._conn.seal
+        try:
+            data = seal(frames[0]) if len(frames) == 1 else b"".join([seal(frame) for frame in frames])
+        except LocalProtocolError as exc:
+            if len(frames) > 1 and self._conn.session is not None:
+                self._fail()  # frames sealed before this one were never sent: the counters parted
+            raise ValueError(str(exc)) from None
         try:
             self._sock.sendall(data)
         except socket.timeout:
@@ -214,6 +276,8 @@ class Signer:
                 event = conn.next_event()
             except RemoteProtocolError as exc:
                 self._fail()
+                if exc.code is ErrorCode.SESSION_FAILED:
+                    raise errors.SessionError(str(exc)) from None
                 raise errors.ProtocolError(f"malformed response from the enclave: {exc}") from None
             if event is not NEED_DATA:
                 return event
@@ -261,7 +325,7 @@ class Signer:
     def _roundtrip(self, event: Any) -> Any:
         with self._lock:
             try:
-                data = self._conn.send(event)
+                data = _ENCODER.send(event)  # plain; _send seals it for the connection it goes out on
             except LocalProtocolError as exc:
                 raise ValueError(str(exc)) from None
             self._send(data)
@@ -316,7 +380,7 @@ class Signer:
         def once() -> list:
             with self._lock:
                 ids = [self._next_id() for _ in requests]
-                self._send(b"".join(encode_sign_request(i, k, p) for i, (k, p) in zip(ids, requests)))
+                self._send(*[encode_sign_request(i, k, p) for i, (k, p) in zip(ids, requests)])
                 return [self._expect(request_id) for request_id in ids]
 
         answers = self._retrying(once)
@@ -379,10 +443,14 @@ class Signer:
             raise errors.ProtocolError("ATTEST answer carries no document")
         return document
 
-    def audit(self, *, after: int = 0, limit: int = 1000) -> dict:
+    def audit(self, *, after: int = 0, limit: int = 1000, nonce: bytes | None = None) -> dict:
         """Audit receipts with a sequence number above ``after``, and a checkpoint signed by the
-        enclave's identity key (see :mod:`zerocopy.audit` to store and verify them)."""
-        return self._control(MessageType.AUDIT, {"after": after, "limit": limit})
+        enclave's identity key (see :mod:`zerocopy.audit` to store and verify them). With a
+        ``nonce`` (16-64 bytes) the checkpoint is also signed over it, so it cannot be a replay."""
+        fields: dict[str, Any] = {"after": after, "limit": limit}
+        if nonce is not None:
+            fields["nonce"] = nonce
+        return self._control(MessageType.AUDIT, fields)
 
     def keys(self) -> list[KeyInfo]:
         """The keys loaded in the enclave (names, schemes, API key ids, policy digests)."""
@@ -412,8 +480,8 @@ class Signer:
         name: str,
         scheme: str,
         *,
-        kms_key_id: str,
         credentials: Mapping[str, str],
+        kms_key_id: str | None = None,
         api_key: str = "",
         policy: dict | None = None,
         region: str | None = None,
@@ -423,12 +491,16 @@ class Signer:
 
         Returns the sealed bundle (keep it: it loads the same key on the next boot) and the public
         key PEM (register it with the exchange). The private key never exists outside the enclave
-        unsealed.
+        unsealed: the enclave seals it only to a KMS key fixed in its launch configuration (its
+        first ``--seal-key``, or ``kms_key_id`` if that names another of them; any other key is
+        refused).
         """
         fields: dict[str, Any] = {
-            "name": name, "scheme": scheme, "api_key": api_key, "kms_key_id": kms_key_id,
+            "name": name, "scheme": scheme, "api_key": api_key,
             "credentials": {key: value for key, value in credentials.items() if value is not None},
         }
+        if kms_key_id is not None:
+            fields["kms_key_id"] = kms_key_id
         if policy is not None:
             fields["policy"] = policy
         if region is not None:
@@ -453,3 +525,19 @@ class Signer:
 
     def __repr__(self) -> str:
         return f"<Signer {self.address}{' closed' if self._sock is None else ''}>"
+
+
+def _pcrs_from_env(environ: Mapping[str, str]) -> dict[int, bytes]:
+    pcrs = {}
+    for name, value in environ.items():
+        index = name[len(PCR_ENV_PREFIX):]
+        if not name.startswith(PCR_ENV_PREFIX) or not index.isdigit() or not value:
+            continue
+        try:
+            measurement = bytes.fromhex(value.strip())
+        except ValueError:
+            raise errors.ZeroCopyError(f"{name} must be hex (a SHA-384 measurement, 96 hex digits)") from None
+        if len(measurement) != 48 or int(index) > 31:
+            raise errors.ZeroCopyError(f"{name} must be a SHA-384 measurement of PCR0..PCR31 (96 hex digits)")
+        pcrs[int(index)] = measurement
+    return pcrs

@@ -1,24 +1,34 @@
 """The host's side of the audit log: fetch receipts into a file, and verify a file.
 
-A log file is JSON lines of three kinds, in order:
+A log file is JSON lines of four kinds, in order:
 
-* ``{"chain": {...}}`` starts the receipts of one enclave boot: its boot id, the genesis hash,
-  and an attestation document whose ``public_key`` is the enclave's identity key;
+* ``{"chain": {...}}`` starts the receipts of one enclave boot: its boot id, the genesis hash, an
+  attestation document whose ``public_key`` is the enclave's identity key, and ``start``: the
+  enclave's signed statement of the oldest receipt it still held (seq 1 from the genesis hash,
+  unless it had dropped receipts nobody fetched);
 * receipts, byte for byte as the enclave hashed them (canonical JSON, each naming the hash of the
   one before it);
-* ``{"checkpoint": {...}}``: the identity key's signature over (boot id, sequence, head hash).
+* ``{"checkpoint": {...}}``: the identity key's signature over (boot id, sequence, head hash);
+* ``{"start": {...}}``: a later signed start, written when the enclave dropped receipts between
+  two fetches.
 
-:func:`verify_log` recomputes every hash, checks that the chain is unbroken from its genesis, that
-every receipt is covered by a checkpoint, and that each checkpoint was signed by the identity key
-of an attestation document that verifies (against the AWS root, or the roots given). A removed,
-reordered, inserted or edited line, or a forged checkpoint, is an :class:`AuditError` naming the
-line.
+:func:`verify_log` recomputes every hash, checks that the chain is unbroken, that every receipt is
+covered by a checkpoint, and that each checkpoint and start was signed by the identity key of an
+attestation document that verifies (against the AWS root, or the roots given). An edited,
+reordered or inserted line, or a forged signature, is an :class:`AuditError` naming the line.
+Missing receipts are *gaps*: verification goes on past them and :class:`AuditGap` lists every one,
+with what it knows of the cause — removed from the file, dropped by the enclave (signed), or
+fetched but cut from the tail (seen only against the enclave: ``enclave=signer``). Nothing unsigned
+explains a gap. A log whose first chain does not start at the enclave's first receipt is refused
+unless ``expect_from`` says where it is expected to start.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -30,15 +40,45 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from enclave.protocol.audit import FORMAT, canonical_line, checkpoint_message, entry_hash, genesis
+from enclave.protocol.audit import (
+    BOOT_ID_BYTES,
+    FORMAT,
+    RECEIPT_FIELDS,
+    canonical_line,
+    checkpoint_message,
+    fresh_checkpoint_message,
+    genesis,
+    start_message,
+)
 
 from .errors import ZeroCopyError
 
-__all__ = ["AuditError", "AuditReport", "fetch_into", "verify_log"]
+__all__ = ["AuditError", "AuditGap", "AuditReport", "Gap", "fetch_into", "verify_log"]
+
+REMOVED = "not in the log (receipts were removed from the file)"
+UNVERIFIABLE = "in the log but not covered by a checkpoint, so not verifiable (what followed them was removed, or the end of the log was cut)"
+DROPPED = "not in the log, and no longer in the enclave (its buffer was full; the enclave signed where its receipts now start)"
+CUT = "fetched from the enclave but not in the log (its tail was cut)"
+
+_NEWEST = 2**62
+_SEQ_LIMIT = 2**63
 
 
 class AuditError(ZeroCopyError):
     """The audit log does not verify; the message names the line and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Receipts ``first``..``last`` of one chain that the log does not vouch for, and why."""
+
+    boot_id: str
+    first: int
+    last: int
+    cause: str
+
+    def __str__(self) -> str:
+        return f"seq {self.first}..{self.last} of chain {self.boot_id[:16]}: {self.cause}"
 
 
 @dataclass
@@ -49,73 +89,369 @@ class AuditReport:
     refused: int = 0
     checkpoints: int = 0
     refusals_by_rule: dict[str, int] = field(default_factory=dict)
+    gaps: list[Gap] = field(default_factory=list)  # every gap, the expected ones included
+    expected_gaps: list[Gap] = field(default_factory=list)  # the ones ``expect_from`` allows
+    enclave_seq: int | None = None  # the enclave's fresh checkpoint, when compared with it
+    not_fetched: tuple[int, int] | None = None  # receipts the enclave has that nobody fetched yet
 
 
-def _last_seq_per_boot(path: Path) -> dict[str, int]:
-    last: dict[str, int] = {}
-    boot = None
-    if not path.exists():
-        return last
-    for line in path.read_bytes().splitlines():
-        record = json.loads(line)
-        if "chain" in record:
-            boot = record["chain"]["boot_id"]
-            last.setdefault(boot, 0)
-        elif "seq" in record and boot is not None:
-            last[boot] = record["seq"]
-    return last
+class AuditGap(AuditError):
+    """The log verifies except that receipts are missing; ``gaps`` lists every one."""
+
+    def __init__(self, report: AuditReport, unexpected: list[Gap]) -> None:
+        self.report, self.gaps = report, unexpected
+        super().__init__(f"{len(unexpected)} gap(s) in the log: " + "; ".join(str(gap) for gap in unexpected))
+
+
+# -- typed reading of untrusted fields --------------------------------------------------------------
+
+
+def _seq(value: Any, what: str, where: str, *, minimum: int = 1) -> int:
+    if type(value) is not int or not minimum <= value < _SEQ_LIMIT:
+        raise AuditError(f"{where}: {what} must be a sequence number")
+    return value
+
+
+def _hash(value: Any, what: str, where: str) -> str:
+    if type(value) is not str or len(value) != 64 or value.strip("0123456789abcdef"):
+        raise AuditError(f"{where}: {what} must be a SHA-256 hash in lowercase hex")
+    return value
+
+
+def _boot_id(value: Any, where: str) -> bytes:
+    if type(value) is not str or len(value) != 2 * BOOT_ID_BYTES or value.strip("0123456789abcdef"):
+        raise AuditError(f"{where}: the boot id must be {BOOT_ID_BYTES} bytes in lowercase hex")
+    return bytes.fromhex(value)
+
+
+def _signature(value: Any, where: str) -> bytes:
+    try:
+        signature = base64.b64decode(value, validate=True) if type(value) is str else b""
+    except (binascii.Error, ValueError):
+        signature = b""
+    if len(signature) != 64:
+        raise AuditError(f"{where}: malformed signature (an Ed25519 signature in base64)")
+    return signature
+
+
+def _map(value: Any, what: str, where: str) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise AuditError(f"{where}: {what} must be a JSON object")
+    return value
+
+
+def _check_signature(identity: Ed25519PublicKey, signature: bytes, message: bytes, what: str, where: str) -> None:
+    try:
+        identity.verify(signature, message)
+    except InvalidSignature:
+        raise AuditError(f"{where}: the {what} is not signed by the enclave's attested identity key") from None
+
+
+# -- fetching ---------------------------------------------------------------------------------------
 
 
 def fetch_into(signer: Any, path: str | os.PathLike) -> int:
     """Append the receipts the file does not have yet, then a checkpoint; returns how many."""
     path = Path(path)
-    document = signer.attest(os.urandom(32))
-    boot_id = signer.audit(after=_NEWEST, limit=1)["boot_id"]
     known = _last_seq_per_boot(path)
+    document = signer.attest(os.urandom(32))
+    boot_id = _page_boot(signer.audit(after=_NEWEST, limit=1))
     after = known.get(boot_id, 0)
     lines: list[bytes] = []
     count = 0
     while True:
-        log = signer.audit(after=after)
-        if log["boot_id"] != boot_id:
+        page = signer.audit(after=after)
+        if _page_boot(page) != boot_id:
             raise AuditError("the enclave restarted during the fetch; fetch again")
-        if not lines and boot_id not in known:
-            header = {"boot_id": boot_id, "genesis": log["genesis"], "format": FORMAT, "attestation": base64.b64encode(document).decode()}
-            if log.get("missing_before") is not None:
-                header["missing_before"] = log["missing_before"]
+        receipts, start, checkpoint = _page_parts(page)
+        if boot_id not in known and not lines:
+            header = {"boot_id": boot_id, "genesis": page.get("genesis"), "format": FORMAT, "attestation": base64.b64encode(document).decode(), "start": start}
             lines.append(canonical_line({"chain": header}))
-        receipts = log["receipts"]
+        elif start["seq"] > after + 1:  # the enclave dropped receipts since the last fetch: say so, signed
+            lines.append(canonical_line({"start": {"boot_id": boot_id, **start}}))
         lines.extend(receipts)
         count += len(receipts)
         if receipts:
-            after = json.loads(receipts[-1])["seq"]
-        if not receipts or after >= log["checkpoint"]["seq"]:
-            lines.append(canonical_line({"checkpoint": {"boot_id": boot_id, **log["checkpoint"]}}))
+            after = _receipt_seq(receipts[-1])
+        if not receipts or after >= checkpoint["seq"]:
+            lines.append(canonical_line({"checkpoint": {"boot_id": boot_id, **checkpoint}}))
             break
     with open(path, "ab") as handle:
         handle.write(b"".join(line + b"\n" for line in lines))
     return count
 
 
-_NEWEST = 2**62
+def _page_boot(page: Any) -> str:
+    boot_id = page.get("boot_id") if type(page) is dict else None
+    _boot_id(boot_id, "the enclave's audit answer")
+    return boot_id  # type: ignore[return-value]
 
 
-def _identity_key(document_b64: str, *, roots: Sequence[Any] | None, expected_pcrs: dict[int, bytes] | None, allow_debug: bool, line: int) -> Ed25519PublicKey:
+def _page_parts(page: dict) -> tuple[list[bytes], dict[str, Any], dict[str, Any]]:
+    receipts, start, checkpoint = page.get("receipts"), page.get("start"), page.get("checkpoint")
+    where = "the enclave's audit answer"
+    if type(receipts) is not list or not all(type(line) is bytes for line in receipts):
+        raise AuditError(f"{where}: receipts must be a list of lines")
+    start, checkpoint = _map(start, "start", where), _map(checkpoint, "checkpoint", where)
+    start = {"seq": _seq(start.get("seq"), "start seq", where), "prev": _hash(start.get("prev"), "start prev", where), "signature": start.get("signature")}
+    checkpoint = {"seq": _seq(checkpoint.get("seq"), "checkpoint seq", where, minimum=0), "head": _hash(checkpoint.get("head"), "head", where), "signature": checkpoint.get("signature")}
+    return receipts, start, checkpoint
+
+
+def _receipt_seq(line: bytes) -> int:
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        record = None
+    return _seq(record.get("seq") if type(record) is dict else None, "a receipt's seq", "the enclave's audit answer")
+
+
+def _last_seq_per_boot(path: Path) -> dict[str, int]:
+    """The last receipt of each chain the file holds (so a fetch appends only what is new)."""
+    last: dict[str, int] = {}
+    if not path.exists():
+        return last
+    boot = None
+    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}: line {number}"
+        record = _parse(line, where)
+        if "chain" in record:
+            boot = _boot_id(_map(record["chain"], "the chain header", where).get("boot_id"), where).hex()
+            last.setdefault(boot, 0)
+        elif "seq" in record and boot is not None:
+            last[boot] = _seq(record["seq"], "seq", where)
+    return last
+
+
+def _parse(raw: bytes, where: str) -> dict[str, Any]:
+    try:
+        record = json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: deeply nested arrays
+        raise AuditError(f"{where}: not JSON") from None
+    return _map(record, "a line", where)
+
+
+# -- verifying --------------------------------------------------------------------------------------
+
+
+class _Chain:
+    """What the verifier knows of one chain while reading it."""
+
+    def __init__(self, boot_id: bytes, identity: Ed25519PublicKey) -> None:
+        self.boot_id, self.identity = boot_id, identity
+        self.hex = boot_id.hex()
+        self.seq = 0  # the last sequence number the log accounts for (read or skipped as a gap)
+        self.head = genesis(boot_id)  # hash at ``seq``
+        self.run: list[tuple[int, str, str]] = []  # receipts not yet covered by a checkpoint
+        self.run_heads: dict[int, str] = {}
+
+
+class _Verifier:
+    def __init__(self, *, roots: Sequence[Any] | None, expected_pcrs: dict[int, bytes] | None, allow_debug: bool) -> None:
+        self.roots, self.expected_pcrs, self.allow_debug = roots, expected_pcrs, allow_debug
+        self.report = AuditReport()
+        self.chains: dict[str, _Chain] = {}
+        self.chain: _Chain | None = None
+
+    def feed(self, number: int, raw: bytes) -> None:
+        where = f"line {number}"
+        record = _parse(raw, where)
+        if "chain" in record:
+            self._end_chain()
+            self._open_chain(_map(record["chain"], "the chain header", where), where)
+            return
+        chain = self.chain
+        if chain is None:
+            raise AuditError(f"{where}: a record before any chain header")
+        if "checkpoint" in record:
+            self._checkpoint(chain, _map(record["checkpoint"], "the checkpoint", where), where)
+        elif "start" in record:
+            start = _map(record["start"], "the start", where)
+            if start.get("boot_id") != chain.hex:
+                raise AuditError(f"{where}: a start of another chain")
+            self._start(chain, start, where)
+        else:
+            self._receipt(chain, record, raw, where)
+
+    # -- the four kinds of line --
+    def _open_chain(self, header: dict[str, Any], where: str) -> None:
+        boot_id = _boot_id(header.get("boot_id"), where)
+        if header.get("genesis") != genesis(boot_id):
+            raise AuditError(f"{where}: the chain's genesis does not match its boot id")
+        if boot_id.hex() in self.chains:
+            raise AuditError(f"{where}: a second header for chain {boot_id.hex()[:16]}")
+        identity = self._identity_key(header.get("attestation"), where)
+        self.chain = self.chains[boot_id.hex()] = _Chain(boot_id, identity)
+        self.report.chains += 1
+        # A header without a start (an older host) starts at seq 1 from the genesis: derived, so signed.
+        # An unsigned claim such as "missing_before" explains nothing: the gap is reported.
+        if header.get("start") is not None:
+            self._start(self.chain, _map(header["start"], "the chain's start", where), where)
+
+    def _start(self, chain: _Chain, start: dict[str, Any], where: str) -> None:
+        seq, prev = _seq(start.get("seq"), "the start's seq", where), _hash(start.get("prev"), "the start's prev", where)
+        _check_signature(chain.identity, _signature(start.get("signature"), where), start_message(chain.boot_id, seq, prev), "start", where)
+        if seq == 1 and prev != genesis(chain.boot_id):
+            raise AuditError(f"{where}: a start at seq 1 must name the genesis hash")
+        if seq <= chain.seq + 1:
+            return  # nothing was dropped since what the log already holds
+        self._gap(chain, chain.seq + 1, seq - 1, DROPPED)
+        chain.seq, chain.head = seq - 1, prev  # signed: the chain goes on from here
+
+    def _checkpoint(self, chain: _Chain, checkpoint: dict[str, Any], where: str) -> None:
+        if checkpoint.get("boot_id") != chain.hex:
+            raise AuditError(f"{where}: checkpoint of another chain")
+        at = _seq(checkpoint.get("seq"), "the checkpoint's seq", where, minimum=0)
+        claimed = _hash(checkpoint.get("head"), "the checkpoint's head", where)
+        signature = _signature(checkpoint.get("signature"), where)
+        known = chain.run_heads.get(at, chain.head if at == chain.seq else None)
+        if known is not None and known != claimed:
+            raise AuditError(f"{where}: the checkpoint's head does not match the receipts up to seq {at} (a receipt was edited)")
+        _check_signature(chain.identity, signature, checkpoint_message(chain.boot_id, at, claimed), "checkpoint", where)
+        self.report.checkpoints += 1
+        if at > chain.seq:  # it covers receipts the log does not hold: they were removed
+            self._gap(chain, chain.seq + 1, at, REMOVED)
+            chain.seq, chain.head = at, claimed  # signed: the chain goes on from here
+        if at == chain.seq:
+            self._cover(chain)
+
+    def _receipt(self, chain: _Chain, record: dict[str, Any], raw: bytes, where: str) -> None:
+        if set(record) != set(RECEIPT_FIELDS):
+            raise AuditError(f"{where}: not a receipt (its fields are not the receipt fields)")
+        try:
+            canonical = canonical_line(record) == raw.strip()
+        except UnicodeEncodeError:  # a lone surrogate, written as an escape
+            canonical = False
+        if not canonical:
+            raise AuditError(f"{where}: the receipt is not in canonical form (it was edited)")
+        seq, prev = _seq(record["seq"], "seq", where), _hash(record["prev"], "prev", where)
+        decision, rule = record["decision"], record["rule"]
+        if decision not in ("signed", "refused") or type(rule) is not str:
+            raise AuditError(f"{where}: malformed receipt (decision or rule)")
+        if seq <= chain.seq:
+            raise AuditError(f"{where}: receipt seq {seq} where {chain.seq + 1} was expected (receipts were reordered or repeated)")
+        if seq > chain.seq + 1:
+            self._gap(chain, chain.seq + 1, seq - 1, REMOVED)
+        elif prev != chain.head:
+            raise AuditError(f"{where}: receipt seq {seq} does not follow seq {chain.seq} (a receipt was edited or inserted)")
+        chain.seq, chain.head = seq, _line_hash(raw.strip())
+        chain.run.append((seq, decision, rule))
+        chain.run_heads[seq] = chain.head
+
+    # -- gaps and coverage --
+    def _gap(self, chain: _Chain, first: int, last: int, cause: str) -> None:
+        if chain.run:  # receipts before a gap that no checkpoint covered can never be verified
+            self.report.gaps.append(Gap(chain.hex, chain.run[0][0], chain.run[-1][0], UNVERIFIABLE))
+            chain.run, chain.run_heads = [], {}
+        self.report.gaps.append(Gap(chain.hex, first, last, cause))
+
+    def _cover(self, chain: _Chain) -> None:
+        report = self.report
+        for _, decision, rule in chain.run:
+            report.receipts += 1
+            if decision == "signed":
+                report.signed += 1
+            else:
+                report.refused += 1
+                report.refusals_by_rule[rule] = report.refusals_by_rule.get(rule, 0) + 1
+        chain.run, chain.run_heads = [], {}
+
+    def _end_chain(self) -> None:
+        chain = self.chain
+        if chain is not None and chain.run:
+            self.report.gaps.append(Gap(chain.hex, chain.run[0][0], chain.run[-1][0], UNVERIFIABLE))
+            chain.run, chain.run_heads = [], {}
+
+    # -- the identity key --
+    def _identity_key(self, document_b64: Any, where: str) -> Ed25519PublicKey:
+        if type(document_b64) is not str:
+            raise AuditError(f"{where}: the chain's attestation document must be base64 text")
+        try:
+            roots = tuple(self.roots) if self.roots is not None else None
+            pcrs = tuple(sorted(self.expected_pcrs.items())) if self.expected_pcrs is not None else None
+            hash((roots, pcrs))
+        except TypeError:  # unhashable options: verify without the cache
+            return _verified_identity_key(document_b64, self.roots, self.expected_pcrs, self.allow_debug, where)
+        return _cached_identity_key(document_b64, roots, pcrs, self.allow_debug, where)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_identity_key(document_b64: str, roots: tuple | None, pcrs: tuple | None, allow_debug: bool, where: str) -> Ed25519PublicKey:
+    """The verification below depends on nothing but its arguments (the time is the document's own),
+    so a log verified again — or many mutated copies of one, when fuzzing — need not repeat it."""
+    return _verified_identity_key(document_b64, roots, dict(pcrs) if pcrs is not None else None, allow_debug, where)
+
+
+def _verified_identity_key(document_b64: str, roots: Sequence[Any] | None, expected_pcrs: dict[int, bytes] | None, allow_debug: bool, where: str) -> Ed25519PublicKey:
     from .attestation import AttestationError, document_time, verify
 
     try:
         raw = base64.b64decode(document_b64, validate=True)
         # The log outlives the leaf certificate (three hours): verify the document as of its own time.
         document = verify(raw, roots=roots, now=document_time(raw), expected_pcrs=expected_pcrs, allow_debug=allow_debug)
-    except (binascii.Error, ValueError, AttestationError) as exc:
-        raise AuditError(f"line {line}: the chain's attestation document does not verify: {exc}") from None
+    except (binascii.Error, ValueError, OverflowError, OSError, AttestationError) as exc:  # the middle two: an absurd timestamp
+        raise AuditError(f"{where}: the chain's attestation document does not verify: {exc}") from None
     try:
         key = load_der_public_key(document.public_key or b"")
-    except ValueError:
+    except (ValueError, TypeError):
         key = None
     if not isinstance(key, Ed25519PublicKey):
-        raise AuditError(f"line {line}: the attestation document carries no Ed25519 identity key")
+        raise AuditError(f"{where}: the attestation document carries no Ed25519 identity key")
     return key
+
+
+def _line_hash(line: bytes) -> str:
+    return hashlib.sha256(line).hexdigest()
+
+
+# -- comparing with the enclave ---------------------------------------------------------------------
+
+
+def _compare_with_enclave(verifier: _Verifier, signer: Any) -> None:
+    """Ask the enclave for a checkpoint signed over our nonce: receipts it handed out in a fetch
+    that the log does not hold show as a cut tail; newer ones as not fetched yet."""
+    nonce = os.urandom(32)
+    answer = signer.audit(after=_NEWEST, limit=1, nonce=nonce)
+    where = "the enclave's fresh checkpoint"
+    boot_hex = _page_boot(answer)
+    chain = verifier.chains.get(boot_hex)
+    if chain is None:
+        raise AuditError(f"the log holds no chain of the enclave's current boot {boot_hex[:16]}: fetch into it first (if the enclave restarted, the tail of the previous chain cannot be compared)")
+    checkpoint = _map(answer.get("checkpoint"), "checkpoint", where)
+    if "fresh_signature" not in checkpoint:
+        raise AuditError("the enclave does not sign fresh checkpoints (an older enclave image); cannot compare")
+    seq, head = _seq(checkpoint.get("seq"), "seq", where, minimum=0), _hash(checkpoint.get("head"), "head", where)
+    fetched_through = _seq(checkpoint.get("fetched_through"), "fetched_through", where, minimum=0)
+    message = fresh_checkpoint_message(chain.boot_id, seq, head, fetched_through, nonce)
+    _check_signature(chain.identity, _signature(checkpoint.get("fresh_signature"), where), message, "fresh checkpoint (over our nonce)", where)
+    _compare_tail(verifier, chain, seq, head, fetched_through, answer.get("start"))
+
+
+def _compare_tail(verifier: _Verifier, chain: _Chain, seq: int, head: str, fetched_through: int, start: Any) -> None:
+    report = verifier.report
+    report.enclave_seq = seq
+    if seq < chain.seq or (seq == chain.seq and head != chain.head):
+        raise AuditError(f"the log's chain does not match the enclave's checkpoint at seq {seq}")
+    if fetched_through > chain.seq:
+        verifier._gap(chain, chain.seq + 1, fetched_through, CUT)
+    held_from = _start_seq(chain, start)
+    unfetched_from = max(chain.seq, fetched_through) + 1
+    if held_from > unfetched_from:
+        verifier._gap(chain, unfetched_from, held_from - 1, DROPPED)
+        unfetched_from = held_from
+    if seq >= unfetched_from:
+        report.not_fetched = (unfetched_from, seq)
+
+
+def _start_seq(chain: _Chain, start: Any) -> int:
+    """The oldest receipt the enclave still holds, from its signed start statement."""
+    where = "the enclave's start"
+    start = _map(start, "start", where)
+    seq, prev = _seq(start.get("seq"), "seq", where), _hash(start.get("prev"), "prev", where)
+    _check_signature(chain.identity, _signature(start.get("signature"), where), start_message(chain.boot_id, seq, prev), "start", where)
+    return seq
 
 
 def verify_log(
@@ -124,83 +460,38 @@ def verify_log(
     roots: Sequence[Any] | None = None,
     expected_pcrs: dict[int, bytes] | None = None,
     allow_debug: bool = False,
+    expect_from: int | None = None,
+    enclave: Any = None,
 ) -> AuditReport:
-    report = AuditReport()
-    boot_id: bytes | None = None
-    identity: Ed25519PublicKey | None = None
-    head = ""
-    seq = 0
-    heads: dict[int, str] = {}
-    uncovered_from: int | None = None
+    """Verify a log; raise :class:`AuditError` for tampering and :class:`AuditGap` listing every gap.
+
+    ``expect_from``: the first chain is expected to start at this receipt (an older part was
+    archived, or the enclave dropped receipts before they were fetched); a gap before it is
+    reported in ``expected_gaps`` instead of refused. ``enclave``: a connected
+    :class:`~zerocopy.Signer`; the log's tail is compared with a fresh checkpoint signed over a
+    nonce, so receipts fetched but cut from the file show.
+    """
+    if expect_from is not None and (type(expect_from) is not int or expect_from < 1):
+        raise ValueError("expect_from must be a sequence number")
+    verifier = _Verifier(roots=roots, expected_pcrs=expected_pcrs, allow_debug=allow_debug)
     for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except ValueError:
-            raise AuditError(f"line {number}: not JSON") from None
-        if not isinstance(record, dict):
-            raise AuditError(f"line {number}: not a JSON object")
-        if "chain" in record:
-            if uncovered_from is not None:
-                raise AuditError(f"line {number}: receipts from seq {uncovered_from} of the previous chain are not covered by a checkpoint")
-            chain = record["chain"]
-            try:
-                boot_id = bytes.fromhex(chain["boot_id"])
-            except (KeyError, TypeError, ValueError):
-                raise AuditError(f"line {number}: malformed chain header") from None
-            if chain.get("genesis") != genesis(boot_id):
-                raise AuditError(f"line {number}: the chain's genesis does not match its boot id")
-            identity = _identity_key(chain.get("attestation", ""), roots=roots, expected_pcrs=expected_pcrs, allow_debug=allow_debug, line=number)
-            head, seq, heads = genesis(boot_id), 0, {}
-            missing = chain.get("missing_before")
-            report.chains += 1
-            continue
-        if boot_id is None or identity is None:
-            raise AuditError(f"line {number}: a record before any chain header")
-        if "checkpoint" in record:
-            checkpoint = record["checkpoint"]
-            try:
-                at, claimed, signature = checkpoint["seq"], checkpoint["head"], base64.b64decode(checkpoint["signature"], validate=True)
-            except (KeyError, TypeError, ValueError, binascii.Error):
-                raise AuditError(f"line {number}: malformed checkpoint") from None
-            if checkpoint.get("boot_id") != boot_id.hex():
-                raise AuditError(f"line {number}: checkpoint of another chain")
-            if at > seq:
-                raise AuditError(f"line {number}: the checkpoint covers seq {at}, but the log stops at seq {seq} (receipts were removed)")
-            expected_head = heads.get(at, genesis(boot_id) if at == 0 else None)
-            if expected_head != claimed:
-                raise AuditError(f"line {number}: the checkpoint's head does not match the receipts up to seq {at} (a receipt was edited)")
-            try:
-                identity.verify(signature, checkpoint_message(boot_id, at, claimed))
-            except (InvalidSignature, ValueError):
-                raise AuditError(f"line {number}: the checkpoint is not signed by the enclave's attested identity key") from None
-            report.checkpoints += 1
-            if at == seq:
-                uncovered_from = None
-            continue
-        if canonical_line(record) != raw.strip():
-            raise AuditError(f"line {number}: the receipt is not in canonical form (it was edited)")
-        if record.get("prev") != head:
-            first_after_gap = seq == 0 and missing is not None and record.get("seq") == missing
-            if not first_after_gap:
-                raise AuditError(f"line {number}: receipt seq {record.get('seq')} does not follow seq {seq} (a receipt was removed, inserted or edited)")
-        if seq and record.get("seq") != seq + 1:
-            raise AuditError(f"line {number}: receipt seq {record.get('seq')} where {seq + 1} was expected")
-        seq = record["seq"]
-        head = entry_hash(record)
-        heads[seq] = head
-        if uncovered_from is None:
-            uncovered_from = seq
-        report.receipts += 1
-        if record.get("decision") == "signed":
-            report.signed += 1
-        else:
-            report.refused += 1
-            rule = str(record.get("rule"))
-            report.refusals_by_rule[rule] = report.refusals_by_rule.get(rule, 0) + 1
-    if uncovered_from is not None:
-        raise AuditError(f"the receipts from seq {uncovered_from} on are not covered by a checkpoint (the end of the log was cut or edited)")
-    if report.chains == 0:
+        if raw.strip():
+            verifier.feed(number, raw)
+    verifier._end_chain()
+    if verifier.report.chains == 0:
         raise AuditError("the log holds no chain")
+    if enclave is not None:
+        _compare_with_enclave(verifier, enclave)
+    return _judge_gaps(verifier, expect_from)
+
+
+def _judge_gaps(verifier: _Verifier, expect_from: int | None) -> AuditReport:
+    report = verifier.report
+    first_chain = next(iter(verifier.chains))
+    # Everything before ``expect_from`` in the first chain is not expected to be in the log.
+    expected = [gap for gap in report.gaps if expect_from is not None and gap.boot_id == first_chain and gap.last < expect_from]
+    report.expected_gaps = expected
+    unexpected = [gap for gap in report.gaps if gap not in expected]
+    if unexpected:
+        raise AuditGap(report, unexpected)
     return report

@@ -13,6 +13,7 @@ __all__ = [
     "ConnectionClosed",
     "Timeout",
     "ProtocolError",
+    "SessionError",
     "EnclaveError",
     "UnknownKey",
     "PolicyRefused",
@@ -41,6 +42,12 @@ class Timeout(ConnectionError):
 
 class ProtocolError(ZeroCopyError):
     """A frame did not follow the wire protocol (either side)."""
+
+
+class SessionError(ProtocolError):
+    """An attested session failed: a frame did not authenticate (the connection was relayed,
+    spliced, replayed or altered), or the enclave's handshake answer was malformed. The
+    connection is closed; nothing it carried after the failure was used."""
 
 
 class EnclaveError(ZeroCopyError):

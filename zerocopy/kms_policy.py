@@ -1,10 +1,22 @@
 """Key policies that release a sealed secret only to an attested enclave image.
 
-:func:`attested_key_policy` keeps key administration with the account and adds one Deny per
-pinned measurement for ``kms:Decrypt``, ``kms:ReEncrypt*`` and ``kms:CreateGrant`` unless the
-request carries a Recipient attestation document with that measurement. A negated condition on a
-key that is absent is true (IAM semantics), so a plain ``Decrypt`` — say, by the host's own role —
-is denied, and so is any grant that could sidestep the condition.
+:func:`attested_key_policy` keeps key administration with the account and adds, per pinned
+measurement, two Deny statements that hold unless the request carries a Recipient attestation
+document with that measurement:
+
+* ``kms:Decrypt``, ``kms:ReEncrypt*`` and ``kms:CreateGrant``, for everyone: a plain ``Decrypt`` —
+  say, by the host's own role — is denied, and so is any grant that could sidestep the condition;
+* ``kms:GenerateDataKey*`` and ``kms:Encrypt`` — what makes a bundle under the key — for everyone but
+  the *sealers* (``aws:PrincipalArn``; the account root by default), so the host cannot seal bundles
+  of its own choosing under the key. The enclave's ``GENERATE`` asks ``GenerateDataKey`` with a
+  Recipient, so the host role's ``kms:GenerateDataKey`` is usable only through the enclave.
+
+A negated condition on a key that is absent is true (IAM semantics), so a request without an
+attestation document fails the measurement condition.
+
+:func:`locked_key_policy` is the policy to create a seal key with before the image that names it
+exists (its PCR0 depends on the key's ARN): administration only, every use denied. Then measure the
+image and ``PutKeyPolicy`` the attested policy.
 
 https://docs.aws.amazon.com/kms/latest/developerguide/conditions-nitro-enclaves.html
 """
@@ -12,11 +24,17 @@ https://docs.aws.amazon.com/kms/latest/developerguide/conditions-nitro-enclaves.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 
-__all__ = ["attested_key_policy", "render"]
+__all__ = ["attested_key_policy", "locked_key_policy", "render", "GUARDED_ACTIONS", "SEALING_ACTIONS"]
 
+#: Denied to every caller without the pinned attestation: they release what a bundle holds.
 GUARDED_ACTIONS = ["kms:Decrypt", "kms:ReEncrypt*", "kms:CreateGrant"]
+#: Denied to every caller but the sealers without the pinned attestation: they make bundles.
+SEALING_ACTIONS = ["kms:GenerateDataKey*", "kms:Encrypt"]
+# aws:PrincipalArn is the role's ARN for a role session, never the session's.
+_SEALER = re.compile(r"arn:aws(?:-cn|-us-gov)?:iam::([0-9]{12}):(?:root|(?:user|role)/[A-Za-z0-9_+=,.@/-]+)")
 
 
 def _check(value: bytes, what: str) -> str:
@@ -27,37 +45,76 @@ def _check(value: bytes, what: str) -> str:
     return value.hex()
 
 
-def attested_key_policy(account_id: str, *, image_sha384: bytes, pcrs: Mapping[int, bytes] | None = None) -> dict:
-    """A key policy pinning ``image_sha384`` (PCR0) and optionally further PCRs."""
+def _check_account(account_id: str) -> None:
     if not (isinstance(account_id, str) and account_id.isdigit() and len(account_id) == 12):
         raise ValueError("account_id must be a 12-digit AWS account id")
+
+
+def _check_sealers(account_id: str, sealers: Iterable[str] | None) -> list[str]:
+    if sealers is None:
+        return [f"arn:aws:iam::{account_id}:root"]
+    checked = []
+    for arn in sealers:
+        match = _SEALER.fullmatch(arn) if isinstance(arn, str) else None
+        if match is None:
+            raise ValueError(f"sealer {str(arn)[:120]!r} must be the ARN of the account root, an IAM user or an IAM role (a role's, not a session's)")
+        if match[1] != account_id:
+            raise ValueError(f"sealer {arn!r} is not in account {account_id}")
+        checked.append(arn)
+    return sorted(set(checked))
+
+
+def _administration(account_id: str) -> dict:
+    return {
+        "Sid": "KeyAdministrationByTheAccount",
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+        "Action": "kms:*",
+        "Resource": "*",
+    }
+
+
+def attested_key_policy(
+    account_id: str,
+    *,
+    image_sha384: bytes,
+    pcrs: Mapping[int, bytes] | None = None,
+    sealers: Iterable[str] | None = None,
+) -> dict:
+    """A key policy pinning ``image_sha384`` (PCR0) and optionally further PCRs.
+
+    ``sealers``: ARNs of the principals that may seal bundles under the key without attestation
+    (``zerocopy seal``); ``None`` means the account root, an empty list no one but the enclave.
+    """
+    _check_account(account_id)
+    allowed_sealers = _check_sealers(account_id, sealers)
     pins = {"kms:RecipientAttestation:ImageSha384": _check(image_sha384, "image_sha384 (PCR0)")}
     for index, value in sorted((pcrs or {}).items()):
         if not isinstance(index, int) or not 0 <= index < 32:
             raise ValueError(f"PCR index {index!r} must be 0..31")
         pins[f"kms:RecipientAttestation:PCR{index}"] = _check(value, f"PCR{index}")
-    statements: list[dict] = [
-        {
-            "Sid": "KeyAdministrationByTheAccount",
-            "Effect": "Allow",
-            "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
-            "Action": "kms:*",
-            "Resource": "*",
-        }
-    ]
+    statements: list[dict] = [_administration(account_id)]
     for condition_key, value in pins.items():
         measurement = condition_key.rsplit(":", 1)[1]
-        statements.append(
-            {
-                "Sid": f"DenyUnlessAttested{measurement}",
-                "Effect": "Deny",
-                "Principal": {"AWS": "*"},
-                "Action": GUARDED_ACTIONS,
-                "Resource": "*",
-                "Condition": {"StringNotEqualsIgnoreCase": {condition_key: value}},
-            }
-        )
+        unattested = {"StringNotEqualsIgnoreCase": {condition_key: value}}
+        statements.append(_deny(f"DenyUnlessAttested{measurement}", GUARDED_ACTIONS, unattested))
+        sealing = dict(unattested, StringNotEquals={"aws:PrincipalArn": allowed_sealers}) if allowed_sealers else unattested
+        statements.append(_deny(f"DenySealingUnlessAttested{measurement}", SEALING_ACTIONS, sealing))
     return {"Version": "2012-10-17", "Id": "zerocopy-attested-key", "Statement": statements}
+
+
+def locked_key_policy(account_id: str) -> dict:
+    """Administration by the account and every use denied: a seal key before its image is measured."""
+    _check_account(account_id)
+    locked = _deny("DenyEveryUseUntilAnImageIsPinned", GUARDED_ACTIONS + SEALING_ACTIONS, None)
+    return {"Version": "2012-10-17", "Id": "zerocopy-locked-key", "Statement": [_administration(account_id), locked]}
+
+
+def _deny(sid: str, actions: list[str], condition: dict | None) -> dict:
+    statement = {"Sid": sid, "Effect": "Deny", "Principal": {"AWS": "*"}, "Action": list(actions), "Resource": "*"}
+    if condition is not None:
+        statement["Condition"] = condition
+    return statement
 
 
 def render(policy: dict) -> str:

@@ -7,6 +7,10 @@ would never fire: such policies are refused (``PutKeyPolicy``) or evaluated as a
 keeps the two from drifting apart.
 
 * ``kms:CallerAccount``, ``aws:PrincipalAccount``: the caller's account.
+* ``aws:PrincipalArn``: the caller's ARN as AWS puts it there — the account root's
+  (``arn:aws:iam::<account>:root``), the IAM user's, or for a role session the *role's* ARN (path
+  included), not the session's; absent for a session whose role IAM no longer knows.
+  https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-principalarn
 * ``kms:EncryptionContext:<key>`` and ``kms:EncryptionContextKeys``: the request's encryption
   context, or for ``CreateGrant`` the grant's encryption-context constraints (AWS documents both).
   https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html#conditions-kms-encryption-context
@@ -23,6 +27,7 @@ from typing import Any
 __all__ = [
     "KNOWN_CONDITION_PREFIXES",
     "account_keys",
+    "principal_keys",
     "attestation_keys",
     "encryption_context_keys",
     "grant_constraint_keys",
@@ -36,6 +41,7 @@ KNOWN_CONDITION_PREFIXES = (
     "kms:encryptioncontextkeys",
     "kms:calleraccount",
     "aws:principalaccount",
+    "aws:principalarn",
 )
 
 
@@ -46,6 +52,12 @@ def unknown_condition_keys(policy: Any) -> list[str]:
 
 def account_keys(account_id: str) -> dict[str, str]:
     return {"kms:CallerAccount": account_id, "aws:PrincipalAccount": account_id}
+
+
+def principal_keys(caller_arn: str, kind: str, role_arn: str) -> dict[str, str]:
+    """``aws:PrincipalArn``: the root's or user's own ARN, a session's role ARN; none if that role is unknown."""
+    principal = role_arn if kind == "session" else caller_arn
+    return {"aws:PrincipalArn": principal} if principal else {}
 
 
 def encryption_context_keys(context: Any) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from zerocopy.attestation import AttestationError, verify
 
 from .cms import build_ciphertext_for_recipient
-from .conditions import account_keys, attestation_keys, encryption_context_keys, grant_constraint_keys, unknown_condition_keys
+from .conditions import account_keys, attestation_keys, principal_keys, encryption_context_keys, grant_constraint_keys, unknown_condition_keys
 from .exceptions import (
     AccessDeniedException,
     DryRunOperationException,
@@ -302,7 +302,7 @@ class AttestingKms:
         if caller.account_id != self.account_id:
             # Cross-account access is not modelled: refuse rather than guess.
             raise _denied(caller, action, resource, f"{caller.arn} is not in account {self.account_id}", missing=RESOURCE_POLICY)
-        keys = {**account_keys(caller.account_id), **context}
+        keys = {**account_keys(caller.account_id), **principal_keys(caller.arn, caller.kind, role_arn), **context}
         principal = "" if caller.is_root else caller.arn
         return AuthorizationRequest(action, resource, self.account_id, keys, principal, role_arn if caller.kind == "session" else "")
 

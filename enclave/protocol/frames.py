@@ -18,6 +18,11 @@ Because the length comes first, every frame boundary is known even for versions 
 side does not understand: such frames are answered with an error and the connection stays usable.
 A frame larger than ``max_frame_size`` is skipped without being buffered.
 
+A connection may start with ``OPEN_SESSION`` (see :mod:`.session`): once the enclave has answered
+with ``SESSION``, every later frame in both directions is sealed (AES-256-GCM, the header as
+associated data, a per-direction frame counter as nonce). A frame that fails to open is a fatal
+:class:`RemoteProtocolError` with ``ErrorCode.SESSION_FAILED``: the connection is unusable after it.
+
 :class:`Connection` does no I/O: feed it bytes with :meth:`~Connection.receive_data`, take events
 with :meth:`~Connection.next_event`, turn events into bytes with :meth:`~Connection.send`.
 """
@@ -48,6 +53,7 @@ __all__ = [
     "ControlRequest",
     "ControlResponse",
     "ErrorResponse",
+    "SessionAccepted",
     "Connection",
     "encode_sign_request",
     "encode_http_sign_request",
@@ -70,6 +76,7 @@ class MessageType(enum.IntEnum):
     PROVISION = 0x12
     AUDIT = 0x13
     GENERATE = 0x14
+    OPEN_SESSION = 0x15
     SIGNATURE = 0x81
     HTTP_SIGNATURE = 0x82
     ATTESTATION = 0x90
@@ -77,11 +84,12 @@ class MessageType(enum.IntEnum):
     PROVISIONED = 0x92
     AUDIT_LOG = 0x93
     GENERATED = 0x94
+    SESSION = 0x95
     ERROR = 0x7F
 
 
 CONTROL_REQUESTS = frozenset(
-    {MessageType.ATTEST, MessageType.KEYS, MessageType.PROVISION, MessageType.AUDIT, MessageType.GENERATE}
+    {MessageType.ATTEST, MessageType.KEYS, MessageType.PROVISION, MessageType.AUDIT, MessageType.GENERATE, MessageType.OPEN_SESSION}
 )
 CONTROL_RESPONSES = {request: MessageType(request | 0x80) for request in CONTROL_REQUESTS}
 
@@ -98,6 +106,7 @@ class ErrorCode(enum.IntEnum):
     UNSUPPORTED_OPERATION = 13
     BUSY = 14
     INTERNAL = 15
+    SESSION_FAILED = 16
 
 
 class Role(enum.Enum):
@@ -300,7 +309,31 @@ class ErrorResponse:
             raise LocalProtocolError("rule name must be a UTF-8 string of at most 255 bytes")
 
 
-Event = Union[SignRequest, Signature, HttpSignRequest, HttpSignature, ControlRequest, ControlResponse, ErrorResponse]
+@dataclass(frozen=True, slots=True)
+class SessionAccepted:
+    """The enclave's answer to OPEN_SESSION (a ``SESSION`` frame ``{public_key, document}``).
+
+    ``session`` never goes on the wire: sending this event switches the server's connection to
+    it, so every frame after this one is sealed. A client decodes the frame as a
+    :class:`ControlResponse` and, once it has verified ``document``, calls
+    :meth:`Connection.start_session`.
+    """
+
+    request_id: int
+    public_key: bytes
+    document: bytes
+    session: Any = field(repr=False, compare=False)
+    type: ClassVar[MessageType] = MessageType.SESSION
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.request_id)
+        if not isinstance(self.public_key, bytes) or not isinstance(self.document, bytes):
+            raise LocalProtocolError("public_key and document must be bytes")
+        if not hasattr(self.session, "seal_frame"):
+            raise LocalProtocolError("session must be an enclave.protocol.session.Session")
+
+
+Event = Union[SignRequest, Signature, HttpSignRequest, HttpSignature, ControlRequest, ControlResponse, ErrorResponse, SessionAccepted]
 
 _REQUEST_TYPES = frozenset({MessageType.SIGN, MessageType.SIGN_HTTP}) | CONTROL_REQUESTS
 _RESPONSE_TYPES = (
@@ -351,7 +384,9 @@ class Connection:
 
     ``next_event()`` raises :class:`RemoteProtocolError` for a frame the peer got wrong. The
     error's ``request_id`` and ``code`` say what to answer; the frame has been consumed and the
-    connection stays usable, except when ``error.fatal`` is set.
+    connection stays usable, except when ``error.fatal`` is set: then every later ``next_event()``
+    raises it again (a sealed session that failed to open a frame; this side may still send an
+    ``ErrorResponse`` to say so).
     """
 
     def __init__(self, role: Role, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
@@ -363,6 +398,37 @@ class Connection:
         self._accepts = _REQUEST_TYPES if role is Role.SERVER else _RESPONSE_TYPES
         self._sends = _RESPONSE_TYPES if role is Role.SERVER else _REQUEST_TYPES
         self.closed = False
+        self.session: Any = None  # an enclave.protocol.session.Session once OPEN_SESSION succeeded
+        self._session_offered: int | None = None  # server: the id of an OPEN_SESSION not yet answered
+        self._fatal: RemoteProtocolError | None = None
+
+    # -- sessions --------------------------------------------------------------------------
+    def start_session(self, session: Any) -> None:
+        """Client: seal everything from now on (after the SESSION answer's document was verified).
+
+        Bytes already buffered from the peer are taken as sealed too: an enclave sends nothing
+        after SESSION until asked, so anything there was injected and will fail to open.
+        """
+        if self.role is not Role.CLIENT:
+            raise LocalProtocolError("the server starts its session by sending SessionAccepted")
+        if self.session is not None:
+            raise LocalProtocolError("this connection already has a session")
+        self.session = session
+
+    def seal(self, frame: bytes) -> bytes:
+        """An already-encoded frame as it goes on the wire: sealed if there is a session
+        (the clients' hot paths encode frames without events)."""
+        session = self.session
+        if session is None:
+            return frame
+        if len(frame) - 10 + 16 > self.max_frame_size:  # the peer could only take it for tampering
+            raise LocalProtocolError(f"message of {len(frame) - 10} bytes exceeds the frame limit of {self.max_frame_size}")
+        return session.seal_frame(frame)
+
+    @property
+    def in_frame(self) -> bool:
+        """Part of a frame has arrived and the rest has not (what a partial-frame deadline watches)."""
+        return self._skip > 0 or len(self._buffer) > self._offset
 
     # -- input -----------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -382,12 +448,17 @@ class Connection:
         return len(self._buffer) - self._offset
 
     def next_event(self) -> Any:
+        if self._fatal is not None:
+            raise self._fatal
         buffer, offset = self._buffer, self._offset
         if len(buffer) - offset < 10:
             self._compact()
             return NEED_DATA
         length, version, type_code, request_id = HEADER.unpack_from(buffer, offset)
+        session = self.session
         if length > self.max_frame_size:
+            if session is not None:  # a sealed peer never sends one: the stream is not the peer's
+                return self._fail(f"a frame of {length} bytes on a sealed session", request_id)
             available = len(buffer) - offset - 10
             self._skip = length - min(length, available)
             self._offset = offset + 10 + min(length, available)
@@ -402,6 +473,13 @@ class Connection:
             self._compact()
             return NEED_DATA
         self._offset = end
+        if session is not None:
+            try:  # as bytes: cryptography takes those faster than bytearray slices
+                body = session.open_body(bytes(buffer[offset : offset + 10]), bytes(buffer[offset + 10 : end]))
+            except Exception as exc:  # SessionBroken; anything else is as bad
+                return self._fail(str(exc) or "a sealed frame failed to open", request_id)
+        else:
+            body = b""
         if version != VERSION:
             raise RemoteProtocolError(
                 f"protocol version {version} is not supported (this side speaks {VERSION})",
@@ -414,8 +492,27 @@ class Connection:
                 code=ErrorCode.UNKNOWN_MESSAGE_TYPE,
                 request_id=request_id,
             )
-        body = bytes(buffer[offset + 10 : end])
+        if session is None:
+            body = bytes(buffer[offset + 10 : end])
+        if type_code == MessageType.OPEN_SESSION:
+            if session is not None:
+                raise _bad("this connection already has a session (one OPEN_SESSION per connection)", request_id)
+            event = _decode_body(MessageType.OPEN_SESSION, request_id, body)
+            self._session_offered = request_id
+            return event
         return _decode_body(MessageType(type_code), request_id, body)
+
+    def _fail(self, message: str, request_id: int) -> Any:
+        self._fatal = RemoteProtocolError(
+            f"session authentication failed ({message}): the connection was altered, relayed to "
+            "another peer or replayed; it is closed",
+            code=ErrorCode.SESSION_FAILED,
+            request_id=0,
+            fatal=True,
+        )
+        self._buffer.clear()
+        self._offset = 0
+        raise self._fatal
 
     def _compact(self) -> None:
         if self._offset:
@@ -426,9 +523,26 @@ class Connection:
     def send(self, event: Event) -> bytes:
         if event.type not in self._sends:
             raise LocalProtocolError(f"a {self.role.value} cannot send {type(event).__name__}")
+        if self._fatal is not None and type(event) is not ErrorResponse:
+            raise LocalProtocolError("this connection failed; only an ErrorResponse can still be sent")
+        accepted = type(event) is SessionAccepted
+        if event.type is MessageType.SESSION:
+            if not accepted:
+                raise LocalProtocolError("answer OPEN_SESSION with SessionAccepted, which starts the session")
+            if self._session_offered != event.request_id or self.session is not None:
+                raise LocalProtocolError("SessionAccepted answers an OPEN_SESSION on a plain connection, with its request id")
+        if type(event) is ErrorResponse and event.request_id == self._session_offered:
+            self._session_offered = None  # the handshake was refused; the connection stays plain
         body = _encode_body(event)
+        session = self.session
+        if session is not None:
+            if len(body) + 16 > self.max_frame_size:
+                raise LocalProtocolError(f"message of {len(body)} bytes exceeds the frame limit of {self.max_frame_size}")
+            return session.seal(HEADER.pack(len(body) + 16, VERSION, event.type, event.request_id), body)
         if len(body) > self.max_frame_size:
             raise LocalProtocolError(f"message of {len(body)} bytes exceeds the frame limit of {self.max_frame_size}")
+        if accepted:
+            self.session, self._session_offered = event.session, None  # this frame in the clear, every later one sealed
         return HEADER.pack(len(body), VERSION, event.type, event.request_id) + body
 
 
@@ -493,6 +607,8 @@ def _encode_body(event: Event) -> bytes:
         return _encode_http_request(event)
     if isinstance(event, HttpSignature):
         return _encode_http_signature(event)
+    if isinstance(event, SessionAccepted):
+        return cbor.dumps({"public_key": event.public_key, "document": event.document})
     return cbor.dumps(event.fields) if event.fields else b""
 
 
