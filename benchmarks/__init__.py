@@ -1,0 +1,1 @@
+"""Benchmarks and the load-and-fault command; each file runs as a script (see README)."""
