@@ -8,11 +8,19 @@ from dataclasses import dataclass, field
 from .protocol.policy import PolicyState
 from .schemes import SigningKey
 
-__all__ = ["LoadedKey", "Keyring", "KeyConflict"]
+__all__ = ["LoadedKey", "Keyring", "KeyConflict", "KeyringFull", "MAX_KEYS"]
+
+#: Keys one enclave holds at most. Each key's policy state is bounded (remembered verdicts, the
+#: notional window), so this bounds what the host can make the enclave keep by provisioning.
+MAX_KEYS = 64
 
 
 class KeyConflict(ValueError):
     """A different key of the same name is already loaded."""
+
+
+class KeyringFull(ValueError):
+    """The enclave already holds as many keys as it will (:data:`MAX_KEYS`)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,12 +43,19 @@ class LoadedKey:
 
 
 class Keyring:
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = MAX_KEYS) -> None:
+        self.capacity = capacity
         self._keys: dict[str, LoadedKey] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str) -> LoadedKey | None:
         return self._keys.get(name)
+
+    def check_room(self, name: str) -> None:
+        """Raise :class:`KeyringFull` if a key named ``name`` could not be added (checked before KMS is asked)."""
+        keys = self._keys
+        if name not in keys and len(keys) >= self.capacity:
+            raise KeyringFull(f"the enclave already holds {self.capacity} keys, its limit; restart it to load others")
 
     def add(self, key: LoadedKey) -> bool:
         """Load ``key``; ``False`` if the very same key was already loaded."""
@@ -50,6 +65,7 @@ class Keyring:
                 if existing.fingerprint == key.fingerprint:
                     return False
                 raise KeyConflict(f"a different key named {key.name!r} is already loaded")
+            self.check_room(key.name)
             self._keys = {**self._keys, key.name: key}
             return True
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from .audit import AuditLog
 from .clock import Clock
 from .cms import RecipientCiphertextError
-from .keyring import KeyConflict, Keyring, LoadedKey
+from .keyring import KeyConflict, Keyring, KeyringFull, LoadedKey
 from .kms import AttestedKms, Credentials, KmsError
 from .nsm import Nsm, NsmError
 from .protocol.policy import PolicyError, PolicyState, Refusal, SigningPolicy
@@ -233,6 +233,7 @@ class EnclaveService:
             raise _BadRequest(str(exc)) from None
 
     def _unseal(self, bundle: SealedBundle, session: Any) -> bool:
+        self._check_room(bundle.name)
         policy = self._policy_for(bundle.scheme, bundle.policy)
         context = bundle.encryption_context()  # derived here from the bundle's fields, never taken from it
         try:
@@ -278,7 +279,13 @@ class EnclaveService:
         )
         try:
             return self.keyring.add(key)
-        except KeyConflict as exc:
+        except (KeyConflict, KeyringFull) as exc:
+            raise _Unusable(str(exc)) from None
+
+    def _check_room(self, name: str) -> None:
+        try:
+            self.keyring.check_room(name)
+        except KeyringFull as exc:
             raise _Unusable(str(exc)) from None
 
     def _generate(self, fields: dict) -> dict:
@@ -296,6 +303,7 @@ class EnclaveService:
         kind = SCHEMES.get(scheme)
         if kind is None or not kind.asymmetric:
             raise _Unusable(f"{scheme!r} is not an asymmetric scheme; only those can generate their key inside the enclave")
+        self._check_room(name)
         seal_key = self._seal_key(fields.get("kms_key_id"))
         if self.keyring.get(name) is not None:
             raise _Unusable(f"a key named {name!r} is already loaded")

@@ -35,6 +35,7 @@ from enclave.nsm import Nsm, SocketDevice
 from enclave.protocol.address import parse_address
 from zerocopy._cli import main
 from zerocopy.kms_policy import attested_key_policy
+from zerocopy import Signer
 from zerocopy.sealing import seal
 from zerocopy.vsock_proxy import AllowlistConfigError, allowlist_yaml, kms_allowlist, kms_host
 
@@ -342,18 +343,20 @@ def test_64_bundles_provision_through_a_4_worker_proxy(emulator, pinned_key):
 
     def provision(share: list[bytes]) -> list:
         # Four bundles per PROVISION, each PROVISION a KMS session (and connection) of its own.
-        with emulator.signer() as signer:
+        with Signer(fresh.address, expected_pcrs={0: emulator.pcrs[0]}, roots=[emulator.root_certificate]) as signer:
             return [result for start in range(0, len(share), 4) for result in signer.provision(share[start:start + 4], credentials=emulator.credentials)]
 
-    with ThreadPoolExecutor(max_workers=8) as clients:  # twice as many callers as proxy workers
+    # A fresh enclave of the same image (the same PCR0): 64 keys is as many as one enclave holds.
+    with emulator.launch() as fresh, ThreadPoolExecutor(max_workers=8) as clients:  # twice as many callers as proxy workers
+        assert fresh.pcrs[0] == emulator.pcrs[0]
         bundles = list(clients.map(sealed, range(64)))
         results = [result for share in clients.map(provision, [bundles[i::8] for i in range(8)]) for result in share]
-    assert len(results) == 64 and all(result.loaded for result in results), [result.error for result in results if not result.loaded]
-    proxy = emulator.vsock_proxy
-    assert proxy.num_workers == 4 and proxy.peak_active <= 4
-    assert _no_connection_holds_a_worker(emulator)
-    with emulator.signer() as signer:
-        assert {f"bulk-{index}" for index in range(64)} <= {key.name for key in signer.keys()}
+        assert len(results) == 64 and all(result.loaded for result in results), [result.error for result in results if not result.loaded]
+        proxy = emulator.vsock_proxy
+        assert proxy.num_workers == 4 and proxy.peak_active <= 4
+        assert _no_connection_holds_a_worker(emulator)
+        with Signer(fresh.address) as signer:
+            assert {key.name for key in signer.keys()} == {f"bulk-{index}" for index in range(64)}
 
 
 # -- the allowlist the host writes ---------------------------------------------------------------
