@@ -38,7 +38,7 @@ from .protocol import (
     SignRequest,
     cbor,
 )
-from .protocol.session import HandshakeError, accept as accept_session
+from .protocol.session import USER_DATA_FIELD as SESSION_FIELD, HandshakeError, accept as accept_session
 from .protocol.audit import FIELD_LIMITS, NONCE_SIZES, clip
 from .protocol.bundle import BundleError, SealedBundle, associated_data, canonical_json, check_name, encryption_context
 from .schemes import SCHEMES, SchemeError, generate_key, load_key
@@ -155,24 +155,29 @@ class EnclaveService:
             accepted = accept_session(event.fields)
         except HandshakeError as exc:
             raise _BadRequest(str(exc)) from None
-        document = self.nsm.attestation(public_key=self.identity_public, user_data=self.loaded_summary(), nonce=accepted.binding)
+        # The binding goes into user_data too, which ATTEST never lets the host choose (session.py).
+        summary = self.loaded_summary(session=accepted.binding)
+        document = self.nsm.attestation(public_key=self.identity_public, user_data=summary, nonce=accepted.binding)
         return SessionAccepted(event.request_id, accepted.public_key, document, accepted.session)
 
-    def loaded_summary(self) -> bytes:
+    def loaded_summary(self, *, session: bytes | None = None) -> bytes:
         """``user_data`` of attestation documents: which keys, schemes and policies are live, and
-        the KMS key that sealed each (so a key sealed under a KMS key of the host's shows)."""
+        the KMS key that sealed each (so a key sealed under a KMS key of the host's shows); on an
+        OPEN_SESSION answer also the session's binding, under ``"session"``."""
         keys = self.keyring.keys()
+        bound = {SESSION_FIELD: session} if session is not None else {}
         sealed_by = sorted({key.sealed_by for key in keys})  # few, and long: each key points into the list
         listed = [[key.name, key.scheme, key.policy_sha256, sealed_by.index(key.sealed_by)] for key in keys]
         summary = cbor.dumps({"keys": listed, "sealed_by": sealed_by})
-        if len(summary) <= USER_DATA_MAX:
-            return summary
+        if len(summary) + len(cbor.dumps(bound)) <= USER_DATA_MAX:
+            return cbor.dumps({"keys": listed, "sealed_by": sealed_by, **bound})
         # Too many to list: commit to the list (KEYS gives it all) and still name every sealing key.
         digest = hashlib.sha256(summary).digest()
-        compact = cbor.dumps({"keys_sha256": digest, "count": len(keys), "sealed_by": sealed_by})
+        compact = cbor.dumps({"keys_sha256": digest, "count": len(keys), "sealed_by": sealed_by, **bound})
         if len(compact) <= USER_DATA_MAX:
             return compact
-        return cbor.dumps({"keys_sha256": digest, "count": len(keys), "sealed_by_sha256": hashlib.sha256(cbor.dumps(sealed_by)).digest()})
+        sealers = hashlib.sha256(cbor.dumps(sealed_by)).digest()
+        return cbor.dumps({"keys_sha256": digest, "count": len(keys), "sealed_by_sha256": sealers, **bound})
 
     def _audit(self, fields: dict) -> dict:
         _only(fields, {"after", "limit", "nonce"})

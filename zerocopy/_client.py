@@ -38,7 +38,7 @@ from enclave.protocol import (
     encode_sign_request,
 )
 from enclave.protocol.address import Address, AddressError, parse_address
-from enclave.protocol.session import ClientHandshake, HandshakeError
+from enclave.protocol.session import ClientHandshake, HandshakeError, check_bound
 
 from . import errors
 
@@ -218,6 +218,10 @@ class Signer:
         except HandshakeError as exc:
             raise errors.SessionError(f"malformed SESSION answer from the enclave: {exc}") from None
         attestation = verify(document, roots=roots, expected_pcrs=expected_pcrs, nonce=binding, allow_debug=allow_debug)
+        try:
+            check_bound(attestation.user_data, binding)  # nonce alone: an ATTEST document could carry it
+        except HandshakeError as exc:
+            raise errors.SessionError(str(exc)) from None
         try:
             self._conn.start_session(handshake.finish(server_key))
         except HandshakeError as exc:

@@ -9,9 +9,11 @@ clear, on a plain connection (the client sends nothing behind it until the answe
                                                       server X25519 key pair, fresh for this connection
                                                       binding = SHA-256(LABEL || suite || 0 || nonce
                                                                         || client key || server key)
-                                                      NSM document with nonce = binding
+                                                      NSM document with nonce = binding and
+                                                      user_data = {"session": binding, loaded keys}
                                                  <--  SESSION {public_key (server X25519), document}
-    verify document: chain, PCRs, and nonce == binding (recomputed from what it sent and got)
+    verify document: chain, PCRs, nonce == binding and user_data["session"] == binding
+    (the binding recomputed from what it sent and got)
 
 Both sides then derive ``HKDF-SHA256(X25519 shared secret, salt=binding, info=LABEL || "keys")``
 into two AES-256-GCM keys, one per direction, and every later frame on the connection is sealed:
@@ -21,14 +23,19 @@ Nothing travels with a frame to say which count it is: a frame that was dropped,
 reordered, injected, spliced from another connection or altered fails to open, and the session
 is then broken for good (fail closed; there is no resynchronisation).
 
-Only the enclave can have an NSM document whose ``nonce`` is the binding, and the image only ever
-puts its own fresh X25519 key there, so a relay that forwards the handshake to a real enclave
-cannot read or forge anything that follows: it holds neither private key.
+The binding must be in ``user_data``, not only in ``nonce``: ``ATTEST`` puts any nonce the host
+asks for into an equally genuine document, so a relay could compute a binding over a key of its
+own and have the real enclave attest it. ``user_data`` is never the host's to choose — the enclave
+fills it with its loaded-keys summary, and adds ``"session"`` only when it answers OPEN_SESSION for
+a key pair it made itself — so a document that binds a session in ``user_data`` names a key only
+the enclave holds, and a relay that forwards the handshake cannot read or forge anything that
+follows: it holds neither private key.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import struct
 from dataclasses import dataclass, field
@@ -52,6 +59,8 @@ __all__ = [
     "Accepted",
     "accept",
     "binding",
+    "check_bound",
+    "USER_DATA_FIELD",
 ]
 
 SUITE = "x25519-hkdf-sha256-aes256gcm"
@@ -64,6 +73,8 @@ _LENGTH = struct.Struct(">I")
 _NONCE = struct.Struct(">4xQ")  # 96 bits: the frame counter, big-endian
 _MAX_COUNT = (1 << 64) - 1
 _RAW = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+#: The ``user_data`` entry in which the enclave, and only on OPEN_SESSION, names the binding.
+USER_DATA_FIELD = "session"
 
 
 class HandshakeError(ValueError):
@@ -80,6 +91,22 @@ class SessionBroken(Exception):
 def binding(nonce: bytes, client_public: bytes, server_public: bytes, suite: str = SUITE) -> bytes:
     """The 32 bytes the enclave's attestation document carries as its ``nonce`` for this handshake."""
     return hashlib.sha256(LABEL + suite.encode() + b"\0" + nonce + client_public + server_public).digest()
+
+
+def check_bound(user_data: bytes | None, bound: bytes) -> None:
+    """Raise :class:`HandshakeError` unless the document's ``user_data`` binds this session.
+
+    ``nonce`` alone is not enough: ``ATTEST`` would attest any nonce a relay asks for.
+    """
+    from . import cbor
+
+    try:
+        fields = cbor.loads(user_data) if user_data is not None else None
+    except cbor.CborError:
+        fields = None
+    named = fields.get(USER_DATA_FIELD) if isinstance(fields, dict) else None
+    if not isinstance(named, bytes) or not hmac.compare_digest(named, bound):
+        raise HandshakeError("the attestation document does not bind this session in its user_data (an ATTEST document relayed?)")
 
 
 def _derive(private: X25519PrivateKey, peer_public: bytes, salt: bytes) -> tuple[bytes, bytes]:

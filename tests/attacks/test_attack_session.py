@@ -402,3 +402,33 @@ def test_an_unattested_signer_stays_plain_and_says_so(zerocopy_emulator, victim_
 def test_attestation_errors_stay_typed(zerocopy_emulator):
     with pytest.raises(AttestationError):
         Signer(zerocopy_emulator.address, expected_pcrs={0: bytes(48)}, roots=[zerocopy_emulator.root_certificate])
+
+
+def test_a_relay_that_has_the_real_enclave_attest_its_own_binding_is_refused(zerocopy_emulator, victim_key):
+    """Found by review: ATTEST puts any nonce the host asks for into a genuine document. The relay
+    answers the bot's OPEN_SESSION with a key pair of its own, asks the real enclave to ATTEST the
+    binding over that key, and hands the bot the genuine document: its nonce matches, its PCRs
+    match. Only user_data, which the host never chooses, tells an ATTEST document from a session's."""
+    import cbor2
+
+    from enclave.protocol import session as session_crypto
+
+    ATTEST, ATTESTATION = 0x10, 0x90
+
+    def impersonate(frame, type_code, request_id, upstream):
+        if type_code == OPEN_SESSION:
+            toward_bot = session_crypto.accept(cbor2.loads(frame[HEADER.size :]))  # the relay's own keys
+            attested = fake.relay(upstream, _frame(ATTEST, 77, cbor2.dumps({"nonce": toward_bot.binding})))
+            assert attested[5] == ATTESTATION  # the real enclave attested the relay's binding
+            fake.state["session"] = toward_bot.session
+            document = cbor2.loads(attested[HEADER.size :])["document"]
+            return _frame(SESSION, request_id, cbor2.dumps({"public_key": toward_bot.public_key, "document": document}))
+        toward_bot = fake.state["session"]
+        fake.counts["forged"] += 1
+        return toward_bot.seal_frame(_forged_answer(type_code, request_id))
+
+    with relay(zerocopy_emulator.address, impersonate) as fake:
+        outcome = _sign_once(lambda: _attested(zerocopy_emulator, fake.address), victim_key.name, b"an order")
+    assert outcome != FORGED, "the Signer accepted a session the relay holds the keys of"
+    assert isinstance(outcome, errors.SessionError) and "user_data" in str(outcome), outcome
+    assert fake.counts["forged"] == 0  # refused at connect: nothing was sent for the relay to read
