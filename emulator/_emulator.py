@@ -273,11 +273,12 @@ class Emulator:
         return kms_client(self.kms_endpoint_url, str(self.tls_ca_path), self.region, self.credentials)
 
     def signer(self, **kwargs: Any) -> Any:
-        """A ``Signer`` that first checks the enclave's attestation against this emulator's root and PCR0."""
+        """A ``Signer`` that first checks the enclave's attestation against this emulator's root and
+        PCR0 — in debug mode the all-zero PCR0 a debug enclave reports, pinned explicitly (an
+        attesting Signer always pins PCR0), with ``allow_debug``."""
         from zerocopy import Signer
 
-        if not self.debug:
-            kwargs.setdefault("expected_pcrs", {0: self.pcrs[0]})
+        kwargs.setdefault("expected_pcrs", {0: self.pcrs[0]})
         kwargs.setdefault("roots", [self.root_certificate])
         kwargs.setdefault("allow_debug", self.debug)
         return Signer(self.address, **kwargs)

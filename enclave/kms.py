@@ -30,6 +30,7 @@ from .protocol.address import Address
 __all__ = [
     "KmsSettings",
     "KmsError",
+    "SealKeyError",
     "check_seal_key",
     "Credentials",
     "AttestedKms",
@@ -40,7 +41,12 @@ __all__ = [
 
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
 # A key ARN, never an alias: an alias can be pointed at another key without changing the image.
-_KEY_ARN = re.compile(r"arn:aws(?:-cn|-us-gov)?:kms:(?P<region>[a-z0-9-]+):\d{12}:key/(?:mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+# Multi-Region keys (``mrk-`` and 32 hex digits on AWS; dashed like a UUID on moto) are matched to be refused.
+_KEY_ARN = re.compile(r"arn:aws(?:-cn|-us-gov)?:kms:(?P<region>[a-z0-9-]+):\d{12}:key/(?:(?P<multi_region>mrk-[0-9a-f-]{32,36})|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+
+
+class SealKeyError(ValueError):
+    """A ``--seal-key`` the enclave must not seal to; the enclave refuses to start with it."""
 
 
 class KmsError(Exception):
@@ -64,7 +70,7 @@ class KmsSettings:
         for arn in self.seal_keys:
             check_seal_key(arn, self.region)
         if len(set(self.seal_keys)) != len(self.seal_keys):
-            raise ValueError("a seal key is named twice")
+            raise SealKeyError("a seal key is named twice")
 
     @property
     def host(self) -> str:
@@ -72,12 +78,17 @@ class KmsSettings:
 
 
 def check_seal_key(arn: str, region: str) -> str:
-    """``arn`` if it is the ARN of a KMS key in ``region``; aliases and bare key ids are refused."""
+    """``arn`` if it is the ARN of a single-Region KMS key in ``region``; aliases, bare key ids and
+    multi-Region keys are refused (:class:`SealKeyError`)."""
     match = _KEY_ARN.fullmatch(arn) if isinstance(arn, str) else None
     if match is None:
-        raise ValueError(f"seal key {str(arn)[:120]!r} is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>; aliases can be repointed, so they are refused)")
+        raise SealKeyError(f"seal key {str(arn)[:120]!r} is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>; aliases can be repointed, so they are refused)")
+    if match["multi_region"]:
+        # A replica in another Region shares the key material but has a key policy of its own,
+        # which nothing pins to this image: whoever that policy allows decrypts what is sealed here.
+        raise SealKeyError(f"seal key {arn!r} is a multi-Region key (mrk-): a replica decrypts what it seals under a key policy of its own; use a single-Region key")
     if match["region"] != region:
-        raise ValueError(f"seal key {arn!r} is in {match['region']}, but this enclave reaches KMS in {region}")
+        raise SealKeyError(f"seal key {arn!r} is in {match['region']}, but this enclave reaches KMS in {region}")
     return arn
 
 

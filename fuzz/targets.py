@@ -275,10 +275,10 @@ def _open_audit(stack: ExitStack) -> Harness:
 
     emulator = stack.enter_context(Emulator())
     lines = _fetched_log(stack, emulator, fetch_into)
-    roots = [emulator.root_certificate]
+    roots, pcrs = [emulator.root_certificate], {0: emulator.pcrs[0]}
 
     def run(data: bytes) -> Any:
-        return verify_log(data.splitlines(), roots=roots)
+        return verify_log(data.splitlines(), roots=roots, expected_pcrs=pcrs)
 
     def generate(rnd: random.Random) -> bytes:
         if rnd.random() < 0.5:

@@ -13,7 +13,7 @@ import os
 import tracemalloc
 
 import pytest
-from attestation_builder import make_chain, timestamp_ms
+from attestation_builder import make_chain, sample_pcrs, timestamp_ms
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
@@ -21,9 +21,10 @@ from hypothesis import strategies as st
 
 from enclave.audit import AuditLog
 from enclave.protocol import Connection, ControlResponse, MessageType, Role
-from enclave.protocol.audit import FIELD_LIMITS, MAX_RECEIPT_BYTES, canonical_line, start_message
+from enclave.protocol.audit import FIELD_LIMITS, MAX_RECEIPT_BYTES, canonical_line, legacy_start_message, start_message
 from zerocopy import PolicyRefused
-from zerocopy.audit import DROPPED, AuditError, AuditGap, fetch_into, verify_log
+from zerocopy.attestation import verify
+from zerocopy.audit import DROPPED, DROPPED_UNATTRIBUTED, FETCHED_THEN_DROPPED, AuditError, AuditGap, fetch_into, verify_log
 
 pytestmark = pytest.mark.zerocopy
 
@@ -52,6 +53,10 @@ def audit_log(zerocopy_emulator, zerocopy_key, zerocopy_signer, tmp_path_factory
     zerocopy_signer.sign(raw.name, b"second")
     fetch_into(zerocopy_signer, path)
     return path, exchange
+
+
+def _pinned(emulator):
+    return {"roots": [emulator.root_certificate], "expected_pcrs": {0: emulator.pcrs[0]}}
 
 
 def _verify(path, emulator):
@@ -101,7 +106,7 @@ def test_a_removed_receipt_is_detected(audit_log, zerocopy_emulator):
     lines = _lines(path)
     index = _receipt_indexes(lines)[1]
     with pytest.raises(AuditError, match="removed"):
-        verify_log(lines[:index] + lines[index + 1 :], roots=[zerocopy_emulator.root_certificate])
+        verify_log(lines[:index] + lines[index + 1 :], **_pinned(zerocopy_emulator))
 
 
 def test_an_edited_receipt_is_detected(audit_log, zerocopy_emulator):
@@ -112,7 +117,7 @@ def test_an_edited_receipt_is_detected(audit_log, zerocopy_emulator):
     edited["decision"] = "signed" if edited["decision"] == "refused" else "refused"
     lines[index] = json.dumps(edited, sort_keys=True, separators=(",", ":")).encode()
     with pytest.raises(AuditError, match="edited|removed"):
-        verify_log(lines, roots=[zerocopy_emulator.root_certificate])
+        verify_log(lines, **_pinned(zerocopy_emulator))
 
 
 def test_reformatting_a_receipt_counts_as_editing_it(audit_log, zerocopy_emulator):
@@ -121,7 +126,7 @@ def test_reformatting_a_receipt_counts_as_editing_it(audit_log, zerocopy_emulato
     index = _receipt_indexes(lines)[0]
     lines[index] = json.dumps(json.loads(lines[index]), indent=1).replace("\n", " ").encode()
     with pytest.raises(AuditError, match="canonical"):
-        verify_log(lines, roots=[zerocopy_emulator.root_certificate])
+        verify_log(lines, **_pinned(zerocopy_emulator))
 
 
 def test_receipts_without_their_checkpoint_are_detected(audit_log, zerocopy_emulator):
@@ -129,7 +134,7 @@ def test_receipts_without_their_checkpoint_are_detected(audit_log, zerocopy_emul
     lines = _lines(path)
     last = _receipt_indexes(lines)[-1]
     with pytest.raises(AuditError, match="not covered by a checkpoint"):
-        verify_log(lines[: last + 1], roots=[zerocopy_emulator.root_certificate])
+        verify_log(lines[: last + 1], **_pinned(zerocopy_emulator))
 
 
 def test_a_checkpoint_beyond_the_receipts_shows_receipts_were_removed(audit_log, zerocopy_emulator):
@@ -137,7 +142,7 @@ def test_a_checkpoint_beyond_the_receipts_shows_receipts_were_removed(audit_log,
     lines = _lines(path)
     last = _receipt_indexes(lines)[-1]
     with pytest.raises(AuditError, match="receipts were removed"):
-        verify_log(lines[:last] + lines[last + 1 :], roots=[zerocopy_emulator.root_certificate])
+        verify_log(lines[:last] + lines[last + 1 :], **_pinned(zerocopy_emulator))
 
 
 def test_a_rewritten_chain_with_a_forged_checkpoint_is_detected(audit_log, zerocopy_emulator):
@@ -163,14 +168,14 @@ def test_a_rewritten_chain_with_a_forged_checkpoint_is_detected(audit_log, zeroc
             line = canonical_line(record)
         rewritten.append(line)
     with pytest.raises(AuditError, match="not signed by the enclave's attested identity key"):
-        verify_log(rewritten, roots=[zerocopy_emulator.root_certificate])
+        verify_log(rewritten, **_pinned(zerocopy_emulator))
 
 
-def test_the_identity_key_must_come_from_a_trusted_attestation(audit_log):
+def test_the_identity_key_must_come_from_a_trusted_attestation(audit_log, zerocopy_emulator):
     path, _ = audit_log
     # The default root is AWS's: the emulator's documents do not verify against it.
     with pytest.raises(AuditError, match="attestation document does not verify"):
-        verify_log(_lines(path))
+        verify_log(_lines(path), expected_pcrs={0: zerocopy_emulator.pcrs[0]})
 
 
 def test_receipts_hold_no_secret_material(audit_log, zerocopy_key, zerocopy_signer, tmp_path):
@@ -261,7 +266,9 @@ def test_a_full_buffer_signs_where_its_receipts_now_start():
     start = answer["start"]
     assert start["seq"] == 16 == json.loads(answer["receipts"][0])["seq"] and answer["missing_before"] == 16
     assert start["prev"] == hashlib.sha256(fifteenth).hexdigest() == json.loads(answer["receipts"][0])["prev"]
-    identity.public_key().verify(base64.b64decode(start["signature"]), start_message(log.boot_id, 16, start["prev"]))
+    # How far fetches had reached before this answer (seq 15), not counting the page it carries.
+    assert start["fetched_through"] == 15 and answer["checkpoint"]["seq"] == 25
+    identity.public_key().verify(base64.b64decode(start["signature"]), start_message(log.boot_id, 16, start["prev"], 15))
 
 
 # -- an enclave's audit log in this process: dropped receipts, fresh checkpoints -----------------------
@@ -272,12 +279,15 @@ class _LocalEnclave:
     can overflow without 65,536 requests."""
 
     def __init__(self, capacity: int) -> None:
-        identity = Ed25519PrivateKey.generate()
+        self.identity = identity = Ed25519PrivateKey.generate()
         self.log = AuditLog(identity, capacity=capacity)
         now = dt.datetime.now(dt.timezone.utc)
         self.chain = make_chain(now)
         public = identity.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
         self.document = self.chain.document(public_key=public, timestamp_ms=timestamp_ms(now))
+        self.pins = {"roots": [self.chain.root_cert], "expected_pcrs": {0: sample_pcrs()[0]}}
+        # What an attested Signer of this enclave holds: its session's verified document.
+        self.attested, self.attestation = True, verify(self.document, **self.pins, now=now)
         self.decisions = 0
 
     def decide(self, count: int) -> None:
@@ -297,18 +307,58 @@ def test_receipts_the_enclave_dropped_are_a_signed_gap_refused_unless_expected(t
     path = tmp_path / "audit.jsonl"
     enclave.decide(25)  # nobody fetched: 1..15 left the buffer
     fetch_into(enclave, path)
-    roots = [enclave.chain.root_cert]
+    pins = enclave.pins
     with pytest.raises(AuditGap) as refused:
-        verify_log(_lines(path), roots=roots)
+        verify_log(_lines(path), **pins)
     assert [(gap.first, gap.last, gap.cause) for gap in refused.value.gaps] == [(1, 15, DROPPED)]
-    report = verify_log(_lines(path), roots=roots, expect_from=16, enclave=enclave)
+    report = verify_log(_lines(path), **pins, expect_from=16, enclave=enclave)
     assert report.receipts == 10 and report.enclave_seq == 25 and report.not_fetched is None
     enclave.decide(30)  # 26..45 leave the buffer between two fetches
     fetch_into(enclave, path)
     assert b'{"start":' in path.read_bytes()
     with pytest.raises(AuditGap) as refused:
-        verify_log(_lines(path), roots=roots, expect_from=16)
+        verify_log(_lines(path), **pins, expect_from=16)
     assert [(gap.first, gap.last, gap.cause) for gap in refused.value.gaps] == [(26, 45, DROPPED)]
+
+
+def test_receipts_fetched_before_the_buffer_dropped_them_are_not_the_buffers_loss(tmp_path):
+    """The start signs how far fetches had reached: a fetched receipt missing from the log was
+    removed by whoever fetched it, whatever the buffer did afterwards."""
+    enclave = _LocalEnclave(capacity=10)
+    path = tmp_path / "audit.jsonl"
+    enclave.decide(4)
+    fetch_into(enclave, path)
+    _write_lines(path, _lines(path)[:1])  # the host deletes receipts 1..4 and their checkpoint
+    enclave.decide(20)  # 1..14 leave the buffer; 5..14 were never fetched
+    fetch_into(enclave, path)
+    with pytest.raises(AuditGap) as refused:
+        verify_log(_lines(path), **enclave.pins)
+    assert [(gap.first, gap.last, gap.cause) for gap in refused.value.gaps] == [(1, 4, FETCHED_THEN_DROPPED), (5, 14, DROPPED)]
+
+
+def test_a_start_stripped_of_fetched_through_does_not_verify_but_an_older_images_does(tmp_path):
+    """Images before ``fetched_through`` signed starts without it; their logs still verify (their
+    gaps as dropped, not saying by whom). A current enclave never signs that form, so stripping
+    the field fails."""
+    enclave = _LocalEnclave(capacity=10)
+    path = tmp_path / "audit.jsonl"
+    enclave.decide(25)
+    fetch_into(enclave, path)
+    lines = _lines(path)
+    header = json.loads(lines[0])
+    del header["chain"]["start"]["fetched_through"]
+    with pytest.raises(AuditError, match="start is not signed"):
+        verify_log([canonical_line(header), *lines[1:]], **enclave.pins, expect_from=16)
+    start = header["chain"]["start"]
+    older = enclave.identity.sign(legacy_start_message(enclave.log.boot_id, start["seq"], start["prev"]))
+    start["signature"] = base64.b64encode(older).decode()
+    with pytest.raises(AuditGap) as refused:
+        verify_log([canonical_line(header), *lines[1:]], **enclave.pins)
+    assert [(gap.first, gap.last, gap.cause) for gap in refused.value.gaps] == [(1, 15, DROPPED_UNATTRIBUTED)]
+
+
+def _write_lines(path, lines):
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
 
 
 def test_receipts_not_covered_by_any_checkpoint_before_a_gap_are_reported_unverifiable(audit_log, zerocopy_emulator):

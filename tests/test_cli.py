@@ -223,5 +223,5 @@ def test_audit_fetch_and_verify_from_the_command_line(zerocopy_emulator, zerocop
     lines = log.read_bytes().splitlines()
     receipt = next(i for i, line in enumerate(lines) if b'"decision"' in line)
     log.write_bytes(b"\n".join(lines[:receipt] + lines[receipt + 1 :]) + b"\n")
-    assert main(["audit", "verify", str(log), "--root", str(root)]) == 1
+    assert main(["audit", "verify", str(log), "--root", str(root), "--pcr0", zerocopy_emulator.pcrs[0].hex()]) == 1
     assert "removed" in capsys.readouterr().err

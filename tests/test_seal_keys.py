@@ -16,7 +16,7 @@ import pytest
 
 from enclave.__main__ import main as enclave_main
 from enclave.clock import Clock
-from enclave.kms import KmsSettings, check_seal_key
+from enclave.kms import KmsSettings, SealKeyError, check_seal_key
 from enclave.protocol import ControlRequest, ErrorCode, ErrorResponse, MessageType
 from enclave.protocol.address import parse_address
 from enclave.service import EnclaveService
@@ -29,7 +29,7 @@ MULTI_REGION_KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/mrk-1234abcd12ab34cd56e
 IMAGE = bytes.fromhex("ab" * 48)
 
 
-@pytest.mark.parametrize("arn", [KEY, MULTI_REGION_KEY, KEY.replace("arn:aws:", "arn:aws-cn:")])
+@pytest.mark.parametrize("arn", [KEY, KEY.replace("arn:aws:", "arn:aws-cn:")])
 def test_a_seal_key_is_a_key_arn(arn):
     assert check_seal_key(arn, "us-east-1") == arn
 
@@ -42,10 +42,12 @@ def test_a_seal_key_is_a_key_arn(arn):
         ("1234abcd-12ab-34cd-56ef-1234567890ab", "not a KMS key ARN"),
         (KEY + "\n", "not a KMS key ARN"),
         (KEY.replace("us-east-1", "eu-west-1"), "is in eu-west-1, but this enclave reaches KMS in us-east-1"),
+        (MULTI_REGION_KEY, "is a multi-Region key"),  # a replica would decrypt under a policy of its own
+        (f"arn:aws:kms:us-east-1:{ACCOUNT}:key/mrk-1234abcd-12ab-34cd-56ef-1234567890ab", "is a multi-Region key"),  # as moto spells it
     ],
 )
 def test_anything_else_is_refused(arn, words):
-    with pytest.raises(ValueError, match=words):
+    with pytest.raises(SealKeyError, match=words):
         check_seal_key(arn, "us-east-1")
 
 
@@ -145,10 +147,19 @@ def test_a_sealer_is_a_role_user_or_root_of_the_account(sealer):
 
 
 def test_the_locked_policy_denies_every_use_and_keeps_administration():
-    admin, locked = locked_key_policy(ACCOUNT)["Statement"]
+    admin, locked, no_replicas = locked_key_policy(ACCOUNT)["Statement"]
     assert admin["Effect"] == "Allow" and admin["Action"] == "kms:*"
     assert locked["Effect"] == "Deny" and "Condition" not in locked
     assert set(locked["Action"]) == {"kms:Decrypt", "kms:ReEncrypt*", "kms:CreateGrant", "kms:GenerateDataKey*", "kms:Encrypt"}
+    assert no_replicas == attested_key_policy(ACCOUNT, image_sha384=IMAGE)["Statement"][-1]
+
+
+def test_both_policies_deny_replicas_to_everyone_whatever_the_attestation():
+    """A multi-Region replica's key policy is its own: no condition could make one safe."""
+    for policy in (locked_key_policy(ACCOUNT), attested_key_policy(ACCOUNT, image_sha384=IMAGE)):
+        no_replicas = policy["Statement"][-1]
+        assert no_replicas["Effect"] == "Deny" and no_replicas["Principal"] == {"AWS": "*"} and "Condition" not in no_replicas
+        assert set(no_replicas["Action"]) == {"kms:ReplicateKey", "kms:UpdatePrimaryRegion"}
 
 
 def test_kms_policy_cli_locked_sealers_and_enclave_only(capsys):

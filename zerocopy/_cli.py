@@ -393,28 +393,74 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     from .audit import verify_log
 
     roots = [x509.load_pem_x509_certificate(Path(path).read_bytes()) for path in args.root] if args.root else None
-    expected = {0: bytes.fromhex(args.pcr0)} if args.pcr0 else None
+    expected = _audit_image(args)
     lines = Path(args.log).read_bytes().splitlines()
-    options = {"roots": roots, "expected_pcrs": expected, "allow_debug": args.allow_debug, "expect_from": args.expect_from}
+    options = {
+        "roots": roots, "expected_pcrs": expected, "allow_debug": args.allow_debug, "any_image": args.any_image,
+        "expect_from": args.expect_from, "expect_chains": args.chains, "expect_boots": _boot_names(args.expect_boots),
+    }
     if args.enclave:  # only when asked: comparing needs the enclave, the file alone does not
         from ._client import Signer
 
-        with Signer(args.enclave) as signer:
+        # Attested: a plain connection could be answered by a decoy enclave of the same image.
+        with Signer(args.enclave, expected_pcrs=expected, roots=roots, allow_debug=args.allow_debug) as signer:
             report = verify_log(lines, enclave=signer, **options)
     else:
         report = verify_log(lines, **options)
+    _print_audit_report(args, report)
+    return 0
+
+
+def _audit_image(args: argparse.Namespace) -> dict[int, bytes] | None:
+    """The image whose identity keys may sign the log: --pcr0, or --any-image said out loud."""
+    if args.pcr0:
+        return {0: _pcr_hex(args.pcr0, "--pcr0")}
+    if not args.any_image:
+        _fatal("pass --pcr0 HEX, the PCR0 of the image that wrote the log: without it a log signed by any enclave image under the root verifies (--any-image accepts that knowingly)")
+    if args.enclave:
+        _fatal("--enclave needs --pcr0: the comparison is only worth something with an attested enclave of the pinned image")
+    _say("WARNING: --any-image: the log's identity keys are accepted from ANY enclave image under the root, including one the host built to sign what it likes. This does not show that your enclave wrote the log.")
+    return None
+
+
+def _pcr_hex(text: str, option: str) -> bytes:
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        value = b""
+    if len(value) != 48:
+        _fatal(f"{option} must be a SHA-384 measurement (96 hex digits)")
+    return value
+
+
+def _boot_names(values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    return [name for value in values for name in value.replace(",", " ").split()]
+
+
+def _print_audit_report(args: argparse.Namespace, report: Any) -> None:
     print(
         f"{args.log}: VERIFIED {report.receipts} receipts in {report.chains} chain(s), {report.checkpoints} signed checkpoint(s); "
         f"{report.signed} signed, {report.refused} refused"
         + (" (" + ", ".join(f"{rule}: {count}" for rule, count in sorted(report.refusals_by_rule.items())) + ")" if report.refusals_by_rule else "")
     )
+    for number, info in enumerate(report.boots, start=1):
+        print(f"  chain {number}: {info}")
     for gap in report.expected_gaps:
         print(f"  expected (--expect-from {args.expect_from}): {gap}")
     if report.enclave_seq is not None:
-        print(f"  matches the enclave's fresh checkpoint at seq {report.enclave_seq}")
+        print(f"  the last chain matches the fresh checkpoint of enclave {report.enclave_module_id} at seq {report.enclave_seq}")
     if report.not_fetched is not None:
         print(f"  the enclave holds receipts {report.not_fetched[0]}..{report.not_fetched[1]} not fetched yet (run zerocopy audit fetch)")
-    return 0
+    if report.chains_confirmed:
+        print("  the chains are the ones expected (" + (f"--chains {args.chains}" if args.chains is not None else "--expect-boots") + ")")
+    else:
+        print(
+            f"  NOT CONFIRMED that these {report.chains} chain(s) are every boot since the log began: a host can delete a whole chain "
+            f"without a trace in the others. Check them against the boots you know of, and pass --chains {report.chains} "
+            "or --expect-boots to have verify refuse a log that differs."
+        )
 
 
 def cmd_stethoscope(args: argparse.Namespace) -> int:
@@ -432,6 +478,8 @@ def cmd_stethoscope(args: argparse.Namespace) -> int:
         print(f"enclave      {report['address']}")
         if attestation["verified"]:
             print(f"attestation  verified ({attestation['module_id']}{', DEBUG MODE' if attestation['debug'] else ''})")
+            if expected is None:  # a genuine document of some image: which one is for the operator to compare
+                print("  PCR0 not pinned: any image under the root verifies; compare PCR0 below with your image's, or pass --pcr0")
             for index, value in attestation["pcrs"].items():
                 print(f"  PCR{index}       {value}")
         else:
@@ -590,13 +638,16 @@ def build_parser() -> argparse.ArgumentParser:
     fetch_log.add_argument("--log", required=True, metavar="FILE")
     _add_enclave(fetch_log)
     fetch_log.set_defaults(handler=cmd_audit_fetch)
-    verify_log = audit_commands.add_parser("verify", help="verify a log file's chain and checkpoints", description="Verify the hash chain, and the checkpoints and chain starts against the attested identity key. Every gap is reported; a log that does not start at the enclave's first receipt is refused unless --expect-from says where it starts.")
+    verify_log = audit_commands.add_parser("verify", help="verify a log file's chain and checkpoints", description="Verify the hash chain, and the checkpoints and chain starts against the attested identity key of the --pcr0 image. Every gap is reported; a log that does not start at the enclave's first receipt is refused unless --expect-from says where it starts. Every chain (enclave boot) is listed: a host can remove a whole chain, so confirm them with --chains or --expect-boots.")
     verify_log.add_argument("log", metavar="FILE")
     verify_log.add_argument("--root", action="append", metavar="PEM", help="trusted attestation root (default: the pinned AWS Nitro root)")
-    verify_log.add_argument("--pcr0", metavar="HEX", help="expected PCR0 of the enclave that wrote the log")
+    verify_log.add_argument("--pcr0", metavar="HEX", help="PCR0 of the image that wrote the log (required, unless --any-image)")
+    verify_log.add_argument("--any-image", action="store_true", help="accept identity keys from any enclave image under the root (prints a warning: this does not show your enclave wrote the log)")
     verify_log.add_argument("--allow-debug", action="store_true", help="accept debug-mode enclaves")
     verify_log.add_argument("--expect-from", type=int, metavar="SEQ", help="the log's first chain is expected to start at receipt SEQ (an older part was archived, or the enclave dropped receipts nobody fetched); missing receipts before it are reported, not refused")
-    verify_log.add_argument("--enclave", metavar="ADDR", help="also compare the log's end with a fresh checkpoint the enclave signs over a nonce, so a cut tail shows (not taken from $ZEROCOPY_ENCLAVE)")
+    verify_log.add_argument("--chains", type=int, metavar="N", help="the log must hold exactly N chains (enclave boots): a whole chain removed, or one not expected, is refused")
+    verify_log.add_argument("--expect-boots", action="append", metavar="ID", help="the log's chains must be exactly these boots: boot ids (or their first 16+ hex digits) or enclave module ids, as verify lists them (repeat, or comma-separated)")
+    verify_log.add_argument("--enclave", metavar="ADDR", help="also compare the log's last chain with a fresh checkpoint the enclave signs over a nonce, so a cut tail shows; the connection is attested (--pcr0, --root) and must be the enclave that wrote that chain (not taken from $ZEROCOPY_ENCLAVE)")
     verify_log.set_defaults(handler=cmd_audit_verify)
 
     stethoscope = commands.add_parser("stethoscope", help="check a running enclave: attestation, keys, sign-path latency", description="Examine a running enclave without using its keys: verify a fresh attestation, list keys, time the sign path with a probe.")

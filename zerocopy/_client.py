@@ -3,10 +3,11 @@
 One ``Signer`` holds one connection. Calls are serialised by a lock, so a ``Signer`` can be shared
 between threads; for throughput give each thread its own, or pipeline with :meth:`Signer.sign_many`.
 
-A ``Signer`` that insists on attestation (``expected_pcrs`` or ``roots``) opens every connection
-with an attested session (:mod:`enclave.protocol.session`): the document it verifies binds its
-nonce and both ephemeral keys, and every later frame is sealed, so answers can only come from the
-enclave that attested. Without attestation the connection is plain (see docs/protocol.md).
+A ``Signer`` that insists on attestation (``expected_pcrs``, which must pin PCR0, and optionally
+``roots``) opens every connection with an attested session (:mod:`enclave.protocol.session`): the
+document it verifies binds its nonce and both ephemeral keys, and every later frame is sealed, so
+answers can only come from the enclave that attested. Without attestation the connection is plain
+(see docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -112,16 +113,24 @@ def _param_text(name: str, value: Any) -> str:
     raise TypeError(f"parameter {name!r} must be str, int, bool or Decimal, not {type(value).__name__} (floats lose precision)")
 
 
+#: Requests ``sign_many`` keeps in flight (at most two windows' answers are unread): 2 × 128
+#: answers of at most 538 bytes (an RSA-4096 signature, sealed) stay under the socket buffers
+#: (about 208 KiB for Unix sockets, 256 KiB for vsock), so the enclave never blocks writing to us.
+SIGN_MANY_WINDOW = 128
+
+
 class Signer:
     """A connection to a ZeroCopy enclave.
 
     ``address`` is ``vsock://CID:PORT``, ``unix:///path`` or ``tcp://127.0.0.1:PORT``. If
-    ``expected_pcrs`` or ``roots`` is given, each connection starts with an attested session: the
-    enclave proves, with a fresh attestation document binding a random nonce and an ephemeral key
-    exchange, that it runs the expected image under a trusted root (otherwise nothing is sent and
+    ``expected_pcrs`` (it must pin PCR0: ``{0: <48 bytes>}``) is given, with ``roots`` or the AWS
+    root, each connection starts with an attested session: the enclave proves, with a fresh
+    attestation document binding a random nonce and an ephemeral key exchange, that it runs the
+    expected image under a trusted root (otherwise nothing is sent and
     :class:`~zerocopy.attestation.AttestationError` is raised), and every later frame is
     authenticated both ways — a relayed or altered connection raises
-    :class:`~zerocopy.errors.SessionError` and is closed.
+    :class:`~zerocopy.errors.SessionError` and is closed. ``roots`` without a PCR0 pin is a
+    ``ValueError``: it would accept any image under the root.
     """
 
     def __init__(
@@ -142,7 +151,7 @@ class Signer:
         self._lock = threading.RLock()  # re-entered when a reconnect re-attests
         self._ids = itertools.count(1)
         self._closed = False
-        self._verification = (expected_pcrs, roots, allow_debug) if expected_pcrs is not None or roots is not None else None
+        self._verification = _attestation_options(expected_pcrs, roots, allow_debug)
         self._conn = Connection(Role.CLIENT)
         self._sock: socket.socket | None = None
         try:
@@ -155,10 +164,12 @@ class Signer:
     def from_env(cls, **kwargs: Any) -> "Signer":
         """Connect to the enclave named by ``$ZEROCOPY_ENCLAVE``.
 
-        If ``$ZEROCOPY_EXPECTED_PCR0`` (hex; ``…PCR1``, ``…PCR2`` and so on too) or
-        ``$ZEROCOPY_ATTESTATION_ROOT`` (a PEM file; unset means the AWS Nitro root) is set, the
-        Signer attests, as ``Signer(address, expected_pcrs=…, roots=…)`` would. Keyword
-        arguments win over the environment.
+        If ``$ZEROCOPY_EXPECTED_PCR0`` (hex; ``…PCR1``, ``…PCR2`` and so on too) is set, the Signer
+        attests, as ``Signer(address, expected_pcrs=…, roots=…)`` would, under
+        ``$ZEROCOPY_ATTESTATION_ROOT`` (a PEM file; unset means the AWS Nitro root). A root without
+        PCR0, a variable set but empty, or a malformed one is a
+        :class:`~zerocopy.errors.ConfigurationError`: never a silent fall back to accepting any
+        image, or to a plain connection. Keyword arguments win over the environment.
         """
         address = os.environ.get(ENV_VAR)
         if not address:
@@ -166,13 +177,13 @@ class Signer:
         pcrs = _pcrs_from_env(os.environ)
         if pcrs:
             kwargs.setdefault("expected_pcrs", pcrs)
-        root_path = os.environ.get(ROOT_ENV_VAR)
-        if root_path and "roots" not in kwargs:
-            try:
-                with open(root_path, "rb") as file:
-                    kwargs["roots"] = [file.read()]
-            except OSError as exc:
-                raise errors.ZeroCopyError(f"{ROOT_ENV_VAR}={root_path}: {exc.strerror or exc}") from None
+        if ROOT_ENV_VAR in os.environ and "roots" not in kwargs:
+            kwargs["roots"] = [_root_from_env(os.environ[ROOT_ENV_VAR])]
+            if kwargs.get("expected_pcrs") is None:
+                raise errors.ConfigurationError(
+                    f"{ROOT_ENV_VAR} is set but {PCR_ENV_PREFIX}0 is not: attesting without a pinned PCR0 accepts any enclave image "
+                    f"under that root. Set {PCR_ENV_PREFIX}0 to your image's PCR0 (96 hex digits), or unset {ROOT_ENV_VAR}"
+                )
         return cls(address, **kwargs)
 
     @property
@@ -373,7 +384,8 @@ class Signer:
         raise errors.ProtocolError("unexpected answer to SIGN")
 
     def sign_many(self, items: Iterable[tuple[str, bytes]]) -> list[bytes]:
-        """Pipeline several raw signatures on this connection; raises the first error after all answers."""
+        """Pipeline several raw signatures on this connection, sent ``SIGN_MANY_WINDOW`` at a time
+        while the answers to the window before are read; raises the first error after all answers."""
         requests = []
         for key, payload in items:
             key_bytes = key.encode()
@@ -384,8 +396,16 @@ class Signer:
         def once() -> list:
             with self._lock:
                 ids = [self._next_id() for _ in requests]
-                self._send(*[encode_sign_request(i, k, p) for i, (k, p) in zip(ids, requests)])
-                return [self._expect(request_id) for request_id in ids]
+                frames = [encode_sign_request(i, k, p) for i, (k, p) in zip(ids, requests)]
+                answers: list = []
+                # A window at a time, taking the previous window's answers while the enclave works
+                # on this one: sending everything first deadlocked once the unread answers filled
+                # the socket buffers (the enclave stops reading while its answers go unread).
+                for start in range(0, len(frames), SIGN_MANY_WINDOW):
+                    self._send(*frames[start : start + SIGN_MANY_WINDOW])
+                    answers.extend(self._expect(request_id) for request_id in ids[len(answers) : start])
+                answers.extend(self._expect(request_id) for request_id in ids[len(answers) :])
+                return answers
 
         answers = self._retrying(once)
         for event in answers:
@@ -531,17 +551,48 @@ class Signer:
         return f"<Signer {self.address}{' closed' if self._sock is None else ''}>"
 
 
+def _attestation_options(expected_pcrs: Mapping[int, bytes] | None, roots: Sequence[Any] | None, allow_debug: bool) -> tuple | None:
+    """(expected_pcrs, roots, allow_debug) if the Signer attests, None for a plain connection.
+    Attesting without PCR0 would accept any image under the root (on Nitro: any enclave anyone
+    runs, the host's own included) and still report ``attested``: refused. A debug enclave's PCR0
+    is all zeros; pin that, with ``allow_debug=True``, to accept one."""
+    if expected_pcrs is None and roots is None:
+        return None
+    if expected_pcrs is None or 0 not in expected_pcrs:
+        raise ValueError(
+            "expected_pcrs must pin PCR0 ({0: <the image's 48-byte PCR0>}) whenever the Signer attests: "
+            "roots=... alone accepts any enclave image under that root"
+        )
+    return dict(expected_pcrs), roots, allow_debug
+
+
+def _root_from_env(path: str) -> bytes:
+    if not path.strip():
+        raise errors.ConfigurationError(f"{ROOT_ENV_VAR} is set but empty: set it to the PEM file of the attestation root, or unset it for the AWS Nitro root")
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise errors.ConfigurationError(f"{ROOT_ENV_VAR}={path}: {exc.strerror or exc}") from None
+
+
 def _pcrs_from_env(environ: Mapping[str, str]) -> dict[int, bytes]:
+    """Every ``ZEROCOPY_EXPECTED_PCR<n>``; anything set under that prefix that is not a PCR pin
+    (empty, not hex, not 48 bytes, a misspelt index) is an error, not a silently plain connection."""
     pcrs = {}
     for name, value in environ.items():
-        index = name[len(PCR_ENV_PREFIX):]
-        if not name.startswith(PCR_ENV_PREFIX) or not index.isdigit() or not value:
+        if not name.startswith(PCR_ENV_PREFIX):
             continue
+        index = name[len(PCR_ENV_PREFIX):]
+        if not (index.isdecimal() and index.isascii() and str(int(index)) == index and int(index) < 32):
+            raise errors.ConfigurationError(f"{name} is not a PCR pin: the variables are {PCR_ENV_PREFIX}0 .. {PCR_ENV_PREFIX}31")
         try:
             measurement = bytes.fromhex(value.strip())
         except ValueError:
-            raise errors.ZeroCopyError(f"{name} must be hex (a SHA-384 measurement, 96 hex digits)") from None
-        if len(measurement) != 48 or int(index) > 31:
-            raise errors.ZeroCopyError(f"{name} must be a SHA-384 measurement of PCR0..PCR31 (96 hex digits)")
+            raise errors.ConfigurationError(f"{name} must be hex (a SHA-384 measurement, 96 hex digits)") from None
+        if len(measurement) != 48:
+            raise errors.ConfigurationError(f"{name} must be a SHA-384 measurement (96 hex digits){' and is set but empty' if not value.strip() else ''}")
         pcrs[int(index)] = measurement
+    if pcrs and 0 not in pcrs:
+        raise errors.ConfigurationError(f"{PCR_ENV_PREFIX}0 must be set whenever another PCR is pinned: PCR0 is the image's measurement")
     return pcrs

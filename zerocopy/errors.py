@@ -21,6 +21,7 @@ __all__ = [
     "UnsupportedOperation",
     "EnclaveBusy",
     "SealError",
+    "ConfigurationError",
 ]
 
 
@@ -84,3 +85,8 @@ class EnclaveBusy(EnclaveError):
 
 class SealError(ZeroCopyError):
     """A secret could not be sealed (KMS refused, bad input)."""
+
+
+class ConfigurationError(ZeroCopyError):
+    """The environment or options configure something unsafe or malformed (say, an attestation
+    root without the PCR0 to pin); the message names the variable or option and what to set."""

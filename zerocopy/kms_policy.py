@@ -14,6 +14,10 @@ document with that measurement:
 A negated condition on a key that is absent is true (IAM semantics), so a request without an
 attestation document fails the measurement condition.
 
+Both policies also deny ``kms:ReplicateKey`` and ``kms:UpdatePrimaryRegion`` to everyone, attested
+or not: a replica of a multi-Region key decrypts the same ciphertexts under a key policy of its
+own, which nothing pins to the image (the enclave also refuses an ``mrk-`` seal key at launch).
+
 :func:`locked_key_policy` is the policy to create a seal key with before the image that names it
 exists (its PCR0 depends on the key's ARN): administration only, every use denied. Then measure the
 image and ``PutKeyPolicy`` the attested policy.
@@ -27,12 +31,14 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 
-__all__ = ["attested_key_policy", "locked_key_policy", "render", "GUARDED_ACTIONS", "SEALING_ACTIONS"]
+__all__ = ["attested_key_policy", "locked_key_policy", "render", "GUARDED_ACTIONS", "SEALING_ACTIONS", "REPLICATION_ACTIONS"]
 
 #: Denied to every caller without the pinned attestation: they release what a bundle holds.
 GUARDED_ACTIONS = ["kms:Decrypt", "kms:ReEncrypt*", "kms:CreateGrant"]
 #: Denied to every caller but the sealers without the pinned attestation: they make bundles.
 SEALING_ACTIONS = ["kms:GenerateDataKey*", "kms:Encrypt"]
+#: Denied to everyone, always: a replica's key policy is its own, so it would escape the pin.
+REPLICATION_ACTIONS = ["kms:ReplicateKey", "kms:UpdatePrimaryRegion"]
 # aws:PrincipalArn is the role's ARN for a role session, never the session's.
 _SEALER = re.compile(r"arn:aws(?:-cn|-us-gov)?:iam::([0-9]{12}):(?:root|(?:user|role)/[A-Za-z0-9_+=,.@/-]+)")
 
@@ -100,6 +106,7 @@ def attested_key_policy(
         statements.append(_deny(f"DenyUnlessAttested{measurement}", GUARDED_ACTIONS, unattested))
         sealing = dict(unattested, StringNotEquals={"aws:PrincipalArn": allowed_sealers}) if allowed_sealers else unattested
         statements.append(_deny(f"DenySealingUnlessAttested{measurement}", SEALING_ACTIONS, sealing))
+    statements.append(_no_replicas())
     return {"Version": "2012-10-17", "Id": "zerocopy-attested-key", "Statement": statements}
 
 
@@ -107,7 +114,11 @@ def locked_key_policy(account_id: str) -> dict:
     """Administration by the account and every use denied: a seal key before its image is measured."""
     _check_account(account_id)
     locked = _deny("DenyEveryUseUntilAnImageIsPinned", GUARDED_ACTIONS + SEALING_ACTIONS, None)
-    return {"Version": "2012-10-17", "Id": "zerocopy-locked-key", "Statement": [_administration(account_id), locked]}
+    return {"Version": "2012-10-17", "Id": "zerocopy-locked-key", "Statement": [_administration(account_id), locked, _no_replicas()]}
+
+
+def _no_replicas() -> dict:
+    return _deny("DenyReplicasWithPoliciesOfTheirOwn", REPLICATION_ACTIONS, None)
 
 
 def _deny(sid: str, actions: list[str], condition: dict | None) -> dict:

@@ -9,9 +9,10 @@ holds the log cannot forge a checkpoint for a rewritten chain.
 
 Where a chain starts is signed too. The enclave keeps a bounded number of receipts; a *start*
 statement is its signature over (boot id, sequence number of the oldest receipt it still holds,
-the hash that receipt names as ``prev``), so a log that lacks its beginning can say truthfully
-"the enclave dropped these before anyone fetched them" and cannot claim it for receipts a host
-deleted. A *fresh* checkpoint is signed over a verifier's nonce as well, with the highest sequence
+the hash that receipt names as ``prev``, and ``fetched_through``: the highest sequence number any
+earlier fetch had returned), so a log that lacks its beginning can say truthfully "the enclave
+dropped these before anyone fetched them" and cannot claim it for receipts a host fetched, then
+flooded out of the buffer and deleted from its file. A *fresh* checkpoint is signed over a verifier's nonce as well, with the highest sequence
 number the enclave has handed out in a fetch: a log that ends before that had its tail cut.
 
 Receipts are JSON lines (canonical JSON: sorted keys, no spaces), written by the host as it
@@ -38,6 +39,7 @@ __all__ = [
     "entry_hash",
     "checkpoint_message",
     "start_message",
+    "legacy_start_message",
     "fresh_checkpoint_message",
     "canonical_line",
     "clip",
@@ -101,8 +103,20 @@ def checkpoint_message(boot_id: bytes, seq: int, head: str) -> bytes:
     return FORMAT.encode() + b"\0checkpoint\0" + boot_id + seq.to_bytes(8, "big") + bytes.fromhex(head)
 
 
-def start_message(boot_id: bytes, seq: int, prev: str) -> bytes:
-    """The bytes the identity key signs to say: the oldest receipt I hold is ``seq``, naming ``prev``."""
+def start_message(boot_id: bytes, seq: int, prev: str, fetched_through: int) -> bytes:
+    """The bytes the identity key signs to say: the oldest receipt I hold is ``seq``, naming
+    ``prev``; before this answer, fetches had handed out receipts up to ``fetched_through``. So a
+    receipt before ``seq`` and at most ``fetched_through`` left the enclave in a fetch before it was
+    dropped: if a log lacks it, whoever fetched it removed it."""
+    return (
+        FORMAT.encode() + b"\0start/fetched\0" + boot_id + seq.to_bytes(8, "big") + bytes.fromhex(prev)
+        + fetched_through.to_bytes(8, "big")
+    )
+
+
+def legacy_start_message(boot_id: bytes, seq: int, prev: str) -> bytes:
+    """What images before ``fetched_through`` signed for a start (their logs still verify, under
+    their own PCR0; a current enclave never signs this, so a start cannot be stripped down to it)."""
     return FORMAT.encode() + b"\0start\0" + boot_id + seq.to_bytes(8, "big") + bytes.fromhex(prev)
 
 

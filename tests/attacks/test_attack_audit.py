@@ -3,9 +3,12 @@
 The host holds the log file and sits between the verifier and the enclave. It tries to hide what
 it asked for: cut the beginning of a log and explain the hole with an unsigned note, cut the tail
 after a checkpoint so the log looks like an older complete one, replay an old checkpoint, make the
-enclave write a receipt too large to fetch, and feed the verifier fields of the wrong type. Each
-test runs the real enclave on the emulator and asserts the attacker gets nothing: the verifier
-names every gap, the bot gets its typed refusal, and only typed errors come out.
+enclave write a receipt too large to fetch, and feed the verifier fields of the wrong type. It
+restarts the enclave and deletes the earlier boot's whole chain, runs a decoy enclave of the same
+image and has the verifier compare with that, pushes receipts it fetched out of the enclave's
+buffer and deletes them, and signs a log with an image of its own. Each test runs the real enclave
+on the emulator and asserts the attacker gets nothing: the verifier names every gap and every
+chain, the bot gets its typed refusal, and only typed errors come out.
 """
 
 from __future__ import annotations
@@ -14,15 +17,21 @@ import hashlib
 import json
 import os
 import re
+import shutil
+
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import enclave as enclave_package
 from enclave.protocol.audit import canonical_line
-from zerocopy import PolicyRefused
+from zerocopy import PolicyRefused, Signer
 from zerocopy._cli import main
-from zerocopy.audit import AuditError, fetch_into, verify_log
+from zerocopy.audit import DROPPED, FETCHED_THEN_DROPPED, AuditError, AuditGap, UnexpectedChains, fetch_into, verify_log
+from zerocopy.kms_policy import attested_key_policy
+from zerocopy.sealing import seal
 
 pytestmark = pytest.mark.zerocopy
 
@@ -175,17 +184,20 @@ def test_a_complete_log_matches_the_enclave_and_newer_receipts_are_only_not_fetc
     fetch_into(zerocopy_signer, path)
     lines = path.read_bytes().splitlines()
     assert _cli_verify(path, zerocopy_emulator, tmp_path, *_as_held_cli(lines), "--enclave", zerocopy_emulator.address) == 0
-    assert "matches the enclave's fresh checkpoint" in capsys.readouterr().out
+    assert "the last chain matches the fresh checkpoint of enclave" in capsys.readouterr().out
     zerocopy_signer.sign(audited_key.name, b"two")
     report = _verify(lines, zerocopy_emulator, enclave=zerocopy_signer, **_as_held(lines))
     assert report.not_fetched is not None and report.not_fetched[0] == report.not_fetched[1] == report.enclave_seq
 
 
 class _ReplayingHost:
-    """The host between the verifier and the enclave, answering AUDIT with an answer it kept."""
+    """The host between the verifier and the enclave, answering AUDIT with an answer it kept —
+    as if it could get past the attested session too (it cannot: frames are sealed), to show the
+    nonce alone refuses a replay."""
 
-    def __init__(self, kept: dict) -> None:
+    def __init__(self, kept: dict, session: object) -> None:
         self.kept = kept
+        self.attested, self.attestation = True, session
 
     def audit(self, **_: object) -> dict:
         return self.kept
@@ -200,7 +212,7 @@ def test_a_replayed_checkpoint_cannot_hide_a_cut_tail(zerocopy_emulator, zerocop
     zerocopy_signer.sign(audited_key.name, b"hidden")
     fetch_into(zerocopy_signer, path)
     with pytest.raises(AuditError, match="fresh checkpoint .over our nonce. is not signed"):
-        _verify(kept, zerocopy_emulator, enclave=_ReplayingHost(old_answer), **_as_held(kept))
+        _verify(kept, zerocopy_emulator, enclave=_ReplayingHost(old_answer, zerocopy_signer.attestation), **_as_held(kept))
 
 
 # -- item 3: a refusal too large to fetch -----------------------------------------------------------
@@ -378,3 +390,189 @@ def test_mutated_logs_raise_only_audit_errors(small_log, zerocopy_emulator):
         _only_typed_errors(mutated, zerocopy_emulator, options)
 
     check()
+
+
+# -- whole chains: a restart, a decoy enclave -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pinned_kms_key(zerocopy_emulator):
+    """The operator's KMS key, pinned to the image's PCR0: every enclave launched here may load it."""
+    policy = attested_key_policy(zerocopy_emulator.account_id, image_sha384=zerocopy_emulator.pcrs[0])
+    return zerocopy_emulator.kms.create_key(Policy=json.dumps(policy))["KeyMetadata"]["Arn"]
+
+
+def _attested(emulator, address):
+    """What the operator (and a bot) connects with: an attested session of the pinned image."""
+    return Signer(address, expected_pcrs={0: emulator.pcrs[0]}, roots=[emulator.root_certificate])
+
+
+def _a_boot(emulator, enclave, kms_key, payloads, path) -> str:
+    """One boot as the host runs it: load a key, have the payloads signed, fetch into ``path``.
+    Returns the enclave's module id, as its attested session reports it."""
+    bundle = seal(emulator.kms, key_id=kms_key, name="audited-bot", scheme="hmac-sha256", secret=os.urandom(32))
+    with _attested(emulator, enclave.address) as signer:
+        assert signer.provision([bundle.to_json()], credentials=emulator.credentials)[0].loaded
+        for payload in payloads:
+            signer.sign("audited-bot", payload)
+        fetch_into(signer, path)
+        return signer.attestation.module_id
+
+
+def _write(path, lines):
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return path
+
+
+def test_a_whole_earlier_chain_removed_is_refused_once_the_chains_are_confirmed(zerocopy_emulator, pinned_kms_key, tmp_path, capsys):
+    """The attack as found: restart the enclave, re-provision, delete the first boot's header,
+    receipts and checkpoints. The log verified ("VERIFIED 1 chain(s), 3 receipts, gaps=[]"), with
+    --pcr0 and --enclave. Nothing inside the log can show it (a boot knows nothing of the ones
+    before it): verify lists every chain, says it is not confirmed, and refuses once told."""
+    path = tmp_path / "audit.jsonl"
+    with zerocopy_emulator.launch() as enclave:
+        first_boot = _a_boot(zerocopy_emulator, enclave, pinned_kms_key, [b"incriminating order %d" % i for i in range(5)], path)
+        first_chain = len(path.read_bytes().splitlines())
+        enclave.restart()
+        second_boot = _a_boot(zerocopy_emulator, enclave, pinned_kms_key, [b"benign order %d" % i for i in range(3)], path)
+        full = path.read_bytes().splitlines()
+        cut = full[first_chain:]
+        with _attested(zerocopy_emulator, enclave.address) as live:
+            report = _verify(cut, zerocopy_emulator, enclave=live)  # the file and the enclave alone cannot tell
+            assert report.receipts == 3 and not report.gaps and not report.chains_confirmed
+            assert [info.module_id for info in report.boots] == [second_boot] != [first_boot]
+            with pytest.raises(UnexpectedChains, match=r"holds 1 chain\(s\) where 2 were expected: whole chains .* were removed"):
+                _verify(cut, zerocopy_emulator, enclave=live, expect_chains=2)
+            with pytest.raises(UnexpectedChains, match=f"not in the log .removed.: {first_boot}"):
+                _verify(cut, zerocopy_emulator, enclave=live, expect_boots=[first_boot, second_boot])
+            honest = _verify(full, zerocopy_emulator, enclave=live, expect_boots=[first_boot, second_boot])
+            assert honest.receipts == 8 and [info.receipts for info in honest.boots] == [5, 3] and honest.chains_confirmed
+        cut_path = _write(tmp_path / "cut.jsonl", cut)
+        assert _cli_verify(cut_path, zerocopy_emulator, tmp_path, "--enclave", enclave.address) == 0
+        out = capsys.readouterr().out
+        assert "NOT CONFIRMED that these 1 chain(s) are every boot" in out and f"enclave {second_boot}" in out
+        assert _cli_verify(cut_path, zerocopy_emulator, tmp_path, "--enclave", enclave.address, "--chains", "2") == 1
+        assert "whole chains (enclave boots) were removed" in capsys.readouterr().err
+        assert _cli_verify(path, zerocopy_emulator, tmp_path, "--enclave", enclave.address, "--chains", "2") == 0
+        out = capsys.readouterr().out
+        assert f"chain 1: boot {json.loads(full[0])['chain']['boot_id']}: enclave {first_boot}" in out and f"chain 2: boot" in out
+        assert "the chains are the ones expected (--chains 2)" in out
+
+
+@pytest.fixture(scope="module")
+def decoy(zerocopy_emulator, pinned_kms_key, tmp_path_factory):
+    """A second enclave of the same image (same PCR0) the host runs beside the real one, with a
+    chain of harmless receipts in a log of its own: (enclave, its log's lines, its module id)."""
+    path = tmp_path_factory.mktemp("decoy") / "decoy.jsonl"
+    with zerocopy_emulator.launch() as enclave:
+        assert enclave.pcrs[0] == zerocopy_emulator.pcrs[0]
+        module_id = _a_boot(zerocopy_emulator, enclave, pinned_kms_key, [b"harmless %d" % i for i in range(3)], path)
+        yield enclave, path.read_bytes().splitlines(), module_id
+
+
+def _real_log_with_a_cut_tail(signer, key, path):
+    """The real enclave's chain as the host keeps it: fetched, then its tail cut after a checkpoint."""
+    signer.sign(key.name, b"kept")
+    fetch_into(signer, path)
+    kept = path.read_bytes().splitlines()
+    signer.sign(key.name, b"the host wants this forgotten")
+    fetch_into(signer, path)
+    return kept
+
+
+def test_the_enclave_compared_with_is_attested_and_wrote_the_logs_last_chain(zerocopy_emulator, zerocopy_signer, audited_key, decoy, tmp_path):
+    """Variant: the host puts a decoy's chain in the log and points --enclave at the decoy (which
+    matched: the comparison took any chain of the log, over a plain connection), so the real
+    chain's cut tail was never compared. Now only the last chain is compared, and only with the
+    attested enclave that wrote it."""
+    decoy_enclave, decoy_lines, _ = decoy
+    real = _real_log_with_a_cut_tail(zerocopy_signer, audited_key, tmp_path / "real.jsonl")
+    options = _as_held(real)
+    with _attested(zerocopy_emulator, decoy_enclave.address) as at_decoy:
+        with pytest.raises(AuditError, match="is not the log's last chain"):
+            _verify(decoy_lines + real, zerocopy_emulator, enclave=at_decoy, **options)
+    with Signer(zerocopy_emulator.address) as plain:  # the real enclave, but nothing proves it is
+        with pytest.raises(AuditError, match="only with an attested enclave"):
+            _verify(real, zerocopy_emulator, enclave=plain, **options)
+    path = _write(tmp_path / "decoy-first.jsonl", decoy_lines + real)
+    assert _cli_verify(path, zerocopy_emulator, tmp_path, *_as_held_cli(real), "--enclave", decoy_enclave.address) == 1
+    with pytest.raises(AuditGap, match="tail was cut"):  # against the enclave that wrote it, the cut shows
+        _verify(real, zerocopy_emulator, enclave=zerocopy_signer, **options)
+
+
+def test_a_decoys_chain_appended_to_the_log_is_refused_when_the_operator_names_the_enclave(zerocopy_emulator, zerocopy_signer, audited_key, decoy, tmp_path, capsys):
+    """The host appends the decoy's chain after the real one (cut) and points --enclave at the
+    decoy: a restart, as far as the log can tell. The chain list names the decoy's module id, not
+    the one the bots' attested sessions report; told which enclave to expect, verify refuses."""
+    decoy_enclave, decoy_lines, decoy_module = decoy
+    bots_enclave = zerocopy_signer.attestation.module_id  # what the bot's attested session reports
+    real = _real_log_with_a_cut_tail(zerocopy_signer, audited_key, tmp_path / "real.jsonl")
+    path = _write(tmp_path / "decoy-last.jsonl", real + decoy_lines)
+    held = _as_held_cli(real)
+    assert _cli_verify(path, zerocopy_emulator, tmp_path, *held, "--enclave", decoy_enclave.address) == 0
+    out = capsys.readouterr().out
+    assert f"enclave {decoy_module}" in out and f"enclave {bots_enclave}" in out and "NOT CONFIRMED" in out
+    for expectation in (["--expect-boots", bots_enclave], ["--chains", "1"]):
+        assert _cli_verify(path, zerocopy_emulator, tmp_path, *held, "--enclave", decoy_enclave.address, *expectation) == 1
+        assert "not expected" in capsys.readouterr().err
+    with pytest.raises(UnexpectedChains, match=f"not expected .*{decoy_module}"):
+        _verify(real + decoy_lines, zerocopy_emulator, expect_boots=[bots_enclave], **_as_held(real))
+
+
+# -- fetched, pushed out of the buffer, deleted -----------------------------------------------------
+
+
+def test_receipts_fetched_then_flooded_out_and_deleted_are_not_blamed_on_the_enclaves_buffer(zerocopy_emulator, pinned_kms_key, tmp_path):
+    """The host fetches receipts, deletes them (and their checkpoint) from its file, then floods
+    the enclave past its 65,536-receipt buffer: the enclave's signed start said only "my buffer
+    starts at S", so the deleted receipts read as dropped by a full buffer. The start now also
+    signs how far fetches had reached: fetched receipts missing from the log are the host's doing."""
+    path = tmp_path / "audit.jsonl"
+    with zerocopy_emulator.launch() as enclave:
+        _a_boot(zerocopy_emulator, enclave, pinned_kms_key, [b"incriminating order %d" % i for i in range(5)], path)
+        header = path.read_bytes().splitlines()[0]
+        _write(path, [header])  # receipts 1..5 and their checkpoint deleted
+        with Signer(enclave.address) as host:
+            for _ in range(70):  # 70,000 receipts: the oldest 4,469 leave the 65,536-receipt buffer
+                host.sign_many([("audited-bot", b"flood")] * 1_000)
+            fetch_into(host, path)
+    lines = path.read_bytes().splitlines()
+    held_from = next(json.loads(line)["start"]["seq"] for line in lines if line.startswith(b'{"start"'))
+    assert held_from > 6
+    with pytest.raises(AuditGap) as refused:
+        _verify(lines, zerocopy_emulator)
+    assert [(gap.first, gap.last, gap.cause) for gap in refused.value.gaps] == [(1, 5, FETCHED_THEN_DROPPED), (6, held_from - 1, DROPPED)]
+    assert "buffer was full" not in FETCHED_THEN_DROPPED and "fetch had returned them" in str(refused.value)
+
+
+# -- a log signed by an image of the host's own -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def other_image(zerocopy_emulator, tmp_path_factory):
+    """An enclave running other code (the host's own image): a genuine document, another PCR0."""
+    source = tmp_path_factory.mktemp("other-image") / "enclave"
+    shutil.copytree(Path(enclave_package.__file__).parent, source, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(source / "service.py", "a") as file:
+        file.write("\n# the host's own code: it signs what it likes\n")
+    with zerocopy_emulator.launch(enclave_dir=source) as enclave:
+        assert enclave.pcrs[0] != zerocopy_emulator.pcrs[0]
+        yield enclave
+
+
+def test_a_log_signed_by_another_image_verifies_only_with_pcr0_pinned(zerocopy_emulator, other_image, tmp_path, capsys):
+    """`audit verify` without --pcr0 accepted a log whose chain the host's own image signed."""
+    path = tmp_path / "other.jsonl"
+    with Signer(other_image.address) as host:
+        fetch_into(host, path)
+    root = tmp_path / "root.pem"
+    root.write_bytes(zerocopy_emulator.root_certificate)
+    assert main(["audit", "verify", str(path), "--root", str(root)]) == 1
+    assert "pass --pcr0" in capsys.readouterr().err
+    assert _cli_verify(path, zerocopy_emulator, tmp_path) == 1  # pinned to the real image: refused
+    assert "PCR0 does not match" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="expected_pcrs"):
+        verify_log(path.read_bytes().splitlines(), roots=[zerocopy_emulator.root_certificate])
+    # Said out loud, it verifies, with a warning that it proves nothing about the image.
+    assert main(["audit", "verify", str(path), "--root", str(root), "--any-image"]) == 0
+    assert "WARNING: --any-image" in capsys.readouterr().err

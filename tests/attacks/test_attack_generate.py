@@ -188,3 +188,48 @@ def test_an_attestation_document_from_attest_is_no_recipient_for_the_host(zeroco
         assert refused.value.response["Error"]["Code"] in {"ValidationException", "AccessDeniedException"}
     finally:
         host_kms.close()
+
+
+# -- multi-Region seal keys ---------------------------------------------------------------------------
+
+AWS_MULTI_REGION_KEY = "arn:aws:kms:us-east-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab"
+
+
+def test_a_multi_region_seal_key_is_refused_at_launch(zerocopy_emulator, capsys):
+    """A replica of a multi-Region key (another Region, same key material) decrypts what the key
+    sealed, under a key policy of its own that pins no image: a seal key must be single-Region."""
+    from enclave.__main__ import main as enclave_main
+    from enclave.kms import check_seal_key
+    from emulator.launcher import LaunchError
+    from zerocopy.kms_policy import locked_key_policy
+
+    with pytest.raises(ValueError, match="multi-Region") as refused:
+        check_seal_key(AWS_MULTI_REGION_KEY, "us-east-1")
+    assert type(refused.value).__name__ == "SealKeyError"
+    assert enclave_main(["--seal-key", AWS_MULTI_REGION_KEY, "--nsm", "/nonexistent/nsm"]) == 2  # before the NSM is opened
+    assert "is a multi-Region key (mrk-)" in capsys.readouterr().err
+    policy = json.dumps(locked_key_policy(zerocopy_emulator.account_id))
+    multi_region = zerocopy_emulator.kms.create_key(Policy=policy, MultiRegion=True)["KeyMetadata"]["Arn"]
+    with pytest.raises(LaunchError, match="multi-Region"):
+        zerocopy_emulator.launch(seal_keys=(multi_region,))
+
+
+def test_pinned_and_locked_keys_cannot_be_replicated_to_a_policy_of_their_own(zerocopy_emulator):
+    """``kms:ReplicateKey`` under the pinned or locked policy made a replica with a permissive
+    policy of the caller's choosing (the emulated KMS evaluates the policy as AWS does): now both
+    policies deny it, and ``kms:UpdatePrimaryRegion``, to everyone — the key's administrators too."""
+    from zerocopy.kms_policy import locked_key_policy
+
+    kms, account = zerocopy_emulator.kms, zerocopy_emulator.account_id
+    permissive = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "kms:*", "Resource": "*"}]})  # fmt: skip
+    for policy in (attested_key_policy(account, image_sha384=zerocopy_emulator.pcrs[0]), locked_key_policy(account)):
+        key = kms.create_key(Policy=json.dumps(policy), MultiRegion=True)["KeyMetadata"]["Arn"]
+        for call in (
+            lambda: kms.replicate_key(KeyId=key, ReplicaRegion="eu-west-1", Policy=permissive),
+            lambda: kms.update_primary_region(KeyId=key, PrimaryRegion="eu-west-1"),
+        ):
+            with pytest.raises(ClientError) as refused:
+                call()
+            assert refused.value.response["Error"]["Code"] == "AccessDeniedException"
+            assert "explicit deny in a resource-based policy" in refused.value.response["Error"]["Message"]

@@ -432,3 +432,93 @@ def test_a_relay_that_has_the_real_enclave_attest_its_own_binding_is_refused(zer
     assert outcome != FORGED, "the Signer accepted a session the relay holds the keys of"
     assert isinstance(outcome, errors.SessionError) and "user_data" in str(outcome), outcome
     assert fake.counts["forged"] == 0  # refused at connect: nothing was sent for the relay to read
+
+
+# -- attesting without a pinned PCR0 ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def other_image(zerocopy_emulator, tmp_path_factory):
+    """An enclave running the host's own code: a genuine document under the same root, another PCR0."""
+    import enclave as enclave_package
+
+    source = tmp_path_factory.mktemp("other-image") / "enclave"
+    shutil.copytree(os.path.dirname(enclave_package.__file__), source, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(source / "service.py", "a") as file:
+        file.write("\n# the host's own code: it could sign anything, log every request\n")
+    with zerocopy_emulator.launch(enclave_dir=source) as enclave:
+        assert enclave.pcrs[0] != zerocopy_emulator.pcrs[0]
+        yield enclave
+
+
+def _configuration_error() -> type[Exception]:
+    return getattr(errors, "ConfigurationError", ZeroCopyError)  # so the test also runs against the code before the fix
+
+
+def test_roots_without_a_pinned_pcr0_are_refused_rather_than_any_image_accepted(zerocopy_emulator, other_image):
+    """The attack as found: ``Signer(roots=…)`` with no ``expected_pcrs`` opened a session with an
+    enclave running the host's own code and reported ``attested == True``."""
+    roots = [zerocopy_emulator.root_certificate]
+    for pins in (None, {}, {1: other_image.pcrs[1]}):  # nothing pinned, an empty pin, no PCR0
+        try:
+            outcome: object = Signer(other_image.address, expected_pcrs=pins, roots=roots)
+        except (ValueError, ZeroCopyError) as exc:
+            outcome = exc
+        if isinstance(outcome, Signer):
+            outcome.close()
+        assert not isinstance(outcome, Signer), f"attested a session with another image (expected_pcrs={pins})"
+        assert isinstance(outcome, ValueError) and "expected_pcrs must pin PCR0" in str(outcome), outcome
+    with pytest.raises(PCRMismatch):  # PCR0 pinned: the host's image is refused
+        Signer(other_image.address, expected_pcrs={0: zerocopy_emulator.pcrs[0]}, roots=roots)
+
+
+def test_signer_from_env_with_a_root_but_no_pcr0_is_a_configuration_error(zerocopy_emulator, other_image, monkeypatch, tmp_path):
+    """``Signer.from_env()`` with only ZEROCOPY_ATTESTATION_ROOT set attested any image too."""
+    root = tmp_path / "root.pem"
+    root.write_bytes(zerocopy_emulator.root_certificate)
+    monkeypatch.setenv("ZEROCOPY_ENCLAVE", other_image.address)
+    monkeypatch.setenv("ZEROCOPY_ATTESTATION_ROOT", str(root))
+    monkeypatch.delenv("ZEROCOPY_EXPECTED_PCR0", raising=False)
+    outcome = _outcome(Signer.from_env)
+    if isinstance(outcome, Signer):
+        outcome.close()
+    assert not isinstance(outcome, Signer), "Signer.from_env() attested the host's image"
+    assert isinstance(outcome, _configuration_error()) and "Set ZEROCOPY_EXPECTED_PCR0 to your image's PCR0" in str(outcome), outcome
+    monkeypatch.setenv("ZEROCOPY_ATTESTATION_ROOT", "")  # set but empty: not "the AWS root" by accident
+    with pytest.raises(_configuration_error(), match="ZEROCOPY_ATTESTATION_ROOT is set but empty"):
+        Signer.from_env()
+
+
+@pytest.mark.parametrize(
+    ("variables", "words"),
+    [
+        ({"ZEROCOPY_EXPECTED_PCR0": ""}, "ZEROCOPY_EXPECTED_PCR0 must be a SHA-384 measurement"),
+        ({"ZEROCOPY_EXPECTED_PCRO": "ab" * 48}, "ZEROCOPY_EXPECTED_PCRO is not a PCR pin"),  # the letter O
+        ({"ZEROCOPY_EXPECTED_PCR1": "ab" * 48}, "ZEROCOPY_EXPECTED_PCR0 must be set"),
+    ],
+)
+def test_a_pcr_variable_set_empty_or_malformed_is_an_error_not_a_plain_connection(zerocopy_emulator, monkeypatch, variables, words):
+    """A deployment that meant to pin PCR0 but left the value empty (a failed substitution) or
+    misspelt the name got a plain, unauthenticated connection, silently."""
+    monkeypatch.setenv("ZEROCOPY_ENCLAVE", zerocopy_emulator.address)
+    monkeypatch.delenv("ZEROCOPY_ATTESTATION_ROOT", raising=False)
+    monkeypatch.delenv("ZEROCOPY_EXPECTED_PCR0", raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    outcome = _outcome(Signer.from_env)
+    if isinstance(outcome, Signer):
+        outcome.close()
+    assert not isinstance(outcome, Signer), "Signer.from_env() fell back to a plain connection"
+    assert isinstance(outcome, _configuration_error()) and words in str(outcome), outcome
+
+
+def test_a_debug_emulators_signer_pins_the_zero_pcr0_it_attests():
+    """Not an attack: the caller the fix above would break. ``Emulator.signer()`` in debug mode
+    passed roots without PCRs; now it pins the all-zero PCR0 a debug enclave reports, explicitly,
+    with ``allow_debug``."""
+    from emulator import Emulator
+
+    with Emulator(debug=True) as emulator, emulator.signer() as signer:
+        assert signer.attested and signer.attestation.debug and signer.attestation.pcrs[0] == bytes(48)
+        with pytest.raises(AttestationError):  # the same pin without allow_debug: refused
+            Signer(emulator.address, expected_pcrs={0: bytes(48)}, roots=[emulator.root_certificate])

@@ -12,6 +12,15 @@ deadlines; and provisioning, key generation and audit fetches (one lane) and att
 run one request at a time, first come first served, while signing is never queued. What the fix
 costs and buys in latency is in ``benchmarks/bench_sign.py`` (the flood scenario); these tests
 assert on counts and typed errors only.
+
+A review of that fix found more, each reproduced below and now failing to succeed: a host keeping
+63 connections busy took a connected bot's attested connection by evicting it (a connection that
+completed a session handshake is never evicted now); connections waiting for a lane, or not
+reading their answers, counted as busy and could never be evicted; a newcomer took a bot's quiet
+connection before ones that never completed a request; audit fetches shared the provisioning lane
+(which the host stalls by stalling KMS), built their pages outside it, several at once, and could
+take all of the enclave's time (they have a lane of their own now, build one page at a time, and
+take at most ``AUDIT_SHARE`` of the time). The memory side is in test_attack_server_memory.py.
 """
 
 from __future__ import annotations
@@ -198,26 +207,32 @@ def test_a_provisioning_flood_runs_one_at_a_time_while_signing_goes_on(zerocopy_
 
 
 # -- deadlines, on a server in this process with short ones ----------------------------------------
-@pytest.fixture
-def small_server():
-    """The enclave's socket loop around a stand-in handler, with deadlines short enough to watch."""
-    from enclave.protocol import ErrorCode, ErrorResponse, Signature
-    from enclave.protocol.address import parse_address
-    from enclave.server import Server, listen
-
-    calls: dict[str, int] = {"provision_running": 0, "provision_most": 0}
-    release = threading.Event()
+def _stand_in(calls: dict, release: threading.Event):
+    """A handler for the socket loop: PROVISION waits for ``release``; AUDIT answers a page of
+    about 300 kB; everything else is a signature as long as its payload (60 kB for b"big")."""
+    from enclave.protocol import ControlResponse, ErrorCode, ErrorResponse, MessageType, Signature
 
     def handle(event):
-        if getattr(event, "kind", None) is not None and event.kind.name == "PROVISION":
+        kind = getattr(event, "kind", None)
+        if kind is MessageType.PROVISION:
             calls["provision_running"] += 1
             calls["provision_most"] = max(calls["provision_most"], calls["provision_running"])
-            release.wait(10)
+            release.wait(20)
             calls["provision_running"] -= 1
             return ErrorResponse(event.request_id, ErrorCode.PROVISIONING_FAILED, "stand-in")
+        if kind is MessageType.AUDIT:
+            return ControlResponse(event.request_id, MessageType.AUDIT_LOG, {"receipts": [b"r" * 1000] * 300})
         return Signature(event.request_id, b"s" * (len(event.payload) if event.payload != b"big" else 60000))
 
+    return handle
+
+
+@contextlib.contextmanager
+def _serving(handle, **options) -> Iterator[tuple[object, str]]:
+    """The enclave's socket loop (``enclave.server.Server``) around ``handle``, in this process."""
     from emulator_helpers import join_new_threads
+    from enclave.protocol.address import parse_address
+    from enclave.server import Server, listen
 
     before = set(threading.enumerate())
     directory = tempfile.mkdtemp(prefix="zc-slots-")
@@ -225,12 +240,11 @@ def small_server():
     listener = listen(address)
     server = thread = None
     try:
-        server = Server(listener, handle, max_connections=8, frame_timeout=0.5, idle_timeout=1.0, send_timeout=1.0, lane_timeout=0.5)
+        server = Server(listener, handle, **options)
         thread = threading.Thread(target=server.serve_forever, name="small-server")
         thread.start()
-        yield server, str(address.path), calls, release
+        yield server, str(address.path)
     finally:
-        release.set()
         if server is not None:
             server.shutdown()
         listener.close()
@@ -240,6 +254,24 @@ def small_server():
             os.unlink(address.path)
         os.rmdir(directory)
         assert not join_new_threads(before), "a server thread outlived the test"
+
+
+@contextlib.contextmanager
+def _stand_in_server(**options) -> Iterator[tuple[object, str, dict, threading.Event]]:
+    calls: dict[str, int] = {"provision_running": 0, "provision_most": 0}
+    release = threading.Event()
+    with _serving(_stand_in(calls, release), **options) as (server, path):
+        try:
+            yield server, path, calls, release
+        finally:
+            release.set()  # before the server stops: a handler waiting on it holds a thread
+
+
+@pytest.fixture
+def small_server():
+    """Deadlines short enough to watch."""
+    with _stand_in_server(max_connections=8, frame_timeout=0.5, idle_timeout=1.0, send_timeout=1.0, lane_timeout=0.5) as served:
+        yield served
 
 
 def _wait_closed(sock: socket.socket, limit: float = 20.0) -> bool:
@@ -322,3 +354,241 @@ def test_provisioning_waits_its_turn_and_a_stuck_one_gives_busy_not_a_hang(small
         release.set()
     assert event.code is ErrorCode.BUSY and "provisioning" in event.message
     assert calls["provision_most"] == 1 and server.stats["lane_busy"] == 1
+
+
+# -- eviction takes only what a host can spare (review of 6089f7d) ----------------------------------
+def _next_answer(sock: socket.socket, reader) -> object | None:
+    """The next event on ``sock`` (a client-side ``Connection`` as ``reader``), None at its end."""
+    from enclave.protocol import NEED_DATA
+
+    event = reader.next_event()
+    while event is NEED_DATA:
+        try:
+            data = sock.recv(65536)
+        except OSError:
+            return None
+        if not data:
+            return None
+        reader.receive_data(data)
+        event = reader.next_event()
+    return event
+
+
+def _ask(sock: socket.socket, frame: bytes, reader=None) -> object | None:
+    """Send ``frame`` and read the answer; None if the enclave closed the connection instead."""
+    from enclave.protocol import Connection, Role
+
+    sock.settimeout(20)
+    with contextlib.suppress(OSError):
+        sock.sendall(frame)
+    return _next_answer(sock, reader if reader is not None else Connection(Role.CLIENT))
+
+
+def _keep_alive(sock: socket.socket, stop: threading.Event, first_answers: list, interval: float) -> None:
+    """The host's connection that is never quiet: KEYS every ``interval`` until ``stop``; records
+    what its first request got (None: closed unanswered; a refusal ends it)."""
+    from enclave.protocol import Connection, ControlRequest, ErrorResponse, MessageType, Role
+
+    client = Connection(Role.CLIENT)
+    request = client.send(ControlRequest(1, MessageType.KEYS, {}))
+    recorded = False
+    while True:
+        answer = _ask(sock, request, client)
+        if not recorded:
+            first_answers.append(answer)
+            recorded = True
+        if answer is None or isinstance(answer, ErrorResponse) or stop.wait(interval):
+            return
+
+
+@contextlib.contextmanager
+def _keepers(address: str, count: int, interval: float = 0.2) -> Iterator[list]:
+    """``count`` connections that each ask for KEYS every ``interval``, each answered once before
+    this yields; yields their first answers (None: closed unanswered)."""
+    stop = threading.Event()
+    firsts: list = []
+    threads = []
+    with _connections(address, count) as sockets:
+        try:
+            for sock in sockets:
+                started = len(firsts)
+                thread = threading.Thread(target=_keep_alive, args=(sock, stop, firsts, interval), name="keeper")
+                thread.start()
+                threads.append(thread)
+                while len(firsts) == started and thread.is_alive():  # answered (or refused) in turn
+                    time.sleep(0.01)
+            yield firsts
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(30)
+
+
+def test_a_host_keeping_every_other_slot_busy_cannot_take_an_attested_bots_connection(zerocopy_emulator, enclave, slot_key):
+    """The host keeps 63 connections busy (KEYS five times a second) beside a bot's attested
+    connection, lets the bot go quiet, and opens one more: it evicted the bot, whose reconnect then
+    got EnclaveBusy. A connection that completed a session handshake is never evicted now: the
+    newcomer is refused (or takes one of the host's own), and the bot signs on, in its session."""
+    from enclave.protocol import ErrorCode, ErrorResponse
+
+    bundle, secret = slot_key
+    bot = Signer(enclave.address, expected_pcrs={0: enclave.pcrs[0]}, roots=[zerocopy_emulator.root_certificate])
+    with bot:
+        assert bot.sign(bundle.name, b"first") == hmac.new(secret, b"first", hashlib.sha256).digest()
+        session = bot.attestation
+        with _keepers(enclave.address, SLOTS - 1) as keepers:
+            time.sleep(EVICTION_GRACE)  # the bot is quiet now; the host's connections never are
+            with _keepers(enclave.address, 1) as (newcomer,):
+                try:
+                    outcome: object = bot.sign(bundle.name, b"BUY") == hmac.new(secret, b"BUY", hashlib.sha256).digest()
+                except ZeroCopyError as exc:
+                    outcome = exc
+                same_session = bot.attestation is session
+    assert outcome is True and same_session, f"the bot lost its connection: {outcome!r}"
+    assert all(answer is not None and not isinstance(answer, ErrorResponse) for answer in keepers)
+    assert newcomer is not None and (not isinstance(newcomer, ErrorResponse) or newcomer.code is ErrorCode.BUSY)
+
+
+def test_connections_waiting_for_a_lane_can_be_evicted():
+    """Every slot holds a PROVISION — one running (KMS stalled by the host), the others waiting
+    for the lane: waiting counted as busy, so they were never evicted and everyone else got BUSY
+    for as long as the host kept re-sending. A waiter is expendable now; the running one is not."""
+    from enclave.protocol import Connection, ControlRequest, MessageType, Role, Signature, SignRequest
+
+    with _stand_in_server(max_connections=4, lane_timeout=20, evict_after=0.2) as (server, path, calls, release):
+        client = Connection(Role.CLIENT)
+        provision = client.send(ControlRequest(5, MessageType.PROVISION, {}))
+        with _connections(f"unix://{path}", 4) as (running, *waiting):
+            running.sendall(provision)
+            while not calls["provision_running"]:
+                time.sleep(0.01)
+            for sock in waiting:
+                sock.sendall(provision)
+            while server.lanes["provisioning"].waiting < len(waiting):
+                time.sleep(0.01)
+            time.sleep(0.3)  # longer than evict_after
+            with _connections(f"unix://{path}", 1) as (newcomer,):
+                answer = _ask(newcomer, client.send(SignRequest(6, "k", b"x")))
+            release.set()
+            running.settimeout(20)
+            provisioned = _next_answer(running, Connection(Role.CLIENT))
+    assert isinstance(answer, Signature), f"the newcomer was refused: {answer!r}"
+    assert server.stats["evicted"] == 1 and server.stats["lane_abandoned"] == 1
+    assert provisioned is not None and provisioned.request_id == 5  # the running one was left alone
+
+
+def test_a_connection_that_never_completed_a_request_is_evicted_before_a_bots():
+    """A bot signs, then the host opens connections that send nothing: the newcomer took the bot's
+    (quiet the longest); now it takes one that never completed a request."""
+    from enclave.protocol import Connection, Role, Signature, SignRequest
+
+    client = Connection(Role.CLIENT)
+    with _stand_in_server(max_connections=3, evict_after=0.2) as (server, path, _, _):
+        with _connections(f"unix://{path}", 1) as (bot,):
+            reader = Connection(Role.CLIENT)
+            first = _ask(bot, client.send(SignRequest(1, "k", b"first")), reader)
+            with _connections(f"unix://{path}", 2) as silent:
+                time.sleep(0.3)  # every connection is quiet for longer than evict_after
+                with _connections(f"unix://{path}", 1) as (newcomer,):
+                    welcomed = _ask(newcomer, client.send(SignRequest(2, "k", b"new")))
+                    again = _ask(bot, client.send(SignRequest(3, "k", b"again")), reader)
+                    closed = _closed_by_the_enclave(silent)
+    assert isinstance(first, Signature) and isinstance(welcomed, Signature)
+    assert isinstance(again, Signature), "the bot's connection was evicted"
+    assert len(closed) == 1 and server.stats["evicted"] == 1
+
+
+def test_connections_that_do_not_read_their_answers_can_be_evicted():
+    """Connections that pipeline and never read sat 'busy' in a blocked write until their send
+    deadline, so a host refilling them held every slot. Blocked long enough, they are evicted."""
+    from enclave.protocol import Connection, Role, Signature, SignRequest
+
+    client = Connection(Role.CLIENT)
+    big = client.send(SignRequest(1, "k", b"big")) * 64  # 3.8 MB of answers, never read
+    with _stand_in_server(max_connections=2, send_timeout=30, evict_after=0.2) as (server, path, _, _):
+        with _connections(f"unix://{path}", 2) as greedy:
+            for sock in greedy:
+                sock.sendall(big)
+            while sum(c.sending_since is not None for c in list(server._clients.values())) < len(greedy):
+                time.sleep(0.01)
+            time.sleep(0.3)  # blocked for longer than evict_after
+            with _connections(f"unix://{path}", 1) as (newcomer,):
+                answer = _ask(newcomer, client.send(SignRequest(2, "k", b"x")))
+    assert isinstance(answer, Signature), f"the newcomer was refused: {answer!r}"
+    assert server.stats["evicted"] == 1 and server.stats["not_reading"] == 0
+
+
+# -- audit fetches have a lane of their own (review of 6089f7d) -------------------------------------
+def test_an_audit_fetch_does_not_wait_behind_a_stalled_provisioning(small_server):
+    """AUDIT shared the provisioning lane, which a host stalls as long as it likes by stalling
+    KMS traffic: the operator's fetch waited, then got BUSY. It has a lane of its own now."""
+    from enclave.protocol import Connection, ControlRequest, ControlResponse, MessageType, Role
+
+    server, path, calls, release = small_server
+    client = Connection(Role.CLIENT)
+    with _connections(f"unix://{path}", 2) as (stalled, operator):
+        stalled.sendall(client.send(ControlRequest(5, MessageType.PROVISION, {})))
+        while not calls["provision_running"]:
+            time.sleep(0.01)
+        answer = _ask(operator, client.send(ControlRequest(6, MessageType.AUDIT, {"after": 0})))
+        release.set()
+    assert isinstance(answer, ControlResponse) and answer.kind is MessageType.AUDIT_LOG, answer
+    assert server.stats["lane_busy"] == 0
+
+
+def test_audit_pages_are_built_one_at_a_time(monkeypatch):
+    """Six connections fetch at once: the lane ran the fetches one at a time but each page was
+    encoded after the lane was released, so six pages were being built at once (memory, and CPU
+    taken from signing). The answer is encoded inside the lane now: one page at a time."""
+    import enclave.server
+    from enclave.protocol import Connection, ControlRequest, ControlResponse, MessageType, Role
+
+    lock = threading.Lock()
+    building = {"now": 0, "most": 0}
+
+    class CountingConnection(Connection):
+        def send(self, event):
+            if getattr(event, "kind", None) is not MessageType.AUDIT_LOG:
+                return super().send(event)
+            with lock:
+                building["now"] += 1
+                building["most"] = max(building["most"], building["now"])
+            try:
+                time.sleep(0.05)  # encoding half a megabyte takes a while: long enough for overlaps to show
+                return super().send(event)
+            finally:
+                with lock:
+                    building["now"] -= 1
+
+    monkeypatch.setattr(enclave.server, "Connection", CountingConnection)
+    request = Connection(Role.CLIENT).send(ControlRequest(7, MessageType.AUDIT, {"after": 0}))
+    with _stand_in_server(max_connections=8, lane_timeout=20) as (server, path, _, _):
+        with _connections(f"unix://{path}", 6) as fetchers:
+            for sock in fetchers:
+                sock.sendall(request)
+            answers = []
+            for sock in fetchers:
+                sock.settimeout(20)
+                answers.append(_next_answer(sock, Connection(Role.CLIENT)))
+    assert all(isinstance(answer, ControlResponse) for answer in answers), answers
+    assert building["most"] == 1, f"{building['most']} audit pages were being built at once"
+
+
+def test_the_audit_lane_rests_in_proportion_to_its_work(small_server):
+    """Eight connections fetching full audit pages kept the enclave's one Python process building
+    pages, and signing waited for the GIL: sign p50 12×, p99 30× the quiet figures
+    (benchmarks/bench_sign.py, "audit flood"). The audit lane rests after each request now, so
+    fetches take at most ``AUDIT_SHARE`` of the time; the other lanes do not rest."""
+    from enclave.server import AUDIT_SHARE, Lane
+
+    server, _, _, _ = small_server
+    assert server.lanes["audit"].share == AUDIT_SHARE < 1
+    assert server.lanes["provisioning"].share == server.lanes["attestation"].share == 1
+    lane, unrestricted = Lane("audit", share=0.01), Lane("provisioning")
+    for each in (lane, unrestricted):
+        assert each.acquire(1.0)
+        time.sleep(0.02)  # its work: the audit lane now rests 99 times as long (about 2 s)
+        each.release()
+    assert not lane.acquire(0.0) and lane.timed_out == 1
+    assert unrestricted.acquire(0.0)
+    unrestricted.release()
