@@ -104,6 +104,43 @@ def _open_frames(stack: ExitStack) -> Harness:
     return _bytes_harness(seeds, run)
 
 
+def _open_sealed_frames(stack: ExitStack) -> Harness:
+    """Frames on an attested session, as the enclave reads them. Whatever the bytes, the events that
+    come out are a prefix of what the client sealed — a mutation never opens as something else."""
+    from enclave.protocol import NEED_DATA, Connection, ControlRequest, MessageType, Role, SignRequest
+    from enclave.protocol.session import Session
+
+    to_enclave, to_client = bytes(range(32)), bytes(range(32, 64))  # what a handshake would derive
+    plain = Connection(Role.CLIENT)
+    events = [SignRequest(1, "k", b"payload"), ControlRequest(2, MessageType.KEYS, {}), SignRequest(3, "k", b"more")]
+    sealer = Session(to_enclave, to_client)
+    seeds = [b"".join(sealer.seal_frame(plain.send(event)) for event in events)]
+
+    def run(data: bytes) -> list:
+        server = _server_in_session(Session(to_client, to_enclave))  # a new connection's counters
+        server.receive_data(data)
+        opened = []
+        while len(opened) < 1000 and (event := server.next_event()) is not NEED_DATA:
+            opened.append(event)
+        return opened
+
+    def crashed(opened: Any) -> str | None:
+        return None if opened == events[: len(opened)] else f"opened {len(opened)} event(s) that are not what was sealed"
+
+    return Harness(lambda rnd: mutate_bytes(rnd, seeds), run, crashed)
+
+
+def _server_in_session(session: Any) -> Any:
+    """A server connection that has answered OPEN_SESSION, so everything it reads next is sealed."""
+    from enclave.protocol import Connection, ControlRequest, MessageType, Role, SessionAccepted
+
+    client, server = Connection(Role.CLIENT), Connection(Role.SERVER)
+    server.receive_data(client.send(ControlRequest(99, MessageType.OPEN_SESSION, {"suite": "x", "nonce": bytes(32), "public_key": bytes(32)})))
+    server.next_event()
+    server.send(SessionAccepted(99, bytes(32), b"document", session))
+    return server
+
+
 # -- attestation documents ---------------------------------------------------------------------------
 
 
@@ -434,7 +471,7 @@ def _typed_errors() -> dict[str, tuple[type[BaseException], ...]]:
     from zerocopy.eif import EifError
 
     return {
-        "cbor": (CborError,), "cbor-aws": (CborError,), "frames": (ProtocolError,), "attestation": (AttestationError,),
+        "cbor": (CborError,), "cbor-aws": (CborError,), "frames": (ProtocolError,), "sealed-frames": (ProtocolError,), "attestation": (AttestationError,),
         "cms": (RecipientCiphertextError,), "bundle": (BundleError,), "policy": (PolicyError,),
         "sign-request": (Refusal, PolicyError, json.JSONDecodeError), "eif": (EifError,), "audit-log": (AuditError,), "kms-front": (KmsErrorAnswer,),
     }  # fmt: skip
@@ -446,6 +483,7 @@ def _targets() -> list[Target]:
         "cbor": ("strict CBOR (our own wire)", _open_cbor(False)),
         "cbor-aws": ("CBOR as AWS may encode it", _open_cbor(True)),
         "frames": ("wire frames, as the enclave reads them", _open_frames),
+        "sealed-frames": ("frames on an attested session", _open_sealed_frames),
         "attestation": ("attestation documents", _open_attestation),
         "cms": ("KMS CiphertextForRecipient (BER CMS)", _open_cms),
         "bundle": ("sealed bundles", _open_bundle),

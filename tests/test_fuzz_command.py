@@ -21,6 +21,9 @@ def test_a_short_run_of_every_target_finds_no_crash(tmp_path, capsys):
         row = next(line for line in captured.out.splitlines() if line.startswith(target.name + " "))
         inputs, accepted, typed, crashes = (int(cell) for cell in row.split()[1:5])
         assert (inputs, crashes) == (300, 0) and accepted + typed == 300
+        assert typed > 0, f"{target.name}: nothing refused, the mutations do not reach the parser"
+        if target.name != "attestation":  # a mutated signed document is almost never still valid
+            assert accepted > 0, f"{target.name}: nothing accepted, the seeds do not reach the parser"
     assert not (tmp_path / "crashes").exists()
 
 
