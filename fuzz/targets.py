@@ -11,9 +11,7 @@ import base64
 import datetime as dt
 import json
 import random
-import struct
 import tempfile
-import zlib
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -278,19 +276,14 @@ def _request_from(data: bytes) -> tuple[str, str, str, tuple[tuple[str, str], ..
 
 
 def _eif(sections: list[tuple[int, bytes]]) -> bytes:
-    """An EIF from the format description (DESIGN.md): 548-byte header, 12-byte section headers, CRC-32."""
-    header_format = ">4sHHQQHH32Q32QII"
-    offsets, sizes, body, position = [], [], b"", struct.calcsize(header_format)
-    for kind, data in sections:
-        offsets.append(position)
-        sizes.append(len(data))
-        chunk = struct.pack(">HHQ", kind, 0, len(data)) + data
-        body += chunk
-        position += len(chunk)
-    offsets += [0] * (32 - len(offsets))
-    sizes += [0] * (32 - len(sizes))
-    head = struct.pack(header_format[:-1], b".eif", 4, 0, 512 << 20, 2, 0, len(sections), *offsets, *sizes, 0)
-    return head + struct.pack(">I", zlib.crc32(head + body) & 0xFFFFFFFF) + body
+    """An EIF built by the tests' builder, which follows the format description, not zerocopy.eif."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("eif_builder", DATA.parent / "eif_builder.py")
+    assert spec is not None and spec.loader is not None
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    return builder.build_eif(sections)
 
 
 def _open_eif(stack: ExitStack) -> Harness:
