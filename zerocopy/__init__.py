@@ -6,27 +6,8 @@
 """
 
 from ._client import KeyInfo, ProvisionResult, SignedRequest, Signer
-from .errors import (
-    ConnectionClosed,
-    EnclaveError,
-    PolicyRefused,
-    ProtocolError,
-    ProvisioningError,
-    UnknownKey,
-    ZeroCopyError,
-)
+from . import errors
+from .errors import *  # noqa: F403 - one hierarchy, all of it exported (errors.__all__)
 
-__all__ = [
-    "Signer",
-    "SignedRequest",
-    "KeyInfo",
-    "ProvisionResult",
-    "ZeroCopyError",
-    "ConnectionClosed",
-    "EnclaveError",
-    "PolicyRefused",
-    "ProtocolError",
-    "ProvisioningError",
-    "UnknownKey",
-]
+__all__ = ["Signer", "SignedRequest", "KeyInfo", "ProvisionResult", *errors.__all__]
 __version__ = "0.1.0"

@@ -198,7 +198,7 @@ class Signer:
             sock.connect(self.address.sockaddr)
         except OSError as exc:
             sock.close()
-            raise errors.ConnectionError(f"cannot connect to the enclave at {self.address}: {exc.strerror or exc}") from None
+            raise errors.ConnectionFailed(f"cannot connect to the enclave at {self.address}: {exc.strerror or exc}") from None
         if self.address.scheme == "tcp":
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock

@@ -1,18 +1,27 @@
 """Errors raised by the ZeroCopy client and tools.
 
-Everything derives from :class:`ZeroCopyError`. Refusals that come from the enclave carry the
+Everything derives from :class:`ZeroCopyError` (defined with the wire protocol, in
+``enclave.protocol.errors``, so the enclave's protocol errors, policy and bundle errors share the
+hierarchy). Refusals that come from the enclave carry the
 enclave's error code; policy refusals name the rule that refused (``PolicyRefused.rule``), so a
 strategy can branch on it.
 """
 
 from __future__ import annotations
 
+from enclave.protocol.address import AddressError
+from enclave.protocol.bundle import BundleError
+from enclave.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError, ZeroCopyError
+from enclave.protocol.policy import PolicyError
+
 __all__ = [
     "ZeroCopyError",
-    "ConnectionError",
+    "ConnectionFailed",
     "ConnectionClosed",
     "Timeout",
     "ProtocolError",
+    "LocalProtocolError",
+    "RemoteProtocolError",
     "SessionError",
     "EnclaveError",
     "UnknownKey",
@@ -22,27 +31,22 @@ __all__ = [
     "EnclaveBusy",
     "SealError",
     "ConfigurationError",
+    "PolicyError",
+    "BundleError",
+    "AddressError",
 ]
 
 
-class ZeroCopyError(Exception):
-    """Base class of every error ZeroCopy raises on purpose."""
-
-
-class ConnectionError(ZeroCopyError):  # noqa: A001 - deliberately scoped to this module
+class ConnectionFailed(ZeroCopyError):
     """The enclave could not be reached."""
 
 
-class ConnectionClosed(ConnectionError):
+class ConnectionClosed(ConnectionFailed):
     """The enclave closed the connection, possibly with requests still unanswered."""
 
 
-class Timeout(ConnectionError):
+class Timeout(ConnectionFailed):
     """The enclave did not answer in time."""
-
-
-class ProtocolError(ZeroCopyError):
-    """A frame did not follow the wire protocol (either side)."""
 
 
 class SessionError(ProtocolError):

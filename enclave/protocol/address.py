@@ -12,13 +12,15 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ZeroCopyError
+
 __all__ = ["Address", "AddressError", "parse_address", "emulated_vsock_path"]
 
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 _U32 = 0xFFFFFFFF
 
 
-class AddressError(ValueError):
+class AddressError(ZeroCopyError, ValueError):
     """An address that is not one of the accepted forms."""
 
 

@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ZeroCopyError
+
 __all__ = [
     "FORMAT",
     "MAX_BUNDLE_SIZE",
@@ -56,7 +58,7 @@ _FIELDS = {
 }
 
 
-class BundleError(ValueError):
+class BundleError(ZeroCopyError, ValueError):
     """A sealed bundle that is malformed; the message names the field."""
 
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import cbor2
 
+from .errors import ZeroCopyError
+
 __all__ = ["CborError", "loads", "dumps"]
 
 MAX_DEPTH = 16
@@ -36,7 +38,7 @@ _SIMPLE = {20: False, 21: True, 22: None}
 _BYTES, _TEXT, _ARRAY, _MAP, _TAG, _SIMPLE_OR_FLOAT = 2, 3, 4, 5, 6, 7
 
 
-class CborError(ValueError):
+class CborError(ZeroCopyError, ValueError):
     """Bytes that are not strict, well-formed CBOR of the expected shape."""
 
 

@@ -1,14 +1,23 @@
-"""Protocol errors, split by who got it wrong (after h11's Local/RemoteProtocolError)."""
+"""The errors of the whole distribution start here, so the enclave's protocol and the host's tools
+share one hierarchy (after pyca/cryptography's ``exceptions`` module): every error ZeroCopy raises on
+purpose derives from :class:`ZeroCopyError`. ``zerocopy.errors`` exports them all.
+
+Protocol errors are split by who got it wrong (after h11's Local/RemoteProtocolError).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ProtocolError", "LocalProtocolError", "RemoteProtocolError"]
+__all__ = ["ZeroCopyError", "ProtocolError", "LocalProtocolError", "RemoteProtocolError"]
 
 
-class ProtocolError(Exception):
-    """Base of the wire protocol's errors."""
+class ZeroCopyError(Exception):
+    """Base class of every error ZeroCopy raises on purpose."""
+
+
+class ProtocolError(ZeroCopyError):
+    """A frame did not follow the wire protocol (either side)."""
 
 
 class LocalProtocolError(ProtocolError, ValueError):

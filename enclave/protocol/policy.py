@@ -50,6 +50,7 @@ from decimal import Decimal
 from typing import Any, Callable, NamedTuple
 
 from .catalogue import CATALOGUES, DANGEROUS_CATEGORIES, SIGNATURE_COVERS, Endpoint, Flags, endpoint_name
+from .errors import ZeroCopyError
 
 __all__ = [
     "PolicyError",
@@ -123,7 +124,7 @@ def _bounded(message: str, limit: int = _MAX_MESSAGE_BYTES) -> str:
     return data[: limit - 3].decode("utf-8", "ignore") + "..."
 
 
-class PolicyError(ValueError):
+class PolicyError(ZeroCopyError, ValueError):
     """A policy document that does not parse; the message names the field."""
 
     def __init__(self, message: str) -> None:

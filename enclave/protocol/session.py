@@ -47,6 +47,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from .errors import ZeroCopyError
+
 __all__ = [
     "SUITE",
     "NONCE_SIZE",
@@ -77,7 +79,7 @@ _RAW = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 USER_DATA_FIELD = "session"
 
 
-class HandshakeError(ValueError):
+class HandshakeError(ZeroCopyError, ValueError):
     """The handshake's fields are malformed (or the key exchange gave a degenerate secret)."""
 
 
