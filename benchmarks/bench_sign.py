@@ -176,74 +176,125 @@ def _flooded(emulator, job: dict, samples: int, client_cpus: set[int] | None) ->
     return {"quiet": quiet, "flooded": flooded, "flooders": counts}
 
 
-def main() -> int:
+SERIES = ("echo", "sign", "sign_request", "sign_attested", "sign_request_attested", "sign_polling", "sign_request_polling",
+          "sign_attested_polling", "sign_request_attested_polling")
+PLAIN_SERIES = ("sign", "sign_request", "sign_polling", "sign_request_polling")
+LABELS = {"echo": "bare echo", "sign": "sign (raw HMAC)", "sign_request": "sign_request (Binance)",
+          "sign_attested": "sign, attested session", "sign_request_attested": "sign_request, attested",
+          "sign_polling": "sign, busy-poll 100 µs", "sign_request_polling": "sign_request, busy-poll",
+          "sign_attested_polling": "sign, attested, busy-poll", "sign_request_attested_polling": "sign_request, att., busy-poll"}
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median round is reported")
     parser.add_argument("--flood-samples", type=int, default=2000)
     parser.add_argument("--no-flood", action="store_true", help="skip the provisioning- and audit-flood scenarios")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    from emulator import Emulator
-    from zerocopy import Signer
-    from zerocopy._latency import EchoServer, pinned_apart, time_calls
+
+def main() -> int:
+    args = parse_args()
+    measured = measure(args)
+    if measured is None:
+        return 1
+    report = build_report(**measured)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report, measured["medians"])
+    return 0
+
+
+def bench_bundles(emulator) -> list[bytes]:
     from zerocopy.sealing import seal
 
-    names = ("echo", "sign", "sign_request", "sign_attested", "sign_request_attested", "sign_polling", "sign_request_polling",
-             "sign_attested_polling", "sign_request_attested_polling")
-    results: dict[str, list] = {name: [] for name in names}
-    flood: dict | None = None
-    audit: dict | None = None
+    key_arn = emulator.kms.create_key()["KeyMetadata"]["Arn"]
+    return [
+        seal(emulator.kms, key_id=key_arn, name="raw", scheme="hmac-sha256", secret=b"k" * 64).to_json(),
+        seal(emulator.kms, key_id=key_arn, name="binance", scheme="binance-hmac", secret=b"k" * 64, api_key="bench",
+             policy={"freshness": {"enabled": False}, "rate": {"per_second": "100000", "burst": 100000}}).to_json(),
+    ]
+
+
+def measure(args: argparse.Namespace) -> dict | None:
+    """Every series, measured on one emulator: the figures ``build_report`` takes, or None if
+    provisioning failed."""
+    from emulator import Emulator
+    from zerocopy import Signer
+    from zerocopy._latency import EchoServer, pinned_apart
+
     with Emulator() as emulator:
-        key_arn = emulator.kms.create_key()["KeyMetadata"]["Arn"]
-        bundles = [
-            seal(emulator.kms, key_id=key_arn, name="raw", scheme="hmac-sha256", secret=b"k" * 64).to_json(),
-            seal(emulator.kms, key_id=key_arn, name="binance", scheme="binance-hmac", secret=b"k" * 64, api_key="bench",
-                 policy={"freshness": {"enabled": False}, "rate": {"per_second": "100000", "burst": 100000}}).to_json(),
-        ]
+        bundles = bench_bundles(emulator)
         # The same image again, spinning 100 µs for the next request before sleeping (--busy-poll-us).
         polling = emulator.launch(busy_poll_us=100)
         with contextlib.ExitStack() as stack:
-            signer = stack.enter_context(Signer(emulator.address))
-            attested = stack.enter_context(emulator.signer())  # expected_pcrs and roots: attests first
-            polling_signer = stack.enter_context(Signer(polling.address))
-            polling_attested = stack.enter_context(Signer(polling.address, expected_pcrs={0: polling.pcrs[0]}, roots=[emulator.root_certificate]))
+            signers = {
+                "": stack.enter_context(Signer(emulator.address)),
+                "_attested": stack.enter_context(emulator.signer()),  # expected_pcrs and roots: attests first
+                "_polling": stack.enter_context(Signer(polling.address)),
+                "_attested_polling": stack.enter_context(Signer(polling.address, expected_pcrs={0: polling.pcrs[0]}, roots=[emulator.root_certificate])),
+            }
             echo = stack.enter_context(EchoServer())
-            for connected in (signer, polling_signer):
+            for connected in (signers[""], signers["_polling"]):
                 loaded = connected.provision(bundles, credentials=emulator.credentials)
                 if not all(result.loaded for result in loaded):
                     print(f"provisioning failed: {loaded}", file=sys.stderr)
-                    return 1
-            frame = b"x" * (10 + 1 + 3 + len(RAW_PAYLOAD))  # the size of a SIGN frame for RAW_PAYLOAD
+                    return None
             pinned = stack.enter_context(pinned_apart(emulator.enclave.pid, polling.pid, echo.pid))
-            for _ in range(args.rounds):
-                results["echo"].append(time_calls(lambda: echo.roundtrip(frame), args.samples))
-                for suffix, connected in (("", signer), ("_attested", attested), ("_polling", polling_signer), ("_attested_polling", polling_attested)):
-                    results["sign" + suffix].append(time_calls(lambda: connected.sign("raw", RAW_PAYLOAD), args.samples))
-                    results["sign_request" + suffix].append(time_calls(lambda: connected.sign_request("binance", "POST", "/api/v3/order", params=BINANCE_PARAMS), args.samples))
-            connects = []
-            for _ in range(max(5, args.samples // 250)):  # a new attested Signer: handshake, NSM document, verification
-                start = time.perf_counter()
-                emulator.signer().close()
-                connects.append(time.perf_counter() - start)
-            pipelined = {}
-            batch = [("raw", RAW_PAYLOAD)] * 100
-            for label, connected in (("plain", signer), ("attested", attested)):
-                start = time.perf_counter()
-                rounds = max(1, args.samples // 100)
-                for _ in range(rounds):
-                    connected.sign_many(batch)
-                pipelined[label] = rounds * 100 / (time.perf_counter() - start)
+            results = latency_rounds(args, echo, signers)
+            figures = {
+                "medians": {name: sorted(rounds, key=lambda p: p.p50_us)[len(rounds) // 2] for name, rounds in results.items()},
+                "pinned": pinned,
+                "connects": attested_connects(emulator, max(5, args.samples // 250)),
+                "pipelined": {label: pipelined_rate(signers[suffix], args.samples) for label, suffix in (("plain", ""), ("attested", "_attested"))},
+                "flood": None,
+                "audit": None,
+            }
             if not args.no_flood:
                 client_cpus = os.sched_getaffinity(0) if pinned else None
-                flood = provision_flood(emulator, bundles[0], args.flood_samples, client_cpus)
-                audit = audit_flood(emulator, signer, args.flood_samples, client_cpus)
+                figures["flood"] = provision_flood(emulator, bundles[0], args.flood_samples, client_cpus)
+                figures["audit"] = audit_flood(emulator, signers[""], args.flood_samples, client_cpus)
+    return figures
 
-    def median_round(name: str):
-        return sorted(results[name], key=lambda p: p.p50_us)[len(results[name]) // 2]
 
-    medians = {name: median_round(name) for name in names}
+def latency_rounds(args: argparse.Namespace, echo, signers: dict) -> dict[str, list]:
+    """Interleaved rounds of every latency series (so drift on a shared machine hits all alike)."""
+    from zerocopy._latency import time_calls
+
+    results: dict[str, list] = {name: [] for name in SERIES}
+    frame = b"x" * (10 + 1 + 3 + len(RAW_PAYLOAD))  # the size of a SIGN frame for RAW_PAYLOAD
+    for _ in range(args.rounds):
+        results["echo"].append(time_calls(lambda: echo.roundtrip(frame), args.samples))
+        for suffix, connected in signers.items():
+            results["sign" + suffix].append(time_calls(lambda: connected.sign("raw", RAW_PAYLOAD), args.samples))
+            results["sign_request" + suffix].append(time_calls(lambda: connected.sign_request("binance", "POST", "/api/v3/order", params=BINANCE_PARAMS), args.samples))
+    return results
+
+
+def attested_connects(emulator, count: int) -> list[float]:
+    """Seconds per new attested Signer: handshake, NSM document, verification."""
+    connects = []
+    for _ in range(count):
+        start = time.perf_counter()
+        emulator.signer().close()
+        connects.append(time.perf_counter() - start)
+    return connects
+
+
+def pipelined_rate(signer, samples: int) -> float:
+    """Signatures per second with ``sign_many`` batches of 100 on one connection."""
+    batch = [("raw", RAW_PAYLOAD)] * 100
+    rounds = max(1, samples // 100)
+    start = time.perf_counter()
+    for _ in range(rounds):
+        signer.sign_many(batch)
+    return rounds * 100 / (time.perf_counter() - start)
+
+
+def build_report(*, medians: dict, pinned: bool, connects: list[float], pipelined: dict, flood: dict | None, audit: dict | None) -> dict[str, object]:
     echo_p50 = medians["echo"].p50_us
     report: dict[str, object] = {
         "client_and_server_on_separate_cpus": pinned,
@@ -256,54 +307,50 @@ def main() -> int:
         report[f"{name}_p99_us"] = round(measured.p99_us, 1)
         if name != "echo":
             report[f"{name}_over_echo_p50"] = round(measured.p50_us / echo_p50, 2)
-    for plain in ("sign", "sign_request", "sign_polling", "sign_request_polling"):
+    for plain in PLAIN_SERIES:
         attested_name = plain.replace("_polling", "") + "_attested" + ("_polling" if plain.endswith("_polling") else "")
         report[f"{plain}_attested_over_plain_p50"] = round(medians[attested_name].p50_us / medians[plain].p50_us, 3)
         report[f"{plain}_attested_minus_plain_p50_us"] = round(medians[attested_name].p50_us - medians[plain].p50_us, 1)
     if flood is not None:
-        quiet, flooded = flood["quiet"], flood["flooded"]
-        report.update({
-            "flood_quiet_p50_us": round(quiet["p50_us"], 1), "flood_quiet_p99_us": round(quiet["p99_us"], 1),
-            "flood_p50_us": round(flooded["p50_us"], 1), "flood_p99_us": round(flooded["p99_us"], 1),
-            "flood_over_quiet_p99": round(flooded["p99_us"] / quiet["p99_us"], 2),
-            "flood_p99_over_echo_p50": round(flooded["p99_us"] / echo_p50, 1),
-            "flooders": flood["flooders"],
-        })
+        report.update(flood_figures("flood", flood, echo_p50))
     if audit is not None:
-        quiet, flooded = audit["quiet"], audit["flooded"]
-        report.update({
-            "audit_flood_quiet_p50_us": round(quiet["p50_us"], 1), "audit_flood_quiet_p99_us": round(quiet["p99_us"], 1),
-            "audit_flood_p50_us": round(flooded["p50_us"], 1), "audit_flood_p99_us": round(flooded["p99_us"], 1),
-            "audit_flood_over_quiet_p50": round(flooded["p50_us"] / quiet["p50_us"], 2),
-            "audit_flood_over_quiet_p99": round(flooded["p99_us"] / quiet["p99_us"], 2),
-            "audit_flooders": audit["flooders"],
-        })
-    if args.json:
-        print(json.dumps(report, indent=2))
+        report.update(flood_figures("audit_flood", audit, echo_p50))
+    return report
+
+
+def flood_figures(prefix: str, measured: dict, echo_p50: float) -> dict[str, object]:
+    quiet, flooded = measured["quiet"], measured["flooded"]
+    figures: dict[str, object] = {
+        f"{prefix}_quiet_p50_us": round(quiet["p50_us"], 1), f"{prefix}_quiet_p99_us": round(quiet["p99_us"], 1),
+        f"{prefix}_p50_us": round(flooded["p50_us"], 1), f"{prefix}_p99_us": round(flooded["p99_us"], 1),
+        f"{prefix}_over_quiet_p99": round(flooded["p99_us"] / quiet["p99_us"], 2),
+    }
+    if prefix == "flood":
+        figures.update({"flood_p99_over_echo_p50": round(flooded["p99_us"] / echo_p50, 1), "flooders": measured["flooders"]})
     else:
-        labels = {"echo": "bare echo", "sign": "sign (raw HMAC)", "sign_request": "sign_request (Binance)",
-                  "sign_attested": "sign, attested session", "sign_request_attested": "sign_request, attested",
-                  "sign_polling": "sign, busy-poll 100 µs", "sign_request_polling": "sign_request, busy-poll",
-                  "sign_attested_polling": "sign, attested, busy-poll", "sign_request_attested_polling": "sign_request, att., busy-poll"}
-        for name, measured in medians.items():
-            ratio = "" if name == "echo" else f"   = {report[f'{name}_over_echo_p50']}x echo (p50)"
-            print(f"{labels[name]:<26} {measured}{ratio}")
-        for plain in ("sign", "sign_request", "sign_polling", "sign_request_polling"):
-            print(f"attested/plain {plain:<20} {report[f'{plain}_attested_over_plain_p50']}x p50 "
-                  f"({report[f'{plain}_attested_minus_plain_p50_us']:+} µs)")
-        print(f"pipelined sign_many        {report['pipelined_signs_per_second']} signatures/s on one connection "
-              f"({report['pipelined_signs_per_second_attested']} attested)")
-        print(f"attested connect           p50 {report['attested_connect_p50_ms']} ms (attestation and verification, per connection)")
-        if flood is not None:
-            print(f"sign during a PROVISION flood ({FLOOD_CONNECTIONS} connections): p50 {report['flood_p50_us']} µs, "
-                  f"p99 {report['flood_p99_us']} µs = {report['flood_over_quiet_p99']}x the quiet p99 "
-                  f"({report['flood_quiet_p99_us']} µs); flooders got {report['flooders']}")
-        if audit is not None:
-            print(f"sign during an AUDIT flood ({FLOOD_CONNECTIONS} connections, full pages): p50 {report['audit_flood_p50_us']} µs "
-                  f"= {report['audit_flood_over_quiet_p50']}x quiet, p99 {report['audit_flood_p99_us']} µs = "
-                  f"{report['audit_flood_over_quiet_p99']}x the quiet p99 ({report['audit_flood_quiet_p99_us']} µs); flooders got {report['audit_flooders']}")
-        print(f"(client and servers pinned to separate CPUs: {pinned}; emulator on a shared machine: compare ratios, not microseconds)")
-    return 0
+        figures.update({f"{prefix}_over_quiet_p50": round(flooded["p50_us"] / quiet["p50_us"], 2), "audit_flooders": measured["flooders"]})
+    return figures
+
+
+def print_report(report: dict, medians: dict) -> None:
+    for name, measured in medians.items():
+        ratio = "" if name == "echo" else f"   = {report[f'{name}_over_echo_p50']}x echo (p50)"
+        print(f"{LABELS[name]:<26} {measured}{ratio}")
+    for plain in PLAIN_SERIES:
+        print(f"attested/plain {plain:<20} {report[f'{plain}_attested_over_plain_p50']}x p50 "
+              f"({report[f'{plain}_attested_minus_plain_p50_us']:+} µs)")
+    print(f"pipelined sign_many        {report['pipelined_signs_per_second']} signatures/s on one connection "
+          f"({report['pipelined_signs_per_second_attested']} attested)")
+    print(f"attested connect           p50 {report['attested_connect_p50_ms']} ms (attestation and verification, per connection)")
+    if "flood_p99_us" in report:
+        print(f"sign during a PROVISION flood ({FLOOD_CONNECTIONS} connections): p50 {report['flood_p50_us']} µs, "
+              f"p99 {report['flood_p99_us']} µs = {report['flood_over_quiet_p99']}x the quiet p99 "
+              f"({report['flood_quiet_p99_us']} µs); flooders got {report['flooders']}")
+    if "audit_flood_p99_us" in report:
+        print(f"sign during an AUDIT flood ({FLOOD_CONNECTIONS} connections, full pages): p50 {report['audit_flood_p50_us']} µs "
+              f"= {report['audit_flood_over_quiet_p50']}x quiet, p99 {report['audit_flood_p99_us']} µs = "
+              f"{report['audit_flood_over_quiet_p99']}x the quiet p99 ({report['audit_flood_quiet_p99_us']} µs); flooders got {report['audit_flooders']}")
+    print(f"(client and servers pinned to separate CPUs: {report['client_and_server_on_separate_cpus']}; emulator on a shared machine: compare ratios, not microseconds)")
 
 
 if __name__ == "__main__":

@@ -191,26 +191,43 @@ def verify(
     _check_validity(leaf, cabundle, at)
     _verify_chain(leaf, cabundle, trusted, at)
 
-    pcrs = fields["pcrs"]
+    debug = _check_debug(fields["pcrs"], allow_debug)
+    _check_pcrs(fields["pcrs"], wanted_pcrs)
+    _check_nonce(fields["nonce"], wanted_nonce)
+    return _document(fields, leaf, cabundle, debug, raw)
+
+
+def _check_debug(pcrs: Mapping[int, bytes], allow_debug: bool) -> bool:
+    """Whether the document is a debug enclave's (PCR0-2 all zero); refused unless allowed."""
     debug = all(pcrs.get(index) == _ZERO_PCR for index in _DEBUG_PCRS)
     if debug and not allow_debug:
         raise DebugModeRefused("enclave runs in debug mode (PCR0-2 are zero)")
-    for index, value in wanted_pcrs.items():
+    return debug
+
+
+def _check_pcrs(pcrs: Mapping[int, bytes], wanted: Mapping[int, bytes]) -> None:
+    for index, value in wanted.items():
         if index not in pcrs:
             raise PCRMismatch(f"PCR{index} is not in the document", index=index)
         if not hmac.compare_digest(pcrs[index], value):
             raise PCRMismatch(f"PCR{index} does not match the expected value", index=index)
-    if wanted_nonce is not None:
-        if fields["nonce"] is None:
-            raise NonceMismatch("document carries no nonce")
-        if not hmac.compare_digest(fields["nonce"], wanted_nonce):
-            raise NonceMismatch("document nonce does not match")
 
+
+def _check_nonce(carried: bytes | None, wanted: bytes | None) -> None:
+    if wanted is None:
+        return
+    if carried is None:
+        raise NonceMismatch("document carries no nonce")
+    if not hmac.compare_digest(carried, wanted):
+        raise NonceMismatch("document nonce does not match")
+
+
+def _document(fields: dict, leaf: x509.Certificate, cabundle: list, debug: bool, raw: bytes) -> AttestationDocument:
     return AttestationDocument(
         module_id=fields["module_id"],
         digest=fields["digest"],
         timestamp=_EPOCH + _dt.timedelta(milliseconds=fields["timestamp"]),
-        pcrs=types.MappingProxyType(dict(sorted(pcrs.items()))),
+        pcrs=types.MappingProxyType(dict(sorted(fields["pcrs"].items()))),
         certificate=leaf,
         cabundle=tuple(cabundle),
         public_key=fields["public_key"],
