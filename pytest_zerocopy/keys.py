@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import itertools
-import json
 import os
 import secrets
-import string
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -32,31 +29,17 @@ class TestKey:
 
 
 def make_secret(scheme: str, *, passphrase: str | None = None) -> bytes:
-    """A random secret in the form the scheme's exchange hands out."""
-    from enclave.protocol.schemes import ASYMMETRIC_SCHEMES
-
-    if scheme in ASYMMETRIC_SCHEMES:
-        return _private_key_pem(scheme)
-    if scheme == "kraken":
-        return base64.b64encode(os.urandom(64))
-    alphabet = string.ascii_letters + string.digits
-    secret = "".join(secrets.choice(alphabet) for _ in range(64))
-    if scheme == "okx-hmac":
-        return json.dumps({"secret": secret, "passphrase": passphrase or secrets.token_urlsafe(12)}).encode()
-    return secret.encode()
+    """A random secret in the form the scheme's exchange hands out (as its signer says)."""
+    return _signer(scheme).fresh_secret(passphrase=passphrase)
 
 
-def _private_key_pem(scheme: str) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+def _signer(scheme: str) -> Any:
+    """The scheme's signer class; for a name no module claims, the base (an HMAC-style secret), so
+    sealing gets to refuse the name."""
+    from enclave.protocol.exchanges import SCHEMES
+    from enclave.protocol.signing import SigningKey
 
-    if "ed25519" in scheme:
-        key: Any = ed25519.Ed25519PrivateKey.generate()
-    elif "ecdsa" in scheme or "jwt" in scheme:
-        key = ec.generate_private_key(ec.SECP256R1())
-    else:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return SCHEMES.get(scheme, SigningKey)
 
 
 def _public_key_pem(secret: bytes) -> bytes:
@@ -90,18 +73,18 @@ class KeyMaker:
         passphrase: str | None = None,
         policy: Any = None,
     ) -> TestKey:
-        from enclave.protocol.schemes import ASYMMETRIC_SCHEMES
         from zerocopy.errors import ProvisioningError
         from zerocopy.sealing import seal
 
+        signer = _signer(scheme)
         if isinstance(secret, str):
             secret = secret.encode()
         if secret is None:
-            secret = make_secret(scheme, passphrase=passphrase)
-        elif scheme == "okx-hmac" and passphrase is not None and not secret.lstrip().startswith(b"{"):
-            secret = json.dumps({"secret": secret.decode(), "passphrase": passphrase}).encode()
-        if scheme == "okx-hmac" and passphrase is None:
-            passphrase = json.loads(secret)["passphrase"]
+            secret = signer.fresh_secret(passphrase=passphrase)
+        elif passphrase is not None:
+            secret = signer.with_passphrase(secret, passphrase)
+        if passphrase is None:
+            passphrase = signer.passphrase_of(secret)
         name = name or f"test-{scheme}-{self._session}-{next(self._counter)}"
         api_key = api_key if api_key is not None else "test-api-key-" + secrets.token_hex(8)
         policy_document = _policy_document(policy)
@@ -109,7 +92,7 @@ class KeyMaker:
         (result,) = self.signer.provision([bundle.to_json()], credentials=self.credentials(), region=self.region)
         if not result.loaded:
             raise ProvisioningError(result.error or "the enclave did not load the test key")
-        asymmetric = scheme in ASYMMETRIC_SCHEMES
+        asymmetric = signer.asymmetric
         return TestKey(
             name=name,
             scheme=scheme,

@@ -15,16 +15,19 @@ must refuse unless it names them.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Sequence
 
 from hypothesis import strategies as st
 
-from enclave.protocol.catalogue import CATALOGUES, DANGEROUS_CATEGORIES
-from enclave.protocol.schemes import POLICY_CATALOGUE
+from enclave.protocol.exchange import DANGEROUS_CATEGORIES, Exchange
+from enclave.protocol.exchanges import exchange_for_scheme
 
 __all__ = ["Request", "decimals", "orders", "fund_moving_requests", "requests"]
+
+_TEMPLATED_SEGMENT = re.compile(r"\{[^/{}]+\}")
 
 
 @dataclass(frozen=True)
@@ -48,16 +51,11 @@ def decimals(max_value: str | Decimal = "1000", *, places: int = 8, min_value: s
     )
 
 
-_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "LTCBTC"]
-_OKX_SYMBOLS = ["BTC-USDT", "ETH-USDT", "SOL-USDT"]
-_KRAKEN_PAIRS = ["XBTUSD", "ETHUSD", "SOLUSD"]
-
-
-def _catalogue(scheme: str) -> str:
-    catalogue = POLICY_CATALOGUE.get(scheme)
-    if catalogue is None:
+def _exchange(scheme: str) -> Exchange:
+    exchange = exchange_for_scheme(scheme)
+    if exchange is None:
         raise ValueError(f"{scheme!r} is a raw scheme: it has no request format")
-    return catalogue
+    return exchange
 
 
 @st.composite
@@ -71,7 +69,9 @@ def orders(
     max_notional: str | None = None,
 ) -> Request:
     """A limit order (quantity and price drawn within the limits) in the scheme's exchange format."""
-    catalogue = _catalogue(scheme)
+    exchange = _exchange(scheme)
+    if exchange.limit_order is None:
+        raise ValueError(f"the {exchange.name} descriptor says nothing of how to write a limit order")
     quantity = Decimal(draw(decimals(max_quantity, places=6)))
     price = Decimal(draw(decimals(max_price, places=2, min_value="0.01")))
     if max_notional is not None and quantity * price > Decimal(max_notional):
@@ -81,29 +81,9 @@ def orders(
     qty, px = format(quantity.normalize(), "f"), format(price.normalize(), "f")
     side = draw(st.sampled_from(["BUY", "SELL"]))
     client_id = draw(st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=8, max_size=20))
-    meta = {"quantity": qty, "price": px}
-    if catalogue in ("binance", "binance-ws"):
-        symbol = draw(st.sampled_from(list(symbols or _SYMBOLS)))
-        params = (("symbol", symbol), ("side", side), ("type", "LIMIT"), ("timeInForce", "GTC"), ("quantity", qty), ("price", px), ("newClientOrderId", client_id))
-        if catalogue == "binance-ws":
-            return Request("WS", "order.place", params, meta={**meta, "symbol": symbol})
-        return Request("POST", "/api/v3/order", params, meta={**meta, "symbol": symbol})
-    if catalogue == "bybit":
-        symbol = draw(st.sampled_from(list(symbols or _SYMBOLS)))
-        body = {"category": "spot", "symbol": symbol, "side": side.title(), "orderType": "Limit", "qty": qty, "price": px, "timeInForce": "GTC", "orderLinkId": client_id}
-        return Request("POST", "/v5/order/create", body=json.dumps(body, separators=(",", ":")), meta={**meta, "symbol": symbol})
-    if catalogue == "okx":
-        symbol = draw(st.sampled_from(list(symbols or _OKX_SYMBOLS)))
-        body = {"instId": symbol, "tdMode": "cash", "side": side.lower(), "ordType": "limit", "sz": qty, "px": px, "clOrdId": client_id}
-        return Request("POST", "/api/v5/trade/order", body=json.dumps(body, separators=(",", ":")), meta={**meta, "symbol": symbol})
-    if catalogue == "kraken":
-        symbol = draw(st.sampled_from(list(symbols or _KRAKEN_PAIRS)))
-        params = (("ordertype", "limit"), ("type", side.lower()), ("volume", qty), ("pair", symbol), ("price", px))
-        return Request("POST", "/0/private/AddOrder", params, meta={**meta, "symbol": symbol})
-    # Coinbase: the JWT covers the method and path only.
-    product = draw(st.sampled_from(["BTC-USD", "ETH-USD"]))
-    body = {"client_order_id": client_id, "product_id": product, "side": side, "order_configuration": {"limit_limit_gtc": {"base_size": qty, "limit_price": px}}}
-    return Request("POST", "/api/v3/brokerage/orders", body=json.dumps(body), meta={**meta, "symbol": product})
+    symbol = draw(st.sampled_from(list(symbols or exchange.example_symbols)))
+    order = exchange.limit_order(side, symbol, qty, px, client_id)
+    return Request(order.method, order.path, order.params, order.body, meta={"quantity": qty, "price": px, "symbol": symbol})
 
 
 _VALUE_FOR = {
@@ -126,16 +106,16 @@ def _value(name: str) -> st.SearchStrategy[str]:
 def fund_moving_requests(draw: Any, scheme: str) -> Request:
     """A request for a withdrawal, transfer, account-security change or session logon from the
     catalogue of the scheme's exchange: its required parameters plus some optional ones."""
-    catalogue = _catalogue(scheme)
-    endpoints = [endpoint for endpoint in CATALOGUES[catalogue] if endpoint.category in DANGEROUS_CATEGORIES]
+    exchange = _exchange(scheme)
+    endpoints = [endpoint for endpoint in exchange.endpoints if endpoint.category in DANGEROUS_CATEGORIES]
     if not endpoints:
-        raise ValueError(f"the {catalogue} catalogue has no fund-moving endpoint")
+        raise ValueError(f"the {exchange.name} catalogue has no fund-moving endpoint")
     endpoint = draw(st.sampled_from(endpoints))
-    implicit = {"apiKey", "timestamp"} if catalogue == "binance-ws" else {"nonce"} if catalogue == "kraken" else set()
-    names = sorted(endpoint.required - implicit) + sorted(draw(st.sets(st.sampled_from(sorted(endpoint.optional - implicit))) if endpoint.optional - implicit else st.just(set())))
+    required, optional = endpoint.required - exchange.implicit, endpoint.optional - exchange.implicit
+    names = sorted(required) + sorted(draw(st.sets(st.sampled_from(sorted(optional))) if optional else st.just(set())))
     values = {name: draw(_value(name)) for name in names}
-    path = endpoint.path.replace("{account_id}", draw(st.uuids()).hex)
-    if catalogue in ("bybit", "okx") and endpoint.method == "POST":
+    path = _TEMPLATED_SEGMENT.sub(draw(st.uuids()).hex, endpoint.path)
+    if endpoint.method in exchange.json_body_methods:
         return Request(endpoint.method, path, body=json.dumps(values, separators=(",", ":")), meta={"endpoint": endpoint.name})
     return Request(endpoint.method, path, tuple(values.items()), meta={"endpoint": endpoint.name})
 

@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-from enclave.protocol.catalogue import CATALOGUES, DANGEROUS_CATEGORIES, Endpoint
+from enclave.protocol.exchange import DANGEROUS_CATEGORIES, Endpoint
+from enclave.protocol.exchanges import CATALOGUES, SCHEME_EXCHANGES
 from enclave.protocol.policy import PolicyState, Refusal, SigningPolicy
-from enclave.protocol.schemes import POLICY_CATALOGUE
 
 NOW = 1_700_000_000_000  # 2023-11-14T22:13:20Z, the enclave clock in these tests
 
 # one scheme per catalogue, to build policies with
 SCHEME_FOR = {"binance": "binance-hmac", "binance-ws": "binance-ws-hmac", "bybit": "bybit-hmac", "okx": "okx-hmac", "kraken": "kraken", "coinbase": "coinbase-jwt"}
-EXCHANGE_SCHEMES = sorted(POLICY_CATALOGUE)
+EXCHANGE_SCHEMES = sorted(SCHEME_EXCHANGES)
 # parameters the scheme supplies itself when the caller leaves them out
 IMPLICIT = {"binance": {"timestamp"}, "binance-ws": {"apiKey", "timestamp"}, "kraken": {"nonce"}}
 

@@ -9,7 +9,7 @@ Each request signer takes the request in the enclave's shape (``params`` a seque
 with the query string, body and headers to send, plus the exact string that was signed.
 
 Where a document leaves a choice open, the choice the project documents in
-``enclave/schemes.py`` is taken (percent-encoding with ``urllib.parse.quote(…, safe="")``, where
+``enclave/protocol/signing.py`` and the exchange modules is taken (percent-encoding with ``urllib.parse.quote(…, safe="")``, where
 Binance puts ``timestamp`` and ``signature``, Bybit's ``recv_window`` pseudo-parameter).
 
 Sources:

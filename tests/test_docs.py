@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from enclave.protocol.catalogue import CATALOGUES
+from enclave.protocol.exchanges import CATALOGUES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +48,7 @@ def test_the_readme_starts_with_the_two_setup_commands():
 def test_the_receipt_and_reason_sizes_the_documents_state_are_the_codes():
     """A receipt's bound was 1,280 bytes in SECURITY.md and 1536 in docs/protocol.md: each stated
     size must be the code's (the policy's 300-byte reason, the receipt's 320 bytes of JSON for it)."""
-    from enclave.protocol import policy
+    from enclave.protocol.policy import document as policy
     from enclave.protocol.audit import FIELD_LIMITS, MAX_RECEIPT_BYTES
 
     def sizes(pattern: str, text: str) -> set[int]:
@@ -58,4 +58,4 @@ def test_the_receipt_and_reason_sizes_the_documents_state_are_the_codes():
         text = re.sub(r"\s+", " ", (ROOT / document).read_text()).replace("**", "")
         assert sizes(r"receipt at most ([\d,]+) bytes", text) == {MAX_RECEIPT_BYTES}, document
         assert sizes(r"([\d,]+) bytes of JSON", text) <= {FIELD_LIMITS["reason"]}, document
-        assert sizes(r"reason(?: \(and a policy error's message\))? (?:is |of )?at most ([\d,]+) bytes", text) <= {policy._MAX_MESSAGE_BYTES}, document
+        assert sizes(r"reason(?: \(and a policy error's message\))? (?:is |of )?at most ([\d,]+) bytes", text) <= {policy.MAX_MESSAGE_BYTES}, document

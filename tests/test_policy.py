@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from enclave.protocol import policy as engine
 from enclave.protocol.bundle import policy_digest
-from enclave.protocol.catalogue import CATALOGUES, DANGEROUS_CATEGORIES, Flags
+from enclave.protocol.exchange import DANGEROUS_CATEGORIES, Flags
+from enclave.protocol.exchanges import CATALOGUES, RAW_SCHEMES
 from enclave.protocol.policy import Authorized, PolicyError, PolicyState, Refusal, SigningPolicy, normalize_document
-from enclave.protocol.schemes import RAW_SCHEMES
+from enclave.protocol.policy import engine, limits
 from policy_helpers import (
     DANGEROUS,
     ENUMERATED,
@@ -38,7 +38,7 @@ from policy_helpers import (
     state,
 )
 from zerocopy._cli import main as cli
-from zerocopy.policy import load_policy, parse_policy_text, simulate
+from zerocopy.policy import explain, load_policy, parse_policy_text, simulate
 
 POLICIES = Path(__file__).parent / "data" / "policies"
 
@@ -295,11 +295,11 @@ def test_coinbase_refuses_body_limits_and_says_why(field: dict) -> None:
 def test_coinbase_takes_endpoints_and_rate() -> None:
     policy = SigningPolicy.parse({"allow": ["POST /api/v3/brokerage/orders"], "rate": {"per_second": "1", "burst": 1}}, scheme="coinbase-jwt")
     assert policy.allow == {"POST /api/v3/brokerage/orders"}
-    assert any("do not cover the request body" in line for line in policy.explain())
+    assert any("do not cover the request body" in line for line in explain(policy))
 
 
 def test_explain_states_the_important_facts() -> None:
-    text = "\n".join(SigningPolicy.parse({**FULL, "freshness": {"enabled": False}}, scheme="binance-hmac").explain())
+    text = "\n".join(explain(SigningPolicy.parse({**FULL, "freshness": {"enabled": False}}, scheme="binance-hmac")))
     assert "POST /api/v3/order" in text and "DELETE /api/v3/order" in text and "Requests that may be signed (4)" in text
     assert "Withdrawals, transfers" in text and "refused" in text
     assert "do not cover the path" in text
@@ -314,10 +314,10 @@ def test_explain_states_the_important_facts() -> None:
 
 def test_explain_warns_about_dangerous_endpoints_and_raw_signing() -> None:
     allow = permissive("binance")["allow"] + ["POST /sapi/v1/capital/withdraw/apply"]
-    text = "\n".join(SigningPolicy.parse({"allow": allow, "raw_signing": True}, scheme="binance-hmac").explain())
+    text = "\n".join(explain(SigningPolicy.parse({"allow": allow, "raw_signing": True}, scheme="binance-hmac")))
     assert "WARNING" in text and "POST /sapi/v1/capital/withdraw/apply" in text
     assert "ALLOWED" in text and "no further checks" in text
-    default = "\n".join(SigningPolicy.parse(None, scheme="bybit-hmac").explain())
+    default = "\n".join(explain(SigningPolicy.parse(None, scheme="bybit-hmac")))
     assert "No policy was sealed" in default and "safe default" in default
     assert "within 5000 ms" in default and "10 signatures per second" in default
 
@@ -926,7 +926,7 @@ def test_example_policies_parse_and_refuse_funds(name: str, scheme: str) -> None
     assert document == load_policy(POLICIES / name) and document["scheme"] == scheme
     policy = SigningPolicy.parse(document, scheme=scheme)
     assert policy.symbols and policy.limits.max_notional is not None and policy.rate is not None
-    text = "\n".join(policy.explain())
+    text = "\n".join(explain(policy))
     assert "WARNING" not in text and "Withdrawals, transfers" in text
     assert len(policy_digest(document)) == 64
 
@@ -1059,7 +1059,7 @@ def test_every_exchanges_borrowing_parameters_are_refused_unless_allowed(scheme:
 
 def test_coinbase_says_it_cannot_refuse_borrowing() -> None:
     # an order body's leverage and margin_type are not covered by the JWT: no claim to refuse them
-    text = "\n".join(SigningPolicy.parse(None, scheme="coinbase-jwt").explain())
+    text = "\n".join(explain(SigningPolicy.parse(None, scheme="coinbase-jwt")))
     assert "cannot be refused" in text and "Orders that make the exchange lend" not in text
 
 
@@ -1068,7 +1068,7 @@ def test_okx_cash_orders_and_manual_margin_flags_need_no_borrowing() -> None:
     okx.authorize_request("POST", "/api/v5/trade/order", (), json_body(**OKX_SPOT), NOW)
     okx.authorize_request("POST", "/api/v5/trade/order", (), json_body(**OKX_SPOT, quickMgnType="manual"), NOW)
     okx.authorize_request("POST", "/api/v5/trade/order", (), json_body(**OKX_SPOT, quickMgnType="auto_repay"), NOW)
-    assert "OKX tdMode" in "\n".join(SigningPolicy.parse(None, scheme="okx-hmac").explain())
+    assert "OKX tdMode" in "\n".join(explain(SigningPolicy.parse(None, scheme="okx-hmac")))
 
 
 @pytest.mark.parametrize(
@@ -1216,8 +1216,8 @@ def test_remembered_verdicts_stay_within_their_byte_budget() -> None:
     finally:
         tracemalloc.stop()
     verdicts = policy._verdicts
-    assert verdicts.bytes <= engine._VERDICT_BYTES and len(verdicts) < 3000
-    assert retained <= engine._VERDICT_BYTES  # the estimate is generous: what is kept is less
+    assert verdicts.bytes <= limits.VERDICT_BYTES and len(verdicts) < 3000
+    assert retained <= limits.VERDICT_BYTES  # the estimate is generous: what is kept is less
     # nothing remembered holds an exception (its traceback would keep the request alive)
     assert not any(isinstance(verdict, BaseException) for verdict, _ in verdicts._entries.values())
     # the bot's own shapes still get remembered, and still decide the same
@@ -1230,7 +1230,7 @@ def test_the_notional_window_keeps_a_bounded_number_of_sums() -> None:
     for index in range(20_000):
         at = NOW + index * 1000  # one order a second for 20,000 s
         policy.authorize_request("POST", "/api/v3/order", binance_order(quantity="1", price="1", timestamp=str(at)), b"", at)
-    assert len(policy._window) <= 20_000 * 1000 // (31 * 86400 * 1000 // engine._WINDOW_BUCKETS) + 1
+    assert len(policy._window) <= 20_000 * 1000 // (31 * 86400 * 1000 // limits.WINDOW_BUCKETS) + 1
     assert policy._window.total(NOW + 20_000 * 1000) == Decimal(20_000)  # nothing lost: buckets only ever over-count
 
 

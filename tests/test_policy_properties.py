@@ -27,12 +27,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from enclave.protocol.bundle import BundleError, policy_digest
-from enclave.protocol.catalogue import CATALOGUES, DANGEROUS_CATEGORIES, Flags
-from enclave.protocol.policy import _DECIMAL_PARAMS, Authorized, PolicyError, Refusal, SigningPolicy, normalize_document
-from enclave.protocol.schemes import SCHEME_NAMES
+from enclave.protocol.exchange import DANGEROUS_CATEGORIES, Flags
+from enclave.protocol.exchanges import CATALOGUES, SCHEME_NAMES
+from enclave.protocol.exchanges import DECIMAL_PARAMETERS as _DECIMAL_PARAMS
+from enclave.protocol.policy import Authorized, PolicyError, Refusal, SigningPolicy, normalize_document
 from enclave.schemes import SchemeError, load_key
 from policy_helpers import ENUMERATED, NOW, SCHEME_FOR, concrete_path, endpoint_fields, misspellings, permissive, request, state
-from zerocopy.policy import parse_policy_text
+from zerocopy.policy import explain, parse_policy_text
 
 MAX_REASON_BYTES = 300
 
@@ -272,7 +273,7 @@ def test_garbage_policy_documents_raise_only_policy_error(document: Any, scheme:
     except PolicyError:
         return
     assert normalized is not None or document is None
-    assert all(isinstance(line, str) for line in policy.explain())
+    assert all(isinstance(line, str) for line in explain(policy))
 
 
 @PROPERTY
@@ -558,7 +559,8 @@ def test_any_capitalisation_of_a_symbol_gets_its_cap(case: tuple, data: st.DataO
 @PROPERTY
 @given(st.integers(1, 3 * 86400), st.lists(st.tuples(st.integers(-5_000, 2_000_000), st.integers(1, 1000)), min_size=1, max_size=300))
 def test_the_notional_window_never_under_counts_and_stays_bounded(seconds: int, steps: list[tuple[int, int]]) -> None:
-    from enclave.protocol.policy import _WINDOW_BUCKETS, _NotionalWindow
+    from enclave.protocol.policy.limits import WINDOW_BUCKETS as _WINDOW_BUCKETS
+    from enclave.protocol.policy.limits import NotionalWindow as _NotionalWindow
 
     window = _NotionalWindow(seconds)
     clock, latest, signed = NOW, None, []

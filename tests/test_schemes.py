@@ -31,8 +31,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reference_signers as ref
-from enclave import schemes
-from enclave.protocol.schemes import ASYMMETRIC_SCHEMES, EXCHANGE_SCHEMES, POLICY_CATALOGUE, RAW_SCHEMES, SCHEME_NAMES
+from enclave.protocol import signing as schemes
+from enclave.protocol.exchange import Exchange, ExchangeError
+from enclave.protocol.exchanges import ASYMMETRIC_SCHEMES, EXCHANGES, RAW_SCHEMES, SCHEME_EXCHANGES, SCHEME_NAMES, register
+from enclave.protocol.exchanges.kraken import Kraken
 from enclave.schemes import SCHEMES, SchemeError, SignedHttp, generate_key, load_key
 
 VECTORS = Path(__file__).parent / "data" / "exchange-vectors"
@@ -143,27 +145,32 @@ def _ref_tuple(signed: ref.Signed) -> tuple[str, bytes, tuple[tuple[str, str], .
 # -- registry -----------------------------------------------------------------------------------
 def test_the_registry_implements_exactly_the_protocol_names():
     assert set(SCHEMES) == set(SCHEME_NAMES) and len(SCHEMES) == len(SCHEME_NAMES)
+    assert set(SCHEME_NAMES) == {
+        "hmac-sha256", "hmac-sha512", "ed25519", "ecdsa-p256", "rsa-pkcs1v15-sha256", "binance-hmac", "binance-rsa", "binance-ed25519",
+        "binance-ws-hmac", "bybit-hmac", "bybit-rsa", "okx-hmac", "kraken", "coinbase-jwt",
+    }
     for name, kind in SCHEMES.items():
         assert kind.name == name
-        assert kind.exchange == EXCHANGE_SCHEMES.get(name)
-        assert kind.asymmetric == (name in ASYMMETRIC_SCHEMES)
+        assert kind.exchange == (SCHEME_EXCHANGES[name].family if name in SCHEME_EXCHANGES else None)
+        assert kind.asymmetric == (name in ASYMMETRIC_SCHEMES) == (kind.key_kind is not None)
     assert set(RAW_SCHEMES) == {name for name, kind in SCHEMES.items() if kind.exchange is None}
-    assert EXCHANGE_SCHEMES == {
+    assert {name: exchange.family for name, exchange in SCHEME_EXCHANGES.items()} == {
         "binance-hmac": "binance", "binance-rsa": "binance", "binance-ed25519": "binance", "binance-ws-hmac": "binance",
         "bybit-hmac": "bybit", "bybit-rsa": "bybit", "okx-hmac": "okx", "kraken": "kraken", "coinbase-jwt": "coinbase",
     }
     assert ASYMMETRIC_SCHEMES >= {"binance-rsa", "binance-ed25519", "bybit-rsa", "coinbase-jwt"}
-    assert set(POLICY_CATALOGUE) == set(EXCHANGE_SCHEMES) and POLICY_CATALOGUE["binance-ws-hmac"] == "binance-ws"
+    assert SCHEME_EXCHANGES["binance-ws-hmac"].name == "binance-ws" and SCHEME_EXCHANGES["binance-hmac"].name == "binance"
 
 
-def test_a_registry_that_drifts_from_the_protocol_fails_the_import_check(monkeypatch):
-    monkeypatch.delitem(schemes.SCHEMES, "kraken")
-    with pytest.raises(AssertionError, match="implements"):
-        schemes._check_registry()
-    monkeypatch.setitem(schemes.SCHEMES, "kraken", schemes.Kraken)
-    monkeypatch.setattr(schemes.Kraken, "exchange", "binance")
-    with pytest.raises(AssertionError, match="kraken: exchange"):
-        schemes._check_registry()
+def test_two_descriptors_claiming_one_name_are_refused_at_registration():
+    kraken = EXCHANGES["kraken"]
+    with pytest.raises(ExchangeError, match="scheme 'kraken'"):
+        register([kraken, Exchange(name="kraken-2", family="kraken", schemes=(Kraken,), endpoints=())])
+    with pytest.raises(ExchangeError, match="catalogue name 'kraken'"):
+        register([kraken, Exchange(name="kraken", family="kraken", schemes=(), endpoints=())])
+    with pytest.raises(ExchangeError, match="names another exchange"):
+        Exchange(name="kraken-2", family="binance", schemes=(Kraken,), endpoints=())
+    assert set(register(list(EXCHANGES.values()))[1]) == set(SCHEME_NAMES)
 
 
 KEY_TYPES = {"ed25519": ed25519.Ed25519PrivateKey, "p256": ec.EllipticCurvePrivateKey, "rsa": rsa.RSAPrivateKey}
@@ -466,9 +473,9 @@ def test_kraken_enclave_nonces_increase_strictly_per_key():
 
 
 def test_okx_timestamp_format_at_the_epoch_and_far_ahead():
-    assert schemes._iso_ms(0) == "1970-01-01T00:00:00.000Z"
-    assert schemes._iso_ms(1607418537715) == "2020-12-08T09:08:57.715Z"
-    assert schemes._iso_ms(schemes.MAX_NOW_MS - 1) == "9999-12-31T23:59:59.999Z"
+    assert schemes.iso_ms(0) == "1970-01-01T00:00:00.000Z"
+    assert schemes.iso_ms(1607418537715) == "2020-12-08T09:08:57.715Z"
+    assert schemes.iso_ms(schemes.MAX_NOW_MS - 1) == "9999-12-31T23:59:59.999Z"
 
 
 # -- secrets stay secret --------------------------------------------------------------------------

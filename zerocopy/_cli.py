@@ -335,7 +335,7 @@ def _policy_and_scheme(args: argparse.Namespace) -> tuple[dict, str]:
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
-    from .policy import PolicyError, checked_policy, digest
+    from .policy import PolicyError, checked_policy, digest, explain
 
     document, scheme = _policy_and_scheme(args)
     try:
@@ -343,7 +343,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         _fatal(f"{args.file}: {exc}")
     print(f"{args.file}: a valid policy for {scheme} (sha256 {digest(document)})")
-    for line in policy.explain():
+    for line in explain(policy):
         print(f"  - {line}")
     return 0
 
@@ -542,7 +542,7 @@ def _add_kms(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from enclave.protocol.schemes import ASYMMETRIC_SCHEMES, SCHEME_NAMES
+    from enclave.protocol.exchanges import ASYMMETRIC_SCHEMES, SCHEME_NAMES
 
     parser = argparse.ArgumentParser(prog=PROG, description="Keep exchange API secrets in a Nitro Enclave and sign over vsock.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -52,7 +52,7 @@ def run_demo(*, samples: int = 2000) -> int:
     from ._latency import EchoServer, pinned_apart, time_calls
     from .attestation import verify
     from .kms_policy import attested_key_policy
-    from .policy import checked_policy, load_policy
+    from .policy import checked_policy, explain, load_policy
     from .sealing import seal
 
     _out("ZeroCopy demo: a Binance API secret sealed with KMS, released only to an attested enclave,")
@@ -78,7 +78,7 @@ def run_demo(*, samples: int = 2000) -> int:
 
         _step(4, "Sealing the Binance documentation's example secret with a signing policy (the secret is never written to disk)")
         policy = load_policy(DEMO_POLICY)
-        for line in checked_policy(policy, "binance-hmac").explain():
+        for line in explain(checked_policy(policy, "binance-hmac")):
             _out(f"   policy: {line}")
         bundle = seal(
             emulator.kms, key_id=key_arn, name=KEY_NAME, scheme="binance-hmac",

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from enclave.protocol.bundle import policy_digest
+from enclave.protocol.exchange import DANGEROUS_CATEGORIES, Exchange
 from enclave.protocol.policy import PolicyError, PolicyState, Refusal, SigningPolicy, normalize_document
 
-__all__ = ["PolicyError", "load_policy", "parse_policy_text", "checked_policy", "simulate", "SimulatedDecision"]
+__all__ = ["PolicyError", "load_policy", "parse_policy_text", "checked_policy", "explain", "simulate", "SimulatedDecision"]
 
 
 def parse_policy_text(text: str) -> dict:
@@ -60,6 +61,71 @@ def load_policy(source: str | Path | dict | None) -> dict | None:
 def checked_policy(document: dict | None, scheme: str) -> SigningPolicy:
     """Parse ``document`` for ``scheme`` exactly as the enclave will at provisioning."""
     return SigningPolicy.parse(document, scheme=scheme)
+
+
+def explain(policy: SigningPolicy) -> list[str]:
+    """The policy in plain words, one statement per line."""
+    lines = []
+    if policy.document is None:
+        lines.append(f"No policy was sealed with this key: the safe default for {policy.scheme} applies.")
+    lines.append(
+        "Raw payload signing (Signer.sign) is ALLOWED: the enclave signs any bytes the host sends, with no further checks."
+        if policy.raw_signing and policy.exchange is not None
+        else "Raw payload signing (Signer.sign) is allowed." if policy.raw_signing
+        else "Raw payload signing (Signer.sign) is refused; requests must go through sign_request."
+    )
+    if policy.exchange is not None:
+        lines += _explain_requests(policy, policy.exchange)
+    if policy.rate is not None:
+        metered = "orders and amends" + ("" if policy.exchange is not None else "; raw signatures")
+        lines.append(f"Rate: {policy.rate[0]} signatures per second sustained, bursts of {policy.rate[1]} ({metered}).")
+    return lines
+
+
+def _explain_requests(policy: SigningPolicy, exchange: Exchange) -> list[str]:
+    allowed = [endpoint for endpoint in exchange.endpoints if endpoint.name in policy.allow]
+    lines = [f"Requests that may be signed ({len(allowed)}): " + ", ".join(endpoint.name for endpoint in allowed) + "."]
+    dangerous = [endpoint.name for endpoint in allowed if endpoint.category in DANGEROUS_CATEGORIES]
+    if dangerous:
+        lines.append("WARNING: fund-moving, account-security, session or account-settings endpoints are allowed: " + ", ".join(dangerous) + ".")
+    else:
+        lines.append("Withdrawals, transfers, account-security changes, session logons and account-settings changes (leverage) are refused.")
+    lines.append(_explain_borrowing(policy, exchange))
+    if "path" not in exchange.covers:
+        lines.append(f"{exchange.name} signatures do not cover the path: a request is signed only if every endpoint accepting its parameters is allowed.")
+    lines.append(f"Symbols: {', '.join(sorted(policy.symbols))}." if policy.symbols else "Symbols: any.")
+    lines += _explain_limits(policy)
+    if exchange.unsigned_body is not None:
+        lines.append(exchange.unsigned_body.limits)
+    if policy.freshness:
+        lines.append(f"Client timestamps must be within {policy.max_skew_ms} ms of the enclave clock; recvWindow at most {policy.max_recv_window_ms} ms.")
+    else:
+        lines.append("Timestamp freshness is NOT checked (for replaying documentation vectors; do not use in production).")
+    return lines
+
+
+def _explain_borrowing(policy: SigningPolicy, exchange: Exchange) -> str:
+    if exchange.unsigned_body is not None:
+        return exchange.unsigned_body.borrowing
+    if policy.borrowing:
+        return "Orders that borrow (margin side effects, margin trade modes, leverage flags) are ALLOWED."
+    if not exchange.borrowing_words:
+        return "Orders that make the exchange lend are refused."
+    return f"Orders that make the exchange lend ({exchange.borrowing_words}) are refused."
+
+
+def _explain_limits(policy: SigningPolicy) -> list[str]:
+    lines = []
+    if policy.limits.max_quantity is not None:
+        lines.append(f"Each order: at most {policy.limits.max_quantity} in quantity.")
+    if policy.limits.max_notional is not None:
+        lines.append(f"Each order: at most {policy.limits.max_notional} in notional (price x quantity).")
+    for symbol, limits in sorted(policy.per_symbol.items()):
+        parts = [f"quantity {limits.max_quantity}" if limits.max_quantity is not None else "", f"notional {limits.max_notional}" if limits.max_notional is not None else ""]
+        lines.append(f"{symbol} orders: at most {' and '.join(part for part in parts if part)}.")
+    if policy.window_seconds is not None:
+        lines.append(f"All orders together: at most {policy.window_max} notional in any {policy.window_seconds} s.")
+    return lines
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from enclave.protocol.bundle import BundleError, SealedBundle, associated_data, check_name, encryption_context
-from enclave.protocol.schemes import SCHEME_NAMES
+from enclave.protocol.exchanges import SCHEME_NAMES
 
 from .errors import SealError
 

@@ -1,0 +1,607 @@
+"""The decision function: may the enclave sign this request for this key?
+
+Pure — no I/O, and time is passed in — so the enclave enforces exactly what the host tools
+(``zerocopy policy check`` / ``simulate``) predict. What it reads in a request comes from the key's
+exchange descriptor (:mod:`enclave.protocol.exchange`), resolved once when the policy is parsed.
+
+The decision depends only on what the signature covers. Where that is the parameter set (Binance,
+Bybit), the engine finds *every* endpoint that would accept the request's parameters and refuses
+unless the policy allows all of them; fund-moving, account security and session endpoints must be
+named explicitly. Parameters must be known, unique and in canonical form (enumerated ones in a
+spelling the exchange documents), JSON bodies are parsed strictly and re-serialised by the
+enclave, and the enclave builds the string to sign itself. Symbols are compared in the exchange's
+canonical form, and an order the exchange could read more than one way must be within the limits
+under every reading. What a request can cost — its refusal's size, what is remembered about it —
+is bounded, whatever the host sends.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from ..exchange import BASE, DANGEROUS_CATEGORIES, Endpoint, Exchange, Flags, endpoint_name
+from ..exchanges import DECIMAL_PARAMETERS, exchange_for_scheme
+from .document import DECIMAL, PolicyError, bounded, normalize_document
+from .limits import NotionalWindow, TokenBucket, Verdicts
+
+__all__ = ["Refusal", "SigningPolicy", "PolicyState", "Authorized"]
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_NAMES = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(?:\x01[A-Za-z_][A-Za-z0-9_]{0,63})*")  # one or more names
+_VALUE = re.compile(r"[A-Za-z0-9._:,@/+-]{0,256}")
+_VALUES = re.compile(r"(?:[A-Za-z0-9._:,@/+-]{0,256}\x01)*[A-Za-z0-9._:,@/+-]{0,256}")  # all values at once
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,127}")  # a templated path segment: ids and UUIDs, never "." or ".."
+_DEFAULT_RATE = (Decimal(10), 20)
+_DEFAULT_SKEW_MS = 5000
+_DEFAULT_RECV_WINDOW_MS = 5000
+# Sizes: whatever the host sends, what the engine keeps and answers is bounded.
+_MAX_BODY = 64 * 1024
+_MAX_PARAMETERS = 64  # twice the most any catalogued endpoint takes (Bybit's order: 29)
+_MAX_PATH = 1024
+_SIZED = frozenset({"order", "amend"})
+_CATEGORY_WORDS = {"funds": "it moves funds", "security": "it changes account security", "session": "it opens an unsigned session", "settings": "it changes account settings"}
+# Fields a policy cannot enforce where the signature leaves the body out (borrowing too: the body says it).
+_BODY_FIELDS = frozenset({"symbols", "max_quantity", "max_notional", "per_symbol", "notional_window", "borrowing"})
+
+
+class Refusal(Exception):
+    """A request the policy does not allow. ``rule`` names the rule that refused it; the message is
+    at most a few hundred bytes."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(bounded(message))
+        self.rule = rule
+
+
+# -- the parsed policy --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Limits:
+    max_quantity: Decimal | None = None
+    max_notional: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class SigningPolicy:
+    """A parsed policy for one key (scheme known, its exchange resolved)."""
+
+    scheme: str
+    exchange: Exchange | None  # None: a raw scheme
+    document: dict | None
+    raw_signing: bool
+    borrowing: bool
+    allow: frozenset[str]
+    symbols: frozenset[str] | None
+    limits: _Limits
+    per_symbol: dict[str, _Limits]
+    window_seconds: int | None
+    window_max: Decimal | None
+    rate: tuple[Decimal, int] | None
+    freshness: bool
+    max_skew_ms: int
+    max_recv_window_ms: int
+
+    @property
+    def catalogue(self) -> str | None:
+        """The name of the endpoint catalogue requests are checked against."""
+        return self.exchange.name if self.exchange is not None else None
+
+    @classmethod
+    def parse(cls, document: dict | None, *, scheme: str) -> "SigningPolicy":
+        exchange = exchange_for_scheme(scheme)
+        normalized = normalize_document(document) if document is not None else None
+        doc = normalized or {}
+        if doc.get("scheme", scheme) != scheme:
+            raise PolicyError(f"this policy is written for {doc['scheme']}, not {scheme}")
+        _check_applicable(doc, scheme, exchange)
+        canonical = exchange.symbol_form if exchange is not None else str.upper
+        window, rate, freshness = doc.get("notional_window"), doc.get("rate"), doc.get("freshness", {})
+        return cls(
+            scheme=scheme,
+            exchange=exchange,
+            document=normalized,
+            raw_signing=doc.get("raw_signing", exchange is None),
+            borrowing=doc.get("borrowing", False),
+            allow=_allowed(doc, scheme, exchange),
+            symbols=frozenset(map(canonical, doc["symbols"])) if "symbols" in doc else None,
+            limits=_Limits(_opt_decimal(doc.get("max_quantity")), _opt_decimal(doc.get("max_notional"))),
+            per_symbol=_per_symbol_limits(doc.get("per_symbol", {}), canonical),
+            window_seconds=window["seconds"] if window else None,
+            window_max=Decimal(window["max_notional"]) if window else None,
+            rate=(Decimal(rate["per_second"]), rate["burst"]) if rate else (None if exchange is None else _DEFAULT_RATE),
+            freshness=freshness.get("enabled", True),
+            max_skew_ms=freshness.get("max_skew_ms", _DEFAULT_SKEW_MS),
+            max_recv_window_ms=freshness.get("max_recv_window_ms", _DEFAULT_RECV_WINDOW_MS),
+        )
+
+
+def _check_applicable(doc: dict, scheme: str, exchange: Exchange | None) -> None:
+    """Refuse fields the key's scheme cannot enforce."""
+    if exchange is None:
+        extra = sorted(set(doc) - {"version", "scheme", "raw_signing", "rate"})
+        if extra:
+            raise PolicyError(f"{scheme} signs raw payloads only; {extra[0]!r} does not apply (only raw_signing and rate do)")
+    elif exchange.unsigned_body is not None:
+        constrained = sorted(set(doc) & _BODY_FIELDS)
+        if constrained:
+            raise PolicyError(
+                f"{constrained[0]!r} cannot be enforced for {scheme}: {exchange.unsigned_body.signature} covers the method and path, "
+                "not the body, so the host can send any order body with it. Restrict endpoints and rate instead."
+            )
+
+
+def _allowed(doc: dict, scheme: str, exchange: Exchange | None) -> frozenset[str]:
+    """The endpoints the policy names; by default every trade and read endpoint."""
+    endpoints = exchange.endpoints if exchange is not None else ()
+    if "allow" not in doc:
+        return frozenset(endpoint.name for endpoint in endpoints if endpoint.category in {"trade", "read"})
+    unknown = sorted(set(doc["allow"]) - {endpoint.name for endpoint in endpoints})
+    if unknown:
+        raise PolicyError(f"allow: {unknown[0]!r} is not an endpoint ZeroCopy knows for {scheme}; see docs/policy.md for the catalogue")
+    return frozenset(doc["allow"])
+
+
+def _opt_decimal(value: str | None) -> Decimal | None:
+    return Decimal(value) if value is not None else None
+
+
+def _per_symbol_limits(per_symbol: dict, canonical: Callable[[str], str]) -> dict[str, _Limits]:
+    """Limits by the exchange's canonical symbol: ``btcusdt`` is BTCUSDT's order, so it gets its cap."""
+    limits: dict[str, _Limits] = {}
+    written: dict[str, str] = {}
+    for symbol, table in per_symbol.items():
+        key = canonical(symbol)
+        if key in limits:
+            raise PolicyError(f"per_symbol names {written[key]!r} and {symbol!r}, which are one symbol ({key}) on this exchange")
+        written[key] = symbol
+        limits[key] = _Limits(_opt_decimal(table.get("max_quantity")), _opt_decimal(table.get("max_notional")))
+    return limits
+
+
+# -- sizes --------------------------------------------------------------------------------------
+def _order_size(exchange: Exchange, values: dict[str, str], kind: str) -> tuple[Decimal | None, Decimal | None, bool] | None:
+    """(quantity, notional, quoted) of an order or amend under its largest reading, or ``None`` if it
+    sets neither size nor price. ``None`` for quantity or notional: unknown (unbounded).
+
+    An order can often be read more than one way — a Binance order with both ``quantity`` and
+    ``quoteOrderQty``, a Bybit spot market order whose unit depends on the account — and the
+    exchange, not the engine, picks the reading, so every limit applies to the largest one. The
+    price counts towards the notional only for order types that execute at or better than it
+    (limit orders): a market order ignores ``price`` (Bybit, OKX, Kraken say so), so
+    ``qty=100, price=1, orderType=Market`` must not pass as a notional of 100.
+    """
+    fields = exchange.order_fields
+
+    def number(name: str | None) -> Decimal | None:
+        return Decimal(values[name]) if name and name in values else None
+
+    if kind == "amend" and (fields.new_quantity or fields.new_price):
+        size, price = number(fields.new_quantity), number(fields.new_price)
+    else:
+        size, price = number(fields.quantity), number(fields.price)
+    quote = number(fields.quote_quantity)
+    if kind == "amend" and size is None and price is None and quote is None:
+        # Changes neither size nor price: e.g. a Bybit cancel, whose parameters also fit /v5/order/amend.
+        return None
+    if price is not None and kind == "order" and not _is_limit_price(exchange, values):
+        price = None
+    units = exchange.size_units(values)
+    if quote is None and units is BASE:  # the usual order, read one way (the hot path: no lists)
+        return size, (size * price if size is not None and price is not None else None), False
+    readings: list[tuple[Decimal | None, Decimal | None]] = []  # (base quantity, notional)
+    if size is not None:
+        for unit in units:
+            readings.append((size, size * price if price is not None else None) if unit == "base" else (None, size))
+    if quote is not None:
+        readings.append((None, quote))
+    quoted = any(quantity is None for quantity, _ in readings)
+    return _largest(quantity for quantity, _ in readings), _largest(notional for _, notional in readings), quoted
+
+
+def _is_limit_price(exchange: Exchange, values: dict[str, str]) -> bool:
+    rule = exchange.limit_price
+    if rule is None:
+        return False
+    return values.get(rule.type_field) in rule.limit_types and (rule.overridden_by is None or rule.overridden_by not in values)
+
+
+def _largest(amounts: Iterable[Decimal | None]) -> Decimal | None:
+    """The largest of the readings; ``None`` (unknown, so unbounded) if any is, or if there are none."""
+    largest: Decimal | None = None
+    for amount in amounts:
+        if amount is None:
+            return None
+        largest = amount if largest is None or amount > largest else largest
+    return largest
+
+
+# -- checks of the request's form -----------------------------------------------------------------
+def _check_request_size(path: str, params: tuple, body: bytes) -> None:
+    """Refuse early what no catalogued endpoint could take: the cost of judging, remembering and
+    answering a request must not grow with what the host sends."""
+    if len(params) > _MAX_PARAMETERS:
+        raise Refusal("too_large", f"the request has {len(params)} parameters; no endpoint the policy engine knows takes more than {_MAX_PARAMETERS}")
+    if len(body) > _MAX_BODY:
+        raise Refusal("too_large", f"the body is {len(body)} bytes; the policy engine judges bodies of at most {_MAX_BODY}")
+    if len(path) > _MAX_PATH:
+        raise Refusal("too_large", f"the path is {len(path)} characters; no endpoint the policy engine knows has more than {_MAX_PATH}")
+
+
+@functools.lru_cache(maxsize=256)
+def _documented_values(endpoints: tuple[Endpoint, ...]) -> Mapping[str, frozenset[str]]:
+    """The documented spellings of every enumerated parameter over ``endpoints`` (the union: the
+    signature is good for each of them, and a spelling one documents is understood). Cached per
+    combination, so remembered verdicts share them."""
+    merged: dict[str, frozenset[str]] = {}
+    for endpoint in endpoints:
+        for name, spellings in endpoint.values.items():
+            merged[name] = type(spellings)(merged.get(name, frozenset()) | spellings)
+    return merged
+
+
+def _check_documented_values(values: Mapping[str, str], documented: Mapping[str, frozenset[str]]) -> None:
+    """Enumerated parameters take only the exchange's documented spellings: an exchange that also
+    accepts ``margin_buy`` or ``01`` would act on a value the engine read differently."""
+    for name, spellings in documented.items():
+        value = values.get(name)
+        if value is None or value in spellings:
+            continue
+        if isinstance(spellings, Flags):
+            flags = value.split(",")
+            if len(set(flags)) == len(flags) and all(flag in spellings for flag in flags):
+                continue
+            raise Refusal("non_canonical", f"{name}={value[:40]!r} is not a list of distinct documented flags ({', '.join(sorted(spellings))})")
+        shown = ", ".join(sorted(spellings)[:8]) + (", ..." if len(spellings) > 8 else "")
+        raise Refusal("non_canonical", f"{name}={value[:40]!r} is not one of the exchange's documented values ({shown})")
+
+
+def _check_names(params: Any) -> None:
+    names = [name for name, _ in params]
+    if not names:
+        return
+    joined = "\x01".join(names)
+    if joined.count("\x01") + 1 != len(names) or not _NAMES.fullmatch(joined):
+        bad = next(name for name in names if not _NAME.fullmatch(name))
+        raise Refusal("non_canonical", f"parameter name {bad[:40]!r} is not a plain identifier")
+    if len(set(names)) != len(names):
+        duplicate = next(name for name in names if names.count(name) > 1)
+        raise Refusal("duplicate_parameter", f"parameter {duplicate!r} appears twice")
+
+
+def _check_values(params: Any) -> None:
+    joined = "\x01".join([value for _, value in params])
+    # The separator must not occur inside a value, or "a\x01b" would pass as two values. (With no
+    # params the count test fails harmlessly: the loop below finds nothing to refuse.)
+    if joined.count("\x01") + 1 != len(params) or not _VALUES.fullmatch(joined):
+        for name, value in params:
+            if not _VALUE.fullmatch(value):
+                raise Refusal("non_canonical", f"the value of {name!r} has characters outside [A-Za-z0-9._:,@/+-] or is too long")
+    for name, value in params:
+        if name in DECIMAL_PARAMETERS and not DECIMAL.fullmatch(value):
+            raise Refusal("non_canonical", f"{name} must be a plain decimal such as 0.5, not {value[:30]!r}")
+
+
+def _strict_json_object(body: bytes) -> dict:
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict:
+        seen: dict = {}
+        for key, value in pairs:
+            if key in seen:
+                raise Refusal("duplicate_parameter", f"the JSON body repeats the key {key[:40]!r}")
+            seen[key] = value
+        return seen
+
+    def no_constants(name: str) -> Any:
+        raise Refusal("non_canonical", f"the JSON body contains {name}")
+
+    try:
+        parsed = json.loads(body.decode("utf-8"), object_pairs_hook=pairs_hook, parse_constant=no_constants, parse_float=_refuse_float)
+    except Refusal:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise Refusal("non_canonical", "the body is not a valid JSON object") from None
+    if not isinstance(parsed, dict):
+        raise Refusal("non_canonical", "the body must be a JSON object")
+    if len(parsed) > _MAX_PARAMETERS:
+        raise Refusal("too_large", f"the JSON body has {len(parsed)} fields; no endpoint the policy engine knows takes more than {_MAX_PARAMETERS}")
+    return parsed
+
+
+def _refuse_float(text: str) -> Any:
+    raise Refusal("non_canonical", f"write the number {text[:20]} as a string: floats lose precision")
+
+
+def _json_pairs(parsed: dict) -> list[tuple[str, str]]:
+    """A flat JSON object's fields as text: JSON true/false and integers compare as "true", "1"."""
+    pairs = []
+    for name, value in parsed.items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (str, int)):
+            text = str(value)
+        else:
+            raise Refusal("non_canonical", f"the value of {name[:40]!r} must be a string, number or boolean (nested values are not supported)")
+        pairs.append((name, text))
+    return pairs
+
+
+def _canonical_parameters(exchange: Exchange, method: str, params: tuple[tuple[str, str], ...], body: bytes) -> tuple[tuple[tuple[str, str], ...], bytes]:
+    """The request's fields, checked, and the body to sign (a JSON body re-serialised canonically)."""
+    if method in exchange.json_body_methods:
+        if params:
+            raise Refusal("non_canonical", f"{exchange.name} POST requests carry their parameters in the JSON body, not the query")
+        parsed = _strict_json_object(body) if body else {}
+        pairs = _json_pairs(parsed)
+        _check_names(pairs)
+        _check_values(pairs)  # before serialising: a lone surrogate cannot be encoded
+        return tuple(pairs), json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode()
+    if body and "no-body" not in exchange.covers:
+        raise Refusal("non_canonical", "send the parameters as params; the enclave builds the string to sign itself")
+    _check_names(params)
+    _check_values(params)
+    return params, body
+
+
+# -- which endpoints a request reaches -----------------------------------------------------------
+def _parameter_problem(endpoint: Endpoint, names: frozenset[str]) -> str:
+    missing = sorted(endpoint.required - names)
+    unknown = sorted(names - endpoint.required - endpoint.optional)
+    if unknown:
+        return f"{endpoint.name} does not take the parameter {unknown[0]!r}"
+    if missing:
+        return f"{endpoint.name} needs the parameter {missing[0]!r}"
+    return f"the parameters do not fit {endpoint.name}"
+
+
+def _no_endpoint_takes(catalogue: str, names: frozenset[str]) -> str:
+    shown = sorted(names)[:6]
+    return f"no {catalogue} endpoint the policy engine knows takes exactly the parameters {', '.join(shown)}{', ...' if len(names) > 6 else ''}"
+
+
+def _path_matches(pattern: str, path: str) -> bool:
+    if "{" not in pattern:
+        return pattern == path
+    parts, actual = pattern.split("/"), path.split("/")
+    return len(parts) == len(actual) and all(p == a or (p.startswith("{") and _SEGMENT.fullmatch(a) is not None) for p, a in zip(parts, actual))
+
+
+def _matching_endpoints(exchange: Exchange, method: str, path: str, names: frozenset[str]) -> list[Endpoint]:
+    """Every catalogued endpoint a signature for this request would be good for."""
+    covers = exchange.covers
+    if "path" in covers:
+        return _endpoints_at_path(exchange, method, path, names)
+    endpoints = exchange.endpoints
+    if "format" in covers:
+        endpoints = tuple(e for e in endpoints if (e.method == "GET") == (method == "GET"))
+    matches = [e for e in endpoints if e.accepts(names)]
+    if not matches:
+        requested = [e for e in endpoints if e.path == path and (e.method == method or method == "WS")]
+        detail = _parameter_problem(requested[0], names) if requested else _no_endpoint_takes(exchange.name, names)
+        raise Refusal("unknown_parameter", detail)
+    return matches
+
+
+def _endpoints_at_path(exchange: Exchange, method: str, path: str, names: frozenset[str]) -> list[Endpoint]:
+    covers = exchange.covers
+    candidates = [e for e in exchange.endpoints if _path_matches(e.path, path) and ("method" not in covers or e.method == method)]
+    if not candidates:
+        raise Refusal("endpoint", f"{endpoint_name(method, path)[:120]} is not an endpoint the policy engine knows")
+    if "no-body" in covers:
+        return candidates
+    matches = [e for e in candidates if e.accepts(names)]
+    if not matches:
+        raise Refusal("unknown_parameter", _parameter_problem(candidates[0], names))
+    return matches
+
+
+def _shape_cost(shape: tuple, verdict: Any) -> int:
+    """A generous estimate of what remembering ``shape`` keeps alive: the key (a tuple, a frozenset,
+    the name strings), the dict slot, and a refusal's message. Endpoints and documented spellings
+    are shared (see ``_documented_values``)."""
+    names = shape[3]
+    cost = 640 + sum(120 + len(name) for name in names)
+    if isinstance(verdict, _Refused):
+        cost += 200 + len(verdict.message)
+    return cost
+
+
+class _Verdict(NamedTuple):
+    endpoints: tuple[Endpoint, ...]
+    kind: str
+    documented: Mapping[str, frozenset[str]]  # enumerated parameter -> documented spellings, over all endpoints
+
+
+class _Refused(NamedTuple):
+    rule: str
+    message: str
+
+
+# -- decisions ----------------------------------------------------------------------------------
+class Authorized(NamedTuple):
+    """What the enclave will sign: the canonical parameters and body, and the facts for the receipt."""
+
+    params: tuple[tuple[str, str], ...]
+    body: bytes
+    endpoints: tuple[str, ...]
+    kind: str
+    symbol: str | None = None
+    quantity: Decimal | None = None
+    notional: Decimal | None = None
+
+
+class PolicyState:
+    """One key's policy plus what it remembers (rate bucket, notional window, verdicts), thread-safe
+    and bounded in memory whatever the host sends."""
+
+    def __init__(self, policy: SigningPolicy) -> None:
+        self.policy = policy
+        self._bucket = TokenBucket(*policy.rate) if policy.rate else None
+        self._window = NotionalWindow(policy.window_seconds) if policy.window_seconds is not None else None
+        self._verdicts = Verdicts()
+
+    # raw -------------------------------------------------------------------------------------
+    def authorize_raw(self, now_ms: int) -> None:
+        if not self.policy.raw_signing:
+            raise Refusal("raw_signing", "raw payload signing is off for this key; use sign_request")
+        if self._bucket is not None and self.policy.exchange is None and not self._bucket.take(now_ms):
+            raise self._rate_refusal()
+
+    # requests --------------------------------------------------------------------------------
+    def authorize_request(self, method: str, path: str, params: tuple[tuple[str, str], ...], body: bytes, now_ms: int) -> Authorized:
+        policy = self.policy
+        exchange = policy.exchange
+        if exchange is None:
+            raise Refusal("scheme", f"{policy.scheme} signs raw payloads only")
+        _check_request_size(path, params, body)
+        method = method.upper()
+        params, header_params = self._header_recv_window(exchange, params)
+        checked, body = _canonical_parameters(exchange, method, params, body)
+        names = frozenset(name for name, _ in checked) | exchange.implicit
+        matches, kind, documented = self._verdict(exchange, method, path, names)
+        values = dict(checked)
+        _check_documented_values(values, documented)
+        self._check_freshness(exchange, values, now_ms)
+        symbol = values.get(exchange.order_fields.symbol or "")
+        # Every symbol rule compares the exchange's canonical form: btcusdt is BTCUSDT's order.
+        canonical = exchange.symbol_form(symbol) if symbol is not None else None
+        if kind in {"order", "amend", "cancel"} and canonical is not None and policy.symbols is not None and canonical not in policy.symbols:
+            raise Refusal("symbol", f"symbol {symbol[:40]!r} is not in the policy's allowlist")
+        quantity = notional = None
+        if kind in _SIZED:
+            self._check_borrowing(exchange, values)
+            size = _order_size(exchange, values, kind)
+            if size is not None:
+                quantity, notional, quoted = size
+                self._check_size(canonical, quantity, notional, quoted, kind)
+            self._meter(now_ms, kind, size is not None, notional)
+        # A JSON body is signed as the body: its fields were checked, but are not query parameters.
+        signed_params = header_params + (() if method in exchange.json_body_methods else checked)
+        return Authorized(signed_params, body, tuple(endpoint.name for endpoint in matches), kind, symbol, quantity, notional)
+
+    def _verdict(self, exchange: Exchange, method: str, path: str, names: frozenset[str]) -> _Verdict:
+        """Which endpoints a request could reach, whether the policy allows all of them, and the
+        documented spellings of their enumerated parameters.
+
+        Depends only on what the signature covers, so it is computed once per distinct shape and
+        remembered (a bot sends the same few shapes over and over).
+        """
+        covers = exchange.covers
+        shape = ("method" in covers and method, ("path" in covers or method == "WS") and path, method == "GET", names)
+        verdict = self._verdicts.get(shape)
+        if verdict is None:
+            try:
+                verdict = self._judge(exchange, method, path, names)
+            except Refusal as refusal:
+                # Remember the words, not the exception: its traceback would keep every frame of
+                # this request (and the request itself) alive for as long as the verdict.
+                verdict = _Refused(refusal.rule, str(refusal))
+            self._verdicts.remember(shape, verdict, _shape_cost(shape, verdict))
+        if isinstance(verdict, _Refused):
+            raise Refusal(verdict.rule, verdict.message)
+        return verdict
+
+    def _judge(self, exchange: Exchange, method: str, path: str, names: frozenset[str]) -> _Verdict:
+        matches = _matching_endpoints(exchange, method, path, names)
+        # Dangerous endpoints first, so the refusal names the worst thing the signature could do.
+        for endpoint in sorted(matches, key=lambda endpoint: endpoint.category not in DANGEROUS_CATEGORIES):
+            if endpoint.name not in self.policy.allow:
+                if endpoint.category in DANGEROUS_CATEGORIES:
+                    reach = (
+                        f"the request is for {endpoint.name}" if "path" in exchange.covers
+                        else f"a signature for these parameters would also be valid for {endpoint.name}"
+                    )
+                    raise Refusal(endpoint.category, f"{reach} ({_CATEGORY_WORDS[endpoint.category]}), which the policy does not name")
+                also = "" if endpoint.name == endpoint_name(method, path) else " (the signature does not cover the path, and that endpoint takes the same parameters)"
+                raise Refusal("endpoint", f"the policy does not allow {endpoint.name}{also}")
+        kinds = {endpoint.kind for endpoint in matches}
+        kind = "order" if "order" in kinds else "amend" if "amend" in kinds else "cancel" if "cancel" in kinds else "read"
+        return _Verdict(tuple(matches), kind, _documented_values(tuple(matches)))
+
+    def _header_recv_window(self, exchange: Exchange, params: tuple[tuple[str, str], ...]) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+        """A recv window that rides in a signed header (Bybit's) is passed to the scheme as a
+        pseudo-parameter: take it out of the parameters, and check it as the scheme reads it."""
+        header = exchange.header_recv_window
+        if header is None:
+            return params, ()
+        windows = [value for name, value in params if name == header.name]
+        if not windows:
+            return params, ()
+        if len(windows) > 1:
+            raise Refusal("duplicate_parameter", f"parameter {header.name!r} appears twice")
+        milliseconds = header.parse(windows[0])
+        if milliseconds is None:
+            raise Refusal("non_canonical", f"{header.name} must be a whole number of milliseconds")
+        if self.policy.freshness and milliseconds > self.policy.max_recv_window_ms:
+            raise Refusal("recv_window", f"{header.name} must be at most {self.policy.max_recv_window_ms} ms")
+        return tuple(pair for pair in params if pair[0] != header.name), ((header.name, windows[0]),)
+
+    def _check_freshness(self, exchange: Exchange, values: dict[str, str], now_ms: int) -> None:
+        policy = self.policy
+        if not policy.freshness:
+            return
+        nonce = exchange.host_nonce_param
+        if nonce is not None and nonce in values:
+            raise Refusal("freshness", f"the enclave sets {exchange.family.title()}'s {nonce} from its own clock; a {nonce} chosen by the host could be signed now and used much later")
+        timestamp = values.get(exchange.timestamp_param or "")
+        if timestamp is not None:
+            if not timestamp.isdigit() or len(timestamp) > 16:
+                raise Refusal("non_canonical", "timestamp must be milliseconds since the epoch")
+            skew = abs(int(timestamp) - now_ms)
+            if skew > policy.max_skew_ms:
+                raise Refusal("freshness", f"timestamp is {skew} ms away from the enclave clock (at most {policy.max_skew_ms} allowed)")
+        recv_window = values.get(exchange.recv_window_param or "")
+        if recv_window is not None:
+            if not recv_window.isdigit() or int(recv_window) > policy.max_recv_window_ms:
+                raise Refusal("recv_window", f"{exchange.recv_window_param} must be at most {policy.max_recv_window_ms} ms")
+
+    def _check_borrowing(self, exchange: Exchange, values: dict[str, str]) -> None:
+        """Only documented spellings get here (``_check_documented_values``), so exact matches are
+        exactly the exchange's own reading."""
+        if self.policy.borrowing:
+            return
+        for name, borrowing_values in exchange.borrowing.items():
+            value = values.get(name)
+            if value is not None and (borrowing_values is None or value in borrowing_values):
+                raise Refusal("borrowing", f"{name}={value[:20]} makes the exchange lend to this order; the policy does not allow borrowing")
+
+    def _check_size(self, symbol: str | None, quantity: Decimal | None, notional: Decimal | None, quoted: bool, kind: str) -> None:
+        """``symbol`` in canonical form; ``quoted``: some reading of the order sizes it in the quote currency."""
+        for scope, limits in (("", self.policy.limits), (f" for {symbol}", self.policy.per_symbol.get(symbol or "", _Limits()))):
+            if limits.max_quantity is not None:
+                if quantity is None:
+                    if kind == "order":  # an amend without a new quantity keeps the order's own
+                        why = "it can be read as a quote quantity, which buys any amount" if quoted else "it gives none"
+                        raise Refusal("quantity_unknown", f"the policy caps quantity{scope}, and this order's base quantity is unknown: {why}")
+                elif quantity > limits.max_quantity:
+                    raise Refusal("max_quantity", f"quantity {quantity} is above the policy's maximum{scope} of {limits.max_quantity}")
+            if limits.max_notional is not None:
+                if notional is None:
+                    raise Refusal("notional_unknown", f"the policy caps notional{scope}, and this order's notional cannot be computed (give a price, or a quote quantity)")
+                if notional > limits.max_notional:
+                    raise Refusal("max_notional", f"notional {notional} is above the policy's maximum{scope} of {limits.max_notional}")
+
+    def _meter(self, now_ms: int, kind: str, sized: bool, notional: Decimal | None) -> None:
+        """Count an order or amend against the notional window and the rate bucket: both, or (refused)
+        neither. A size-less "amend" is a cancel's twin: cancels stay unmetered."""
+        policy = self.policy
+        window = self._window if sized and policy.window_max is not None else None
+        if window is not None and notional is None:
+            raise Refusal("notional_unknown", "the policy caps notional per window, and this order's notional cannot be computed")
+        bucket = self._bucket if kind == "order" or sized else None
+        took = bucket.take(now_ms) if bucket is not None else True
+        if window is not None:
+            total = window.admit(now_ms, notional, policy.window_max, commit=took)
+            if total is not None:
+                if bucket is not None and took:
+                    bucket.give_back()
+                raise Refusal("notional_window", f"this order would bring the notional signed in the last {policy.window_seconds} s to {total}, above {policy.window_max}")
+        if not took:
+            raise self._rate_refusal()
+
+    def _rate_refusal(self) -> Refusal:
+        rate = self.policy.rate or _DEFAULT_RATE
+        return Refusal("rate", f"more than {rate[0]} orders per second (bursts of {rate[1]}); try again shortly")

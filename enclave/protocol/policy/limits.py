@@ -1,0 +1,143 @@
+"""What one key's policy remembers between requests: the rate bucket, the notional window and the
+verdicts per request shape. Each is bounded in memory whatever the host sends, and takes its own
+lock, so one does not wait for another.
+
+Time is the enclave clock in milliseconds, passed in. The state lives in enclave memory: an enclave
+restart refills the bucket and empties the window.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from decimal import Decimal
+from typing import Any
+
+__all__ = ["TokenBucket", "NotionalWindow", "Verdicts", "WINDOW_BUCKETS", "VERDICT_BYTES", "MAX_REMEMBERED_SHAPES"]
+
+WINDOW_BUCKETS = 4096  # the notional window keeps at most this many sums
+VERDICT_BYTES = 1 << 20  # remembered verdicts, per key
+MAX_REMEMBERED_SHAPES = 4096
+
+
+class TokenBucket:
+    """``per_second`` tokens a second, at most ``burst`` saved up; a request takes one."""
+
+    def __init__(self, per_second: Decimal, burst: int) -> None:
+        # Floats are exact enough for a rate limit, and several times cheaper than Decimal here.
+        self._per_second = float(per_second)
+        self._burst = float(burst)
+        self._tokens = self._burst
+        self._last_refill_ms: int | None = None
+        self._lock = threading.Lock()
+
+    def take(self, now_ms: int) -> bool:
+        """Take a token; ``False`` (and nothing taken) if the bucket is empty."""
+        with self._lock:
+            last = self._last_refill_ms
+            if last is not None and now_ms > last:
+                self._tokens = min(self._burst, self._tokens + self._per_second * (now_ms - last) / 1000)
+            if last is None or now_ms > last:  # a clock read that is behind refills nothing
+                self._last_refill_ms = now_ms
+            if self._tokens < 1:
+                return False
+            self._tokens -= 1
+            return True
+
+    def give_back(self) -> None:
+        """Return a token taken for a request that another limit then refused."""
+        with self._lock:
+            self._tokens = min(self._burst, self._tokens + 1)
+
+
+class NotionalWindow:
+    """The notional signed in the last ``seconds``, as at most ``WINDOW_BUCKETS`` sums.
+
+    Orders close in time share a bucket, which leaves the window only when its newest order has:
+    the total can only be over-counted (by at most one bucket's span), never under-counted. Time
+    is the latest the window has seen: a clock read that is behind (two threads, a stepped clock)
+    counts as that time, so nothing that left the window comes back or is missed.
+    """
+
+    def __init__(self, seconds: int) -> None:
+        self.span_ms = seconds * 1000
+        self.bucket_ms = max(1000, self.span_ms // WINDOW_BUCKETS)
+        self._buckets: deque[list] = deque()  # [first_ms, last_ms, sum]
+        self._total = Decimal(0)
+        self._now_ms: int | None = None
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def total(self, now_ms: int) -> Decimal:
+        with self._lock:
+            return self._current_total(now_ms)
+
+    def add(self, now_ms: int, notional: Decimal) -> None:
+        with self._lock:
+            self._add(now_ms, notional)
+
+    def admit(self, now_ms: int, notional: Decimal, limit: Decimal, *, commit: bool = True) -> Decimal | None:
+        """Count ``notional`` (if ``commit``) unless it would bring the total above ``limit``; then
+        return that total instead, counting nothing. Checked and counted as one step."""
+        with self._lock:
+            total = self._current_total(now_ms) + notional
+            if total > limit:
+                return total
+            if commit:
+                self._add(now_ms, notional)
+            return None
+
+    def _advance(self, now_ms: int) -> int:
+        self._now_ms = now_ms if self._now_ms is None else max(self._now_ms, now_ms)
+        return self._now_ms
+
+    def _current_total(self, now_ms: int) -> Decimal:
+        horizon = self._advance(now_ms) - self.span_ms
+        while self._buckets and self._buckets[0][1] <= horizon:
+            self._total -= self._buckets.popleft()[2]
+        return self._total
+
+    def _add(self, now_ms: int, notional: Decimal) -> None:
+        now_ms = self._advance(now_ms)
+        last = self._buckets[-1] if self._buckets else None
+        if last is not None and now_ms < last[0] + self.bucket_ms:  # buckets begin a span apart
+            last[1] = now_ms
+            last[2] += notional
+        else:
+            self._buckets.append([now_ms, now_ms, notional])
+        self._total += notional
+
+
+class Verdicts:
+    """Verdicts remembered per request shape, bounded in entries and in (estimated) bytes.
+
+    Full, it forgets the oldest shapes: a host cycling through junk shapes costs the bot a
+    recomputation (microseconds), never memory. Lookups take no lock (a dict read is atomic).
+    """
+
+    def __init__(self, *, max_entries: int = MAX_REMEMBERED_SHAPES, max_bytes: int = VERDICT_BYTES) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: dict[tuple, tuple[Any, int]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, shape: tuple) -> Any:
+        entry = self._entries.get(shape)
+        return None if entry is None else entry[0]
+
+    def remember(self, shape: tuple, verdict: Any, cost: int) -> None:
+        if cost > self.max_bytes:
+            return
+        with self._lock:
+            if shape in self._entries:
+                return
+            while self._entries and (len(self._entries) >= self.max_entries or self.bytes + cost > self.max_bytes):
+                self.bytes -= self._entries.pop(next(iter(self._entries)))[1]
+            self._entries[shape] = (verdict, cost)
+            self.bytes += cost
