@@ -36,7 +36,7 @@ __all__ = [
     "ProvisionedBundle",
     "Provisioned",
     "Audit",
-    "AuditLog",
+    "AuditPage",
     "Generate",
     "Generated",
     "OpenSession",
@@ -239,7 +239,7 @@ class Audit(Message):
 
 
 @dataclass(frozen=True, kw_only=True)
-class AuditLog(Message):
+class AuditPage(Message):
     """A page of receipts; ``zerocopy.audit`` verifies what ``start`` and ``checkpoint`` sign."""
 
     TYPE = MessageType.AUDIT_LOG
@@ -296,5 +296,5 @@ REQUESTS: dict[MessageType, type[Message]] = {
     kind.TYPE: kind for kind in (Attest, Keys, Provision, Audit, Generate, OpenSession)  # type: ignore[misc]
 }
 ANSWERS: dict[MessageType, type[Message]] = {
-    kind.TYPE: kind for kind in (Attestation, KeyList, Provisioned, AuditLog, Generated, SessionOpened)  # type: ignore[misc]
+    kind.TYPE: kind for kind in (Attestation, KeyList, Provisioned, AuditPage, Generated, SessionOpened)  # type: ignore[misc]
 }
