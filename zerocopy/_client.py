@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 from enclave.protocol import (
     NEED_DATA,
@@ -47,7 +47,6 @@ __all__ = ["Signer", "SignedRequest", "KeyInfo", "ProvisionResult", "ENV_VAR"]
 ENV_VAR = "ZEROCOPY_ENCLAVE"
 PCR_ENV_PREFIX = "ZEROCOPY_EXPECTED_PCR"  # ZEROCOPY_EXPECTED_PCR0 (and PCR1, PCR2, … if set), hex
 ROOT_ENV_VAR = "ZEROCOPY_ATTESTATION_ROOT"  # PEM file of the trusted root; unset = the AWS root
-T = TypeVar("T")
 _RECV = 65536
 _PROTOCOL_CODES = {ErrorCode.MALFORMED_FRAME, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.UNKNOWN_MESSAGE_TYPE, ErrorCode.FRAME_TOO_LARGE}
 
@@ -239,18 +238,12 @@ class Signer:
                 raise errors.ConnectionClosed("this Signer is closed")
             self._reconnect()
 
-    def _retrying(self, exchange: Callable[..., T], *args: Any) -> T:
-        """Run ``exchange(*args)``; if the connection turns out to be broken (say, the enclave
-        restarted), reconnect once and run it again. Signing has no side effect a second try could double."""
-        try:
-            return exchange(*args)
-        except errors.ConnectionClosed:
-            if self._closed:
-                raise
-            with self._lock:
-                self._fail()
-                self._ensure_connected()
-            return exchange(*args)
+    def _reconnect_after_break(self) -> None:
+        """A connection that turned out to be broken (say, the enclave restarted) is replaced
+        once, for a second try: signing has no side effect a second try could double."""
+        with self._lock:
+            self._fail()
+            self._ensure_connected()
 
     # -- plumbing ---------------------------------------------------------------------------
     def _next_id(self) -> int:
@@ -326,43 +319,42 @@ class Signer:
         :class:`Connection` method) encodes it for the connection it goes out on — sealed on a
         session, after any reconnect — and the answer event comes back; with ``retry``, once more
         on a new connection if this one turns out to be broken."""
-        if retry:
-            return self._retrying(self._exchange, send, parts)
-        return self._exchange(send, parts)
-
-    def _exchange(self, send: Callable[..., bytes], parts: tuple) -> Any:
-        with self._lock:
-            self._ensure_connected()
-            request_id = self._next_id()
+        retried = False
+        while True:
             try:
-                data = send(self._conn, request_id, *parts)
-            except LocalProtocolError as exc:
-                raise ValueError(str(exc)) from None
-            self._send(data)
-            return self._expect(request_id)
+                with self._lock:
+                    self._ensure_connected()
+                    request_id = self._next_id()
+                    try:
+                        data = send(self._conn, request_id, *parts)
+                    except LocalProtocolError as exc:
+                        raise ValueError(str(exc)) from None
+                    self._send(data)
+                    return self._expect(request_id)
+            except errors.ConnectionClosed:
+                if retried or not retry or self._closed:
+                    raise
+                retried = True
+                self._reconnect_after_break()
 
     def _control(self, message: Message, *, retry: bool = True, malformed: type[errors.ProtocolError] = errors.ProtocolError) -> Any:
         """Send a control message; its answer, typed (:mod:`enclave.protocol.messages`)."""
         kind = message.TYPE
         response = self._request(Connection.send_control, message, retry=retry)
-        if isinstance(response, ErrorResponse):
-            raise _error_for(response)
-        if not isinstance(response, ControlResponse) or response.kind != kind | 0x80:
-            self._fail()
-            raise errors.ProtocolError(f"unexpected answer to {kind.name}")
+        if type(response) is not ControlResponse or response.kind != kind | 0x80:
+            raise self._unexpected(response, kind.name)
         try:
             return ANSWERS[response.kind].from_fields(response.fields)
         except MessageError as exc:
             raise malformed(f"malformed {response.kind.name} answer from the enclave: {exc}") from None
 
-    def _check(self, response: Any, expected: type[T], kind: str) -> T:
-        """``response`` if it is the ``expected`` answer; an error answer raised as its exception."""
-        if type(response) is expected:
-            return response
-        if isinstance(response, ErrorResponse):
-            raise _error_for(response)
+    def _unexpected(self, response: Any, kind: str) -> errors.ZeroCopyError:
+        """What to raise for an answer that is not the one asked for: an error answer's exception,
+        or (the exchange is out of step: the connection is dropped) a ProtocolError."""
+        if type(response) is ErrorResponse:
+            return _error_for(response)
         self._fail()
-        raise errors.ProtocolError(f"unexpected answer to {kind}")
+        return errors.ProtocolError(f"unexpected answer to {kind}")
 
     # -- the API ----------------------------------------------------------------------------
     def sign(self, key: str, payload: bytes) -> bytes:
@@ -371,13 +363,21 @@ class Signer:
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
         event = self._request(Connection.send_sign, key_bytes, bytes(payload))
-        return self._check(event, Signature, "SIGN").signature
+        if type(event) is not Signature:
+            raise self._unexpected(event, "SIGN")
+        return event.signature
 
     def sign_many(self, items: Iterable[tuple[str, bytes]]) -> list[bytes]:
         """Pipeline several raw signatures on this connection, sent ``SIGN_MANY_WINDOW`` at a time
         while the answers to the window before are read; raises the first error after all answers."""
         requests = [(_key_argument(key), bytes(payload)) for key, payload in items]
-        answers = self._retrying(self._pipeline, requests)
+        try:
+            answers = self._pipeline(requests)
+        except errors.ConnectionClosed:
+            if self._closed:
+                raise
+            self._reconnect_after_break()
+            answers = self._pipeline(requests)
         for event in answers:
             if isinstance(event, ErrorResponse):
                 raise _error_for(event)
@@ -428,7 +428,9 @@ class Signer:
             request = sign_http_body(*parts, body.encode() if isinstance(body, str) else bytes(body or b""))
         except LocalProtocolError as exc:
             raise ValueError(str(exc)) from None
-        event = self._check(self._request(Connection.send_sign_http, request), HttpSignature, "SIGN_HTTP")
+        event = self._request(Connection.send_sign_http, request)
+        if type(event) is not HttpSignature:
+            raise self._unexpected(event, "SIGN_HTTP")
         signed_body: str | bytes = event.body if isinstance(body, bytes) else event.body.decode()
         return SignedRequest(method.upper(), path, event.query, signed_body, dict(event.headers))
 

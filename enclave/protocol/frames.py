@@ -111,6 +111,9 @@ class ErrorCode(enum.IntEnum):
     SESSION_FAILED = 16
 
 
+_SIGN, _SIGN_HTTP = int(MessageType.SIGN), int(MessageType.SIGN_HTTP)  # plain ints: packed per request
+
+
 class Role(enum.Enum):
     CLIENT = "client"
     SERVER = "server"
@@ -418,6 +421,7 @@ class Connection:
         self._skip = 0  # bytes of an oversized frame still to discard
         self._accepts = _REQUEST_TYPES if role is Role.SERVER else _RESPONSE_TYPES
         self._sends = _RESPONSE_TYPES if role is Role.SERVER else _REQUEST_TYPES
+        self._is_client = role is Role.CLIENT  # looked up per request on the hot path; an enum member is slower
         self.closed = False
         self.session: Any = None  # an enclave.protocol.session.Session once OPEN_SESSION succeeded
         self._session_offered: int | None = None  # server: the id of an OPEN_SESSION not yet answered
@@ -449,13 +453,15 @@ class Connection:
     # -- output without events: the client's hot paths and control messages -----------------------
     def send_sign(self, request_id: int, key: bytes, payload: bytes) -> bytes:
         """``SIGN`` for a key name from :func:`key_name`, sealed if there is a session."""
-        self._check_sends_requests()
-        return self.seal(encode_sign_request(request_id, key, payload))
+        if not self._is_client or self._fatal is not None:
+            self._refuse_request()
+        return self.seal(_SIGN_PREFIX.pack(len(key) + 1 + len(payload), VERSION, _SIGN, request_id, len(key)) + key + payload)
 
     def send_sign_http(self, request_id: int, body: bytes) -> bytes:
         """``SIGN_HTTP`` for a body from :func:`sign_http_body`, sealed if there is a session."""
-        self._check_sends_requests()
-        return self.seal(HEADER.pack(len(body), VERSION, MessageType.SIGN_HTTP, request_id) + body)
+        if not self._is_client or self._fatal is not None:
+            self._refuse_request()
+        return self.seal(HEADER.pack(len(body), VERSION, _SIGN_HTTP, request_id) + body)
 
     def send_control(self, request_id: int, message: Any) -> bytes:
         """A control message (:mod:`.messages`: ``TYPE`` and ``to_fields()``) as its frame."""
@@ -463,9 +469,9 @@ class Connection:
         event_type = ControlRequest if kind in CONTROL_REQUESTS else ControlResponse
         return self.send(event_type(request_id, kind, message.to_fields()))
 
-    def _check_sends_requests(self) -> None:
-        if self.role is not Role.CLIENT or self._fatal is not None:
-            raise LocalProtocolError("only a client connection that has not failed sends requests")
+    @staticmethod
+    def _refuse_request() -> None:
+        raise LocalProtocolError("only a client connection that has not failed sends requests")
 
     @property
     def in_frame(self) -> bool:
