@@ -26,7 +26,6 @@ from .kms import AttestedKms, Credentials, KmsError
 from .nsm import Nsm, NsmError
 from .protocol.policy import PolicyError, PolicyState, Refusal, SigningPolicy
 from .protocol import (
-    ControlRequest,
     ControlResponse,
     ErrorCode,
     ErrorResponse,
@@ -38,15 +37,32 @@ from .protocol import (
     SignRequest,
     cbor,
 )
+from .protocol.messages import (
+    REQUESTS,
+    Attest,
+    Attestation,
+    Audit,
+    AuditPage,
+    Generate,
+    Generated,
+    KeyInfo,
+    KeyList,
+    Keys,
+    Message,
+    MessageError,
+    OpenSession,
+    Provision,
+    Provisioned,
+    ProvisionedBundle,
+)
 from .protocol.session import USER_DATA_FIELD as SESSION_FIELD, HandshakeError, accept as accept_session
-from .protocol.audit import FIELD_LIMITS, NONCE_SIZES, clip
+from .protocol.audit import FIELD_LIMITS, clip
 from .protocol.bundle import BundleError, SealedBundle, associated_data, canonical_json, check_name, encryption_context
 from .schemes import SCHEMES, SchemeError, generate_key, load_key
 
 __all__ = ["EnclaveService"]
 
 log = logging.getLogger("enclave.service")
-MAX_BUNDLES = 64
 USER_DATA_MAX = 1024
 
 
@@ -66,7 +82,7 @@ class EnclaveService:
         )
         self.audit = AuditLog(self.identity)
         self._fingerprint_key = os.urandom(32)
-        self._control: dict[MessageType, Callable[[dict], dict]] = {
+        self._control: dict[MessageType, Callable[[Any], Message]] = {
             MessageType.ATTEST: self._attest,
             MessageType.KEYS: self._keys,
             MessageType.PROVISION: self._provision,
@@ -84,10 +100,12 @@ class EnclaveService:
         if handler is None and event.kind is not MessageType.OPEN_SESSION:
             return ErrorResponse(event.request_id, ErrorCode.UNSUPPORTED_OPERATION, f"{event.kind.name} is not supported by this enclave")
         try:
+            request = REQUESTS[event.kind].from_fields(event.fields)
             if handler is None:
-                return self._open_session(event)
-            return ControlResponse(event.request_id, MessageType(event.kind | 0x80), handler(event.fields))
-        except _BadRequest as exc:
+                return self._open_session(event.request_id, request)
+            answer = handler(request)
+            return ControlResponse(event.request_id, answer.TYPE, answer.to_fields())
+        except (MessageError, _BadRequest) as exc:
             return ErrorResponse(event.request_id, ErrorCode.BAD_REQUEST, str(exc))
         except _Unusable as exc:
             return ErrorResponse(event.request_id, ErrorCode.PROVISIONING_FAILED, str(exc))
@@ -139,26 +157,22 @@ class EnclaveService:
         return ErrorResponse(event.request_id, ErrorCode.UNKNOWN_KEY, f"key {event.key!r} is not provisioned in this enclave (no key of that name is loaded)")
 
     # -- control messages -------------------------------------------------------------------
-    def _attest(self, fields: dict) -> dict:
-        _only(fields, {"nonce"})
-        nonce = fields.get("nonce")
-        if nonce is not None and (not isinstance(nonce, bytes) or len(nonce) > 1024):
-            raise _BadRequest("nonce must be at most 1024 bytes")
-        document = self.nsm.attestation(public_key=self.identity_public, user_data=self.loaded_summary(), nonce=nonce)
-        return {"document": document}
+    def _attest(self, request: Attest) -> Attestation:
+        document = self.nsm.attestation(public_key=self.identity_public, user_data=self.loaded_summary(), nonce=request.nonce)
+        return Attestation(document=document)
 
-    def _open_session(self, event: ControlRequest) -> SessionAccepted:
+    def _open_session(self, request_id: int, request: OpenSession) -> SessionAccepted:
         """An attested session: the document is the one ATTEST gives (identity key, loaded keys),
         with ``nonce`` = the handshake binding (client nonce and both ephemeral X25519 keys).
         Sending the answer switches the connection to sealed frames (enclave/protocol/session.py)."""
         try:
-            accepted = accept_session(event.fields)
+            accepted = accept_session(request.to_fields())
         except HandshakeError as exc:
             raise _BadRequest(str(exc)) from None
         # The binding goes into user_data too, which ATTEST never lets the host choose (session.py).
         summary = self.loaded_summary(session=accepted.binding)
         document = self.nsm.attestation(public_key=self.identity_public, user_data=summary, nonce=accepted.binding)
-        return SessionAccepted(event.request_id, accepted.public_key, document, accepted.session)
+        return SessionAccepted(request_id, accepted.public_key, document, accepted.session)
 
     def loaded_summary(self, *, session: bytes | None = None) -> bytes:
         """``user_data`` of attestation documents: which keys, schemes and policies are live, and
@@ -179,52 +193,43 @@ class EnclaveService:
         sealers = hashlib.sha256(cbor.dumps(sealed_by)).digest()
         return cbor.dumps({"keys_sha256": digest, "count": len(keys), "sealed_by_sha256": sealers, **bound})
 
-    def _audit(self, fields: dict) -> dict:
-        _only(fields, {"after", "limit", "nonce"})
-        after, limit, nonce = fields.get("after", 0), fields.get("limit", 1000), fields.get("nonce")
-        if not isinstance(after, int) or after < 0 or not isinstance(limit, int) or not 1 <= limit <= 5000:
-            raise _BadRequest("after must be a sequence number and limit 1..5000")
-        if nonce is not None and (not isinstance(nonce, bytes) or len(nonce) not in NONCE_SIZES):
-            raise _BadRequest(f"nonce must be {NONCE_SIZES.start} to {NONCE_SIZES.stop - 1} bytes")
+    def _audit(self, request: Audit) -> AuditPage:
         # Receipts travel as canonical JSON lines (exactly the bytes the chain hashes), in pages
-        # that always fit in a frame: a client pages on with ``after``.
-        return self.audit.fetch(after, limit, nonce=nonce)
+        # that always fit in a frame: a client pages on with ``after``. The page is our own, so it
+        # is not checked again (and its receipts stay the list fetch made: no copy).
+        return AuditPage(**self.audit.fetch(request.after, request.limit, nonce=request.nonce))
 
-    def _keys(self, fields: dict) -> dict:
-        _only(fields, set())
-        return {"keys": [key.describe() for key in self.keyring.keys()]}
+    def _keys(self, request: Keys) -> KeyList:
+        return KeyList(keys=tuple(KeyInfo.from_fields(key.describe()) for key in self.keyring.keys()))
 
-    def _provision(self, fields: dict) -> dict:
-        _only(fields, {"bundles", "credentials", "region"})
-        bundles = fields.get("bundles")
-        if not isinstance(bundles, list) or not bundles or len(bundles) > MAX_BUNDLES:
-            raise _BadRequest(f"bundles must be a list of 1 to {MAX_BUNDLES} sealed bundles")
-        if not all(isinstance(bundle, bytes) for bundle in bundles):
-            raise _BadRequest("each bundle must be the bytes of a sealed bundle file")
-        self._check_region(fields.get("region"))
-        credentials = self._credentials(fields.get("credentials"))
+    def _provision(self, request: Provision) -> Provisioned:
+        self._check_region(request.region)
+        credentials = self._credentials(request.credentials)
         session = None
         results = []
         try:
-            for index, raw in enumerate(bundles):
+            for index, raw in enumerate(request.bundles):
                 try:
                     bundle = SealedBundle.from_json(raw)
                 except BundleError as exc:
-                    results.append({"index": index, "name": None, "loaded": False, "error": f"bundle #{index + 1}: {exc}"})
+                    results.append(ProvisionedBundle(index=index, name=None, loaded=False, error=f"bundle #{index + 1}: {exc}"))
                     continue
-                try:
-                    if session is None:
-                        session = self.kms.session(credentials)
-                    added = self._unseal(bundle, session)
-                    results.append({"index": index, "name": bundle.name, "loaded": True, "new": added, "error": None})
-                    log.info("loaded key %r (%s, policy %s)", bundle.name, bundle.scheme, bundle.policy_sha256[:16])
-                except _Unusable as exc:
-                    log.warning("bundle %r refused: %s", bundle.name, exc)
-                    results.append({"index": index, "name": bundle.name, "loaded": False, "error": f"bundle {bundle.name!r}: {exc}"})
+                if session is None:
+                    session = self.kms.session(credentials)
+                results.append(self._provision_one(index, bundle, session))
         finally:
             if session is not None:
                 session.close()  # its idle keep-alive connection would hold a vsock-proxy worker
-        return {"results": results}
+        return Provisioned(results=tuple(results))
+
+    def _provision_one(self, index: int, bundle: SealedBundle, session: Any) -> ProvisionedBundle:
+        try:
+            added = self._unseal(bundle, session)
+        except _Unusable as exc:
+            log.warning("bundle %r refused: %s", bundle.name, exc)
+            return ProvisionedBundle(index=index, name=bundle.name, loaded=False, error=f"bundle {bundle.name!r}: {exc}")
+        log.info("loaded key %r (%s, policy %s)", bundle.name, bundle.scheme, bundle.policy_sha256[:16])
+        return ProvisionedBundle(index=index, name=bundle.name, loaded=True, new=added, error=None)
 
     def _check_region(self, region: Any) -> None:
         if region is not None and region != self.kms.settings.region:
@@ -293,23 +298,17 @@ class EnclaveService:
         except KeyringFull as exc:
             raise _Unusable(str(exc)) from None
 
-    def _generate(self, fields: dict) -> dict:
+    def _generate(self, request: Generate) -> Generated:
         """A key pair made here; the private half is sealed from inside, only to a seal key the
         operator measured into the launch configuration, and never leaves unsealed."""
-        _only(fields, {"name", "scheme", "api_key", "policy", "kms_key_id", "credentials", "region"})
-        name, scheme, api_key = (fields.get(field) for field in ("name", "scheme", "api_key"))
-        document = fields.get("policy")
-        if not all(isinstance(value, str) for value in (name, scheme)) or not isinstance(api_key, (str, type(None))):
-            raise _BadRequest("name and scheme must be strings")
-        if document is not None and not isinstance(document, dict):
-            raise _BadRequest("policy must be a map")
-        self._check_region(fields.get("region"))
-        credentials = self._credentials(fields.get("credentials"))
+        name, scheme, api_key, document = request.name, request.scheme, request.api_key, request.policy
+        self._check_region(request.region)
+        credentials = self._credentials(request.credentials)
         kind = SCHEMES.get(scheme)
         if kind is None or not kind.asymmetric:
             raise _Unusable(f"{scheme!r} is not an asymmetric scheme; only those can generate their key inside the enclave")
         self._check_room(name)
-        seal_key = self._seal_key(fields.get("kms_key_id"))
+        seal_key = self._seal_key(request.kms_key_id)
         if self.keyring.get(name) is not None:
             raise _Unusable(f"a key named {name!r} is already loaded")
         policy = self._policy_for(scheme, document)
@@ -334,17 +333,15 @@ class EnclaveService:
             raise _BadRequest(str(exc)) from None
         self._install(bundle, secret, policy, key_arn)
         log.info("generated key %r (%s) inside the enclave, sealed to %s", name, scheme, key_arn)
-        return {"bundle": bundle.to_json(), "public_key": self.keyring.get(name).signing_key.public_key_pem()}  # type: ignore[union-attr]
+        return Generated(bundle=bundle.to_json(), public_key=self.keyring.get(name).signing_key.public_key_pem())  # type: ignore[union-attr,arg-type]
 
-    def _seal_key(self, requested: Any) -> str:
+    def _seal_key(self, requested: str | None) -> str:
         """The KMS key to seal a generated key to: one fixed at launch (measured), never the host's choice."""
         seal_keys = self.kms.settings.seal_keys
         if not seal_keys:
             raise _Unusable("this enclave was launched without --seal-key, so it has no KMS key to seal a generated key to")
         if requested is None:
             return seal_keys[0]
-        if not isinstance(requested, str):
-            raise _BadRequest("kms_key_id must be a string")
         if requested not in seal_keys:
             raise _Unusable(f"this enclave seals generated keys only to the KMS keys it was launched with (--seal-key), and {requested[:160]!r} is not one of them")
         return requested
@@ -352,12 +349,6 @@ class EnclaveService:
 
 class _Unusable(Exception):
     """A bundle that cannot be loaded; the message says why and holds no secret."""
-
-
-def _only(fields: dict, allowed: set[str]) -> None:
-    unknown = sorted(set(fields) - allowed)
-    if unknown:
-        raise _BadRequest(f"unknown field {unknown[0][:64]!r}")
 
 
 def _bounded_reason(exc: Exception) -> str:

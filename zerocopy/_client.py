@@ -20,25 +20,24 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 from enclave.protocol import (
     NEED_DATA,
     Connection,
-    ControlRequest,
     ControlResponse,
     ErrorCode,
     ErrorResponse,
     HttpSignature,
     LocalProtocolError,
-    MessageType,
     RemoteProtocolError,
     Role,
     Signature,
-    encode_http_sign_request,
-    encode_sign_request,
+    key_name,
+    sign_http_body,
 )
 from enclave.protocol.address import Address, AddressError, parse_address
+from enclave.protocol.messages import ANSWERS, Attest, Audit, Generate, KeyInfo, Keys, Message, MessageError, OpenSession, Provision
 from enclave.protocol.session import ClientHandshake, HandshakeError, check_bound
 
 from . import errors
@@ -48,9 +47,7 @@ __all__ = ["Signer", "SignedRequest", "KeyInfo", "ProvisionResult", "ENV_VAR"]
 ENV_VAR = "ZEROCOPY_ENCLAVE"
 PCR_ENV_PREFIX = "ZEROCOPY_EXPECTED_PCR"  # ZEROCOPY_EXPECTED_PCR0 (and PCR1, PCR2, … if set), hex
 ROOT_ENV_VAR = "ZEROCOPY_ATTESTATION_ROOT"  # PEM file of the trusted root; unset = the AWS root
-T = TypeVar("T")
 _RECV = 65536
-_ENCODER = Connection(Role.CLIENT)  # stateless for plain frames
 _PROTOCOL_CODES = {ErrorCode.MALFORMED_FRAME, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.UNKNOWN_MESSAGE_TYPE, ErrorCode.FRAME_TOO_LARGE}
 
 
@@ -67,16 +64,6 @@ class SignedRequest:
     @property
     def url_path(self) -> str:
         return f"{self.path}?{self.query}" if self.query else self.path
-
-
-@dataclass(frozen=True)
-class KeyInfo:
-    name: str
-    scheme: str
-    api_key: str
-    policy_sha256: str
-    public_key: str | None = None
-    sealed_by: str = ""  # ARN of the KMS key that sealed the key, as KMS told the enclave
 
 
 @dataclass(frozen=True)
@@ -103,6 +90,14 @@ def _error_for(event: ErrorResponse) -> errors.ZeroCopyError:
     if event.code in _PROTOCOL_CODES:
         return errors.ProtocolError(f"the enclave rejected a frame: {message}")
     return errors.EnclaveError(message, code=event.code)
+
+
+def _key_argument(key: Any) -> bytes:
+    """A key name argument as the wire carries it (:func:`enclave.protocol.key_name` checks it)."""
+    try:
+        return key_name(key if isinstance(key, str) else b"")
+    except LocalProtocolError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _param_text(name: str, value: Any) -> str:
@@ -220,10 +215,8 @@ class Signer:
 
         expected_pcrs, roots, allow_debug = self._verification  # type: ignore[misc]
         handshake = ClientHandshake()
-        fields = self._control(MessageType.OPEN_SESSION, handshake.fields(), retry=False)
-        server_key, document = fields.get("public_key"), fields.get("document")
-        if not isinstance(document, bytes) or set(fields) != {"public_key", "document"}:
-            raise errors.SessionError("malformed SESSION answer from the enclave")
+        answer = self._control(OpenSession(**handshake.fields()), retry=False, malformed=errors.SessionError)
+        server_key, document = answer.public_key, answer.document
         try:
             binding = handshake.binding(server_key)
         except HandshakeError as exc:
@@ -245,35 +238,19 @@ class Signer:
                 raise errors.ConnectionClosed("this Signer is closed")
             self._reconnect()
 
-    def _retrying(self, call: Callable[[], T]) -> T:
-        """Run ``call``; if the connection turns out to be broken (say, the enclave restarted),
-        reconnect once and run it again. Signing has no side effect a second try could double."""
-        try:
-            return call()
-        except errors.ConnectionClosed:
-            if self._closed:
-                raise
-            with self._lock:
-                self._fail()
-                self._ensure_connected()
-            return call()
+    def _reconnect_after_break(self) -> None:
+        """A connection that turned out to be broken (say, the enclave restarted) is replaced
+        once, for a second try: signing has no side effect a second try could double."""
+        with self._lock:
+            self._fail()
+            self._ensure_connected()
 
     # -- plumbing ---------------------------------------------------------------------------
     def _next_id(self) -> int:
         return next(self._ids) & 0xFFFFFFFF
 
-    def _send(self, *frames: bytes) -> None:
-        """Send encoded frames, sealed if the connection is a session (after any reconnect:
-        a frame is sealed for the connection it goes out on)."""
-        self._ensure_connected()
+    def _send(self, data: bytes) -> None:
         assert self._sock is not None
-        seal = self._conn.seal
-        try:
-            data = seal(frames[0]) if len(frames) == 1 else b"".join([seal(frame) for frame in frames])
-        except LocalProtocolError as exc:
-            if len(frames) > 1 and self._conn.session is not None:
-                self._fail()  # frames sealed before this one were never sent: the counters parted
-            raise ValueError(str(exc)) from None
         try:
             self._sock.sendall(data)
         except socket.timeout:
@@ -337,81 +314,97 @@ class Signer:
         if sock is not None:
             sock.close()
 
-    def _roundtrip(self, event: Any) -> Any:
-        with self._lock:
+    def _request(self, send: Callable[..., bytes], *parts: Any, retry: bool = True) -> Any:
+        """The one way a request goes out: ``send(connection, request_id, *parts)`` (a
+        :class:`Connection` method) encodes it for the connection it goes out on — sealed on a
+        session, after any reconnect — and the answer event comes back; with ``retry``, once more
+        on a new connection if this one turns out to be broken."""
+        retried = False
+        while True:
             try:
-                data = _ENCODER.send(event)  # plain; _send seals it for the connection it goes out on
-            except LocalProtocolError as exc:
-                raise ValueError(str(exc)) from None
-            self._send(data)
-            return self._expect(event.request_id)
+                with self._lock:
+                    self._ensure_connected()
+                    request_id = self._next_id()
+                    try:
+                        data = send(self._conn, request_id, *parts)
+                    except LocalProtocolError as exc:
+                        raise ValueError(str(exc)) from None
+                    self._send(data)
+                    return self._expect(request_id)
+            except errors.ConnectionClosed:
+                if retried or not retry or self._closed:
+                    raise
+                retried = True
+                self._reconnect_after_break()
 
-    def _control(self, kind: MessageType, fields: dict, *, retry: bool = True) -> dict:
-        def once() -> Any:
-            with self._lock:
-                return self._roundtrip(ControlRequest(self._next_id(), kind, fields))
+    def _control(self, message: Message, *, retry: bool = True, malformed: type[errors.ProtocolError] = errors.ProtocolError) -> Any:
+        """Send a control message; its answer, typed (:mod:`enclave.protocol.messages`)."""
+        kind = message.TYPE
+        response = self._request(Connection.send_control, message, retry=retry)
+        if type(response) is not ControlResponse or response.kind != kind | 0x80:
+            raise self._unexpected(response, kind.name)
+        try:
+            return ANSWERS[response.kind].from_fields(response.fields)
+        except MessageError as exc:
+            raise malformed(f"malformed {response.kind.name} answer from the enclave: {exc}") from None
 
-        response = self._retrying(once) if retry else once()
-        if isinstance(response, ErrorResponse):
-            raise _error_for(response)
-        if not isinstance(response, ControlResponse) or response.kind != kind | 0x80:
-            self._fail()
-            raise errors.ProtocolError(f"unexpected answer to {kind.name}")
-        return response.fields
+    def _unexpected(self, response: Any, kind: str) -> errors.ZeroCopyError:
+        """What to raise for an answer that is not the one asked for: an error answer's exception,
+        or (the exchange is out of step: the connection is dropped) a ProtocolError."""
+        if type(response) is ErrorResponse:
+            return _error_for(response)
+        self._fail()
+        return errors.ProtocolError(f"unexpected answer to {kind}")
 
     # -- the API ----------------------------------------------------------------------------
     def sign(self, key: str, payload: bytes) -> bytes:
         """Raw signature of ``payload`` with the key named ``key`` (if its policy allows raw signing)."""
-        key_bytes = key.encode() if isinstance(key, str) else b""
-        if not 0 < len(key_bytes) <= 255:
-            raise ValueError("key must be a key name of 1 to 255 bytes")
+        key_bytes = _key_argument(key)
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-        payload = bytes(payload)
-
-        def once() -> Any:
-            with self._lock:
-                request_id = self._next_id()
-                self._send(encode_sign_request(request_id, key_bytes, payload))
-                return self._expect(request_id)
-
-        event = self._retrying(once)
-        if type(event) is Signature:
-            return event.signature
-        if isinstance(event, ErrorResponse):
-            raise _error_for(event)
-        self._fail()
-        raise errors.ProtocolError("unexpected answer to SIGN")
+        event = self._request(Connection.send_sign, key_bytes, bytes(payload))
+        if type(event) is not Signature:
+            raise self._unexpected(event, "SIGN")
+        return event.signature
 
     def sign_many(self, items: Iterable[tuple[str, bytes]]) -> list[bytes]:
         """Pipeline several raw signatures on this connection, sent ``SIGN_MANY_WINDOW`` at a time
         while the answers to the window before are read; raises the first error after all answers."""
-        requests = []
-        for key, payload in items:
-            key_bytes = key.encode()
-            if not 0 < len(key_bytes) <= 255:
-                raise ValueError("key must be a key name of 1 to 255 bytes")
-            requests.append((key_bytes, bytes(payload)))
-
-        def once() -> list:
-            with self._lock:
-                ids = [self._next_id() for _ in requests]
-                frames = [encode_sign_request(i, k, p) for i, (k, p) in zip(ids, requests)]
-                answers: list = []
-                # A window at a time, taking the previous window's answers while the enclave works
-                # on this one: sending everything first deadlocked once the unread answers filled
-                # the socket buffers (the enclave stops reading while its answers go unread).
-                for start in range(0, len(frames), SIGN_MANY_WINDOW):
-                    self._send(*frames[start : start + SIGN_MANY_WINDOW])
-                    answers.extend(self._expect(request_id) for request_id in ids[len(answers) : start])
-                answers.extend(self._expect(request_id) for request_id in ids[len(answers) :])
-                return answers
-
-        answers = self._retrying(once)
+        requests = [(_key_argument(key), bytes(payload)) for key, payload in items]
+        try:
+            answers = self._pipeline(requests)
+        except errors.ConnectionClosed:
+            if self._closed:
+                raise
+            self._reconnect_after_break()
+            answers = self._pipeline(requests)
         for event in answers:
             if isinstance(event, ErrorResponse):
                 raise _error_for(event)
         return [event.signature for event in answers]
+
+    def _pipeline(self, requests: list[tuple[bytes, bytes]]) -> list:
+        with self._lock:
+            self._ensure_connected()
+            ids = [self._next_id() for _ in requests]
+            answers: list = []
+            # A window at a time, taking the previous window's answers while the enclave works
+            # on this one: sending everything first deadlocked once the unread answers filled
+            # the socket buffers (the enclave stops reading while its answers go unread).
+            for start in range(0, len(requests), SIGN_MANY_WINDOW):
+                self._send(self._window(ids[start : start + SIGN_MANY_WINDOW], requests[start : start + SIGN_MANY_WINDOW]))
+                answers.extend(self._expect(request_id) for request_id in ids[len(answers) : start])
+            answers.extend(self._expect(request_id) for request_id in ids[len(answers) :])
+            return answers
+
+    def _window(self, ids: list[int], requests: list[tuple[bytes, bytes]]) -> bytes:
+        conn = self._conn
+        try:
+            return b"".join([conn.send_sign(request_id, key, payload) for request_id, (key, payload) in zip(ids, requests)])
+        except LocalProtocolError as exc:
+            if len(ids) > 1 and conn.session is not None:
+                self._fail()  # frames sealed before this one were never sent: the counters parted
+            raise ValueError(str(exc)) from None
 
     def sign_request(
         self,
@@ -428,28 +421,16 @@ class Signer:
             name = name if type(name) is str else str(name)
             items += (name, value if type(value) is str else _param_text(name, value))
         try:
-            text = "\0".join(items).encode()
-            frame_parts = (key.encode(), method.upper().encode(), path.encode(), text)
+            parts = (key.encode(), method.upper().encode(), path.encode(), "\0".join(items).encode())
         except (UnicodeEncodeError, AttributeError):
             raise ValueError("key, method, path and parameters must be text") from None
-        body_bytes = body.encode() if isinstance(body, str) else bytes(body or b"")
-        try:
-            encode_http_sign_request(0, *frame_parts, body_bytes)
+        try:  # checked and encoded once, framed for whichever connection it goes out on
+            request = sign_http_body(*parts, body.encode() if isinstance(body, str) else bytes(body or b""))
         except LocalProtocolError as exc:
             raise ValueError(str(exc)) from None
-
-        def once() -> Any:
-            with self._lock:
-                request_id = self._next_id()
-                self._send(encode_http_sign_request(request_id, *frame_parts, body_bytes))
-                return self._expect(request_id)
-
-        event = self._retrying(once)
-        if isinstance(event, ErrorResponse):
-            raise _error_for(event)
-        if not isinstance(event, HttpSignature):
-            self._fail()
-            raise errors.ProtocolError("unexpected answer to SIGN_HTTP")
+        event = self._request(Connection.send_sign_http, request)
+        if type(event) is not HttpSignature:
+            raise self._unexpected(event, "SIGN_HTTP")
         signed_body: str | bytes = event.body if isinstance(body, bytes) else event.body.decode()
         return SignedRequest(method.upper(), path, event.query, signed_body, dict(event.headers))
 
@@ -461,43 +442,28 @@ class Signer:
         return self._attest_once(nonce, retry=True)
 
     def _attest_once(self, nonce: bytes, *, retry: bool = False) -> bytes:
-        fields = self._control(MessageType.ATTEST, {"nonce": nonce}, retry=retry)
-        document = fields.get("document")
-        if not isinstance(document, bytes):
-            raise errors.ProtocolError("ATTEST answer carries no document")
-        return document
+        return self._control(Attest(nonce=nonce), retry=retry).document
 
     def audit(self, *, after: int = 0, limit: int = 1000, nonce: bytes | None = None) -> dict:
         """Audit receipts with a sequence number above ``after``, and a checkpoint signed by the
         enclave's identity key (see :mod:`zerocopy.audit` to store and verify them). With a
         ``nonce`` (16-64 bytes) the checkpoint is also signed over it, so it cannot be a replay."""
-        fields: dict[str, Any] = {"after": after, "limit": limit}
-        if nonce is not None:
-            fields["nonce"] = nonce
-        return self._control(MessageType.AUDIT, fields)
+        return self._control(Audit(after=after, limit=limit, nonce=nonce)).to_fields()
 
     def keys(self) -> list[KeyInfo]:
         """The keys loaded in the enclave (names, schemes, API key ids, policy digests)."""
-        fields = self._control(MessageType.KEYS, {})
-        try:
-            return [KeyInfo(**item) for item in fields.get("keys", [])]
-        except TypeError:
-            raise errors.ProtocolError("malformed KEYS answer") from None
+        return list(self._control(Keys()).keys)
 
     def provision(self, bundles: Sequence[bytes], *, credentials: Mapping[str, str], region: str | None = None, timeout: float | None = 60.0) -> list[ProvisionResult]:
         """Send sealed bundles; the enclave unseals them through KMS with these AWS credentials."""
-        fields: dict[str, Any] = {
-            "bundles": [bytes(bundle) for bundle in bundles],
-            "credentials": {name: value for name, value in credentials.items() if value is not None},
-        }
-        if region is not None:
-            fields["region"] = region
+        request = Provision(
+            bundles=tuple(bytes(bundle) for bundle in bundles),
+            credentials={name: value for name, value in credentials.items() if value is not None},
+            region=region,
+        )
         with self._timeout(timeout):
-            answer = self._control(MessageType.PROVISION, fields)
-        try:
-            return [ProvisionResult(item.get("name"), bool(item["loaded"]), item.get("error")) for item in answer["results"]]
-        except (KeyError, TypeError, AttributeError):
-            raise errors.ProtocolError("malformed PROVISION answer") from None
+            answer = self._control(request)
+        return [ProvisionResult(item.name, item.loaded, item.error) for item in answer.results]
 
     def generate(
         self,
@@ -519,22 +485,13 @@ class Signer:
         first ``--seal-key``, or ``kms_key_id`` if that names another of them; any other key is
         refused).
         """
-        fields: dict[str, Any] = {
-            "name": name, "scheme": scheme, "api_key": api_key,
-            "credentials": {key: value for key, value in credentials.items() if value is not None},
-        }
-        if kms_key_id is not None:
-            fields["kms_key_id"] = kms_key_id
-        if policy is not None:
-            fields["policy"] = policy
-        if region is not None:
-            fields["region"] = region
+        request = Generate(
+            name=name, scheme=scheme, api_key=api_key, kms_key_id=kms_key_id, policy=policy, region=region,
+            credentials={key: value for key, value in credentials.items() if value is not None},
+        )
         with self._timeout(timeout):  # KMS calls and key generation take longer than a signature
-            answer = self._control(MessageType.GENERATE, fields, retry=False)  # a second try would make a second key
-        bundle, public_key = answer.get("bundle"), answer.get("public_key")
-        if not isinstance(bundle, bytes) or not isinstance(public_key, bytes):
-            raise errors.ProtocolError("malformed GENERATE answer")
-        return bundle, public_key.decode()
+            answer = self._control(request, retry=False)  # a second try would make a second key
+        return answer.bundle, answer.public_key.decode()
 
     def close(self) -> None:
         with self._lock:

@@ -1,4 +1,5 @@
-"""The wire format shared by the enclave and its clients: frames, addresses, sealed bundles.
+"""The wire format shared by the enclave and its clients: frames (:mod:`.frames`), the control
+messages they carry (:mod:`.messages`), addresses, sealed bundles.
 
 This is the only part of ``enclave`` the host package imports.
 """
@@ -22,7 +23,10 @@ from .frames import (
     SignRequest,
     encode_http_sign_request,
     encode_sign_request,
+    key_name,
+    sign_http_body,
 )
+from .messages import MessageError
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -36,6 +40,7 @@ __all__ = [
     "HttpSignature",
     "HttpSignRequest",
     "LocalProtocolError",
+    "MessageError",
     "MessageType",
     "ProtocolError",
     "RemoteProtocolError",
@@ -45,4 +50,6 @@ __all__ = [
     "SignRequest",
     "encode_http_sign_request",
     "encode_sign_request",
+    "key_name",
+    "sign_http_body",
 ]

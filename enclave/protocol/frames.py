@@ -57,6 +57,8 @@ __all__ = [
     "Connection",
     "encode_sign_request",
     "encode_http_sign_request",
+    "key_name",
+    "sign_http_body",
 ]
 
 VERSION = 1
@@ -109,6 +111,9 @@ class ErrorCode(enum.IntEnum):
     SESSION_FAILED = 16
 
 
+_SIGN, _SIGN_HTTP = int(MessageType.SIGN), int(MessageType.SIGN_HTTP)  # plain ints: packed per request
+
+
 class Role(enum.Enum):
     CLIENT = "client"
     SERVER = "server"
@@ -127,13 +132,26 @@ def _check_request_id(request_id: int) -> None:
         raise LocalProtocolError(f"request_id must be an int in 0..{_REQUEST_ID_MAX}")
 
 
+_KEY_NAME_RULE = f"key name must be 1..{MAX_KEY_NAME} bytes of UTF-8"
+
+
+def key_name(key: str | bytes) -> bytes:
+    """``key`` as the wire carries it (text, or its UTF-8 bytes), checked: the one place the
+    key-name length rule lives."""
+    if isinstance(key, str):
+        try:
+            key = key.encode()
+        except UnicodeEncodeError:  # a lone surrogate
+            key = b""
+    if not isinstance(key, bytes) or not 0 < len(key) <= MAX_KEY_NAME:
+        raise LocalProtocolError(_KEY_NAME_RULE)
+    return key
+
+
 def _check_key(key: str) -> None:
-    try:
-        size = len(key.encode()) if isinstance(key, str) else 0
-    except UnicodeEncodeError:  # a lone surrogate
-        size = 0
-    if not 0 < size <= MAX_KEY_NAME:
-        raise LocalProtocolError(f"key name must be 1..{MAX_KEY_NAME} bytes of UTF-8")
+    if not isinstance(key, str):  # an event's key is text
+        raise LocalProtocolError(_KEY_NAME_RULE)
+    key_name(key)
 
 
 def _check_pairs(pairs: Any, what: str) -> None:
@@ -359,23 +377,29 @@ def _unchecked(kind: type, *values: Any) -> Any:
     return event
 
 
-def encode_http_sign_request(request_id: int, key: bytes, method: bytes, path: bytes, params: bytes, body: bytes) -> bytes:
-    """The SIGN_HTTP frame from already-encoded parts, without building an event (client hot path).
+def sign_http_body(key: bytes, method: bytes, path: bytes, params: bytes, body: bytes) -> bytes:
+    """The SIGN_HTTP body from already-encoded parts, checked once (a retry re-frames it with a
+    new request id and seals it for its connection; see :meth:`Connection.send_sign_http`).
 
     ``params`` is the UTF-8 block ``name\0value\0...``; the caller guarantees no NUL inside a name
     or value (the pair count is checked here: a stray NUL would shift it).
     """
-    if not 0 < len(key) <= MAX_KEY_NAME or not 0 < len(method) <= 16 or len(path) > 0xFFFF:
+    key_name(key)
+    if not 0 < len(method) <= 16 or len(path) > 0xFFFF:
         raise LocalProtocolError("key name, method or path out of bounds")
     if params and params.count(b"\0") % 2 != 1:
         raise LocalProtocolError("params names and values cannot contain NUL")
-    head = _HTTP_REQUEST.pack(len(key), len(method), len(path), len(params), len(body))
-    frame_body_length = len(head) + len(key) + len(method) + len(path) + len(params) + len(body)
-    return HEADER.pack(frame_body_length, VERSION, MessageType.SIGN_HTTP, request_id) + head + key + method + path + params + body
+    return _HTTP_REQUEST.pack(len(key), len(method), len(path), len(params), len(body)) + key + method + path + params + body
+
+
+def encode_http_sign_request(request_id: int, key: bytes, method: bytes, path: bytes, params: bytes, body: bytes) -> bytes:
+    """The plain SIGN_HTTP frame from already-encoded parts, without building an event."""
+    frame_body = sign_http_body(key, method, path, params, body)
+    return HEADER.pack(len(frame_body), VERSION, MessageType.SIGN_HTTP, request_id) + frame_body
 
 
 def encode_sign_request(request_id: int, key: bytes, payload: bytes) -> bytes:
-    """The SIGN frame for an already-encoded key name, without building an event (client hot path)."""
+    """The plain SIGN frame for a key name from :func:`key_name`, without building an event."""
     return _SIGN_PREFIX.pack(len(key) + 1 + len(payload), VERSION, MessageType.SIGN, request_id, len(key)) + key + payload
 
 
@@ -397,6 +421,7 @@ class Connection:
         self._skip = 0  # bytes of an oversized frame still to discard
         self._accepts = _REQUEST_TYPES if role is Role.SERVER else _RESPONSE_TYPES
         self._sends = _RESPONSE_TYPES if role is Role.SERVER else _REQUEST_TYPES
+        self._is_client = role is Role.CLIENT  # looked up per request on the hot path; an enum member is slower
         self.closed = False
         self.session: Any = None  # an enclave.protocol.session.Session once OPEN_SESSION succeeded
         self._session_offered: int | None = None  # server: the id of an OPEN_SESSION not yet answered
@@ -424,6 +449,29 @@ class Connection:
         if len(frame) - 10 + 16 > self.max_frame_size:  # the peer could only take it for tampering
             raise LocalProtocolError(f"message of {len(frame) - 10} bytes exceeds the frame limit of {self.max_frame_size}")
         return session.seal_frame(frame)
+
+    # -- output without events: the client's hot paths and control messages -----------------------
+    def send_sign(self, request_id: int, key: bytes, payload: bytes) -> bytes:
+        """``SIGN`` for a key name from :func:`key_name`, sealed if there is a session."""
+        if not self._is_client or self._fatal is not None:
+            self._refuse_request()
+        return self.seal(_SIGN_PREFIX.pack(len(key) + 1 + len(payload), VERSION, _SIGN, request_id, len(key)) + key + payload)
+
+    def send_sign_http(self, request_id: int, body: bytes) -> bytes:
+        """``SIGN_HTTP`` for a body from :func:`sign_http_body`, sealed if there is a session."""
+        if not self._is_client or self._fatal is not None:
+            self._refuse_request()
+        return self.seal(HEADER.pack(len(body), VERSION, _SIGN_HTTP, request_id) + body)
+
+    def send_control(self, request_id: int, message: Any) -> bytes:
+        """A control message (:mod:`.messages`: ``TYPE`` and ``to_fields()``) as its frame."""
+        kind = message.TYPE
+        event_type = ControlRequest if kind in CONTROL_REQUESTS else ControlResponse
+        return self.send(event_type(request_id, kind, message.to_fields()))
+
+    @staticmethod
+    def _refuse_request() -> None:
+        raise LocalProtocolError("only a client connection that has not failed sends requests")
 
     @property
     def in_frame(self) -> bool:
