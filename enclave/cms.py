@@ -11,20 +11,18 @@ Parsing failures say which part is wrong (the structure is not secret). Decrypti
 one opaque error, like Fernet's ``InvalidToken``: CBC carries no MAC, so telling a bad RSA block
 from bad padding would hand out an oracle.
 
-The subjectKeyIdentifier is not checked: how real KMS derives it is not documented. The
-emulator uses :func:`recipient_key_identifier` (SHA-256 of the recipient's DER
-SubjectPublicKeyInfo).
+The subjectKeyIdentifier is not checked: how real KMS derives it is not documented (the emulator
+uses SHA-256 of the recipient's DER SubjectPublicKeyInfo).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from asn1crypto import cms, core, parser
-from cryptography.hazmat.primitives import hashes, padding, serialization
+from cryptography.hazmat.primitives import hashes, padding
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -33,7 +31,6 @@ __all__ = [
     "RecipientCiphertextError",
     "parse_ciphertext_for_recipient",
     "decrypt_ciphertext_for_recipient",
-    "recipient_key_identifier",
     "KEY_IDENTIFIER_SIZE",
     "CONTENT_KEY_SIZE",
     "IV_SIZE",
@@ -49,14 +46,6 @@ _DECRYPT_FAILED = "could not decrypt CiphertextForRecipient"
 
 class RecipientCiphertextError(ValueError):
     """A ``CiphertextForRecipient`` that is malformed or does not decrypt."""
-
-
-def recipient_key_identifier(public_key: rsa.RSAPublicKey) -> bytes:
-    """SHA-256 of ``public_key``'s DER SubjectPublicKeyInfo: the emulator's subjectKeyIdentifier."""
-    der = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(der).digest()
 
 
 @contextmanager

@@ -10,13 +10,14 @@ a primitive ``[0]`` or as a constructed ``[0]`` of OCTET STRING chunks. So the e
 meets the real BER in every emulator run, not a DER shortcut.
 
 The subjectKeyIdentifier is SHA-256 of the recipient's DER SubjectPublicKeyInfo
-(:func:`enclave.cms.recipient_key_identifier`): the emulator's convention, since real KMS's is
+(:func:`recipient_key_identifier`): the emulator's convention, since real KMS's is
 not documented. See
 https://docs.aws.amazon.com/kms/latest/APIReference/API_Decrypt.html#KMS-Decrypt-response-CiphertextForRecipient
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from asn1crypto import algos, cms, core
@@ -25,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from enclave.cms import CONTENT_KEY_SIZE, IV_SIZE, recipient_key_identifier
+from enclave.cms import CONTENT_KEY_SIZE, IV_SIZE
 
-__all__ = ["build_ciphertext_for_recipient", "MIN_RSA_KEY_SIZE"]
+__all__ = ["build_ciphertext_for_recipient", "recipient_key_identifier", "MIN_RSA_KEY_SIZE"]
 
 MIN_RSA_KEY_SIZE = 2048
 
@@ -46,6 +47,14 @@ _OAEP_SHA256 = {
         },
     },
 }
+
+
+def recipient_key_identifier(public_key: rsa.RSAPublicKey) -> bytes:
+    """SHA-256 of ``public_key``'s DER SubjectPublicKeyInfo: the emulator's subjectKeyIdentifier."""
+    der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).digest()
 
 
 def _load_recipient_key(der: bytes) -> rsa.RSAPublicKey:
