@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from datetime import datetime, timezone
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
@@ -21,6 +22,7 @@ from ._aws import aws_session, host_credentials
 __all__ = ["main"]
 
 PROG = "zerocopy"
+COMMANDS_GROUP = "zerocopy.commands"
 
 
 class _Fatal(Exception):
@@ -77,51 +79,6 @@ def _load_policy(path: str | None, scheme: str) -> dict | None:
 
 
 # -- commands ------------------------------------------------------------------------------
-def cmd_demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
-
-    return run_demo(samples=args.samples)
-
-
-def cmd_emulator_up(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
-    from emulator import Emulator
-
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    with Emulator(debug=args.debug, clock=args.clock, enclave_dir=args.enclave_dir, region=args.region) as emulator:
-        credentials = emulator.credentials
-        print(f"export ZEROCOPY_ENCLAVE={emulator.address}")
-        print(f"export ZEROCOPY_KMS_ENDPOINT={emulator.kms_endpoint_url}")
-        print(f"export ZEROCOPY_KMS_CA={emulator.tls_ca_path}")
-        print(f"export AWS_REGION={emulator.region}")
-        print(f"export AWS_ACCESS_KEY_ID={credentials['access_key_id']}")
-        print(f"export AWS_SECRET_ACCESS_KEY={credentials['secret_access_key']}")
-        print(f"export AWS_SESSION_TOKEN={credentials['session_token']}")
-        print(f"# the host role's session (kms:Decrypt, kms:GenerateDataKey), expires {emulator.credentials_expiration:%Y-%m-%dT%H:%M:%SZ}")
-        # The operator's key (the account root), for creating keys and key policies; pytest's
-        # --zerocopy-enclave creates its test key with it.
-        print(f"export ZEROCOPY_KMS_OPERATOR_ACCESS_KEY_ID={emulator.operator_credentials['access_key_id']}")
-        print(f"export ZEROCOPY_KMS_OPERATOR_SECRET_ACCESS_KEY={emulator.operator_credentials['secret_access_key']}")
-        root_path = emulator.run_dir / "attestation-root.pem"  # type: ignore[operator]
-        root_path.write_bytes(emulator.root_certificate)
-        print(f"# attestation root: {root_path}")
-        print(f"# PCR0: {emulator.pcrs[0].hex()}")
-        if emulator.seal_key:
-            print(f"# seal key (the enclave's --seal-key, measured in PCR0; zerocopy generate seals to it): {emulator.seal_key}")
-        sys.stdout.flush()
-        _say("emulator running; paste the exports above into another shell. Ctrl-C stops it.")
-        try:
-            while not stopped.wait(0.5):
-                emulator.check()
-        except KeyboardInterrupt:
-            pass
-    _say("emulator stopped")
-    return 0
-
-
 def cmd_seal(args: argparse.Namespace) -> int:
     from .sealing import seal
 
@@ -541,24 +498,20 @@ def _add_kms(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kms-ca", metavar="PEM", help="CA bundle for the KMS endpoint (default: $ZEROCOPY_KMS_CA)")
 
 
+def _add_plugin_commands(commands: Any) -> None:
+    """Commands installed packages add (the emulator's ``demo`` and ``emulator up``), found as
+    pytest finds its plugins: each entry point is called with the subparsers."""
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda entry: entry.name):
+        entry.load()(commands)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from enclave.protocol.schemes import ASYMMETRIC_SCHEMES, SCHEME_NAMES
 
     parser = argparse.ArgumentParser(prog=PROG, description="Keep exchange API secrets in a Nitro Enclave and sign over vsock.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    demo = commands.add_parser("demo", help="run the whole flow on the embedded emulator", description="Seal a secret, provision an emulated enclave, sign, and show an enclave with other code being refused.")
-    demo.add_argument("--samples", type=int, default=2000, help="sign round trips to time (default: %(default)s)")
-    demo.set_defaults(handler=cmd_demo)
-
-    emulator = commands.add_parser("emulator", help="run the emulator", description="Local stand-ins for Nitro (vsock, NSM, attesting KMS).")
-    emulator_commands = emulator.add_subparsers(dest="emulator_command", metavar="ACTION", required=True)
-    up = emulator_commands.add_parser("up", help="start the emulator in the foreground and print the addresses", description="Start the emulator and keep it running until Ctrl-C; prints shell exports for the addresses.")
-    up.add_argument("--debug", action="store_true", help="launch the enclave in debug mode (zero PCR0-2)")
-    up.add_argument("--clock", help="enclave clock: system, fixed:<ms|ISO> or offset:<seconds>")
-    up.add_argument("--enclave-dir", help="launch this enclave package instead of the installed one")
-    up.add_argument("--region", default="us-east-1")
-    up.set_defaults(handler=cmd_emulator_up)
+    _add_plugin_commands(commands)
 
     seal = commands.add_parser("seal", help="seal a secret with KMS into a bundle file", description="Seal a secret (read from stdin or a prompt, never from the command line) for the enclave.")
     seal.add_argument("--name", required=True, help="key name the bot will use")
