@@ -105,14 +105,25 @@ def parse_ciphertext_for_recipient(blob: bytes) -> tuple[bytes, bytes, bytes]:
     if not blob:
         raise _fail("empty input")
     _check_outer(blob)
+    info, enveloped = _enveloped_data(blob)
+    ktri = _key_transport_recipient(enveloped)
+    encrypted_key = _encrypted_key(ktri)
+    _check_key_encryption(ktri)
+    iv, ciphertext = _encrypted_content(enveloped)
+    with _part("ContentInfo"):
+        # Walk whatever is left so nothing malformed hides in a part not read above.
+        info.native  # noqa: B018
+    return encrypted_key, iv, ciphertext
 
+
+def _enveloped_data(blob: bytes) -> tuple[Any, Any]:
+    """The ContentInfo and its EnvelopedData v2, without originator or unprotected attributes."""
     with _part("ContentInfo"):
         info = cms.ContentInfo.load(blob, strict=True)
         content_type = info["content_type"].native
         if content_type != "enveloped_data":
             raise _fail(f"content type is {content_type}, expected enveloped_data")
         enveloped = info["content"]
-
     with _part("EnvelopedData"):
         version = enveloped["version"].native
         if version != "v2":
@@ -121,13 +132,18 @@ def parse_ciphertext_for_recipient(blob: bytes) -> tuple[bytes, bytes, bytes]:
             raise _fail("originatorInfo must be absent")
         if not _absent(enveloped["unprotected_attrs"]):
             raise _fail("unprotectedAttrs must be absent")
+    return info, enveloped
+
+
+def _key_transport_recipient(enveloped: Any) -> Any:
+    """The one recipient: a KeyTransRecipientInfo v2 named by a subjectKeyIdentifier of KMS's size."""
+    with _part("EnvelopedData"):
         recipients = enveloped["recipient_infos"]
         if len(recipients) != 1:
             raise _fail(f"{len(recipients)} recipients, expected exactly one")
         recipient = recipients[0]
         if recipient.name != "ktri":
             raise _fail(f"recipient is {recipient.name}, expected ktri (KeyTransRecipientInfo)")
-
     with _part("KeyTransRecipientInfo"):
         ktri = recipient.chosen
         version = ktri["version"].native
@@ -138,13 +154,20 @@ def parse_ciphertext_for_recipient(blob: bytes) -> tuple[bytes, bytes, bytes]:
             raise _fail(f"recipient identifier is {rid.name}, expected subject_key_identifier")
         key_id = rid.chosen.native
         if len(key_id) != KEY_IDENTIFIER_SIZE:
-            raise _fail(
-                f"subjectKeyIdentifier is {len(key_id)} bytes, expected {KEY_IDENTIFIER_SIZE}"
-            )
+            raise _fail(f"subjectKeyIdentifier is {len(key_id)} bytes, expected {KEY_IDENTIFIER_SIZE}")
+    return ktri
+
+
+def _encrypted_key(ktri: Any) -> bytes:
+    with _part("KeyTransRecipientInfo"):
         encrypted_key = ktri["encrypted_key"].native
         if not isinstance(encrypted_key, bytes) or not encrypted_key:
             raise _fail("encrypted key is empty")
+    return encrypted_key
 
+
+def _check_key_encryption(ktri: Any) -> None:
+    """RSAES-OAEP with SHA-256, MGF1-SHA-256 and an empty label: nothing else KMS uses."""
     with _part("key encryption algorithm"):
         kea = ktri["key_encryption_algorithm"]
         name = kea["algorithm"].native
@@ -164,20 +187,15 @@ def parse_ciphertext_for_recipient(blob: bytes) -> tuple[bytes, bytes, bytes]:
         if label["algorithm"].native != "p_specified" or label["parameters"].native != b"":
             raise _fail("key encryption OAEP label must be empty")
 
+
+def _encrypted_content(enveloped: Any) -> tuple[bytes, bytes]:
+    """``(iv, ciphertext)`` of AES-256-CBC data content, its chunks merged."""
     with _part("EncryptedContentInfo"):
         eci = enveloped["encrypted_content_info"]
         content_type = eci["content_type"].native
         if content_type != "data":
             raise _fail(f"encrypted content type is {content_type}, expected data")
-        cea = eci["content_encryption_algorithm"]
-        name = cea["algorithm"].native
-        if name != "aes256_cbc":
-            raise _fail(f"content encryption algorithm is {name}, expected aes256_cbc")
-        iv = cea["parameters"].native
-        if not isinstance(iv, bytes):
-            raise _fail("content encryption IV is not an OCTET STRING")
-        if len(iv) != IV_SIZE:
-            raise _fail(f"content encryption IV is {len(iv)} bytes, expected {IV_SIZE}")
+        iv = _content_iv(eci["content_encryption_algorithm"])
         content = eci["encrypted_content"]
         if _absent(content):
             raise _fail("encrypted content absent")
@@ -186,12 +204,19 @@ def parse_ciphertext_for_recipient(blob: bytes) -> tuple[bytes, bytes, bytes]:
             raise _fail("encrypted content is empty")
         if len(ciphertext) % _BLOCK:
             raise _fail(f"encrypted content is {len(ciphertext)} bytes, not a multiple of {_BLOCK}")
+    return iv, ciphertext
 
-    with _part("ContentInfo"):
-        # Walk whatever is left so nothing malformed hides in a part not read above.
-        info.native  # noqa: B018
 
-    return encrypted_key, iv, ciphertext
+def _content_iv(algorithm: Any) -> bytes:
+    name = algorithm["algorithm"].native
+    if name != "aes256_cbc":
+        raise _fail(f"content encryption algorithm is {name}, expected aes256_cbc")
+    iv = algorithm["parameters"].native
+    if not isinstance(iv, bytes):
+        raise _fail("content encryption IV is not an OCTET STRING")
+    if len(iv) != IV_SIZE:
+        raise _fail(f"content encryption IV is {len(iv)} bytes, expected {IV_SIZE}")
+    return iv
 
 
 def decrypt_ciphertext_for_recipient(blob: bytes, private_key: rsa.RSAPrivateKey) -> bytes:
