@@ -675,8 +675,10 @@ def _add_operator_commands(commands: Any) -> None:
 def _add_plugin_commands(commands: Any) -> None:
     """Commands installed packages add (the emulator's ``demo`` and ``emulator up``), found as
     pytest finds its plugins: each entry point is called with the subparsers."""
-    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda entry: entry.name):
-        entry.load()(commands)
+    # By name, once: a source tree on the path can show the same distribution's metadata twice.
+    by_name = {entry.name: entry for entry in reversed(list(entry_points(group=COMMANDS_GROUP)))}
+    for name in sorted(by_name):
+        by_name[name].load()(commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
