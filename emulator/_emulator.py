@@ -10,7 +10,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from enclave.protocol.address import emulated_vsock_path
 from zerocopy.errors import ZeroCopyError
 from zerocopy.kms_policy import attested_key_policy, locked_key_policy
 from zerocopy.vsock_proxy import allowlist_yaml
@@ -19,7 +18,7 @@ from .account import ACCOUNT_ID, HOST_ROLE_ARN, HostRole
 from .kms.models import AttestingKms
 from .kms.moto_process import MotoProcess, MotoStartError
 from .kms.server import KmsFrontServer
-from .launcher import KMS_PROXY_PORT, PARENT_CID, EnclaveProcess, LaunchError
+from .launcher import KMS_PROXY_PORT, PARENT_CID, EnclaveProcess, LaunchError, emulated_vsock_path
 from .nsm import DOCUMENT_ENCODINGS
 from .pki import AttestationPki, TlsAuthority
 from .vsock_proxy import VsockProxy

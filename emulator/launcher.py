@@ -19,19 +19,23 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from enclave.protocol.address import emulated_vsock_path
-
 from .account import HOST_ROLE_ARN
 from .measure import image_files, measure
 from .nsm import EmulatedNsm, NsmDeviceServer
 from .pki import AttestationPki, new_module_id
 
-__all__ = ["EnclaveProcess", "LaunchError", "BOOTSTRAP", "ENCLAVE_PORT", "VSOCK_GUARD", "install_vsock_guard"]
+__all__ = ["EnclaveProcess", "LaunchError", "BOOTSTRAP", "ENCLAVE_PORT", "VSOCK_GUARD", "install_vsock_guard", "emulated_vsock_path"]
 
 ENCLAVE_PORT = 5000
 KMS_PROXY_PORT = 8000
 PARENT_CID = 3
 _PR_SET_PDEATHSIG = 1
+
+
+def emulated_vsock_path(directory: str, cid: int, port: int) -> str:
+    """Where the emulator puts the Unix socket that stands for ``vsock://cid:port``."""
+    return f"{directory.rstrip('/')}/vsock-{cid}-{port}.sock"
+
 
 # Refuses AF_VSOCK connects in a process: on developer machines and CI, vsock may lead out of
 # the sandbox. Audit hooks cannot be removed once installed.

@@ -22,15 +22,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from enclave.nsm import PCR_COUNT, REQUEST_MAX, RESPONSE_MAX
+from enclave.nsm import REQUEST_MAX, RESPONSE_MAX
 from enclave.protocol import cbor
 
 from .measure import ZERO, extend
 from .pki import LEAF_LIFETIME, AttestationPki, Leaf
 
-__all__ = ["DOCUMENT_ENCODINGS", "EmulatedNsm", "NsmDeviceServer", "encode_payload", "sign_cose"]
+__all__ = ["DOCUMENT_ENCODINGS", "EmulatedNsm", "NsmDeviceServer", "encode_payload", "sign_cose", "PCR_COUNT"]
 
 log = logging.getLogger("emulator.nsm")
+PCR_COUNT = 32  # as the NSM device has
 LOCKED_AT_LAUNCH = range(16)
 MAX_FIELD = 1024
 _LENGTH = struct.Struct(">I")

@@ -11,20 +11,18 @@ Parsing failures say which part is wrong (the structure is not secret). Decrypti
 one opaque error, like Fernet's ``InvalidToken``: CBC carries no MAC, so telling a bad RSA block
 from bad padding would hand out an oracle.
 
-The subjectKeyIdentifier is not checked: how real KMS derives it is not documented. The
-emulator uses :func:`recipient_key_identifier` (SHA-256 of the recipient's DER
-SubjectPublicKeyInfo).
+The subjectKeyIdentifier is not checked: how real KMS derives it is not documented (the emulator
+uses SHA-256 of the recipient's DER SubjectPublicKeyInfo).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from asn1crypto import cms, core, parser
-from cryptography.hazmat.primitives import hashes, padding, serialization
+from cryptography.hazmat.primitives import hashes, padding
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -33,7 +31,6 @@ __all__ = [
     "RecipientCiphertextError",
     "parse_ciphertext_for_recipient",
     "decrypt_ciphertext_for_recipient",
-    "recipient_key_identifier",
     "KEY_IDENTIFIER_SIZE",
     "CONTENT_KEY_SIZE",
     "IV_SIZE",
@@ -49,14 +46,6 @@ _DECRYPT_FAILED = "could not decrypt CiphertextForRecipient"
 
 class RecipientCiphertextError(ValueError):
     """A ``CiphertextForRecipient`` that is malformed or does not decrypt."""
-
-
-def recipient_key_identifier(public_key: rsa.RSAPublicKey) -> bytes:
-    """SHA-256 of ``public_key``'s DER SubjectPublicKeyInfo: the emulator's subjectKeyIdentifier."""
-    der = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(der).digest()
 
 
 @contextmanager
@@ -116,14 +105,25 @@ def parse_ciphertext_for_recipient(blob: bytes) -> tuple[bytes, bytes, bytes]:
     if not blob:
         raise _fail("empty input")
     _check_outer(blob)
+    info, enveloped = _enveloped_data(blob)
+    ktri = _key_transport_recipient(enveloped)
+    encrypted_key = _encrypted_key(ktri)
+    _check_key_encryption(ktri)
+    iv, ciphertext = _encrypted_content(enveloped)
+    with _part("ContentInfo"):
+        # Walk whatever is left so nothing malformed hides in a part not read above.
+        info.native  # noqa: B018
+    return encrypted_key, iv, ciphertext
 
+
+def _enveloped_data(blob: bytes) -> tuple[Any, Any]:
+    """The ContentInfo and its EnvelopedData v2, without originator or unprotected attributes."""
     with _part("ContentInfo"):
         info = cms.ContentInfo.load(blob, strict=True)
         content_type = info["content_type"].native
         if content_type != "enveloped_data":
             raise _fail(f"content type is {content_type}, expected enveloped_data")
         enveloped = info["content"]
-
     with _part("EnvelopedData"):
         version = enveloped["version"].native
         if version != "v2":
@@ -132,13 +132,18 @@ def parse_ciphertext_for_recipient(blob: bytes) -> tuple[bytes, bytes, bytes]:
             raise _fail("originatorInfo must be absent")
         if not _absent(enveloped["unprotected_attrs"]):
             raise _fail("unprotectedAttrs must be absent")
+    return info, enveloped
+
+
+def _key_transport_recipient(enveloped: Any) -> Any:
+    """The one recipient: a KeyTransRecipientInfo v2 named by a subjectKeyIdentifier of KMS's size."""
+    with _part("EnvelopedData"):
         recipients = enveloped["recipient_infos"]
         if len(recipients) != 1:
             raise _fail(f"{len(recipients)} recipients, expected exactly one")
         recipient = recipients[0]
         if recipient.name != "ktri":
             raise _fail(f"recipient is {recipient.name}, expected ktri (KeyTransRecipientInfo)")
-
     with _part("KeyTransRecipientInfo"):
         ktri = recipient.chosen
         version = ktri["version"].native
@@ -149,13 +154,20 @@ def parse_ciphertext_for_recipient(blob: bytes) -> tuple[bytes, bytes, bytes]:
             raise _fail(f"recipient identifier is {rid.name}, expected subject_key_identifier")
         key_id = rid.chosen.native
         if len(key_id) != KEY_IDENTIFIER_SIZE:
-            raise _fail(
-                f"subjectKeyIdentifier is {len(key_id)} bytes, expected {KEY_IDENTIFIER_SIZE}"
-            )
+            raise _fail(f"subjectKeyIdentifier is {len(key_id)} bytes, expected {KEY_IDENTIFIER_SIZE}")
+    return ktri
+
+
+def _encrypted_key(ktri: Any) -> bytes:
+    with _part("KeyTransRecipientInfo"):
         encrypted_key = ktri["encrypted_key"].native
         if not isinstance(encrypted_key, bytes) or not encrypted_key:
             raise _fail("encrypted key is empty")
+    return encrypted_key
 
+
+def _check_key_encryption(ktri: Any) -> None:
+    """RSAES-OAEP with SHA-256, MGF1-SHA-256 and an empty label: nothing else KMS uses."""
     with _part("key encryption algorithm"):
         kea = ktri["key_encryption_algorithm"]
         name = kea["algorithm"].native
@@ -175,20 +187,15 @@ def parse_ciphertext_for_recipient(blob: bytes) -> tuple[bytes, bytes, bytes]:
         if label["algorithm"].native != "p_specified" or label["parameters"].native != b"":
             raise _fail("key encryption OAEP label must be empty")
 
+
+def _encrypted_content(enveloped: Any) -> tuple[bytes, bytes]:
+    """``(iv, ciphertext)`` of AES-256-CBC data content, its chunks merged."""
     with _part("EncryptedContentInfo"):
         eci = enveloped["encrypted_content_info"]
         content_type = eci["content_type"].native
         if content_type != "data":
             raise _fail(f"encrypted content type is {content_type}, expected data")
-        cea = eci["content_encryption_algorithm"]
-        name = cea["algorithm"].native
-        if name != "aes256_cbc":
-            raise _fail(f"content encryption algorithm is {name}, expected aes256_cbc")
-        iv = cea["parameters"].native
-        if not isinstance(iv, bytes):
-            raise _fail("content encryption IV is not an OCTET STRING")
-        if len(iv) != IV_SIZE:
-            raise _fail(f"content encryption IV is {len(iv)} bytes, expected {IV_SIZE}")
+        iv = _content_iv(eci["content_encryption_algorithm"])
         content = eci["encrypted_content"]
         if _absent(content):
             raise _fail("encrypted content absent")
@@ -197,12 +204,19 @@ def parse_ciphertext_for_recipient(blob: bytes) -> tuple[bytes, bytes, bytes]:
             raise _fail("encrypted content is empty")
         if len(ciphertext) % _BLOCK:
             raise _fail(f"encrypted content is {len(ciphertext)} bytes, not a multiple of {_BLOCK}")
+    return iv, ciphertext
 
-    with _part("ContentInfo"):
-        # Walk whatever is left so nothing malformed hides in a part not read above.
-        info.native  # noqa: B018
 
-    return encrypted_key, iv, ciphertext
+def _content_iv(algorithm: Any) -> bytes:
+    name = algorithm["algorithm"].native
+    if name != "aes256_cbc":
+        raise _fail(f"content encryption algorithm is {name}, expected aes256_cbc")
+    iv = algorithm["parameters"].native
+    if not isinstance(iv, bytes):
+        raise _fail("content encryption IV is not an OCTET STRING")
+    if len(iv) != IV_SIZE:
+        raise _fail(f"content encryption IV is {len(iv)} bytes, expected {IV_SIZE}")
+    return iv
 
 
 def decrypt_ciphertext_for_recipient(blob: bytes, private_key: rsa.RSAPrivateKey) -> bytes:

@@ -18,9 +18,8 @@ from typing import Any, Protocol
 
 from .protocol import cbor
 
-__all__ = ["NsmError", "NsmDevice", "IoctlDevice", "SocketDevice", "open_device", "Nsm", "PCR_COUNT"]
+__all__ = ["NsmError", "NsmDevice", "IoctlDevice", "SocketDevice", "open_device", "Nsm"]
 
-PCR_COUNT = 32
 REQUEST_MAX = 0x1000
 RESPONSE_MAX = 0x3000
 _LENGTH = struct.Struct(">I")

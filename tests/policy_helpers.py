@@ -13,8 +13,14 @@ from typing import Any
 import pytest
 
 from enclave.protocol.exchange import DANGEROUS_CATEGORIES, Endpoint
-from enclave.protocol.exchanges import CATALOGUES, SCHEME_EXCHANGES
+from enclave.protocol.exchanges import SCHEME_NAMES, exchange_for_scheme
 from enclave.protocol.policy import PolicyState, Refusal, SigningPolicy
+
+# The registry, seen the way the tests need it (the image itself only looks descriptors up by scheme).
+SCHEME_EXCHANGES = {scheme: exchange for scheme in SCHEME_NAMES if (exchange := exchange_for_scheme(scheme)) is not None}
+EXCHANGES = {exchange.name: exchange for exchange in SCHEME_EXCHANGES.values()}
+CATALOGUES = {name: exchange.endpoints for name, exchange in EXCHANGES.items()}
+RAW_SCHEMES = tuple(scheme for scheme in SCHEME_NAMES if scheme not in SCHEME_EXCHANGES)
 
 NOW = 1_700_000_000_000  # 2023-11-14T22:13:20Z, the enclave clock in these tests
 

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enclave.protocol.address import UNIX_PATH_MAX, Address, AddressError, emulated_vsock_path, parse_address
+from emulator.launcher import emulated_vsock_path
+from enclave.protocol.address import UNIX_PATH_MAX, Address, AddressError, parse_address
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
 import sys
 from pathlib import Path
 
@@ -225,3 +226,71 @@ def test_audit_fetch_and_verify_from_the_command_line(zerocopy_emulator, zerocop
     log.write_bytes(b"\n".join(lines[:receipt] + lines[receipt + 1 :]) + b"\n")
     assert main(["audit", "verify", str(log), "--root", str(root), "--pcr0", zerocopy_emulator.pcrs[0].hex()]) == 1
     assert "removed" in capsys.readouterr().err
+
+
+# -- usage errors: a malformed value exits 2, naming its flag, before anything is done ---------------
+def _usage_error(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "Traceback" not in err
+    return err
+
+
+def test_a_pcr_without_its_index_is_a_usage_error(capsys):
+    err = _usage_error(["attest", "verify", "/dev/null", "--pcr", "5"], capsys)
+    assert "argument --pcr: '5' must look like N=HEX" in err
+
+
+def test_a_pcr0_that_is_not_hex_is_a_usage_error(capsys):
+    err = _usage_error(["kms-policy", "--pcr0", "zz"], capsys)
+    assert "argument --pcr0: 'zz' is not hex" in err
+
+
+def test_a_malformed_param_is_refused_before_connecting(tmp_path, capsys, monkeypatch):
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with listener:
+        listener.bind(str(tmp_path / "enclave.sock"))
+        listener.listen(1)
+        monkeypatch.setenv("ZEROCOPY_ENCLAVE", f"unix://{tmp_path / 'enclave.sock'}")
+        err = _usage_error(["sign", "--key", "k", "--request", "POST", "/api/v3/order", "--param", "bad"], capsys)
+        listener.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            listener.accept()  # nobody connected
+    assert "argument --param: 'bad' must look like NAME=VALUE" in err
+
+
+def _parser_at(parser, command):
+    for name in command:
+        parser = parser._subparsers._group_actions[0].choices[name]
+    return parser
+
+
+def _minimal_argv(parser) -> list[str]:
+    """Values for the required arguments of a command, so only the option under test is wrong."""
+    argv = []
+    for action in parser._actions:
+        if action.required or (not action.option_strings and action.nargs != "?" and action.dest != "help"):
+            value = sorted(action.choices)[0] if action.choices else "x"
+            argv += [action.option_strings[0], value] if action.option_strings else [value]
+    return argv
+
+
+CONVERTED_OPTIONS = [
+    (command, action.option_strings[-1])
+    for command in _subcommands(build_parser())
+    for action in _parser_at(build_parser(), command)._actions
+    if action.option_strings and action.type is not None and action.type is not str
+]
+
+
+def test_the_sweep_covers_the_converted_options():
+    options = {option for _, option in CONVERTED_OPTIONS}
+    assert {"--pcr0", "--pcr", "--param", "--root", "--nonce", "--at", "--enclave", "--samples", "--chains", "--expect-from"} <= options
+
+
+@pytest.mark.parametrize(("command", "option"), CONVERTED_OPTIONS, ids=lambda value: " ".join(value) if isinstance(value, list) else value)
+def test_every_malformed_value_exits_2_naming_its_flag(command, option, capsys):
+    argv = [*command, *_minimal_argv(_parser_at(build_parser(), command)), option, "zz"]
+    err = _usage_error(argv, capsys)
+    assert f"argument {option}" in err.splitlines()[-1]

@@ -18,12 +18,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emulator.kms.cms import build_ciphertext_for_recipient
+from emulator.kms.cms import build_ciphertext_for_recipient, recipient_key_identifier
 from enclave.cms import (
     RecipientCiphertextError,
     decrypt_ciphertext_for_recipient,
     parse_ciphertext_for_recipient,
-    recipient_key_identifier,
 )
 
 DATA = Path(__file__).parent / "data"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from enclave.protocol.exchanges import CATALOGUES
+from policy_helpers import CATALOGUES
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -28,9 +28,9 @@ from hypothesis import strategies as st
 
 import emulator.measure
 from emulator.measure import ZERO, extend, measure
-from emulator.nsm import EmulatedNsm, NsmDeviceServer
+from emulator.nsm import PCR_COUNT, EmulatedNsm, NsmDeviceServer
 from emulator.pki import AttestationPki
-from enclave.nsm import PCR_COUNT, REQUEST_MAX, Nsm, NsmError, SocketDevice
+from enclave.nsm import REQUEST_MAX, Nsm, NsmError, SocketDevice
 from enclave.protocol import cbor
 from zerocopy.attestation import CertificateChainInvalid, DebugModeRefused, NonceMismatch, verify
 

@@ -18,10 +18,11 @@ import pytest
 
 from enclave.protocol.bundle import policy_digest
 from enclave.protocol.exchange import DANGEROUS_CATEGORIES, Flags
-from enclave.protocol.exchanges import CATALOGUES, RAW_SCHEMES
 from enclave.protocol.policy import Authorized, PolicyError, PolicyState, Refusal, SigningPolicy, normalize_document
 from enclave.protocol.policy import engine, limits
 from policy_helpers import (
+    CATALOGUES,
+    RAW_SCHEMES,
     DANGEROUS,
     ENUMERATED,
     EXCHANGE_SCHEMES,

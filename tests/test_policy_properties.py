@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 
 from enclave.protocol.bundle import BundleError, policy_digest
 from enclave.protocol.exchange import DANGEROUS_CATEGORIES, Flags
-from enclave.protocol.exchanges import CATALOGUES, SCHEME_NAMES
+from enclave.protocol.exchanges import SCHEME_NAMES
+from policy_helpers import CATALOGUES
 from enclave.protocol.exchanges import DECIMAL_PARAMETERS as _DECIMAL_PARAMS
 from enclave.protocol.policy import Authorized, PolicyError, Refusal, SigningPolicy, normalize_document
 from enclave.schemes import SchemeError, load_key

@@ -38,10 +38,9 @@ from enclave.protocol import (
     Role,
     Signature,
     SignRequest,
-    encode_sign_request,
 )
 from enclave.protocol import cbor
-from enclave.protocol.frames import CONTROL_REQUESTS, CONTROL_RESPONSES, HEADER
+from enclave.protocol.frames import CONTROL_REQUESTS, CONTROL_RESPONSES, HEADER, sign_http_body
 
 CLIENT, SERVER = Role.CLIENT, Role.SERVER
 OTHER = {CLIENT: SERVER, SERVER: CLIENT}
@@ -57,6 +56,16 @@ FUZZ = settings(
 
 
 # -- helpers ---------------------------------------------------------------------------------
+def encode_sign_request(request_id: int, key: bytes, payload: bytes) -> bytes:
+    """A plain client's SIGN frame by the fast path the Signer uses (``Connection.send_sign``)."""
+    return Connection(CLIENT).send_sign(request_id, key, payload)
+
+
+def encode_http_sign_request(request_id: int, key: bytes, method: bytes, path: bytes, params: bytes, body: bytes) -> bytes:
+    """A plain client's SIGN_HTTP frame by the fast path (``sign_http_body`` + ``Connection.send_sign_http``)."""
+    return Connection(CLIENT).send_sign_http(request_id, sign_http_body(key, method, path, params, body))
+
+
 def frame(type_code: int, body: bytes = b"", request_id: int = 7, *, version: int = VERSION, length: int | None = None) -> bytes:
     """A raw frame, written by hand rather than by ``Connection.send``."""
     return HEADER.pack(len(body) if length is None else length, version, type_code, request_id) + body
@@ -805,7 +814,6 @@ def test_generated_responses_round_trip(events, seed):
 
 
 def test_encode_http_sign_request_matches_the_event_encoder():
-    from enclave.protocol import encode_http_sign_request
 
     event = HttpSignRequest(77, "key", "POST", "/api/v3/order", (("symbol", "BTCUSDT"), ("qty", "1.5"), ("note", "ü")), b"body")
     fast = encode_http_sign_request(77, b"key", b"POST", b"/api/v3/order", "symbol\0BTCUSDT\0qty\x001.5\0note\0ü".encode(), b"body")

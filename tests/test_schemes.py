@@ -33,7 +33,8 @@ from hypothesis import strategies as st
 import reference_signers as ref
 from enclave.protocol import signing as schemes
 from enclave.protocol.exchange import Exchange, ExchangeError
-from enclave.protocol.exchanges import ASYMMETRIC_SCHEMES, EXCHANGES, RAW_SCHEMES, SCHEME_EXCHANGES, SCHEME_NAMES, register
+from enclave.protocol.exchanges import ASYMMETRIC_SCHEMES, SCHEME_NAMES, register
+from policy_helpers import EXCHANGES, RAW_SCHEMES, SCHEME_EXCHANGES
 from enclave.protocol.exchanges.kraken import Kraken
 from enclave.schemes import SCHEMES, SchemeError, SignedHttp, generate_key, load_key
 

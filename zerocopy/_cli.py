@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from datetime import datetime, timezone
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
@@ -21,6 +22,7 @@ from ._aws import aws_session, host_credentials
 __all__ = ["main"]
 
 PROG = "zerocopy"
+COMMANDS_GROUP = "zerocopy.commands"
 
 
 class _Fatal(Exception):
@@ -77,51 +79,6 @@ def _load_policy(path: str | None, scheme: str) -> dict | None:
 
 
 # -- commands ------------------------------------------------------------------------------
-def cmd_demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
-
-    return run_demo(samples=args.samples)
-
-
-def cmd_emulator_up(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
-    from emulator import Emulator
-
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    with Emulator(debug=args.debug, clock=args.clock, enclave_dir=args.enclave_dir, region=args.region) as emulator:
-        credentials = emulator.credentials
-        print(f"export ZEROCOPY_ENCLAVE={emulator.address}")
-        print(f"export ZEROCOPY_KMS_ENDPOINT={emulator.kms_endpoint_url}")
-        print(f"export ZEROCOPY_KMS_CA={emulator.tls_ca_path}")
-        print(f"export AWS_REGION={emulator.region}")
-        print(f"export AWS_ACCESS_KEY_ID={credentials['access_key_id']}")
-        print(f"export AWS_SECRET_ACCESS_KEY={credentials['secret_access_key']}")
-        print(f"export AWS_SESSION_TOKEN={credentials['session_token']}")
-        print(f"# the host role's session (kms:Decrypt, kms:GenerateDataKey), expires {emulator.credentials_expiration:%Y-%m-%dT%H:%M:%SZ}")
-        # The operator's key (the account root), for creating keys and key policies; pytest's
-        # --zerocopy-enclave creates its test key with it.
-        print(f"export ZEROCOPY_KMS_OPERATOR_ACCESS_KEY_ID={emulator.operator_credentials['access_key_id']}")
-        print(f"export ZEROCOPY_KMS_OPERATOR_SECRET_ACCESS_KEY={emulator.operator_credentials['secret_access_key']}")
-        root_path = emulator.run_dir / "attestation-root.pem"  # type: ignore[operator]
-        root_path.write_bytes(emulator.root_certificate)
-        print(f"# attestation root: {root_path}")
-        print(f"# PCR0: {emulator.pcrs[0].hex()}")
-        if emulator.seal_key:
-            print(f"# seal key (the enclave's --seal-key, measured in PCR0; zerocopy generate seals to it): {emulator.seal_key}")
-        sys.stdout.flush()
-        _say("emulator running; paste the exports above into another shell. Ctrl-C stops it.")
-        try:
-            while not stopped.wait(0.5):
-                emulator.check()
-        except KeyboardInterrupt:
-            pass
-    _say("emulator stopped")
-    return 0
-
-
 def cmd_seal(args: argparse.Namespace) -> int:
     from .sealing import seal
 
@@ -174,23 +131,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_params(items: Sequence[str]) -> list[tuple[str, str]]:
-    pairs = []
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            _fatal(f"--param {item!r} must look like NAME=VALUE")
-        pairs.append((name, value))
-    return pairs
-
-
 def cmd_sign(args: argparse.Namespace) -> int:
     from ._client import Signer
 
     with Signer(_enclave_address(args)) as signer:
         if args.request:
             method, path = args.request
-            signed = signer.sign_request(args.key, method, path, params=_parse_params(args.param), body=args.body)
+            signed = signer.sign_request(args.key, method, path, params=args.param, body=args.body)
             print(json.dumps({"method": signed.method, "path": signed.path, "query": signed.query, "body": signed.body, "headers": signed.headers}, indent=2))
             return 0
         payload = args.payload.encode() if args.payload is not None else sys.stdin.buffer.read()
@@ -210,18 +157,6 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_time(text: str) -> datetime:
-    try:
-        if text.isdigit():
-            return datetime.fromtimestamp(int(text) / 1000, tz=timezone.utc)
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        _fatal(f"--at {text!r} must be an ISO 8601 time with a zone or milliseconds since the epoch")
-    if moment.tzinfo is None:
-        _fatal(f"--at {text!r} needs a time zone (e.g. 2024-09-07T14:37:39Z)")
-    return moment
-
-
 def _read_document(path: str) -> bytes:
     import base64
     import binascii
@@ -235,27 +170,19 @@ def _read_document(path: str) -> bytes:
         return raw  # neither: let the verifier say what is wrong with it
 
 
-def cmd_attest_verify(args: argparse.Namespace) -> int:
-    from cryptography import x509
+def _expected_pcrs(args: argparse.Namespace) -> dict[int, bytes]:
+    expected = {0: args.pcr0} if args.pcr0 is not None else {}
+    expected.update(args.pcr)
+    return expected
 
+
+def cmd_attest_verify(args: argparse.Namespace) -> int:
     from .attestation import AttestationDocument, AttestationError, describe, verify
 
     document = _read_document(args.file)
-    roots = None
-    if args.root:
-        roots = [x509.load_pem_x509_certificate(Path(path).read_bytes()) for path in args.root]
-    expected = {}
-    for index, value in [(0, args.pcr0)] + [tuple(item.split("=", 1)) for item in args.pcr]:  # type: ignore[misc]
-        if value is None:
-            continue
-        try:
-            expected[int(index)] = bytes.fromhex(value)
-        except ValueError:
-            _fatal(f"PCR{index} must be hex")
-    now = _parse_time(args.at) if args.at else None
-    nonce = bytes.fromhex(args.nonce) if args.nonce else None
+    expected = _expected_pcrs(args)
     try:
-        verified: AttestationDocument = verify(document, roots=roots, now=now, expected_pcrs=expected or None, nonce=nonce, allow_debug=args.allow_debug)
+        verified: AttestationDocument = verify(document, roots=args.root, now=args.at, expected_pcrs=expected or None, nonce=args.nonce, allow_debug=args.allow_debug)
     except AttestationError as exc:
         print(json.dumps({"verified": False, "error": type(exc).__name__, "message": str(exc)}, indent=2) if args.json else f"NOT VERIFIED: {type(exc).__name__}: {exc}")
         return 1
@@ -280,7 +207,7 @@ def cmd_attest_verify(args: argparse.Namespace) -> int:
 def cmd_attest_fetch(args: argparse.Namespace) -> int:
     from ._client import Signer
 
-    nonce = bytes.fromhex(args.nonce) if args.nonce else os.urandom(32)
+    nonce = args.nonce or os.urandom(32)
     with Signer(_enclave_address(args)) as signer:
         document = signer.attest(nonce)
     if args.output == "-":
@@ -306,15 +233,9 @@ def cmd_kms_policy(args: argparse.Namespace) -> int:
         except ValueError as exc:
             _fatal(str(exc))
         return 0
-    pcrs = {}
-    for item in args.pcr:
-        index, sep, value = item.partition("=")
-        if not sep or not index.isdigit():
-            _fatal(f"--pcr {item!r} must look like N=HEX")
-        pcrs[int(index)] = bytes.fromhex(value)
     try:
         sealers = [] if args.enclave_only else (args.sealer or None)
-        policy = attested_key_policy(args.account, image_sha384=bytes.fromhex(args.pcr0), pcrs=pcrs, sealers=sealers)
+        policy = attested_key_policy(args.account, image_sha384=args.pcr0, pcrs=dict(args.pcr), sealers=sealers)
     except ValueError as exc:
         _fatal(str(exc))
     print(render(policy))
@@ -388,11 +309,9 @@ def cmd_audit_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from cryptography import x509
-
     from .audit import verify_log
 
-    roots = [x509.load_pem_x509_certificate(Path(path).read_bytes()) for path in args.root] if args.root else None
+    roots = args.root
     expected = _audit_image(args)
     lines = Path(args.log).read_bytes().splitlines()
     options = {
@@ -414,23 +333,13 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def _audit_image(args: argparse.Namespace) -> dict[int, bytes] | None:
     """The image whose identity keys may sign the log: --pcr0, or --any-image said out loud."""
     if args.pcr0:
-        return {0: _pcr_hex(args.pcr0, "--pcr0")}
+        return {0: args.pcr0}
     if not args.any_image:
         _fatal("pass --pcr0 HEX, the PCR0 of the image that wrote the log: without it a log signed by any enclave image under the root verifies (--any-image accepts that knowingly)")
     if args.enclave:
         _fatal("--enclave needs --pcr0: the comparison is only worth something with an attested enclave of the pinned image")
     _say("WARNING: --any-image: the log's identity keys are accepted from ANY enclave image under the root, including one the host built to sign what it likes. This does not show that your enclave wrote the log.")
     return None
-
-
-def _pcr_hex(text: str, option: str) -> bytes:
-    try:
-        value = bytes.fromhex(text)
-    except ValueError:
-        value = b""
-    if len(value) != 48:
-        _fatal(f"{option} must be a SHA-384 measurement (96 hex digits)")
-    return value
 
 
 def _boot_names(values: list[str] | None) -> list[str] | None:
@@ -464,13 +373,10 @@ def _print_audit_report(args: argparse.Namespace, report: Any) -> None:
 
 
 def cmd_stethoscope(args: argparse.Namespace) -> int:
-    from cryptography import x509
-
     from ._stethoscope import examine
 
-    roots = [x509.load_pem_x509_certificate(Path(path).read_bytes()) for path in args.root] if args.root else None
-    expected = {0: bytes.fromhex(args.pcr0)} if args.pcr0 else None
-    report = examine(_enclave_address(args), roots=roots, expected_pcrs=expected, allow_debug=args.allow_debug, samples=args.samples)
+    expected = {0: args.pcr0} if args.pcr0 else None
+    report = examine(_enclave_address(args), roots=args.root, expected_pcrs=expected, allow_debug=args.allow_debug, samples=args.samples)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -530,138 +436,221 @@ def cmd_vsock_proxy_config(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- parser --------------------------------------------------------------------------------
-def _add_enclave(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--enclave", metavar="ADDR", help="enclave address (default: $ZEROCOPY_ENCLAVE)")
+# -- values: argparse converters, so a malformed value is a usage error (exit 2) naming its flag --
+SHA384_SIZE = 48
 
 
-def _add_kms(parser: argparse.ArgumentParser) -> None:
+def _hex(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not hex") from None
+
+
+def _measurement(text: str) -> bytes:
+    value = _hex(text)
+    if len(value) != SHA384_SIZE:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a SHA-384 measurement (96 hex digits)")
+    return value
+
+
+def _pcr(text: str) -> tuple[int, bytes]:
+    index, sep, value = text.partition("=")
+    if not sep or not (index.isascii() and index.isdigit()) or int(index) > 31:
+        raise argparse.ArgumentTypeError(f"{text!r} must look like N=HEX, N a PCR index from 0 to 31")
+    return int(index), _measurement(value)
+
+
+def _param(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} must look like NAME=VALUE")
+    return name, value
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromtimestamp(int(text) / 1000, tz=timezone.utc) if text.isascii() and text.isdigit() else datetime.fromisoformat(text)
+    except (ValueError, OverflowError, OSError):
+        raise argparse.ArgumentTypeError(f"{text!r} must be an ISO 8601 time with a zone or milliseconds since the epoch") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone (e.g. 2024-09-07T14:37:39Z)")
+    return moment
+
+
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def _sequence_number(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    return int(text)
+
+
+def _address(text: str) -> str:
+    from enclave.protocol.address import AddressError, parse_address
+
+    try:
+        parse_address(text)
+    except AddressError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _root_certificate(path: str) -> Any:
+    """The one root loader: a PEM certificate file, read when the arguments are parsed."""
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{path} is not a PEM certificate") from None
+
+
+# -- shared options: parent parsers, as sigstore and pip-audit share theirs ----------------------
+def _options(*adders: Any) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    for add in adders:
+        add(parent)
+    return parent
+
+
+def _enclave_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--enclave", metavar="ADDR", type=_address, help="enclave address (default: $ZEROCOPY_ENCLAVE)")
+
+
+def _region_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", help="AWS region (default: from the AWS configuration)")
+
+
+def _kms_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kms-endpoint", metavar="URL", help="KMS endpoint (default: $ZEROCOPY_KMS_ENDPOINT, else AWS's)")
     parser.add_argument("--kms-ca", metavar="PEM", help="CA bundle for the KMS endpoint (default: $ZEROCOPY_KMS_CA)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _trust_options(parser: argparse.ArgumentParser) -> None:
+    """Which enclaves to believe: the attestation root, the pinned image, debug mode."""
+    parser.add_argument("--root", action="append", metavar="PEM", type=_root_certificate, help="trusted attestation root certificate (repeat; default: the pinned AWS Nitro root)")
+    parser.add_argument("--pcr0", metavar="HEX", type=_measurement, help="expected PCR0 (the enclave image's measurement)")
+    parser.add_argument("--allow-debug", action="store_true", help="accept debug-mode enclaves (all-zero PCR0-2)")
+
+
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+class _Parents:
+    enclave = _options(_enclave_option)
+    kms = _options(_region_option, _kms_options)
+    region = _options(_region_option)
+    trust = _options(_trust_options)
+    json = _options(_json_option)
+
+
+# -- the parser, one function per command group ----------------------------------------------------
+def _add_keys_commands(commands: Any) -> None:
     from enclave.protocol.exchanges import ASYMMETRIC_SCHEMES, SCHEME_NAMES
 
-    parser = argparse.ArgumentParser(prog=PROG, description="Keep exchange API secrets in a Nitro Enclave and sign over vsock.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    demo = commands.add_parser("demo", help="run the whole flow on the embedded emulator", description="Seal a secret, provision an emulated enclave, sign, and show an enclave with other code being refused.")
-    demo.add_argument("--samples", type=int, default=2000, help="sign round trips to time (default: %(default)s)")
-    demo.set_defaults(handler=cmd_demo)
-
-    emulator = commands.add_parser("emulator", help="run the emulator", description="Local stand-ins for Nitro (vsock, NSM, attesting KMS).")
-    emulator_commands = emulator.add_subparsers(dest="emulator_command", metavar="ACTION", required=True)
-    up = emulator_commands.add_parser("up", help="start the emulator in the foreground and print the addresses", description="Start the emulator and keep it running until Ctrl-C; prints shell exports for the addresses.")
-    up.add_argument("--debug", action="store_true", help="launch the enclave in debug mode (zero PCR0-2)")
-    up.add_argument("--clock", help="enclave clock: system, fixed:<ms|ISO> or offset:<seconds>")
-    up.add_argument("--enclave-dir", help="launch this enclave package instead of the installed one")
-    up.add_argument("--region", default="us-east-1")
-    up.set_defaults(handler=cmd_emulator_up)
-
-    seal = commands.add_parser("seal", help="seal a secret with KMS into a bundle file", description="Seal a secret (read from stdin or a prompt, never from the command line) for the enclave.")
+    seal = commands.add_parser("seal", parents=[_Parents.kms], help="seal a secret with KMS into a bundle file", description="Seal a secret (read from stdin or a prompt, never from the command line) for the enclave.")
     seal.add_argument("--name", required=True, help="key name the bot will use")
     seal.add_argument("--scheme", required=True, choices=SCHEME_NAMES, metavar="SCHEME", help=f"one of: {', '.join(SCHEME_NAMES)}")
     seal.add_argument("--kms-key", required=True, metavar="KEY", help="KMS key id, ARN or alias")
     seal.add_argument("--api-key", default="", help="the exchange API key id that goes with the secret (not secret)")
     seal.add_argument("--policy", metavar="FILE", help="signing policy to seal with the secret")
     seal.add_argument("-o", "--output", default="-", metavar="FILE", help="bundle file to write (default: stdout)")
-    _add_kms(seal)
     seal.set_defaults(handler=cmd_seal)
 
-    generate = commands.add_parser("generate", help="have the enclave make a key pair; prints the public key", description="Generate an asymmetric key inside the enclave. Only the public key leaves; the private key is sealed from inside with KMS into a bundle for the next boot.")
+    generate = commands.add_parser("generate", parents=[_Parents.region, _Parents.enclave], help="have the enclave make a key pair; prints the public key", description="Generate an asymmetric key inside the enclave. Only the public key leaves; the private key is sealed from inside with KMS into a bundle for the next boot.")
     generate.add_argument("--name", required=True, help="key name the bot will use")
     generate.add_argument("--scheme", required=True, choices=sorted(ASYMMETRIC_SCHEMES), metavar="SCHEME", help=f"one of: {', '.join(sorted(ASYMMETRIC_SCHEMES))}")
     generate.add_argument("--kms-key", metavar="ARN", help="which of the enclave's measured seal keys (--seal-key) to seal to (default: its first); the enclave refuses any other key")
     generate.add_argument("--api-key", default="", help="the exchange API key id, once the exchange has issued one for the public key")
     generate.add_argument("--policy", metavar="FILE", help="signing policy to seal with the key")
     generate.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write the sealed bundle")
-    generate.add_argument("--region", help="AWS region (default: from the AWS configuration)")
-    _add_enclave(generate)
     generate.set_defaults(handler=cmd_generate)
 
-    provision = commands.add_parser("provision", help="load sealed bundles into the enclave", description="Send bundles to the enclave, which unseals them through KMS with this host's AWS credentials.")
+    provision = commands.add_parser("provision", parents=[_Parents.region, _Parents.enclave], help="load sealed bundles into the enclave", description="Send bundles to the enclave, which unseals them through KMS with this host's AWS credentials.")
     provision.add_argument("bundles", nargs="+", metavar="BUNDLE")
-    provision.add_argument("--region", help="AWS region (default: from the AWS configuration)")
-    _add_enclave(provision)
     provision.set_defaults(handler=cmd_provision)
 
-    sign = commands.add_parser("sign", help="sign a payload or an exchange request", description="Sign a raw payload (argument or stdin) or, with --request, an exchange request.")
+
+def _add_signing_commands(commands: Any) -> None:
+    sign = commands.add_parser("sign", parents=[_Parents.enclave], help="sign a payload or an exchange request", description="Sign a raw payload (argument or stdin) or, with --request, an exchange request.")
     sign.add_argument("--key", required=True, help="key name")
     sign.add_argument("payload", nargs="?", help="payload to sign (default: stdin)")
     sign.add_argument("--base64", action="store_true", help="print the raw signature as base64 instead of hex")
     sign.add_argument("--request", nargs=2, metavar=("METHOD", "PATH"), help="sign an exchange request instead of a raw payload")
-    sign.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="request parameter, in order (repeat)")
+    sign.add_argument("--param", action="append", default=[], type=_param, metavar="NAME=VALUE", help="request parameter, in order (repeat)")
     sign.add_argument("--body", help="request body")
-    _add_enclave(sign)
     sign.set_defaults(handler=cmd_sign)
 
-    keys = commands.add_parser("keys", help="list the keys loaded in the enclave", description="List loaded keys with their schemes and policy digests.")
-    _add_enclave(keys)
+    keys = commands.add_parser("keys", parents=[_Parents.enclave], help="list the keys loaded in the enclave", description="List loaded keys with their schemes and policy digests.")
     keys.set_defaults(handler=cmd_keys)
 
+
+def _add_attest_commands(commands: Any) -> None:
     attest = commands.add_parser("attest", help="fetch or verify attestation documents", description="Fetch attestation documents from an enclave, or verify one.")
-    attest_commands = attest.add_subparsers(dest="attest_command", metavar="ACTION", required=True)
-    verify = attest_commands.add_parser("verify", help="verify an attestation document", description="Verify a document (raw CBOR or base64) against the AWS Nitro root or --root.")
+    actions = attest.add_subparsers(dest="attest_command", metavar="ACTION", required=True)
+    verify = actions.add_parser("verify", parents=[_Parents.trust, _Parents.json], help="verify an attestation document", description="Verify a document (raw CBOR or base64) against the AWS Nitro root or --root.")
     verify.add_argument("file", metavar="FILE", help="the document, raw CBOR or base64 ('-' for stdin)")
-    verify.add_argument("--pcr0", metavar="HEX", help="expected PCR0 (image measurement)")
-    verify.add_argument("--pcr", action="append", default=[], metavar="N=HEX", help="another expected PCR (repeat)")
-    verify.add_argument("--at", metavar="TIME", help="verify as of this time (ISO 8601 with zone, or ms since epoch)")
-    verify.add_argument("--root", action="append", metavar="PEM", help="trusted root certificate (default: the pinned AWS Nitro root)")
-    verify.add_argument("--nonce", metavar="HEX", help="expected nonce")
-    verify.add_argument("--allow-debug", action="store_true", help="accept debug-mode documents (all-zero PCR0-2)")
-    verify.add_argument("--json", action="store_true", help="print JSON")
+    verify.add_argument("--pcr", action="append", default=[], type=_pcr, metavar="N=HEX", help="another expected PCR (repeat)")
+    verify.add_argument("--at", metavar="TIME", type=_moment, help="verify as of this time (ISO 8601 with zone, or ms since epoch)")
+    verify.add_argument("--nonce", metavar="HEX", type=_hex, help="expected nonce")
     verify.set_defaults(handler=cmd_attest_verify)
-    fetch = attest_commands.add_parser("fetch", help="fetch a fresh attestation document from the enclave", description="Ask the enclave for an attestation document over a nonce.")
-    fetch.add_argument("--nonce", metavar="HEX", help="nonce (default: 32 random bytes)")
+    fetch = actions.add_parser("fetch", parents=[_Parents.enclave], help="fetch a fresh attestation document from the enclave", description="Ask the enclave for an attestation document over a nonce.")
+    fetch.add_argument("--nonce", metavar="HEX", type=_hex, help="nonce (default: 32 random bytes)")
     fetch.add_argument("-o", "--output", default="-", metavar="FILE", help="where to write the raw document (default: base64 on stdout)")
-    _add_enclave(fetch)
     fetch.set_defaults(handler=cmd_attest_fetch)
 
+
+def _add_policy_commands(commands: Any) -> None:
+    from enclave.protocol.exchanges import SCHEME_NAMES
+
     policy = commands.add_parser("policy", help="check or simulate a signing policy", description="Signing policies (TOML or JSON), judged by the enclave's own rules.")
-    policy_commands = policy.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
-    check = policy_commands.add_parser("check", help="validate a policy and explain it in plain words", description="Validate a policy file and explain what it allows.")
+    actions = policy.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+    scheme = _options(lambda parser: parser.add_argument("--scheme", choices=SCHEME_NAMES, metavar="SCHEME", help="the key's scheme (default: the policy's own 'scheme' field)"))
+    check = actions.add_parser("check", parents=[scheme], help="validate a policy and explain it in plain words", description="Validate a policy file and explain what it allows.")
     check.add_argument("file", metavar="FILE")
-    check.add_argument("--scheme", choices=SCHEME_NAMES, metavar="SCHEME", help="the key's scheme (default: the policy's own 'scheme' field)")
     check.set_defaults(handler=cmd_policy_check)
-    simulate = policy_commands.add_parser("simulate", help="replay recorded requests against a policy", description="Replay a bot's recorded requests (JSON lines with time_ms, method, path, params, body) and report what would be refused and why.")
+    simulate = actions.add_parser("simulate", parents=[scheme, _Parents.json], help="replay recorded requests against a policy", description="Replay a bot's recorded requests (JSON lines with time_ms, method, path, params, body) and report what would be refused and why.")
     simulate.add_argument("file", metavar="FILE")
     simulate.add_argument("--requests", required=True, metavar="LOG", help="JSON lines, one request each")
-    simulate.add_argument("--scheme", choices=SCHEME_NAMES, metavar="SCHEME", help="the key's scheme (default: the policy's own 'scheme' field)")
-    simulate.add_argument("--json", action="store_true", help="print every decision as JSON")
     simulate.set_defaults(handler=cmd_policy_simulate)
 
-    audit = commands.add_parser("audit", help="fetch or verify the enclave's audit log", description="The enclave's hash-chained receipts of every signing decision.")
-    audit_commands = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
-    fetch_log = audit_commands.add_parser("fetch", help="append new receipts and a signed checkpoint to a log file", description="Fetch receipts the log file does not have yet.")
-    fetch_log.add_argument("--log", required=True, metavar="FILE")
-    _add_enclave(fetch_log)
-    fetch_log.set_defaults(handler=cmd_audit_fetch)
-    verify_log = audit_commands.add_parser("verify", help="verify a log file's chain and checkpoints", description="Verify the hash chain, and the checkpoints and chain starts against the attested identity key of the --pcr0 image. Every gap is reported; a log that does not start at the enclave's first receipt is refused unless --expect-from says where it starts. Every chain (enclave boot) is listed: a host can remove a whole chain, so confirm them with --chains or --expect-boots.")
-    verify_log.add_argument("log", metavar="FILE")
-    verify_log.add_argument("--root", action="append", metavar="PEM", help="trusted attestation root (default: the pinned AWS Nitro root)")
-    verify_log.add_argument("--pcr0", metavar="HEX", help="PCR0 of the image that wrote the log (required, unless --any-image)")
-    verify_log.add_argument("--any-image", action="store_true", help="accept identity keys from any enclave image under the root (prints a warning: this does not show your enclave wrote the log)")
-    verify_log.add_argument("--allow-debug", action="store_true", help="accept debug-mode enclaves")
-    verify_log.add_argument("--expect-from", type=int, metavar="SEQ", help="the log's first chain is expected to start at receipt SEQ (an older part was archived, or the enclave dropped receipts nobody fetched); missing receipts before it are reported, not refused")
-    verify_log.add_argument("--chains", type=int, metavar="N", help="the log must hold exactly N chains (enclave boots): a whole chain removed, or one not expected, is refused")
-    verify_log.add_argument("--expect-boots", action="append", metavar="ID", help="the log's chains must be exactly these boots: boot ids (or their first 16+ hex digits) or enclave module ids, as verify lists them (repeat, or comma-separated)")
-    verify_log.add_argument("--enclave", metavar="ADDR", help="also compare the log's last chain with a fresh checkpoint the enclave signs over a nonce, so a cut tail shows; the connection is attested (--pcr0, --root) and must be the enclave that wrote that chain (not taken from $ZEROCOPY_ENCLAVE)")
-    verify_log.set_defaults(handler=cmd_audit_verify)
 
-    stethoscope = commands.add_parser("stethoscope", help="check a running enclave: attestation, keys, sign-path latency", description="Examine a running enclave without using its keys: verify a fresh attestation, list keys, time the sign path with a probe.")
-    stethoscope.add_argument("--root", action="append", metavar="PEM", help="trusted attestation root (default: the pinned AWS Nitro root)")
-    stethoscope.add_argument("--pcr0", metavar="HEX", help="expected PCR0")
-    stethoscope.add_argument("--allow-debug", action="store_true", help="accept a debug-mode enclave")
-    stethoscope.add_argument("--samples", type=int, default=500, help="probe round trips to time (default: %(default)s)")
-    stethoscope.add_argument("--json", action="store_true", help="print JSON")
-    _add_enclave(stethoscope)
+def _add_audit_commands(commands: Any) -> None:
+    audit = commands.add_parser("audit", help="fetch or verify the enclave's audit log", description="The enclave's hash-chained receipts of every signing decision.")
+    actions = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    fetch = actions.add_parser("fetch", parents=[_Parents.enclave], help="append new receipts and a signed checkpoint to a log file", description="Fetch receipts the log file does not have yet.")
+    fetch.add_argument("--log", required=True, metavar="FILE")
+    fetch.set_defaults(handler=cmd_audit_fetch)
+    verify = actions.add_parser(
+        "verify", parents=[_Parents.trust], help="verify a log file's chain and checkpoints",
+        description="Verify the hash chain, and the checkpoints and chain starts against the attested identity key of the --pcr0 image (required, unless --any-image). "
+        "Every gap is reported; a log that does not start at the enclave's first receipt is refused unless --expect-from says where it starts. "
+        "Every chain (enclave boot) is listed: a host can remove a whole chain, so confirm them with --chains or --expect-boots.",
+    )  # fmt: skip
+    verify.add_argument("log", metavar="FILE")
+    verify.add_argument("--any-image", action="store_true", help="accept identity keys from any enclave image under the root (prints a warning: this does not show your enclave wrote the log)")
+    verify.add_argument("--expect-from", type=_sequence_number, metavar="SEQ", help="the log's first chain is expected to start at receipt SEQ (an older part was archived, or the enclave dropped receipts nobody fetched); missing receipts before it are reported, not refused")
+    verify.add_argument("--chains", type=_count, metavar="N", help="the log must hold exactly N chains (enclave boots): a whole chain removed, or one not expected, is refused")
+    verify.add_argument("--expect-boots", action="append", metavar="ID", help="the log's chains must be exactly these boots: boot ids (or their first 16+ hex digits) or enclave module ids, as verify lists them (repeat, or comma-separated)")
+    verify.add_argument("--enclave", metavar="ADDR", type=_address, help="also compare the log's last chain with a fresh checkpoint the enclave signs over a nonce, so a cut tail shows; the connection is attested (--pcr0, --root) and must be the enclave that wrote that chain (not taken from $ZEROCOPY_ENCLAVE)")
+    verify.set_defaults(handler=cmd_audit_verify)
+
+
+def _add_operator_commands(commands: Any) -> None:
+    stethoscope = commands.add_parser("stethoscope", parents=[_Parents.trust, _Parents.json, _Parents.enclave], help="check a running enclave: attestation, keys, sign-path latency", description="Examine a running enclave without using its keys: verify a fresh attestation, list keys, time the sign path with a probe.")
+    stethoscope.add_argument("--samples", type=_count, default=500, help="probe round trips to time (default: %(default)s)")
     stethoscope.set_defaults(handler=cmd_stethoscope)
 
-    eif = commands.add_parser("eif", help="read an enclave image file and compute its PCRs", description="Parse an EIF (header, sections, CRC) and print the PCRs a key policy pins.")
+    eif = commands.add_parser("eif", parents=[_Parents.json], help="read an enclave image file and compute its PCRs", description="Parse an EIF (header, sections, CRC) and print the PCRs a key policy pins.")
     eif.add_argument("file", metavar="FILE")
-    eif.add_argument("--json", action="store_true", help="print JSON")
     eif.set_defaults(handler=cmd_eif)
 
     kms_policy = commands.add_parser(
@@ -669,11 +658,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print a key policy that lets only an enclave with these measurements decrypt, and only it and the sealers seal. "
         "For a seal key (the enclave's --seal-key): create it with --locked, build the image naming it, then put the policy for the image's PCR0.",
     )  # fmt: skip
-    kms_policy.add_argument("--pcr0", metavar="HEX", help="PCR0 (ImageSha384) of the enclave image")
+    kms_policy.add_argument("--pcr0", metavar="HEX", type=_measurement, help="PCR0 (ImageSha384) of the enclave image")
     kms_policy.add_argument("--locked", action="store_true", help="instead: administration only, every use denied (create a seal key with it, before its image exists)")
     kms_policy.add_argument("--sealer", action="append", default=[], metavar="ARN", help="IAM role, user or root ARN that may seal bundles (zerocopy seal) without attestation (repeat; default: the account root)")
     kms_policy.add_argument("--enclave-only", action="store_true", help="no sealers: only the attested enclave may seal under the key (a key only GENERATE uses)")
-    kms_policy.add_argument("--pcr", action="append", default=[], metavar="N=HEX", help="another PCR to pin (repeat)")
+    kms_policy.add_argument("--pcr", action="append", default=[], type=_pcr, metavar="N=HEX", help="another PCR to pin (repeat)")
     kms_policy.add_argument("--account", required=True, help="AWS account id that administers the key")
     kms_policy.set_defaults(handler=cmd_kms_policy)
 
@@ -681,6 +670,22 @@ def build_parser() -> argparse.ArgumentParser:
     vsock_proxy.add_argument("--region", help="AWS region of KMS (default: from the AWS configuration)")
     vsock_proxy.add_argument("-o", "--output", default="-", metavar="FILE", help="file to write, e.g. /etc/nitro_enclaves/vsock-proxy.yaml (default: stdout)")
     vsock_proxy.set_defaults(handler=cmd_vsock_proxy_config)
+
+
+def _add_plugin_commands(commands: Any) -> None:
+    """Commands installed packages add (the emulator's ``demo`` and ``emulator up``), found as
+    pytest finds its plugins: each entry point is called with the subparsers."""
+    # By name, once: a source tree on the path can show the same distribution's metadata twice.
+    by_name = {entry.name: entry for entry in reversed(list(entry_points(group=COMMANDS_GROUP)))}
+    for name in sorted(by_name):
+        by_name[name].load()(commands)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Keep exchange API secrets in a Nitro Enclave and sign over vsock.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_plugin_commands, _add_keys_commands, _add_signing_commands, _add_attest_commands, _add_policy_commands, _add_audit_commands, _add_operator_commands):
+        add(commands)
     return parser
 
 

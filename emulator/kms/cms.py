@@ -10,13 +10,14 @@ a primitive ``[0]`` or as a constructed ``[0]`` of OCTET STRING chunks. So the e
 meets the real BER in every emulator run, not a DER shortcut.
 
 The subjectKeyIdentifier is SHA-256 of the recipient's DER SubjectPublicKeyInfo
-(:func:`enclave.cms.recipient_key_identifier`): the emulator's convention, since real KMS's is
+(:func:`recipient_key_identifier`): the emulator's convention, since real KMS's is
 not documented. See
 https://docs.aws.amazon.com/kms/latest/APIReference/API_Decrypt.html#KMS-Decrypt-response-CiphertextForRecipient
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from asn1crypto import algos, cms, core
@@ -25,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from enclave.cms import CONTENT_KEY_SIZE, IV_SIZE, recipient_key_identifier
+from enclave.cms import CONTENT_KEY_SIZE, IV_SIZE
 
-__all__ = ["build_ciphertext_for_recipient", "MIN_RSA_KEY_SIZE"]
+__all__ = ["build_ciphertext_for_recipient", "recipient_key_identifier", "MIN_RSA_KEY_SIZE"]
 
 MIN_RSA_KEY_SIZE = 2048
 
@@ -35,6 +36,7 @@ _INDEFINITE_SEQUENCE = b"\x30\x80"
 _INDEFINITE_EXPLICIT_0 = b"\xa0\x80"  # [0] EXPLICIT of ContentInfo, and constructed [0] content
 _END_OF_CONTENTS = b"\x00\x00"
 
+_OAEP = asym_padding.OAEP(mgf=asym_padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 _OAEP_SHA256 = {
     "algorithm": "rsaes_oaep",
     "parameters": {
@@ -46,6 +48,14 @@ _OAEP_SHA256 = {
         },
     },
 }
+
+
+def recipient_key_identifier(public_key: rsa.RSAPublicKey) -> bytes:
+    """SHA-256 of ``public_key``'s DER SubjectPublicKeyInfo: the emulator's subjectKeyIdentifier."""
+    der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).digest()
 
 
 def _load_recipient_key(der: bytes) -> rsa.RSAPublicKey:
@@ -82,6 +92,18 @@ def build_ciphertext_for_recipient(
     ``plaintext`` must be 1 byte or more, as KMS plaintexts are. ``chunk_size=None`` carries the
     content as a primitive ``[0]``; an integer splits it into OCTET STRING chunks of that size.
     """
+    _check_arguments(plaintext, recipient_public_key_der, chunk_size)
+    key = _load_recipient_key(bytes(recipient_public_key_der))
+    content_key, iv = os.urandom(CONTENT_KEY_SIZE), os.urandom(IV_SIZE)
+    encrypted_key = key.encrypt(content_key, _OAEP)
+    return _content_info(
+        recipient_infos=_recipient_infos(recipient_key_identifier(key), encrypted_key),
+        iv=iv,
+        encrypted_content=_encrypted_content(_aes_cbc(content_key, iv, bytes(plaintext)), chunk_size),
+    )
+
+
+def _check_arguments(plaintext: object, recipient_public_key_der: object, chunk_size: object) -> None:
     if not isinstance(plaintext, (bytes, bytearray, memoryview)):
         raise TypeError(f"plaintext must be bytes, not {type(plaintext).__name__}")
     if not isinstance(recipient_public_key_der, (bytes, bytearray, memoryview)):
@@ -92,56 +114,38 @@ def build_ciphertext_for_recipient(
         raise TypeError(f"chunk_size must be an int or None, not {type(chunk_size).__name__}")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
-    plaintext = bytes(plaintext)
-    if not plaintext:
+    if not bytes(plaintext):
         raise ValueError("plaintext must not be empty (KMS plaintexts are 1 byte or more)")
-    key = _load_recipient_key(bytes(recipient_public_key_der))
 
-    content_key = os.urandom(CONTENT_KEY_SIZE)
-    iv = os.urandom(IV_SIZE)
+
+def _aes_cbc(content_key: bytes, iv: bytes, plaintext: bytes) -> bytes:
     padder = padding.PKCS7(algorithms.AES.block_size).padder()
     padded = padder.update(plaintext) + padder.finalize()
     encryptor = Cipher(algorithms.AES(content_key), modes.CBC(iv)).encryptor()
-    ciphertext = encryptor.update(padded) + encryptor.finalize()
-    encrypted_key = key.encrypt(
-        content_key,
-        asym_padding.OAEP(
-            mgf=asym_padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None
-        ),
-    )
+    return encryptor.update(padded) + encryptor.finalize()
 
+
+def _recipient_infos(key_identifier: bytes, encrypted_key: bytes) -> bytes:
+    """The RecipientInfos SET in DER: one KeyTransRecipientInfo v2, as in the real samples."""
     recipient = cms.KeyTransRecipientInfo(
         {
             "version": "v2",
-            "rid": cms.RecipientIdentifier(
-                name="subject_key_identifier", value=recipient_key_identifier(key)
-            ),
+            "rid": cms.RecipientIdentifier(name="subject_key_identifier", value=key_identifier),
             "key_encryption_algorithm": _OAEP_SHA256,
             "encrypted_key": encrypted_key,
         }
     )
-    recipient_infos = cms.RecipientInfos([cms.RecipientInfo(name="ktri", value=recipient)])
-    content_algorithm = algos.EncryptionAlgorithm({"algorithm": "aes256_cbc", "parameters": iv})
+    return cms.RecipientInfos([cms.RecipientInfo(name="ktri", value=recipient)]).dump()
 
-    encrypted_content_info = (
-        _INDEFINITE_SEQUENCE
-        + cms.ContentType("data").dump()
-        + content_algorithm.dump()
-        + _encrypted_content(ciphertext, chunk_size)
-        + _END_OF_CONTENTS
-    )
-    enveloped_data = (
-        _INDEFINITE_SEQUENCE
-        + cms.CMSVersion("v2").dump()
-        + recipient_infos.dump()
-        + encrypted_content_info
-        + _END_OF_CONTENTS
-    )
-    return (
-        _INDEFINITE_SEQUENCE
-        + cms.ContentType("enveloped_data").dump()
-        + _INDEFINITE_EXPLICIT_0
-        + enveloped_data
-        + _END_OF_CONTENTS
-        + _END_OF_CONTENTS
-    )
+
+def _indefinite(*parts: bytes) -> bytes:
+    return _INDEFINITE_SEQUENCE + b"".join(parts) + _END_OF_CONTENTS
+
+
+def _content_info(*, recipient_infos: bytes, iv: bytes, encrypted_content: bytes) -> bytes:
+    """ContentInfo, its ``[0]``, EnvelopedData and EncryptedContentInfo in indefinite length."""
+    content_algorithm = algos.EncryptionAlgorithm({"algorithm": "aes256_cbc", "parameters": iv})
+    encrypted_content_info = _indefinite(cms.ContentType("data").dump(), content_algorithm.dump(), encrypted_content)
+    enveloped_data = _indefinite(cms.CMSVersion("v2").dump(), recipient_infos, encrypted_content_info)
+    explicit_content = _INDEFINITE_EXPLICIT_0 + enveloped_data + _END_OF_CONTENTS
+    return _indefinite(cms.ContentType("enveloped_data").dump(), explicit_content)

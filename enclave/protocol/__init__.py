@@ -21,8 +21,6 @@ from .frames import (
     SessionAccepted,
     Signature,
     SignRequest,
-    encode_http_sign_request,
-    encode_sign_request,
     key_name,
     sign_http_body,
 )
@@ -48,8 +46,6 @@ __all__ = [
     "SessionAccepted",
     "Signature",
     "SignRequest",
-    "encode_http_sign_request",
-    "encode_sign_request",
     "key_name",
     "sign_http_body",
 ]

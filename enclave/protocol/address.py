@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import ZeroCopyError
 
-__all__ = ["Address", "AddressError", "parse_address", "emulated_vsock_path"]
+__all__ = ["Address", "AddressError", "parse_address"]
 
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 _U32 = 0xFFFFFFFF
@@ -106,8 +106,3 @@ def parse_address(text: str) -> Address:
             raise AddressError(f"port in {text!r} must be at most 65535")
         return Address("tcp", host=str(ip), port=port_number)
     raise AddressError(f"unknown address scheme {scheme!r} in {text!r} (use vsock, unix or tcp)")
-
-
-def emulated_vsock_path(directory: str, cid: int, port: int) -> str:
-    """Where the emulator puts the Unix socket that stands for ``vsock://cid:port``."""
-    return f"{directory.rstrip('/')}/vsock-{cid}-{port}.sock"

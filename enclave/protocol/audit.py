@@ -36,7 +36,6 @@ __all__ = [
     "MAX_RECEIPT_BYTES",
     "NONCE_SIZES",
     "genesis",
-    "entry_hash",
     "checkpoint_message",
     "start_message",
     "legacy_start_message",
@@ -91,11 +90,6 @@ def _json_size(text: str) -> int:
 
 def genesis(boot_id: bytes) -> str:
     return hashlib.sha256(FORMAT.encode() + b"\0genesis\0" + boot_id).hexdigest()
-
-
-def entry_hash(receipt: dict[str, Any]) -> str:
-    """Hash of one receipt (which includes ``prev``, the hash of the receipt before it)."""
-    return hashlib.sha256(canonical_line(receipt)).hexdigest()
 
 
 def checkpoint_message(boot_id: bytes, seq: int, head: str) -> bytes:

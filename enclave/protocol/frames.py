@@ -55,8 +55,6 @@ __all__ = [
     "ErrorResponse",
     "SessionAccepted",
     "Connection",
-    "encode_sign_request",
-    "encode_http_sign_request",
     "key_name",
     "sign_http_body",
 ]
@@ -390,17 +388,6 @@ def sign_http_body(key: bytes, method: bytes, path: bytes, params: bytes, body: 
     if params and params.count(b"\0") % 2 != 1:
         raise LocalProtocolError("params names and values cannot contain NUL")
     return _HTTP_REQUEST.pack(len(key), len(method), len(path), len(params), len(body)) + key + method + path + params + body
-
-
-def encode_http_sign_request(request_id: int, key: bytes, method: bytes, path: bytes, params: bytes, body: bytes) -> bytes:
-    """The plain SIGN_HTTP frame from already-encoded parts, without building an event."""
-    frame_body = sign_http_body(key, method, path, params, body)
-    return HEADER.pack(len(frame_body), VERSION, MessageType.SIGN_HTTP, request_id) + frame_body
-
-
-def encode_sign_request(request_id: int, key: bytes, payload: bytes) -> bytes:
-    """The plain SIGN frame for a key name from :func:`key_name`, without building an event."""
-    return _SIGN_PREFIX.pack(len(key) + 1 + len(payload), VERSION, MessageType.SIGN, request_id, len(key)) + key + payload
 
 
 class Connection:

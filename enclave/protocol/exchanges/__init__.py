@@ -13,11 +13,11 @@ import pkgutil
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from ..exchange import Endpoint, Exchange, ExchangeError
+from ..exchange import Exchange, ExchangeError
 from ..signing import RAW_SIGNERS, SigningKey
 
 __all__ = [
-    "EXCHANGES", "CATALOGUES", "SCHEMES", "SCHEME_NAMES", "RAW_SCHEMES", "SCHEME_EXCHANGES", "ASYMMETRIC_SCHEMES", "DECIMAL_PARAMETERS", "ExchangeError",
+    "SCHEMES", "SCHEME_NAMES", "ASYMMETRIC_SCHEMES", "DECIMAL_PARAMETERS", "ExchangeError",
     "exchange_for_scheme", "register",
 ]
 
@@ -56,12 +56,8 @@ def register(exchanges: list[Exchange], raw: tuple[type[SigningKey], ...] = RAW_
 
 _BY_NAME, _SCHEMES, _BY_SCHEME = register(_discovered())
 
-EXCHANGES: Mapping[str, Exchange] = MappingProxyType(_BY_NAME)
-CATALOGUES: Mapping[str, tuple[Endpoint, ...]] = MappingProxyType({name: exchange.endpoints for name, exchange in _BY_NAME.items()})
 SCHEMES: Mapping[str, type[SigningKey]] = MappingProxyType(_SCHEMES)
 SCHEME_NAMES: tuple[str, ...] = tuple(_SCHEMES)
-SCHEME_EXCHANGES: Mapping[str, Exchange] = MappingProxyType(_BY_SCHEME)  # exchange schemes only
-RAW_SCHEMES: tuple[str, ...] = tuple(kind.name for kind in RAW_SIGNERS)
 ASYMMETRIC_SCHEMES = frozenset(name for name, kind in _SCHEMES.items() if kind.asymmetric)
 # Values that some exchange reads as a decimal must be canonical decimals, whichever the exchange.
 DECIMAL_PARAMETERS = frozenset().union(*(exchange.decimal_params for exchange in _BY_NAME.values()))
