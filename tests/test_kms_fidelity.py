@@ -669,14 +669,16 @@ def operation_params(operation: str, keys: SimpleNamespace, fresh: SimpleNamespa
     return table[operation]()
 
 
-#: Operations moto (with the emulator's additions) cannot perform at all: the custom key stores,
-#: key material import, ML-KEM, multi-Region and last-usage calls. moto answers them
-#: UnsupportedOperationException; the front still refuses the caller first, as AWS would.
-NOT_EMULATED = frozenset(
+#: Operations moto (with the emulator's additions) cannot perform at all: key material import and
+#: multi-Region calls. moto answers them UnsupportedOperationException; the front still refuses the
+#: caller first, as AWS would.
+NOT_EMULATED = frozenset({"DeleteImportedKeyMaterial", "GetParametersForImport", "ImportKeyMaterial", "UpdatePrimaryRegion"})
+#: Operations on what the emulated account never has (custom key stores, ML-KEM keys) and the
+#: last-usage call: the emulator answers as AWS answers an account without them (see LACKING).
+ANSWERED_AS_ABSENT = frozenset(
     {
         "ConnectCustomKeyStore", "CreateCustomKeyStore", "DeleteCustomKeyStore", "DescribeCustomKeyStores",
-        "DisconnectCustomKeyStore", "UpdateCustomKeyStore", "DeleteImportedKeyMaterial", "GetParametersForImport",
-        "ImportKeyMaterial", "Encapsulate", "Decapsulate", "GetKeyLastUsage", "UpdatePrimaryRegion",
+        "DisconnectCustomKeyStore", "UpdateCustomKeyStore", "Encapsulate", "Decapsulate", "GetKeyLastUsage",
     }
 )  # fmt: skip
 
@@ -721,6 +723,8 @@ def test_every_operation_is_authorized_where_moto_alone_serves_it(model, moto_en
     alone_status, alone_body = moto_alone(moto_endpoint, operation, operation_params(operation, keys, resources()), nobody)
     if operation in NOT_EMULATED:
         assert alone_body.get("__type") == "UnsupportedOperationException", alone_body
+    elif operation in ANSWERED_AS_ABSENT:  # served without asking who calls: a model answer, never a refusal
+        assert alone_status == 200 or alone_body.get("__type") in service_model.error_codes(operation) - {"AccessDeniedException"}, alone_body
     else:
         assert alone_status == 200, (operation, alone_body)
 
@@ -1577,3 +1581,69 @@ def test_garbage_gets_json_with_an_aws_error_type(front, ca_file, nobody, garbag
         assert parsed.get("__type") in allowed_errors(garbage.target), (garbage.target, parsed)
         assert set(parsed) <= {"__type", "message", "Message"}, parsed
         assert "Traceback" not in answer.decode(errors="replace")
+
+
+# --- operations moto lacks: what an account without custom key stores or ML-KEM keys is answered ---
+MISSING_ID = "cks-1234567890abcdef0"
+# A well-formed request for every operation of the model that moto itself does not implement, and
+# what AWS answers an account that has no custom key store and no ML-KEM key: HTTP 200 with these
+# output members, or this error (each in the operation's model).
+LACKING = {
+    "DescribeCustomKeyStores": ({}, 200, {"CustomKeyStores", "Truncated"}),
+    "ConnectCustomKeyStore": ({"CustomKeyStoreId": MISSING_ID}, 400, "CustomKeyStoreNotFoundException"),
+    "DisconnectCustomKeyStore": ({"CustomKeyStoreId": MISSING_ID}, 400, "CustomKeyStoreNotFoundException"),
+    "DeleteCustomKeyStore": ({"CustomKeyStoreId": MISSING_ID}, 400, "CustomKeyStoreNotFoundException"),
+    "UpdateCustomKeyStore": ({"CustomKeyStoreId": MISSING_ID, "NewCustomKeyStoreName": "x"}, 400, "CustomKeyStoreNotFoundException"),
+    "CreateCustomKeyStore": ({"CustomKeyStoreName": "hsm", "CloudHsmClusterId": "cluster-abcdefghijk"}, 400, "CloudHsmClusterNotFoundException"),
+    "Encapsulate": ({"KeyId": "SYMMETRIC", "EncapsulationAlgorithm": "ML_KEM"}, 400, "InvalidKeyUsageException"),
+    "Decapsulate": ({"KeyId": "SYMMETRIC", "EncapsulationAlgorithm": "ML_KEM", "SharedSecretCiphertextBlob": b64(b"x" * 32)}, 400, "InvalidKeyUsageException"),
+    "GetKeyLastUsage": ({"KeyId": "SYMMETRIC"}, 200, {"KeyId", "KeyCreationDate", "TrackingStartDate"}),
+    "DeleteImportedKeyMaterial": ({"KeyId": "SYMMETRIC"}, 400, "UnsupportedOperationException"),
+    "GetParametersForImport": ({"KeyId": "SYMMETRIC", "WrappingAlgorithm": "RSAES_OAEP_SHA_256", "WrappingKeySpec": "RSA_2048"}, 400, "UnsupportedOperationException"),
+    "ImportKeyMaterial": ({"KeyId": "SYMMETRIC", "ImportToken": b64(b"t"), "EncryptedKeyMaterial": b64(b"m")}, 400, "UnsupportedOperationException"),
+    "UpdatePrimaryRegion": ({"KeyId": "SYMMETRIC", "PrimaryRegion": "us-west-2"}, 400, "UnsupportedOperationException"),
+    "GenerateDataKeyPair": ({"KeyId": "SYMMETRIC", "KeyPairSpec": "ECC_NIST_P256"}, 200, {"KeyId", "KeyPairSpec", "PublicKey", "PrivateKeyCiphertextBlob", "PrivateKeyPlaintext"}),
+    "GenerateDataKeyPairWithoutPlaintext": ({"KeyId": "SYMMETRIC", "KeyPairSpec": "ECC_NIST_P256"}, 200, {"KeyId", "KeyPairSpec", "PublicKey", "PrivateKeyCiphertextBlob"}),
+    "DeriveSharedSecret": ({"KeyId": "SYMMETRIC", "KeyAgreementAlgorithm": "ECDH", "PublicKey": b64(b"x")}, 400, "InvalidKeyUsageException"),
+}
+
+
+def _moto_lacks() -> set[str]:
+    from moto.core.utils import camelcase_to_underscores
+    from moto.kms.responses import KmsResponse
+
+    return {operation for operation in service_model.operation_names() if not hasattr(KmsResponse, camelcase_to_underscores(operation))}
+
+
+def _output_members(operation: str) -> set[str]:
+    import botocore.session
+
+    return set(botocore.session.get_session().get_service_model("kms").operation_model(operation).output_shape.members)
+
+
+def test_every_operation_moto_lacks_has_an_answer_here():
+    """A botocore with a new KMS operation makes this fail until the emulator answers it faithfully."""
+    assert _moto_lacks() == set(LACKING)
+
+
+@pytest.mark.parametrize("operation", sorted(LACKING))
+def test_an_operation_moto_lacks_answers_as_aws_answers_an_account_without_the_resource(operation, front, ca_file, keys):
+    params, status, expected = LACKING[operation]
+    params = {name: keys.sym if value == "SYMMETRIC" else value for name, value in params.items()}
+    headers, body = request(f"TrentService.{operation}", params)
+    answered, content_type, answer = http_post(front.endpoint_url, headers, body, ca_file=ca_file[1])
+    parsed = json.loads(answer)
+    assert (answered, content_type) == (status, JSON_TYPE), parsed
+    if status == 200:
+        assert set(parsed) == expected and set(parsed) <= _output_members(operation), parsed
+    else:
+        assert parsed["__type"] == expected and expected in allowed_errors(f"TrentService.{operation}"), parsed
+
+
+def test_custom_key_store_lookups_by_id_or_name_find_none(front, ca_file):
+    for params in ({"CustomKeyStoreId": MISSING_ID}, {"CustomKeyStoreName": "hsm"}):
+        headers, body = request("TrentService.DescribeCustomKeyStores", params)
+        status, _, answer = http_post(front.endpoint_url, headers, body, ca_file=ca_file[1])
+        assert (status, json.loads(answer)["__type"]) == (400, "CustomKeyStoreNotFoundException")
+    headers, body = request("TrentService.DescribeCustomKeyStores", {})
+    assert json.loads(http_post(front.endpoint_url, headers, body, ca_file=ca_file[1])[2]) == {"CustomKeyStores": [], "Truncated": False}

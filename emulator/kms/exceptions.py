@@ -34,6 +34,7 @@ __all__ = [
     "UnknownOperationException",
     "UnrecognizedClientException",
     "UnsupportedOperationException",
+    "CustomKeyStoreNotFoundException",
     "ValidationException",
 ]
 
@@ -75,6 +76,11 @@ class AccessDeniedException(KmsException):
 
 class DisabledException(KmsException):
     code = "DisabledException"
+    status = 400
+
+
+class CustomKeyStoreNotFoundException(KmsException):
+    code = "CustomKeyStoreNotFoundException"
     status = 400
 
 

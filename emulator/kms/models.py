@@ -42,6 +42,7 @@ from .cms import build_ciphertext_for_recipient
 from .conditions import account_keys, attestation_keys, principal_keys, encryption_context_keys, grant_constraint_keys, unknown_condition_keys
 from .exceptions import (
     AccessDeniedException,
+    CustomKeyStoreNotFoundException,
     DryRunOperationException,
     ExpiredTokenException,
     IncorrectKeyException,
@@ -51,7 +52,6 @@ from .exceptions import (
     NotFoundException,
     SerializationException,
     UnrecognizedClientException,
-    UnsupportedOperationException,
     ValidationException,
 )
 from .identity import IDENTITY_POLICY, PERMISSIONS_BOUNDARY, SESSION_POLICY, Caller, Credential, Identities
@@ -489,7 +489,7 @@ class AttestingKms:
         if size is None:
             raise ValidationException("NumberOfBytes is required.")  # AWS's words (not a model constraint)
         if params.get("CustomKeyStoreId") is not None:
-            raise UnsupportedOperationException("The KMS emulator has no custom key stores.")
+            raise CustomKeyStoreNotFoundException("The account has no custom key store of that id.")
         self.authorize_request("GenerateRandom", params, caller, attestation)
         return _deliver({}, "Plaintext", os.urandom(size), public_key)
 

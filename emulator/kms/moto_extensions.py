@@ -17,8 +17,14 @@ backend, and private keys never leave this process except as AWS would return th
   drops ``PolicyArns``: it is patched to remember them on the session. The front never routes these names: they are not operations of
   the KMS model. (Anyone who can reach moto's port on 127.0.0.1 can call them; the emulator is
   not a security boundary.) :func:`call_internal` is how the front calls them.
-* Every other operation of botocore's KMS model that moto lacks answers a JSON
-  ``UnsupportedOperationException`` instead of moto's HTML 500 page.
+* The operations on what the emulated account never has — custom key stores (CloudHSM or external)
+  and ML-KEM keys — answer as AWS answers an account without them, with an error their model
+  lists: ``DescribeCustomKeyStores`` an empty list, the other custom-key-store operations
+  ``CustomKeyStoreNotFoundException`` (``CreateCustomKeyStore``: no CloudHSM cluster or external
+  proxy is reachable), ``Encapsulate``/``Decapsulate`` ``NotFoundException`` or
+  ``InvalidKeyUsageException``; ``GetKeyLastUsage`` reports tracking that starts now (no usage
+  since). Every other operation of botocore's KMS model that moto lacks answers a JSON
+  ``UnsupportedOperationException`` instead of moto's HTML 500 page (each lists it).
 * Keys created without ``KeyUsage`` get ``ENCRYPT_DECRYPT``, AWS's default (moto leaves it empty);
   ``DisableKey``, ``EnableKey``, ``ScheduleKeyDeletion``, ``CancelKeyDeletion`` and ``ReplicateKey`` take a key ARN
   as AWS does (moto's backend only takes the raw id and fails with a 500 otherwise).
@@ -152,6 +158,8 @@ def install() -> None:
     setattr(KmsResponse, _snake(INTERNAL_CIPHERTEXT_KEY_ID), _ciphertext_key_id)
     setattr(KmsResponse, _snake(INTERNAL_ACCESS_KEY_SECRET), _access_key_secret)
     model = botocore.session.get_session().get_service_model("kms")
+    for operation, answer in ABSENT_RESOURCES.items():
+        setattr(KmsResponse, _snake(operation), answer)
     for operation in model.operation_names:
         if not hasattr(KmsResponse, _snake(operation)):
             setattr(KmsResponse, _snake(operation), _unsupported(operation))
@@ -313,6 +321,61 @@ def _derive_shared_secret(self: Any) -> str:
         raise ValidationException("")
     secret = private.exchange(ec.ECDH(), peer)
     return json.dumps({"KeyId": key.arn, "SharedSecret": _b64(secret), "KeyAgreementAlgorithm": "ECDH", "KeyOrigin": key.origin})
+
+
+# --- what the emulated account never has: custom key stores, ML-KEM keys ------------------------
+
+
+def _error(code: str, message: str) -> Exception:
+    from moto.core.exceptions import JsonRESTError
+
+    return JsonRESTError(code, message)
+
+
+def _describe_custom_key_stores(self: Any) -> str:
+    if self._get_param("CustomKeyStoreId") is not None or self._get_param("CustomKeyStoreName") is not None:
+        raise _error("CustomKeyStoreNotFoundException", "The account has no custom key store of that id or name.")
+    if self._get_param("Marker") is not None:  # no earlier page gave one
+        raise _error("InvalidMarkerException", "The marker does not come from an earlier DescribeCustomKeyStores answer.")
+    return json.dumps({"CustomKeyStores": [], "Truncated": False})
+
+
+def _no_custom_key_store(self: Any) -> str:
+    raise _error("CustomKeyStoreNotFoundException", f"No custom key store {str(self._get_param('CustomKeyStoreId'))[:80]!r} in this account.")
+
+
+def _create_custom_key_store(self: Any) -> str:
+    if self._get_param("CustomKeyStoreType") == "EXTERNAL_KEY_STORE":
+        raise _error("XksProxyUriUnreachableException", "The KMS emulator reaches no external key store proxy.")
+    raise _error("CloudHsmClusterNotFoundException", "The KMS emulator has no CloudHSM cluster.")
+
+
+def _no_encapsulation_key(operation: str) -> Any:
+    def answer(self: Any) -> str:
+        key = _key(self, self._get_param("KeyId"))  # NotFoundException for a key that does not exist
+        raise _invalid_usage(key, operation)  # no key of the emulator is a KEY_ENCAPSULATION (ML-KEM) key
+
+    return answer
+
+
+def _get_key_last_usage(self: Any) -> str:
+    key = _key(self, self._get_param("KeyId"))
+    now = datetime.datetime.now(datetime.timezone.utc).timestamp()
+    # The emulator keeps no usage record: tracking starts now, and nothing has used the key since.
+    return json.dumps({"KeyId": key.arn, "KeyCreationDate": key.creation_date, "TrackingStartDate": now})
+
+
+ABSENT_RESOURCES = {
+    "DescribeCustomKeyStores": _describe_custom_key_stores,
+    "ConnectCustomKeyStore": _no_custom_key_store,
+    "DisconnectCustomKeyStore": _no_custom_key_store,
+    "DeleteCustomKeyStore": _no_custom_key_store,
+    "UpdateCustomKeyStore": _no_custom_key_store,
+    "CreateCustomKeyStore": _create_custom_key_store,
+    "Encapsulate": _no_encapsulation_key("Encapsulate"),
+    "Decapsulate": _no_encapsulation_key("Decapsulate"),
+    "GetKeyLastUsage": _get_key_last_usage,
+}
 
 
 # --- internal: the key a ciphertext names -------------------------------------------------------
