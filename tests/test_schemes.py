@@ -16,6 +16,7 @@ Three layers, as in cryptography's own test suite:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import pickle
 import re
@@ -32,7 +33,7 @@ from hypothesis import strategies as st
 
 import reference_signers as ref
 from enclave.protocol import signing as schemes
-from enclave.protocol.exchange import Exchange, ExchangeError
+from enclave.protocol.exchange import Exchange, ExchangeError, HeaderRecvWindow, LimitPrice, OrderFields
 from enclave.protocol.exchanges import ASYMMETRIC_SCHEMES, SCHEME_NAMES, register
 from policy_helpers import EXCHANGES, RAW_SCHEMES, SCHEME_EXCHANGES
 from enclave.protocol.exchanges.kraken import Kraken
@@ -172,6 +173,26 @@ def test_two_descriptors_claiming_one_name_are_refused_at_registration():
     with pytest.raises(ExchangeError, match="names another exchange"):
         Exchange(name="kraken-2", family="binance", schemes=(Kraken,), endpoints=())
     assert set(register(list(EXCHANGES.values()))[1]) == set(SCHEME_NAMES)
+
+
+MISSPELT_PARAMETERS = [
+    pytest.param("bybit", {"borrowing": {"isLeverge": frozenset({"1"})}}, "borrowing names 'isLeverge'", id="borrowing"),
+    pytest.param("okx", {"order_fields": OrderFields(symbol="instId", quantity="size", price="px")}, "order_fields.quantity names 'size'", id="order-field"),
+    pytest.param("binance", {"order_fields": OrderFields(symbol="symbol", quantity="quantity", new_price="newPrice")}, "order_fields.new_price", id="new-price"),
+    pytest.param("kraken", {"limit_price": LimitPrice("orderType", frozenset({"limit"}))}, "limit_price.type_field names 'orderType'", id="limit-type"),
+    pytest.param("binance", {"limit_price": LimitPrice("type", frozenset({"LIMIT"}), "pegPrice")}, "limit_price.overridden_by", id="overridden-by"),
+    pytest.param("kraken", {"decimal_params": frozenset({"volume", "vol"})}, "decimal_params names 'vol'", id="decimal"),
+    pytest.param("coinbase", {"decimal_params": frozenset({"base_size"})}, "decimal_params names 'base_size'", id="no-parameters-catalogued"),
+    pytest.param("bybit", {"header_recv_window": HeaderRecvWindow("symbol", int, "5000")}, "header_recv_window.name 'symbol'", id="header-window"),
+]
+
+
+@pytest.mark.parametrize(("catalogue", "changes", "message"), MISSPELT_PARAMETERS)
+def test_a_descriptor_naming_a_parameter_its_catalogue_lacks_is_refused(catalogue, changes, message):
+    # A misspelt name would never be found in a request: its rule (borrowing, a size cap) would never apply.
+    with pytest.raises(ExchangeError, match=re.escape(message)):
+        dataclasses.replace(EXCHANGES[catalogue], **changes)
+    assert dataclasses.replace(EXCHANGES[catalogue]).borrowing == EXCHANGES[catalogue].borrowing  # the real one builds
 
 
 KEY_TYPES = {"ed25519": ed25519.Ed25519PrivateKey, "p256": ec.EllipticCurvePrivateKey, "rsa": rsa.RSAPrivateKey}

@@ -27,7 +27,7 @@ listed is refused as non-canonical. Sources are named in ``docs/policy.md``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .signing import SigningKey
 
 __all__ = [
-    "DANGEROUS_CATEGORIES", "COVERS", "BASE", "QUOTE", "EITHER", "Flags", "Endpoint", "endpoint", "endpoint_name", "spellings",
+    "DANGEROUS_CATEGORIES", "COVERS", "BASE", "EITHER", "Flags", "Endpoint", "endpoint", "endpoint_name", "spellings",
     "OrderFields", "LimitPrice", "HeaderRecvWindow", "UnsignedBody", "PlainOrder", "Exchange", "ExchangeError",
 ]
 
@@ -48,7 +48,7 @@ DANGEROUS_CATEGORIES = frozenset({"funds", "security", "session", "settings"})
 # query string and a POST JSON body differ in bytes), and "no-body" (the body is not covered at all).
 COVERS = frozenset({"method", "path", "format", "no-body"})
 # The currencies an order's main size field may be read in.
-BASE, QUOTE, EITHER = frozenset({"base"}), frozenset({"quote"}), frozenset({"base", "quote"})
+BASE, EITHER = frozenset({"base"}), frozenset({"base", "quote"})
 
 
 class ExchangeError(ZeroCopyError, ValueError):
@@ -118,10 +118,13 @@ class LimitPrice(NamedTuple):
 
 class HeaderRecvWindow(NamedTuple):
     """A recv window that travels in a signed header, passed to the scheme as the pseudo-parameter
-    ``name``; ``parse`` reads it (``None``: not a canonical window). Signer and policy share it."""
+    ``name``; ``parse`` reads it (``None``: not a canonical window). Signer and policy share it:
+    the signer sends ``default`` when the request names no window, and the policy engine names one
+    itself where ``default`` is above the policy's cap."""
 
     name: str
     parse: Callable[[str], int | None]
+    default: str
 
 
 class UnsignedBody(NamedTuple):
@@ -170,7 +173,9 @@ class Exchange:
     symbol_form: Callable[[str], str] = str.upper  # the exchange's canonical form of a symbol
     size_units: Callable[[Mapping[str, str]], frozenset[str]] = _no_units  # readings of the main size field
     json_body_methods: frozenset[str] = frozenset()  # methods whose parameters travel as a JSON body
-    decimal_params: frozenset[str] = frozenset()  # parameters whose values must be canonical decimals
+    # Parameters whose values must be canonical decimals; the engine checks the union over all
+    # exchanges (``DECIMAL_PARAMETERS``), as before descriptors were split, so no refusal changed.
+    decimal_params: frozenset[str] = frozenset()
     timestamp_param: str | None = "timestamp"  # client timestamps freshness checks
     recv_window_param: str | None = "recvWindow"
     host_nonce_param: str | None = None  # a nonce the enclave sets itself (one from the host is refused)
@@ -190,7 +195,25 @@ class Exchange:
             raise ExchangeError(f"{self.name}: a signature that leaves the body out needs the words to say so, and only then")
         if any(scheme.exchange != self.family for scheme in self.schemes):
             raise ExchangeError(f"{self.name}: a scheme names another exchange than {self.family!r}")
+        self._check_parameter_names()
 
-    @property
-    def scheme_names(self) -> tuple[str, ...]:
-        return tuple(scheme.name for scheme in self.schemes)
+    def _check_parameter_names(self) -> None:
+        """Every parameter the engine is told to read must be one the catalogue takes: a misspelt
+        one would never be found in a request, and its rule would silently never apply. (A
+        catalogue that lists no parameters, as Coinbase's, can name none.)"""
+        taken = frozenset().union(*(entry.required | entry.optional for entry in self.endpoints))
+        named: list[tuple[str, str | None]] = [(f"order_fields.{each.name}", getattr(self.order_fields, each.name)) for each in fields(OrderFields)]
+        named += [("borrowing", name) for name in self.borrowing]
+        named += [("decimal_params", name) for name in sorted(self.decimal_params)]
+        if self.limit_price is not None:
+            named += [("limit_price.type_field", self.limit_price.type_field), ("limit_price.overridden_by", self.limit_price.overridden_by)]
+        for where, name in named:
+            if name is not None and name not in taken:
+                raise ExchangeError(f"{self.name}: {where} names {name!r}, a parameter no endpoint of the catalogue takes")
+        # The header window is a pseudo-parameter the engine takes out before matching endpoints:
+        # a catalogued parameter of that name would be taken out with it.
+        header = self.header_recv_window
+        if header is not None and header.name in taken:
+            raise ExchangeError(f"{self.name}: header_recv_window.name {header.name!r} is a catalogued parameter")
+        if header is not None and header.parse(header.default) is None:
+            raise ExchangeError(f"{self.name}: header_recv_window.default {header.default!r} is not a window its parse accepts")

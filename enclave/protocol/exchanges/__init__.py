@@ -59,7 +59,9 @@ _BY_NAME, _SCHEMES, _BY_SCHEME = register(_discovered())
 SCHEMES: Mapping[str, type[SigningKey]] = MappingProxyType(_SCHEMES)
 SCHEME_NAMES: tuple[str, ...] = tuple(_SCHEMES)
 ASYMMETRIC_SCHEMES = frozenset(name for name, kind in _SCHEMES.items() if kind.asymmetric)
-# Values that some exchange reads as a decimal must be canonical decimals, whichever the exchange.
+# Values that some exchange reads as a decimal must be canonical decimals, whichever the exchange:
+# the union over all descriptors, not the key's own, keeps the refusal rules as they were before
+# each exchange had a module (a non-canonical ``amount`` was refused for every key, and still is).
 DECIMAL_PARAMETERS = frozenset().union(*(exchange.decimal_params for exchange in _BY_NAME.values()))
 
 

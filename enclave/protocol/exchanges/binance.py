@@ -208,7 +208,8 @@ WS_ENDPOINTS = (
 _ORDER_FIELDS = OrderFields(symbol="symbol", quantity="quantity", quote_quantity="quoteOrderQty", price="price")
 # A pegged order's price is the exchange's choice, not a limit.
 _LIMIT_PRICE = LimitPrice("type", frozenset({"LIMIT", "LIMIT_MAKER", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"}), overridden_by="pegPriceType")
-_DECIMALS = frozenset("quantity quoteOrderQty price stopPrice icebergQty trailingDelta amount".split())
+_ORDER_DECIMALS = frozenset("quantity quoteOrderQty price stopPrice icebergQty trailingDelta".split())
+_DECIMALS = _ORDER_DECIMALS | {"amount"}  # REST also moves funds; the WebSocket API only trades
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "LTCBTC")
 
 
@@ -246,7 +247,7 @@ BINANCE_WS = Exchange(
     order_fields=_ORDER_FIELDS,
     limit_price=_LIMIT_PRICE,
     implicit=frozenset({"apiKey", "timestamp"}),
-    decimal_params=_DECIMALS,
+    decimal_params=_ORDER_DECIMALS,
     limit_order=_ws_limit_order,
     example_symbols=SYMBOLS,
 )

@@ -4,10 +4,11 @@
     GET: params form the query string, body empty. POST: the raw JSON body, no params. String to
     sign = timestamp + api key + recv window + (query string | body); HMAC-SHA256 hex or RSA PKCS#1
     v1.5 SHA-256 base64. The timestamp is always the enclave clock (``X-BAPI-TIMESTAMP``). The recv
-    window is ``5000`` (Bybit's default) unless the caller passes the pseudo-parameter
-    ``recv_window`` (a positive integer of at most 6 digits), which is removed from the
-    parameters and sent only as ``X-BAPI-RECV-WINDOW`` (Bybit v5 has no query parameter of that
-    name). Headers ``X-BAPI-API-KEY``, ``X-BAPI-TIMESTAMP``, ``X-BAPI-SIGN``, ``X-BAPI-RECV-WINDOW``.
+    window is ``RECV_WINDOW.default`` (5000, Bybit's default) unless the caller passes the
+    pseudo-parameter ``recv_window`` (a positive integer of at most 6 digits), which is removed
+    from the parameters and sent only as ``X-BAPI-RECV-WINDOW`` (Bybit v5 has no query parameter
+    of that name). Where the policy caps the window below the default, the policy engine passes
+    the cap as ``recv_window`` itself. Headers ``X-BAPI-API-KEY``, ``X-BAPI-TIMESTAMP``, ``X-BAPI-SIGN``, ``X-BAPI-RECV-WINDOW``.
 
 Parameter names and spellings: Bybit v5 "Place Order" (order/create-order), "Enums Definitions"
 (enum), 2025; JSON true/false and integers are compared as the text "true", "false", "1".
@@ -18,7 +19,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import ClassVar
 
 from ..exchange import BASE, Exchange, HeaderRecvWindow, LimitPrice, OrderFields, PlainOrder, endpoint, spellings
 from ..signing import HmacSha256, Params, RsaPkcs1v15Sha256, SchemeError, SignedHttp, SigningKey, b64, check_method, check_params, check_path, checked_now, query_string
@@ -32,19 +32,18 @@ def recv_window_ms(text: str) -> int | None:
     return int(text) if _RECV_WINDOW.fullmatch(text) else None
 
 
-RECV_WINDOW = HeaderRecvWindow("recv_window", recv_window_ms)
+RECV_WINDOW = HeaderRecvWindow("recv_window", recv_window_ms, default="5000")  # Bybit's own default
 
 
 # -- signers ------------------------------------------------------------------------------------
 class _BybitV5(SigningKey):
     exchange = "bybit"
-    DEFAULT_RECV_WINDOW: ClassVar[str] = "5000"
 
     def encode_signature(self, signature: bytes) -> str:
         return b64(signature)
 
     def _split_recv_window(self, params: Params) -> tuple[str, list[tuple[str, str]]]:
-        recv_window = self.DEFAULT_RECV_WINDOW
+        recv_window = RECV_WINDOW.default
         rest = []
         for name, value in params:
             if name == RECV_WINDOW.name:
