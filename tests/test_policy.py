@@ -20,6 +20,7 @@ from enclave.protocol.bundle import policy_digest
 from enclave.protocol.exchange import DANGEROUS_CATEGORIES, Flags
 from enclave.protocol.policy import Authorized, PolicyError, PolicyState, Refusal, SigningPolicy, normalize_document
 from enclave.protocol.policy import engine, limits
+from enclave.schemes import load_key
 from policy_helpers import (
     CATALOGUES,
     RAW_SCHEMES,
@@ -976,6 +977,23 @@ def test_bybit_recv_window_rides_in_the_header_and_is_capped() -> None:
     assert authorized.params == (("recv_window", "3000"),) and authorized.body == body
     assert refusal(state(None, "bybit-hmac"), "POST", "/v5/order/create", (("recv_window", "60000"),), body).rule == "recv_window"
     assert refusal(state(None, "bybit-hmac"), "GET", "/v5/order/realtime", (("category", "spot"), ("recv_window", "1e3"))).rule == "non_canonical"
+
+
+@pytest.mark.parametrize(("method", "path", "params", "body"), [
+    ("POST", "/v5/order/create", (), json_body(category="spot", symbol="BTCUSDT", orderType="Limit", side="Buy", qty="0.01", price="30000")),
+    ("GET", "/v5/order/realtime", (("category", "spot"),), b""),
+])
+def test_bybit_recv_window_left_out_is_capped_too(method: str, path: str, params: tuple, body: bytes) -> None:
+    # Left out, the scheme's default window (5000 ms) would be signed whatever the policy's cap.
+    tight = state({"freshness": {"max_recv_window_ms": 1000}}, "bybit-hmac")
+    assert refusal(tight, method, path, params + (("recv_window", "5000"),), body).rule == "recv_window"
+    authorized = tight.authorize_request(method, path, params, body, NOW)
+    assert ("recv_window", "1000") in authorized.params and authorized.body == body
+    headers = dict(load_key("bybit-hmac", b"bybit-test-secret", "key").sign_http(method, path, authorized.params, authorized.body, NOW).headers)
+    assert headers["X-BAPI-RECV-WINDOW"] == "1000"
+    # At or above the default, and with freshness off, the scheme's default is what is signed.
+    for document in (None, {"freshness": {"max_recv_window_ms": 5000}}, {"freshness": {"enabled": False, "max_recv_window_ms": 1000}}):
+        assert ("recv_window", "5000") not in state(document, "bybit-hmac").authorize_request(method, path, params, body, NOW).params
 
 
 def test_cancels_do_not_spend_rate_tokens() -> None:

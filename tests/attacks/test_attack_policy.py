@@ -13,6 +13,7 @@ import json
 
 import pytest
 
+import reference_signers as reference
 from zerocopy import ConnectionClosed, PolicyRefused
 
 pytestmark = pytest.mark.zerocopy
@@ -95,6 +96,27 @@ def test_an_order_with_two_sizes_is_limited_by_the_larger(zerocopy_key, zerocopy
     limit = {**BINANCE_LIMIT, "quantity": "1", "quoteOrderQty": "1"}  # 1 x 30000, or 1 USDT
     found = refused(zerocopy_signer, capped_notional, "POST", "/api/v3/order", params=limit)
     assert found.rule == "max_notional" and "30000" in str(found)
+
+
+# == a recv window the host leaves out ============================================================
+@pytest.mark.parametrize(("method", "path", "params", "body"), [
+    ("POST", "/v5/order/create", None, json_text(BYBIT_SPOT)),
+    ("GET", "/v5/order/realtime", {"category": "spot"}, None),
+], ids=["order", "read"])
+def test_a_bybit_request_without_a_recv_window_is_signed_within_the_policy_cap(method, path, params, body, zerocopy_key, zerocopy_signer):
+    # The cap refuses recv_window=5000 when asked for, but leaving it out used to sign Bybit's
+    # default 5000 ms window: a request replayable five times longer than the policy allows.
+    key = zerocopy_key("bybit-hmac", policy={"freshness": {"max_recv_window_ms": 1000}})
+    found = refused(zerocopy_signer, key, method, path, params={**(params or {}), "recv_window": "5000"}, body=body)
+    assert found.rule == "recv_window"
+    signed = zerocopy_signer.sign_request(key.name, method, path, params=params, body=body)
+    headers = signed.headers
+    assert int(headers["X-BAPI-RECV-WINDOW"]) <= 1000
+    expected = reference.bybit(
+        "bybit-hmac", key.secret, key.api_key, method, [*(params or {}).items(), ("recv_window", headers["X-BAPI-RECV-WINDOW"])],
+        (body or "").encode(), int(headers["X-BAPI-TIMESTAMP"]),
+    )
+    assert tuple(headers.items()) == expected.headers and signed.query == expected.query
 
 
 # == item 3: requests too large to judge ===========================================================

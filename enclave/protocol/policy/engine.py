@@ -523,12 +523,16 @@ class PolicyState:
 
     def _header_recv_window(self, exchange: Exchange, params: tuple[tuple[str, str], ...]) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
         """A recv window that rides in a signed header (Bybit's) is passed to the scheme as a
-        pseudo-parameter: take it out of the parameters, and check it as the scheme reads it."""
+        pseudo-parameter: take it out of the parameters, and check it as the scheme reads it.
+        Where the request names none and the scheme's default is above the cap, name the cap."""
         header = exchange.header_recv_window
         if header is None:
             return params, ()
         windows = [value for name, value in params if name == header.name]
         if not windows:
+            cap, default = self.policy.max_recv_window_ms, header.parse(header.default)
+            if self.policy.freshness and (default is None or default > cap):
+                return params, ((header.name, str(cap)),)
             return params, ()
         if len(windows) > 1:
             raise Refusal("duplicate_parameter", f"parameter {header.name!r} appears twice")
