@@ -567,6 +567,27 @@ def test_bad_secrets_raise_scheme_error_without_the_secret(scheme, secret, fragm
         assert piece not in str(error) and piece not in repr(error)
 
 
+OKX_UNREADABLE = [
+    pytest.param("with_passphrase", b"\xff\xfe" + OKX_SECRET_TEXT.encode(), id="with_passphrase-not-utf8"),
+    pytest.param("passphrase_of", b"\xff\xfe" + OKX_SECRET_TEXT.encode(), id="passphrase_of-not-utf8"),
+    pytest.param("passphrase_of", f"secret={OKX_SECRET_TEXT} passphrase={OKX_PASSPHRASE_TEXT}".encode(), id="passphrase_of-not-json"),
+    pytest.param("passphrase_of", f'{{"secret": "{OKX_SECRET_TEXT}", "passphrase": "{OKX_PASSPHRASE_TEXT}"'.encode(), id="passphrase_of-truncated"),
+    pytest.param("passphrase_of", f'["{OKX_SECRET_TEXT}", "{OKX_PASSPHRASE_TEXT}"]'.encode(), id="passphrase_of-not-an-object"),
+]
+
+
+@pytest.mark.parametrize(("method", "secret"), OKX_UNREADABLE)
+def test_okx_secret_helpers_raise_scheme_error_without_the_secret(method, secret):
+    # UnicodeDecodeError.object and JSONDecodeError.doc are the whole secret: nothing may carry one.
+    with pytest.raises(SchemeError) as caught:
+        getattr(SCHEMES["okx-hmac"], method)(secret, *([OKX_PASSPHRASE_TEXT] if method == "with_passphrase" else []))
+    error = caught.value
+    assert error.__cause__ is None and error.__context__ is None
+    shown = " ".join([str(error), repr(error), repr(error.args), repr(vars(error))])
+    for piece in (OKX_SECRET_TEXT, OKX_PASSPHRASE_TEXT, secret.decode("utf-8", "replace"), repr(secret)):
+        assert piece not in shown
+
+
 @pytest.mark.parametrize("api_key", ["", "has space", "line\r\nX-Injected: 1", "ключ", "x" * 257])
 def test_exchange_api_keys_must_be_header_safe(api_key):
     with pytest.raises(SchemeError, match="API key must be"):

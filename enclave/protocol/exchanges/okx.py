@@ -27,6 +27,10 @@ from ..signing import (
 )
 
 _PASSPHRASE = re.compile(r"[!-~](?:[ -~]{0,126}[!-~])?")
+_SEALED_FORM = (
+    '{scheme}: the secret must be UTF-8 JSON {{"secret": "...", "passphrase": "..."}} with exactly '
+    "those two non-empty string fields (the passphrase printable ASCII)"
+)
 
 
 # -- signer ---------------------------------------------------------------------------------------
@@ -39,9 +43,20 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _okx_secret(secret: bytes) -> tuple[bytes, str] | None:
+def _utf8(secret: bytes) -> str | None:
     try:
-        document = json.loads(secret.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        return secret.decode("utf-8")
+    except UnicodeDecodeError:  # it carries the secret (.object): never chain it
+        return None
+
+
+def _okx_secret(secret: bytes) -> tuple[bytes, str] | None:
+    """(key, passphrase) of the sealed form, or ``None``; raises nothing, so nothing quotes the secret."""
+    text = _utf8(secret)
+    if text is None:
+        return None
+    try:
+        document = json.loads(text, object_pairs_hook=_no_duplicates)
     except (ValueError, RecursionError):  # JSONDecodeError quotes the document: never chain it
         return None
     if not isinstance(document, dict) or set(document) != {"secret", "passphrase"}:
@@ -69,19 +84,22 @@ class OkxHmac(SigningKey):
     def with_passphrase(cls, secret: bytes, passphrase: str) -> bytes:
         if secret.lstrip().startswith(b"{"):  # sealed form already
             return secret
-        return json.dumps({"secret": secret.decode(), "passphrase": passphrase}).encode()
+        text = _utf8(secret)
+        if text is None:  # raised here, outside any handler: no __context__ quoting the secret
+            raise SchemeError(f"{cls.name}: the secret must be UTF-8 text")
+        return json.dumps({"secret": text, "passphrase": passphrase}).encode()
 
     @classmethod
     def passphrase_of(cls, secret: bytes) -> str | None:
-        return json.loads(secret)["passphrase"]
+        parsed = _okx_secret(secret)
+        if parsed is None:
+            raise SchemeError(_SEALED_FORM.format(scheme=cls.name))
+        return parsed[1]
 
     def _load(self, secret: bytes) -> None:
         parsed = _okx_secret(secret)
         if parsed is None:
-            raise SchemeError(
-                f"{self.name}: the secret must be UTF-8 JSON {{\"secret\": \"...\", \"passphrase\": \"...\"}} with exactly "
-                "those two non-empty string fields (the passphrase printable ASCII)"
-            )
+            raise SchemeError(_SEALED_FORM.format(scheme=self.name))
         self._secret, self._passphrase = parsed
 
     def sign(self, payload: bytes) -> bytes:
