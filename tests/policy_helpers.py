@@ -24,11 +24,11 @@ RAW_SCHEMES = tuple(scheme for scheme in SCHEME_NAMES if scheme not in SCHEME_EX
 
 NOW = 1_700_000_000_000  # 2023-11-14T22:13:20Z, the enclave clock in these tests
 
-# one scheme per catalogue, to build policies with
-SCHEME_FOR = {"binance": "binance-hmac", "binance-ws": "binance-ws-hmac", "bybit": "bybit-hmac", "okx": "okx-hmac", "kraken": "kraken", "coinbase": "coinbase-jwt"}
+# one scheme per catalogue, to build policies with: the descriptor's first
+SCHEME_FOR = {name: exchange.schemes[0].name for name, exchange in EXCHANGES.items()}
 EXCHANGE_SCHEMES = sorted(SCHEME_EXCHANGES)
 # parameters the scheme supplies itself when the caller leaves them out
-IMPLICIT = {"binance": {"timestamp"}, "binance-ws": {"apiKey", "timestamp"}, "kraken": {"nonce"}}
+IMPLICIT = {name: set(exchange.implicit) for name, exchange in EXCHANGES.items() if exchange.implicit}
 
 DANGEROUS = [
     pytest.param(catalogue, endpoint, id=f"{catalogue}:{endpoint.name}")
