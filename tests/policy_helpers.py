@@ -8,6 +8,7 @@ params; Bybit and OKX carry GET fields as params and POST fields as a JSON body.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from enclave.protocol.exchange import DANGEROUS_CATEGORIES, Endpoint
 from enclave.protocol.exchanges import SCHEME_NAMES, exchange_for_scheme
 from enclave.protocol.policy import PolicyState, Refusal, SigningPolicy
+from enclave.protocol.policy.limits import NotionalWindow
 
 # The registry, seen the way the tests need it (the image itself only looks descriptors up by scheme).
 SCHEME_EXCHANGES = {scheme: exchange for scheme in SCHEME_NAMES if (exchange := exchange_for_scheme(scheme)) is not None}
@@ -36,6 +38,20 @@ DANGEROUS = [
     for endpoint in endpoints
     if endpoint.category in DANGEROUS_CATEGORIES
 ]
+
+
+def catalogue_of(scheme: str) -> str | None:
+    """The name of the catalogue a scheme's requests are checked against (``None``: a raw scheme)."""
+    exchange = exchange_for_scheme(scheme)
+    return exchange.name if exchange is not None else None
+
+
+def window_total(window: NotionalWindow, now_ms: int) -> Decimal:
+    """The window's total now: what ``admit`` reports, counting nothing, for no more notional
+    against a limit below zero."""
+    total = window.admit(now_ms, Decimal(0), Decimal(-1), commit=False)
+    assert total is not None
+    return total
 
 
 def state(document: dict | None, scheme: str) -> PolicyState:

@@ -38,6 +38,7 @@ from policy_helpers import (
     refusal,
     request,
     state,
+    window_total,
 )
 from zerocopy._cli import main as cli
 from zerocopy.policy import explain, load_policy, parse_policy_text, simulate
@@ -88,7 +89,7 @@ def test_every_field_normalizes() -> None:
 
 def test_every_field_is_parsed_for_the_scheme() -> None:
     policy = SigningPolicy.parse(FULL, scheme="binance-hmac")
-    assert policy.catalogue == "binance" and policy.raw_signing is False
+    assert policy.exchange is not None and policy.exchange.name == "binance" and policy.raw_signing is False
     assert policy.allow == frozenset(FULL["allow"])
     assert policy.symbols == frozenset({"BTCUSDT", "ETHUSDT"})
     assert (policy.limits.max_quantity, policy.limits.max_notional) == (Decimal("0.5"), Decimal("25000"))
@@ -335,7 +336,8 @@ def test_default_refuses_raw_signing_for_exchange_keys(scheme: str) -> None:
 @pytest.mark.parametrize("scheme", EXCHANGE_SCHEMES)
 def test_default_allows_exactly_the_trade_and_read_endpoints(scheme: str) -> None:
     policy = SigningPolicy.parse(None, scheme=scheme)
-    endpoints = CATALOGUES[policy.catalogue]
+    assert policy.exchange is not None
+    endpoints = CATALOGUES[policy.exchange.name]
     assert policy.allow == {e.name for e in endpoints if e.category in {"trade", "read"}}
     assert any(e.category == "trade" for e in endpoints if e.name in policy.allow)
     assert not policy.allow & {e.name for e in endpoints if e.category in DANGEROUS_CATEGORIES}
@@ -1250,7 +1252,7 @@ def test_the_notional_window_keeps_a_bounded_number_of_sums() -> None:
         at = NOW + index * 1000  # one order a second for 20,000 s
         policy.authorize_request("POST", "/api/v3/order", binance_order(quantity="1", price="1", timestamp=str(at)), b"", at)
     assert len(policy._window) <= 20_000 * 1000 // (31 * 86400 * 1000 // limits.WINDOW_BUCKETS) + 1
-    assert policy._window.total(NOW + 20_000 * 1000) == Decimal(20_000)  # nothing lost: buckets only ever over-count
+    assert window_total(policy._window, NOW + 20_000 * 1000) == Decimal(20_000)  # nothing lost: buckets only ever over-count
 
 
 # == issue 8, item 7: untrusted policy text fails typed ==========================================

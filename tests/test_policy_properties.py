@@ -33,7 +33,7 @@ from policy_helpers import CATALOGUES
 from enclave.protocol.exchanges import DECIMAL_PARAMETERS as _DECIMAL_PARAMS
 from enclave.protocol.policy import Authorized, PolicyError, Refusal, SigningPolicy, normalize_document
 from enclave.schemes import SchemeError, load_key
-from policy_helpers import ENUMERATED, NOW, SCHEME_FOR, concrete_path, endpoint_fields, misspellings, permissive, request, state
+from policy_helpers import ENUMERATED, NOW, SCHEME_FOR, catalogue_of, concrete_path, endpoint_fields, misspellings, permissive, request, state, window_total
 from zerocopy.policy import explain, parse_policy_text
 
 MAX_REASON_BYTES = 300
@@ -302,7 +302,7 @@ paths = st.sampled_from(sorted({concrete_path(e.path) for endpoints in CATALOGUE
 @PROPERTY
 @given(st.sampled_from(sorted(SCHEME_FOR.values()) + ["hmac-sha256"]), st.integers(0, 2), methods, paths, param_lists, bodies, st.integers(0, 2 * NOW))
 def test_garbage_requests_raise_only_refusal(scheme: str, which: int, method: str, path: str, params: list, body: bytes, now: int) -> None:
-    catalogue = SigningPolicy.parse(None, scheme=scheme).catalogue
+    catalogue = catalogue_of(scheme)
     document = [None, permissive(catalogue, freshness={"enabled": False}) if catalogue else None, {"max_notional": "1000"} if catalogue not in {None, "coinbase"} else None][which]
     policy = state(document, scheme)
     try:
@@ -327,7 +327,8 @@ def test_garbage_json_bodies_raise_only_refusal(scheme: str, which: int, path: s
     """Bybit and OKX POST bodies are parsed and re-serialised by the enclave: nothing in them may crash it."""
     if not isinstance(body, bytes):
         body = json.dumps(body, indent=1 if pretty else None).encode("utf-8", "surrogatepass")
-    catalogue = SigningPolicy.parse(None, scheme=scheme).catalogue
+    catalogue = catalogue_of(scheme)
+    assert catalogue is not None
     document = [None, permissive(catalogue, freshness={"enabled": False}), {"max_notional": "1000"}][which]
     try:
         authorized = state(document, scheme).authorize_request("POST", path, (), body, NOW)
@@ -569,9 +570,9 @@ def test_the_notional_window_never_under_counts_and_stays_bounded(seconds: int, 
     for step, notional in steps:  # a clock that may read behind (threads, a stepped clock)
         clock += step
         latest = clock if latest is None else max(latest, clock)  # the window's time: the latest it has seen
-        window.add(clock, Decimal(notional))
+        assert window.admit(clock, Decimal(notional), Decimal("Infinity")) is None  # counted
         signed.append((latest, notional))
-        total = window.total(clock)
+        total = window_total(window, clock)
         assert total >= sum(amount for at, amount in signed if at > latest - span)
         # the excess is only orders within one bucket of the horizon
         assert total <= sum(amount for at, amount in signed if at > latest - span - window.bucket_ms)

@@ -86,11 +86,6 @@ class SigningPolicy:
     max_skew_ms: int
     max_recv_window_ms: int
 
-    @property
-    def catalogue(self) -> str | None:
-        """The name of the endpoint catalogue requests are checked against."""
-        return self.exchange.name if self.exchange is not None else None
-
     @classmethod
     def parse(cls, document: dict | None, *, scheme: str) -> "SigningPolicy":
         exchange = exchange_for_scheme(scheme)
@@ -607,5 +602,6 @@ class PolicyState:
             raise self._rate_refusal()
 
     def _rate_refusal(self) -> Refusal:
-        rate = self.policy.rate or _DEFAULT_RATE
+        rate = self.policy.rate
+        assert rate is not None  # called only where the bucket is, and the bucket is made from the rate
         return Refusal("rate", f"more than {rate[0]} orders per second (bursts of {rate[1]}); try again shortly")

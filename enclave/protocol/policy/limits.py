@@ -70,14 +70,6 @@ class NotionalWindow:
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def total(self, now_ms: int) -> Decimal:
-        with self._lock:
-            return self._current_total(now_ms)
-
-    def add(self, now_ms: int, notional: Decimal) -> None:
-        with self._lock:
-            self._add(now_ms, notional)
-
     def admit(self, now_ms: int, notional: Decimal, limit: Decimal, *, commit: bool = True) -> Decimal | None:
         """Count ``notional`` (if ``commit``) unless it would bring the total above ``limit``; then
         return that total instead, counting nothing. Checked and counted as one step."""
