@@ -1062,3 +1062,19 @@ def test_arbitrary_bytes_on_a_session_never_give_an_event(data, cuts, role):
         except RemoteProtocolError as exc:
             assert exc.code is ErrorCode.SESSION_FAILED and exc.fatal
             return
+
+
+def test_a_provision_events_repr_holds_no_credential_or_bundle():
+    from enclave.protocol.messages import Provision
+
+    credentials = {"access_key_id": "AKIAEXAMPLEKEYID0001", "secret_access_key": "s3cr3t-Access-Key/xyz", "session_token": "t0ken-Session-abc"}
+    provision = Provision(bundles=(b"sealed-bundle-bytes",), credentials=credentials, region="eu-west-1")
+    request = ControlRequest(7, MessageType.PROVISION, provision.to_fields())
+    answer = ControlResponse(7, MessageType.PROVISIONED, {"echo": credentials["secret_access_key"]})
+    for event in (request, answer):
+        shown = repr(event)
+        assert type(event).__name__ in shown and "request_id=7" in shown
+        for value in (*credentials.values(), "sealed-bundle-bytes"):
+            assert value not in shown, (value, shown)
+    assert "credentials" in repr(request) and "echo" in repr(answer)  # the names, for debugging
+    assert request.fields["credentials"] == credentials  # only the repr hides them
