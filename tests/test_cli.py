@@ -294,3 +294,34 @@ def test_every_malformed_value_exits_2_naming_its_flag(command, option, capsys):
     argv = [*command, *_minimal_argv(_parser_at(build_parser(), command)), option, "zz"]
     err = _usage_error(argv, capsys)
     assert f"argument {option}" in err.splitlines()[-1]
+
+
+# -- usage errors: flags that contradict each other exit 2, naming them, before anything is done ------
+PCR0 = ["--pcr0", "ab" * 48]
+CONFLICTING_FLAGS = [
+    (["kms-policy", "--account", "123456789012", "--locked", *PCR0], ["--locked", "--pcr0"]),
+    (["kms-policy", "--account", "123456789012", "--locked", "--pcr", "4=" + "cd" * 48], ["--locked", "--pcr"]),
+    (["kms-policy", "--account", "123456789012", "--locked", "--sealer", "arn:aws:iam::123456789012:role/op"], ["--locked", "--sealer"]),
+    (["kms-policy", "--account", "123456789012", "--locked", "--enclave-only"], ["--locked", "--enclave-only"]),
+    (["kms-policy", "--account", "123456789012"], ["--pcr0", "--locked"]),
+    (["kms-policy", "--account", "123456789012", *PCR0, "--enclave-only", "--sealer", "arn:aws:iam::123456789012:role/op"], ["--enclave-only", "--sealer"]),
+    (["audit", "verify", "LOG"], ["--pcr0", "--any-image"]),
+    (["audit", "verify", "LOG", "--any-image", "--enclave", "unix:///nonexistent/zc.sock"], ["--enclave", "--pcr0"]),
+    (["audit", "verify", "LOG", "--any-image", *PCR0], ["--pcr0", "--any-image"]),
+]
+
+
+@pytest.mark.parametrize(("argv", "flags"), CONFLICTING_FLAGS, ids=lambda value: " ".join(value))
+def test_every_contradicting_flag_combination_exits_2_naming_the_flags(argv, flags, tmp_path, capsys, monkeypatch):
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(b"")  # never read: the usage error comes first
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"read {self} before the usage check"))
+    err = _usage_error([str(log) if value == "LOG" else value for value in argv], capsys)
+    message = err.splitlines()[-1]
+    assert message.startswith(f"zerocopy {argv[0]}") and ": error: " in message
+    assert all(flag in message for flag in flags), message
+
+
+def test_the_flag_combination_sweep_covers_each_command_with_combination_rules():
+    checked = {tuple(command) for command in _subcommands(build_parser()) if _parser_at(build_parser(), command).get_default("usage_check")}
+    assert checked == {tuple(argv[: 2 if argv[0] == "audit" else 1]) for argv, _ in CONFLICTING_FLAGS}
