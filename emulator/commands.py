@@ -3,7 +3,8 @@
 They live with the emulator, so the host package never imports it: ``pyproject.toml`` names
 :func:`add_demo` and :func:`add_emulator` in the ``zerocopy.commands`` entry-point group, and
 ``zerocopy._cli`` calls each one with its subparsers at run time, as pytest loads ``pytest11``
-plugins. Without the emulator's dependencies (the ``emulator`` extra) they add nothing.
+plugins. They are always there (stable commands); without the emulator's dependencies (the
+``emulator`` extra) running one prints what is missing and how to install it, and exits 1.
 """
 
 from __future__ import annotations
@@ -11,15 +12,31 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["add_demo", "add_emulator", "cmd_demo", "cmd_emulator_up"]
+__all__ = ["add_demo", "add_emulator", "cmd_demo", "cmd_emulator_up", "missing_dependencies"]
 
-_NEEDS = ("moto", "yaml")  # the `emulator` extra
+_NEEDS = {"moto": "moto", "yaml": "PyYAML"}  # the `emulator` extra: module -> distribution
+_INSTALL = "pip install 'zerocopy[emulator]'"
 
 
-def _available() -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in _NEEDS)
+def missing_dependencies() -> list[str]:
+    """The distributions of the ``emulator`` extra that cannot be imported here."""
+    return [distribution for module, distribution in _NEEDS.items() if importlib.util.find_spec(module) is None]
+
+
+def _needs_emulator(command: Callable[[argparse.Namespace], int], name: str) -> Callable[[argparse.Namespace], int]:
+    """``command`` (``zerocopy name``), run only when the emulator's dependencies are installed."""
+
+    def run(args: argparse.Namespace) -> int:
+        missing = missing_dependencies()
+        if missing:
+            _say(f"zerocopy: error: {name} needs the emulator's dependencies ({', '.join(missing)} missing): {_INSTALL}")
+            return 1
+        return command(args)
+
+    return run
 
 
 def _say(message: str) -> None:
@@ -28,17 +45,13 @@ def _say(message: str) -> None:
 
 def add_demo(commands: Any) -> None:
     """Add ``demo`` to the ``zerocopy`` subparsers ``commands``."""
-    if not _available():
-        return
     demo = commands.add_parser("demo", help="run the whole flow on the embedded emulator", description="Seal a secret, provision an emulated enclave, sign, and show an enclave with other code being refused.")
     demo.add_argument("--samples", type=int, default=2000, help="sign round trips to time (default: %(default)s)")
-    demo.set_defaults(handler=cmd_demo)
+    demo.set_defaults(handler=_needs_emulator(cmd_demo, "demo"))
 
 
 def add_emulator(commands: Any) -> None:
     """Add ``emulator up`` to the ``zerocopy`` subparsers ``commands``."""
-    if not _available():
-        return
     emulator = commands.add_parser("emulator", help="run the emulator", description="Local stand-ins for Nitro (vsock, NSM, attesting KMS).")
     actions = emulator.add_subparsers(dest="emulator_command", metavar="ACTION", required=True)
     up = actions.add_parser("up", help="start the emulator in the foreground and print the addresses", description="Start the emulator and keep it running until Ctrl-C; prints shell exports for the addresses.")
@@ -46,7 +59,7 @@ def add_emulator(commands: Any) -> None:
     up.add_argument("--clock", help="enclave clock: system, fixed:<ms|ISO> or offset:<seconds>")
     up.add_argument("--enclave-dir", help="launch this enclave package instead of the installed one")
     up.add_argument("--region", default="us-east-1")
-    up.set_defaults(handler=cmd_emulator_up)
+    up.set_defaults(handler=_needs_emulator(cmd_emulator_up, "emulator up"))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -294,3 +294,59 @@ def test_every_malformed_value_exits_2_naming_its_flag(command, option, capsys):
     argv = [*command, *_minimal_argv(_parser_at(build_parser(), command)), option, "zz"]
     err = _usage_error(argv, capsys)
     assert f"argument {option}" in err.splitlines()[-1]
+
+
+# -- usage errors: flags that contradict each other exit 2, naming them, before anything is done ------
+PCR0 = ["--pcr0", "ab" * 48]
+CONFLICTING_FLAGS = [
+    (["kms-policy", "--account", "123456789012", "--locked", *PCR0], ["--locked", "--pcr0"]),
+    (["kms-policy", "--account", "123456789012", "--locked", "--pcr", "4=" + "cd" * 48], ["--locked", "--pcr"]),
+    (["kms-policy", "--account", "123456789012", "--locked", "--sealer", "arn:aws:iam::123456789012:role/op"], ["--locked", "--sealer"]),
+    (["kms-policy", "--account", "123456789012", "--locked", "--enclave-only"], ["--locked", "--enclave-only"]),
+    (["kms-policy", "--account", "123456789012"], ["--pcr0", "--locked"]),
+    (["kms-policy", "--account", "123456789012", *PCR0, "--enclave-only", "--sealer", "arn:aws:iam::123456789012:role/op"], ["--enclave-only", "--sealer"]),
+    (["audit", "verify", "LOG"], ["--pcr0", "--any-image"]),
+    (["audit", "verify", "LOG", "--any-image", "--enclave", "unix:///nonexistent/zc.sock"], ["--enclave", "--pcr0"]),
+    (["audit", "verify", "LOG", "--any-image", *PCR0], ["--pcr0", "--any-image"]),
+]
+
+
+@pytest.mark.parametrize(("argv", "flags"), CONFLICTING_FLAGS, ids=lambda value: " ".join(value))
+def test_every_contradicting_flag_combination_exits_2_naming_the_flags(argv, flags, tmp_path, capsys, monkeypatch):
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(b"")  # never read: the usage error comes first
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"read {self} before the usage check"))
+    err = _usage_error([str(log) if value == "LOG" else value for value in argv], capsys)
+    message = err.splitlines()[-1]
+    assert message.startswith(f"zerocopy {argv[0]}") and ": error: " in message
+    assert all(flag in message for flag in flags), message
+
+
+def test_the_flag_combination_sweep_covers_each_command_with_combination_rules():
+    checked = {tuple(command) for command in _subcommands(build_parser()) if _parser_at(build_parser(), command).get_default("usage_check")}
+    assert checked == {tuple(argv[: 2 if argv[0] == "audit" else 1]) for argv, _ in CONFLICTING_FLAGS}
+
+
+# -- the emulator's commands without its dependencies ------------------------------------------------
+@pytest.mark.parametrize(("argv", "hidden", "named"), [
+    (["demo"], "moto", "moto"),
+    (["emulator", "up"], "moto", "moto"),
+    (["demo", "--samples", "10"], "yaml", "PyYAML"),
+], ids=["demo-moto", "emulator-up-moto", "demo-yaml"])  # fmt: skip
+def test_the_emulator_commands_say_what_to_install_without_its_dependencies(argv, hidden, named, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, hidden, None)  # as if not installed: import and find_spec see nothing
+    assert main(argv) == 1  # still a command (not "invalid choice"), refused before anything starts
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert named in captured.err and "pip install 'zerocopy[emulator]'" in captured.err and f"error: {' '.join(argv[: len(argv) if argv[0] == 'emulator' else 1])} needs" in captured.err
+
+
+def test_the_emulator_commands_are_there_in_a_fresh_interpreter_without_moto(tmp_path):
+    import os
+    import subprocess
+
+    hide_moto = "import sys; sys.modules['moto'] = None; from zerocopy._cli import main; sys.exit(main(['demo']))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", hide_moto], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert done.returncode == 1 and "invalid choice" not in done.stderr, done.stderr
+    assert done.stderr.splitlines() == ["zerocopy: error: demo needs the emulator's dependencies (moto missing): pip install 'zerocopy[emulator]'"]

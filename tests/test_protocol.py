@@ -1062,3 +1062,142 @@ def test_arbitrary_bytes_on_a_session_never_give_an_event(data, cuts, role):
         except RemoteProtocolError as exc:
             assert exc.code is ErrorCode.SESSION_FAILED and exc.fatal
             return
+
+
+def test_a_provision_events_repr_holds_no_credential_or_bundle():
+    from enclave.protocol.messages import Provision
+
+    credentials = {"access_key_id": "AKIAEXAMPLEKEYID0001", "secret_access_key": "s3cr3t-Access-Key/xyz", "session_token": "t0ken-Session-abc"}
+    provision = Provision(bundles=(b"sealed-bundle-bytes",), credentials=credentials, region="eu-west-1")
+    request = ControlRequest(7, MessageType.PROVISION, provision.to_fields())
+    answer = ControlResponse(7, MessageType.PROVISIONED, {"echo": credentials["secret_access_key"]})
+    for event in (request, answer):
+        shown = repr(event)
+        assert type(event).__name__ in shown and "request_id=7" in shown
+        for value in (*credentials.values(), "sealed-bundle-bytes"):
+            assert value not in shown, (value, shown)
+    assert "credentials" in repr(request) and "echo" in repr(answer)  # the names, for debugging
+    assert request.fields["credentials"] == credentials  # only the repr hides them
+
+
+# -- the Signer against a fake enclave: every answer goes through one conversion -------------------
+class FakeEnclave:
+    """A server on a real Unix socket speaking the frame protocol (the sans-IO core, server side),
+    answering each request with ``answer(event)``; ``None`` closes the connection instead."""
+
+    def __init__(self, path, answer) -> None:
+        import socket
+        import threading
+
+        self.answer, self.connections = answer, 0
+        path = str(path)
+        self.address = "unix://" + path
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(path)
+        self._listener.listen(4)
+        self._thread = threading.Thread(target=self._serve, name="fake-enclave", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with client:
+                self._converse(client)
+
+    def _converse(self, client) -> None:
+        conn = Connection(Role.SERVER)
+        client.settimeout(10)
+        while data := client.recv(65536):
+            conn.receive_data(data)
+            while (event := conn.next_event()) is not NEED_DATA:
+                reply = self.answer(event)
+                if reply is None:
+                    return
+                client.sendall(conn.send(reply))
+
+    def close(self) -> None:
+        import socket
+
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._listener.close()
+        self._thread.join(10)
+        assert not self._thread.is_alive()
+
+
+@pytest.fixture
+def fake_enclave(tmp_path):
+    servers = []
+
+    def start(answer):
+        servers.append(FakeEnclave(tmp_path / f"fake-{len(servers)}.sock", answer))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def _wrong_answers():
+    return {
+        "an HTTP signature": lambda event: HttpSignature(event.request_id, "q=1", b"", ()),
+        "a control answer": lambda event: ControlResponse(event.request_id, CONTROL_RESPONSES[MessageType.KEYS], {"keys": []}),
+    }
+
+
+@pytest.mark.parametrize("wrong", sorted(_wrong_answers()))
+@pytest.mark.parametrize("call", ["sign", "sign_many"])
+def test_a_wrong_answer_type_is_a_protocol_error_on_every_sign_path(wrong, call, fake_enclave):
+    from zerocopy import Signer, errors
+
+    server = fake_enclave(_wrong_answers()[wrong])
+    with Signer(server.address) as signer:
+        with pytest.raises(errors.ProtocolError, match="unexpected answer to SIGN"):
+            if call == "sign":
+                signer.sign("k", b"payload")
+            else:
+                signer.sign_many([("k", b"one"), ("k", b"two")])
+        assert signer._sock is None  # out of step: the connection was dropped, not reused
+
+
+def test_sign_many_raises_the_enclaves_error_typed(fake_enclave):
+    from zerocopy import Signer, errors
+
+    def answer(event):
+        if event.payload == b"refused":
+            return ErrorResponse(event.request_id, ErrorCode.POLICY_REFUSED, "no", rule="raw_signing")
+        return Signature(event.request_id, b"sig-" + event.payload)
+
+    with Signer(fake_enclave(answer).address) as signer:
+        with pytest.raises(errors.PolicyRefused) as refused:
+            signer.sign_many([("k", b"a"), ("k", b"refused"), ("k", b"c")])
+        assert refused.value.rule == "raw_signing"
+        assert signer.sign_many([("k", b"a"), ("k", b"b")]) == [b"sig-a", b"sig-b"]  # the connection stays usable
+
+
+def test_sign_many_retries_once_on_a_new_connection_as_every_request_does(fake_enclave):
+    from zerocopy import Signer, errors
+
+    first_connection = []
+
+    def answer(event):  # the first connection breaks before answering (say, the enclave restarted)
+        if not first_connection:
+            first_connection.append(event.request_id)
+            return None
+        return Signature(event.request_id, b"sig-" + event.payload)
+
+    server = fake_enclave(answer)
+    with Signer(server.address) as signer:
+        assert signer.sign_many([("k", b"a"), ("k", b"b")]) == [b"sig-a", b"sig-b"]
+    assert server.connections == 2
+
+    broken = fake_enclave(lambda event: None)
+    with Signer(broken.address) as signer, pytest.raises(errors.ConnectionClosed):
+        signer.sign_many([("k", b"a")])
+    assert broken.connections == 2  # one retry, not more

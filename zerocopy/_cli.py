@@ -37,6 +37,23 @@ def _say(message: str = "") -> None:
     print(message, file=sys.stderr)
 
 
+def _given(args: argparse.Namespace, **flags: str) -> list[str]:
+    """The flags (``dest="--flag"``) that were given on the command line."""
+    return [flag for dest, flag in flags.items() if getattr(args, dest)]
+
+
+def _check_usage(parser: argparse.ArgumentParser, check: Any) -> None:
+    """After parsing, ``check(args)`` judges the combination of flags: a message it returns is a
+    usage error of ``parser`` (exit 2, naming the flags) before the command runs."""
+
+    def run(args: argparse.Namespace) -> None:
+        problem = check(args)
+        if problem:
+            parser.error(problem)
+
+    parser.set_defaults(usage_check=run)
+
+
 def _enclave_address(args: argparse.Namespace) -> str:
     address = args.enclave or os.environ.get("ZEROCOPY_ENCLAVE")
     if not address:
@@ -223,10 +240,6 @@ def cmd_attest_fetch(args: argparse.Namespace) -> int:
 def cmd_kms_policy(args: argparse.Namespace) -> int:
     from .kms_policy import attested_key_policy, locked_key_policy, render
 
-    if args.locked == bool(args.pcr0):
-        _fatal("give --pcr0 (the image to pin) or --locked (a new seal key, before its image exists)")
-    if args.enclave_only and args.sealer:
-        _fatal("--enclave-only means no sealers; drop --sealer or --enclave-only")
     if args.locked:
         try:
             print(render(locked_key_policy(args.account)))
@@ -240,6 +253,17 @@ def cmd_kms_policy(args: argparse.Namespace) -> int:
         _fatal(str(exc))
     print(render(policy))
     return 0
+
+
+def _kms_policy_usage(args: argparse.Namespace) -> str | None:
+    if args.locked:
+        extra = _given(args, pcr0="--pcr0", pcr="--pcr", sealer="--sealer", enclave_only="--enclave-only")
+        return f"--locked allows no use of the key, so it takes no {' or '.join(extra)}: drop them or --locked" if extra else None
+    if not args.pcr0:
+        return "give --pcr0 (the image to pin) or --locked (a new seal key, before its image exists)"
+    if args.enclave_only and args.sealer:
+        return "--enclave-only means no sealers; drop --sealer or --enclave-only"
+    return None
 
 
 def _policy_and_scheme(args: argparse.Namespace) -> tuple[dict, str]:
@@ -330,14 +354,20 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_verify_usage(args: argparse.Namespace) -> str | None:
+    if args.pcr0 and args.any_image:
+        return "--pcr0 pins one image and --any-image accepts any: give one of them"
+    if args.any_image and args.enclave:
+        return "--enclave needs --pcr0: the comparison is only worth something with an attested enclave of the pinned image"
+    if not args.pcr0 and not args.any_image:
+        return "pass --pcr0 HEX, the PCR0 of the image that wrote the log: without it a log signed by any enclave image under the root verifies (--any-image accepts that knowingly)"
+    return None
+
+
 def _audit_image(args: argparse.Namespace) -> dict[int, bytes] | None:
     """The image whose identity keys may sign the log: --pcr0, or --any-image said out loud."""
     if args.pcr0:
         return {0: args.pcr0}
-    if not args.any_image:
-        _fatal("pass --pcr0 HEX, the PCR0 of the image that wrote the log: without it a log signed by any enclave image under the root verifies (--any-image accepts that knowingly)")
-    if args.enclave:
-        _fatal("--enclave needs --pcr0: the comparison is only worth something with an attested enclave of the pinned image")
     _say("WARNING: --any-image: the log's identity keys are accepted from ANY enclave image under the root, including one the host built to sign what it likes. This does not show that your enclave wrote the log.")
     return None
 
@@ -642,6 +672,7 @@ def _add_audit_commands(commands: Any) -> None:
     verify.add_argument("--expect-boots", action="append", metavar="ID", help="the log's chains must be exactly these boots: boot ids (or their first 16+ hex digits) or enclave module ids, as verify lists them (repeat, or comma-separated)")
     verify.add_argument("--enclave", metavar="ADDR", type=_address, help="also compare the log's last chain with a fresh checkpoint the enclave signs over a nonce, so a cut tail shows; the connection is attested (--pcr0, --root) and must be the enclave that wrote that chain (not taken from $ZEROCOPY_ENCLAVE)")
     verify.set_defaults(handler=cmd_audit_verify)
+    _check_usage(verify, _audit_verify_usage)
 
 
 def _add_operator_commands(commands: Any) -> None:
@@ -665,6 +696,7 @@ def _add_operator_commands(commands: Any) -> None:
     kms_policy.add_argument("--pcr", action="append", default=[], type=_pcr, metavar="N=HEX", help="another PCR to pin (repeat)")
     kms_policy.add_argument("--account", required=True, help="AWS account id that administers the key")
     kms_policy.set_defaults(handler=cmd_kms_policy)
+    _check_usage(kms_policy, _kms_policy_usage)
 
     vsock_proxy = commands.add_parser("vsock-proxy-config", help="write the parent's vsock-proxy allowlist for KMS", description="Write the allowlist file AWS's vsock-proxy checks at start (YAML, as /etc/nitro_enclaves/vsock-proxy.yaml): only the region's KMS endpoint, the one service the enclave reaches.")
     vsock_proxy.add_argument("--region", help="AWS region of KMS (default: from the AWS configuration)")
@@ -692,6 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    getattr(args, "usage_check", lambda args: None)(args)
     try:
         return int(args.handler(args) or 0)
     except _Fatal as exc:

@@ -319,23 +319,32 @@ class Signer:
         :class:`Connection` method) encodes it for the connection it goes out on — sealed on a
         session, after any reconnect — and the answer event comes back; with ``retry``, once more
         on a new connection if this one turns out to be broken."""
+        return self._exchange(self._send_one, send, *parts, retry=retry)
+
+    def _exchange(self, exchange: Callable[..., Any], *parts: Any, retry: bool = True) -> Any:
+        """``exchange(*parts)`` on a connection, under the lock; with ``retry``, once more on a
+        new connection if this one turns out to be broken (the one retry rule, for one request
+        and for a pipeline)."""
         retried = False
         while True:
             try:
                 with self._lock:
                     self._ensure_connected()
-                    request_id = self._next_id()
-                    try:
-                        data = send(self._conn, request_id, *parts)
-                    except LocalProtocolError as exc:
-                        raise ValueError(str(exc)) from None
-                    self._send(data)
-                    return self._expect(request_id)
+                    return exchange(*parts)
             except errors.ConnectionClosed:
                 if retried or not retry or self._closed:
                     raise
                 retried = True
                 self._reconnect_after_break()
+
+    def _send_one(self, send: Callable[..., bytes], *parts: Any) -> Any:
+        request_id = self._next_id()
+        try:
+            data = send(self._conn, request_id, *parts)
+        except LocalProtocolError as exc:
+            raise ValueError(str(exc)) from None
+        self._send(data)
+        return self._expect(request_id)
 
     def _control(self, message: Message, *, retry: bool = True, malformed: type[errors.ProtocolError] = errors.ProtocolError) -> Any:
         """Send a control message; its answer, typed (:mod:`enclave.protocol.messages`)."""
@@ -371,31 +380,23 @@ class Signer:
         """Pipeline several raw signatures on this connection, sent ``SIGN_MANY_WINDOW`` at a time
         while the answers to the window before are read; raises the first error after all answers."""
         requests = [(_key_argument(key), bytes(payload)) for key, payload in items]
-        try:
-            answers = self._pipeline(requests)
-        except errors.ConnectionClosed:
-            if self._closed:
-                raise
-            self._reconnect_after_break()
-            answers = self._pipeline(requests)
+        answers = self._exchange(self._pipeline, requests)
         for event in answers:
-            if isinstance(event, ErrorResponse):
-                raise _error_for(event)
+            if type(event) is not Signature:
+                raise self._unexpected(event, "SIGN")
         return [event.signature for event in answers]
 
     def _pipeline(self, requests: list[tuple[bytes, bytes]]) -> list:
-        with self._lock:
-            self._ensure_connected()
-            ids = [self._next_id() for _ in requests]
-            answers: list = []
-            # A window at a time, taking the previous window's answers while the enclave works
-            # on this one: sending everything first deadlocked once the unread answers filled
-            # the socket buffers (the enclave stops reading while its answers go unread).
-            for start in range(0, len(requests), SIGN_MANY_WINDOW):
-                self._send(self._window(ids[start : start + SIGN_MANY_WINDOW], requests[start : start + SIGN_MANY_WINDOW]))
-                answers.extend(self._expect(request_id) for request_id in ids[len(answers) : start])
-            answers.extend(self._expect(request_id) for request_id in ids[len(answers) :])
-            return answers
+        ids = [self._next_id() for _ in requests]
+        answers: list = []
+        # A window at a time, taking the previous window's answers while the enclave works
+        # on this one: sending everything first deadlocked once the unread answers filled
+        # the socket buffers (the enclave stops reading while its answers go unread).
+        for start in range(0, len(requests), SIGN_MANY_WINDOW):
+            self._send(self._window(ids[start : start + SIGN_MANY_WINDOW], requests[start : start + SIGN_MANY_WINDOW]))
+            answers.extend(self._expect(request_id) for request_id in ids[len(answers) : start])
+        answers.extend(self._expect(request_id) for request_id in ids[len(answers) :])
+        return answers
 
     def _window(self, ids: list[int], requests: list[tuple[bytes, bytes]]) -> bytes:
         conn = self._conn

@@ -42,7 +42,7 @@ from cryptography.x509 import verification
 
 from enclave.protocol import cbor
 
-from .errors import ZeroCopyError
+from .errors import AttestationError, CertificateChainInvalid, CertificateExpired, DebugModeRefused, MalformedDocument, NonceMismatch, PCRMismatch, PinnedRootInvalid, SignatureInvalid
 
 __all__ = [
     "AWS_NITRO_ROOT_G1_SHA256",
@@ -85,46 +85,6 @@ _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
 _REQUIRED_FIELDS = ("module_id", "digest", "timestamp", "pcrs", "certificate", "cabundle")
 _OPTIONAL_FIELDS = ("public_key", "user_data", "nonce")
-
-
-class AttestationError(ZeroCopyError):
-    """An attestation document was refused. Subclasses say which check failed."""
-
-
-class MalformedDocument(AttestationError):
-    """The bytes are not an attestation document of the shape AWS specifies."""
-
-
-class SignatureInvalid(AttestationError):
-    """The COSE signature does not verify under the leaf certificate's key."""
-
-
-class CertificateChainInvalid(AttestationError):
-    """The certificates do not chain from the leaf to a trusted root."""
-
-
-class CertificateExpired(AttestationError):
-    """A certificate in the chain is not valid at the time of verification (expired or not yet)."""
-
-
-class PinnedRootInvalid(AttestationError):
-    """The AWS root shipped with ZeroCopy does not match its pinned fingerprint (broken install)."""
-
-
-class PCRMismatch(AttestationError):
-    """A PCR differs from the expected value or is absent; ``index`` names it."""
-
-    def __init__(self, message: str, *, index: int) -> None:
-        super().__init__(message)
-        self.index = index
-
-
-class NonceMismatch(AttestationError):
-    """The document's nonce is not the one the verifier asked for."""
-
-
-class DebugModeRefused(AttestationError):
-    """The enclave runs in debug mode (PCR0–2 zero), whose memory the host can read."""
 
 
 @dataclass(frozen=True, eq=False, slots=True)

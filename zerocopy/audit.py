@@ -60,7 +60,7 @@ from enclave.protocol.audit import (
     start_message,
 )
 
-from .errors import ZeroCopyError
+from .errors import AuditError, AuditGap, UnexpectedChains
 
 __all__ = ["AuditError", "AuditGap", "UnexpectedChains", "AuditReport", "ChainInfo", "Gap", "fetch_into", "verify_log"]
 
@@ -74,10 +74,6 @@ CUT = "fetched from the enclave but not in the log (its tail was cut)"
 _NEWEST = 2**62
 _SEQ_LIMIT = 2**63
 _BOOT_PREFIX = 16  # hex digits of a boot id that name it in --expect-boots (64 bits: not guessable)
-
-
-class AuditError(ZeroCopyError):
-    """The audit log does not verify; the message names the line and what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -125,23 +121,6 @@ class AuditReport:
     enclave_seq: int | None = None  # the enclave's fresh checkpoint, when compared with it
     enclave_module_id: str | None = None  # the attested enclave it was compared with
     not_fetched: tuple[int, int] | None = None  # receipts the enclave has that nobody fetched yet
-
-
-class AuditGap(AuditError):
-    """The log verifies except that receipts are missing; ``gaps`` lists every one."""
-
-    def __init__(self, report: AuditReport, unexpected: list[Gap]) -> None:
-        self.report, self.gaps = report, unexpected
-        super().__init__(f"{len(unexpected)} gap(s) in the log: " + "; ".join(str(gap) for gap in unexpected))
-
-
-class UnexpectedChains(AuditError):
-    """The log's chains are not the ones the operator expected: a whole chain (an enclave boot) was
-    removed, or one nobody expected is there. ``report.boots`` lists the chains it holds."""
-
-    def __init__(self, report: AuditReport, message: str) -> None:
-        self.report = report
-        super().__init__(message)
 
 
 # -- typed reading of untrusted fields --------------------------------------------------------------

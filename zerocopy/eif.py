@@ -21,7 +21,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ZeroCopyError
+from .errors import EifError
 
 __all__ = ["EifError", "EifSection", "EifImage", "read_eif", "parse_eif", "SECTION_TYPES", "HEADER"]
 
@@ -31,10 +31,6 @@ MAGIC = b".eif"
 SECTION_TYPES = {1: "kernel", 2: "cmdline", 3: "ramdisk", 4: "signature", 5: "metadata"}
 MAX_SECTIONS = 32
 _ZERO = bytes(48)
-
-
-class EifError(ZeroCopyError):
-    """The file is not a well-formed EIF; the message says what is wrong."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from .errors import ZeroCopyError
+from .errors import AllowlistConfigError
 
 __all__ = [
     "AllowlistConfigError",
@@ -41,10 +41,6 @@ _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 # read by YAML as a number, boolean, null or date, so a plain (unquoted) scalar stays a string.
 _HOST_NAME = re.compile(rf"(?:{_LABEL}\.)+[a-z](?:[a-z0-9-]{{0,61}}[a-z0-9])?")
 _IPV4 = re.compile(r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}")
-
-
-class AllowlistConfigError(ZeroCopyError, ValueError):
-    """A region, address or port that does not belong in a vsock-proxy allowlist."""
 
 
 def kms_host(region: str) -> str:

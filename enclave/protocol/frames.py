@@ -263,13 +263,21 @@ class HttpSignature:
         _check_pairs(self.headers, "headers")
 
 
+def _control_repr(event: ControlRequest | ControlResponse) -> str:
+    """The event with its fields' names only: their values may be secrets (credentials, bundles)."""
+    return f"{type(event).__name__}(request_id={event.request_id}, kind={event.kind!r}, fields=<{', '.join(map(str, event.fields))}>)"
+
+
 @dataclass(frozen=True, slots=True)
 class ControlRequest:
     """A control message (attestation, provisioning, …) with a CBOR map as its body."""
 
     request_id: int
     kind: MessageType
-    fields: dict = field(default_factory=dict)
+    fields: dict = field(default_factory=dict, repr=False)  # a PROVISION's hold AWS credentials
+
+    def __repr__(self) -> str:
+        return _control_repr(self)
 
     def __post_init__(self) -> None:
         _check_request_id(self.request_id)
@@ -286,7 +294,10 @@ class ControlRequest:
 class ControlResponse:
     request_id: int
     kind: MessageType
-    fields: dict = field(default_factory=dict)
+    fields: dict = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        return _control_repr(self)
 
     def __post_init__(self) -> None:
         _check_request_id(self.request_id)

@@ -43,6 +43,8 @@ from urllib.parse import quote
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
+from .errors import ZeroCopyError
+
 __all__ = [
     "MAX_SECRET", "MAX_NOW_MS", "Params", "SchemeError", "SignedHttp", "SigningKey", "HmacSha256", "HmacSha512",
     "Ed25519", "EcdsaP256", "RsaPkcs1v15Sha256", "RAW_SIGNERS",
@@ -59,7 +61,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _SECRET_ALPHABET = string.ascii_letters + string.digits
 
 
-class SchemeError(ValueError):
+class SchemeError(ZeroCopyError, ValueError):
     """The secret does not fit the scheme, or the scheme cannot do what was asked."""
 
 

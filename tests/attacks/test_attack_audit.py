@@ -567,7 +567,9 @@ def test_a_log_signed_by_another_image_verifies_only_with_pcr0_pinned(zerocopy_e
         fetch_into(host, path)
     root = tmp_path / "root.pem"
     root.write_bytes(zerocopy_emulator.root_certificate)
-    assert main(["audit", "verify", str(path), "--root", str(root)]) == 1
+    with pytest.raises(SystemExit) as exited:  # a usage error
+        main(["audit", "verify", str(path), "--root", str(root)])
+    assert exited.value.code == 2
     assert "pass --pcr0" in capsys.readouterr().err
     assert _cli_verify(path, zerocopy_emulator, tmp_path) == 1  # pinned to the real image: refused
     assert "PCR0 does not match" in capsys.readouterr().err

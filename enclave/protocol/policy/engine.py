@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from ..errors import ZeroCopyError
 from ..exchange import BASE, DANGEROUS_CATEGORIES, Endpoint, Exchange, Flags, endpoint_name
 from ..exchanges import DECIMAL_PARAMETERS, exchange_for_scheme
 from .document import DECIMAL, PolicyError, bounded, normalize_document
@@ -50,7 +51,7 @@ _CATEGORY_WORDS = {"funds": "it moves funds", "security": "it changes account se
 _BODY_FIELDS = frozenset({"symbols", "max_quantity", "max_notional", "per_symbol", "notional_window", "borrowing"})
 
 
-class Refusal(Exception):
+class Refusal(ZeroCopyError):
     """A request the policy does not allow. ``rule`` names the rule that refused it; the message is
     at most a few hundred bytes."""
 
