@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 
 import reference_signers as reference
 from enclave.protocol.exchanges import exchange_for_scheme
+from pytest_zerocopy import factories
 from zerocopy import PolicyRefused
 
 requests = pytest.importorskip("requests", reason="pip install 'zerocopy[test]' (requests is a test extra)")
@@ -36,7 +37,11 @@ httpx = pytest.importorskip("httpx", reason="pip install 'zerocopy[test]' (httpx
 from zerocopy.integrations.httpx import ZeroCopyAuth as HttpxAuth  # noqa: E402
 from zerocopy.integrations.requests import ZeroCopyAuth as RequestsAuth  # noqa: E402
 
-pytestmark = pytest.mark.zerocopy
+# An emulator of this module's own (the plugin's factories, as pytest-postgresql's): its keys do
+# not count against the session enclave's limit of 64 keys, which the rest of the suite uses.
+http_emulator = factories.emulator_proc(scope="module")
+http_signer = factories.signer("http_emulator", scope="module")
+http_key = factories.key_maker("http_emulator", "http_signer", scope="module")
 
 RATE = {"per_second": "1000", "burst": 1000}
 CLIENTS = ("requests", "httpx", "httpx-async")
@@ -180,15 +185,16 @@ def fake_exchange(fake_exchange_server: FakeExchange) -> FakeExchange:
 
 
 @pytest.fixture(scope="module")
-def keys(zerocopy_key) -> dict[str, Any]:
+def keys(http_key) -> dict[str, Any]:
     return {
-        "binance-hmac": zerocopy_key("binance-hmac", policy={"symbols": ["BTCUSDT"], "max_quantity": "0.01", "rate": RATE}),
-        "binance-ed25519": zerocopy_key("binance-ed25519", policy={"symbols": ["BTCUSDT"], "max_quantity": "0.01", "rate": RATE}),
-        "bybit-hmac": zerocopy_key("bybit-hmac", policy={"symbols": ["BTCUSDT"], "max_quantity": "0.01", "rate": RATE}),
-        "okx-hmac": zerocopy_key("okx-hmac", policy={"symbols": ["BTC-USDT"], "max_quantity": "0.01", "rate": RATE}),
-        "kraken": zerocopy_key("kraken", policy={"symbols": ["XBTUSD"], "max_quantity": "0.01", "rate": RATE}),
-        "coinbase-jwt": zerocopy_key("coinbase-jwt", policy={"rate": RATE}),
-        "binance-ws-hmac": zerocopy_key("binance-ws-hmac", policy={"rate": RATE}),
+        # named as in the README block, which runs against it
+        "binance-hmac": http_key("binance-hmac", name="binance-main", policy={"symbols": ["BTCUSDT"], "max_quantity": "0.01", "rate": RATE}),
+        "binance-ed25519": http_key("binance-ed25519", policy={"symbols": ["BTCUSDT"], "max_quantity": "0.01", "rate": RATE}),
+        "bybit-hmac": http_key("bybit-hmac", policy={"symbols": ["BTCUSDT"], "max_quantity": "0.01", "rate": RATE}),
+        "okx-hmac": http_key("okx-hmac", policy={"symbols": ["BTC-USDT"], "max_quantity": "0.01", "rate": RATE}),
+        "kraken": http_key("kraken", policy={"symbols": ["XBTUSD"], "max_quantity": "0.01", "rate": RATE}),
+        "coinbase-jwt": http_key("coinbase-jwt", policy={"rate": RATE}),
+        "binance-ws-hmac": http_key("binance-ws-hmac", policy={"rate": RATE}),
     }
 
 
@@ -247,22 +253,22 @@ CASES = {
 
 @pytest.mark.parametrize("client", CLIENTS)
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_request_signed_through_the_adapter_verifies_at_the_exchange(case, client, keys, fake_exchange, zerocopy_signer):
+def test_a_request_signed_through_the_adapter_verifies_at_the_exchange(case, client, keys, fake_exchange, http_signer):
     scheme, method, path, options = CASES[case]
     fake_exchange.key = keys[scheme]
-    answer = send(client, zerocopy_signer, fake_exchange.key.name, method, fake_exchange.url + path, **options)
+    answer = send(client, http_signer, fake_exchange.key.name, method, fake_exchange.url + path, **options)
     assert verified(answer)
     [received] = fake_exchange.received
     assert (received.method, received.path) == (method, path)
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_a_binance_librarys_own_timestamp_signature_and_recv_window_are_replaced(client, keys, fake_exchange, zerocopy_signer):
+def test_a_binance_librarys_own_timestamp_signature_and_recv_window_are_replaced(client, keys, fake_exchange, http_signer):
     """python-binance and ccxt send recvWindow=10000 (above the default cap) and sign themselves:
     the adapter drops their timestamp, signature and window, and the enclave signs once."""
     fake_exchange.key = keys["binance-hmac"]
     stale = BINANCE_ORDER + [("recvWindow", "10000"), ("timestamp", "1600000000000"), ("signature", "f" * 64)]
-    answer = send(client, zerocopy_signer, fake_exchange.key.name, "POST", fake_exchange.url + "/api/v3/order",
+    answer = send(client, http_signer, fake_exchange.key.name, "POST", fake_exchange.url + "/api/v3/order",
                   data=stale, headers={"X-MBX-APIKEY": "placeholder"})
     assert verified(answer)
     [received] = fake_exchange.received
@@ -273,10 +279,10 @@ def test_a_binance_librarys_own_timestamp_signature_and_recv_window_are_replaced
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_library_signature_headers_are_replaced_and_a_bybit_window_header_is_signed(client, keys, fake_exchange, zerocopy_signer):
+def test_library_signature_headers_are_replaced_and_a_bybit_window_header_is_signed(client, keys, fake_exchange, http_signer):
     fake_exchange.key = keys["bybit-hmac"]
     headers = {"X-BAPI-API-KEY": "placeholder", "X-BAPI-SIGN": "0" * 64, "X-BAPI-RECV-WINDOW": "3000"}
-    answer = send(client, zerocopy_signer, fake_exchange.key.name, "POST", fake_exchange.url + "/v5/order/create", json=BYBIT_ORDER, headers=headers)
+    answer = send(client, http_signer, fake_exchange.key.name, "POST", fake_exchange.url + "/v5/order/create", json=BYBIT_ORDER, headers=headers)
     assert verified(answer)
     [received] = fake_exchange.received
     assert _header(received, "X-BAPI-RECV-WINDOW") == "3000"
@@ -284,10 +290,10 @@ def test_library_signature_headers_are_replaced_and_a_bybit_window_header_is_sig
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_a_kraken_librarys_nonce_is_replaced_by_the_enclaves(client, keys, fake_exchange, zerocopy_signer):
+def test_a_kraken_librarys_nonce_is_replaced_by_the_enclaves(client, keys, fake_exchange, http_signer):
     """krakenex puts its own nonce last; the enclave owns the nonce and puts it first."""
     fake_exchange.key = keys["kraken"]
-    answer = send(client, zerocopy_signer, fake_exchange.key.name, "POST", fake_exchange.url + "/0/private/AddOrder",
+    answer = send(client, http_signer, fake_exchange.key.name, "POST", fake_exchange.url + "/0/private/AddOrder",
                   data=KRAKEN_ORDER + [("nonce", "1")], headers={"API-Key": "placeholder", "API-Sign": "bogus"})
     assert verified(answer)
     [received] = fake_exchange.received
@@ -296,21 +302,21 @@ def test_a_kraken_librarys_nonce_is_replaced_by_the_enclaves(client, keys, fake_
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_a_refused_request_raises_policy_refused_and_sends_nothing(client, keys, fake_exchange, zerocopy_signer):
+def test_a_refused_request_raises_policy_refused_and_sends_nothing(client, keys, fake_exchange, http_signer):
     fake_exchange.key = keys["binance-hmac"]
     withdrawal = {"coin": "BTC", "address": "bc1qattacker", "amount": "1"}
     with pytest.raises(PolicyRefused) as refusal:
-        send(client, zerocopy_signer, fake_exchange.key.name, "POST", fake_exchange.url + "/sapi/v1/capital/withdraw/apply", data=withdrawal)
+        send(client, http_signer, fake_exchange.key.name, "POST", fake_exchange.url + "/sapi/v1/capital/withdraw/apply", data=withdrawal)
     assert refusal.value.rule == "funds"
     assert fake_exchange.received == []
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_a_key_whose_scheme_is_not_http_is_refused_before_anything_is_sent(client, keys, fake_exchange, zerocopy_signer):
+def test_a_key_whose_scheme_is_not_http_is_refused_before_anything_is_sent(client, keys, fake_exchange, http_signer):
     with pytest.raises(ValueError, match="binance-ws-hmac"):
-        send(client, zerocopy_signer, keys["binance-ws-hmac"].name, "GET", fake_exchange.url + "/api/v3/account")
+        send(client, http_signer, keys["binance-ws-hmac"].name, "GET", fake_exchange.url + "/api/v3/account")
     with pytest.raises(LookupError, match="no key named"):
-        send(client, zerocopy_signer, "no-such-key", "GET", fake_exchange.url + "/api/v3/account")
+        send(client, http_signer, "no-such-key", "GET", fake_exchange.url + "/api/v3/account")
     assert fake_exchange.received == []
 
 
@@ -330,9 +336,9 @@ class AwaitingSigner:
         return self.signer.sign_request(*args, **kwargs)
 
 
-def test_an_async_signer_is_awaited_by_the_async_flow_and_refused_by_the_sync_one(keys, fake_exchange, zerocopy_signer):
+def test_an_async_signer_is_awaited_by_the_async_flow_and_refused_by_the_sync_one(keys, fake_exchange, http_signer):
     fake_exchange.key = keys["okx-hmac"]
-    awaiting = AwaitingSigner(zerocopy_signer)
+    awaiting = AwaitingSigner(http_signer)
     assert verified(send("httpx-async", awaiting, fake_exchange.key.name, "POST", fake_exchange.url + "/api/v5/trade/order", json=OKX_ORDER))
     assert awaiting.awaited == 1
     with pytest.raises(TypeError, match="async"):
@@ -340,21 +346,22 @@ def test_an_async_signer_is_awaited_by_the_async_flow_and_refused_by_the_sync_on
     assert len(fake_exchange.received) == 1
 
 
-def test_the_fake_exchange_rejects_a_request_signed_for_other_bytes(keys, fake_exchange, zerocopy_signer):
+def test_the_fake_exchange_rejects_a_request_signed_for_other_bytes(keys, fake_exchange, http_signer):
     """The verifier can fail: a signed request whose body was changed after signing is refused."""
     fake_exchange.key = keys["bybit-hmac"]
-    signed = zerocopy_signer.sign_request(fake_exchange.key.name, "POST", "/v5/order/create", body=json.dumps(BYBIT_ORDER))
+    signed = http_signer.sign_request(fake_exchange.key.name, "POST", "/v5/order/create", body=json.dumps(BYBIT_ORDER))
     tampered = signed.body.replace('"0.01"', '"0.02"')
     response = requests.post(fake_exchange.url + "/v5/order/create", data=tampered, headers={**signed.headers, "Content-Type": "application/json"}, timeout=30)
     assert response.status_code == 401 and "X-BAPI-SIGN" in response.json()["reason"]
 
 
-def test_the_readme_block_runs_as_written_against_the_fake_exchange(zerocopy_key, fake_exchange):
+def test_the_readme_block_runs_as_written_against_the_fake_exchange(keys, http_emulator, fake_exchange, monkeypatch):
     """README "Quick start for bot authors": the adapter block, with only the exchange's base URL
-    pointed at the fake exchange (ZEROCOPY_ENCLAVE is the plugin's emulator)."""
+    pointed at the fake exchange and ZEROCOPY_ENCLAVE at this module's emulator."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     block = next(code for code in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "ZeroCopyAuth" in code)
-    fake_exchange.key = zerocopy_key("binance-hmac", name="binance-main", policy={"symbols": ["BTCUSDT"], "max_quantity": "0.001", "rate": RATE})
+    monkeypatch.setenv("ZEROCOPY_ENCLAVE", http_emulator.address)
+    fake_exchange.key = keys["binance-hmac"]
     exec(compile(block.replace("https://api.binance.com", fake_exchange.url), "README.md", "exec"), {})
     assert [(request.method, request.path) for request in fake_exchange.received] == [("GET", "/api/v3/account"), ("POST", "/api/v3/order")]
     for request in fake_exchange.received:
