@@ -1,7 +1,9 @@
 """The bot's side: :class:`Signer`, a blocking client of the enclave's wire protocol.
 
 One ``Signer`` holds one connection. Calls are serialised by a lock, so a ``Signer`` can be shared
-between threads; for throughput give each thread its own, or pipeline with :meth:`Signer.sign_many`.
+between threads; for throughput give each thread its own, pipeline with :meth:`Signer.sign_many`,
+or use :class:`zerocopy.AsyncSigner`. A call that times out drops the connection (the next call
+opens a new one), so an answer that arrives late is never read as another request's.
 
 A ``Signer`` that insists on attestation (``expected_pcrs``, which must pin PCR0, and optionally
 ``roots``) opens every connection with an attested session (:mod:`enclave.protocol.session`): the
