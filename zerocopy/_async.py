@@ -84,8 +84,10 @@ class _Link:
         answer = self.waiting[request_id] = asyncio.get_running_loop().create_future()
         self.writer.write(data)
         try:
-            await asyncio.wait_for(_drained_then(self.writer, answer), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):  # cancels the wait (and so ``answer``) when due
+                await self.writer.drain()
+                return await answer
+        except TimeoutError:
             self._abandon(request_id)
             raise errors.Timeout(f"the enclave did not answer within {timeout}s") from None
         except ConnectionError as exc:
@@ -93,7 +95,7 @@ class _Link:
         except asyncio.CancelledError:
             self._abandon(request_id)
             raise
-        return answer.result()
+        return answer.result()  # the drain failed: fail() has set this call's error
 
     def _abandon(self, request_id: int) -> None:
         if self.waiting.pop(request_id, None) is not None:
@@ -151,11 +153,6 @@ class _Link:
             await self.reading
         with contextlib.suppress(Exception):
             await self.writer.wait_closed()
-
-
-async def _drained_then(writer: asyncio.StreamWriter, answer: asyncio.Future) -> None:
-    await writer.drain()
-    await asyncio.shield(answer)  # a timeout cancels the wait, not the future the reader resolves
 
 
 def _copy(error: errors.ZeroCopyError) -> errors.ZeroCopyError:
