@@ -15,14 +15,17 @@ import hmac
 import socket
 import struct
 import threading
+import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import pytest
 
 from enclave.protocol import NEED_DATA, Connection, Role, Signature
 from zerocopy import AsyncSigner, ConfigurationError, ConnectionClosed, ConnectionFailed, PolicyRefused, SessionError, Signer, Timeout, UnknownKey, ZeroCopyError
 from zerocopy.attestation import verify
+from zerocopy.policy import load_policy
 from zerocopy.sealing import seal
 
 from reference_signers import hmac_sha256
@@ -38,28 +41,52 @@ BINANCE_ORDER = [
 ]
 
 
-@pytest.fixture(scope="module")
-def raw_key(zerocopy_key):
-    return zerocopy_key("hmac-sha256", name="async-raw")
+@dataclass(frozen=True)
+class _Key:
+    name: str
+    secret: bytes = field(repr=False)
 
 
 @pytest.fixture(scope="module")
-def binance_key(zerocopy_key):
-    return zerocopy_key("binance-hmac", name="async-binance", policy={"freshness": {"enabled": False}})
+def enclave(zerocopy_emulator):
+    """An enclave of the same image for this module: its keys do not count against the session
+    enclave's limit of 64, and restarting it disturbs no one."""
+    with zerocopy_emulator.launch() as launched:
+        yield launched
+
+
+def _provision(emulator, address: str, name: str, scheme: str = "hmac-sha256", policy: dict | None = None, *, secret: bytes | None = None) -> _Key:
+    secret = secret or os.urandom(32).hex().encode()
+    kms_key = emulator.kms.create_key()["KeyMetadata"]["Arn"]
+    bundle = seal(emulator.kms, key_id=kms_key, name=name, scheme=scheme, secret=secret, api_key="async-test", policy=load_policy(policy))
+    with Signer(address) as signer:
+        assert signer.provision([bundle.to_json()], credentials=emulator.credentials)[0].loaded
+    return _Key(name, secret)
 
 
 @pytest.fixture(scope="module")
-def busy_binance_key(zerocopy_key):
+def raw_key(zerocopy_emulator, enclave):
+    return _provision(zerocopy_emulator, enclave.address, "async-raw")
+
+
+@pytest.fixture(scope="module")
+def binance_key(zerocopy_emulator, enclave):
+    return _provision(zerocopy_emulator, enclave.address, "async-binance", "binance-hmac", {"freshness": {"enabled": False}})
+
+
+@pytest.fixture(scope="module")
+def busy_binance_key(zerocopy_emulator, enclave):
     """Many threads place orders at once: a rate limit above what the test sends."""
-    return zerocopy_key("binance-hmac", name="async-binance-busy", policy={"freshness": {"enabled": False}, "rate": {"per_second": "100000", "burst": 100000}})
+    policy = {"freshness": {"enabled": False}, "rate": {"per_second": "100000", "burst": 100000}}
+    return _provision(zerocopy_emulator, enclave.address, "async-binance-busy", "binance-hmac", policy)
 
 
 def _hmac(key, payload: bytes) -> bytes:
     return hmac.new(key.secret, payload, hashlib.sha256).digest()
 
 
-def _attesting(emulator, address: str | None = None, **kwargs) -> AsyncSigner:
-    return AsyncSigner(address or emulator.address, expected_pcrs={0: emulator.pcrs[0]}, roots=[emulator.root_certificate], **kwargs)
+def _attesting(emulator, address: str, **kwargs) -> AsyncSigner:
+    return AsyncSigner(address, expected_pcrs={0: emulator.pcrs[0]}, roots=[emulator.root_certificate], **kwargs)
 
 
 def _no_tasks_left() -> bool:
@@ -67,13 +94,13 @@ def _no_tasks_left() -> bool:
 
 
 # -- the same answers as the Signer --------------------------------------------------------------
-def test_async_signatures_equal_the_signers_and_verify_independently(zerocopy_emulator, raw_key, binance_key):
+def test_async_signatures_equal_the_signers_and_verify_independently(zerocopy_emulator, enclave, raw_key, binance_key):
     async def run():
-        async with AsyncSigner(zerocopy_emulator.address) as signer:
+        async with AsyncSigner(enclave.address) as signer:
             return await signer.sign(raw_key.name, b"an order"), await signer.sign_request(binance_key.name, "post", "/api/v3/order", params=BINANCE_ORDER)
 
     signature, signed = asyncio.run(run())
-    with Signer(zerocopy_emulator.address) as sync:
+    with Signer(enclave.address) as sync:
         assert signature == sync.sign(raw_key.name, b"an order") == hmac_sha256(raw_key.secret, b"an order")
         assert signed == sync.sign_request(binance_key.name, "POST", "/api/v3/order", params=BINANCE_ORDER)
     query, _, hex_signature = signed.query.rpartition("&signature=")
@@ -81,11 +108,11 @@ def test_async_signatures_equal_the_signers_and_verify_independently(zerocopy_em
     assert signed.method == "POST" and signed.headers["X-MBX-APIKEY"]
 
 
-def test_a_thousand_gathered_signs_share_one_connection_and_each_gets_its_own_answer(zerocopy_emulator, raw_key):
+def test_a_thousand_gathered_signs_share_one_connection_and_each_gets_its_own_answer(zerocopy_emulator, enclave, raw_key):
     payloads = [f"order-{i}".encode() * (1 + i % 7) for i in range(1000)]
 
     async def run():
-        async with AsyncSigner(zerocopy_emulator.address) as signer:
+        async with AsyncSigner(enclave.address) as signer:
             link = signer._link
             signatures = await asyncio.gather(*(signer.sign(raw_key.name, payload) for payload in payloads))
             assert signer._link is link and not link.waiting  # one connection, nothing left waiting
@@ -94,11 +121,11 @@ def test_a_thousand_gathered_signs_share_one_connection_and_each_gets_its_own_an
     assert asyncio.run(run()) == [_hmac(raw_key, payload) for payload in payloads]
 
 
-def test_keys_attest_and_the_policy_refusal_with_its_rule(zerocopy_emulator, raw_key, binance_key):
+def test_keys_attest_and_the_policy_refusal_with_its_rule(zerocopy_emulator, enclave, raw_key, binance_key):
     nonce = b"async-nonce-0123"
 
     async def run():
-        async with AsyncSigner(zerocopy_emulator.address) as signer:
+        async with AsyncSigner(enclave.address) as signer:
             names = {info.name for info in await signer.keys()}
             document = await signer.attest(nonce)
             with pytest.raises(PolicyRefused) as refused:
@@ -115,19 +142,19 @@ def test_keys_attest_and_the_policy_refusal_with_its_rule(zerocopy_emulator, raw
 
 
 # -- attested sessions ---------------------------------------------------------------------------
-def test_an_attested_async_signer_seals_every_frame(zerocopy_emulator, raw_key):
+def test_an_attested_async_signer_seals_every_frame(zerocopy_emulator, enclave, raw_key):
     async def run():
-        async with _attesting(zerocopy_emulator) as signer:
+        async with _attesting(zerocopy_emulator, enclave.address) as signer:
             assert signer.attested and signer.attestation.pcrs[0] == zerocopy_emulator.pcrs[0]
             return await asyncio.gather(*(signer.sign(raw_key.name, bytes([i])) for i in range(200)))
 
     assert asyncio.run(run()) == [_hmac(raw_key, bytes([i])) for i in range(200)]
 
 
-def test_from_env_attests_under_the_same_rules_as_the_signer(zerocopy_emulator, raw_key, monkeypatch, tmp_path):
+def test_from_env_attests_under_the_same_rules_as_the_signer(zerocopy_emulator, enclave, raw_key, monkeypatch, tmp_path):
     root = tmp_path / "root.pem"
     root.write_bytes(zerocopy_emulator.root_certificate)
-    monkeypatch.setenv("ZEROCOPY_ENCLAVE", zerocopy_emulator.address)
+    monkeypatch.setenv("ZEROCOPY_ENCLAVE", enclave.address)
     monkeypatch.setenv("ZEROCOPY_ATTESTATION_ROOT", str(root))
     monkeypatch.delenv("ZEROCOPY_EXPECTED_PCR0", raising=False)
     with pytest.raises(ConfigurationError, match="ZEROCOPY_EXPECTED_PCR0"):
@@ -193,7 +220,7 @@ def _read_frame(sock: socket.socket) -> tuple[bytes, int, int]:
     return header + exactly(length), type_code, request_id
 
 
-def test_a_fake_enclave_relaying_the_attestation_is_refused(zerocopy_emulator, raw_key, tmp_path):
+def test_a_fake_enclave_relaying_the_attestation_is_refused(zerocopy_emulator, enclave, raw_key, tmp_path):
     async def run(address):
         signer = _attesting(zerocopy_emulator, address)
         try:
@@ -203,7 +230,7 @@ def test_a_fake_enclave_relaying_the_attestation_is_refused(zerocopy_emulator, r
         finally:
             await signer.close()
 
-    with _fake_enclave(tmp_path, zerocopy_emulator.address) as address:
+    with _fake_enclave(tmp_path, enclave.address) as address:
         error, attestation, clean = asyncio.run(run(address))
     assert attestation is not None  # the handshake, relayed, did verify: the forgery is what fails
     assert isinstance(error, SessionError) and "authentication failed" in str(error)
@@ -310,18 +337,9 @@ def test_a_sync_timeout_drops_the_connection_so_the_late_answer_is_never_read(sl
 
 
 # -- restarts and threads ------------------------------------------------------------------------
-def _provision_fresh_key(emulator, enclave_address: str, name: str) -> bytes:
-    secret = b"restart-secret-" + name.encode()
-    kms_key = emulator.kms.create_key()["KeyMetadata"]["Arn"]
-    bundle = seal(emulator.kms, key_id=kms_key, name=name, scheme="hmac-sha256", secret=secret)
-    with Signer(enclave_address) as signer:
-        assert signer.provision([bundle.to_json()], credentials=emulator.credentials)[0].loaded
-    return secret
-
-
 def test_an_enclave_restarted_mid_gather_gives_typed_errors_and_the_next_call_works(zerocopy_emulator):
-    with zerocopy_emulator.launch() as enclave:
-        secret = _provision_fresh_key(zerocopy_emulator, enclave.address, "async-restart")
+    with zerocopy_emulator.launch() as enclave:  # its own: the module's enclave keeps its keys
+        secret = _provision(zerocopy_emulator, enclave.address, "async-restart").secret
         outcomes: list = []
 
         async def worker(signer, stop, index):
@@ -345,7 +363,7 @@ def test_an_enclave_restarted_mid_gather_gives_typed_errors_and_the_next_call_wo
                 await asyncio.gather(*workers)
                 with pytest.raises(UnknownKey, match="not provisioned"):
                     await signer.sign("async-restart", b"after")  # reconnected: the new enclave answers
-                await asyncio.to_thread(_provision_fresh_key, zerocopy_emulator, enclave.address, "async-restart")
+                await asyncio.to_thread(_provision, zerocopy_emulator, enclave.address, "async-restart", secret=secret)
                 return await signer.sign("async-restart", b"after")
 
         after = asyncio.run(run())
@@ -356,7 +374,7 @@ def test_an_enclave_restarted_mid_gather_gives_typed_errors_and_the_next_call_wo
     assert signed and all(outcome == hmac.new(secret, payload, hashlib.sha256).digest() for payload, outcome in signed)
 
 
-def test_one_signer_shared_by_many_threads_gives_each_call_its_own_answer(zerocopy_emulator, raw_key, busy_binance_key):
+def test_one_signer_shared_by_many_threads_gives_each_call_its_own_answer(zerocopy_emulator, enclave, raw_key, busy_binance_key):
     binance_key = busy_binance_key
     results: dict[tuple[int, int], object] = {}
 
@@ -373,7 +391,7 @@ def test_one_signer_shared_by_many_threads_gives_each_call_its_own_answer(zeroco
     for attested in (False, True):
         results.clear()
         options = {"expected_pcrs": {0: zerocopy_emulator.pcrs[0]}, "roots": [zerocopy_emulator.root_certificate]} if attested else {}
-        with Signer(zerocopy_emulator.address, **options) as signer:
+        with Signer(enclave.address, **options) as signer:
             threads = [threading.Thread(target=work, args=(signer, index)) for index in range(12)]
             for thread in threads:
                 thread.start()
