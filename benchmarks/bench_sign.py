@@ -15,6 +15,8 @@ Series:
   the ratio to the plain series is what the session costs per request.
 * ``*_polling``: the same image launched with ``--busy-poll-us 100`` (what the EIF's Dockerfile
   does); ``*_attested_polling`` is an attested session to it.
+* ``gathered_async_signs_per_second``: an ``AsyncSigner`` with 100 ``sign`` calls gathered at a
+  time on one connection, next to ``sign_many``'s pipelined rate.
 * ``flood``: sign latency from a separate client process while 8 connections from another process
   keep provisioning (every PROVISION a real KMS Decrypt through the emulated KMS), next to the
   same client process with no flood. Reports the p99 ratio flood/quiet and what the flooders got.
@@ -250,6 +252,7 @@ def measure(args: argparse.Namespace) -> dict | None:
                 "pinned": pinned,
                 "connects": attested_connects(emulator, max(5, args.samples // 250)),
                 "pipelined": {label: pipelined_rate(signers[suffix], args.samples) for label, suffix in (("plain", ""), ("attested", "_attested"))},
+                "gathered": gathered_rate(emulator.address, args.samples),
                 "flood": None,
                 "audit": None,
             }
@@ -294,11 +297,30 @@ def pipelined_rate(signer, samples: int) -> float:
     return rounds * 100 / (time.perf_counter() - start)
 
 
-def build_report(*, medians: dict, pinned: bool, connects: list[float], pipelined: dict, flood: dict | None, audit: dict | None) -> dict[str, object]:
+def gathered_rate(address: str, samples: int) -> float:
+    """Signatures per second from an ``AsyncSigner``, 100 ``sign`` calls gathered at a time on
+    its one connection (the async counterpart of ``pipelined_rate``)."""
+    import asyncio
+
+    from zerocopy import AsyncSigner
+
+    async def run() -> float:
+        async with AsyncSigner(address) as signer:
+            rounds = max(1, samples // 100)
+            start = time.perf_counter()
+            for _ in range(rounds):
+                await asyncio.gather(*(signer.sign("raw", RAW_PAYLOAD) for _ in range(100)))
+            return rounds * 100 / (time.perf_counter() - start)
+
+    return asyncio.run(run())
+
+
+def build_report(*, medians: dict, pinned: bool, connects: list[float], pipelined: dict, gathered: float, flood: dict | None, audit: dict | None) -> dict[str, object]:
     echo_p50 = medians["echo"].p50_us
     report: dict[str, object] = {
         "client_and_server_on_separate_cpus": pinned,
         "pipelined_signs_per_second": round(pipelined["plain"]),
+        "gathered_async_signs_per_second": round(gathered),
         "pipelined_signs_per_second_attested": round(pipelined["attested"]),
         "attested_connect_p50_ms": round(sorted(connects)[len(connects) // 2] * 1000, 2),
     }
@@ -341,6 +363,7 @@ def print_report(report: dict, medians: dict) -> None:
               f"({report[f'{plain}_attested_minus_plain_p50_us']:+} µs)")
     print(f"pipelined sign_many        {report['pipelined_signs_per_second']} signatures/s on one connection "
           f"({report['pipelined_signs_per_second_attested']} attested)")
+    print(f"gathered AsyncSigner.sign  {report['gathered_async_signs_per_second']} signatures/s on one connection (100 in flight)")
     print(f"attested connect           p50 {report['attested_connect_p50_ms']} ms (attestation and verification, per connection)")
     if "flood_p99_us" in report:
         print(f"sign during a PROVISION flood ({FLOOD_CONNECTIONS} connections): p50 {report['flood_p50_us']} µs, "

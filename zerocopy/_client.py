@@ -1,7 +1,9 @@
 """The bot's side: :class:`Signer`, a blocking client of the enclave's wire protocol.
 
 One ``Signer`` holds one connection. Calls are serialised by a lock, so a ``Signer`` can be shared
-between threads; for throughput give each thread its own, or pipeline with :meth:`Signer.sign_many`.
+between threads; for throughput give each thread its own, pipeline with :meth:`Signer.sign_many`,
+or use :class:`zerocopy.AsyncSigner`. A call that times out drops the connection (the next call
+opens a new one), so an answer that arrives late is never read as another request's.
 
 A ``Signer`` that insists on attestation (``expected_pcrs``, which must pin PCR0, and optionally
 ``roots``) opens every connection with an attested session (:mod:`enclave.protocol.session`): the
@@ -108,6 +110,57 @@ def _param_text(name: str, value: Any) -> str:
     raise TypeError(f"parameter {name!r} must be str, int, bool or Decimal, not {type(value).__name__} (floats lose precision)")
 
 
+def _unexpected_answer(response: Any, kind: str) -> errors.ZeroCopyError:
+    """An error answer's exception, or a ProtocolError for an answer of the wrong type (the
+    caller drops the connection then: the exchange is out of step)."""
+    if type(response) is ErrorResponse:
+        return _error_for(response)
+    return errors.ProtocolError(f"unexpected answer to {kind}")
+
+
+def _control_answer(response: ControlResponse, malformed: type[errors.ProtocolError]) -> Any:
+    """A control answer as its typed message (:mod:`enclave.protocol.messages`)."""
+    try:
+        return ANSWERS[response.kind].from_fields(response.fields)
+    except MessageError as exc:
+        raise malformed(f"malformed {response.kind.name} answer from the enclave: {exc}") from None
+
+
+def _sign_http_request(key: str, method: str, path: str, params: Any, body: str | bytes | None) -> bytes:
+    """``sign_request``'s arguments, checked and encoded once as a SIGN_HTTP body (framed later
+    for whichever connection it goes out on)."""
+    pairs = params.items() if isinstance(params, Mapping) else params or ()
+    items = []
+    for name, value in pairs:
+        name = name if type(name) is str else str(name)
+        items += (name, value if type(value) is str else _param_text(name, value))
+    try:
+        parts = (key.encode(), method.upper().encode(), path.encode(), "\0".join(items).encode())
+    except (UnicodeEncodeError, AttributeError):
+        raise ValueError("key, method, path and parameters must be text") from None
+    try:
+        return sign_http_body(*parts, body.encode() if isinstance(body, str) else bytes(body or b""))
+    except LocalProtocolError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _signed_request(method: str, path: str, body: str | bytes | None, event: HttpSignature) -> SignedRequest:
+    signed_body: str | bytes = event.body if isinstance(body, bytes) else event.body.decode()
+    return SignedRequest(method.upper(), path, event.query, signed_body, dict(event.headers))
+
+
+def _payload_argument(payload: Any) -> bytes:
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
+    return bytes(payload)
+
+
+def _nonce_argument(nonce: Any) -> bytes:
+    if not isinstance(nonce, bytes) or len(nonce) > 1024:
+        raise ValueError("nonce must be at most 1024 bytes")
+    return nonce
+
+
 #: Requests ``sign_many`` keeps in flight (at most two windows' answers are unread): 2 × 128
 #: answers of at most 538 bytes (an RSA-4096 signature, sealed) stay under the socket buffers
 #: (about 208 KiB for Unix sockets, 256 KiB for vsock), so the enclave never blocks writing to us.
@@ -166,19 +219,7 @@ class Signer:
         :class:`~zerocopy.errors.ConfigurationError`: never a silent fall back to accepting any
         image, or to a plain connection. Keyword arguments win over the environment.
         """
-        address = os.environ.get(ENV_VAR)
-        if not address:
-            raise errors.ZeroCopyError(f"{ENV_VAR} is not set; set it to the enclave's address (vsock://CID:PORT)")
-        pcrs = _pcrs_from_env(os.environ)
-        if pcrs:
-            kwargs.setdefault("expected_pcrs", pcrs)
-        if ROOT_ENV_VAR in os.environ and "roots" not in kwargs:
-            kwargs["roots"] = [_root_from_env(os.environ[ROOT_ENV_VAR])]
-            if kwargs.get("expected_pcrs") is None:
-                raise errors.ConfigurationError(
-                    f"{ROOT_ENV_VAR} is set but {PCR_ENV_PREFIX}0 is not: attesting without a pinned PCR0 accepts any enclave image "
-                    f"under that root. Set {PCR_ENV_PREFIX}0 to your image's PCR0 (96 hex digits), or unset {ROOT_ENV_VAR}"
-                )
+        address, kwargs = _env_arguments(kwargs)
         return cls(address, **kwargs)
 
     @property
@@ -211,26 +252,9 @@ class Signer:
 
     def _open_session(self) -> None:
         """OPEN_SESSION, verify the document binds our nonce and both X25519 keys, then seal."""
-        from .attestation import verify
-
-        expected_pcrs, roots, allow_debug = self._verification  # type: ignore[misc]
-        handshake = ClientHandshake()
-        answer = self._control(OpenSession(**handshake.fields()), retry=False, malformed=errors.SessionError)
-        server_key, document = answer.public_key, answer.document
-        try:
-            binding = handshake.binding(server_key)
-        except HandshakeError as exc:
-            raise errors.SessionError(f"malformed SESSION answer from the enclave: {exc}") from None
-        attestation = verify(document, roots=roots, expected_pcrs=expected_pcrs, nonce=binding, allow_debug=allow_debug)
-        try:
-            check_bound(attestation.user_data, binding)  # nonce alone: an ATTEST document could carry it
-        except HandshakeError as exc:
-            raise errors.SessionError(str(exc)) from None
-        try:
-            self._conn.start_session(handshake.finish(server_key))
-        except HandshakeError as exc:
-            raise errors.SessionError(f"the enclave's session key is unusable: {exc}") from None
-        self.attestation = attestation
+        handshake, request = _session_request()
+        answer = self._control(request, retry=False, malformed=errors.SessionError)
+        self.attestation = _finish_session(self._conn, handshake, answer, self._verification)
 
     def _ensure_connected(self) -> None:
         if self._sock is None:
@@ -298,15 +322,16 @@ class Signer:
 
     @contextlib.contextmanager
     def _timeout(self, seconds: float | None) -> Iterator[None]:
+        # Held throughout: another thread's call must not run on (or reset) the longer timeout.
         with self._lock:
             self._ensure_connected()
-        if self._sock is not None:
-            self._sock.settimeout(seconds)
-        try:
-            yield
-        finally:
             if self._sock is not None:
-                self._sock.settimeout(self.timeout)
+                self._sock.settimeout(seconds)
+            try:
+                yield
+            finally:
+                if self._sock is not None:
+                    self._sock.settimeout(self.timeout)
 
     def _fail(self) -> None:
         # After a broken or desynchronised exchange the connection cannot be trusted.
@@ -348,30 +373,23 @@ class Signer:
 
     def _control(self, message: Message, *, retry: bool = True, malformed: type[errors.ProtocolError] = errors.ProtocolError) -> Any:
         """Send a control message; its answer, typed (:mod:`enclave.protocol.messages`)."""
-        kind = message.TYPE
         response = self._request(Connection.send_control, message, retry=retry)
-        if type(response) is not ControlResponse or response.kind != kind | 0x80:
-            raise self._unexpected(response, kind.name)
-        try:
-            return ANSWERS[response.kind].from_fields(response.fields)
-        except MessageError as exc:
-            raise malformed(f"malformed {response.kind.name} answer from the enclave: {exc}") from None
+        if type(response) is not ControlResponse or response.kind != message.TYPE | 0x80:
+            raise self._unexpected(response, message.TYPE.name)
+        return _control_answer(response, malformed)
 
     def _unexpected(self, response: Any, kind: str) -> errors.ZeroCopyError:
         """What to raise for an answer that is not the one asked for: an error answer's exception,
         or (the exchange is out of step: the connection is dropped) a ProtocolError."""
-        if type(response) is ErrorResponse:
-            return _error_for(response)
-        self._fail()
-        return errors.ProtocolError(f"unexpected answer to {kind}")
+        if type(response) is not ErrorResponse:
+            self._fail()
+        return _unexpected_answer(response, kind)
 
     # -- the API ----------------------------------------------------------------------------
     def sign(self, key: str, payload: bytes) -> bytes:
         """Raw signature of ``payload`` with the key named ``key`` (if its policy allows raw signing)."""
         key_bytes = _key_argument(key)
-        if not isinstance(payload, (bytes, bytearray, memoryview)):
-            raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-        event = self._request(Connection.send_sign, key_bytes, bytes(payload))
+        event = self._request(Connection.send_sign, key_bytes, _payload_argument(payload))
         if type(event) is not Signature:
             raise self._unexpected(event, "SIGN")
         return event.signature
@@ -416,31 +434,15 @@ class Signer:
         body: str | bytes | None = None,
     ) -> SignedRequest:
         """Have the enclave build and sign an exchange request (the key's scheme decides the format)."""
-        pairs = params.items() if isinstance(params, Mapping) else params or ()
-        items = []
-        for name, value in pairs:
-            name = name if type(name) is str else str(name)
-            items += (name, value if type(value) is str else _param_text(name, value))
-        try:
-            parts = (key.encode(), method.upper().encode(), path.encode(), "\0".join(items).encode())
-        except (UnicodeEncodeError, AttributeError):
-            raise ValueError("key, method, path and parameters must be text") from None
-        try:  # checked and encoded once, framed for whichever connection it goes out on
-            request = sign_http_body(*parts, body.encode() if isinstance(body, str) else bytes(body or b""))
-        except LocalProtocolError as exc:
-            raise ValueError(str(exc)) from None
-        event = self._request(Connection.send_sign_http, request)
+        event = self._request(Connection.send_sign_http, _sign_http_request(key, method, path, params, body))
         if type(event) is not HttpSignature:
             raise self._unexpected(event, "SIGN_HTTP")
-        signed_body: str | bytes = event.body if isinstance(body, bytes) else event.body.decode()
-        return SignedRequest(method.upper(), path, event.query, signed_body, dict(event.headers))
+        return _signed_request(method, path, body, event)
 
     def attest(self, nonce: bytes) -> bytes:
         """A fresh attestation document (raw CBOR) binding ``nonce``; verify it with
         :func:`zerocopy.attestation.verify`."""
-        if not isinstance(nonce, bytes) or len(nonce) > 1024:
-            raise ValueError("nonce must be at most 1024 bytes")
-        return self._attest_once(nonce, retry=True)
+        return self._attest_once(_nonce_argument(nonce), retry=True)
 
     def _attest_once(self, nonce: bytes, *, retry: bool = False) -> bytes:
         return self._control(Attest(nonce=nonce), retry=retry).document
@@ -509,6 +511,35 @@ class Signer:
         return f"<Signer {self.address}{' closed' if self._sock is None else ''}>"
 
 
+def _session_request() -> tuple[ClientHandshake, OpenSession]:
+    """A fresh handshake and the OPEN_SESSION that starts it."""
+    handshake = ClientHandshake()
+    return handshake, OpenSession(**handshake.fields())
+
+
+def _finish_session(conn: Connection, handshake: ClientHandshake, answer: Any, verification: tuple) -> Any:
+    """Verify the SESSION answer's document binds our nonce and both X25519 keys, then seal
+    ``conn``; the verified attestation document."""
+    from .attestation import verify
+
+    expected_pcrs, roots, allow_debug = verification
+    server_key, document = answer.public_key, answer.document
+    try:
+        binding = handshake.binding(server_key)
+    except HandshakeError as exc:
+        raise errors.SessionError(f"malformed SESSION answer from the enclave: {exc}") from None
+    attestation = verify(document, roots=roots, expected_pcrs=expected_pcrs, nonce=binding, allow_debug=allow_debug)
+    try:
+        check_bound(attestation.user_data, binding)  # nonce alone: an ATTEST document could carry it
+    except HandshakeError as exc:
+        raise errors.SessionError(str(exc)) from None
+    try:
+        conn.start_session(handshake.finish(server_key))
+    except HandshakeError as exc:
+        raise errors.SessionError(f"the enclave's session key is unusable: {exc}") from None
+    return attestation
+
+
 def _attestation_options(expected_pcrs: Mapping[int, bytes] | None, roots: Sequence[Any] | None, allow_debug: bool) -> tuple | None:
     """(expected_pcrs, roots, allow_debug) if the Signer attests, None for a plain connection.
     Attesting without PCR0 would accept any image under the root (on Nitro: any enclave anyone
@@ -522,6 +553,26 @@ def _attestation_options(expected_pcrs: Mapping[int, bytes] | None, roots: Seque
             "roots=... alone accepts any enclave image under that root"
         )
     return dict(expected_pcrs), roots, allow_debug
+
+
+def _env_arguments(kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The address and keyword arguments ``from_env`` connects with (``Signer`` and
+    ``AsyncSigner`` alike): the environment fills in what the keywords leave out."""
+    address = os.environ.get(ENV_VAR)
+    if not address:
+        raise errors.ZeroCopyError(f"{ENV_VAR} is not set; set it to the enclave's address (vsock://CID:PORT)")
+    kwargs = dict(kwargs)
+    pcrs = _pcrs_from_env(os.environ)
+    if pcrs:
+        kwargs.setdefault("expected_pcrs", pcrs)
+    if ROOT_ENV_VAR in os.environ and "roots" not in kwargs:
+        kwargs["roots"] = [_root_from_env(os.environ[ROOT_ENV_VAR])]
+        if kwargs.get("expected_pcrs") is None:
+            raise errors.ConfigurationError(
+                f"{ROOT_ENV_VAR} is set but {PCR_ENV_PREFIX}0 is not: attesting without a pinned PCR0 accepts any enclave image "
+                f"under that root. Set {PCR_ENV_PREFIX}0 to your image's PCR0 (96 hex digits), or unset {ROOT_ENV_VAR}"
+            )
+    return address, kwargs
 
 
 def _root_from_env(path: str) -> bytes:

@@ -1,0 +1,400 @@
+"""``zerocopy.AsyncSigner`` against the real enclave on the emulator, and the sync ``Signer`` shared
+between threads.
+
+The async tests run their own event loop (``asyncio.run``; pytest-asyncio is not a dependency).
+Fake servers here are real processes' worth of sockets: threads on their own Unix sockets speaking
+the wire format through the sans-IO core, so the client code under test runs unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import socket
+import struct
+import threading
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from enclave.protocol import NEED_DATA, Connection, Role, Signature
+from zerocopy import AsyncSigner, ConfigurationError, ConnectionClosed, ConnectionFailed, PolicyRefused, SessionError, Signer, Timeout, UnknownKey, ZeroCopyError
+from zerocopy.attestation import verify
+from zerocopy.policy import load_policy
+from zerocopy.sealing import seal
+
+from reference_signers import hmac_sha256
+
+pytestmark = pytest.mark.zerocopy
+
+HEADER = struct.Struct(">IBBI")  # length, version, type, request id (docs/protocol.md)
+OPEN_SESSION, SIGNATURE = 0x15, 0x81
+FORGED = b"forged-by-the-host-" + bytes(13)
+BINANCE_ORDER = [
+    ("symbol", "LTCBTC"), ("side", "BUY"), ("type", "LIMIT"), ("timeInForce", "GTC"),
+    ("quantity", "1"), ("price", "0.1"), ("recvWindow", "5000"), ("timestamp", "1499827319559"),
+]
+
+
+@dataclass(frozen=True)
+class _Key:
+    name: str
+    secret: bytes = field(repr=False)
+
+
+@pytest.fixture(scope="module")
+def enclave(zerocopy_emulator):
+    """An enclave of the same image for this module: its keys do not count against the session
+    enclave's limit of 64, and restarting it disturbs no one."""
+    with zerocopy_emulator.launch() as launched:
+        yield launched
+
+
+def _provision(emulator, address: str, name: str, scheme: str = "hmac-sha256", policy: dict | None = None, *, secret: bytes | None = None) -> _Key:
+    secret = secret or os.urandom(32).hex().encode()
+    kms_key = emulator.kms.create_key()["KeyMetadata"]["Arn"]
+    bundle = seal(emulator.kms, key_id=kms_key, name=name, scheme=scheme, secret=secret, api_key="async-test", policy=load_policy(policy))
+    with Signer(address) as signer:
+        assert signer.provision([bundle.to_json()], credentials=emulator.credentials)[0].loaded
+    return _Key(name, secret)
+
+
+@pytest.fixture(scope="module")
+def raw_key(zerocopy_emulator, enclave):
+    return _provision(zerocopy_emulator, enclave.address, "async-raw")
+
+
+@pytest.fixture(scope="module")
+def binance_key(zerocopy_emulator, enclave):
+    return _provision(zerocopy_emulator, enclave.address, "async-binance", "binance-hmac", {"freshness": {"enabled": False}})
+
+
+@pytest.fixture(scope="module")
+def busy_binance_key(zerocopy_emulator, enclave):
+    """Many threads place orders at once: a rate limit above what the test sends."""
+    policy = {"freshness": {"enabled": False}, "rate": {"per_second": "100000", "burst": 100000}}
+    return _provision(zerocopy_emulator, enclave.address, "async-binance-busy", "binance-hmac", policy)
+
+
+def _hmac(key, payload: bytes) -> bytes:
+    return hmac.new(key.secret, payload, hashlib.sha256).digest()
+
+
+def _attesting(emulator, address: str, **kwargs) -> AsyncSigner:
+    return AsyncSigner(address, expected_pcrs={0: emulator.pcrs[0]}, roots=[emulator.root_certificate], **kwargs)
+
+
+def _no_tasks_left() -> bool:
+    return asyncio.all_tasks() == {asyncio.current_task()}
+
+
+# -- the same answers as the Signer --------------------------------------------------------------
+def test_async_signatures_equal_the_signers_and_verify_independently(zerocopy_emulator, enclave, raw_key, binance_key):
+    async def run():
+        async with AsyncSigner(enclave.address) as signer:
+            return await signer.sign(raw_key.name, b"an order"), await signer.sign_request(binance_key.name, "post", "/api/v3/order", params=BINANCE_ORDER)
+
+    signature, signed = asyncio.run(run())
+    with Signer(enclave.address) as sync:
+        assert signature == sync.sign(raw_key.name, b"an order") == hmac_sha256(raw_key.secret, b"an order")
+        assert signed == sync.sign_request(binance_key.name, "POST", "/api/v3/order", params=BINANCE_ORDER)
+    query, _, hex_signature = signed.query.rpartition("&signature=")
+    assert hex_signature == hmac_sha256(binance_key.secret, query.encode()).hex()
+    assert signed.method == "POST" and signed.headers["X-MBX-APIKEY"]
+
+
+def test_a_thousand_gathered_signs_share_one_connection_and_each_gets_its_own_answer(zerocopy_emulator, enclave, raw_key):
+    payloads = [f"order-{i}".encode() * (1 + i % 7) for i in range(1000)]
+
+    async def run():
+        async with AsyncSigner(enclave.address) as signer:
+            link = signer._link
+            signatures = await asyncio.gather(*(signer.sign(raw_key.name, payload) for payload in payloads))
+            assert signer._link is link and not link.waiting  # one connection, nothing left waiting
+            return signatures
+
+    assert asyncio.run(run()) == [_hmac(raw_key, payload) for payload in payloads]
+
+
+def test_keys_attest_and_the_policy_refusal_with_its_rule(zerocopy_emulator, enclave, raw_key, binance_key):
+    nonce = b"async-nonce-0123"
+
+    async def run():
+        async with AsyncSigner(enclave.address) as signer:
+            names = {info.name for info in await signer.keys()}
+            document = await signer.attest(nonce)
+            with pytest.raises(PolicyRefused) as refused:
+                await signer.sign_request(binance_key.name, "POST", "/sapi/v1/capital/withdraw/apply", params={"coin": "BTC", "address": "x", "amount": "1"})
+            with pytest.raises(UnknownKey):
+                await signer.sign("no-such-key", b"x")
+            assert await signer.sign(raw_key.name, b"still fine") == _hmac(raw_key, b"still fine")
+            return names, document, refused.value
+
+    names, document, refused = asyncio.run(run())
+    assert {raw_key.name, binance_key.name} <= names
+    assert verify(document, roots=[zerocopy_emulator.root_certificate], nonce=nonce).pcrs[0] == zerocopy_emulator.pcrs[0]
+    assert refused.rule == "funds" and "withdraw" in str(refused)
+
+
+# -- attested sessions ---------------------------------------------------------------------------
+def test_an_attested_async_signer_seals_every_frame(zerocopy_emulator, enclave, raw_key):
+    async def run():
+        async with _attesting(zerocopy_emulator, enclave.address) as signer:
+            assert signer.attested and signer.attestation.pcrs[0] == zerocopy_emulator.pcrs[0]
+            return await asyncio.gather(*(signer.sign(raw_key.name, bytes([i])) for i in range(200)))
+
+    assert asyncio.run(run()) == [_hmac(raw_key, bytes([i])) for i in range(200)]
+
+
+def test_from_env_attests_under_the_same_rules_as_the_signer(zerocopy_emulator, enclave, raw_key, monkeypatch, tmp_path):
+    root = tmp_path / "root.pem"
+    root.write_bytes(zerocopy_emulator.root_certificate)
+    monkeypatch.setenv("ZEROCOPY_ENCLAVE", enclave.address)
+    monkeypatch.setenv("ZEROCOPY_ATTESTATION_ROOT", str(root))
+    monkeypatch.delenv("ZEROCOPY_EXPECTED_PCR0", raising=False)
+    with pytest.raises(ConfigurationError, match="ZEROCOPY_EXPECTED_PCR0"):
+        AsyncSigner.from_env()  # a root without a pinned image: refused, never a plain connection
+    monkeypatch.setenv("ZEROCOPY_EXPECTED_PCR0", zerocopy_emulator.pcrs[0].hex())
+
+    async def run():
+        async with AsyncSigner.from_env() as signer:
+            return signer.attested, await signer.sign(raw_key.name, b"env")
+
+    assert asyncio.run(run()) == (True, _hmac(raw_key, b"env"))
+
+
+@contextlib.contextmanager
+def _fake_enclave(tmp_path, upstream: str) -> Iterator[str]:
+    """Relays OPEN_SESSION to the real enclave (so the document is genuine and fresh) and answers
+    every other request itself with a forged signature."""
+    path = str(tmp_path / "fake-enclave.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(4)
+    served: list[socket.socket] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError, EOFError):
+            client, _ = listener.accept()
+            real = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            served.extend((client, real))
+            real.connect(upstream.removeprefix("unix://"))
+            while True:
+                frame, type_code, request_id = _read_frame(client)
+                if type_code == OPEN_SESSION:
+                    real.sendall(frame)
+                    client.sendall(_read_frame(real)[0])
+                else:
+                    client.sendall(HEADER.pack(len(FORGED), 1, SIGNATURE, request_id) + FORGED)
+
+    thread = threading.Thread(target=serve, name="fake-enclave")
+    thread.start()
+    try:
+        yield f"unix://{path}"
+    finally:
+        listener.close()
+        for sock in served:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        thread.join(10)
+
+
+def _read_frame(sock: socket.socket) -> tuple[bytes, int, int]:
+    def exactly(count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = sock.recv(count - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+    header = exactly(HEADER.size)
+    length, _, type_code, request_id = HEADER.unpack(header)
+    return header + exactly(length), type_code, request_id
+
+
+def test_a_fake_enclave_relaying_the_attestation_is_refused(zerocopy_emulator, enclave, raw_key, tmp_path):
+    async def run(address):
+        signer = _attesting(zerocopy_emulator, address)
+        try:
+            await signer.sign(raw_key.name, b"an order")
+        except ZeroCopyError as exc:
+            return exc, signer.attestation, _no_tasks_left() or "tasks left"
+        finally:
+            await signer.close()
+
+    with _fake_enclave(tmp_path, enclave.address) as address:
+        error, attestation, clean = asyncio.run(run(address))
+    assert attestation is not None  # the handshake, relayed, did verify: the forgery is what fails
+    assert isinstance(error, SessionError) and "authentication failed" in str(error)
+    assert clean is True
+
+
+# -- timeouts: fail closed -----------------------------------------------------------------------
+class _SlowServer:
+    """Answers each SIGN with ``b"sig:" + payload``; the first request only after ``delay`` s."""
+
+    def __init__(self, tmp_path, delay: float) -> None:
+        self.path = str(tmp_path / "slow.sock")
+        self.delay, self.requests = delay, 0
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(self.path)
+        self._listener.listen(8)
+        self._sockets: list[socket.socket] = []
+        self._threads = [threading.Thread(target=self._accept, name="slow-accept")]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self._listener.accept()
+                self._sockets.append(client)
+                thread = threading.Thread(target=self._serve, args=(client,), name="slow-conn")
+                self._threads.append(thread)
+                thread.start()
+
+    def _serve(self, client: socket.socket) -> None:
+        conn = Connection(Role.SERVER)
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                conn.receive_data(data)
+                while (event := conn.next_event()) is not NEED_DATA:
+                    self.requests += 1
+                    if self.requests == 1:
+                        time.sleep(self.delay)
+                    client.sendall(conn.send(Signature(event.request_id, b"sig:" + event.payload)))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in self._threads:
+            thread.join(10)
+
+
+@pytest.fixture
+def slow_server(tmp_path):
+    server = _SlowServer(tmp_path, delay=0.6)
+    yield server
+    server.close()
+
+
+def test_an_async_timeout_drops_the_late_answer_and_leaves_no_task(slow_server):
+    async def run():
+        signer = AsyncSigner(f"unix://{slow_server.path}", timeout=0.2)
+        with pytest.raises(Timeout, match="did not answer"):
+            await signer.sign("k", b"first")
+        await asyncio.sleep(0.6)  # the late answer to "first" arrives meanwhile
+        signer.timeout = 10  # a busy machine must not make the second call time out too
+        second = await signer.sign("k", b"second")
+        await signer.close()
+        return second, _no_tasks_left()
+
+    assert asyncio.run(run()) == (b"sig:second", True)
+
+
+def test_a_server_that_never_answers_is_a_timeout_and_no_task_is_left(tmp_path):
+    path = str(tmp_path / "silent.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    async def run():
+        signer = AsyncSigner(f"unix://{path}", timeout=0.3)
+        started = time.monotonic()
+        outcomes = await asyncio.gather(*(signer.sign("k", b"x") for _ in range(5)), return_exceptions=True)
+        elapsed = time.monotonic() - started
+        await signer.close()
+        with pytest.raises(ConnectionClosed, match="closed"):
+            await signer.sign("k", b"x")  # closed by its user: stays closed
+        return outcomes, elapsed, _no_tasks_left()
+
+    try:
+        outcomes, elapsed, clean = asyncio.run(run())
+    finally:
+        listener.close()
+    assert all(isinstance(outcome, Timeout) for outcome in outcomes) and elapsed < 5 and clean
+
+
+def test_a_sync_timeout_drops_the_connection_so_the_late_answer_is_never_read(slow_server):
+    with Signer(f"unix://{slow_server.path}", timeout=0.2) as signer:
+        with pytest.raises(Timeout):
+            signer.sign("k", b"first")
+        time.sleep(0.6)
+        signer.timeout = 10  # for the new connection the next call opens
+        assert signer.sign("k", b"second") == b"sig:second"
+
+
+# -- restarts and threads ------------------------------------------------------------------------
+def test_an_enclave_restarted_mid_gather_gives_typed_errors_and_the_next_call_works(zerocopy_emulator):
+    with zerocopy_emulator.launch() as enclave:  # its own: the module's enclave keeps its keys
+        secret = _provision(zerocopy_emulator, enclave.address, "async-restart").secret
+        outcomes: list = []
+
+        async def worker(signer, stop, index):
+            count = 0
+            while not stop.is_set():
+                payload = f"{index}:{count}".encode()
+                count += 1
+                try:
+                    outcomes.append((payload, await signer.sign("async-restart", payload)))
+                except ZeroCopyError as exc:
+                    outcomes.append((payload, exc))
+
+        async def run():
+            async with AsyncSigner(enclave.address, timeout=30) as signer:
+                stop = asyncio.Event()
+                workers = [asyncio.create_task(worker(signer, stop, index)) for index in range(8)]
+                await asyncio.sleep(0.2)
+                await asyncio.to_thread(enclave.restart)
+                await asyncio.sleep(0.2)
+                stop.set()
+                await asyncio.gather(*workers)
+                with pytest.raises(UnknownKey, match="not provisioned"):
+                    await signer.sign("async-restart", b"after")  # reconnected: the new enclave answers
+                await asyncio.to_thread(_provision, zerocopy_emulator, enclave.address, "async-restart", secret=secret)
+                return await signer.sign("async-restart", b"after")
+
+        after = asyncio.run(run())
+    assert after == hmac.new(secret, b"after", hashlib.sha256).digest()
+    errors = [outcome for _, outcome in outcomes if isinstance(outcome, Exception)]
+    assert errors and all(isinstance(error, (ConnectionFailed, UnknownKey)) for error in errors)
+    signed = [(payload, outcome) for payload, outcome in outcomes if isinstance(outcome, bytes)]
+    assert signed and all(outcome == hmac.new(secret, payload, hashlib.sha256).digest() for payload, outcome in signed)
+
+
+def test_one_signer_shared_by_many_threads_gives_each_call_its_own_answer(zerocopy_emulator, enclave, raw_key, busy_binance_key):
+    binance_key = busy_binance_key
+    results: dict[tuple[int, int], object] = {}
+
+    def work(signer: Signer, thread: int) -> None:
+        for count in range(60):
+            payload = f"thread-{thread}-{count}".encode()
+            if count % 5:
+                results[thread, count] = signer.sign(raw_key.name, payload) == _hmac(raw_key, payload)
+            else:
+                params = [*BINANCE_ORDER[:-2], ("newClientOrderId", payload.decode()), BINANCE_ORDER[-1]]
+                query = signer.sign_request(binance_key.name, "POST", "/api/v3/order", params=params).query
+                results[thread, count] = payload.decode() in query and query.endswith(hmac_sha256(binance_key.secret, query.rpartition("&signature=")[0].encode()).hex())
+
+    for attested in (False, True):
+        results.clear()
+        options = {"expected_pcrs": {0: zerocopy_emulator.pcrs[0]}, "roots": [zerocopy_emulator.root_certificate]} if attested else {}
+        with Signer(enclave.address, **options) as signer:
+            threads = [threading.Thread(target=work, args=(signer, index)) for index in range(12)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+        assert len(results) == 12 * 60 and all(ok is True for ok in results.values())

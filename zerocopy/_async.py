@@ -1,0 +1,337 @@
+"""The bot's side for asyncio: :class:`AsyncSigner`, the :class:`~zerocopy.Signer` API awaited.
+
+Concurrent calls share one connection: each request gets its own request id, is written as soon as
+it is made, and one reader task routes every answer to the future waiting on that id. Whatever
+breaks the connection (the enclave closed it, a frame failed to authenticate, an answer nobody
+asked for) fails every waiting call with a typed error and drops the connection; the next call
+opens a new one, attesting again if the signer attests. A call that times out raises
+:class:`~zerocopy.errors.Timeout` and its id is abandoned: a late answer to it is discarded, and
+ids are never reused on a connection, so it cannot reach another call.
+
+The wire work is the same sans-IO core (:class:`enclave.protocol.Connection`) and the same helpers
+as the ``Signer``'s (handshake, attestation checks, argument encoding, error mapping).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from enclave.protocol import (
+    NEED_DATA,
+    Connection,
+    ControlResponse,
+    ErrorCode,
+    ErrorResponse,
+    HttpSignature,
+    LocalProtocolError,
+    RemoteProtocolError,
+    Role,
+    Signature,
+)
+from enclave.protocol.address import Address, AddressError, parse_address
+from enclave.protocol.messages import Attest, Audit, Keys, Message
+
+from . import errors
+from ._client import (
+    KeyInfo,
+    SignedRequest,
+    _attestation_options,
+    _control_answer,
+    _env_arguments,
+    _error_for,
+    _finish_session,
+    _key_argument,
+    _nonce_argument,
+    _payload_argument,
+    _session_request,
+    _sign_http_request,
+    _signed_request,
+    _unexpected_answer,
+)
+
+__all__ = ["AsyncSigner"]
+
+_RECV = 65536
+
+
+class _Link:
+    """One connection: the protocol core, the stream, the calls waiting on it and its reader task."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.conn = Connection(Role.CLIENT)
+        self.ids = itertools.count(1)
+        self.waiting: dict[int, asyncio.Future] = {}
+        self.abandoned: set[int] = set()  # timed-out ids whose late answers are dropped
+        self.broken: errors.ZeroCopyError | None = None
+        self.reading = asyncio.get_running_loop().create_task(self._read(), name="zerocopy-async-reader")
+
+    async def request(self, send: Callable[..., bytes], parts: tuple, timeout: float | None) -> Any:
+        """Encode and write one request (no await between sealing and writing: frames go out in
+        the order the session counted them) and wait for its own answer."""
+        if self.broken is not None:
+            raise _copy(self.broken)
+        request_id = next(self.ids) & 0xFFFFFFFF
+        try:
+            data = send(self.conn, request_id, *parts)
+        except LocalProtocolError as exc:
+            raise ValueError(str(exc)) from None
+        answer = self.waiting[request_id] = asyncio.get_running_loop().create_future()
+        self.writer.write(data)
+        try:
+            async with asyncio.timeout(timeout):  # cancels the wait (and so ``answer``) when due
+                await self.writer.drain()
+                return await answer
+        except TimeoutError:
+            self._abandon(request_id)
+            raise errors.Timeout(f"the enclave did not answer within {timeout}s") from None
+        except ConnectionError as exc:
+            self.fail(errors.ConnectionClosed(f"the connection to the enclave broke: {exc.strerror or exc}"))
+        except asyncio.CancelledError:
+            self._abandon(request_id)
+            raise
+        return answer.result()  # the drain failed: fail() has set this call's error
+
+    def _abandon(self, request_id: int) -> None:
+        if self.waiting.pop(request_id, None) is not None:
+            self.abandoned.add(request_id)
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                data = await self.reader.read(_RECV)
+                if not data:
+                    return self.fail(errors.ConnectionClosed("the enclave closed the connection before answering"))
+                self.conn.receive_data(data)
+                self._route_events()
+        except (ConnectionError, OSError) as exc:
+            self.fail(errors.ConnectionClosed(f"the connection to the enclave broke: {exc}"))
+        except errors.ZeroCopyError as exc:
+            self.fail(exc)
+
+    def _route_events(self) -> None:
+        while self.broken is None:
+            try:
+                event = self.conn.next_event()
+            except RemoteProtocolError as exc:
+                if exc.code is ErrorCode.SESSION_FAILED:
+                    raise errors.SessionError(str(exc)) from None
+                raise errors.ProtocolError(f"malformed response from the enclave: {exc}") from None
+            if event is NEED_DATA:
+                return
+            answer = self.waiting.pop(event.request_id, None)
+            if answer is not None:
+                if not answer.done():
+                    answer.set_result(event)
+            elif event.request_id in self.abandoned:
+                self.abandoned.discard(event.request_id)  # the late answer to a call that timed out
+            elif isinstance(event, ErrorResponse) and event.request_id == 0:
+                raise _error_for(event)
+            else:
+                raise errors.ProtocolError(f"response for request {event.request_id}, which nothing is waiting for")
+
+    def fail(self, error: errors.ZeroCopyError) -> None:
+        """Drop the connection; every waiting call raises (a copy of) ``error``."""
+        if self.broken is None:
+            self.broken = error
+        self.writer.close()
+        waiting, self.waiting = self.waiting, {}
+        for answer in waiting.values():
+            if not answer.done():
+                answer.set_exception(_copy(self.broken))
+        if asyncio.current_task() is not self.reading:
+            self.reading.cancel()
+
+    async def close(self) -> None:
+        self.fail(errors.ConnectionClosed("this AsyncSigner is closed"))
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.reading
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
+
+def _copy(error: errors.ZeroCopyError) -> errors.ZeroCopyError:
+    """A fresh instance per waiting call: one exception object raised in many tasks would share
+    (and keep growing) one traceback."""
+    clone = type(error).__new__(type(error))
+    clone.__dict__.update(error.__dict__)
+    clone.args = error.args
+    return clone
+
+
+class AsyncSigner:
+    """A connection to a ZeroCopy enclave for asyncio: ``async with AsyncSigner(address) as signer``.
+
+    The arguments are the :class:`~zerocopy.Signer`'s, with the same meaning (attested sessions
+    when ``expected_pcrs`` pins PCR0); ``timeout`` bounds each call, connecting and attesting
+    included. Calls may run concurrently (``asyncio.gather``): they are pipelined on one connection.
+    If the connection turns out to be broken (the enclave restarted), a call is tried once more on
+    a new one, as the ``Signer`` does.
+    """
+
+    def __init__(
+        self,
+        address: str | Address,
+        *,
+        expected_pcrs: Mapping[int, bytes] | None = None,
+        roots: Sequence[Any] | None = None,
+        timeout: float | None = 10.0,
+        allow_debug: bool = False,
+    ) -> None:
+        try:
+            self.address = parse_address(address)
+        except AddressError as exc:
+            raise ValueError(str(exc)) from None
+        self.timeout = timeout
+        self.attestation: Any = None
+        self._verification = _attestation_options(expected_pcrs, roots, allow_debug)
+        self._link: _Link | None = None
+        self._connecting: asyncio.Lock | None = None  # made on first use, inside the loop
+        self._closed = False
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> "AsyncSigner":
+        """The enclave named by ``$ZEROCOPY_ENCLAVE``, attesting under the same environment rules
+        as :meth:`zerocopy.Signer.from_env`. Connects on ``async with`` (or the first call)."""
+        address, kwargs = _env_arguments(kwargs)
+        return cls(address, **kwargs)
+
+    @property
+    def attested(self) -> bool:
+        """Whether the current connection is an attested session (frames sealed both ways)."""
+        link = self._link
+        return link is not None and link.broken is None and link.conn.session is not None
+
+    # -- connections ------------------------------------------------------------------------
+    async def _current(self) -> _Link:
+        """The open connection, or a new one (attested, if this signer attests)."""
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._closed:
+                raise errors.ConnectionClosed("this AsyncSigner is closed")
+            if self._link is None or self._link.broken is not None:
+                self._link = None
+                self._link = await self._open()
+            return self._link
+
+    async def _open(self) -> _Link:
+        link = _Link(*await self._connect())
+        try:
+            if self._verification is not None:
+                handshake, request = _session_request()
+                answer = await self._control_on(link, request, errors.SessionError)
+                self.attestation = _finish_session(link.conn, handshake, answer, self._verification)
+        except BaseException:
+            await link.close()
+            raise
+        return link
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        sock = socket.socket(self.address.family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, self.address.sockaddr), self.timeout)
+            if self.address.scheme == "tcp":
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return await asyncio.open_connection(sock=sock, limit=_RECV)
+        except asyncio.TimeoutError:
+            sock.close()
+            raise errors.Timeout(f"connecting to the enclave at {self.address} timed out") from None
+        except OSError as exc:
+            sock.close()
+            raise errors.ConnectionFailed(f"cannot connect to the enclave at {self.address}: {exc.strerror or exc}") from None
+        except BaseException:
+            sock.close()
+            raise
+
+    async def _request(self, send: Callable[..., bytes], *parts: Any, retry: bool = True) -> Any:
+        """The one way a request goes out (``send`` a :class:`Connection` method, as in the
+        ``Signer``); with ``retry``, once more on a new connection if this one is broken."""
+        for attempt in (1, 2):
+            link = await self._current()
+            try:
+                return await link.request(send, parts, self.timeout)
+            except errors.ConnectionClosed:
+                if attempt == 2 or not retry or self._closed:
+                    raise
+
+    async def _control_on(self, link: _Link, message: Message, malformed: type[errors.ProtocolError]) -> Any:
+        """A control message on ``link`` (not yet published: the handshake), its typed answer."""
+        response = await link.request(Connection.send_control, (message,), self.timeout)
+        if type(response) is not ControlResponse or response.kind != message.TYPE | 0x80:
+            if type(response) is not ErrorResponse:
+                link.fail(errors.ProtocolError(f"unexpected answer to {message.TYPE.name}"))
+            raise _unexpected_answer(response, message.TYPE.name)
+        return _control_answer(response, malformed)
+
+    async def _control(self, message: Message) -> Any:
+        response = await self._request(Connection.send_control, message)
+        if type(response) is not ControlResponse or response.kind != message.TYPE | 0x80:
+            raise self._unexpected(response, message.TYPE.name)
+        return _control_answer(response, errors.ProtocolError)
+
+    # -- the API ----------------------------------------------------------------------------
+    async def sign(self, key: str, payload: bytes) -> bytes:
+        """Raw signature of ``payload`` with the key named ``key`` (if its policy allows raw signing)."""
+        event = await self._request(Connection.send_sign, _key_argument(key), _payload_argument(payload))
+        if type(event) is not Signature:
+            raise self._unexpected(event, "SIGN")
+        return event.signature
+
+    async def sign_request(
+        self,
+        key: str,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
+        body: str | bytes | None = None,
+    ) -> SignedRequest:
+        """Have the enclave build and sign an exchange request (the key's scheme decides the format)."""
+        event = await self._request(Connection.send_sign_http, _sign_http_request(key, method, path, params, body))
+        if type(event) is not HttpSignature:
+            raise self._unexpected(event, "SIGN_HTTP")
+        return _signed_request(method, path, body, event)
+
+    async def attest(self, nonce: bytes) -> bytes:
+        """A fresh attestation document (raw CBOR) binding ``nonce``."""
+        return (await self._control(Attest(nonce=_nonce_argument(nonce)))).document
+
+    async def audit(self, *, after: int = 0, limit: int = 1000, nonce: bytes | None = None) -> dict:
+        """Audit receipts and a signed checkpoint, as :meth:`zerocopy.Signer.audit`."""
+        return (await self._control(Audit(after=after, limit=limit, nonce=nonce))).to_fields()
+
+    async def keys(self) -> list[KeyInfo]:
+        """The keys loaded in the enclave (names, schemes, API key ids, policy digests)."""
+        return list((await self._control(Keys())).keys)
+
+    def _unexpected(self, response: Any, kind: str) -> errors.ZeroCopyError:
+        if type(response) is not ErrorResponse and self._link is not None:
+            self._link.fail(errors.ProtocolError(f"unexpected answer to {kind}"))
+        return _unexpected_answer(response, kind)
+
+    async def close(self) -> None:
+        self._closed = True
+        link, self._link = self._link, None
+        if link is not None:
+            await link.close()
+
+    async def __aenter__(self) -> "AsyncSigner":
+        try:
+            await self._current()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<AsyncSigner {self.address}{' closed' if self._closed else ''}>"
+
