@@ -273,6 +273,7 @@ class EnclaveService:
         """Load a key; ``sealed_by`` is the ARN of the KMS key that sealed it, as KMS reported it."""
         try:
             signing_key = load_key(bundle.scheme, secret, bundle.api_key)
+            signing_key.apply_policy(policy.document or {})
         except SchemeError as exc:
             raise _Unusable(str(exc)) from None
         # The sealing key counts: the same secret under another KMS key is another provenance to report.

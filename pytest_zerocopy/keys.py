@@ -14,8 +14,9 @@ __all__ = ["TestKey", "make_secret", "KeyMaker"]
 @dataclass(frozen=True)
 class TestKey:
     """A key loaded into the enclave for a test. ``secret`` is what was sealed: the HMAC secret
-    (bytes) or, for asymmetric schemes, the private key PEM — so tests can check signatures on
-    their own. It never shows in the repr."""
+    (bytes) or, for asymmetric schemes, the private key (PEM, or Coinbase's base64 Ed25519 form),
+    and ``public_key`` its public half as PEM — so tests can check signatures on their own. The
+    secret never shows in the repr."""
 
     __test__ = False  # not a test class, whatever pytest thinks of the name
 
@@ -28,9 +29,17 @@ class TestKey:
     policy_sha256: str = ""
 
 
-def make_secret(scheme: str, *, passphrase: str | None = None) -> bytes:
-    """A random secret in the form the scheme's exchange hands out (as its signer says)."""
-    return _signer(scheme).fresh_secret(passphrase=passphrase)
+def make_secret(scheme: str, *, passphrase: str | None = None, key_kind: str | None = None) -> bytes:
+    """A random secret in the form the scheme's exchange hands out (as its signer says).
+    ``key_kind`` picks the key type where the scheme takes several (``coinbase-jwt``: ``"p256"``,
+    the default, or ``"ed25519"``, in the base64 form Coinbase's portal shows)."""
+    signer = _signer(scheme)
+    if key_kind is None:
+        return signer.fresh_secret(passphrase=passphrase)
+    kinds = getattr(signer, "key_kinds", ())
+    if key_kind not in kinds:
+        raise ValueError(f"key_kind {key_kind!r} is not one {scheme} offers ({', '.join(kinds) or 'it has one key type'})")
+    return signer.fresh_secret(passphrase=passphrase, key_kind=key_kind)
 
 
 def _signer(scheme: str) -> Any:
@@ -42,11 +51,10 @@ def _signer(scheme: str) -> Any:
     return SCHEMES.get(scheme, SigningKey)
 
 
-def _public_key_pem(secret: bytes) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    key = serialization.load_pem_private_key(secret, password=None)
-    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+def _public_key_pem(signer: Any, secret: bytes, api_key: str) -> bytes:
+    """Read by the scheme's own signer: it knows every form its secrets take (PEM or Coinbase's
+    base64 Ed25519 keys)."""
+    return signer(secret, api_key).public_key_pem()
 
 
 class KeyMaker:
@@ -97,7 +105,7 @@ class KeyMaker:
             name=name,
             scheme=scheme,
             secret=secret,
-            public_key=_public_key_pem(secret) if asymmetric else None,
+            public_key=_public_key_pem(signer, secret, api_key) if asymmetric else None,
             api_key=api_key,
             passphrase=passphrase,
             policy_sha256=bundle.policy_sha256,

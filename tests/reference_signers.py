@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 from urllib.parse import quote, urlencode
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 Pairs = Sequence[tuple[str, str]]
@@ -200,3 +200,29 @@ def coinbase_check(public_key: ec.EllipticCurvePublicKey, api_key: str, method: 
     nbf = now_ms // 1000
     assert claims == {"sub": api_key, "iss": "cdp", "nbf": nbf, "exp": nbf + 120, "uri": f"{method} {COINBASE_HOST}{path}"}
     return header, claims
+
+
+def coinbase_eddsa_check(public_key: ed25519.Ed25519PublicKey, api_key: str, method: str, path: str, now_ms: int, token: str) -> tuple[dict, dict]:
+    """Verify an EdDSA (Ed25519) JWT the way Coinbase does and return (header, claims): the same
+    header and claims as ES256 but ``alg: EdDSA`` and the 64 raw Ed25519 signature bytes (RFC 8037).
+
+    Raises ``cryptography.exceptions.InvalidSignature`` or ``AssertionError``.
+    """
+    header_b64, claims_b64, signature_b64 = token.split(".")
+    signature = b64url_decode(signature_b64)
+    assert len(signature) == 64, "Ed25519 signatures are 64 bytes"
+    public_key.verify(signature, f"{header_b64}.{claims_b64}".encode())
+    header = json.loads(b64url_decode(header_b64))
+    claims = json.loads(b64url_decode(claims_b64))
+    nonce = header.get("nonce", "")
+    assert len(nonce) == 64 and all(c in "0123456789abcdef" for c in nonce), "nonce: 32 random bytes, hex"
+    assert header == {"alg": "EdDSA", "kid": api_key, "nonce": nonce, "typ": "JWT"}
+    nbf = now_ms // 1000
+    assert claims == {"sub": api_key, "iss": "cdp", "nbf": nbf, "exp": nbf + 120, "uri": f"{method} {COINBASE_HOST}{path}"}
+    return header, claims
+
+
+def python_kraken_sdk_nonce(now: float) -> int:
+    """python-kraken-sdk 3's nonce at ``now`` (seconds): ``int(time.time() * 100_000_000)``,
+    from ``kraken/base_api/__init__.py``; its tests pin the clock to compare with the real one."""
+    return int(now * 100_000_000)

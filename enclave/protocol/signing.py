@@ -26,7 +26,8 @@ Rules shared by every exchange scheme
   characters (it goes into a header).
 
 :meth:`SigningKey.sign` of an exchange scheme returns the raw bytes of its primitive over the
-payload: the HMAC digest, the RSA or Ed25519 signature, ``r||s`` (64 bytes) for ``coinbase-jwt``.
+payload: the HMAC digest, the RSA or Ed25519 signature, ``r||s`` (64 bytes) for a ``coinbase-jwt``
+P-256 key (the 64-byte Ed25519 signature for an Ed25519 one).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import re
 import secrets
 import string
 from datetime import datetime, timedelta, timezone
+from collections.abc import Mapping
 from typing import Any, ClassVar, Iterable, NamedTuple
 from urllib.parse import quote
 
@@ -106,6 +108,10 @@ class SigningKey:
     def _load(self, secret: bytes) -> None:
         raise NotImplementedError
 
+    def apply_policy(self, document: Mapping[str, Any]) -> None:
+        """Take the sealed policy fields the signer itself reads (Kraken's ``nonce``); the policy
+        engine has already refused those that do not apply to the scheme."""
+
     def sign(self, payload: bytes) -> bytes:
         raise NotImplementedError
 
@@ -143,7 +149,7 @@ class HmacSha512(_Hmac):
     digest = "sha512"
 
 
-def _load_private_pem(secret: bytes, scheme: str) -> object:
+def load_private_pem(secret: bytes, scheme: str) -> object:
     try:
         key: object = serialization.load_pem_private_key(secret, password=None)
     except Exception:  # ValueError, TypeError, UnsupportedAlgorithm: never echo or chain the key bytes
@@ -168,7 +174,7 @@ class _Asymmetric(SigningKey):
         raise NotImplementedError
 
     def _load(self, secret: bytes) -> None:
-        key = _load_private_pem(secret, self.name)
+        key = load_private_pem(secret, self.name)
         if not isinstance(key, self.key_type):
             raise SchemeError(f"{self.name}: the PEM key is not of the right type for this scheme")
         self._check(key)

@@ -4,8 +4,12 @@
     The secret is the base64 private key Kraken shows. POST to ``/0/private/...``; the POST fields
     are passed as params (body empty) and the enclave returns the encoded POST data as ``body``.
     If the caller gives no ``nonce`` field the enclave puts ``nonce=<n>`` first, with
-    ``n = max(now_ms, previous enclave nonce + 1)`` so nonces stay strictly increasing per loaded
-    key. API-Sign = base64(HMAC-SHA512(base64decode(secret), path + SHA256(nonce + postdata))).
+    ``n = max(now × per_second, previous enclave nonce + 1)``: strictly increasing per loaded key,
+    and across enclave restarts too, since it follows the clock (not a counter that a restart would
+    reset). ``per_second`` is the key's sealed ``[nonce] per_second`` (default 1000: milliseconds,
+    krakenex's unit). Kraken refuses a nonce not above the last one it saw for the key, so a key
+    used before with python-kraken-sdk (``int(time.time() * 100_000_000)``, about 1.7e17) needs
+    ``per_second = 100000000``, or every enclave nonce would be too small. API-Sign = base64(HMAC-SHA512(base64decode(secret), path + SHA256(nonce + postdata))).
     Headers ``API-Key``, ``API-Sign``.
 
 Parameter names and spellings: Kraken REST "Add Order", "Edit Order", "Get Open Orders", "Query
@@ -23,6 +27,7 @@ import os
 import re
 import threading
 from collections.abc import Mapping
+from typing import Any
 
 from ..exchange import BASE, EITHER, Exchange, Flags, LimitPrice, OrderFields, PlainOrder, endpoint, spellings
 from ..signing import Params, SchemeError, SignedHttp, SigningKey, b64, check_method, check_params, check_path, checked_now, query_string
@@ -55,6 +60,12 @@ class Kraken(SigningKey):
         self._secret = key
         self._nonce_lock = threading.Lock()
         self._last_nonce = 0
+        self._nonce_per_ms = 1
+
+    def apply_policy(self, document: Mapping[str, Any]) -> None:
+        """The key's nonce unit: ``[nonce] per_second`` is a power of ten from 1000 (checked by the
+        policy document's schema), so a nonce is the clock's milliseconds times a whole number."""
+        self._nonce_per_ms = document.get("nonce", {}).get("per_second", 1000) // 1000
 
     def sign(self, payload: bytes) -> bytes:
         return hmac.digest(self._secret, payload, "sha512")
@@ -64,7 +75,7 @@ class Kraken(SigningKey):
             if supplied is not None:
                 self._last_nonce = max(self._last_nonce, int(supplied))
                 return supplied
-            self._last_nonce = max(now_ms, self._last_nonce + 1)
+            self._last_nonce = max(now_ms * self._nonce_per_ms, self._last_nonce + 1)
             return str(self._last_nonce)
 
     def sign_http(self, method: str, path: str, params: Params, body: bytes, now_ms: int) -> SignedHttp:

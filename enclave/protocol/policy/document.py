@@ -157,6 +157,18 @@ def _freshness(value: Any, name: str) -> dict[str, Any]:
     return normalized
 
 
+def _nonce(value: Any, name: str) -> dict[str, int]:
+    """The unit of a nonce the enclave sets (Kraken): ticks per second of its clock, so a key
+    migrated from a client counting in a finer unit gets nonces above those it has seen."""
+    nonce = _table(value, name, {"per_second"})
+    per_second = nonce.get("per_second")
+    if type(per_second) is not int or per_second not in _NONCE_UNITS:  # not True, not 1000.0
+        raise PolicyError("nonce.per_second must be a power of ten from 1000 (milliseconds) to 1000000000 (nanoseconds)")
+    return {"per_second": per_second}
+
+
+_NONCE_UNITS = frozenset(10**digits for digits in range(3, 10))
+
 # Every field but version, in the order they are checked (the first bad one is the one named).
 _STEPS: dict[str, Callable[[Any, str], Any]] = {
     "scheme": _scheme,
@@ -170,6 +182,7 @@ _STEPS: dict[str, Callable[[Any, str], Any]] = {
     "notional_window": _notional_window,
     "rate": _rate,
     "freshness": _freshness,
+    "nonce": _nonce,
 }
 _FIELDS = {"version", *_STEPS}
 

@@ -129,6 +129,8 @@ def _check_applicable(doc: dict, scheme: str, exchange: Exchange | None) -> None
                 f"{constrained[0]!r} cannot be enforced for {scheme}: {exchange.unsigned_body.signature} covers the method and path, "
                 "not the body, so the host can send any order body with it. Restrict endpoints and rate instead."
             )
+    if "nonce" in doc and (exchange is None or exchange.host_nonce_param is None):
+        raise PolicyError(f"'nonce' does not apply to {scheme}: the enclave sets no nonce in its requests")
 
 
 def _allowed(doc: dict, scheme: str, exchange: Exchange | None) -> frozenset[str]:
