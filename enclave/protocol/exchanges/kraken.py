@@ -9,8 +9,8 @@
     reset). ``per_second`` is the key's sealed ``[nonce] per_second`` (default 1000: milliseconds,
     krakenex's unit). Kraken refuses a nonce not above the last one it saw for the key, so a key
     used before with python-kraken-sdk (``int(time.time() * 100_000_000)``, about 1.7e17) needs
-    ``per_second = 100000000``, or every enclave nonce would be too small. API-Sign = base64(HMAC-SHA512(base64decode(secret), path + SHA256(nonce + postdata))).
-    Headers ``API-Key``, ``API-Sign``.
+    ``per_second = 100000000``, or every enclave nonce would be too small.
+    API-Sign = base64(HMAC-SHA512(base64decode(secret), path + SHA256(nonce + postdata))). Headers ``API-Key``, ``API-Sign``.
 
 Parameter names and spellings: Kraken REST "Add Order", "Edit Order", "Get Open Orders", "Query
 Orders Info", 2025. ``leverage`` takes a number (or "2:1"), not an enumeration: the borrowing rule
