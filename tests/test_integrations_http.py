@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import reference_signers as reference
 from enclave.protocol.exchanges import exchange_for_scheme
 from pytest_zerocopy import factories
-from zerocopy import PolicyRefused
+from zerocopy import AsyncSigner, PolicyRefused
+from zerocopy._client import plain_decimal
 
 requests = pytest.importorskip("requests", reason="pip install 'zerocopy[test]' (requests is a test extra)")
 httpx = pytest.importorskip("httpx", reason="pip install 'zerocopy[test]' (httpx is a test extra)")
@@ -366,3 +370,46 @@ def test_the_readme_block_runs_as_written_against_the_fake_exchange(keys, http_e
     assert [(request.method, request.path) for request in fake_exchange.received] == [("GET", "/api/v3/account"), ("POST", "/api/v3/order")]
     for request in fake_exchange.received:
         fake_exchange.verify(request)
+
+
+# == numbers in requests ===========================================================================
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.decimals(allow_nan=False, allow_infinity=False), st.integers()))
+def test_any_finite_number_is_written_as_a_plain_decimal_that_reads_back_as_the_same_value(number):
+    text = plain_decimal(number)
+    assert re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", text), text
+    assert type(number)(text) == number
+
+
+@pytest.mark.parametrize(("number", "text"), [
+    (1e-05, "0.00001"), (Decimal("1E+2"), "100"), (0.1, "0.1"), (30000.0, "30000.0"), (1e22, "10000000000000000000000"),
+    (Decimal("0.010"), "0.010"), (7, "7"),
+])
+def test_numbers_are_written_without_an_exponent(number, text):
+    assert plain_decimal(number) == text
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    (True, TypeError), (None, TypeError), (b"1", TypeError), (float("nan"), ValueError), (float("inf"), ValueError),
+    (Decimal("-Infinity"), ValueError), (Decimal("NaN"), ValueError),
+])
+def test_booleans_other_types_and_non_finite_numbers_are_refused_naming_the_parameter(value, error, keys, http_signer):
+    with pytest.raises(error, match="'quantity'"):
+        http_signer.sign_request(keys["binance-hmac"].name, "POST", "/api/v3/order", params=[("quantity", value)])
+
+
+@pytest.mark.parametrize("client", ["sync", "async"])
+def test_int_float_and_decimal_params_are_signed_as_plain_decimals_and_verify(client, keys, http_emulator, fake_exchange, http_signer):
+    """``Signer`` and ``AsyncSigner`` write numbers the same way (one helper)."""
+    fake_exchange.key = keys["binance-hmac"]
+    order = [("symbol", "BTCUSDT"), ("side", "BUY"), ("type", "LIMIT"), ("timeInForce", "GTC"), ("quantity", 1e-05), ("price", Decimal("3E+4"))]
+    if client == "sync":
+        signed = http_signer.sign_request(fake_exchange.key.name, "POST", "/api/v3/order", params=order)
+    else:
+        async def sign_async() -> Any:
+            async with AsyncSigner(http_emulator.address) as signer:
+                return await signer.sign_request(fake_exchange.key.name, "POST", "/api/v3/order", params=order)
+        signed = asyncio.run(sign_async())
+    assert signed.query.startswith("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.00001&price=30000&timestamp=")
+    response = requests.post(fake_exchange.url + signed.url_path, headers=signed.headers, timeout=30)
+    assert response.json() == {"verified": True}
