@@ -413,3 +413,31 @@ def test_int_float_and_decimal_params_are_signed_as_plain_decimals_and_verify(cl
     assert signed.query.startswith("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.00001&price=30000&timestamp=")
     response = requests.post(fake_exchange.url + signed.url_path, headers=signed.headers, timeout=30)
     assert response.json() == {"verified": True}
+
+
+# == Binance account reads under the default policy =================================================
+def test_a_bare_binance_account_read_is_refused_by_the_enclave_as_it_fits_the_fast_withdraw_switch(keys, http_signer):
+    with pytest.raises(PolicyRefused) as refusal:
+        http_signer.sign_request(keys["binance-hmac"].name, "GET", "/api/v3/account")
+    assert refusal.value.rule == "security"
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_the_adapters_sign_a_bare_binance_account_read_with_omit_zero_balances_false(client, keys, fake_exchange, http_signer):
+    """The library's timestamp and recvWindow are dropped, leaving no parameter: the adapter adds
+    Binance's default ``omitZeroBalances=false`` so the parameter set is the account read's alone."""
+    fake_exchange.key = keys["binance-hmac"]
+    answer = send(client, http_signer, fake_exchange.key.name, "GET", fake_exchange.url + "/api/v3/account",
+                  params={"timestamp": "1600000000000", "recvWindow": "10000"})
+    assert verified(answer)
+    [received] = fake_exchange.received
+    assert [name for name, _ in parse_qsl(received.query)] == ["omitZeroBalances", "timestamp", "signature"]
+    assert dict(parse_qsl(received.query))["omitZeroBalances"] == "false"
+
+
+def test_an_account_read_that_names_omit_zero_balances_keeps_its_value(keys, fake_exchange, http_signer):
+    fake_exchange.key = keys["binance-hmac"]
+    answer = send("requests", http_signer, fake_exchange.key.name, "GET", fake_exchange.url + "/api/v3/account", params={"omitZeroBalances": "true"})
+    assert verified(answer)
+    [received] = fake_exchange.received
+    assert parse_qsl(received.query)[0] == ("omitZeroBalances", "true")
