@@ -1,0 +1,163 @@
+"""``zerocopy.integrations.ccxt.attach``: ccxt's own requests, signed through the enclave.
+
+A differential suite. Each case runs one ccxt call twice against the fake exchange
+(``tests/fake_exchange.py``, which verifies every signature independently): once as ccxt ships,
+with the secret in memory, and once through ``attach`` with only a placeholder in the process.
+ccxt's clock and client order ids are pinned, and this module's enclave runs on a fixed clock at
+the same instant, so the two requests are byte-identical except where the enclave owns a field;
+each case names its differences. No network is used: ccxt's ``urls['api']`` point at the fake
+exchange and its markets are set in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import parse_qsl
+
+import pytest
+
+from fake_exchange import FakeExchange, Received, header, serving
+from pytest_zerocopy import factories
+from zerocopy import AsyncSigner
+
+ccxt = pytest.importorskip("ccxt", reason="pip install ccxt (a test extra)")
+import ccxt.async_support as ccxt_async  # noqa: E402
+
+from zerocopy.integrations.ccxt import PLACEHOLDER_SECRET, attach  # noqa: E402
+
+NOW_MS = 1_700_000_000_000  # ccxt's pinned clock, and the enclave's (a launch option)
+ccxt_emulator = factories.emulator_proc(scope="module", clock=f"fixed:{NOW_MS}")
+ccxt_signer = factories.signer("ccxt_emulator", scope="module")
+ccxt_key = factories.key_maker("ccxt_emulator", "ccxt_signer", scope="module")
+
+RATE = {"per_second": "1000", "burst": 1000}
+MARKETS = {  # exchange id -> (market id, base, quote)
+    "binance": ("BTCUSDT", "BTC", "USDT"),
+    "bybit": ("BTCUSDT", "BTC", "USDT"),
+    "okx": ("BTC-USDT", "BTC", "USDT"),
+    "kraken": ("XBTUSD", "BTC", "USD"),
+}
+
+
+@pytest.fixture(scope="module")
+def keys(ccxt_key) -> dict[str, Any]:
+    return {
+        "binance": ccxt_key("binance-hmac", policy={"symbols": ["BTCUSDT"], "max_quantity": "0.01", "rate": RATE}),
+        "bybit": ccxt_key("bybit-hmac", policy={"symbols": ["BTCUSDT"], "max_quantity": "0.01", "rate": RATE}),
+        "okx": ccxt_key("okx-hmac", policy={"symbols": ["BTC-USDT"], "max_quantity": "0.01", "rate": RATE}),
+        "kraken": ccxt_key("kraken", policy={"symbols": ["XBTUSD"], "max_quantity": "0.01", "rate": RATE}),
+    }
+
+
+@pytest.fixture(scope="module")
+def fake_exchange_server() -> Iterator[FakeExchange]:
+    with serving() as exchange:
+        yield exchange
+
+
+@pytest.fixture
+def fake_exchange(fake_exchange_server: FakeExchange) -> FakeExchange:
+    fake_exchange_server.reset()
+    return fake_exchange_server
+
+
+# == ccxt, pinned and pointed at the fake exchange ==================================================
+def _credentials(key: Any) -> dict[str, str]:
+    """The secret as ccxt takes it (for the run with the secret in memory)."""
+    if key.scheme == "okx-hmac":
+        document = json.loads(key.secret)
+        return {"apiKey": key.api_key, "secret": document["secret"], "password": document["passphrase"]}
+    return {"apiKey": key.api_key, "secret": key.secret.decode()}
+
+
+def _market(exchange: Any) -> dict:
+    market_id, base, quote = MARKETS[exchange.id]
+    ticks = exchange.precisionMode == ccxt.TICK_SIZE
+    return exchange.safe_market_structure({
+        "id": market_id, "symbol": f"{base}/{quote}", "base": base, "quote": quote, "baseId": base, "quoteId": quote,
+        "type": "spot", "spot": True, "active": True, "altname": market_id, "wsName": f"{base}/{quote}",
+        "precision": {"amount": 0.00001 if ticks else 5, "price": 0.01 if ticks else 2},
+        "limits": {"amount": {"min": 0.00001}, "price": {}, "cost": {}},
+        "info": {"orderTypes": ["LIMIT", "MARKET"]},
+    })
+
+
+def make_exchange(module: Any, exchange_id: str, url: str, credentials: dict[str, str]) -> Any:
+    """A ccxt instance with its clock and client ids pinned, its API at ``url``, markets in memory."""
+    exchange = getattr(module, exchange_id)({**credentials, "enableRateLimit": False})
+    exchange.urls["api"] = {name: re.sub(r"^https://[^/]+", url, base) for name, base in exchange.urls["api"].items()}
+    exchange.milliseconds = lambda: NOW_MS
+    exchange.uuid16 = lambda: "0123456789abcdef"
+    exchange.uuid22 = lambda: "0123456789abcdef012345"
+    exchange.set_markets([_market(exchange)])
+    return exchange
+
+
+# == the calls ======================================================================================
+def create_order(exchange: Any) -> Any:
+    return exchange.create_order("BTC/USDT" if exchange.id != "kraken" else "BTC/USD", "limit", "buy", 0.01, 30000)
+
+
+def fetch_balance(exchange: Any) -> Any:
+    return exchange.fetch_balance()
+
+
+def cancel_order(exchange: Any) -> Any:
+    return exchange.cancel_order("12345", "BTC/USDT")
+
+
+def wire(fake: FakeExchange) -> Received:
+    """The one request the fake exchange received, which it verified (200) or the test fails."""
+    [received] = fake.received
+    fake.verify(received)
+    return received
+
+
+def run_both(fake: FakeExchange, key: Any, exchange_id: str, call: Callable, signer: Any) -> tuple[Received, Received]:
+    """``call`` with the secret in memory, then through ``attach``: the two requests received."""
+    fake.key = key
+    call(make_exchange(ccxt, exchange_id, fake.url, _credentials(key)))
+    with_secret = wire(fake)
+    fake.received.clear()
+    attached = attach(make_exchange(ccxt, exchange_id, fake.url, {}), signer, key.name)
+    call(attached)
+    through_zerocopy = wire(fake)
+    assert PLACEHOLDER_SECRET.encode() not in _raw(through_zerocopy)
+    return with_secret, through_zerocopy
+
+
+def _raw(received: Received) -> bytes:
+    return (received.query + json.dumps(received.headers)).encode() + received.body
+
+
+def _binance_params(received: Received) -> list[tuple[str, str]]:
+    return parse_qsl(received.query, keep_blank_values=True) + parse_qsl(received.body.decode(), keep_blank_values=True)
+
+
+# == Binance ========================================================================================
+@pytest.mark.parametrize("call", [create_order, cancel_order])
+def test_binance_orders_through_zerocopy_differ_only_in_the_fields_the_enclave_owns(call, keys, fake_exchange, ccxt_signer):
+    """Differences: ccxt's form body moves to the query (the enclave signs a query), ccxt's
+    ``recvWindow=10000`` is dropped (the enclave owns the window: Binance's default 5000 applies),
+    the enclave writes ``timestamp`` after the request's parameters (ccxt first), and so the
+    signature differs. Every parameter and value, the timestamp's included, is the same."""
+    with_secret, through = run_both(fake_exchange, keys["binance"], "binance", call, ccxt_signer)
+    assert (through.method, through.path) == (with_secret.method, with_secret.path)
+    ccxt_params = _binance_params(with_secret)
+    assert ccxt_params[0] == ("timestamp", str(NOW_MS)) and ("recvWindow", "10000") in ccxt_params
+    request_params = [pair for pair in ccxt_params if pair[0] not in ("timestamp", "recvWindow", "signature")]
+    assert [pair for pair in _binance_params(through) if pair[0] != "signature"] == request_params + [("timestamp", str(NOW_MS))]
+    assert through.body == b"" and header(through, "X-MBX-APIKEY") == keys["binance"].api_key
+
+
+def test_binance_fetch_balance_is_signed_under_the_default_policy(keys, fake_exchange, ccxt_signer):
+    """Differences: ``recvWindow`` dropped, ``omitZeroBalances=false`` (Binance's default) added so
+    the parameter set is the account read's alone (docs/policy.md), and the signature."""
+    with_secret, through = run_both(fake_exchange, keys["binance"], "binance", fetch_balance, ccxt_signer)
+    assert (through.method, through.path) == (with_secret.method, with_secret.path) == ("GET", "/api/v3/account")
+    assert [name for name, _ in _binance_params(with_secret)] == ["timestamp", "recvWindow", "signature"]
+    assert _binance_params(through)[:2] == [("omitZeroBalances", "false"), ("timestamp", str(NOW_MS))]
