@@ -42,7 +42,7 @@ class FakeExchange:
 
     key: Any = None
     received: list[Received] = field(default_factory=list)
-    answers: dict[str, Any] = field(default_factory=dict)  # path -> JSON body of a verified answer
+    answers: dict[str, Any] = field(default_factory=dict)  # path (or "*": any) -> JSON body of a verified answer
     url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -50,6 +50,9 @@ class FakeExchange:
         self.key = None
         self.received.clear()
         self.answers.clear()
+
+    def answer_for(self, path: str) -> Any:
+        return self.answers.get(path, self.answers.get("*", {"verified": True}))
 
     def verify(self, request: Received) -> None:
         family = exchange_for_scheme(self.key.scheme).family
@@ -124,7 +127,7 @@ def _handler(exchange: FakeExchange) -> type[BaseHTTPRequestHandler]:
                 exchange.received.append(request)
             try:
                 exchange.verify(request)
-                status, answer = 200, exchange.answers.get(request.path, {"verified": True})
+                status, answer = 200, exchange.answer_for(request.path)
             except Exception as failure:  # the test reads the reason from the answer
                 status, answer = 401, {"verified": False, "reason": f"{type(failure).__name__}: {failure}"}
             payload = json.dumps(answer).encode()

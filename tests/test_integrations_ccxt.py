@@ -34,6 +34,12 @@ ccxt_emulator = factories.emulator_proc(scope="module", clock=f"fixed:{NOW_MS}")
 ccxt_signer = factories.signer("ccxt_emulator", scope="module")
 ccxt_key = factories.key_maker("ccxt_emulator", "ccxt_signer", scope="module")
 
+# What the fake exchange answers a verified request, so that ccxt reads it as a success.
+SUCCESS = {
+    "bybit": {"retCode": 0, "retMsg": "OK", "result": {"list": []}, "time": NOW_MS},
+    "okx": {"code": "0", "msg": "", "data": [{}]},
+    "kraken": {"error": [], "result": {}},
+}
 RATE = {"per_second": "1000", "burst": 1000}
 MARKETS = {  # exchange id -> (market id, base, quote)
     "binance": ("BTCUSDT", "BTC", "USDT"),
@@ -94,6 +100,10 @@ def make_exchange(module: Any, exchange_id: str, url: str, credentials: dict[str
     exchange.uuid16 = lambda: "0123456789abcdef"
     exchange.uuid22 = lambda: "0123456789abcdef012345"
     exchange.set_markets([_market(exchange)])
+    if exchange_id == "bybit":
+        # Unasked, ccxt first reads the account's unified status with two parameterless GETs, a
+        # parameter set the enclave cannot tell apart from other endpoints' (refused): say it.
+        exchange.options.update({"enableUnifiedMargin": False, "enableUnifiedAccount": True})
     return exchange
 
 
@@ -110,24 +120,27 @@ def cancel_order(exchange: Any) -> Any:
     return exchange.cancel_order("12345", "BTC/USDT")
 
 
-def wire(fake: FakeExchange) -> Received:
-    """The one request the fake exchange received, which it verified (200) or the test fails."""
-    [received] = fake.received
-    fake.verify(received)
-    return received
+def wire(fake: FakeExchange) -> list[Received]:
+    """The requests the fake exchange received, each verified again here (raises if one fails)."""
+    for received in fake.received:
+        fake.verify(received)
+    return list(fake.received)
 
 
 def run_both(fake: FakeExchange, key: Any, exchange_id: str, call: Callable, signer: Any) -> tuple[Received, Received]:
-    """``call`` with the secret in memory, then through ``attach``: the two requests received."""
+    """``call`` with the secret in memory, then through ``attach``: the call's request in each run."""
     fake.key = key
+    fake.answers["*"] = SUCCESS.get(exchange_id, {"verified": True})
     call(make_exchange(ccxt, exchange_id, fake.url, _credentials(key)))
     with_secret = wire(fake)
     fake.received.clear()
     attached = attach(make_exchange(ccxt, exchange_id, fake.url, {}), signer, key.name)
     call(attached)
     through_zerocopy = wire(fake)
-    assert PLACEHOLDER_SECRET.encode() not in _raw(through_zerocopy)
-    return with_secret, through_zerocopy
+    assert [(request.method, request.path) for request in through_zerocopy] == [(request.method, request.path) for request in with_secret]
+    assert all(PLACEHOLDER_SECRET.encode() not in _raw(request) for request in through_zerocopy)
+    [with_secret_request], [through_request] = with_secret, through_zerocopy
+    return with_secret_request, through_request
 
 
 def _raw(received: Received) -> bytes:
@@ -161,3 +174,52 @@ def test_binance_fetch_balance_is_signed_under_the_default_policy(keys, fake_exc
     assert (through.method, through.path) == (with_secret.method, with_secret.path) == ("GET", "/api/v3/account")
     assert [name for name, _ in _binance_params(with_secret)] == ["timestamp", "recvWindow", "signature"]
     assert _binance_params(through)[:2] == [("omitZeroBalances", "false"), ("timestamp", str(NOW_MS))]
+
+
+# == Bybit, OKX, Kraken =============================================================================
+def _headers(received: Received, prefix: str) -> dict[str, str]:
+    return {name.upper(): value for name, value in received.headers.items() if name.upper().startswith(prefix)}
+
+
+@pytest.mark.parametrize("call", [create_order, cancel_order, fetch_balance])
+def test_bybit_requests_through_zerocopy_are_byte_identical(call, keys, fake_exchange, ccxt_signer):
+    """No differences: same query, same JSON body bytes, same X-BAPI-* headers, signature included
+    (ccxt's recv window, 5000, is within the default policy's cap and is signed as sent)."""
+    with_secret, through = run_both(fake_exchange, keys["bybit"], "bybit", call, ccxt_signer)
+    assert (through.method, through.path, through.query, through.body) == (with_secret.method, with_secret.path, with_secret.query, with_secret.body)
+    assert _headers(through, "X-BAPI-") == _headers(with_secret, "X-BAPI-")
+
+
+@pytest.mark.parametrize("call", [
+    pytest.param(create_order, marks=pytest.mark.xfail(reason="ccxt's OKX create_order posts /api/v5/trade/batch-orders (a JSON array), which the enclave does not sign yet (issue 10, another branch)", strict=False)),
+    cancel_order, fetch_balance,
+])
+def test_okx_requests_through_zerocopy_are_byte_identical(call, keys, fake_exchange, ccxt_signer):
+    """No differences: same query, body bytes and OK-ACCESS-* headers (timestamp and signature
+    included)."""
+    with_secret, through = run_both(fake_exchange, keys["okx"], "okx", call, ccxt_signer)
+    assert (through.method, through.path, through.query, through.body) == (with_secret.method, with_secret.path, with_secret.query, with_secret.body)
+    assert _headers(through, "OK-ACCESS-") == _headers(with_secret, "OK-ACCESS-")
+
+
+def kraken_create_order(exchange: Any) -> Any:
+    return exchange.create_order("BTC/USD", "limit", "buy", 0.01, 30000)
+
+
+def kraken_cancel_order(exchange: Any) -> Any:
+    return exchange.cancel_order("OABCDE-FGHIJ-KLMNOP")
+
+
+@pytest.mark.parametrize("call", [
+    kraken_create_order, kraken_cancel_order,
+    pytest.param(fetch_balance, marks=pytest.mark.xfail(reason="ccxt's Kraken fetch_balance posts /0/private/BalanceEx, not in the enclave's Kraken catalogue (refused: endpoint)", strict=False)),
+])
+def test_kraken_requests_through_zerocopy_differ_only_in_the_nonce(call, keys, fake_exchange, ccxt_signer):
+    """Differences: the nonce (the enclave owns it: strictly increasing from its own clock) and so
+    API-Sign. The form fields, their order (nonce first in both) and the path are the same."""
+    with_secret, through = run_both(fake_exchange, keys["kraken"], "kraken", call, ccxt_signer)
+    assert (through.method, through.path, through.query) == (with_secret.method, with_secret.path, with_secret.query)
+    ccxt_fields, fields = parse_qsl(with_secret.body.decode()), parse_qsl(through.body.decode())
+    assert ccxt_fields[0][0] == fields[0][0] == "nonce"
+    assert fields[1:] == ccxt_fields[1:]
+    assert header(through, "API-Key") == keys["kraken"].api_key
