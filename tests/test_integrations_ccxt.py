@@ -22,7 +22,7 @@ import pytest
 
 from fake_exchange import FakeExchange, Received, header, serving
 from pytest_zerocopy import factories
-from zerocopy import AsyncSigner
+from zerocopy import AsyncSigner, PolicyRefused
 
 ccxt = pytest.importorskip("ccxt", reason="pip install ccxt (a test extra)")
 import ccxt.async_support as ccxt_async  # noqa: E402
@@ -223,3 +223,85 @@ def test_kraken_requests_through_zerocopy_differ_only_in_the_nonce(call, keys, f
     assert ccxt_fields[0][0] == fields[0][0] == "nonce"
     assert fields[1:] == ccxt_fields[1:]
     assert header(through, "API-Key") == keys["kraken"].api_key
+
+
+# == ccxt.async_support =============================================================================
+async def _async_calls(fake: FakeExchange, signer: Any, key: str) -> None:
+    exchange = attach(make_exchange(ccxt_async, "binance", fake.url, {}), signer, key)
+    try:
+        await asyncio.gather(exchange.fetch_balance(), exchange.create_order("BTC/USDT", "limit", "buy", 0.01, 30000))
+    finally:
+        await exchange.close()
+
+
+@pytest.mark.parametrize("signer_kind", ["AsyncSigner", "Signer in a thread"])
+def test_an_async_exchange_signs_through_an_async_signer_or_a_signer_in_a_thread(signer_kind, keys, fake_exchange, ccxt_emulator, ccxt_signer):
+    fake_exchange.key = keys["binance"]
+
+    async def main() -> None:
+        if signer_kind == "Signer in a thread":
+            return await _async_calls(fake_exchange, ccxt_signer, fake_exchange.key.name)
+        async with AsyncSigner(ccxt_emulator.address) as signer:
+            await _async_calls(fake_exchange, signer, fake_exchange.key.name)
+
+    asyncio.run(main())
+    received = wire(fake_exchange)
+    assert sorted((request.method, request.path) for request in received) == [("GET", "/api/v3/account"), ("POST", "/api/v3/order")]
+    assert all(PLACEHOLDER_SECRET.encode() not in _raw(request) for request in received)
+
+
+# == refusals, credentials, misuse ==================================================================
+def test_a_refused_request_raises_permission_denied_naming_the_rule_and_sends_nothing(keys, fake_exchange, ccxt_signer):
+    fake_exchange.key = keys["binance"]
+    exchange = attach(make_exchange(ccxt, "binance", fake_exchange.url, {}), ccxt_signer, fake_exchange.key.name)
+    with pytest.raises(ccxt.PermissionDenied, match="'funds'") as refusal:
+        exchange.withdraw("BTC", 1, "bc1qattacker")
+    assert isinstance(refusal.value.__cause__, PolicyRefused) and refusal.value.__cause__.rule == "funds"
+    assert fake_exchange.received == []
+
+
+def test_an_async_refusal_is_permission_denied_too(keys, fake_exchange, ccxt_signer):
+    fake_exchange.key = keys["binance"]
+
+    async def main() -> None:
+        exchange = attach(make_exchange(ccxt_async, "binance", fake_exchange.url, {}), ccxt_signer, fake_exchange.key.name)
+        try:
+            await exchange.withdraw("BTC", 1, "bc1qattacker")
+        finally:
+            await exchange.close()
+
+    with pytest.raises(ccxt.PermissionDenied, match="'funds'"):
+        asyncio.run(main())
+    assert fake_exchange.received == []
+
+
+def test_attach_replaces_a_secret_and_passphrase_on_the_instance_with_placeholders(keys, fake_exchange, ccxt_signer):
+    exchange = make_exchange(ccxt, "okx", fake_exchange.url, _credentials(keys["okx"]))
+    attach(exchange, ccxt_signer, keys["okx"].name)
+    assert exchange.secret == exchange.password == PLACEHOLDER_SECRET
+    assert exchange.apiKey == keys["okx"].api_key  # not a secret: kept
+
+
+def test_a_public_request_goes_out_as_ccxt_built_it(keys, fake_exchange, ccxt_signer):
+    fake_exchange.key = keys["binance"]
+    fake_exchange.answers["/api/v3/time"] = {"serverTime": NOW_MS}
+    exchange = attach(make_exchange(ccxt, "binance", fake_exchange.url, {}), ccxt_signer, fake_exchange.key.name)
+    with pytest.raises(ccxt.ExchangeError):  # the fake exchange refuses an unsigned request (401)
+        exchange.public_get_time()
+    [received] = fake_exchange.received
+    assert (received.method, received.path, received.query, received.body) == ("GET", "/api/v3/time", "", b"")
+    assert header(received, "X-MBX-APIKEY") == ""
+
+
+def test_misuse_fails_at_attach_time(keys, fake_exchange, ccxt_emulator, ccxt_signer):
+    with pytest.raises(LookupError, match="no key named"):
+        attach(make_exchange(ccxt, "binance", fake_exchange.url, {}), ccxt_signer, "no-such-key")
+    with pytest.raises(TypeError, match="ccxt exchange instance"):
+        attach(object(), ccxt_signer, keys["binance"].name)
+
+    async def with_async_signer() -> None:
+        async with AsyncSigner(ccxt_emulator.address) as signer:
+            attach(make_exchange(ccxt, "binance", fake_exchange.url, {}), signer, keys["binance"].name)
+
+    with pytest.raises(TypeError, match="async_support"):
+        asyncio.run(with_async_signer())

@@ -23,9 +23,10 @@ import inspect
 from typing import Any
 
 import ccxt
+from ccxt.base.exchange import BaseExchange
 
 from ..errors import PolicyRefused
-from ._adapt import HttpFamily, KeyFamily, Outgoing, ToSend, sign_arguments, signed_by_library, to_send
+from ._adapt import HttpFamily, KeyFamily, Outgoing, sign_arguments, signed_by_library, to_send
 
 __all__ = ["attach", "PLACEHOLDER_SECRET"]
 
@@ -42,7 +43,7 @@ def attach(exchange: Any, signer: Any, key: str) -> Any:
     Any secret or passphrase on the instance is replaced by a placeholder. A sync exchange needs a
     blocking ``Signer``; an async one takes either (a ``Signer`` runs in a thread).
     """
-    if not isinstance(exchange, ccxt.Exchange):
+    if not isinstance(exchange, BaseExchange):  # ccxt's and ccxt.async_support's
         raise TypeError(f"attach takes a ccxt exchange instance, not {type(exchange).__name__}")
     family = KeyFamily(key)
     awaits = inspect.iscoroutinefunction(getattr(signer, "sign_request", None))
@@ -70,17 +71,12 @@ def _outgoing(url: str, method: str, headers: Any, body: Any) -> Outgoing:
     return Outgoing(method, url, dict(headers or {}), data)
 
 
-def _sending(family: HttpFamily, outgoing: Outgoing, signed: Any) -> ToSend:
-    return to_send(family, outgoing, signed)
-
-
 def _refused(exchange: Any, refusal: PolicyRefused) -> ccxt.PermissionDenied:
-    error = ccxt.PermissionDenied(f"{exchange.id} {refusal}")
-    error.__cause__ = refusal
-    return error
+    """What a ccxt user already handles; raised ``from`` the refusal. Names the rule, no secret."""
+    return ccxt.PermissionDenied(f"{exchange.id} {refusal}")
 
 
-def _sync_fetch(exchange: Any, fetch: Any, signer: Any, family: KeyFamily, awaits: bool) -> Any:
+def _sync_fetch(exchange: Any, fetch: Any, signer: Any, family: KeyFamily, awaits: bool = False) -> Any:
     @functools.wraps(fetch)
     def fetch_through_enclave(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
         rules = family.known or family.resolve(signer.keys())
@@ -91,7 +87,7 @@ def _sync_fetch(exchange: Any, fetch: Any, signer: Any, family: KeyFamily, await
             signed = signer.sign_request(family.key, **sign_arguments(rules, outgoing).call_args())
         except PolicyRefused as refusal:
             raise _refused(exchange, refusal) from refusal
-        sending = _sending(rules, outgoing, signed)
+        sending = to_send(rules, outgoing, signed)
         return fetch(sending.url, sending.method, sending.headers, sending.body.decode() or None)
 
     return fetch_through_enclave
@@ -116,7 +112,7 @@ def _async_fetch(exchange: Any, fetch: Any, signer: Any, family: KeyFamily, awai
                 signed = await asyncio.to_thread(signer.sign_request, family.key, **arguments)
         except PolicyRefused as refusal:
             raise _refused(exchange, refusal) from refusal
-        sending = _sending(rules, outgoing, signed)
+        sending = to_send(rules, outgoing, signed)
         return await fetch(sending.url, sending.method, sending.headers, sending.body.decode() or None)
 
     return fetch_through_enclave
