@@ -1,12 +1,9 @@
 """``zerocopy.integrations.requests`` and ``.httpx`` over real HTTP, against a fake exchange.
 
-The fake exchange is a real HTTP server on 127.0.0.1 in a thread. It knows the test keys' secrets
-(as the exchange does) and verifies every request it receives independently, with
-``tests/reference_signers.py``: the API key header, the signature over the query and body bytes it
-actually received, and for Coinbase the ES256 JWT over header.claims with the key's public key and
-``uri`` naming api.coinbase.com (the request goes to 127.0.0.1: the signature names the path, not
-the host). It answers 200 for a verified request, 401 naming what failed otherwise, and counts
-every request, so a refused one can be shown to have sent nothing.
+The fake exchange (``tests/fake_exchange.py``) is a real HTTP server on 127.0.0.1 in a thread that
+verifies every request it receives independently, with ``tests/reference_signers.py``; it answers
+200 for a verified request, 401 naming what failed otherwise, and keeps every request, so a refused
+one can be shown to have sent nothing.
 """
 
 from __future__ import annotations
@@ -14,22 +11,21 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-import reference_signers as reference
-from enclave.protocol.exchanges import exchange_for_scheme
+from fake_exchange import FakeExchange, header, serving
 from pytest_zerocopy import factories
-from zerocopy import PolicyRefused
+from zerocopy import AsyncSigner, PolicyRefused
+from zerocopy._client import plain_decimal
 
 requests = pytest.importorskip("requests", reason="pip install 'zerocopy[test]' (requests is a test extra)")
 httpx = pytest.importorskip("httpx", reason="pip install 'zerocopy[test]' (httpx is a test extra)")
@@ -52,135 +48,15 @@ KRAKEN_ORDER = [("ordertype", "limit"), ("type", "buy"), ("volume", "0.01"), ("p
 COINBASE_ORDER = {"client_order_id": "a1", "product_id": "BTC-USD", "side": "BUY", "order_configuration": {"limit_limit_gtc": {"base_size": "0.01", "limit_price": "30000"}}}
 
 
-# == the fake exchange =============================================================================
-@dataclass(frozen=True)
-class Received:
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class FakeExchange:
-    """Verifies each request against ``key`` (the test sets it) and keeps what it received."""
-
-    key: Any = None
-    received: list[Received] = field(default_factory=list)
-    url: str = ""
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def verify(self, request: Received) -> None:
-        family = exchange_for_scheme(self.key.scheme).family
-        VERIFIERS[family](self.key, request)
-
-
-def _header(request: Received, name: str) -> str:
-    return next((value for key, value in request.headers.items() if key.lower() == name.lower()), "")
-
-
-def _same(actual: Any, expected: Any, what: str) -> None:
-    if actual != expected:
-        raise AssertionError(f"{what}: received {actual!r}, expected {expected!r}")
-
-
-def verify_binance(key: Any, request: Received) -> None:
-    params = [(name, value) for name, value in parse_qsl(request.query, keep_blank_values=True) if name != "signature"]
-    body_fields = parse_qsl(request.body.decode("ascii"), keep_blank_values=True) if request.body else []
-    stamp = int(dict(params + body_fields)["timestamp"])
-    expected = reference.binance_rest(key.scheme, key.secret, key.api_key, params, request.body.rpartition(b"&signature=")[0], stamp)
-    _same(request.query, expected.query, "query")
-    _same(_header(request, "X-MBX-APIKEY"), key.api_key, "X-MBX-APIKEY")
-
-
-def verify_bybit(key: Any, request: Received) -> None:
-    params = parse_qsl(request.query, keep_blank_values=True) + [("recv_window", _header(request, "X-BAPI-RECV-WINDOW"))]
-    expected = reference.bybit(key.scheme, key.secret, key.api_key, request.method, params, request.body, int(_header(request, "X-BAPI-TIMESTAMP")))
-    _same(request.query, expected.query, "query")
-    for name, value in expected.headers:
-        _same(_header(request, name), value, name)
-    if request.method == "POST":
-        _same(_header(request, "Content-Type"), "application/json", "Content-Type")
-
-
-def verify_okx(key: Any, request: Received) -> None:
-    stamp = _header(request, "OK-ACCESS-TIMESTAMP")
-    now_ms = int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000 + 0.5)
-    params = parse_qsl(request.query, keep_blank_values=True)
-    expected = reference.okx(key.secret, key.api_key, request.method, request.path, params, request.body, now_ms)
-    _same(request.query, expected.query, "query")
-    for name, value in expected.headers:
-        _same(_header(request, name), value, name)
-
-
-def verify_kraken(key: Any, request: Received) -> None:
-    fields = parse_qsl(request.body.decode("ascii"), keep_blank_values=True)
-    expected = reference.kraken(key.secret, key.api_key, request.path, fields, now_ms=0)  # the nonce is in the fields
-    _same(request.body, expected.body, "body")
-    _same(_header(request, "Content-Type"), "application/x-www-form-urlencoded", "Content-Type")
-    for name, value in expected.headers:
-        _same(_header(request, name), value, name)
-
-
-def verify_coinbase(key: Any, request: Received) -> None:
-    scheme, _, token = _header(request, "Authorization").partition(" ")
-    _same(scheme, "Bearer", "Authorization scheme")
-    nbf = json.loads(reference.b64url_decode(token.split(".")[1]))["nbf"]
-    public_key = serialization.load_pem_public_key(key.public_key)
-    reference.coinbase_check(public_key, key.api_key, request.method, request.path, nbf * 1000, token)
-
-
-VERIFIERS = {"binance": verify_binance, "bybit": verify_bybit, "okx": verify_okx, "kraken": verify_kraken, "coinbase": verify_coinbase}
-
-
-def _handler(exchange: FakeExchange) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self) -> None:
-            url = urlsplit(self.path)
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            request = Received(self.command, url.path, url.query, dict(self.headers.items()), body)
-            with exchange.lock:
-                exchange.received.append(request)
-            try:
-                exchange.verify(request)
-                status, answer = 200, {"verified": True}
-            except Exception as failure:  # the test reads the reason from the answer
-                status, answer = 401, {"verified": False, "reason": f"{type(failure).__name__}: {failure}"}
-            payload = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        do_GET = do_POST = do_PUT = do_DELETE = _answer
-
-        def log_message(self, format: str, *args: Any) -> None:  # keep the test output quiet
-            pass
-
-    return Handler
-
-
 @pytest.fixture(scope="module")
 def fake_exchange_server() -> Iterator[FakeExchange]:
-    exchange = FakeExchange()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(exchange))
-    exchange.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, name="fake-exchange", daemon=True)
-    thread.start()
-    try:
+    with serving() as exchange:
         yield exchange
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 @pytest.fixture
 def fake_exchange(fake_exchange_server: FakeExchange) -> FakeExchange:
-    fake_exchange_server.key = None
-    fake_exchange_server.received.clear()
+    fake_exchange_server.reset()
     return fake_exchange_server
 
 
@@ -275,7 +151,7 @@ def test_a_binance_librarys_own_timestamp_signature_and_recv_window_are_replaced
     names = [name for name, _ in parse_qsl(received.query)]
     assert names == [name for name, _ in BINANCE_ORDER] + ["timestamp", "signature"]
     assert dict(parse_qsl(received.query))["timestamp"] != "1600000000000"
-    assert received.body == b"" and _header(received, "X-MBX-APIKEY") == fake_exchange.key.api_key
+    assert received.body == b"" and header(received, "X-MBX-APIKEY") == fake_exchange.key.api_key
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -285,7 +161,7 @@ def test_library_signature_headers_are_replaced_and_a_bybit_window_header_is_sig
     answer = send(client, http_signer, fake_exchange.key.name, "POST", fake_exchange.url + "/v5/order/create", json=BYBIT_ORDER, headers=headers)
     assert verified(answer)
     [received] = fake_exchange.received
-    assert _header(received, "X-BAPI-RECV-WINDOW") == "3000"
+    assert header(received, "X-BAPI-RECV-WINDOW") == "3000"
     assert json.loads(received.body) == BYBIT_ORDER
 
 
@@ -366,3 +242,74 @@ def test_the_readme_block_runs_as_written_against_the_fake_exchange(keys, http_e
     assert [(request.method, request.path) for request in fake_exchange.received] == [("GET", "/api/v3/account"), ("POST", "/api/v3/order")]
     for request in fake_exchange.received:
         fake_exchange.verify(request)
+
+
+# == numbers in requests ===========================================================================
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.decimals(allow_nan=False, allow_infinity=False), st.integers()))
+def test_any_finite_number_is_written_as_a_plain_decimal_that_reads_back_as_the_same_value(number):
+    text = plain_decimal(number)
+    assert re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", text), text
+    assert type(number)(text) == number
+
+
+@pytest.mark.parametrize(("number", "text"), [
+    (1e-05, "0.00001"), (Decimal("1E+2"), "100"), (0.1, "0.1"), (30000.0, "30000.0"), (1e22, "10000000000000000000000"),
+    (Decimal("0.010"), "0.010"), (7, "7"),
+])
+def test_numbers_are_written_without_an_exponent(number, text):
+    assert plain_decimal(number) == text
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    (True, TypeError), (None, TypeError), (b"1", TypeError), (float("nan"), ValueError), (float("inf"), ValueError),
+    (Decimal("-Infinity"), ValueError), (Decimal("NaN"), ValueError),
+])
+def test_booleans_other_types_and_non_finite_numbers_are_refused_naming_the_parameter(value, error, keys, http_signer):
+    with pytest.raises(error, match="'quantity'"):
+        http_signer.sign_request(keys["binance-hmac"].name, "POST", "/api/v3/order", params=[("quantity", value)])
+
+
+@pytest.mark.parametrize("client", ["sync", "async"])
+def test_int_float_and_decimal_params_are_signed_as_plain_decimals_and_verify(client, keys, http_emulator, fake_exchange, http_signer):
+    """``Signer`` and ``AsyncSigner`` write numbers the same way (one helper)."""
+    fake_exchange.key = keys["binance-hmac"]
+    order = [("symbol", "BTCUSDT"), ("side", "BUY"), ("type", "LIMIT"), ("timeInForce", "GTC"), ("quantity", 1e-05), ("price", Decimal("3E+4"))]
+    if client == "sync":
+        signed = http_signer.sign_request(fake_exchange.key.name, "POST", "/api/v3/order", params=order)
+    else:
+        async def sign_async() -> Any:
+            async with AsyncSigner(http_emulator.address) as signer:
+                return await signer.sign_request(fake_exchange.key.name, "POST", "/api/v3/order", params=order)
+        signed = asyncio.run(sign_async())
+    assert signed.query.startswith("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.00001&price=30000&timestamp=")
+    response = requests.post(fake_exchange.url + signed.url_path, headers=signed.headers, timeout=30)
+    assert response.json() == {"verified": True}
+
+
+# == Binance account reads under the default policy =================================================
+def test_a_bare_binance_account_read_is_refused_by_the_enclave_as_it_fits_the_fast_withdraw_switch(keys, http_signer):
+    with pytest.raises(PolicyRefused) as refusal:
+        http_signer.sign_request(keys["binance-hmac"].name, "GET", "/api/v3/account")
+    assert refusal.value.rule == "security"
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_the_adapters_sign_a_bare_binance_account_read_with_omit_zero_balances_false(client, keys, fake_exchange, http_signer):
+    """The library's timestamp and recvWindow are dropped, leaving no parameter: the adapter adds
+    Binance's default ``omitZeroBalances=false`` so the parameter set is the account read's alone."""
+    fake_exchange.key = keys["binance-hmac"]
+    answer = send(client, http_signer, fake_exchange.key.name, "GET", fake_exchange.url + "/api/v3/account",
+                  params={"timestamp": "1600000000000", "recvWindow": "10000"})
+    assert verified(answer)
+    [received] = fake_exchange.received
+    assert [name for name, _ in parse_qsl(received.query)] == ["omitZeroBalances", "timestamp", "signature"]
+    assert dict(parse_qsl(received.query))["omitZeroBalances"] == "false"
+
+
+def test_an_account_read_that_names_omit_zero_balances_keeps_its_value(keys, fake_exchange, http_signer):
+    fake_exchange.key = keys["binance-hmac"]
+    answer = send("requests", http_signer, fake_exchange.key.name, "GET", fake_exchange.url + "/api/v3/account", params={"omitZeroBalances": "true"})
+    assert verified(answer)
+    [received] = fake_exchange.received
+    assert parse_qsl(received.query)[0] == ("omitZeroBalances", "true")

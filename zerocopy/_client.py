@@ -103,11 +103,31 @@ def _key_argument(key: Any) -> bytes:
 
 
 def _param_text(name: str, value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (str, int, Decimal)):
-        return str(value)
-    raise TypeError(f"parameter {name!r} must be str, int, bool or Decimal, not {type(value).__name__} (floats lose precision)")
+    """A parameter value as the text signed: strings as they are, numbers as plain decimals."""
+    if isinstance(value, str):
+        return value
+    try:
+        return plain_decimal(value)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"parameter {name!r}: {exc}") from None
+
+
+def plain_decimal(value: int | float | Decimal) -> str:
+    """``value`` written as a plain decimal, never with an exponent: ``1e-05`` is ``0.00001``,
+    ``Decimal("1E+2")`` is ``100``. A float is written as its shortest round-trip form (``0.1``,
+    not its binary expansion), so the text reads back as the same value.
+
+    ``bool`` is a ``TypeError`` (exchanges spell it differently: pass ``"true"`` yourself), as is
+    any other type; NaN and infinities are a ``ValueError``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        raise TypeError(f"must be str, int, float or Decimal, not {type(value).__name__}")
+    if isinstance(value, int):
+        return str(int(value))
+    number = Decimal(repr(float(value))) if isinstance(value, float) else value
+    if not number.is_finite():
+        raise ValueError(f"must be a finite number, not {value}")
+    return format(number, "f")
 
 
 def _unexpected_answer(response: Any, kind: str) -> errors.ZeroCopyError:
@@ -133,7 +153,7 @@ def _sign_http_request(key: str, method: str, path: str, params: Any, body: str 
     items = []
     for name, value in pairs:
         name = name if type(name) is str else str(name)
-        items += (name, value if type(value) is str else _param_text(name, value))
+        items += (name, _param_text(name, value))
     try:
         parts = (key.encode(), method.upper().encode(), path.encode(), "\0".join(items).encode())
     except (UnicodeEncodeError, AttributeError):

@@ -21,7 +21,7 @@ from enclave.protocol.exchanges import exchange_for_scheme
 
 from .._client import SignedRequest
 
-__all__ = ["Outgoing", "SignArguments", "ToSend", "HttpFamily", "family_for_scheme", "KeyFamily", "sign_arguments", "to_send"]
+__all__ = ["Outgoing", "SignArguments", "ToSend", "HttpFamily", "family_for_scheme", "KeyFamily", "sign_arguments", "signed_by_library", "to_send"]
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -35,7 +35,10 @@ class HttpFamily:
     twice); ``owned_headers``: header names (lower case; a trailing ``*`` is a prefix) the enclave
     returns; ``header_params``: a library's header that becomes a pseudo-parameter; ``form_params``:
     a form body is handed over as params (the enclave encodes it); ``body_type``: the Content-Type
-    of a signed body.
+    of a signed body; ``signature``: the parameter or header (lower case) a library signs with, so
+    a request without it is public and is sent as built; ``implied_params``: ``(method, path,
+    name, value)``, a parameter added when absent, to a request whose parameter set would
+    otherwise also fit a riskier endpoint (same meaning: the exchange's default value).
     """
 
     owned_params: frozenset[str] = frozenset()
@@ -43,6 +46,8 @@ class HttpFamily:
     header_params: tuple[tuple[str, str], ...] = ()  # (lower-case header, pseudo-parameter)
     form_params: bool = False
     body_type: str = JSON
+    signature: str = ""
+    implied_params: tuple[tuple[str, str, str, str], ...] = ()
 
     def owns_header(self, name: str) -> bool:
         name = name.lower()
@@ -51,12 +56,16 @@ class HttpFamily:
 
 # Keyed by exchange family (SigningKey.exchange); each entry restates its scheme's docstring in
 # enclave/protocol/exchanges/. The enclave owns Binance's recvWindow: docs/policy.md says why.
+# A bare-timestamp Binance account read would also fit enableFastWithdrawSwitch and be refused:
+# omitZeroBalances=false (Binance's default) makes it the account read's alone (docs/policy.md).
+_BINANCE_IMPLIED = (("GET", "/api/v3/account", "omitZeroBalances", "false"),)
 FAMILIES: Mapping[str, HttpFamily] = MappingProxyType({
-    "binance": HttpFamily(frozenset({"timestamp", "signature", "recvWindow"}), ("x-mbx-apikey",), form_params=True, body_type=FORM),
-    "bybit": HttpFamily(owned_headers=("x-bapi-*",), header_params=(("x-bapi-recv-window", "recv_window"),)),
-    "okx": HttpFamily(owned_headers=("ok-access-*",)),
-    "kraken": HttpFamily(frozenset({"nonce"}), ("api-key", "api-sign"), form_params=True, body_type=FORM),
-    "coinbase": HttpFamily(owned_headers=("authorization",)),
+    "binance": HttpFamily(frozenset({"timestamp", "signature", "recvWindow"}), ("x-mbx-apikey",), form_params=True, body_type=FORM,
+                          signature="signature", implied_params=_BINANCE_IMPLIED),
+    "bybit": HttpFamily(owned_headers=("x-bapi-*",), header_params=(("x-bapi-recv-window", "recv_window"),), signature="x-bapi-sign"),
+    "okx": HttpFamily(owned_headers=("ok-access-*",), signature="ok-access-sign"),
+    "kraken": HttpFamily(frozenset({"nonce"}), ("api-key", "api-sign"), form_params=True, body_type=FORM, signature="api-sign"),
+    "coinbase": HttpFamily(owned_headers=("authorization",), signature="authorization"),
 })
 _NOT_HTTP = frozenset({"binance-ws"})  # catalogues whose requests are not HTTP requests
 
@@ -148,11 +157,26 @@ def sign_arguments(family: HttpFamily, request: Outgoing) -> SignArguments:
             raise ValueError("a form body must be ASCII (percent-encoded)") from None
         body = None
     params = [(name, value) for name, value in params if name not in family.owned_params]
+    method, path = request.method.upper(), url.path or "/"
+    for implied_method, implied_path, name, value in family.implied_params:
+        if (method, path) == (implied_method, implied_path) and all(name != present for present, _ in params):
+            params.append((name, value))
     for header, pseudo in family.header_params:
         value = _header_value(request.headers, header)
         if value is not None:
             params.append((pseudo, value))
-    return SignArguments(request.method.upper(), url.path or "/", params, body)
+    return SignArguments(method, path, params, body)
+
+
+def signed_by_library(family: HttpFamily, request: Outgoing) -> bool:
+    """Whether the library signed ``request`` (with its placeholder secret): the family's signature
+    parameter is in the query or form body, or its signature header is set. Public requests are not."""
+    if _header_value(request.headers, family.signature) is not None:
+        return True
+    names = [name for name, _ in _pairs(urlsplit(request.url).query)]
+    if family.form_params and request.body:
+        names += [name for name, _ in _pairs(request.body.decode("ascii", "replace"))]
+    return family.signature in names
 
 
 def to_send(family: HttpFamily, request: Outgoing, signed: SignedRequest) -> ToSend:

@@ -1,0 +1,307 @@
+"""``zerocopy.integrations.ccxt.attach``: ccxt's own requests, signed through the enclave.
+
+A differential suite. Each case runs one ccxt call twice against the fake exchange
+(``tests/fake_exchange.py``, which verifies every signature independently): once as ccxt ships,
+with the secret in memory, and once through ``attach`` with only a placeholder in the process.
+ccxt's clock and client order ids are pinned, and this module's enclave runs on a fixed clock at
+the same instant, so the two requests are byte-identical except where the enclave owns a field;
+each case names its differences. No network is used: ccxt's ``urls['api']`` point at the fake
+exchange and its markets are set in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import parse_qsl
+
+import pytest
+
+from fake_exchange import FakeExchange, Received, header, serving
+from pytest_zerocopy import factories
+from zerocopy import AsyncSigner, PolicyRefused
+
+ccxt = pytest.importorskip("ccxt", reason="pip install ccxt (a test extra)")
+import ccxt.async_support as ccxt_async  # noqa: E402
+
+from zerocopy.integrations.ccxt import PLACEHOLDER_SECRET, attach  # noqa: E402
+
+NOW_MS = 1_700_000_000_000  # ccxt's pinned clock, and the enclave's (a launch option)
+ccxt_emulator = factories.emulator_proc(scope="module", clock=f"fixed:{NOW_MS}")
+ccxt_signer = factories.signer("ccxt_emulator", scope="module")
+ccxt_key = factories.key_maker("ccxt_emulator", "ccxt_signer", scope="module")
+
+# What the fake exchange answers a verified request, so that ccxt reads it as a success.
+SUCCESS = {
+    "bybit": {"retCode": 0, "retMsg": "OK", "result": {"list": []}, "time": NOW_MS},
+    "okx": {"code": "0", "msg": "", "data": [{}]},
+    "kraken": {"error": [], "result": {}},
+}
+RATE = {"per_second": "1000", "burst": 1000}
+MARKETS = {  # exchange id -> (market id, base, quote)
+    "binance": ("BTCUSDT", "BTC", "USDT"),
+    "bybit": ("BTCUSDT", "BTC", "USDT"),
+    "okx": ("BTC-USDT", "BTC", "USDT"),
+    "kraken": ("XBTUSD", "BTC", "USD"),
+}
+
+
+@pytest.fixture(scope="module")
+def keys(ccxt_key) -> dict[str, Any]:
+    return {
+        "binance": ccxt_key("binance-hmac", policy={"symbols": ["BTCUSDT"], "max_quantity": "0.01", "rate": RATE}),
+        "bybit": ccxt_key("bybit-hmac", policy={"symbols": ["BTCUSDT"], "max_quantity": "0.01", "rate": RATE}),
+        "okx": ccxt_key("okx-hmac", policy={"symbols": ["BTC-USDT"], "max_quantity": "0.01", "rate": RATE}),
+        "kraken": ccxt_key("kraken", policy={"symbols": ["XBTUSD"], "max_quantity": "0.01", "rate": RATE}),
+    }
+
+
+@pytest.fixture(scope="module")
+def fake_exchange_server() -> Iterator[FakeExchange]:
+    with serving() as exchange:
+        yield exchange
+
+
+@pytest.fixture
+def fake_exchange(fake_exchange_server: FakeExchange) -> FakeExchange:
+    fake_exchange_server.reset()
+    return fake_exchange_server
+
+
+# == ccxt, pinned and pointed at the fake exchange ==================================================
+def _credentials(key: Any) -> dict[str, str]:
+    """The secret as ccxt takes it (for the run with the secret in memory)."""
+    if key.scheme == "okx-hmac":
+        document = json.loads(key.secret)
+        return {"apiKey": key.api_key, "secret": document["secret"], "password": document["passphrase"]}
+    return {"apiKey": key.api_key, "secret": key.secret.decode()}
+
+
+def _market(exchange: Any) -> dict:
+    market_id, base, quote = MARKETS[exchange.id]
+    ticks = exchange.precisionMode == ccxt.TICK_SIZE
+    return exchange.safe_market_structure({
+        "id": market_id, "symbol": f"{base}/{quote}", "base": base, "quote": quote, "baseId": base, "quoteId": quote,
+        "type": "spot", "spot": True, "active": True, "altname": market_id, "wsName": f"{base}/{quote}",
+        "precision": {"amount": 0.00001 if ticks else 5, "price": 0.01 if ticks else 2},
+        "limits": {"amount": {"min": 0.00001}, "price": {}, "cost": {}},
+        "info": {"orderTypes": ["LIMIT", "MARKET"]},
+    })
+
+
+def make_exchange(module: Any, exchange_id: str, url: str, credentials: dict[str, str]) -> Any:
+    """A ccxt instance with its clock and client ids pinned, its API at ``url``, markets in memory."""
+    exchange = getattr(module, exchange_id)({**credentials, "enableRateLimit": False})
+    exchange.urls["api"] = {name: re.sub(r"^https://[^/]+", url, base) for name, base in exchange.urls["api"].items()}
+    exchange.milliseconds = lambda: NOW_MS
+    exchange.uuid16 = lambda: "0123456789abcdef"
+    exchange.uuid22 = lambda: "0123456789abcdef012345"
+    exchange.set_markets([_market(exchange)])
+    if exchange_id == "bybit":
+        # Unasked, ccxt first reads the account's unified status with two parameterless GETs, a
+        # parameter set the enclave cannot tell apart from other endpoints' (refused): say it.
+        exchange.options.update({"enableUnifiedMargin": False, "enableUnifiedAccount": True})
+    return exchange
+
+
+# == the calls ======================================================================================
+def create_order(exchange: Any) -> Any:
+    return exchange.create_order("BTC/USDT" if exchange.id != "kraken" else "BTC/USD", "limit", "buy", 0.01, 30000)
+
+
+def fetch_balance(exchange: Any) -> Any:
+    return exchange.fetch_balance()
+
+
+def cancel_order(exchange: Any) -> Any:
+    return exchange.cancel_order("12345", "BTC/USDT")
+
+
+def wire(fake: FakeExchange) -> list[Received]:
+    """The requests the fake exchange received, each verified again here (raises if one fails)."""
+    for received in fake.received:
+        fake.verify(received)
+    return list(fake.received)
+
+
+def run_both(fake: FakeExchange, key: Any, exchange_id: str, call: Callable, signer: Any) -> tuple[Received, Received]:
+    """``call`` with the secret in memory, then through ``attach``: the call's request in each run."""
+    fake.key = key
+    fake.answers["*"] = SUCCESS.get(exchange_id, {"verified": True})
+    call(make_exchange(ccxt, exchange_id, fake.url, _credentials(key)))
+    with_secret = wire(fake)
+    fake.received.clear()
+    attached = attach(make_exchange(ccxt, exchange_id, fake.url, {}), signer, key.name)
+    call(attached)
+    through_zerocopy = wire(fake)
+    assert [(request.method, request.path) for request in through_zerocopy] == [(request.method, request.path) for request in with_secret]
+    assert all(PLACEHOLDER_SECRET.encode() not in _raw(request) for request in through_zerocopy)
+    [with_secret_request], [through_request] = with_secret, through_zerocopy
+    return with_secret_request, through_request
+
+
+def _raw(received: Received) -> bytes:
+    return (received.query + json.dumps(received.headers)).encode() + received.body
+
+
+def _binance_params(received: Received) -> list[tuple[str, str]]:
+    return parse_qsl(received.query, keep_blank_values=True) + parse_qsl(received.body.decode(), keep_blank_values=True)
+
+
+# == Binance ========================================================================================
+@pytest.mark.parametrize("call", [create_order, cancel_order])
+def test_binance_orders_through_zerocopy_differ_only_in_the_fields_the_enclave_owns(call, keys, fake_exchange, ccxt_signer):
+    """Differences: ccxt's form body moves to the query (the enclave signs a query), ccxt's
+    ``recvWindow=10000`` is dropped (the enclave owns the window: Binance's default 5000 applies),
+    the enclave writes ``timestamp`` after the request's parameters (ccxt first), and so the
+    signature differs. Every parameter and value, the timestamp's included, is the same."""
+    with_secret, through = run_both(fake_exchange, keys["binance"], "binance", call, ccxt_signer)
+    assert (through.method, through.path) == (with_secret.method, with_secret.path)
+    ccxt_params = _binance_params(with_secret)
+    assert ccxt_params[0] == ("timestamp", str(NOW_MS)) and ("recvWindow", "10000") in ccxt_params
+    request_params = [pair for pair in ccxt_params if pair[0] not in ("timestamp", "recvWindow", "signature")]
+    assert [pair for pair in _binance_params(through) if pair[0] != "signature"] == request_params + [("timestamp", str(NOW_MS))]
+    assert through.body == b"" and header(through, "X-MBX-APIKEY") == keys["binance"].api_key
+
+
+def test_binance_fetch_balance_is_signed_under_the_default_policy(keys, fake_exchange, ccxt_signer):
+    """Differences: ``recvWindow`` dropped, ``omitZeroBalances=false`` (Binance's default) added so
+    the parameter set is the account read's alone (docs/policy.md), and the signature."""
+    with_secret, through = run_both(fake_exchange, keys["binance"], "binance", fetch_balance, ccxt_signer)
+    assert (through.method, through.path) == (with_secret.method, with_secret.path) == ("GET", "/api/v3/account")
+    assert [name for name, _ in _binance_params(with_secret)] == ["timestamp", "recvWindow", "signature"]
+    assert _binance_params(through)[:2] == [("omitZeroBalances", "false"), ("timestamp", str(NOW_MS))]
+
+
+# == Bybit, OKX, Kraken =============================================================================
+def _headers(received: Received, prefix: str) -> dict[str, str]:
+    return {name.upper(): value for name, value in received.headers.items() if name.upper().startswith(prefix)}
+
+
+@pytest.mark.parametrize("call", [create_order, cancel_order, fetch_balance])
+def test_bybit_requests_through_zerocopy_are_byte_identical(call, keys, fake_exchange, ccxt_signer):
+    """No differences: same query, same JSON body bytes, same X-BAPI-* headers, signature included
+    (ccxt's recv window, 5000, is within the default policy's cap and is signed as sent)."""
+    with_secret, through = run_both(fake_exchange, keys["bybit"], "bybit", call, ccxt_signer)
+    assert (through.method, through.path, through.query, through.body) == (with_secret.method, with_secret.path, with_secret.query, with_secret.body)
+    assert _headers(through, "X-BAPI-") == _headers(with_secret, "X-BAPI-")
+
+
+@pytest.mark.parametrize("call", [
+    pytest.param(create_order, marks=pytest.mark.xfail(reason="ccxt's OKX create_order posts /api/v5/trade/batch-orders (a JSON array), which the enclave does not sign yet (issue 10, another branch)", strict=False)),
+    cancel_order, fetch_balance,
+])
+def test_okx_requests_through_zerocopy_are_byte_identical(call, keys, fake_exchange, ccxt_signer):
+    """No differences: same query, body bytes and OK-ACCESS-* headers (timestamp and signature
+    included)."""
+    with_secret, through = run_both(fake_exchange, keys["okx"], "okx", call, ccxt_signer)
+    assert (through.method, through.path, through.query, through.body) == (with_secret.method, with_secret.path, with_secret.query, with_secret.body)
+    assert _headers(through, "OK-ACCESS-") == _headers(with_secret, "OK-ACCESS-")
+
+
+def kraken_create_order(exchange: Any) -> Any:
+    return exchange.create_order("BTC/USD", "limit", "buy", 0.01, 30000)
+
+
+def kraken_cancel_order(exchange: Any) -> Any:
+    return exchange.cancel_order("OABCDE-FGHIJ-KLMNOP")
+
+
+@pytest.mark.parametrize("call", [
+    kraken_create_order, kraken_cancel_order,
+    pytest.param(fetch_balance, marks=pytest.mark.xfail(reason="ccxt's Kraken fetch_balance posts /0/private/BalanceEx, not in the enclave's Kraken catalogue (refused: endpoint)", strict=False)),
+])
+def test_kraken_requests_through_zerocopy_differ_only_in_the_nonce(call, keys, fake_exchange, ccxt_signer):
+    """Differences: the nonce (the enclave owns it: strictly increasing from its own clock) and so
+    API-Sign. The form fields, their order (nonce first in both) and the path are the same."""
+    with_secret, through = run_both(fake_exchange, keys["kraken"], "kraken", call, ccxt_signer)
+    assert (through.method, through.path, through.query) == (with_secret.method, with_secret.path, with_secret.query)
+    ccxt_fields, fields = parse_qsl(with_secret.body.decode()), parse_qsl(through.body.decode())
+    assert ccxt_fields[0][0] == fields[0][0] == "nonce"
+    assert fields[1:] == ccxt_fields[1:]
+    assert header(through, "API-Key") == keys["kraken"].api_key
+
+
+# == ccxt.async_support =============================================================================
+async def _async_calls(fake: FakeExchange, signer: Any, key: str) -> None:
+    exchange = attach(make_exchange(ccxt_async, "binance", fake.url, {}), signer, key)
+    try:
+        await asyncio.gather(exchange.fetch_balance(), exchange.create_order("BTC/USDT", "limit", "buy", 0.01, 30000))
+    finally:
+        await exchange.close()
+
+
+@pytest.mark.parametrize("signer_kind", ["AsyncSigner", "Signer in a thread"])
+def test_an_async_exchange_signs_through_an_async_signer_or_a_signer_in_a_thread(signer_kind, keys, fake_exchange, ccxt_emulator, ccxt_signer):
+    fake_exchange.key = keys["binance"]
+
+    async def main() -> None:
+        if signer_kind == "Signer in a thread":
+            return await _async_calls(fake_exchange, ccxt_signer, fake_exchange.key.name)
+        async with AsyncSigner(ccxt_emulator.address) as signer:
+            await _async_calls(fake_exchange, signer, fake_exchange.key.name)
+
+    asyncio.run(main())
+    received = wire(fake_exchange)
+    assert sorted((request.method, request.path) for request in received) == [("GET", "/api/v3/account"), ("POST", "/api/v3/order")]
+    assert all(PLACEHOLDER_SECRET.encode() not in _raw(request) for request in received)
+
+
+# == refusals, credentials, misuse ==================================================================
+def test_a_refused_request_raises_permission_denied_naming_the_rule_and_sends_nothing(keys, fake_exchange, ccxt_signer):
+    fake_exchange.key = keys["binance"]
+    exchange = attach(make_exchange(ccxt, "binance", fake_exchange.url, {}), ccxt_signer, fake_exchange.key.name)
+    with pytest.raises(ccxt.PermissionDenied, match="'funds'") as refusal:
+        exchange.withdraw("BTC", 1, "bc1qattacker")
+    assert isinstance(refusal.value.__cause__, PolicyRefused) and refusal.value.__cause__.rule == "funds"
+    assert fake_exchange.received == []
+
+
+def test_an_async_refusal_is_permission_denied_too(keys, fake_exchange, ccxt_signer):
+    fake_exchange.key = keys["binance"]
+
+    async def main() -> None:
+        exchange = attach(make_exchange(ccxt_async, "binance", fake_exchange.url, {}), ccxt_signer, fake_exchange.key.name)
+        try:
+            await exchange.withdraw("BTC", 1, "bc1qattacker")
+        finally:
+            await exchange.close()
+
+    with pytest.raises(ccxt.PermissionDenied, match="'funds'"):
+        asyncio.run(main())
+    assert fake_exchange.received == []
+
+
+def test_attach_replaces_a_secret_and_passphrase_on_the_instance_with_placeholders(keys, fake_exchange, ccxt_signer):
+    exchange = make_exchange(ccxt, "okx", fake_exchange.url, _credentials(keys["okx"]))
+    attach(exchange, ccxt_signer, keys["okx"].name)
+    assert exchange.secret == exchange.password == PLACEHOLDER_SECRET
+    assert exchange.apiKey == keys["okx"].api_key  # not a secret: kept
+
+
+def test_a_public_request_goes_out_as_ccxt_built_it(keys, fake_exchange, ccxt_signer):
+    fake_exchange.key = keys["binance"]
+    fake_exchange.answers["/api/v3/time"] = {"serverTime": NOW_MS}
+    exchange = attach(make_exchange(ccxt, "binance", fake_exchange.url, {}), ccxt_signer, fake_exchange.key.name)
+    with pytest.raises(ccxt.ExchangeError):  # the fake exchange refuses an unsigned request (401)
+        exchange.public_get_time()
+    [received] = fake_exchange.received
+    assert (received.method, received.path, received.query, received.body) == ("GET", "/api/v3/time", "", b"")
+    assert header(received, "X-MBX-APIKEY") == ""
+
+
+def test_misuse_fails_at_attach_time(keys, fake_exchange, ccxt_emulator, ccxt_signer):
+    with pytest.raises(LookupError, match="no key named"):
+        attach(make_exchange(ccxt, "binance", fake_exchange.url, {}), ccxt_signer, "no-such-key")
+    with pytest.raises(TypeError, match="ccxt exchange instance"):
+        attach(object(), ccxt_signer, keys["binance"].name)
+
+    async def with_async_signer() -> None:
+        async with AsyncSigner(ccxt_emulator.address) as signer:
+            attach(make_exchange(ccxt, "binance", fake_exchange.url, {}), signer, keys["binance"].name)
+
+    with pytest.raises(TypeError, match="async_support"):
+        asyncio.run(with_async_signer())
