@@ -212,7 +212,7 @@ def kraken_cancel_order(exchange: Any) -> Any:
 
 @pytest.mark.parametrize("call", [
     kraken_create_order, kraken_cancel_order,
-    pytest.param(fetch_balance, marks=pytest.mark.xfail(reason="ccxt's Kraken fetch_balance posts /0/private/BalanceEx, not in the enclave's Kraken catalogue (refused: endpoint)", strict=False)),
+    fetch_balance,  # /0/private/BalanceEx
 ])
 def test_kraken_requests_through_zerocopy_differ_only_in_the_nonce(call, keys, fake_exchange, ccxt_signer):
     """Differences: the nonce (the enclave owns it: strictly increasing from its own clock) and so

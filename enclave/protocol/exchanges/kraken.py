@@ -113,6 +113,8 @@ ENDPOINTS = (
     endpoint("POST", "/0/private/CancelOrder", "trade", "cancel", "nonce", "txid cl_ord_id"),
     endpoint("POST", "/0/private/CancelAll", "trade", "cancel", "nonce"),
     endpoint("POST", "/0/private/Balance", "read", "read", "nonce"),
+    # "Get Extended Balance" (what ccxt's fetch_balance asks): balances with credit and held amounts.
+    endpoint("POST", "/0/private/BalanceEx", "read", "read", "nonce", "rebase_multiplier", spellings(rebase_multiplier="rebased base")),
     endpoint("POST", "/0/private/OpenOrders", "read", "read", "nonce", "trades userref cl_ord_id", spellings(trades="true false")),
     endpoint("POST", "/0/private/QueryOrders", "read", "read", "nonce txid", "trades userref consolidate_taker", spellings(trades="true false", consolidate_taker="true false")),
     endpoint("POST", "/0/private/Withdraw", "funds", "other", "nonce asset key amount", "address max_fee"),
