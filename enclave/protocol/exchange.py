@@ -173,6 +173,9 @@ class Exchange:
     symbol_form: Callable[[str], str] = str.upper  # the exchange's canonical form of a symbol
     size_units: Callable[[Mapping[str, str]], frozenset[str]] = _no_units  # readings of the main size field
     json_body_methods: frozenset[str] = frozenset()  # methods whose parameters travel as a JSON body
+    # A JSON field whose value is null or "" is absent to the exchange (OKX): the engine drops it
+    # before judging, so the body it signs lacks it too and what is signed is what was judged.
+    empty_means_absent: bool = False
     # Parameters whose values must be canonical decimals; the engine checks the union over all
     # exchanges (``DECIMAL_PARAMETERS``), as before descriptors were split, so no refusal changed.
     decimal_params: frozenset[str] = frozenset()

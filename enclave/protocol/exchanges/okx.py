@@ -190,6 +190,7 @@ OKX = Exchange(
     borrowing_words="OKX tdMode other than cash or quickMgnType=auto_borrow",
     size_units=size_units,
     json_body_methods=frozenset({"POST"}),
+    empty_means_absent=True,  # python-okx sends "px": "" and "attachAlgoOrds": null on every market order
     decimal_params=frozenset("sz px newSz newPx amt".split()),
     limit_order=_limit_order,
     example_symbols=("BTC-USDT", "ETH-USDT", "SOL-USDT"),

@@ -325,12 +325,20 @@ def _json_pairs(parsed: dict) -> list[tuple[str, str]]:
     return pairs
 
 
+def _without_empty_fields(parsed: dict) -> dict:
+    """The fields an exchange that reads null and "" as absent acts on: the others are dropped, not
+    judged and not signed, so no check is skipped that the exchange would apply to what it gets."""
+    return {name: value for name, value in parsed.items() if value is not None and value != ""}
+
+
 def _canonical_parameters(exchange: Exchange, method: str, params: tuple[tuple[str, str], ...], body: bytes) -> tuple[tuple[tuple[str, str], ...], bytes]:
     """The request's fields, checked, and the body to sign (a JSON body re-serialised canonically)."""
     if method in exchange.json_body_methods:
         if params:
             raise Refusal("non_canonical", f"{exchange.name} POST requests carry their parameters in the JSON body, not the query")
         parsed = _strict_json_object(body) if body else {}
+        if exchange.empty_means_absent:
+            parsed = _without_empty_fields(parsed)
         pairs = _json_pairs(parsed)
         _check_names(pairs)
         _check_values(pairs)  # before serialising: a lone surrogate cannot be encoded
