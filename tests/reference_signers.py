@@ -141,6 +141,9 @@ def bybit(scheme: str, secret: bytes, api_key: str, method: str, params: Pairs, 
     else:
         sign = b64(rsa_pkcs1v15_sha256(secret, plain))
     headers = (("X-BAPI-API-KEY", api_key), ("X-BAPI-TIMESTAMP", str(now_ms)), ("X-BAPI-SIGN", sign), ("X-BAPI-RECV-WINDOW", recv_window))
+    # Bybit's examples (api-usage-examples V5_demo Encryption_HMAC.py / Encryption_RSA.py) send
+    # X-BAPI-SIGN-TYPE: 2 with every request and a JSON Content-Type with a body.
+    headers += (("X-BAPI-SIGN-TYPE", "2"),) + ((("Content-Type", "application/json"),) if method == "POST" else ())
     return Signed(query, body, headers, plain)
 
 
@@ -160,6 +163,8 @@ def okx(secret_document: bytes, api_key: str, method: str, path: str, params: Pa
     prehash = (timestamp + method + request_path).encode() + body
     sign = b64(hmac_sha256(document["secret"].encode(), prehash))
     headers = (("OK-ACCESS-KEY", api_key), ("OK-ACCESS-SIGN", sign), ("OK-ACCESS-TIMESTAMP", timestamp), ("OK-ACCESS-PASSPHRASE", document["passphrase"]))
+    # "Request bodies should have content type application/json" (OKX v5, REST API requests).
+    headers += (("Content-Type", "application/json"),) if method == "POST" else ()
     return Signed(query, body, headers, prehash)
 
 

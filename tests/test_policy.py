@@ -23,6 +23,7 @@ from enclave.protocol.policy import engine, limits
 from enclave.schemes import load_key
 from policy_helpers import (
     CATALOGUES,
+    EXCHANGES,
     RAW_SCHEMES,
     DANGEROUS,
     ENUMERATED,
@@ -1037,8 +1038,26 @@ def test_every_other_spelling_is_refused_as_non_canonical(catalogue: str, endpoi
         for other in sorted(misspellings(spelling) - spellings):
             if not re.fullmatch(r"[A-Za-z0-9._:,@/+-]*", other):
                 continue  # refused as non-canonical characters already
+            if other == "" and _reads_empty_as_absent(catalogue, endpoint):
+                _assert_judged_as_absent(policy, with_value(catalogue, endpoint, name, other), endpoint, name)
+                continue
             found = refusal(policy, *with_value(catalogue, endpoint, name, other))
             assert found.rule == "non_canonical" and name in str(found), (name, other, str(found))
+
+
+def _reads_empty_as_absent(catalogue: str, endpoint) -> bool:
+    exchange = EXCHANGES[catalogue]
+    return exchange.empty_means_absent and endpoint.method in exchange.json_body_methods
+
+
+def _assert_judged_as_absent(policy: PolicyState, sent: tuple, endpoint, name: str) -> None:
+    """An empty JSON field of an exchange that reads it as absent (OKX) is not a spelling: the
+    request is judged, and signed, without it."""
+    if name in endpoint.required:
+        found = refusal(policy, *sent)
+        assert found.rule == "unknown_parameter" and name in str(found)
+    else:
+        assert name not in json.loads(policy.authorize_request(*sent, NOW).body)
 
 
 def test_kraken_order_flags_are_a_list_of_distinct_documented_flags() -> None:
@@ -1305,3 +1324,46 @@ def test_every_documented_spelling_is_in_docs_policy_md() -> None:
                 assert row is not None, f"docs/policy.md has no row for {catalogue} {name}"
                 assert all(f"`{spelling}`" in row for spelling in spellings), (catalogue, name)
                 assert isinstance(spellings, Flags) == ("comma-separated" in row), (catalogue, name)
+
+
+# -- OKX: null and "" mean absent ------------------------------------------------------------------
+# python-okx's TradeAPI.place_order for a market buy: every optional field "" and attachAlgoOrds null,
+# serialised with json.dumps' default separators.
+PYTHON_OKX_MARKET = {
+    "instId": "BTC-USDT", "tdMode": "cash", "side": "buy", "ordType": "market", "sz": "100", "ccy": "", "clOrdId": "", "tag": "",
+    "posSide": "", "px": "", "reduceOnly": "", "tgtCcy": "", "stpMode": "", "attachAlgoOrds": None, "pxUsd": "", "pxVol": "",
+    "banAmend": "", "tradeQuoteCcy": "",
+}
+
+
+def test_okx_null_and_empty_fields_are_judged_and_signed_as_absent() -> None:
+    okx = state({"max_notional": "1000"}, "okx-hmac")
+    authorized = okx.authorize_request("POST", "/api/v5/trade/order", (), json.dumps(PYTHON_OKX_MARKET).encode(), NOW)
+    assert authorized.body == b'{"instId":"BTC-USDT","tdMode":"cash","side":"buy","ordType":"market","sz":"100"}'
+    assert authorized.kind == "order" and authorized.notional == Decimal(100)  # a spot market buy's sz is quote
+    over = refusal(okx, "POST", "/api/v5/trade/order", (), json.dumps({**PYTHON_OKX_MARKET, "sz": "1001"}).encode())
+    assert over.rule == "max_notional"
+
+
+@pytest.mark.parametrize("empty", ["", None], ids=["empty", "null"])
+def test_okx_an_empty_field_never_skips_a_check(empty: object) -> None:
+    okx = state({"max_notional": "1000"}, "okx-hmac")
+    # A limit order whose px is empty has no price: its notional is unknown, not "0".
+    limit = json.dumps({**OKX_SPOT, "px": empty}).encode()
+    assert refusal(okx, "POST", "/api/v5/trade/order", (), limit).rule == "notional_unknown"
+    # A required field left empty is missing; an empty margin mode is not read as cash.
+    for field in ("tdMode", "sz", "instId"):
+        found = refusal(okx, "POST", "/api/v5/trade/order", (), json.dumps({**OKX_SPOT, field: empty}).encode())
+        assert found.rule == "unknown_parameter" and field in str(found)
+    # Under a quantity cap, an empty tgtCcy leaves the market buy quoted (its default), so refused.
+    capped = state({"max_quantity": "1"}, "okx-hmac")
+    market = {**OKX_SPOT, "ordType": "market", "px": "", "tgtCcy": empty}
+    assert refusal(capped, "POST", "/api/v5/trade/order", (), json.dumps(market).encode()).rule == "quantity_unknown"
+
+
+def test_only_okx_reads_null_and_empty_as_absent() -> None:
+    bybit_order = {"category": "spot", "symbol": "BTCUSDT", "side": "Buy", "orderType": "Limit", "qty": "0.01", "price": "30000"}
+    found = refusal(state(None, "bybit-hmac"), "POST", "/v5/order/create", (), json.dumps({**bybit_order, "orderLinkId": None}).encode())
+    assert found.rule == "non_canonical"
+    authorized = state(None, "bybit-hmac").authorize_request("POST", "/v5/order/create", (), json.dumps({**bybit_order, "orderLinkId": ""}).encode(), NOW)
+    assert b'"orderLinkId":""' in authorized.body

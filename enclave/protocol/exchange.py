@@ -73,6 +73,8 @@ class Endpoint:
     name: str = ""  # "METHOD path", filled in by endpoint()
     # enumerated parameter -> its documented spellings (a Flags: a comma-separated list of them)
     values: Mapping[str, frozenset[str]] = field(default_factory=lambda: _NO_VALUES, compare=False, repr=False)
+    # >0: the body is a JSON array of at most this many items, each taking required/optional (a batch)
+    batch: int = 0
 
     def accepts(self, names: frozenset[str]) -> bool:
         return self.required <= names and names <= self.required | self.optional
@@ -82,9 +84,10 @@ def endpoint_name(method: str, path: str) -> str:
     return f"{method.upper()} {path}"
 
 
-def endpoint(method: str, path: str, category: str, kind: str, required: str = "", optional: str = "", values: Mapping[str, frozenset[str]] = _NO_VALUES) -> Endpoint:
-    """A catalogue entry; ``required`` and ``optional`` are parameter names separated by spaces."""
-    built = Endpoint(method, path, category, kind, frozenset(required.split()), frozenset(optional.split()), endpoint_name(method, path), MappingProxyType(dict(values)))
+def endpoint(method: str, path: str, category: str, kind: str, required: str = "", optional: str = "", values: Mapping[str, frozenset[str]] = _NO_VALUES, *, batch: int = 0) -> Endpoint:
+    """A catalogue entry; ``required`` and ``optional`` are parameter names separated by spaces
+    (of each item, for a ``batch`` endpoint)."""
+    built = Endpoint(method, path, category, kind, frozenset(required.split()), frozenset(optional.split()), endpoint_name(method, path), MappingProxyType(dict(values)), batch)
     if not set(built.values) <= built.required | built.optional:
         raise ExchangeError(f"{built.name}: documented values for parameters it does not take")
     return built
@@ -173,6 +176,9 @@ class Exchange:
     symbol_form: Callable[[str], str] = str.upper  # the exchange's canonical form of a symbol
     size_units: Callable[[Mapping[str, str]], frozenset[str]] = _no_units  # readings of the main size field
     json_body_methods: frozenset[str] = frozenset()  # methods whose parameters travel as a JSON body
+    # A JSON field whose value is null or "" is absent to the exchange (OKX): the engine drops it
+    # before judging, so the body it signs lacks it too and what is signed is what was judged.
+    empty_means_absent: bool = False
     # Parameters whose values must be canonical decimals; the engine checks the union over all
     # exchanges (``DECIMAL_PARAMETERS``), as before descriptors were split, so no refusal changed.
     decimal_params: frozenset[str] = frozenset()
@@ -196,6 +202,9 @@ class Exchange:
         if any(scheme.exchange != self.family for scheme in self.schemes):
             raise ExchangeError(f"{self.name}: a scheme names another exchange than {self.family!r}")
         self._check_parameter_names()
+        if any(entry.batch and ("path" not in self.covers or entry.method not in self.json_body_methods) for entry in self.endpoints):
+            # An array's items are judged as the endpoint's orders only where the signature names the endpoint.
+            raise ExchangeError(f"{self.name}: a batch endpoint needs a signature that covers the path and a JSON body")
 
     def _check_parameter_names(self) -> None:
         """Every parameter the engine is told to read must be one the catalogue takes: a misspelt

@@ -588,6 +588,10 @@ def test_a_json_trick_in_an_order_body_is_refused(scheme, trick, keys, host):
     # older, at the policy level: tests/test_policy_properties.py::test_garbage_json_bodies_raise_only_refusal,
     # tests/test_policy.py (duplicate JSON keys, floats); tests/attacks/test_attack_policy.py (isLeverage spellings)
     body = _trick(*JSON_EXCHANGES[scheme], trick)
+    if (scheme, trick) == ("okx-hmac", "null"):  # OKX reads null as absent: judged and signed without the field
+        signed = host.sign_request(keys[scheme].name, "POST", ORDER_PATHS[scheme], body=body)
+        assert json.loads(signed.body) == JSON_EXCHANGES[scheme][0]
+        return
     found = refused(host, keys[scheme], "POST", ORDER_PATHS[scheme], body=body)
     assert found.rule == JSON_REFUSED[trick], found
 

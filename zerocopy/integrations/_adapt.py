@@ -186,7 +186,7 @@ def to_send(family: HttpFamily, request: Outgoing, signed: SignedRequest) -> ToS
     body = signed.body.encode() if isinstance(signed.body, str) else bytes(signed.body)
     headers = {name: value for name, value in request.headers.items()
                if not family.owns_header(name) and name.lower() not in ("content-length", "content-type")}
-    if body:
+    if body and not any(name.lower() == "content-type" for name in signed.headers):  # the enclave's own, where it returns one
         headers["Content-Type"] = family.body_type
     headers.update(signed.headers)
     return ToSend(signed.method, urlunsplit((url.scheme, url.netloc, url.path or "/", signed.query, "")), headers, body)

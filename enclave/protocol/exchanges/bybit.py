@@ -8,7 +8,8 @@
     pseudo-parameter ``recv_window`` (a positive integer of at most 6 digits), which is removed
     from the parameters and sent only as ``X-BAPI-RECV-WINDOW`` (Bybit v5 has no query parameter
     of that name). Where the policy caps the window below the default, the policy engine passes
-    the cap as ``recv_window`` itself. Headers ``X-BAPI-API-KEY``, ``X-BAPI-TIMESTAMP``, ``X-BAPI-SIGN``, ``X-BAPI-RECV-WINDOW``.
+    the cap as ``recv_window`` itself. Headers ``X-BAPI-API-KEY``, ``X-BAPI-TIMESTAMP``, ``X-BAPI-SIGN``, ``X-BAPI-RECV-WINDOW``,
+    ``X-BAPI-SIGN-TYPE: 2``, and on POST ``Content-Type: application/json``.
 
 Parameter names and spellings: Bybit v5 "Place Order" (order/create-order), "Enums Definitions"
 (enum), 2025; JSON true/false and integers are compared as the text "true", "false", "1".
@@ -75,7 +76,10 @@ class _BybitV5(SigningKey):
             ("X-BAPI-TIMESTAMP", timestamp),
             ("X-BAPI-SIGN", signature),
             ("X-BAPI-RECV-WINDOW", recv_window),
+            ("X-BAPI-SIGN-TYPE", "2"),  # as Bybit's own examples and pybit send it, for HMAC and RSA keys
         )
+        if method == "POST":
+            headers += (("Content-Type", "application/json"),)
         return SignedHttp(query, body, headers)
 
 

@@ -6,7 +6,8 @@
     timestamp (ISO 8601 UTC, milliseconds, ``Z``, from the enclave clock) + method + requestPath
     (path, plus ``?query`` for GET) + body; base64 HMAC-SHA256. GET takes params and no body, POST
     a body and no params. Headers ``OK-ACCESS-KEY``, ``OK-ACCESS-SIGN``, ``OK-ACCESS-TIMESTAMP``,
-    ``OK-ACCESS-PASSPHRASE`` (OKX sends the passphrase in clear: the host sees it).
+    ``OK-ACCESS-PASSPHRASE`` (OKX sends the passphrase in clear: the host sees it), and on POST
+    ``Content-Type: application/json``.
 
 Parameter names and spellings: OKX v5 "Place order", "Amend order", "Get order List", "Get
 positions", 2025; JSON true/false compare as text.
@@ -127,11 +128,14 @@ class OkxHmac(SigningKey):
             ("OK-ACCESS-TIMESTAMP", timestamp),
             ("OK-ACCESS-PASSPHRASE", self._passphrase),
         )
+        if method == "POST":  # OKX: "Content-Type: application/json" on requests with a body
+            headers += (("Content-Type", "application/json"),)
         return SignedHttp(query, body, headers)
 
 
 # -- catalogue ------------------------------------------------------------------------------------
 _ORDER = "clOrdId tag posSide px reduceOnly tgtCcy banAmend pxUsd pxVol quickMgnType stpId stpMode attachAlgoOrds ccy"
+_AMEND = "ordId clOrdId cxlOnFail reqId newSz newPx newPxUsd newPxVol"
 _ORDER_TYPES = "market limit post_only fok ioc optimal_limit_ioc mmp mmp_and_post_only op_fok"
 _ORDER_VALUES = spellings(
     tdMode="cross isolated cash spot_isolated",
@@ -146,8 +150,12 @@ _ORDER_VALUES = spellings(
 )
 ENDPOINTS = (
     endpoint("POST", "/api/v5/trade/order", "trade", "order", "instId tdMode side ordType sz", _ORDER, _ORDER_VALUES),
-    endpoint("POST", "/api/v5/trade/amend-order", "trade", "amend", "instId", "ordId clOrdId cxlOnFail reqId newSz newPx newPxUsd newPxVol", spellings(cxlOnFail="true false")),
+    endpoint("POST", "/api/v5/trade/amend-order", "trade", "amend", "instId", _AMEND, spellings(cxlOnFail="true false")),
     endpoint("POST", "/api/v5/trade/cancel-order", "trade", "cancel", "instId", "ordId clOrdId"),
+    # "Place multiple orders", "Cancel multiple orders", "Amend multiple orders": up to 20 per request
+    endpoint("POST", "/api/v5/trade/batch-orders", "trade", "order", "instId tdMode side ordType sz", _ORDER, _ORDER_VALUES, batch=20),
+    endpoint("POST", "/api/v5/trade/amend-batch-orders", "trade", "amend", "instId", _AMEND, spellings(cxlOnFail="true false"), batch=20),
+    endpoint("POST", "/api/v5/trade/cancel-batch-orders", "trade", "cancel", "instId", "ordId clOrdId", batch=20),
     endpoint("GET", "/api/v5/trade/order", "read", "read", "instId", "ordId clOrdId"),
     endpoint("GET", "/api/v5/trade/orders-pending", "read", "read", "", "instType uly instFamily instId ordType state after before limit",
              spellings(instType="SPOT MARGIN SWAP FUTURES OPTION", ordType=_ORDER_TYPES, state="live partially_filled")),
@@ -190,6 +198,7 @@ OKX = Exchange(
     borrowing_words="OKX tdMode other than cash or quickMgnType=auto_borrow",
     size_units=size_units,
     json_body_methods=frozenset({"POST"}),
+    empty_means_absent=True,  # python-okx sends "px": "" and "attachAlgoOrds": null on every market order
     decimal_params=frozenset("sz px newSz newPx amt".split()),
     limit_order=_limit_order,
     example_symbols=("BTC-USDT", "ETH-USDT", "SOL-USDT"),

@@ -285,6 +285,34 @@ def _check_values(params: Any) -> None:
 
 
 def _strict_json_object(body: bytes) -> dict:
+    parsed = _strict_json(body)
+    if not isinstance(parsed, dict):
+        raise Refusal("non_canonical", "the body must be a JSON object")
+    return _bounded_object(parsed)
+
+
+def _bounded_object(parsed: dict) -> dict:
+    if len(parsed) > _MAX_PARAMETERS:
+        raise Refusal("too_large", f"the JSON body has {len(parsed)} fields; no endpoint the policy engine knows takes more than {_MAX_PARAMETERS}")
+    return parsed
+
+
+def _strict_json_items(body: bytes, endpoint: Endpoint) -> list[dict]:
+    """A batch's orders: a JSON array of 1 to ``endpoint.batch`` objects (one object alone is a batch of one)."""
+    parsed = _strict_json(body) if body else None
+    items = [parsed] if isinstance(parsed, dict) else parsed
+    if not isinstance(items, list) or not items:
+        raise Refusal("non_canonical", f"{endpoint.name} takes a JSON array of 1 to {endpoint.batch} orders")
+    if len(items) > endpoint.batch:
+        raise Refusal("too_large", f"{endpoint.name} takes at most {endpoint.batch} orders; the batch has {len(items)}")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise Refusal("non_canonical", f"order {index} of the batch must be a JSON object")
+        _bounded_object(item)
+    return items
+
+
+def _strict_json(body: bytes) -> Any:
     def pairs_hook(pairs: list[tuple[str, Any]]) -> dict:
         seen: dict = {}
         for key, value in pairs:
@@ -302,10 +330,6 @@ def _strict_json_object(body: bytes) -> dict:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise Refusal("non_canonical", "the body is not a valid JSON object") from None
-    if not isinstance(parsed, dict):
-        raise Refusal("non_canonical", "the body must be a JSON object")
-    if len(parsed) > _MAX_PARAMETERS:
-        raise Refusal("too_large", f"the JSON body has {len(parsed)} fields; no endpoint the policy engine knows takes more than {_MAX_PARAMETERS}")
     return parsed
 
 
@@ -327,16 +351,34 @@ def _json_pairs(parsed: dict) -> list[tuple[str, str]]:
     return pairs
 
 
+def _without_empty_fields(parsed: dict) -> dict:
+    """The fields an exchange that reads null and "" as absent acts on: the others are dropped, not
+    judged and not signed, so no check is skipped that the exchange would apply to what it gets."""
+    return {name: value for name, value in parsed.items() if value is not None and value != ""}
+
+
+def _checked_object(exchange: Exchange, parsed: dict) -> tuple[dict, tuple[tuple[str, str], ...]]:
+    """A JSON object as the exchange reads it, and its fields as checked text."""
+    if exchange.empty_means_absent:
+        parsed = _without_empty_fields(parsed)
+    pairs = _json_pairs(parsed)
+    _check_names(pairs)
+    _check_values(pairs)  # before serialising: a lone surrogate cannot be encoded
+    return parsed, tuple(pairs)
+
+
+@functools.lru_cache(maxsize=64)
+def _batch_endpoints(exchange: Exchange) -> Mapping[tuple[str, str], Endpoint]:
+    return {(endpoint.method, endpoint.path): endpoint for endpoint in exchange.endpoints if endpoint.batch}
+
+
 def _canonical_parameters(exchange: Exchange, method: str, params: tuple[tuple[str, str], ...], body: bytes) -> tuple[tuple[tuple[str, str], ...], bytes]:
     """The request's fields, checked, and the body to sign (a JSON body re-serialised canonically)."""
     if method in exchange.json_body_methods:
         if params:
             raise Refusal("non_canonical", f"{exchange.name} POST requests carry their parameters in the JSON body, not the query")
-        parsed = _strict_json_object(body) if body else {}
-        pairs = _json_pairs(parsed)
-        _check_names(pairs)
-        _check_values(pairs)  # before serialising: a lone surrogate cannot be encoded
-        return tuple(pairs), json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode()
+        parsed, pairs = _checked_object(exchange, _strict_json_object(body) if body else {})
+        return pairs, json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode()
     if body and "no-body" not in exchange.covers:
         raise Refusal("non_canonical", "send the parameters as params; the enclave builds the string to sign itself")
     _check_names(params)
@@ -367,12 +409,13 @@ def _path_matches(pattern: str, path: str) -> bool:
     return len(parts) == len(actual) and all(p == a or (p.startswith("{") and _SEGMENT.fullmatch(a) is not None) for p, a in zip(parts, actual))
 
 
-def _matching_endpoints(exchange: Exchange, method: str, path: str, names: frozenset[str]) -> list[Endpoint]:
-    """Every catalogued endpoint a signature for this request would be good for."""
+def _matching_endpoints(exchange: Exchange, method: str, path: str, names: frozenset[str], batch: bool = False) -> list[Endpoint]:
+    """Every catalogued endpoint a signature for this request would be good for (a batch's item:
+    only batch endpoints; anything else: none of them)."""
     covers = exchange.covers
     if "path" in covers:
-        return _endpoints_at_path(exchange, method, path, names)
-    endpoints = exchange.endpoints
+        return _endpoints_at_path(exchange, method, path, names, batch)
+    endpoints = exchange.endpoints  # no batch endpoints here: a descriptor has them only where the path is covered
     if "format" in covers:
         endpoints = tuple(e for e in endpoints if (e.method == "GET") == (method == "GET"))
     matches = [e for e in endpoints if e.accepts(names)]
@@ -383,9 +426,9 @@ def _matching_endpoints(exchange: Exchange, method: str, path: str, names: froze
     return matches
 
 
-def _endpoints_at_path(exchange: Exchange, method: str, path: str, names: frozenset[str]) -> list[Endpoint]:
+def _endpoints_at_path(exchange: Exchange, method: str, path: str, names: frozenset[str], batch: bool) -> list[Endpoint]:
     covers = exchange.covers
-    candidates = [e for e in exchange.endpoints if _path_matches(e.path, path) and ("method" not in covers or e.method == method)]
+    candidates = [e for e in exchange.endpoints if _path_matches(e.path, path) and ("method" not in covers or e.method == method) and bool(e.batch) == batch]
     if not candidates:
         raise Refusal("endpoint", f"{endpoint_name(method, path)[:120]} is not an endpoint the policy engine knows")
     if "no-body" in covers:
@@ -411,6 +454,17 @@ class _Verdict(NamedTuple):
     endpoints: tuple[Endpoint, ...]
     kind: str
     documented: Mapping[str, frozenset[str]]  # enumerated parameter -> documented spellings, over all endpoints
+
+
+class _Judged(NamedTuple):
+    """One order (or read) judged by every rule but the window and the rate."""
+
+    endpoints: tuple[str, ...]
+    kind: str
+    symbol: str | None
+    quantity: Decimal | None
+    notional: Decimal | None
+    sized: bool  # it sets a size or price, so the window and the rate count it
 
 
 class _Refused(NamedTuple):
@@ -457,9 +511,22 @@ class PolicyState:
         _check_request_size(path, params, body)
         method = method.upper()
         params, header_params = self._header_recv_window(exchange, params)
+        batch = _batch_endpoints(exchange).get((method, path))
+        if batch is not None:
+            return self._authorize_batch(exchange, batch, header_params, params, body, now_ms)
         checked, body = _canonical_parameters(exchange, method, params, body)
+        judged = self._judge_fields(exchange, method, path, checked, now_ms)
+        if judged.kind in _SIZED:
+            self._meter(now_ms, judged.kind, judged.sized, judged.notional)
+        # A JSON body is signed as the body: its fields were checked, but are not query parameters.
+        signed_params = header_params + (() if method in exchange.json_body_methods else checked)
+        return Authorized(signed_params, body, judged.endpoints, judged.kind, judged.symbol, judged.quantity, judged.notional)
+
+    def _judge_fields(self, exchange: Exchange, method: str, path: str, checked: tuple[tuple[str, str], ...], now_ms: int, batch: bool = False) -> _Judged:
+        """Every rule but the notional window and the rate, for one order (or read) of checked fields."""
+        policy = self.policy
         names = frozenset(name for name, _ in checked) | exchange.implicit
-        matches, kind, documented = self._verdict(exchange, method, path, names)
+        matches, kind, documented = self._verdict(exchange, method, path, names, batch)
         values = dict(checked)
         _check_documented_values(values, documented)
         self._check_freshness(exchange, values, now_ms)
@@ -468,19 +535,63 @@ class PolicyState:
         canonical = exchange.symbol_form(symbol) if symbol is not None else None
         if kind in {"order", "amend", "cancel"} and canonical is not None and policy.symbols is not None and canonical not in policy.symbols:
             raise Refusal("symbol", f"symbol {symbol[:40]!r} is not in the policy's allowlist")
-        quantity = notional = None
+        quantity = notional = size = None
         if kind in _SIZED:
             self._check_borrowing(exchange, values)
             size = _order_size(exchange, values, kind)
             if size is not None:
                 quantity, notional, quoted = size
                 self._check_size(canonical, quantity, notional, quoted, kind)
-            self._meter(now_ms, kind, size is not None, notional)
-        # A JSON body is signed as the body: its fields were checked, but are not query parameters.
-        signed_params = header_params + (() if method in exchange.json_body_methods else checked)
-        return Authorized(signed_params, body, tuple(endpoint.name for endpoint in matches), kind, symbol, quantity, notional)
+        return _Judged(tuple(endpoint.name for endpoint in matches), kind, symbol, quantity, notional, size is not None)
 
-    def _verdict(self, exchange: Exchange, method: str, path: str, names: frozenset[str]) -> _Verdict:
+    def _authorize_batch(self, exchange: Exchange, endpoint: Endpoint, header_params: tuple, params: tuple, body: bytes, now_ms: int) -> Authorized:
+        """Every order of a batch judged by every rule, each counted against the window and the
+        rate; one refused refuses the batch (naming it by index). What is signed is the array re-serialised."""
+        if params:
+            raise Refusal("non_canonical", f"{exchange.name} POST requests carry their parameters in the JSON body, not the query")
+        items, judged = [], []
+        for index, item in enumerate(_strict_json_items(body, endpoint)):
+            try:
+                parsed, checked = _checked_object(exchange, item)
+                judged.append(self._judge_fields(exchange, endpoint.method, endpoint.path, checked, now_ms, batch=True))
+            except Refusal as refusal:
+                raise Refusal(refusal.rule, f"order {index} of the batch: {refusal}") from None
+            items.append(parsed)
+        if endpoint.kind in _SIZED:
+            self._meter_batch(now_ms, judged)
+        symbols = {each.symbol for each in judged}
+        quantities, notionals = [each.quantity for each in judged], [each.notional for each in judged]
+        return Authorized(
+            header_params, json.dumps(items, separators=(",", ":"), ensure_ascii=False).encode(), judged[0].endpoints, endpoint.kind,
+            symbols.pop() if len(symbols) == 1 else None,
+            sum(quantities) if None not in quantities else None, sum(notionals) if None not in notionals else None,  # type: ignore[arg-type]
+        )
+
+    def _meter_batch(self, now_ms: int, judged: list[_Judged]) -> None:
+        """A batch counts as its orders would one by one, all or none: the window admits their
+        total at once, and the bucket gives a token for each (or takes none)."""
+        policy = self.policy
+        window = self._window if policy.window_max is not None else None
+        sized = [each for each in judged if each.sized]
+        if window is not None:
+            unknown = next((index for index, each in enumerate(judged) if each.sized and each.notional is None), None)
+            if unknown is not None:
+                raise Refusal("notional_unknown", f"order {unknown} of the batch: the policy caps notional per window, and this order's notional cannot be computed")
+        counted = sum(1 for each in judged if each.kind == "order" or each.sized)
+        taken = 0
+        while self._bucket is not None and taken < counted and self._bucket.take(now_ms):
+            taken += 1
+        took = self._bucket is None or taken == counted
+        total = window.admit(now_ms, sum(each.notional for each in sized), policy.window_max, commit=took) if window is not None and sized else None  # type: ignore[arg-type, misc]
+        if total is not None or not took:
+            for _ in range(taken if self._bucket is not None else 0):
+                self._bucket.give_back()  # type: ignore[union-attr]
+        if total is not None:
+            raise Refusal("notional_window", f"the batch's {len(judged)} orders would bring the notional signed in the last {policy.window_seconds} s to {total}, above {policy.window_max}")
+        if not took:
+            raise Refusal("rate", f"a batch of {counted} orders is more than the policy's rate allows now ({policy.rate[0]} per second, bursts of {policy.rate[1]})")  # type: ignore[index]
+
+    def _verdict(self, exchange: Exchange, method: str, path: str, names: frozenset[str], batch: bool = False) -> _Verdict:
         """Which endpoints a request could reach, whether the policy allows all of them, and the
         documented spellings of their enumerated parameters.
 
@@ -489,10 +600,12 @@ class PolicyState:
         """
         covers = exchange.covers
         shape = ("method" in covers and method, ("path" in covers or method == "WS") and path, method == "GET", names)
+        if batch:  # only then: a longer key for every shape would cost every remembered verdict
+            shape += (batch,)
         verdict = self._verdicts.get(shape)
         if verdict is None:
             try:
-                verdict = self._judge(exchange, method, path, names)
+                verdict = self._judge(exchange, method, path, names, batch)
             except Refusal as refusal:
                 # Remember the words, not the exception: its traceback would keep every frame of
                 # this request (and the request itself) alive for as long as the verdict.
@@ -502,8 +615,8 @@ class PolicyState:
             raise Refusal(verdict.rule, verdict.message)
         return verdict
 
-    def _judge(self, exchange: Exchange, method: str, path: str, names: frozenset[str]) -> _Verdict:
-        matches = _matching_endpoints(exchange, method, path, names)
+    def _judge(self, exchange: Exchange, method: str, path: str, names: frozenset[str], batch: bool) -> _Verdict:
+        matches = _matching_endpoints(exchange, method, path, names, batch)
         # Dangerous endpoints first, so the refusal names the worst thing the signature could do.
         for endpoint in sorted(matches, key=lambda endpoint: endpoint.category not in DANGEROUS_CATEGORIES):
             if endpoint.name not in self.policy.allow:
