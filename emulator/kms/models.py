@@ -186,6 +186,8 @@ class AttestingKms:
         if operation in with_recipient and params.get("Recipient") is not None:
             return with_recipient[operation](params, caller)
         self.authorize_request(operation, params, caller)
+        if operation == "RetireGrant":
+            _check_retire_grant(params)
         _refuse_dry_run(params)
         return None
 
@@ -578,6 +580,13 @@ def _grant_context(params: dict) -> dict[str, Any]:
 
 def _null_member(path: str) -> str:
     return f"1 validation error detected: Value null at '{path}' failed to satisfy constraint: Member must not be null"
+
+
+def _check_retire_grant(params: dict) -> None:
+    """``RetireGrant`` names its grant by token, or by key and grant id (AWS's API reference); the
+    model marks neither member required, and moto fails with a 500 on a request naming neither."""
+    if params.get("GrantToken") is None and (params.get("KeyId") is None or params.get("GrantId") is None):
+        raise ValidationException("Either GrantToken, or both KeyId and GrantId, must be specified.")
 
 
 def _refuse_dry_run(params: dict) -> None:
