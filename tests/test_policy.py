@@ -1367,3 +1367,11 @@ def test_only_okx_reads_null_and_empty_as_absent() -> None:
     assert found.rule == "non_canonical"
     authorized = state(None, "bybit-hmac").authorize_request("POST", "/v5/order/create", (), json.dumps({**bybit_order, "orderLinkId": ""}).encode(), NOW)
     assert b'"orderLinkId":""' in authorized.body
+
+
+def test_explain_names_the_nonce_unit_of_a_kraken_key():
+    default = "\n".join(explain(SigningPolicy.parse(None, scheme="kraken")))
+    migrated = "\n".join(explain(SigningPolicy.parse({"nonce": {"per_second": 100000000}}, scheme="kraken")))
+    assert "nonce from its clock, 1000 per second" in default
+    assert "nonce from its clock, 100000000 per second" in migrated
+    assert "nonce" not in "\n".join(explain(SigningPolicy.parse(None, scheme="binance-hmac")))

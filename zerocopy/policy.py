@@ -101,6 +101,9 @@ def _explain_requests(policy: SigningPolicy, exchange: Exchange) -> list[str]:
         lines.append(f"Client timestamps must be within {policy.max_skew_ms} ms of the enclave clock; recvWindow at most {policy.max_recv_window_ms} ms.")
     else:
         lines.append("Timestamp freshness is NOT checked (for replaying documentation vectors; do not use in production).")
+    if exchange.host_nonce_param is not None:
+        per_second = (policy.document or {}).get("nonce", {}).get("per_second", 1000)
+        lines.append(f"The enclave sets the {exchange.host_nonce_param} from its clock, {per_second} per second, always above the last one it signed.")
     return lines
 
 
