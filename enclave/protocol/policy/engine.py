@@ -444,9 +444,11 @@ def _shape_cost(shape: tuple, verdict: Any) -> int:
     the name strings), the dict slot, and a refusal's message. Endpoints and documented spellings
     are shared (see ``_documented_values``)."""
     names = shape[3]
-    cost = 640 + sum(120 + len(name) for name in names)
+    # per name: the string (49 bytes + its length, rounded up by the allocator) and its share of
+    # the frozenset's table, which is sized for up to four slots of 16 bytes per name
+    cost = 1024 + sum(176 + len(name) for name in names)
     if isinstance(verdict, _Refused):
-        cost += 200 + len(verdict.message)
+        cost += 256 + 2 * len(verdict.message)
     return cost
 
 
