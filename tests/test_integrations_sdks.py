@@ -1,0 +1,196 @@
+"""``ZeroCopyAuth`` as the session's auth under the exchanges' official SDKs: a differential suite.
+
+Each case runs one SDK call twice against the fake exchange (``tests/fake_exchange.py``, which
+verifies every signature independently): once as the SDK ships, with the secret in memory, and once
+with a placeholder secret and ``ZeroCopyAuth`` as the auth of the SDK's own HTTP session. The SDK's
+clock and client ids are pinned (on the library's own module), and this module's enclave runs on a
+fixed clock at the same instant, so the two requests are byte-identical except where the enclave
+owns a field; each case names its differences. Each SDK's tests are skipped when it is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import pytest
+
+from fake_exchange import FakeExchange, Received, header, serving
+from pytest_zerocopy import factories
+
+requests = pytest.importorskip("requests", reason="pip install 'zerocopy[test]' (requests is a test extra)")
+
+from zerocopy.integrations.requests import ZeroCopyAuth  # noqa: E402
+
+NOW_MS = 1_700_000_000_000  # the SDKs' pinned clock, and the enclave's (a launch option)
+PLACEHOLDER = "zerocopy-placeholder-secret"
+sdk_emulator = factories.emulator_proc(scope="module", clock=f"fixed:{NOW_MS}")
+sdk_signer = factories.signer("sdk_emulator", scope="module")
+sdk_key = factories.key_maker("sdk_emulator", "sdk_signer", scope="module")
+
+RATE = {"per_second": "1000", "burst": 1000}
+BYBIT_SUCCESS = {"retCode": 0, "retMsg": "OK", "result": {"list": []}, "time": NOW_MS}
+
+
+@pytest.fixture(scope="module")
+def keys(sdk_key) -> dict[str, Any]:
+    return {
+        "binance": sdk_key("binance-hmac", policy={"symbols": ["BTCUSDT"], "max_quantity": "0.01", "rate": RATE}),
+        "bybit": sdk_key("bybit-hmac", policy={"symbols": ["BTCUSDT"], "max_quantity": "0.01", "rate": RATE}),
+    }
+
+
+@pytest.fixture(scope="module")
+def fake_exchange_server() -> Iterator[FakeExchange]:
+    with serving() as exchange:
+        yield exchange
+
+
+@pytest.fixture
+def fake_exchange(fake_exchange_server: FakeExchange) -> FakeExchange:
+    fake_exchange_server.reset()
+    return fake_exchange_server
+
+
+@dataclass(frozen=True)
+class Sdk:
+    """How to build one SDK's client: ``make(secret, url)`` returns ``(client, its requests.Session)``."""
+
+    make: Callable[[str, str], tuple[Any, Any]]
+    answer: Any = None
+
+
+def wire(fake: FakeExchange) -> list[Received]:
+    """The requests the fake exchange received, each verified again here (raises if one fails)."""
+    for received in fake.received:
+        fake.verify(received)
+    return list(fake.received)
+
+
+def run_both(fake: FakeExchange, key: Any, sdk: Sdk, call: Callable, signer: Any, secret: str) -> tuple[Received, Received]:
+    """``call`` with the secret in memory, then with a placeholder and ``ZeroCopyAuth``."""
+    fake.key = key
+    fake.answers["*"] = sdk.answer if sdk.answer is not None else {"verified": True}
+    client, _ = sdk.make(secret, fake.url)
+    call(client)
+    with_secret = wire(fake)
+    fake.received.clear()
+    client, session = sdk.make(PLACEHOLDER, fake.url)
+    session.auth = ZeroCopyAuth(signer, key.name)
+    call(client)
+    through_zerocopy = wire(fake)
+    assert all(PLACEHOLDER.encode() not in _raw(request) for request in through_zerocopy)
+    [with_secret_request], [through_request] = with_secret, through_zerocopy
+    assert (through_request.method, through_request.path) == (with_secret_request.method, with_secret_request.path)
+    return with_secret_request, through_request
+
+
+def _raw(received: Received) -> bytes:
+    return (received.query + json.dumps(received.headers)).encode() + received.body
+
+
+# == python-binance (binance.client.Client) =========================================================
+def _python_binance(monkeypatch: pytest.MonkeyPatch, api_key: str) -> Sdk:
+    binance_client = pytest.importorskip("binance.client", reason="pip install python-binance")
+    base_client = pytest.importorskip("binance.base_client")
+    monkeypatch.setattr(base_client, "time", types.SimpleNamespace(time=lambda: NOW_MS / 1000))
+    monkeypatch.setattr(base_client.BaseClient, "uuid22", staticmethod(lambda length=22: "0123456789abcdef012345"))
+
+    def make(secret: str, url: str) -> tuple[Any, Any]:
+        client = binance_client.Client(api_key, secret, ping=False)
+        client.API_URL = f"{url}/api"
+        return client, client.session
+
+    return Sdk(make)
+
+
+def _binance_params(received: Received) -> list[tuple[str, str]]:
+    return parse_qsl(received.query, keep_blank_values=True) + parse_qsl(received.body.decode(), keep_blank_values=True)
+
+
+BINANCE_CALLS = {
+    "create_order": lambda client: client.create_order(symbol="BTCUSDT", side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.01", price="30000"),
+    "cancel_order": lambda client: client.cancel_order(symbol="BTCUSDT", orderId="12345"),
+}
+
+
+@pytest.mark.parametrize("call", BINANCE_CALLS.values(), ids=BINANCE_CALLS.keys())
+def test_python_binance_orders_differ_only_in_the_fields_the_enclave_owns(call, keys, fake_exchange, sdk_signer, monkeypatch):
+    """Differences: the SDK's form body moves to the query (the enclave signs a query), its
+    ``recvWindow=10000`` is dropped (the enclave owns the window), the enclave writes ``timestamp``
+    after the request's parameters (the SDK sorts it in), and so the signature differs. Every other
+    parameter, its value and order (the SDK's client order id included) is the same."""
+    key = keys["binance"]
+    with_secret, through = run_both(fake_exchange, key, _python_binance(monkeypatch, key.api_key), call, sdk_signer, key.secret.decode())
+    sdk_params = _binance_params(with_secret)
+    assert ("timestamp", str(NOW_MS)) in sdk_params and ("recvWindow", "10000") in sdk_params
+    request_params = [pair for pair in sdk_params if pair[0] not in ("timestamp", "recvWindow", "signature")]
+    assert [pair for pair in _binance_params(through) if pair[0] != "signature"] == request_params + [("timestamp", str(NOW_MS))]
+    assert through.body == b"" and header(through, "X-MBX-APIKEY") == key.api_key
+
+
+def test_python_binance_account_read_is_signed_under_the_default_policy(keys, fake_exchange, sdk_signer, monkeypatch):
+    """Differences: ``recvWindow`` dropped, ``omitZeroBalances=false`` (Binance's default) added so
+    the parameter set is the account read's alone (docs/policy.md), and the signature."""
+    key = keys["binance"]
+    with_secret, through = run_both(fake_exchange, key, _python_binance(monkeypatch, key.api_key), lambda client: client.get_account(), sdk_signer, key.secret.decode())
+    assert (through.method, through.path) == ("GET", "/api/v3/account")
+    assert [name for name, _ in _binance_params(with_secret)] == ["recvWindow", "timestamp", "signature"]
+    assert _binance_params(through)[:2] == [("omitZeroBalances", "false"), ("timestamp", str(NOW_MS))]
+
+
+# == pybit (pybit.unified_trading.HTTP) =============================================================
+def _pybit(monkeypatch: pytest.MonkeyPatch, api_key: str) -> Sdk:
+    unified_trading = pytest.importorskip("pybit.unified_trading", reason="pip install pybit")
+    pybit_helpers = pytest.importorskip("pybit._helpers")
+    monkeypatch.setattr(pybit_helpers, "generate_timestamp", lambda: NOW_MS)
+
+    def make(secret: str, url: str) -> tuple[Any, Any]:
+        client = unified_trading.HTTP(api_key=api_key, api_secret=secret, max_retries=1)
+        client.endpoint = url
+        return client, client.client
+
+    return Sdk(make, BYBIT_SUCCESS)
+
+
+PYBIT_CALLS = {
+    "place_order": lambda client: client.place_order(category="spot", symbol="BTCUSDT", side="Buy", orderType="Limit", qty="0.01", price="30000"),
+    "cancel_order": lambda client: client.cancel_order(category="spot", symbol="BTCUSDT", orderId="12345"),
+    "get_wallet_balance": lambda client: client.get_wallet_balance(accountType="UNIFIED"),
+}
+
+
+def _bapi_headers(received: Received) -> dict[str, str]:
+    return {name.upper(): value for name, value in received.headers.items() if name.upper().startswith("X-BAPI-")}
+
+
+def compact_json(body: bytes) -> bytes:
+    """A JSON body as the enclave signs it: the same document, same key order, no spaces."""
+    return json.dumps(json.loads(body), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@pytest.mark.parametrize("call", PYBIT_CALLS.values(), ids=PYBIT_CALLS.keys())
+def test_pybit_requests_differ_only_in_json_spacing(call, keys, fake_exchange, sdk_signer, monkeypatch):
+    """A GET (the balance read): same query and X-BAPI-* headers (timestamp, recv window, sign type
+    and signature); one difference: pybit's session sends ``Content-Type: application/json`` on a
+    bodiless GET, and the adapter, which owns Content-Type, sets it only on a signed body. A POST differs in one documented way: pybit writes its JSON
+    body with ``json.dumps``'s default ``", "``/``": "`` spacing; the enclave signs the document it
+    parsed and checked, re-serialised compactly (same keys, same order, same values), so the body
+    bytes and X-BAPI-SIGN differ, and every other X-BAPI-* header is the same."""
+    key = keys["bybit"]
+    with_secret, through = run_both(fake_exchange, key, _pybit(monkeypatch, key.api_key), call, sdk_signer, key.secret.decode())
+    assert through.query == with_secret.query
+    sdk_headers, signed_headers = _bapi_headers(with_secret), _bapi_headers(through)
+    if with_secret.method == "GET":
+        assert through.body == with_secret.body == b"" and signed_headers == sdk_headers
+        assert header(with_secret, "Content-Type") == "application/json" and header(through, "Content-Type") == ""
+        return
+    assert header(through, "Content-Type") == header(with_secret, "Content-Type") == "application/json"
+    assert b", " in with_secret.body and through.body == compact_json(with_secret.body) != with_secret.body
+    assert list(json.loads(through.body).items()) == list(json.loads(with_secret.body).items())
+    assert signed_headers.pop("X-BAPI-SIGN") != sdk_headers.pop("X-BAPI-SIGN")
+    assert signed_headers == sdk_headers
