@@ -194,3 +194,45 @@ def test_pybit_requests_differ_only_in_json_spacing(call, keys, fake_exchange, s
     assert list(json.loads(through.body).items()) == list(json.loads(with_secret.body).items())
     assert signed_headers.pop("X-BAPI-SIGN") != sdk_headers.pop("X-BAPI-SIGN")
     assert signed_headers == sdk_headers
+
+
+# == binance-connector (binance.spot.Spot; installs alongside python-binance: the two share the
+# ``binance`` package directory without a clashing module) ==========================================
+def _binance_connector(monkeypatch: pytest.MonkeyPatch, api_key: str) -> Sdk:
+    spot = pytest.importorskip("binance.spot", reason="pip install binance-connector")
+    connector_api = pytest.importorskip("binance.api")
+    monkeypatch.setattr(connector_api, "get_timestamp", lambda: NOW_MS)
+
+    def make(secret: str, url: str) -> tuple[Any, Any]:
+        client = spot.Spot(api_key, secret, base_url=url)
+        return client, client.session
+
+    return Sdk(make)
+
+
+CONNECTOR_CALLS = {
+    "new_order": lambda client: client.new_order(symbol="BTCUSDT", side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.01", price="30000"),
+    "cancel_order": lambda client: client.cancel_order(symbol="BTCUSDT", orderId="12345"),
+}
+
+
+@pytest.mark.parametrize("call", CONNECTOR_CALLS.values(), ids=CONNECTOR_CALLS.keys())
+def test_binance_connector_orders_are_byte_identical(call, keys, fake_exchange, sdk_signer, monkeypatch):
+    """No differences: the connector sends its parameters in the query with ``timestamp`` last and
+    no recvWindow, as the enclave signs them, so query (signature included), body and
+    X-MBX-APIKEY are the same bytes."""
+    key = keys["binance"]
+    with_secret, through = run_both(fake_exchange, key, _binance_connector(monkeypatch, key.api_key), call, sdk_signer, key.secret.decode())
+    assert (through.query, through.body) == (with_secret.query, with_secret.body)
+    assert _binance_params(through)[-2] == ("timestamp", str(NOW_MS))
+    assert header(through, "X-MBX-APIKEY") == header(with_secret, "X-MBX-APIKEY") == key.api_key
+
+
+def test_binance_connector_account_read_differs_in_the_implied_default(keys, fake_exchange, sdk_signer, monkeypatch):
+    """Differences: ``omitZeroBalances=false`` (Binance's default) added before the timestamp, so the
+    parameter set is the account read's alone (docs/policy.md), and so the signature."""
+    key = keys["binance"]
+    with_secret, through = run_both(fake_exchange, key, _binance_connector(monkeypatch, key.api_key), lambda client: client.account(), sdk_signer, key.secret.decode())
+    assert (through.method, through.path) == ("GET", "/api/v3/account")
+    assert [name for name, _ in _binance_params(with_secret)] == ["timestamp", "signature"]
+    assert [pair for pair in _binance_params(through) if pair[0] != "signature"] == [("omitZeroBalances", "false"), ("timestamp", str(NOW_MS))]
