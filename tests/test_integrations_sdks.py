@@ -27,13 +27,14 @@ requests = pytest.importorskip("requests", reason="pip install 'zerocopy[test]' 
 from zerocopy.integrations.requests import ZeroCopyAuth  # noqa: E402
 
 NOW_MS = 1_700_000_000_000  # the SDKs' pinned clock, and the enclave's (a launch option)
-PLACEHOLDER = "zerocopy-placeholder-secret"
+PLACEHOLDER = "zerocopy+placeholder+secret="  # valid base64: krakenex decodes its secret
 sdk_emulator = factories.emulator_proc(scope="module", clock=f"fixed:{NOW_MS}")
 sdk_signer = factories.signer("sdk_emulator", scope="module")
 sdk_key = factories.key_maker("sdk_emulator", "sdk_signer", scope="module")
 
 RATE = {"per_second": "1000", "burst": 1000}
 BYBIT_SUCCESS = {"retCode": 0, "retMsg": "OK", "result": {"list": []}, "time": NOW_MS}
+KRAKEN_SUCCESS = {"error": [], "result": {}}
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,7 @@ def keys(sdk_key) -> dict[str, Any]:
     return {
         "binance": sdk_key("binance-hmac", policy={"symbols": ["BTCUSDT"], "max_quantity": "0.01", "rate": RATE}),
         "bybit": sdk_key("bybit-hmac", policy={"symbols": ["BTCUSDT"], "max_quantity": "0.01", "rate": RATE}),
+        "kraken": sdk_key("kraken", policy={"symbols": ["XBTUSD"], "max_quantity": "0.01", "rate": RATE}),
     }
 
 
@@ -236,3 +238,36 @@ def test_binance_connector_account_read_differs_in_the_implied_default(keys, fak
     assert (through.method, through.path) == ("GET", "/api/v3/account")
     assert [name for name, _ in _binance_params(with_secret)] == ["timestamp", "signature"]
     assert [pair for pair in _binance_params(through) if pair[0] != "signature"] == [("omitZeroBalances", "false"), ("timestamp", str(NOW_MS))]
+
+
+# == krakenex (krakenex.API) ========================================================================
+def _krakenex(monkeypatch: pytest.MonkeyPatch, api_key: str) -> Sdk:
+    krakenex_api = pytest.importorskip("krakenex.api", reason="pip install krakenex")
+    monkeypatch.setattr(krakenex_api, "time", types.SimpleNamespace(time=lambda: NOW_MS / 1000))
+
+    def make(secret: str, url: str) -> tuple[Any, Any]:
+        client = krakenex_api.API(api_key, secret)
+        client.uri = url
+        return client, client.session
+
+    return Sdk(make, KRAKEN_SUCCESS)
+
+
+KRAKENEX_CALLS = {
+    "AddOrder": lambda client: client.query_private("AddOrder", {"ordertype": "limit", "type": "buy", "volume": "0.01", "pair": "XBTUSD", "price": "30000"}),
+    "CancelOrder": lambda client: client.query_private("CancelOrder", {"txid": "OABCDE-FGHIJ-KLMNOP"}),
+    "BalanceEx": lambda client: client.query_private("BalanceEx"),
+}
+
+
+@pytest.mark.parametrize("call", KRAKENEX_CALLS.values(), ids=KRAKENEX_CALLS.keys())
+def test_krakenex_requests_differ_only_in_the_nonce(call, keys, fake_exchange, sdk_signer, monkeypatch):
+    """Differences: the nonce (the enclave owns it: strictly increasing from its own clock; krakenex
+    appends it after the fields, the enclave writes it first) and so API-Sign. The other form
+    fields, their order, the path and API-Key are the same."""
+    key = keys["kraken"]
+    with_secret, through = run_both(fake_exchange, key, _krakenex(monkeypatch, key.api_key), call, sdk_signer, key.secret.decode())
+    sdk_fields, fields = parse_qsl(with_secret.body.decode()), parse_qsl(through.body.decode())
+    assert sdk_fields[-1] == ("nonce", str(NOW_MS)) and fields[0][0] == "nonce"
+    assert fields[1:] == sdk_fields[:-1]
+    assert header(through, "API-Key") == header(with_secret, "API-Key") == key.api_key
