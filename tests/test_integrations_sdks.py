@@ -35,6 +35,7 @@ sdk_key = factories.key_maker("sdk_emulator", "sdk_signer", scope="module")
 RATE = {"per_second": "1000", "burst": 1000}
 BYBIT_SUCCESS = {"retCode": 0, "retMsg": "OK", "result": {"list": []}, "time": NOW_MS}
 KRAKEN_SUCCESS = {"error": [], "result": {}}
+OKX_SUCCESS = {"code": "0", "msg": "", "data": [{}]}
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,7 @@ def keys(sdk_key) -> dict[str, Any]:
     return {
         "binance": sdk_key("binance-hmac", policy={"symbols": ["BTCUSDT"], "max_quantity": "0.01", "rate": RATE}),
         "bybit": sdk_key("bybit-hmac", policy={"symbols": ["BTCUSDT"], "max_quantity": "0.01", "rate": RATE}),
+        "okx": sdk_key("okx-hmac", policy={"symbols": ["BTC-USDT"], "max_quantity": "0.01", "rate": RATE}),
         "kraken": sdk_key("kraken", policy={"symbols": ["XBTUSD"], "max_quantity": "0.01", "rate": RATE}),
     }
 
@@ -64,6 +66,7 @@ class Sdk:
 
     make: Callable[[str, str], tuple[Any, Any]]
     answer: Any = None
+    auth: Callable[[Any, str], Any] = ZeroCopyAuth  # the httpx adapter for an SDK built on httpx
 
 
 def wire(fake: FakeExchange) -> list[Received]:
@@ -73,17 +76,24 @@ def wire(fake: FakeExchange) -> list[Received]:
     return list(fake.received)
 
 
+def _call_and_close(client_and_session: tuple[Any, Any], call: Callable) -> None:
+    client, session = client_and_session
+    try:
+        call(client)
+    finally:
+        session.close()  # requests.Session and httpx.Client alike
+
+
 def run_both(fake: FakeExchange, key: Any, sdk: Sdk, call: Callable, signer: Any, secret: str) -> tuple[Received, Received]:
     """``call`` with the secret in memory, then with a placeholder and ``ZeroCopyAuth``."""
     fake.key = key
     fake.answers["*"] = sdk.answer if sdk.answer is not None else {"verified": True}
-    client, _ = sdk.make(secret, fake.url)
-    call(client)
+    _call_and_close(sdk.make(secret, fake.url), call)
     with_secret = wire(fake)
     fake.received.clear()
     client, session = sdk.make(PLACEHOLDER, fake.url)
-    session.auth = ZeroCopyAuth(signer, key.name)
-    call(client)
+    session.auth = sdk.auth(signer, key.name)
+    _call_and_close((client, session), call)
     through_zerocopy = wire(fake)
     assert all(PLACEHOLDER.encode() not in _raw(request) for request in through_zerocopy)
     [with_secret_request], [through_request] = with_secret, through_zerocopy
@@ -271,3 +281,51 @@ def test_krakenex_requests_differ_only_in_the_nonce(call, keys, fake_exchange, s
     assert sdk_fields[-1] == ("nonce", str(NOW_MS)) and fields[0][0] == "nonce"
     assert fields[1:] == sdk_fields[:-1]
     assert header(through, "API-Key") == header(with_secret, "API-Key") == key.api_key
+
+
+# == python-okx (okx.Trade.TradeAPI, okx.Account.AccountAPI: httpx.Client subclasses) ===============
+def _python_okx(monkeypatch: pytest.MonkeyPatch, key: Any, api: str) -> Sdk:
+    okx_utils = pytest.importorskip("okx.utils", reason="pip install python-okx")
+    module = pytest.importorskip(f"okx.{api}")
+    httpx_integration = pytest.importorskip("zerocopy.integrations.httpx")
+    monkeypatch.setattr(okx_utils, "get_timestamp", lambda: "2023-11-14T22:13:20.000Z")  # NOW_MS
+    passphrase = json.loads(key.secret)["passphrase"]  # not a secret to the SDK: a header it sends
+
+    def make(secret: str, url: str) -> tuple[Any, Any]:
+        client = getattr(module, f"{api}API")(key.api_key, secret, passphrase, flag="0", domain=url)
+        return client, client
+
+    return Sdk(make, OKX_SUCCESS, httpx_integration.ZeroCopyAuth)
+
+
+OKX_CALLS = {
+    "place_order": ("Trade", lambda client: client.place_order(instId="BTC-USDT", tdMode="cash", side="buy", ordType="limit", sz="0.01", px="30000")),
+    "cancel_order": ("Trade", lambda client: client.cancel_order(instId="BTC-USDT", ordId="12345")),
+    "get_account_balance": ("Account", lambda client: client.get_account_balance()),
+}
+
+
+def _okx_headers(received: Received) -> dict[str, str]:
+    return {name.upper(): value for name, value in received.headers.items() if name.upper().startswith("OK-ACCESS-")}
+
+
+@pytest.mark.parametrize("api, call", OKX_CALLS.values(), ids=OKX_CALLS.keys())
+def test_python_okx_requests_differ_only_in_the_empty_fields_the_enclave_drops(api, call, keys, fake_exchange, sdk_signer, monkeypatch):
+    """The GET (balance read) is byte-identical: query and OK-ACCESS-* headers, signature included.
+    A POST differs in one documented way (docs/policy.md): python-okx sends every optional field as
+    ``""`` or ``null``, which OKX reads as absent; the enclave drops them and signs the rest compactly
+    (python-okx writes ``json.dumps``'s default spacing), so the body bytes and OK-ACCESS-SIGN differ.
+    Every non-empty field, its value and order, and the other OK-ACCESS-* headers are the same."""
+    key = keys["okx"]
+    with_secret, through = run_both(fake_exchange, key, _python_okx(monkeypatch, key, api), call, sdk_signer, json.loads(key.secret)["secret"])
+    assert through.query == with_secret.query
+    sdk_headers, signed_headers = _okx_headers(with_secret), _okx_headers(through)
+    if with_secret.method == "GET":
+        assert through.body == with_secret.body == b"" and signed_headers == sdk_headers
+        return
+    sdk_fields = json.loads(with_secret.body)
+    assert any(value in ("", None) for value in sdk_fields.values())
+    kept = {name: value for name, value in sdk_fields.items() if value not in ("", None)}
+    assert through.body == json.dumps(kept, separators=(",", ":")).encode()
+    assert signed_headers.pop("OK-ACCESS-SIGN") != sdk_headers.pop("OK-ACCESS-SIGN")
+    assert signed_headers == sdk_headers
