@@ -1397,6 +1397,8 @@ NOT_SYMBOLS = {
     "ßUSDT": "upper case",  # upper-cases to SSUSDT
     "аBCUSDT": "upper case",  # lower-case Cyrillic а
     "BTC€": "(Sc)",
+    "ＢＴＣＵＳＤＴ": "compatibility form",  # full-width Latin letters (full-width digits are symbols: Binance's example)
+    "ｶｶUSDT": "compatibility form",  # half-width katakana
     "币" * 41: "1 to 40",
 }
 
@@ -1453,7 +1455,7 @@ def test_a_unicode_symbol_is_allowed_capped_and_signed_as_written(scheme: str, s
         ("ABCUSDT", "АBCUSDT"),  # Cyrillic А
         ("АBCUSDT", "ABCUSDT"),
         ("OKBUSDT", "ΟKBUSDT"),  # Greek omicron
-        ("ABCUSDT", "ＡBCUSDT"),  # full-width Ａ
+        ("ΑBCUSDT", "АBCUSDT"),  # Greek Α, Cyrillic А
     ],
 )
 def test_look_alike_symbols_are_distinct_symbols(scheme: str, listed: str, requested: str) -> None:

@@ -43,7 +43,8 @@ def symbol_problem(symbol: str) -> str | None:
     L* and N*) and the punctuation exchanges use; in NFC, so one symbol has one spelling; never
     control, format or separator characters (invisible ones would make look-alikes). A non-ASCII
     letter must be its own upper case: the symbol rules compare ``str.upper`` forms, which would
-    merge ``ß`` with ``SS`` and ``ς`` with ``σ``."""
+    merge ``ß`` with ``SS`` and ``ς`` with ``σ``. Letters in a compatibility form (full-width ``Ｂ``)
+    are refused too; digits are not, as Binance's official example symbol is ``１２３４５６``."""
     if _SYMBOL.fullmatch(symbol):
         return None
     if not 1 <= len(symbol) <= MAX_SYMBOL_CHARACTERS:
@@ -58,6 +59,8 @@ def symbol_problem(symbol: str) -> str | None:
             return f"a symbol has letters, digits and {''.join(sorted(_SYMBOL_PUNCTUATION))} only, not U+{ord(character):04X} ({category})"
         if character.upper() != character:
             return f"a non-ASCII letter in a symbol must be upper case (U+{ord(character):04X} is not)"
+        if category[0] == "L" and unicodedata.normalize("NFKC", character) != character:
+            return f"U+{ord(character):04X} is a compatibility form of a letter (full-width, half-width, ...): write the letter itself"
     return None
 
 
