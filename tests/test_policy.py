@@ -1380,3 +1380,112 @@ def test_explain_names_the_nonce_unit_of_a_kraken_key():
     assert "nonce from its clock, 1000 per second" in default
     assert "nonce from its clock, 100000000 per second" in migrated
     assert "nonce" not in "\n".join(explain(SigningPolicy.parse(None, scheme="binance-hmac")))
+
+
+# == Unicode symbols (issue 10) =================================================================
+FULL_WIDTH = "１２３４５６"  # Binance's official non-ASCII example symbol
+UNICODE_SYMBOLS = [FULL_WIDTH, "币安人生USDT", "ÀÉÎUSDT", "АBCUSDT", "ΟKBUSDT", "١٢٣USDT"]  # Cyrillic А, Greek Ο, Arabic-Indic digits
+NOT_SYMBOLS = {
+    "E\u0301USDT": "NFC",  # É written as E + combining acute: not NFC
+    "BTC\u200dUSDT": "(Cf)",  # zero-width joiner
+    "BTC\u200fUSDT": "(Cf)",  # right-to-left mark
+    "\u202eTDSUCTB": "(Cf)",  # right-to-left override
+    "BTC\u3000USDT": "(Zs)",  # ideographic space
+    "BTC\u2028USDT": "(Zl)",
+    "BTC\x85USDT": "(Cc)",
+    "BTC1\u0301": "(Mn)",  # a combining mark with nothing to compose with
+    "ßUSDT": "upper case",  # upper-cases to SSUSDT
+    "аBCUSDT": "upper case",  # lower-case Cyrillic а
+    "BTC€": "(Sc)",
+    "ＢＴＣＵＳＤＴ": "compatibility form",  # full-width Latin letters (full-width digits are symbols: Binance's example)
+    "ｶｶUSDT": "compatibility form",  # half-width katakana
+    "币" * 41: "1 to 40",
+}
+
+
+def _unicode_order(scheme: str, symbol: str, quantity: str = "1") -> tuple[str, str, tuple, bytes]:
+    """An order for ``symbol`` as each scheme's requests carry it."""
+    if scheme == "binance-hmac":
+        return "POST", "/api/v3/order", binance_order(symbol=symbol, quantity=quantity), b""
+    if scheme == "binance-ws-hmac":
+        return "WS", "order.place", tuple(p for p in binance_order(symbol=symbol, quantity=quantity) if p[0] != "timestamp"), b""
+    if scheme == "bybit-hmac":
+        return "POST", "/v5/order/create", (), json_body(**{**BYBIT_SPOT, "symbol": symbol, "qty": quantity})
+    if scheme == "okx-hmac":
+        return "POST", "/api/v5/trade/order", (), json_body(**{**OKX_SPOT, "instId": symbol, "sz": quantity})
+    return "POST", "/0/private/AddOrder", (("ordertype", "limit"), ("type", "buy"), ("volume", quantity), ("pair", symbol), ("price", "1")), b""
+
+
+UNICODE_SCHEMES = ["binance-hmac", "binance-ws-hmac", "bybit-hmac", "okx-hmac", "kraken"]
+
+
+@pytest.mark.parametrize("symbol", UNICODE_SYMBOLS)
+def test_a_policy_may_name_symbols_of_any_script(symbol: str) -> None:
+    document = normalize_document({"symbols": [symbol], "per_symbol": {symbol: {"max_quantity": "1"}}})
+    assert document["symbols"] == [symbol] and list(document["per_symbol"]) == [symbol]
+    assert SigningPolicy.parse({"symbols": ["币安人生USDT"]}, scheme="binance-hmac").symbols == {"币安人生USDT"}
+
+
+@pytest.mark.parametrize(("symbol", "reason"), NOT_SYMBOLS.items(), ids=[ascii(symbol)[:24] for symbol in NOT_SYMBOLS])
+def test_a_policy_refuses_symbol_names_that_are_not_nfc_letters_and_digits(symbol: str, reason: str) -> None:
+    for document in ({"symbols": ["BTCUSDT", symbol]}, {"per_symbol": {symbol: {"max_quantity": "1"}}}):
+        message = policy_error(document)
+        assert "is not a symbol name" in message and reason in message
+        assert "\u200d" not in message and "\u202e" not in message and "\u2028" not in message  # shown escaped
+
+
+@pytest.mark.parametrize("scheme", UNICODE_SCHEMES)
+@pytest.mark.parametrize("symbol", UNICODE_SYMBOLS)
+def test_a_unicode_symbol_is_allowed_capped_and_signed_as_written(scheme: str, symbol: str) -> None:
+    order = _unicode_order(scheme, symbol)
+    authorized = state({"symbols": [symbol]}, scheme).authorize_request(*order, NOW)
+    assert authorized.symbol == symbol
+    capped = state({"per_symbol": {symbol: {"max_quantity": "0.5"}}}, scheme)
+    found = refusal(capped, *order)
+    assert found.rule == "max_quantity" and symbol in str(found)
+    assert refusal(state({"symbols": ["BTCUSDT"]}, scheme), *order).rule == "symbol"
+
+
+@pytest.mark.parametrize("scheme", UNICODE_SCHEMES)
+@pytest.mark.parametrize(
+    ("listed", "requested"),
+    [
+        (FULL_WIDTH, "123456"),  # full-width digits are a different Binance symbol: never NFKC-folded
+        ("123456", FULL_WIDTH),
+        ("ABCUSDT", "АBCUSDT"),  # Cyrillic А
+        ("АBCUSDT", "ABCUSDT"),
+        ("OKBUSDT", "ΟKBUSDT"),  # Greek omicron
+        ("ΑBCUSDT", "АBCUSDT"),  # Greek Α, Cyrillic А
+    ],
+)
+def test_look_alike_symbols_are_distinct_symbols(scheme: str, listed: str, requested: str) -> None:
+    order = _unicode_order(scheme, requested)
+    assert refusal(state({"symbols": [listed]}, scheme), *order).rule == "symbol"
+    capped = state({"per_symbol": {listed: {"max_quantity": "0.5"}}}, scheme)
+    assert capped.authorize_request(*order, NOW).symbol == requested  # the cap is the other symbol's
+
+
+@pytest.mark.parametrize("scheme", UNICODE_SCHEMES)
+@pytest.mark.parametrize("symbol", list(NOT_SYMBOLS))
+def test_a_request_for_a_symbol_that_is_not_nfc_letters_and_digits_is_non_canonical(scheme: str, symbol: str) -> None:
+    found = refusal(state(None, scheme), *_unicode_order(scheme, symbol))
+    assert found.rule == "non_canonical"
+
+
+def test_only_the_symbol_parameter_may_be_non_ascii() -> None:
+    found = refusal(state(None, "binance-hmac"), "POST", "/api/v3/order", binance_order(symbol=FULL_WIDTH, newClientOrderId="注文1"))
+    assert found.rule == "non_canonical" and "newClientOrderId" in str(found)
+    found = refusal(state(None, "okx-hmac"), "POST", "/api/v5/trade/order", (), json_body(**OKX_SPOT, clOrdId="注文1"))
+    assert found.rule == "non_canonical" and "clOrdId" in str(found)
+
+
+def test_the_official_binance_non_ascii_vector_passes_the_policy_and_signs_to_the_published_signature() -> None:
+    vector = next(v for v in json.loads((Path(__file__).parent / "data" / "exchange-vectors" / "binance-rest.json").read_text("utf-8"))["vectors"] if v["id"] == "hmac-non-ascii-symbol")
+    request_ = vector["request"]
+    params = tuple((name, value) for name, value in request_["params"])
+    policy = state({"symbols": [FULL_WIDTH], "max_quantity": "1", "freshness": {"enabled": False}}, "binance-hmac")
+    authorized = policy.authorize_request(request_["method"], request_["path"], params, b"", NOW)
+    signed = load_key("binance-hmac", vector["secret"].encode(), vector["api_key"]).sign_http(request_["method"], request_["path"], authorized.params, authorized.body, 0)
+    assert signed.query == vector["expected"]["query"]
+    assert signed.query.endswith("&signature=e1353ec6b14d888f1164ae9af8228a3dbd508bc82eb867db8ab6046442f33ef3")
+    assert refusal(state({"symbols": ["123456"], "freshness": {"enabled": False}}, "binance-hmac"), "POST", "/api/v3/order", params).rule == "symbol"

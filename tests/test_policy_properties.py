@@ -11,6 +11,8 @@
 (e) An order the exchange could read more than one way is signed only if every reading is within
     the limits (checked against a model written from the exchanges' documentation).
 (f) Symbols are compared in the exchange's canonical form: any capitalisation gets the symbol's cap.
+(g) Unicode symbol values (any script, look-alikes, combining marks, invisible characters) never
+    open a fund-moving endpoint, even under a policy listing them.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from hypothesis import strategies as st
 
 from enclave.protocol.bundle import BundleError, policy_digest
 from enclave.protocol.exchange import DANGEROUS_CATEGORIES, Flags
-from enclave.protocol.exchanges import SCHEME_NAMES
+from enclave.protocol.exchanges import SCHEME_NAMES, exchange_for_scheme
 from policy_helpers import CATALOGUES
 from enclave.protocol.exchanges import DECIMAL_PARAMETERS as _DECIMAL_PARAMS
 from enclave.protocol.policy import Authorized, PolicyError, Refusal, SigningPolicy, normalize_document
@@ -558,6 +560,56 @@ def test_any_capitalisation_of_a_symbol_gets_its_cap(case: tuple, data: st.DataO
         assert refusal.rule == "max_quantity" and "for " in str(refusal)
     else:
         raise AssertionError(f"{written} escaped the cap on {symbol}")
+
+
+# == (g) Unicode symbols never open a fund-moving endpoint =========================================
+LOOK_ALIKES = "АВЕКМНОРСТХΑΒΕΖΗΙΚΜΝΟΡΤΥΧＡＢ１２０"  # Cyrillic, Greek and full-width twins of Latin letters and digits
+unicode_symbols = st.one_of(
+    st.sampled_from(["１２３４５６", "币安人生USDT", "АBCUSDT", "ΟKBUSDT", "BTC\u200dUSDT", "E\u0301USDT"]),
+    st.text(st.characters(categories=("Lu", "Lo", "Nd", "No")) | st.sampled_from(LOOK_ALIKES + "BTCUSD"), min_size=1, max_size=12),  # mostly symbol names
+    st.text(
+        st.characters(categories=("Lu", "Ll", "Lo", "Nd", "Nl", "No", "Mn", "Mc", "Cf", "Zs", "Cc"), codec="utf-8") | st.sampled_from(LOOK_ALIKES + "\u0301\u200d\u200f._-/"),
+        min_size=1, max_size=12,
+    ),
+)
+
+
+@st.composite
+def unicode_dangerous_requests(draw: st.DrawFn) -> tuple:
+    """A fund-moving request whose symbol parameter, and perhaps others, carry Unicode symbols (the
+    parameter names are the endpoint's: an extra ``symbol`` would make it another endpoint's request)."""
+    catalogue, endpoint, claimed, (method, path, params, body) = draw(dangerous_requests())
+    symbol_param = exchange_for_scheme(SCHEME_FOR[catalogue]).order_fields.symbol
+    fields = dict(params) if params else (json.loads(body) if body else {})
+    if symbol_param in endpoint.optional and symbol_param not in fields:
+        fields[symbol_param] = ""  # the endpoint takes a symbol: give it one
+    for name in list(fields):
+        if name == symbol_param or draw(st.integers(0, 4)) == 0:
+            fields[name] = draw(unicode_symbols)
+    return catalogue, endpoint, claimed, symbol_param, request(catalogue, claimed.method, concrete_path(claimed.path), list(fields.items()))
+
+
+@PROPERTY
+@given(unicode_dangerous_requests(), st.booleans())
+def test_unicode_symbols_never_open_a_fund_moving_endpoint(generated: tuple, use_permissive: bool) -> None:
+    catalogue, endpoint, claimed, symbol_param, (method, path, params, body) = generated
+    fields = dict(params) if params else (json.loads(body) if body else {})
+    listed = sorted({value for value in fields.values() if isinstance(value, str) and value and not value.isascii()})
+    document = permissive(catalogue, freshness={"enabled": False}) if use_permissive else None
+    if document is not None and listed and catalogue != "coinbase":
+        try:
+            document = {**document, "symbols": normalize_document({"symbols": listed})["symbols"]}
+        except PolicyError:
+            pass  # some drawn value is no symbol name: the request itself is then refused as non_canonical
+    try:
+        authorized = state(document, SCHEME_FOR[catalogue]).authorize_request(method, path, params, body, NOW)
+    except Refusal as refusal:
+        found = refusal
+    else:
+        raise AssertionError(f"signed {endpoint.name} claimed as {claimed.name} with {fields!r}: {authorized}")
+    only_symbols_non_ascii = all(value.isascii() for name, value in fields.items() if name != symbol_param)
+    if claimed == endpoint and only_symbols_non_ascii and found.rule != "non_canonical":
+        assert found.rule in DANGEROUS_CATEGORIES or found.rule in {"unknown_parameter", "symbol"}, (endpoint.name, found.rule, str(found))
 
 
 # == the notional window: bounded, and never under-counted =======================================

@@ -32,6 +32,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reference_signers as ref
+from pytest_zerocopy import factories
+from zerocopy import PolicyRefused
 from enclave.protocol import signing as schemes
 from enclave.protocol.exchange import Exchange, ExchangeError, HeaderRecvWindow, LimitPrice, OrderFields
 from enclave.protocol.exchanges import ASYMMETRIC_SCHEMES, SCHEME_NAMES, register
@@ -611,3 +613,28 @@ def test_okx_passphrase_is_sent_only_in_its_header():
     signed = KEYS["okx-hmac"].sign_http("GET", "/api/v5/account/balance", (("ccy", "BTC"),), b"", 1607418537715)
     assert dict(signed.headers)["OK-ACCESS-PASSPHRASE"] == "Pass phrase-1!"
     assert "22582BD0CFF14C41EDBF1AB98506286D" not in repr(signed)
+
+
+# -- the official non-ASCII vectors, end to end on the emulator -------------------------------------
+NON_ASCII_VECTORS = [case for case in ALL_VECTORS if case.values[0]["id"] == "hmac-non-ascii-symbol"]
+# An enclave of this module's own: the session's holds as many keys as an enclave will by then.
+vectors_emulator = factories.emulator_proc(scope="module")
+vectors_signer = factories.signer("vectors_emulator", scope="module")
+vectors_key = factories.key_maker("vectors_emulator", "vectors_signer", scope="module")
+
+
+@pytest.mark.zerocopy
+@pytest.mark.parametrize("vector", NON_ASCII_VECTORS)
+def test_the_official_non_ascii_vectors_sign_byte_identically_through_the_enclave(vector, vectors_key, vectors_signer):
+    # A policy listing the symbol; the examples' timestamps are from 2017 and 2022, so freshness is off.
+    policy = 'symbols = ["１２３４５６"]\n[freshness]\nenabled = false\n'
+    key = vectors_key(vector["scheme"], secret=vector["secret"].encode(), api_key=vector["api_key"], policy=policy)
+    method, path, params, body, _ = _request(vector)
+    signed = vectors_signer.sign_request(key.name, method, path, params=list(params), body=body)
+    expected = vector["expected"]
+    assert (signed.query, signed.body) == (expected["query"], expected["body"].encode("utf-8"))
+    assert vector["signature"] in (expected["query"] + expected["body"])
+    listing_ascii = vectors_key(vector["scheme"], secret=vector["secret"].encode(), api_key=vector["api_key"], policy=policy.replace("１２３４５６", "123456"))
+    with pytest.raises(PolicyRefused) as refused:  # full-width digits are not ASCII 123456
+        vectors_signer.sign_request(listing_ascii.name, method, path, params=list(params), body=body)
+    assert refused.value.rule == "symbol"

@@ -8,6 +8,7 @@ loosen a sealed policy. Checks that need the scheme happen in
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -15,12 +16,14 @@ from typing import Any
 from ..errors import ZeroCopyError
 from ..exchanges import SCHEME_NAMES
 
-__all__ = ["PolicyError", "normalize_document", "VERSION", "bounded", "MAX_MESSAGE_BYTES"]
+__all__ = ["PolicyError", "normalize_document", "VERSION", "bounded", "MAX_MESSAGE_BYTES", "symbol_problem"]
 
 VERSION = 1
 MAX_MESSAGE_BYTES = 300  # a refusal's reason or a policy error: it travels in a frame and a receipt
 DECIMAL = re.compile(r"(0|[1-9][0-9]{0,30})(\.[0-9]{1,30})?")
-_SYMBOL = re.compile(r"[A-Za-z0-9._:/-]{1,40}")
+_SYMBOL = re.compile(r"[A-Za-z0-9._:/-]{1,40}")  # the ASCII symbols (every symbol before issue 10): the fast path
+_SYMBOL_PUNCTUATION = frozenset("._:/-")  # what exchanges' symbols use today: BTC-USDT, XBT/USD, BTC-29JUL22-25000-C
+MAX_SYMBOL_CHARACTERS = 40
 _ENDPOINT = re.compile(r"(GET|POST|PUT|DELETE|WS) [!-~]{1,200}")  # printable ASCII: every catalogue name is
 _MAX_INT = 10**31
 _LIMITS = {"max_quantity", "max_notional"}
@@ -33,6 +36,32 @@ def bounded(message: str, limit: int = MAX_MESSAGE_BYTES) -> str:
     if len(data) <= limit:
         return data.decode("utf-8")
     return data[: limit - 3].decode("utf-8", "ignore") + "..."
+
+
+def symbol_problem(symbol: str) -> str | None:
+    """Why ``symbol`` is not a symbol name, or ``None``. Letters and digits of any script (Unicode
+    L* and N*) and the punctuation exchanges use; in NFC, so one symbol has one spelling; never
+    control, format or separator characters (invisible ones would make look-alikes). A non-ASCII
+    letter must be its own upper case: the symbol rules compare ``str.upper`` forms, which would
+    merge ``ß`` with ``SS`` and ``ς`` with ``σ``. Letters in a compatibility form (full-width ``Ｂ``)
+    are refused too; digits are not, as Binance's official example symbol is ``１２３４５６``."""
+    if _SYMBOL.fullmatch(symbol):
+        return None
+    if not 1 <= len(symbol) <= MAX_SYMBOL_CHARACTERS:
+        return f"a symbol has 1 to {MAX_SYMBOL_CHARACTERS} characters"
+    if not unicodedata.is_normalized("NFC", symbol):
+        return "a symbol must be in Unicode NFC"
+    for character in symbol:
+        if character in _SYMBOL_PUNCTUATION or character.isascii() and character.isalnum():
+            continue
+        category = unicodedata.category(character)
+        if category[0] not in "LN":
+            return f"a symbol has letters, digits and {''.join(sorted(_SYMBOL_PUNCTUATION))} only, not U+{ord(character):04X} ({category})"
+        if character.upper() != character:
+            return f"a non-ASCII letter in a symbol must be upper case (U+{ord(character):04X} is not)"
+        if category[0] == "L" and unicodedata.normalize("NFKC", character) != character:
+            return f"U+{ord(character):04X} is a compatibility form of a letter (full-width, half-width, ...): write the letter itself"
+    return None
 
 
 class PolicyError(ZeroCopyError, ValueError):
@@ -107,8 +136,12 @@ def _flag(value: Any, name: str) -> bool:
 
 
 def _symbols(symbols: Any, name: str) -> list[str]:
-    if not isinstance(symbols, list) or not symbols or not all(isinstance(s, str) and _SYMBOL.fullmatch(s) for s in symbols):
+    if not isinstance(symbols, list) or not symbols or not all(isinstance(s, str) for s in symbols):
         raise PolicyError("symbols must be a non-empty list of symbol names such as \"BTCUSDT\"")
+    for symbol in symbols:
+        problem = symbol_problem(symbol)
+        if problem is not None:
+            raise PolicyError(f"symbols: {symbol[:40]!r} is not a symbol name: {problem}")
     return sorted(set(symbols))
 
 
@@ -117,8 +150,11 @@ def _per_symbol(per_symbol: Any, name: str) -> dict[str, dict[str, str]]:
         raise PolicyError("per_symbol must be a table of symbol tables")
     result = {}
     for symbol, limits in per_symbol.items():
-        if not isinstance(symbol, str) or not _SYMBOL.fullmatch(symbol) or not isinstance(limits, dict) or not limits:
+        if not isinstance(symbol, str) or not isinstance(limits, dict) or not limits:
             raise PolicyError("per_symbol must map symbol names to tables of max_quantity / max_notional")
+        problem = symbol_problem(symbol)
+        if problem is not None:
+            raise PolicyError(f"per_symbol: {symbol[:40]!r} is not a symbol name: {problem}")
         _unknown_field(limits, _LIMITS, f"per_symbol.{symbol}")
         result[symbol] = {limit: _canonical_decimal(value, f"per_symbol.{symbol}.{limit}") for limit, value in limits.items()}
     return result

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 from ..errors import ZeroCopyError
 from ..exchange import BASE, DANGEROUS_CATEGORIES, Endpoint, Exchange, Flags, endpoint_name
 from ..exchanges import DECIMAL_PARAMETERS, exchange_for_scheme
-from .document import DECIMAL, PolicyError, bounded, normalize_document
+from .document import DECIMAL, PolicyError, bounded, normalize_document, symbol_problem
 from .limits import NotionalWindow, TokenBucket, Verdicts
 
 __all__ = ["Refusal", "SigningPolicy", "PolicyState", "Authorized"]
@@ -271,14 +271,22 @@ def _check_names(params: Any) -> None:
         raise Refusal("duplicate_parameter", f"parameter {duplicate!r} appears twice")
 
 
-def _check_values(params: Any) -> None:
+def _check_values(params: Any, symbol_param: str | None) -> None:
+    """Values are plain ASCII, but for the symbol, which may be a Unicode symbol name
+    (:func:`~.document.symbol_problem`): other free-form values need no more (no client library sends them)."""
     joined = "\x01".join([value for _, value in params])
     # The separator must not occur inside a value, or "a\x01b" would pass as two values. (With no
     # params the count test fails harmlessly: the loop below finds nothing to refuse.)
     if joined.count("\x01") + 1 != len(params) or not _VALUES.fullmatch(joined):
         for name, value in params:
-            if not _VALUE.fullmatch(value):
-                raise Refusal("non_canonical", f"the value of {name!r} has characters outside [A-Za-z0-9._:,@/+-] or is too long")
+            if _VALUE.fullmatch(value):
+                continue
+            if name == symbol_param and not value.isascii():
+                problem = symbol_problem(value)
+                if problem is None:
+                    continue
+                raise Refusal("non_canonical", f"the value of {name!r} is not a symbol name: {problem}")
+            raise Refusal("non_canonical", f"the value of {name!r} has characters outside [A-Za-z0-9._:,@/+-] or is too long")
     for name, value in params:
         if name in DECIMAL_PARAMETERS and not DECIMAL.fullmatch(value):
             raise Refusal("non_canonical", f"{name} must be a plain decimal such as 0.5, not {value[:30]!r}")
@@ -363,7 +371,7 @@ def _checked_object(exchange: Exchange, parsed: dict) -> tuple[dict, tuple[tuple
         parsed = _without_empty_fields(parsed)
     pairs = _json_pairs(parsed)
     _check_names(pairs)
-    _check_values(pairs)  # before serialising: a lone surrogate cannot be encoded
+    _check_values(pairs, exchange.order_fields.symbol)  # before serialising: a lone surrogate cannot be encoded
     return parsed, tuple(pairs)
 
 
@@ -382,7 +390,7 @@ def _canonical_parameters(exchange: Exchange, method: str, params: tuple[tuple[s
     if body and "no-body" not in exchange.covers:
         raise Refusal("non_canonical", "send the parameters as params; the enclave builds the string to sign itself")
     _check_names(params)
-    _check_values(params)
+    _check_values(params, exchange.order_fields.symbol)
     return params, body
 
 
