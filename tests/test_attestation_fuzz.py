@@ -13,7 +13,7 @@ import datetime as dt
 import cbor2
 import pytest
 from attestation_builder import document_timestamp, load_vector, make_chain, timestamp_ms
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from zerocopy.attestation import (
@@ -112,7 +112,35 @@ def test_any_truncation_is_malformed(real, data):
 def test_any_insertion_is_refused(real, data, inserted):
     document, at = real
     position = data.draw(st.integers(0, len(document)), label="position")
+    # The one insertion that changes nothing: COSE_Sign1's own tag (18) in front of an untagged
+    # document, in any width AWS's encoders may use — a document is valid tagged or untagged.
+    assume(not (position == 0 and _is_cose_sign1_tag(inserted) and document[0] >> 5 != 6))
     refused(document[:position] + inserted + document[position:], now=at)
+
+
+def _is_cose_sign1_tag(head: bytes) -> bool:
+    """Whether ``head`` is exactly a CBOR head of tag 18, in its 1-, 2-, 3-, 5- or 9-byte form."""
+    if not head or head[0] >> 5 != 6:
+        return False
+    info, rest = head[0] & 0x1F, head[1:]
+    if info < 24:
+        return info == 18 and not rest
+    width = {24: 1, 25: 2, 26: 4, 27: 8}.get(info)
+    return width is not None and len(rest) == width and int.from_bytes(rest, "big") == 18
+
+
+def test_the_cose_tag_in_front_of_an_untagged_document_changes_nothing():
+    untagged = [(document, at) for document, at in REAL if document[0] >> 5 == 4]
+    assert untagged, "no real document is untagged: nothing to check"
+    for document, at in untagged:
+        _check_tagged_and_untagged_agree(document, at)
+    assert not _is_cose_sign1_tag(b"\xd3") and not _is_cose_sign1_tag(b"\xd2\x00")
+
+
+def _check_tagged_and_untagged_agree(document: bytes, at) -> None:
+    for tag in (b"\xd2", b"\xd8\x12", b"\xd9\x00\x12", b"\xda\x00\x00\x00\x12"):
+        assert _is_cose_sign1_tag(tag)
+        assert verify(tag + document, now=at).pcrs == verify(document, now=at).pcrs
 
 
 @FUZZ
