@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 
 import reference_signers as reference
@@ -161,3 +162,25 @@ def serving() -> Iterator[FakeExchange]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+# == fixtures for the suites that send through it (import both names into the test module) ========
+@pytest.fixture(scope="module")
+def fake_exchange_server() -> Iterator[FakeExchange]:
+    with serving() as exchange:
+        yield exchange
+
+
+@pytest.fixture
+def fake_exchange(fake_exchange_server: FakeExchange) -> FakeExchange:
+    """The module's fake exchange, with what earlier tests sent forgotten."""
+    fake_exchange_server.reset()
+    return fake_exchange_server
+
+
+LIMITED = {"binance": ("binance-hmac", "BTCUSDT"), "bybit": ("bybit-hmac", "BTCUSDT"), "okx": ("okx-hmac", "BTC-USDT"), "kraken": ("kraken", "XBTUSD")}
+
+
+def limited_keys(make_key: Any, rate: dict) -> dict[str, Any]:
+    """One key per exchange, limited to one symbol and 0.01 per order, at ``rate``."""
+    return {exchange: make_key(scheme, policy={"symbols": [symbol], "max_quantity": "0.01", "rate": rate}) for exchange, (scheme, symbol) in LIMITED.items()}

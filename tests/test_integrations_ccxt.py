@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from fake_exchange import FakeExchange, Received, header, serving
+from fake_exchange import FakeExchange, Received, fake_exchange, fake_exchange_server, header, limited_keys  # fake_exchange*: fixtures
 from pytest_zerocopy import factories
 from zerocopy import AsyncSigner, PolicyRefused
 
@@ -51,24 +51,7 @@ MARKETS = {  # exchange id -> (market id, base, quote)
 
 @pytest.fixture(scope="module")
 def keys(ccxt_key) -> dict[str, Any]:
-    return {
-        "binance": ccxt_key("binance-hmac", policy={"symbols": ["BTCUSDT"], "max_quantity": "0.01", "rate": RATE}),
-        "bybit": ccxt_key("bybit-hmac", policy={"symbols": ["BTCUSDT"], "max_quantity": "0.01", "rate": RATE}),
-        "okx": ccxt_key("okx-hmac", policy={"symbols": ["BTC-USDT"], "max_quantity": "0.01", "rate": RATE}),
-        "kraken": ccxt_key("kraken", policy={"symbols": ["XBTUSD"], "max_quantity": "0.01", "rate": RATE}),
-    }
-
-
-@pytest.fixture(scope="module")
-def fake_exchange_server() -> Iterator[FakeExchange]:
-    with serving() as exchange:
-        yield exchange
-
-
-@pytest.fixture
-def fake_exchange(fake_exchange_server: FakeExchange) -> FakeExchange:
-    fake_exchange_server.reset()
-    return fake_exchange_server
+    return limited_keys(ccxt_key, RATE)
 
 
 # == ccxt, pinned and pointed at the fake exchange ==================================================

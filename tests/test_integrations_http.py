@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fake_exchange import FakeExchange, header, serving
+from fake_exchange import FakeExchange, fake_exchange, fake_exchange_server, header  # fake_exchange*: fixtures
 from pytest_zerocopy import factories
 from zerocopy import AsyncSigner, PolicyRefused
 from zerocopy._client import plain_decimal
@@ -46,18 +46,6 @@ BYBIT_ORDER = {"category": "spot", "symbol": "BTCUSDT", "side": "Buy", "orderTyp
 OKX_ORDER = {"instId": "BTC-USDT", "tdMode": "cash", "side": "buy", "ordType": "limit", "sz": "0.01", "px": "30000"}
 KRAKEN_ORDER = [("ordertype", "limit"), ("type", "buy"), ("volume", "0.01"), ("pair", "XBTUSD"), ("price", "30000")]
 COINBASE_ORDER = {"client_order_id": "a1", "product_id": "BTC-USD", "side": "BUY", "order_configuration": {"limit_limit_gtc": {"base_size": "0.01", "limit_price": "30000"}}}
-
-
-@pytest.fixture(scope="module")
-def fake_exchange_server() -> Iterator[FakeExchange]:
-    with serving() as exchange:
-        yield exchange
-
-
-@pytest.fixture
-def fake_exchange(fake_exchange_server: FakeExchange) -> FakeExchange:
-    fake_exchange_server.reset()
-    return fake_exchange_server
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from fake_exchange import FakeExchange, Received, header, serving
+from fake_exchange import FakeExchange, Received, fake_exchange, fake_exchange_server, header, limited_keys  # fake_exchange*: fixtures
 from pytest_zerocopy import factories
 
 requests = pytest.importorskip("requests", reason="pip install 'zerocopy[test]' (requests is a test extra)")
@@ -40,24 +40,7 @@ OKX_SUCCESS = {"code": "0", "msg": "", "data": [{}]}
 
 @pytest.fixture(scope="module")
 def keys(sdk_key) -> dict[str, Any]:
-    return {
-        "binance": sdk_key("binance-hmac", policy={"symbols": ["BTCUSDT"], "max_quantity": "0.01", "rate": RATE}),
-        "bybit": sdk_key("bybit-hmac", policy={"symbols": ["BTCUSDT"], "max_quantity": "0.01", "rate": RATE}),
-        "okx": sdk_key("okx-hmac", policy={"symbols": ["BTC-USDT"], "max_quantity": "0.01", "rate": RATE}),
-        "kraken": sdk_key("kraken", policy={"symbols": ["XBTUSD"], "max_quantity": "0.01", "rate": RATE}),
-    }
-
-
-@pytest.fixture(scope="module")
-def fake_exchange_server() -> Iterator[FakeExchange]:
-    with serving() as exchange:
-        yield exchange
-
-
-@pytest.fixture
-def fake_exchange(fake_exchange_server: FakeExchange) -> FakeExchange:
-    fake_exchange_server.reset()
-    return fake_exchange_server
+    return limited_keys(sdk_key, RATE)
 
 
 @dataclass(frozen=True)
