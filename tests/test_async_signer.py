@@ -398,3 +398,121 @@ def test_one_signer_shared_by_many_threads_gives_each_call_its_own_answer(zeroco
             for thread in threads:
                 thread.join(60)
         assert len(results) == 12 * 60 and all(ok is True for ok in results.values())
+
+
+# -- provision, generate, sign_many: the rest of the Signer's API ---------------------------------
+def _sealed(emulator, name: str, secret: bytes) -> bytes:
+    kms_key = emulator.kms.create_key()["KeyMetadata"]["Arn"]
+    return seal(emulator.kms, key_id=kms_key, name=name, scheme="hmac-sha256", secret=secret, api_key="async-test", policy=load_policy(None)).to_json()
+
+
+def test_async_provision_loads_bundles_and_reports_each_as_the_signer_does(zerocopy_emulator, enclave):
+    secret = os.urandom(32).hex().encode()
+    bundles = [_sealed(zerocopy_emulator, "async-provisioned", secret), b'{"format": "not a bundle"}']
+
+    async def run():
+        async with AsyncSigner(enclave.address) as signer:
+            results = await signer.provision(bundles, credentials=zerocopy_emulator.credentials)
+            return results, await signer.sign("async-provisioned", b"after provisioning")
+
+    (loaded, garbled), signature = asyncio.run(run())
+    assert (loaded.name, loaded.loaded, loaded.error) == ("async-provisioned", True, None)
+    assert not garbled.loaded and garbled.error
+    assert signature == hmac.new(secret, b"after provisioning", hashlib.sha256).digest()
+    with Signer(enclave.address) as sync:  # the same bundle again, through the Signer: the same report
+        assert sync.provision(bundles[:1], credentials=zerocopy_emulator.credentials) == [loaded]
+
+
+def test_async_generate_makes_a_key_whose_public_half_verifies_its_signatures(zerocopy_emulator, enclave):
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    async def run():
+        async with AsyncSigner(enclave.address) as signer:
+            bundle, public_pem = await signer.generate("async-generated", "ed25519", credentials=zerocopy_emulator.credentials)
+            return bundle, public_pem, await signer.sign("async-generated", b"made inside")
+
+    bundle, public_pem, signature = asyncio.run(run())
+    load_pem_public_key(public_pem.encode()).verify(signature, b"made inside")  # raises if it does not verify
+    assert public_pem.encode() not in bundle  # the bundle carries the sealed private key, not the PEM
+    with Signer(enclave.address) as sync:
+        [again] = sync.provision([bundle], credentials=zerocopy_emulator.credentials)
+        assert again.loaded and again.name == "async-generated"
+        load_pem_public_key(public_pem.encode()).verify(sync.sign("async-generated", b"reloaded"), b"reloaded")
+
+
+def test_async_sign_many_answers_in_order_like_the_signer_and_raises_the_first_error_after_all(zerocopy_emulator, enclave, raw_key):
+    other = _provision(zerocopy_emulator, enclave.address, "async-many-other")
+    items = [((raw_key, other)[i % 2].name, f"item-{i}".encode() * (1 + i % 5)) for i in range(300)]
+    expected = [_hmac((raw_key, other)[i % 2], payload) for i, (_, payload) in enumerate(items)]
+    broken = items[:10] + [("no-such-key", b"x")] + items[10:20] + [("no-such-key-either", b"y")] + items[20:30]
+
+    async def run():
+        async with AsyncSigner(enclave.address) as signer:
+            link = signer._link
+            signatures = await signer.sign_many(items)
+            with pytest.raises(UnknownKey, match="'no-such-key'") as first:
+                await signer.sign_many(broken)
+            assert signer._link is link and not link.waiting  # one connection, every answer read
+            return signatures, first.value, await signer.sign(raw_key.name, b"still fine")
+
+    signatures, error, after = asyncio.run(run())
+    assert signatures == expected
+    assert "either" not in str(error)  # the first error in the order of the items
+    assert after == _hmac(raw_key, b"still fine")
+    with Signer(enclave.address) as sync:
+        assert sync.sign_many(items) == signatures
+
+
+@pytest.mark.parametrize("items", [[("k", "text")], [("k", 3)], [("", b"x")], [("k", b"ok"), ("k", None)]], ids=["str", "int", "empty-key", "none"])
+def test_sign_many_checks_every_argument_before_connecting_or_sending(items, tmp_path):
+    path = str(tmp_path / "never.sock")  # nothing listens: an argument error must come first
+
+    async def run():
+        signer = AsyncSigner(f"unix://{path}")
+        try:
+            await signer.sign_many(items)
+        finally:
+            await signer.close()
+
+    with pytest.raises((TypeError, ValueError)):
+        asyncio.run(run())  # not ConnectionFailed: no connection was tried
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    try:
+        with Signer(f"unix://{path}") as signer:
+            served, _ = listener.accept()
+            with pytest.raises((TypeError, ValueError)):
+                signer.sign_many(items)
+        served.settimeout(10)
+        assert served.recv(1024) == b""  # the Signer closed its connection having sent nothing
+        served.close()
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize(("timeout", "error"), [(0, ValueError), (-1, ValueError), (float("nan"), ValueError), (float("inf"), ValueError), ("5", TypeError), (True, TypeError)])
+def test_a_timeout_that_is_not_a_positive_number_is_refused_by_both_signers(timeout, error, tmp_path):
+    address = f"unix://{tmp_path / 'never.sock'}"  # refused before any connection is tried
+    with pytest.raises(error, match="timeout"):
+        Signer(address, timeout=timeout)
+    with pytest.raises(error, match="timeout"):
+        AsyncSigner(address, timeout=timeout)
+    with pytest.raises(ValueError, match="PCR0"):
+        AsyncSigner(address, roots=[b"a root"])  # the shared checks: attesting without a PCR0 pin
+
+
+def test_provision_arguments_are_checked_the_same_way_by_both_signers(zerocopy_emulator, enclave):
+    async def run(bundles):
+        async with AsyncSigner(enclave.address) as signer:
+            await signer.provision(bundles, credentials=zerocopy_emulator.credentials)
+
+    for bundles in (b"one bundle, not a list", ["a str bundle"], [7]):
+        with pytest.raises(TypeError, match="bundle"):
+            asyncio.run(run(bundles))
+        with Signer(enclave.address) as sync, pytest.raises(TypeError, match="bundle"):
+            sync.provision(bundles, credentials=zerocopy_emulator.credentials)
+    with pytest.raises(ValueError, match="timeout"):
+        with Signer(enclave.address) as sync:
+            sync.provision([b"{}"], credentials={}, timeout=0)
+

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from enclave.protocol import (
@@ -33,30 +33,36 @@ from enclave.protocol import (
     Role,
     Signature,
 )
-from enclave.protocol.address import Address, AddressError, parse_address
+from enclave.protocol.address import Address
 from enclave.protocol.messages import Attest, Audit, Keys, Message
 
 from . import errors
 from ._client import (
     KeyInfo,
+    ProvisionResult,
     SignedRequest,
-    _attestation_options,
+    _connection_arguments,
     _control_answer,
     _env_arguments,
     _error_for,
     _finish_session,
+    _generate_message,
     _key_argument,
     _nonce_argument,
     _payload_argument,
+    _provision_message,
+    _provision_results,
     _session_request,
     _sign_http_request,
     _signed_request,
+    _timeout_argument,
     _unexpected_answer,
 )
 
 __all__ = ["AsyncSigner"]
 
 _RECV = 65536
+_SIGNER_TIMEOUT: Any = object()  # a call's timeout left to the signer's own
 
 
 class _Link:
@@ -183,13 +189,8 @@ class AsyncSigner:
         timeout: float | None = 10.0,
         allow_debug: bool = False,
     ) -> None:
-        try:
-            self.address = parse_address(address)
-        except AddressError as exc:
-            raise ValueError(str(exc)) from None
-        self.timeout = timeout
+        self.address, self.timeout, self._verification = _connection_arguments(address, expected_pcrs, roots, timeout, allow_debug)
         self.attestation: Any = None
-        self._verification = _attestation_options(expected_pcrs, roots, allow_debug)
         self._link: _Link | None = None
         self._connecting: asyncio.Lock | None = None  # made on first use, inside the loop
         self._closed = False
@@ -250,13 +251,15 @@ class AsyncSigner:
             sock.close()
             raise
 
-    async def _request(self, send: Callable[..., bytes], *parts: Any, retry: bool = True) -> Any:
+    async def _request(self, send: Callable[..., bytes], *parts: Any, retry: bool = True, timeout: Any = _SIGNER_TIMEOUT) -> Any:
         """The one way a request goes out (``send`` a :class:`Connection` method, as in the
-        ``Signer``); with ``retry``, once more on a new connection if this one is broken."""
+        ``Signer``); with ``retry``, once more on a new connection if this one is broken.
+        ``timeout`` bounds the wait for the answer (the signer's own unless given)."""
+        seconds = self.timeout if timeout is _SIGNER_TIMEOUT else timeout
         for attempt in (1, 2):
             link = await self._current()
             try:
-                return await link.request(send, parts, self.timeout)
+                return await link.request(send, parts, seconds)
             except errors.ConnectionClosed:
                 if attempt == 2 or not retry or self._closed:
                     raise
@@ -270,8 +273,8 @@ class AsyncSigner:
             raise _unexpected_answer(response, message.TYPE.name)
         return _control_answer(response, malformed)
 
-    async def _control(self, message: Message) -> Any:
-        response = await self._request(Connection.send_control, message)
+    async def _control(self, message: Message, *, retry: bool = True, timeout: Any = _SIGNER_TIMEOUT) -> Any:
+        response = await self._request(Connection.send_control, message, retry=retry, timeout=timeout)
         if type(response) is not ControlResponse or response.kind != message.TYPE | 0x80:
             raise self._unexpected(response, message.TYPE.name)
         return _control_answer(response, errors.ProtocolError)
@@ -279,10 +282,25 @@ class AsyncSigner:
     # -- the API ----------------------------------------------------------------------------
     async def sign(self, key: str, payload: bytes) -> bytes:
         """Raw signature of ``payload`` with the key named ``key`` (if its policy allows raw signing)."""
-        event = await self._request(Connection.send_sign, _key_argument(key), _payload_argument(payload))
+        return await self._sign(_key_argument(key), _payload_argument(payload))
+
+    async def _sign(self, key: bytes, payload: bytes) -> bytes:
+        event = await self._request(Connection.send_sign, key, payload)
         if type(event) is not Signature:
             raise self._unexpected(event, "SIGN")
         return event.signature
+
+    async def sign_many(self, items: Iterable[tuple[str, bytes]]) -> list[bytes]:
+        """Several raw signatures, in the order of ``items``, as :meth:`zerocopy.Signer.sign_many`:
+        every argument is checked before anything is sent, the requests are pipelined on the one
+        connection, and the first error (in the order of ``items``) is raised once every answer is
+        in. Each request has the signer's ``timeout``."""
+        requests = [(_key_argument(key), _payload_argument(payload)) for key, payload in items]
+        outcomes = await asyncio.gather(*(self._sign(key, payload) for key, payload in requests), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return outcomes
 
     async def sign_request(
         self,
@@ -309,6 +327,33 @@ class AsyncSigner:
     async def keys(self) -> list[KeyInfo]:
         """The keys loaded in the enclave (names, schemes, API key ids, policy digests)."""
         return list((await self._control(Keys())).keys)
+
+    async def provision(
+        self, bundles: Sequence[bytes], *, credentials: Mapping[str, str], region: str | None = None, timeout: float | None = 60.0
+    ) -> list[ProvisionResult]:
+        """Send sealed bundles; the enclave unseals them through KMS with these AWS credentials
+        (:meth:`zerocopy.Signer.provision`). ``timeout`` bounds the wait for the answer."""
+        request = _provision_message(bundles, credentials, region)
+        return _provision_results(await self._control(request, timeout=_timeout_argument(timeout)))
+
+    async def generate(
+        self,
+        name: str,
+        scheme: str,
+        *,
+        credentials: Mapping[str, str],
+        kms_key_id: str | None = None,
+        api_key: str = "",
+        policy: dict | None = None,
+        region: str | None = None,
+        timeout: float | None = 60.0,
+    ) -> tuple[bytes, str]:
+        """Have the enclave make a key pair for an asymmetric scheme and load it; the sealed
+        bundle and the public key PEM (:meth:`zerocopy.Signer.generate`). Never tried twice: a
+        second try would make a second key."""
+        request = _generate_message(name, scheme, credentials, kms_key_id=kms_key_id, api_key=api_key, policy=policy, region=region)
+        answer = await self._control(request, retry=False, timeout=_timeout_argument(timeout))
+        return answer.bundle, answer.public_key.decode()
 
     def _unexpected(self, response: Any, kind: str) -> errors.ZeroCopyError:
         if type(response) is not ErrorResponse and self._link is not None:

@@ -181,6 +181,32 @@ def _nonce_argument(nonce: Any) -> bytes:
     return nonce
 
 
+def _provision_message(bundles: Sequence[bytes], credentials: Mapping[str, str], region: str | None) -> Provision:
+    """``provision``'s arguments (``Signer`` and ``AsyncSigner`` alike) as its message."""
+    if isinstance(bundles, (bytes, str)):
+        raise TypeError("bundles must be a list of sealed bundles, not one bundle")
+    return Provision(bundles=tuple(map(_bundle_argument, bundles)), credentials=_credentials_argument(credentials), region=region)
+
+
+def _bundle_argument(bundle: Any) -> bytes:
+    if not isinstance(bundle, (bytes, bytearray, memoryview)):
+        raise TypeError(f"a sealed bundle must be bytes (SealedBundle.to_json()), not {type(bundle).__name__}")
+    return bytes(bundle)
+
+
+def _credentials_argument(credentials: Mapping[str, str]) -> dict[str, str]:
+    return {name: value for name, value in credentials.items() if value is not None}
+
+
+def _provision_results(answer: Any) -> list[ProvisionResult]:
+    return [ProvisionResult(item.name, item.loaded, item.error) for item in answer.results]
+
+
+def _generate_message(name: str, scheme: str, credentials: Mapping[str, str], **options: Any) -> Generate:
+    """``generate``'s arguments as its message (``options``: kms_key_id, api_key, policy, region)."""
+    return Generate(name=name, scheme=scheme, credentials=_credentials_argument(credentials), **options)
+
+
 #: Requests ``sign_many`` keeps in flight (at most two windows' answers are unread): 2 × 128
 #: answers of at most 538 bytes (an RSA-4096 signature, sealed) stay under the socket buffers
 #: (about 208 KiB for Unix sockets, 256 KiB for vsock), so the enclave never blocks writing to us.
@@ -210,16 +236,11 @@ class Signer:
         timeout: float | None = 10.0,
         allow_debug: bool = False,
     ) -> None:
-        try:
-            self.address = parse_address(address)
-        except AddressError as exc:
-            raise ValueError(str(exc)) from None
-        self.timeout = timeout
+        self.address, self.timeout, self._verification = _connection_arguments(address, expected_pcrs, roots, timeout, allow_debug)
         self.attestation: Any = None
         self._lock = threading.RLock()  # re-entered when a reconnect re-attests
         self._ids = itertools.count(1)
         self._closed = False
-        self._verification = _attestation_options(expected_pcrs, roots, allow_debug)
         self._conn = Connection(Role.CLIENT)
         self._sock: socket.socket | None = None
         try:
@@ -417,7 +438,7 @@ class Signer:
     def sign_many(self, items: Iterable[tuple[str, bytes]]) -> list[bytes]:
         """Pipeline several raw signatures on this connection, sent ``SIGN_MANY_WINDOW`` at a time
         while the answers to the window before are read; raises the first error after all answers."""
-        requests = [(_key_argument(key), bytes(payload)) for key, payload in items]
+        requests = [(_key_argument(key), _payload_argument(payload)) for key, payload in items]
         answers = self._exchange(self._pipeline, requests)
         for event in answers:
             if type(event) is not Signature:
@@ -479,14 +500,10 @@ class Signer:
 
     def provision(self, bundles: Sequence[bytes], *, credentials: Mapping[str, str], region: str | None = None, timeout: float | None = 60.0) -> list[ProvisionResult]:
         """Send sealed bundles; the enclave unseals them through KMS with these AWS credentials."""
-        request = Provision(
-            bundles=tuple(bytes(bundle) for bundle in bundles),
-            credentials={name: value for name, value in credentials.items() if value is not None},
-            region=region,
-        )
-        with self._timeout(timeout):
+        request = _provision_message(bundles, credentials, region)
+        with self._timeout(_timeout_argument(timeout)):
             answer = self._control(request)
-        return [ProvisionResult(item.name, item.loaded, item.error) for item in answer.results]
+        return _provision_results(answer)
 
     def generate(
         self,
@@ -508,11 +525,8 @@ class Signer:
         first ``--seal-key``, or ``kms_key_id`` if that names another of them; any other key is
         refused).
         """
-        request = Generate(
-            name=name, scheme=scheme, api_key=api_key, kms_key_id=kms_key_id, policy=policy, region=region,
-            credentials={key: value for key, value in credentials.items() if value is not None},
-        )
-        with self._timeout(timeout):  # KMS calls and key generation take longer than a signature
+        request = _generate_message(name, scheme, credentials, kms_key_id=kms_key_id, api_key=api_key, policy=policy, region=region)
+        with self._timeout(_timeout_argument(timeout)):  # KMS calls and key generation take longer than a signature
             answer = self._control(request, retry=False)  # a second try would make a second key
         return answer.bundle, answer.public_key.decode()
 
@@ -558,6 +572,30 @@ def _finish_session(conn: Connection, handshake: ClientHandshake, answer: Any, v
     except HandshakeError as exc:
         raise errors.SessionError(f"the enclave's session key is unusable: {exc}") from None
     return attestation
+
+
+def _connection_arguments(
+    address: Any, expected_pcrs: Mapping[int, bytes] | None, roots: Sequence[Any] | None, timeout: Any, allow_debug: bool
+) -> tuple[Address, float | None, tuple | None]:
+    """The arguments ``Signer`` and ``AsyncSigner`` share, checked in one place: the parsed
+    address, the timeout and the attestation options (:func:`_attestation_options`)."""
+    try:
+        parsed = parse_address(address)
+    except AddressError as exc:
+        raise ValueError(str(exc)) from None
+    return parsed, _timeout_argument(timeout), _attestation_options(expected_pcrs, roots, allow_debug)
+
+
+def _timeout_argument(timeout: Any) -> float | None:
+    """``None`` (wait for ever) or a positive number of seconds. Zero would make the socket
+    non-blocking and a negative or NaN value time out at once or never: refused, not guessed at."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    if not 0 < timeout < float("inf"):
+        raise ValueError(f"timeout must be a positive number of seconds (or None to wait for ever), not {timeout}")
+    return timeout
 
 
 def _attestation_options(expected_pcrs: Mapping[int, bytes] | None, roots: Sequence[Any] | None, allow_debug: bool) -> tuple | None:
