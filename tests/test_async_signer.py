@@ -516,3 +516,83 @@ def test_provision_arguments_are_checked_the_same_way_by_both_signers(zerocopy_e
         with Signer(enclave.address) as sync:
             sync.provision([b"{}"], credentials={}, timeout=0)
 
+
+class _HungServer:
+    """A hung enclave: accepts connections and reads every request but answers none — until
+    ``answering`` is set; connections accepted after that get ``b"sig:" + payload`` per SIGN."""
+
+    def __init__(self, tmp_path) -> None:
+        self.path = str(tmp_path / "hung.sock")
+        self.answering, self.connections = False, 0
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(self.path)
+        self._listener.listen(8)
+        self._sockets: list[socket.socket] = []
+        self._threads = [threading.Thread(target=self._accept, name="hung-accept")]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self._listener.accept()
+                self.connections += 1
+                self._sockets.append(client)
+                thread = threading.Thread(target=self._serve, args=(client, self.answering), name="hung-conn")
+                self._threads.append(thread)
+                thread.start()
+
+    def _serve(self, client: socket.socket, answering: bool) -> None:
+        conn = Connection(Role.SERVER)
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                conn.receive_data(data)
+                while (event := conn.next_event()) is not NEED_DATA:
+                    if answering:
+                        client.sendall(conn.send(Signature(event.request_id, b"sig:" + event.payload)))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in self._threads:
+            thread.join(10)
+
+
+def test_a_hung_enclave_times_a_shared_signers_calls_out_and_each_drops_its_connection(tmp_path):
+    """The Signer's claim, "safe to share between threads, with a timeout that fails closed": a
+    call to an enclave that never answers raises Timeout once its timeout has passed (not before,
+    not much after); threads sharing the Signer take turns, so each gets its own Timeout; no
+    connection that timed out is used again; and once the enclave answers, the next call gets its
+    own answer."""
+    server = _HungServer(tmp_path)
+    outcomes: list = []
+
+    def call(index: int) -> None:
+        try:
+            outcomes.append(signer.sign("k", b"thread-%d" % index))
+        except ZeroCopyError as exc:
+            outcomes.append(exc)
+
+    try:
+        with Signer(f"unix://{server.path}", timeout=0.3) as signer:
+            started = time.monotonic()
+            with pytest.raises(Timeout, match="did not answer within 0.3s"):
+                signer.sign("k", b"first")
+            assert 0.29 <= time.monotonic() - started < 3
+            threads = [threading.Thread(target=call, args=(index,)) for index in range(4)]
+            started = time.monotonic()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            assert not any(thread.is_alive() for thread in threads) and time.monotonic() - started < 10
+            assert len(outcomes) == 4 and all(isinstance(outcome, Timeout) for outcome in outcomes)
+            server.answering = True
+            assert signer.sign("k", b"after") == b"sig:after"
+        assert server.connections == 1 + 4 + 1  # the first, one per timed-out thread's call, the answered one
+    finally:
+        server.close()
