@@ -6,7 +6,8 @@ query and body bytes it actually received, and for Coinbase the ES256 JWT over h
 the key's public key and ``uri`` naming api.coinbase.com (the request goes to 127.0.0.1: the
 signature names the path, not the host). It answers 200 for a verified request (with the body set
 for its path in ``answers``, else ``{"verified": true}``), 401 naming what failed otherwise, and
-keeps every request, so a refused one can be shown to have sent nothing.
+keeps every request, so a refused one can be shown to have sent nothing. Paths in ``public`` (market
+data, which exchanges serve unsigned) are answered without a signature.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ class FakeExchange:
 
     key: Any = None
     received: list[Received] = field(default_factory=list)
-    answers: dict[str, Any] = field(default_factory=dict)  # path (or "*": any) -> JSON body of a verified answer
+    # "METHOD path", path or "*" (any) -> JSON body of a verified answer, or a function of the Received giving it
+    answers: dict[str, Any] = field(default_factory=dict)
+    public: dict[str, Any] = field(default_factory=dict)  # path -> body (or function) answered unsigned
     url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -51,9 +54,22 @@ class FakeExchange:
         self.key = None
         self.received.clear()
         self.answers.clear()
+        self.public.clear()
 
-    def answer_for(self, path: str) -> Any:
-        return self.answers.get(path, self.answers.get("*", {"verified": True}))
+    def answer_for(self, path: str, method: str | None = None, request: Received | None = None) -> Any:
+        answer = self.answers.get(f"{method} {path}", self.answers.get(path, self.answers.get("*", {"verified": True})))
+        return answer(request) if callable(answer) else answer
+
+    def respond(self, request: Received) -> tuple[int, Any]:
+        """The status and JSON body that answer ``request``."""
+        if request.path in self.public:
+            answer = self.public[request.path]
+            return 200, answer(request) if callable(answer) else answer
+        try:
+            self.verify(request)
+        except Exception as failure:  # the test reads the reason from the answer
+            return 401, {"verified": False, "reason": f"{type(failure).__name__}: {failure}"}
+        return 200, self.answer_for(request.path, request.method, request)
 
     def verify(self, request: Received) -> None:
         family = exchange_for_scheme(self.key.scheme).family
@@ -128,11 +144,7 @@ def _handler(exchange: FakeExchange) -> type[BaseHTTPRequestHandler]:
             request = Received(self.command, url.path, url.query, dict(self.headers.items()), body)
             with exchange.lock:
                 exchange.received.append(request)
-            try:
-                exchange.verify(request)
-                status, answer = 200, exchange.answer_for(request.path)
-            except Exception as failure:  # the test reads the reason from the answer
-                status, answer = 401, {"verified": False, "reason": f"{type(failure).__name__}: {failure}"}
+            status, answer = exchange.respond(request)
             payload = json.dumps(answer).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
