@@ -155,14 +155,16 @@ def test_library_signature_headers_are_replaced_and_a_bybit_window_header_is_sig
 
 @pytest.mark.parametrize("client", CLIENTS)
 def test_a_kraken_librarys_nonce_is_replaced_by_the_enclaves(client, keys, fake_exchange, http_signer):
-    """krakenex puts its own nonce last; the enclave owns the nonce and puts it first."""
+    """The enclave owns the nonce's value; its place is the library's (krakenex puts it last), and a
+    request without one gets the enclave's first."""
     fake_exchange.key = keys["kraken"]
     answer = send(client, http_signer, fake_exchange.key.name, "POST", fake_exchange.url + "/0/private/AddOrder",
                   data=KRAKEN_ORDER + [("nonce", "1")], headers={"API-Key": "placeholder", "API-Sign": "bogus"})
     assert verified(answer)
-    [received] = fake_exchange.received
-    fields = parse_qsl(received.body.decode())
-    assert fields[0][0] == "nonce" and fields[0][1] != "1" and fields[1:] == KRAKEN_ORDER
+    assert verified(send(client, http_signer, fake_exchange.key.name, "POST", fake_exchange.url + "/0/private/AddOrder", data=KRAKEN_ORDER))
+    last, first = (parse_qsl(received.body.decode()) for received in fake_exchange.received)
+    assert last[-1][0] == "nonce" and last[-1][1] != "1" and last[:-1] == KRAKEN_ORDER
+    assert first[0][0] == "nonce" and first[1:] == KRAKEN_ORDER and int(first[0][1]) > int(last[-1][1])
 
 
 @pytest.mark.parametrize("client", CLIENTS)

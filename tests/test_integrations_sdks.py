@@ -255,15 +255,22 @@ KRAKENEX_CALLS = {
 
 @pytest.mark.parametrize("call", KRAKENEX_CALLS.values(), ids=KRAKENEX_CALLS.keys())
 def test_krakenex_requests_differ_only_in_the_nonce(call, keys, fake_exchange, sdk_signer, monkeypatch):
-    """Differences: the nonce (the enclave owns it: strictly increasing from its own clock; krakenex
-    appends it after the fields, the enclave writes it first) and so API-Sign. The other form
-    fields, their order, the path and API-Key are the same."""
+    """Differences: only the nonce's value (the enclave owns it: its clock in milliseconds, as
+    krakenex counts, raised by one per request within a tick) and so API-Sign. krakenex appends the
+    nonce after the fields, and the enclave writes its own in that place: the other fields, their
+    order, the path, Content-Type and API-Key are the same."""
     key = keys["kraken"]
     with_secret, through = run_both(fake_exchange, key, _krakenex(monkeypatch, key.api_key), call, sdk_signer, key.secret.decode())
+    assert_kraken_differs_only_in_the_nonce_value(with_secret, through, str(NOW_MS))
+
+
+def assert_kraken_differs_only_in_the_nonce_value(with_secret: Received, through: Received, sdk_nonce: str) -> None:
     sdk_fields, fields = parse_qsl(with_secret.body.decode()), parse_qsl(through.body.decode())
-    assert sdk_fields[-1] == ("nonce", str(NOW_MS)) and fields[0][0] == "nonce"
-    assert fields[1:] == sdk_fields[:-1]
-    assert header(through, "API-Key") == header(with_secret, "API-Key") == key.api_key
+    assert sdk_fields[-1] == ("nonce", sdk_nonce) and fields[-1][0] == "nonce" and int(fields[-1][1]) >= int(sdk_nonce)
+    assert fields[:-1] == sdk_fields[:-1]
+    assert with_secret.body.replace(sdk_nonce.encode(), fields[-1][1].encode()) == through.body
+    for name in ("API-Key", "Content-Type", "User-Agent"):
+        assert header(through, name) == header(with_secret, name), name
 
 
 # == python-okx (okx.Trade.TradeAPI, okx.Account.AccountAPI: httpx.Client subclasses) ===============
