@@ -46,11 +46,29 @@ class FakeExchange:
     answers: dict[str, Any] = field(default_factory=dict)  # path (or "*": any) -> JSON body of a verified answer
     url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # As Kraken does: refuse a nonce not above the last one seen for the API key (opt-in, per test).
+    remember_nonces: bool = False
+    last_nonces: dict[str, int] = field(default_factory=dict)
 
     def reset(self) -> None:
         self.key = None
         self.received.clear()
         self.answers.clear()
+        self.remember_nonces = False
+        self.last_nonces.clear()
+
+    def admit(self, request: Received) -> None:
+        """Verify ``request`` and, if asked to, check its Kraken nonce as Kraken does (once per request)."""
+        self.verify(request)
+        if not self.remember_nonces:
+            return
+        nonce = int(dict(parse_qsl(request.body.decode("ascii"), keep_blank_values=True))["nonce"])
+        api_key = header(request, "API-Key")
+        with self.lock:
+            last = self.last_nonces.get(api_key, 0)
+            if nonce <= last:
+                raise AssertionError(f"EAPI:Invalid nonce: {nonce} is not above {last}")
+            self.last_nonces[api_key] = nonce
 
     def answer_for(self, path: str) -> Any:
         return self.answers.get(path, self.answers.get("*", {"verified": True}))
@@ -129,7 +147,7 @@ def _handler(exchange: FakeExchange) -> type[BaseHTTPRequestHandler]:
             with exchange.lock:
                 exchange.received.append(request)
             try:
-                exchange.verify(request)
+                exchange.admit(request)
                 status, answer = 200, exchange.answer_for(request.path)
             except Exception as failure:  # the test reads the reason from the answer
                 status, answer = 401, {"verified": False, "reason": f"{type(failure).__name__}: {failure}"}

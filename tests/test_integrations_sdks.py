@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import types
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 
 from fake_exchange import FakeExchange, Received, fake_exchange, fake_exchange_server, header, limited_keys  # fake_exchange*: fixtures
 from pytest_zerocopy import factories
+from pytest_zerocopy.keys import make_secret
 
 requests = pytest.importorskip("requests", reason="pip install 'zerocopy[test]' (requests is a test extra)")
 
@@ -319,3 +321,85 @@ def test_python_okx_requests_differ_only_in_the_empty_fields_the_enclave_drops(a
     assert through.body == json.dumps(kept, separators=(",", ":")).encode()
     assert signed_headers.pop("OK-ACCESS-SIGN") != sdk_headers.pop("OK-ACCESS-SIGN")
     assert signed_headers == sdk_headers
+
+
+# == python-kraken-sdk (kraken.spot.Trade, kraken.spot.User) ========================================
+KRAKEN_SDK_UNIT = {"nonce": {"per_second": 100_000_000}}  # the SDK's nonce unit, sealed with the key (docs/policy.md)
+KRAKEN_TXID = "OABCDE-FGHIJ-KLMNOP"
+
+
+def _python_kraken_sdk(monkeypatch: pytest.MonkeyPatch, api_key: str, api: str, now_ms: int = NOW_MS) -> Sdk:
+    spot = pytest.importorskip("kraken.spot", reason="pip install python-kraken-sdk")
+    base_api = pytest.importorskip("kraken.base_api")
+    monkeypatch.setattr(base_api, "time", types.SimpleNamespace(time=lambda: now_ms / 1000))
+
+    def make(secret: str, url: str) -> tuple[Any, Any]:
+        client = getattr(spot, api)(key=api_key, secret=secret, url=url)
+        return client, client._SpotClient__session  # the SDK's own requests.Session (a private, name-mangled attribute)
+
+    return Sdk(make, KRAKEN_SUCCESS)
+
+
+# (class, call, byte-identical?): the SDK writes booleans as Python does, and every order carries
+# stp_type=cancel-newest; the integration normalises both (docs/policy.md), so those bodies differ.
+KRAKEN_SDK_CALLS = {
+    "create_order": ("Trade", lambda client: client.create_order(ordertype="limit", side="buy", pair="XBTUSD", volume="0.01", price="30000"), False),
+    "edit_order": ("Trade", lambda client: client.edit_order(txid=KRAKEN_TXID, pair="XBTUSD", volume="0.01", price="30100"), False),
+    "cancel_order": ("Trade", lambda client: client.cancel_order(txid=KRAKEN_TXID), True),
+    "get_orders_info": ("User", lambda client: client.get_orders_info(txid=KRAKEN_TXID), False),
+    "get_balances": ("User", lambda client: client.get_balances(), True),
+}
+
+
+def kraken_sdk_normalised(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The SDK's form fields as the integration hands them over: booleans in Kraken's spelling, its
+    restated stptype default dropped; everything else, the nonce's place included, as it was."""
+    return [(name, {"True": "true", "False": "false"}.get(value, value)) for name, value in fields if (name, value) != ("stp_type", "cancel-newest")]
+
+
+@pytest.mark.parametrize("api, call, identical", KRAKEN_SDK_CALLS.values(), ids=KRAKEN_SDK_CALLS.keys())
+def test_python_kraken_sdk_requests_differ_only_in_the_spellings_the_integration_normalises(api, call, identical, sdk_key, fake_exchange, sdk_signer, monkeypatch):
+    """A key sealed with the SDK's nonce unit, fresh per case, so its first enclave nonce is the
+    SDK's own at the pinned instant. A cancel and the balance read are byte-identical: body (nonce
+    value and place included), API-Sign, API-Key, Content-Type (the SDK's ``; charset=utf-8``
+    kept). An order, an edit and an order query differ only by the normalisation: ``False`` written
+    ``false`` (Kraken documents ``true``/``false``), ``stp_type=cancel-newest`` (not a name
+    Kraken documents; its ``stptype`` default) dropped; and so API-Sign."""
+    key = sdk_key("kraken", policy=KRAKEN_SDK_UNIT)
+    with_secret, through = run_both(fake_exchange, key, _python_kraken_sdk(monkeypatch, key.api_key, api), call, sdk_signer, key.secret.decode())
+    sdk_fields, fields = parse_qsl(with_secret.body.decode()), parse_qsl(through.body.decode())
+    assert sdk_fields[-1] == fields[-1] == ("nonce", str(NOW_MS * 100_000))
+    assert fields == kraken_sdk_normalised(sdk_fields)
+    assert (fields == sdk_fields) is identical
+    if identical:
+        assert through.body == with_secret.body and header(through, "API-Sign") == header(with_secret, "API-Sign")
+    for name in ("API-Key", "Content-Type", "User-Agent"):
+        assert header(through, name) == header(with_secret, name), name
+
+
+def test_a_key_used_with_python_kraken_sdk_keeps_trading_through_it(sdk_key, fake_exchange, sdk_signer, monkeypatch):
+    """Kraken refuses a nonce not above the last one it saw for the API key, and so does the fake
+    exchange here. The key was used with python-kraken-sdk a second before the enclave's instant.
+    Sealed in milliseconds (the default unit) every enclave nonce is refused; sealed with
+    ``[nonce] per_second = 100000000`` the same bot, with a placeholder secret, trades on."""
+    secret, api_key = make_secret("kraken").decode(), "kraken-migrated-" + uuid.uuid4().hex[:8]
+    in_milliseconds = sdk_key("kraken", secret=secret, api_key=api_key)
+    in_sdk_unit = sdk_key("kraken", secret=secret, api_key=api_key, policy=KRAKEN_SDK_UNIT)
+    fake_exchange.key, fake_exchange.remember_nonces, fake_exchange.answers["*"] = in_sdk_unit, True, KRAKEN_SUCCESS
+    _call_and_close(_python_kraken_sdk(monkeypatch, api_key, "User", NOW_MS - 1000).make(secret, fake_exchange.url), lambda user: user.get_balances())
+    assert fake_exchange.last_nonces[api_key] == (NOW_MS - 1000) * 100_000
+
+    def through(key: Any, api: str) -> Any:
+        client, session = _python_kraken_sdk(monkeypatch, api_key, api).make(PLACEHOLDER, fake_exchange.url)
+        session.auth = ZeroCopyAuth(sdk_signer, key.name)
+        return client
+
+    with pytest.raises(Exception, match="EAPI:Invalid nonce"):
+        through(in_milliseconds, "User").get_balances()
+    trade, user = through(in_sdk_unit, "Trade"), through(in_sdk_unit, "User")
+    trade.create_order(ordertype="limit", side="buy", pair="XBTUSD", volume="0.01", price="30000")
+    user.get_orders_info(txid=KRAKEN_TXID)
+    trade.cancel_order(txid=KRAKEN_TXID)
+    user.get_balances()
+    nonces = [int(dict(parse_qsl(request.body.decode()))["nonce"]) for request in wire(fake_exchange)]
+    assert nonces[2:] == sorted(nonces[2:]) and nonces[2] > nonces[0] and len(nonces) == 6  # the refused one (ms) was received, not admitted

@@ -40,7 +40,11 @@ class HttpFamily:
     name, value)``, a parameter added when absent, to a request whose parameter set would
     otherwise also fit a riskier endpoint (same meaning: the exchange's default value);
     ``placed_params``: owned parameters whose place in the signed bytes the library chose: sent
-    with an empty value where the library put them, and the enclave writes its own value there.
+    with an empty value where the library put them, and the enclave writes its own value there;
+    ``boolean_params``: parameters the exchange documents as ``true``/``false``, where a library's
+    Python spelling (``True``/``False``) is written in the documented one; ``dropped_defaults``:
+    ``(name, value)``, a field a library sends stating the exchange's default under a name the
+    catalogue does not know, dropped (absent means the same to the exchange).
     """
 
     owned_params: frozenset[str] = frozenset()
@@ -51,6 +55,15 @@ class HttpFamily:
     signature: str = ""
     implied_params: tuple[tuple[str, str, str, str], ...] = ()
     placed_params: frozenset[str] = frozenset()
+    boolean_params: frozenset[str] = frozenset()
+    dropped_defaults: frozenset[tuple[str, str]] = frozenset()
+
+    def normalised(self, name: str, value: str) -> str:
+        if name in self.placed_params:
+            return ""
+        if name in self.boolean_params and value in ("True", "False"):
+            return value.lower()
+        return value
 
     def owns_header(self, name: str) -> bool:
         name = name.lower()
@@ -68,9 +81,12 @@ FAMILIES: Mapping[str, HttpFamily] = MappingProxyType({
     "bybit": HttpFamily(owned_headers=("x-bapi-*",), header_params=(("x-bapi-recv-window", "recv_window"),), signature="x-bapi-sign"),
     "okx": HttpFamily(owned_headers=("ok-access-*",), signature="ok-access-sign"),
     # Kraken signs the form bytes in order: the enclave's nonce goes where the library put its own
-    # (krakenex and python-kraken-sdk last, ccxt first), so only its value differs (docs/policy.md).
+    # (krakenex and python-kraken-sdk last, ccxt first), so only its value differs. python-kraken-sdk
+    # writes booleans as Python does and sends stp_type=cancel-newest (Kraken's stptype default) on
+    # every order: both normalised, not admitted by the policy (docs/policy.md).
     "kraken": HttpFamily(frozenset({"nonce"}), ("api-key", "api-sign"), form_params=True, body_type=FORM, signature="api-sign",
-                         placed_params=frozenset({"nonce"})),
+                         placed_params=frozenset({"nonce"}), dropped_defaults=frozenset({("stp_type", "cancel-newest")}),
+                         boolean_params=frozenset({"validate", "reduce_only", "trades", "consolidate_taker", "cancel_response"})),
     "coinbase": HttpFamily(owned_headers=("authorization",), signature="authorization"),
 })
 _NOT_HTTP = frozenset({"binance-ws"})  # catalogues whose requests are not HTTP requests
@@ -162,8 +178,8 @@ def sign_arguments(family: HttpFamily, request: Outgoing) -> SignArguments:
         except UnicodeDecodeError:
             raise ValueError("a form body must be ASCII (percent-encoded)") from None
         body = None
-    params = [(name, "" if name in family.placed_params else value) for name, value in params
-              if name not in family.owned_params or name in family.placed_params]
+    params = [(name, family.normalised(name, value)) for name, value in params
+              if (name not in family.owned_params or name in family.placed_params) and (name, value) not in family.dropped_defaults]
     method, path = request.method.upper(), url.path or "/"
     for implied_method, implied_path, name, value in family.implied_params:
         if (method, path) == (implied_method, implied_path) and all(name != present for present, _ in params):
