@@ -403,3 +403,48 @@ def test_a_key_used_with_python_kraken_sdk_keeps_trading_through_it(sdk_key, fak
     user.get_balances()
     nonces = [int(dict(parse_qsl(request.body.decode()))["nonce"]) for request in wire(fake_exchange)]
     assert nonces[2:] == sorted(nonces[2:]) and nonces[2] > nonces[0] and len(nonces) == 6  # the refused one (ms) was received, not admitted
+
+
+# == binance-sdk-spot (binance_sdk_spot.spot.Spot: Binance's modular SDK, on binance-common) ========
+def _binance_sdk_spot(monkeypatch: pytest.MonkeyPatch, api_key: str) -> Sdk:
+    spot = pytest.importorskip("binance_sdk_spot.spot", reason="pip install binance-sdk-spot")
+    configuration = pytest.importorskip("binance_common.configuration")
+    common_utils = pytest.importorskip("binance_common.utils")
+    monkeypatch.setattr(common_utils, "get_timestamp", lambda: NOW_MS)
+
+    def make(secret: str, url: str) -> tuple[Any, Any]:
+        rest = spot.Spot(config_rest_api=configuration.ConfigurationRestAPI(api_key=api_key, api_secret=secret, base_path=url, retries=0)).rest_api
+        return rest, rest._session  # the SDK's own requests.Session (no public accessor)
+
+    return Sdk(make)
+
+
+SDK_SPOT_CALLS = {
+    "new_order": lambda rest: rest.new_order(symbol="BTCUSDT", side="BUY", type="LIMIT", time_in_force="GTC", quantity=0.01, price=30000.0),
+    "order_amend_keep_priority": lambda rest: rest.order_amend_keep_priority(symbol="BTCUSDT", new_qty=0.005, order_id=12345),
+    "delete_order": lambda rest: rest.delete_order(symbol="BTCUSDT", order_id=12345),
+    "get_order": lambda rest: rest.get_order(symbol="BTCUSDT", order_id=12345),
+    "get_account(omit_zero_balances=False)": lambda rest: rest.get_account(omit_zero_balances=False),
+}
+
+
+@pytest.mark.parametrize("call", SDK_SPOT_CALLS.values(), ids=SDK_SPOT_CALLS.keys())
+def test_binance_sdk_spot_requests_are_byte_identical(call, keys, fake_exchange, sdk_signer, monkeypatch):
+    """No differences: the SDK sends its parameters in the query with ``timestamp`` last and no
+    recvWindow, as the enclave signs them, so method, path, query (signature included), body and
+    X-MBX-APIKEY are the same bytes, for a place, a keep-priority amend, a cancel, an order query and an
+    account read that names ``omitZeroBalances``."""
+    key = keys["binance"]
+    with_secret, through = run_both(fake_exchange, key, _binance_sdk_spot(monkeypatch, key.api_key), call, sdk_signer, key.secret.decode())
+    assert (through.query, through.body) == (with_secret.query, with_secret.body)
+    assert _binance_params(through)[-2] == ("timestamp", str(NOW_MS))
+    assert header(through, "X-MBX-APIKEY") == header(with_secret, "X-MBX-APIKEY") == key.api_key
+
+
+def test_binance_sdk_spot_default_account_read_differs_in_the_implied_default(keys, fake_exchange, sdk_signer, monkeypatch):
+    """``get_account()`` sends a bare timestamp, which also fits the fast-withdraw switch: the
+    adapter adds ``omitZeroBalances=false`` (Binance's default, docs/policy.md), and so the signature differs."""
+    key = keys["binance"]
+    with_secret, through = run_both(fake_exchange, key, _binance_sdk_spot(monkeypatch, key.api_key), lambda rest: rest.get_account(), sdk_signer, key.secret.decode())
+    assert [name for name, _ in _binance_params(with_secret)] == ["timestamp", "signature"]
+    assert [pair for pair in _binance_params(through) if pair[0] != "signature"] == [("omitZeroBalances", "false"), ("timestamp", str(NOW_MS))]
