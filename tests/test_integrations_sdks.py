@@ -23,6 +23,7 @@ import pytest
 from fake_exchange import FakeExchange, Received, fake_exchange, fake_exchange_server, header, limited_keys  # fake_exchange*: fixtures
 from pytest_zerocopy import factories
 from pytest_zerocopy.keys import make_secret
+from reference_signers import b64url_decode
 
 requests = pytest.importorskip("requests", reason="pip install 'zerocopy[test]' (requests is a test extra)")
 
@@ -52,6 +53,7 @@ class Sdk:
     make: Callable[[str, str], tuple[Any, Any]]
     answer: Any = None
     auth: Callable[[Any, str], Any] = ZeroCopyAuth  # the httpx adapter for an SDK built on httpx
+    placeholder: str = PLACEHOLDER  # what the SDK is given instead of the secret
 
 
 def wire(fake: FakeExchange) -> list[Received]:
@@ -76,11 +78,11 @@ def run_both(fake: FakeExchange, key: Any, sdk: Sdk, call: Callable, signer: Any
     _call_and_close(sdk.make(secret, fake.url), call)
     with_secret = wire(fake)
     fake.received.clear()
-    client, session = sdk.make(PLACEHOLDER, fake.url)
+    client, session = sdk.make(sdk.placeholder, fake.url)
     session.auth = sdk.auth(signer, key.name)
     _call_and_close((client, session), call)
     through_zerocopy = wire(fake)
-    assert all(PLACEHOLDER.encode() not in _raw(request) for request in through_zerocopy)
+    assert all(sdk.placeholder.encode() not in _raw(request) for request in through_zerocopy)
     [with_secret_request], [through_request] = with_secret, through_zerocopy
     assert (through_request.method, through_request.path) == (with_secret_request.method, with_secret_request.path)
     return with_secret_request, through_request
@@ -448,3 +450,80 @@ def test_binance_sdk_spot_default_account_read_differs_in_the_implied_default(ke
     with_secret, through = run_both(fake_exchange, key, _binance_sdk_spot(monkeypatch, key.api_key), lambda rest: rest.get_account(), sdk_signer, key.secret.decode())
     assert [name for name, _ in _binance_params(with_secret)] == ["timestamp", "signature"]
     assert [pair for pair in _binance_params(through) if pair[0] != "signature"] == [("omitZeroBalances", "false"), ("timestamp", str(NOW_MS))]
+
+
+# == coinbase-advanced-py (coinbase.rest.RESTClient) ================================================
+COINBASE_KEY_NAME = "organizations/3f2b7c1e-0000-4000-8000-000000000001/apiKeys/9d4e5f60-0000-4000-8000-000000000003"
+COINBASE_ORDER_ID = "0000-000000-000000"
+COINBASE_HOST = "https://api.coinbase.com"
+
+
+class ToFakeExchange(requests.adapters.HTTPAdapter):
+    """The stand-in for DNS and TLS: the session's ``https://api.coinbase.com`` requests (which
+    the SDK cannot point elsewhere: its JWT names the host it sends to) go to the fake exchange over
+    plain HTTP, exactly as signed."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        request.url = self.url + request.url.removeprefix(COINBASE_HOST)
+        return super().send(request, **kwargs)
+
+
+def _coinbase_sdk(monkeypatch: pytest.MonkeyPatch, key_kind: str) -> Sdk:
+    rest = pytest.importorskip("coinbase.rest", reason="pip install coinbase-advanced-py")
+    jwt_generator = pytest.importorskip("coinbase.jwt_generator")
+    monkeypatch.setattr(jwt_generator, "time", types.SimpleNamespace(time=lambda: NOW_MS / 1000))
+
+    def make(secret: str, url: str) -> tuple[Any, Any]:
+        client = rest.RESTClient(api_key=COINBASE_KEY_NAME, api_secret=secret, timeout=30)
+        client.session.mount(COINBASE_HOST, ToFakeExchange(url))
+        return client, client.session
+
+    # The SDK signs before sending, so it needs a key of the same kind: one made here, never sealed
+    # and never shown to the enclave; the enclave's JWT replaces the one signed with it.
+    return Sdk(make, placeholder=make_secret("coinbase-jwt", key_kind=key_kind).decode())
+
+
+COINBASE_CALLS = {
+    "limit_order_gtc_buy": lambda client: client.limit_order_gtc_buy(client_order_id="zc-1", product_id="BTC-USD", base_size="0.01", limit_price="30000"),
+    "edit_order": lambda client: client.edit_order(order_id=COINBASE_ORDER_ID, size="0.01", price="30100"),
+    "cancel_orders": lambda client: client.cancel_orders(order_ids=[COINBASE_ORDER_ID]),
+    "get_order": lambda client: client.get_order(order_id=COINBASE_ORDER_ID),
+    "get_accounts": lambda client: client.get_accounts(),
+}
+
+
+def _jwt_parts(received: Received) -> tuple[dict, bytes]:
+    """The JWT's header (decoded) and its claims segment (the bytes as sent)."""
+    scheme, _, token = header(received, "Authorization").partition(" ")
+    assert scheme == "Bearer"
+    header_b64, claims_b64, _signature = token.split(".")
+    return json.loads(b64url_decode(header_b64)), claims_b64.encode()
+
+
+@pytest.fixture(scope="module")
+def coinbase_keys(sdk_key) -> dict[str, Any]:
+    """An ES256 and an Ed25519 key under the default policy (Coinbase JWTs do not cover bodies, so
+    a policy could restrict only endpoints and rate)."""
+    return {kind: sdk_key("coinbase-jwt", secret=make_secret("coinbase-jwt", key_kind=kind), api_key=COINBASE_KEY_NAME) for kind in ("p256", "ed25519")}
+
+
+@pytest.mark.parametrize("key_kind", ["p256", "ed25519"])
+@pytest.mark.parametrize("call", COINBASE_CALLS.values(), ids=COINBASE_CALLS.keys())
+def test_coinbase_advanced_py_requests_differ_only_in_the_jwt_nonce_and_signature(call, key_kind, coinbase_keys, fake_exchange, sdk_signer, monkeypatch):
+    """Method, path, query, body and every header but Authorization are the same bytes. In the JWT
+    (ES256 for a P-256 key, EdDSA for an Ed25519 one) the claims segment is byte-identical
+    (sub, iss, nbf, exp, uri naming api.coinbase.com), the header the same but for its random
+    ``nonce``, which the enclave draws itself; and so the signature differs."""
+    key = coinbase_keys[key_kind]
+    with_secret, through = run_both(fake_exchange, key, _coinbase_sdk(monkeypatch, key_kind), call, sdk_signer, key.secret.decode())
+    assert (through.query, through.body) == (with_secret.query, with_secret.body)
+    authorization = [name for name in with_secret.headers if name.lower() == "authorization"]
+    assert {name: value for name, value in through.headers.items() if name not in authorization} == {name: value for name, value in with_secret.headers.items() if name not in authorization}
+    (sdk_header, sdk_claims), (jwt_header, claims) = _jwt_parts(with_secret), _jwt_parts(through)
+    assert claims == sdk_claims and json.loads(b64url_decode(claims.decode()))["uri"] == f"{with_secret.method} api.coinbase.com{with_secret.path}"
+    assert jwt_header.pop("nonce") != sdk_header.pop("nonce")
+    assert jwt_header == sdk_header == {"alg": "ES256" if key_kind == "p256" else "EdDSA", "kid": COINBASE_KEY_NAME, "typ": "JWT"}
