@@ -415,7 +415,7 @@ def _binance_sdk_spot(monkeypatch: pytest.MonkeyPatch, api_key: str) -> Sdk:
     monkeypatch.setattr(common_utils, "get_timestamp", lambda: NOW_MS)
 
     def make(secret: str, url: str) -> tuple[Any, Any]:
-        rest = spot.Spot(config_rest_api=configuration.ConfigurationRestAPI(api_key=api_key, api_secret=secret, base_path=url, retries=0)).rest_api
+        rest = spot.Spot(config_rest_api=configuration.ConfigurationRestAPI(api_key=api_key, api_secret=secret, base_path=url)).rest_api
         return rest, rest._session  # the SDK's own requests.Session (no public accessor)
 
     return Sdk(make)
