@@ -114,12 +114,13 @@ def _binance_params(received: Received) -> list[tuple[str, str]]:
 BINANCE_CALLS = {
     "create_order": lambda client: client.create_order(symbol="BTCUSDT", side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.01", price="30000"),
     "cancel_order": lambda client: client.cancel_order(symbol="BTCUSDT", orderId="12345"),
+    "get_order": lambda client: client.get_order(symbol="BTCUSDT", orderId="12345"),
 }
 
 
 @pytest.mark.parametrize("call", BINANCE_CALLS.values(), ids=BINANCE_CALLS.keys())
 def test_python_binance_orders_differ_only_in_the_fields_the_enclave_owns(call, keys, fake_exchange, sdk_signer, monkeypatch):
-    """Differences: the SDK's form body moves to the query (the enclave signs a query), its
+    """A place, a cancel and an order query. Differences: the SDK's form body moves to the query (the enclave signs a query), its
     ``recvWindow=10000`` is dropped (the enclave owns the window), the enclave writes ``timestamp``
     after the request's parameters (the SDK sorts it in), and so the signature differs. Every other
     parameter, its value and order (the SDK's client order id included) is the same."""
@@ -158,7 +159,9 @@ def _pybit(monkeypatch: pytest.MonkeyPatch, api_key: str) -> Sdk:
 
 PYBIT_CALLS = {
     "place_order": lambda client: client.place_order(category="spot", symbol="BTCUSDT", side="Buy", orderType="Limit", qty="0.01", price="30000"),
+    "amend_order": lambda client: client.amend_order(category="spot", symbol="BTCUSDT", orderId="12345", qty="0.005"),
     "cancel_order": lambda client: client.cancel_order(category="spot", symbol="BTCUSDT", orderId="12345"),
+    "get_open_orders": lambda client: client.get_open_orders(category="spot", symbol="BTCUSDT", orderId="12345"),
     "get_wallet_balance": lambda client: client.get_wallet_balance(accountType="UNIFIED"),
 }
 
@@ -174,7 +177,7 @@ def compact_json(body: bytes) -> bytes:
 
 @pytest.mark.parametrize("call", PYBIT_CALLS.values(), ids=PYBIT_CALLS.keys())
 def test_pybit_requests_differ_only_in_json_spacing(call, keys, fake_exchange, sdk_signer, monkeypatch):
-    """A GET (the balance read): same query and X-BAPI-* headers (timestamp, recv window, sign type
+    """A GET (the balance read, the open-orders query): same query and X-BAPI-* headers (timestamp, recv window, sign type
     and signature); one difference: pybit's session sends ``Content-Type: application/json`` on a
     bodiless GET, and the adapter, which owns Content-Type, sets it only on a signed body. A POST differs in one documented way: pybit writes its JSON
     body with ``json.dumps``'s default ``", "``/``": "`` spacing; the enclave signs the document it
@@ -212,6 +215,7 @@ def _binance_connector(monkeypatch: pytest.MonkeyPatch, api_key: str) -> Sdk:
 CONNECTOR_CALLS = {
     "new_order": lambda client: client.new_order(symbol="BTCUSDT", side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.01", price="30000"),
     "cancel_order": lambda client: client.cancel_order(symbol="BTCUSDT", orderId="12345"),
+    "get_order": lambda client: client.get_order(symbol="BTCUSDT", orderId="12345"),
 }
 
 
@@ -294,7 +298,9 @@ def _python_okx(monkeypatch: pytest.MonkeyPatch, key: Any, api: str) -> Sdk:
 
 OKX_CALLS = {
     "place_order": ("Trade", lambda client: client.place_order(instId="BTC-USDT", tdMode="cash", side="buy", ordType="limit", sz="0.01", px="30000")),
+    "amend_order": ("Trade", lambda client: client.amend_order(instId="BTC-USDT", ordId="12345", newSz="0.005")),
     "cancel_order": ("Trade", lambda client: client.cancel_order(instId="BTC-USDT", ordId="12345")),
+    "get_order": ("Trade", lambda client: client.get_order(instId="BTC-USDT", ordId="12345")),
     "get_account_balance": ("Account", lambda client: client.get_account_balance()),
 }
 
@@ -305,7 +311,7 @@ def _okx_headers(received: Received) -> dict[str, str]:
 
 @pytest.mark.parametrize("api, call", OKX_CALLS.values(), ids=OKX_CALLS.keys())
 def test_python_okx_requests_differ_only_in_the_empty_fields_the_enclave_drops(api, call, keys, fake_exchange, sdk_signer, monkeypatch):
-    """The GET (balance read) is byte-identical: query and OK-ACCESS-* headers, signature included.
+    """A GET (the balance read, the order query) is byte-identical: query and OK-ACCESS-* headers, signature included.
     A POST differs in one documented way (docs/policy.md): python-okx sends every optional field as
     ``""`` or ``null``, which OKX reads as absent; the enclave drops them and signs the rest compactly
     (python-okx writes ``json.dumps``'s default spacing), so the body bytes and OK-ACCESS-SIGN differ.
