@@ -2,7 +2,7 @@
 
 It knows the test keys' secrets (as the exchange does) and verifies every request it receives
 independently, with ``tests/reference_signers.py``: the API key header, the signature over the
-query and body bytes it actually received, and for Coinbase the ES256 JWT over header.claims with
+query and body bytes it actually received, and for Coinbase the ES256 or EdDSA JWT over header.claims with
 the key's public key and ``uri`` naming api.coinbase.com (the request goes to 127.0.0.1: the
 signature names the path, not the host). It answers 200 for a verified request (with the body set
 for its path in ``answers``, else ``{"verified": true}``), 401 naming what failed otherwise, and
@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 import reference_signers as reference
 from enclave.protocol.exchanges import exchange_for_scheme
@@ -49,12 +50,30 @@ class FakeExchange:
     public: dict[str, Any] = field(default_factory=dict)  # path -> body (or function) answered unsigned
     url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # As Kraken does: refuse a nonce not above the last one seen for the API key (opt-in, per test).
+    remember_nonces: bool = False
+    last_nonces: dict[str, int] = field(default_factory=dict)
 
     def reset(self) -> None:
         self.key = None
         self.received.clear()
         self.answers.clear()
         self.public.clear()
+        self.remember_nonces = False
+        self.last_nonces.clear()
+
+    def admit(self, request: Received) -> None:
+        """Verify ``request`` and, if asked to, check its Kraken nonce as Kraken does (once per request)."""
+        self.verify(request)
+        if not self.remember_nonces:
+            return
+        nonce = int(dict(parse_qsl(request.body.decode("ascii"), keep_blank_values=True))["nonce"])
+        api_key = header(request, "API-Key")
+        with self.lock:
+            last = self.last_nonces.get(api_key, 0)
+            if nonce <= last:
+                raise AssertionError(f"EAPI:Invalid nonce: {nonce} is not above {last}")
+            self.last_nonces[api_key] = nonce
 
     def answer_for(self, path: str, method: str | None = None, request: Received | None = None) -> Any:
         answer = self.answers.get(f"{method} {path}", self.answers.get(path, self.answers.get("*", {"verified": True})))
@@ -66,7 +85,7 @@ class FakeExchange:
             answer = self.public[request.path]
             return 200, answer(request) if callable(answer) else answer
         try:
-            self.verify(request)
+            self.admit(request)
         except Exception as failure:  # the test reads the reason from the answer
             return 401, {"verified": False, "reason": f"{type(failure).__name__}: {failure}"}
         return 200, self.answer_for(request.path, request.method, request)
@@ -120,7 +139,7 @@ def verify_kraken(key: Any, request: Received) -> None:
     fields = parse_qsl(request.body.decode("ascii"), keep_blank_values=True)
     expected = reference.kraken(key.secret, key.api_key, request.path, fields, now_ms=0)  # the nonce is in the fields
     _same(request.body, expected.body, "body")
-    _same(header(request, "Content-Type"), "application/x-www-form-urlencoded", "Content-Type")
+    _same(header(request, "Content-Type").partition(";")[0], "application/x-www-form-urlencoded", "Content-Type")  # a charset may follow
     for name, value in expected.headers:
         _same(header(request, name), value, name)
 
@@ -130,7 +149,8 @@ def verify_coinbase(key: Any, request: Received) -> None:
     _same(scheme, "Bearer", "Authorization scheme")
     nbf = json.loads(reference.b64url_decode(token.split(".")[1]))["nbf"]
     public_key = serialization.load_pem_public_key(key.public_key)
-    reference.coinbase_check(public_key, key.api_key, request.method, request.path, nbf * 1000, token)
+    check = reference.coinbase_eddsa_check if isinstance(public_key, ed25519.Ed25519PublicKey) else reference.coinbase_check
+    check(public_key, key.api_key, request.method, request.path, nbf * 1000, token)
 
 
 VERIFIERS = {"binance": verify_binance, "bybit": verify_bybit, "okx": verify_okx, "kraken": verify_kraken, "coinbase": verify_coinbase}

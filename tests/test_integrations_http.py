@@ -155,14 +155,41 @@ def test_library_signature_headers_are_replaced_and_a_bybit_window_header_is_sig
 
 @pytest.mark.parametrize("client", CLIENTS)
 def test_a_kraken_librarys_nonce_is_replaced_by_the_enclaves(client, keys, fake_exchange, http_signer):
-    """krakenex puts its own nonce last; the enclave owns the nonce and puts it first."""
+    """The enclave owns the nonce's value; its place is the library's (krakenex puts it last), and a
+    request without one gets the enclave's first."""
     fake_exchange.key = keys["kraken"]
     answer = send(client, http_signer, fake_exchange.key.name, "POST", fake_exchange.url + "/0/private/AddOrder",
                   data=KRAKEN_ORDER + [("nonce", "1")], headers={"API-Key": "placeholder", "API-Sign": "bogus"})
     assert verified(answer)
+    assert verified(send(client, http_signer, fake_exchange.key.name, "POST", fake_exchange.url + "/0/private/AddOrder", data=KRAKEN_ORDER))
+    last, first = (parse_qsl(received.body.decode()) for received in fake_exchange.received)
+    assert last[-1][0] == "nonce" and last[-1][1] != "1" and last[:-1] == KRAKEN_ORDER
+    assert first[0][0] == "nonce" and first[1:] == KRAKEN_ORDER and int(first[0][1]) > int(last[-1][1])
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_python_kraken_sdk_spellings_are_normalised_and_nothing_else(client, keys, fake_exchange, http_signer):
+    """python-kraken-sdk's form: Python booleans and ``stp_type=cancel-newest`` (its restated
+    ``stptype`` default) before its nonce. Sent: Kraken's ``true``/``false``, no ``stp_type``, the
+    rest in place, and the Content-Type as the library wrote it."""
+    fake_exchange.key = keys["kraken"]
+    sdk_form = KRAKEN_ORDER[:4] + [("stp_type", "cancel-newest"), ("starttm", "0"), ("validate", "False"), ("reduce_only", "False"), KRAKEN_ORDER[4], ("nonce", "1")]
+    answer = send(client, http_signer, fake_exchange.key.name, "POST", fake_exchange.url + "/0/private/AddOrder",
+                  data=sdk_form, headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8", "API-Key": "placeholder"})
+    assert verified(answer)
     [received] = fake_exchange.received
     fields = parse_qsl(received.body.decode())
-    assert fields[0][0] == "nonce" and fields[0][1] != "1" and fields[1:] == KRAKEN_ORDER
+    assert fields[:-1] == KRAKEN_ORDER[:4] + [("starttm", "0"), ("validate", "false"), ("reduce_only", "false"), KRAKEN_ORDER[4]]
+    assert fields[-1][0] == "nonce" and header(received, "Content-Type") == "application/x-www-form-urlencoded; charset=utf-8"
+
+
+@pytest.mark.parametrize(("field", "rule"), [(("stp_type", "cancel-oldest"), "unknown_parameter"), (("validate", "Yes"), "non_canonical")])
+def test_other_kraken_spellings_are_refused_not_guessed(field, rule, keys, fake_exchange, http_signer):
+    fake_exchange.key = keys["kraken"]
+    with pytest.raises(PolicyRefused) as refusal:
+        send("requests", http_signer, fake_exchange.key.name, "POST", fake_exchange.url + "/0/private/AddOrder", data=KRAKEN_ORDER + [field, ("nonce", "1")])
+    assert refusal.value.rule == rule
+    assert fake_exchange.received == []
 
 
 @pytest.mark.parametrize("client", CLIENTS)

@@ -10,8 +10,8 @@ import json
 import pytest
 
 import reference_signers as ref
-from enclave.protocol.policy import PolicyError, SigningPolicy
-from enclave.schemes import load_key
+from enclave.protocol.policy import PolicyError, PolicyState, Refusal, SigningPolicy
+from enclave.schemes import SchemeError, load_key
 from zerocopy import Signer
 from zerocopy.kms_policy import attested_key_policy
 from zerocopy.policy import load_policy
@@ -86,6 +86,36 @@ def test_the_request_is_signed_over_the_scaled_nonce():
     signed = key.sign_http("POST", "/0/private/AddOrder", params, b"", NOW_MS)
     expected = ref.kraken(SECRET, "kraken-public-key", "/0/private/AddOrder", (("nonce", str(NOW_MS * 100_000)),) + params, NOW_MS)
     assert (signed.query, signed.body, signed.headers) == (expected.query, expected.body, expected.headers)
+
+
+# -- where the nonce goes: the enclave's value, the caller's place ------------------------------
+ORDER = (("ordertype", "limit"), ("type", "buy"), ("volume", "0.01"), ("pair", "XBTUSD"), ("price", "30000"))
+
+
+def test_an_empty_nonce_marks_where_the_enclave_writes_its_own():
+    """krakenex and python-kraken-sdk put the nonce last, ccxt and Kraken's examples first: Kraken
+    signs the body bytes, so the enclave writes its nonce where the caller's empty one stands."""
+    key = _kraken(SDK_UNIT)
+    signed = key.sign_http("POST", "/0/private/AddOrder", ORDER + (("nonce", ""),), b"", NOW_MS)
+    expected = ref.kraken(SECRET, "kraken-public-key", "/0/private/AddOrder", ORDER + (("nonce", str(NOW_MS * 100_000)),), 0)
+    assert (signed.body, signed.headers) == (expected.body, expected.headers)
+    middle = key.sign_http("POST", "/0/private/AddOrder", ORDER[:2] + (("nonce", ""),) + ORDER[2:], b"", NOW_MS).body.decode()
+    assert middle.split("&")[2] == f"nonce={NOW_MS * 100_000 + 1}"  # still the enclave's, still increasing
+    assert _nonce(key, NOW_MS) == NOW_MS * 100_000 + 2  # no field at all: first
+
+
+@pytest.mark.parametrize("nonce", ["-1", "1e5", " 1", "x"])
+def test_a_nonce_that_is_neither_empty_nor_digits_is_refused(nonce):
+    with pytest.raises(SchemeError, match="nonce must be an unsigned decimal integer"):
+        _kraken().sign_http("POST", "/0/private/Balance", (("nonce", nonce),), b"", NOW_MS)
+
+
+def test_the_policy_takes_an_empty_nonce_and_refuses_a_chosen_one():
+    policy = PolicyState(SigningPolicy.parse(None, scheme="kraken"))
+    assert policy.authorize_request("POST", "/0/private/AddOrder", ORDER + (("nonce", ""),), b"", NOW_MS).kind == "order"
+    with pytest.raises(Refusal) as refused:
+        policy.authorize_request("POST", "/0/private/AddOrder", ORDER + (("nonce", str(NOW_MS)),), b"", NOW_MS)
+    assert refused.value.rule == "freshness"
 
 
 def test_python_kraken_sdk_nonces_are_above_milliseconds_and_the_unit_continues_above_them(monkeypatch):

@@ -1489,3 +1489,16 @@ def test_the_official_binance_non_ascii_vector_passes_the_policy_and_signs_to_th
     assert signed.query == vector["expected"]["query"]
     assert signed.query.endswith("&signature=e1353ec6b14d888f1164ae9af8228a3dbd508bc82eb867db8ab6046442f33ef3")
     assert refusal(state({"symbols": ["123456"], "freshness": {"enabled": False}}, "binance-hmac"), "POST", "/api/v3/order", params).rule == "symbol"
+
+
+def test_a_binance_keep_priority_amend_is_a_trade_sized_by_its_new_quantity() -> None:
+    """binance-sdk-spot's ``order_amend_keep_priority``: ``newQty`` is the order's new size, checked
+    against the caps; its parameter set fits no other endpoint."""
+    policy = state({"symbols": ["BTCUSDT"], "max_quantity": "0.01"}, "binance-hmac")
+    amend = (("symbol", "BTCUSDT"), ("newQty", "0.005"), ("orderId", "12345"), ("timestamp", str(NOW)))
+    authorized = policy.authorize_request("PUT", "/api/v3/order/amend/keepPriority", amend, b"", NOW)
+    assert authorized.endpoints == ("PUT /api/v3/order/amend/keepPriority",) and authorized.kind == "amend"
+    assert authorized.quantity == Decimal("0.005")
+    assert refusal(policy, "PUT", "/api/v3/order/amend/keepPriority", (("symbol", "BTCUSDT"), ("newQty", "0.02"), ("orderId", "1"))).rule == "max_quantity"
+    assert refusal(policy, "PUT", "/api/v3/order/amend/keepPriority", (("symbol", "ETHUSDT"), ("newQty", "0.001"), ("orderId", "1"))).rule == "symbol"
+    assert refusal(policy, "PUT", "/api/v3/order/amend/keepPriority", (("symbol", "BTCUSDT"), ("newQty", "1e-3"), ("orderId", "1"))).rule == "non_canonical"

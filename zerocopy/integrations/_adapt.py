@@ -38,7 +38,13 @@ class HttpFamily:
     of a signed body; ``signature``: the parameter or header (lower case) a library signs with, so
     a request without it is public and is sent as built; ``implied_params``: ``(method, path,
     name, value)``, a parameter added when absent, to a request whose parameter set would
-    otherwise also fit a riskier endpoint (same meaning: the exchange's default value).
+    otherwise also fit a riskier endpoint (same meaning: the exchange's default value);
+    ``placed_params``: owned parameters whose place in the signed bytes the library chose: sent
+    with an empty value where the library put them, and the enclave writes its own value there;
+    ``boolean_params``: parameters the exchange documents as ``true``/``false``, where a library's
+    Python spelling (``True``/``False``) is written in the documented one; ``dropped_defaults``:
+    ``(name, value)``, a field a library sends stating the exchange's default under a name the
+    catalogue does not know, dropped (absent means the same to the exchange).
     """
 
     owned_params: frozenset[str] = frozenset()
@@ -48,6 +54,16 @@ class HttpFamily:
     body_type: str = JSON
     signature: str = ""
     implied_params: tuple[tuple[str, str, str, str], ...] = ()
+    placed_params: frozenset[str] = frozenset()
+    boolean_params: frozenset[str] = frozenset()
+    dropped_defaults: frozenset[tuple[str, str]] = frozenset()
+
+    def normalised(self, name: str, value: str) -> str:
+        if name in self.placed_params:
+            return ""
+        if name in self.boolean_params and value in ("True", "False"):
+            return value.lower()
+        return value
 
     def owns_header(self, name: str) -> bool:
         name = name.lower()
@@ -64,7 +80,13 @@ FAMILIES: Mapping[str, HttpFamily] = MappingProxyType({
                           signature="signature", implied_params=_BINANCE_IMPLIED),
     "bybit": HttpFamily(owned_headers=("x-bapi-*",), header_params=(("x-bapi-recv-window", "recv_window"),), signature="x-bapi-sign"),
     "okx": HttpFamily(owned_headers=("ok-access-*",), signature="ok-access-sign"),
-    "kraken": HttpFamily(frozenset({"nonce"}), ("api-key", "api-sign"), form_params=True, body_type=FORM, signature="api-sign"),
+    # Kraken signs the form bytes in order: the enclave's nonce goes where the library put its own
+    # (krakenex and python-kraken-sdk last, ccxt first), so only its value differs. python-kraken-sdk
+    # writes booleans as Python does and sends stp_type=cancel-newest (Kraken's stptype default) on
+    # every order: both normalised, not admitted by the policy (docs/policy.md).
+    "kraken": HttpFamily(frozenset({"nonce"}), ("api-key", "api-sign"), form_params=True, body_type=FORM, signature="api-sign",
+                         placed_params=frozenset({"nonce"}), dropped_defaults=frozenset({("stp_type", "cancel-newest")}),
+                         boolean_params=frozenset({"validate", "reduce_only", "trades", "consolidate_taker", "cancel_response"})),
     "coinbase": HttpFamily(owned_headers=("authorization",), signature="authorization"),
 })
 _NOT_HTTP = frozenset({"binance-ws"})  # catalogues whose requests are not HTTP requests
@@ -156,7 +178,8 @@ def sign_arguments(family: HttpFamily, request: Outgoing) -> SignArguments:
         except UnicodeDecodeError:
             raise ValueError("a form body must be ASCII (percent-encoded)") from None
         body = None
-    params = [(name, value) for name, value in params if name not in family.owned_params]
+    params = [(name, family.normalised(name, value)) for name, value in params
+              if (name not in family.owned_params or name in family.placed_params) and (name, value) not in family.dropped_defaults]
     method, path = request.method.upper(), url.path or "/"
     for implied_method, implied_path, name, value in family.implied_params:
         if (method, path) == (implied_method, implied_path) and all(name != present for present, _ in params):
@@ -187,6 +210,8 @@ def to_send(family: HttpFamily, request: Outgoing, signed: SignedRequest) -> ToS
     headers = {name: value for name, value in request.headers.items()
                if not family.owns_header(name) and name.lower() not in ("content-length", "content-type")}
     if body and not any(name.lower() == "content-type" for name in signed.headers):  # the enclave's own, where it returns one
-        headers["Content-Type"] = family.body_type
+        theirs = _header_value(request.headers, "content-type") or ""
+        # the library's own spelling where it names the same type (python-kraken-sdk adds "; charset=utf-8")
+        headers["Content-Type"] = theirs if theirs.partition(";")[0].strip().lower() == family.body_type else family.body_type
     headers.update(signed.headers)
     return ToSend(signed.method, urlunsplit((url.scheme, url.netloc, url.path or "/", signed.query, "")), headers, body)

@@ -168,6 +168,8 @@ REST_ENDPOINTS = (
              "sideEffectType selfTradePreventionMode autoRepayAtCancel" + _OPTIONAL_TIME, _MARGIN_VALUES),
     endpoint("DELETE", "/api/v3/order", "trade", "cancel", "symbol" + _TIME, "orderId origClientOrderId newClientOrderId cancelRestrictions" + _OPTIONAL_TIME, _CANCEL_VALUES),
     endpoint("GET", "/api/v3/order", "read", "read", "symbol" + _TIME, "orderId origClientOrderId" + _OPTIONAL_TIME),
+    # "Order Amend Keep Priority": newQty only lowers the quantity (binance-sdk-spot's order_amend_keep_priority).
+    endpoint("PUT", "/api/v3/order/amend/keepPriority", "trade", "amend", "symbol newQty" + _TIME, "orderId origClientOrderId newClientOrderId" + _OPTIONAL_TIME),
     endpoint("DELETE", "/api/v3/openOrders", "trade", "cancel", "symbol" + _TIME, _OPTIONAL_TIME),
     endpoint("GET", "/api/v3/openOrders", "read", "read", _TIME, "symbol" + _OPTIONAL_TIME),
     endpoint("GET", "/api/v3/allOrders", "read", "read", "symbol" + _TIME, "orderId startTime endTime limit" + _OPTIONAL_TIME),
@@ -206,10 +208,11 @@ WS_ENDPOINTS = (
 
 # -- what the policy engine reads -----------------------------------------------------------------
 _ORDER_FIELDS = OrderFields(symbol="symbol", quantity="quantity", quote_quantity="quoteOrderQty", price="price")
+_REST_ORDER_FIELDS = OrderFields(symbol="symbol", quantity="quantity", quote_quantity="quoteOrderQty", price="price", new_quantity="newQty")
 # A pegged order's price is the exchange's choice, not a limit.
 _LIMIT_PRICE = LimitPrice("type", frozenset({"LIMIT", "LIMIT_MAKER", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"}), overridden_by="pegPriceType")
 _ORDER_DECIMALS = frozenset("quantity quoteOrderQty price stopPrice icebergQty trailingDelta".split())
-_DECIMALS = _ORDER_DECIMALS | {"amount"}  # REST also moves funds; the WebSocket API only trades
+_DECIMALS = _ORDER_DECIMALS | {"amount", "newQty"}  # REST also moves funds; the WebSocket API only trades
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "LTCBTC")
 
 
@@ -230,7 +233,7 @@ BINANCE = Exchange(
     family="binance",
     schemes=(BinanceHmac, BinanceRsa, BinanceEd25519),
     endpoints=REST_ENDPOINTS,
-    order_fields=_ORDER_FIELDS,
+    order_fields=_REST_ORDER_FIELDS,
     limit_price=_LIMIT_PRICE,
     implicit=frozenset({"timestamp"}),
     borrowing={"sideEffectType": frozenset({"MARGIN_BUY", "AUTO_BORROW_REPAY"})},

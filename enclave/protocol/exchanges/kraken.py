@@ -3,7 +3,9 @@
 ``kraken``
     The secret is the base64 private key Kraken shows. POST to ``/0/private/...``; the POST fields
     are passed as params (body empty) and the enclave returns the encoded POST data as ``body``.
-    If the caller gives no ``nonce`` field the enclave puts ``nonce=<n>`` first, with
+    If the caller gives no ``nonce`` field the enclave puts ``nonce=<n>`` first; an empty ``nonce``
+    field (``nonce=``) marks another place for it (krakenex and python-kraken-sdk put it last), and
+    the enclave writes its own value there. Either way
     ``n = max(now × per_second, previous enclave nonce + 1)``: strictly increasing per loaded key,
     and across enclave restarts too, since it follows the clock (not a counter that a restart would
     reset). ``per_second`` is the key's sealed ``[nonce] per_second`` (default 1000: milliseconds,
@@ -85,10 +87,14 @@ class Kraken(SigningKey):
             raise SchemeError(f"{self.name}: pass the POST fields as params; the enclave encodes the body")
         params = check_params(self.name, params)
         supplied = dict(params).get("nonce")
-        if supplied is not None and not _DIGITS.fullmatch(supplied):
+        if supplied and not _DIGITS.fullmatch(supplied):
             raise SchemeError(f"{self.name}: nonce must be an unsigned decimal integer")
-        nonce = self._next_nonce(checked_now(self.name, now_ms), supplied)
-        postdata = query_string(params if supplied is not None else (("nonce", nonce),) + params).encode()
+        nonce = self._next_nonce(checked_now(self.name, now_ms), supplied or None)
+        if supplied is None:
+            params = (("nonce", nonce),) + params
+        elif not supplied:  # an empty nonce marks where the caller's library puts it: the enclave's value goes there
+            params = tuple((name, nonce if name == "nonce" else value) for name, value in params)
+        postdata = query_string(params).encode()
         message = path.encode() + hashlib.sha256(nonce.encode() + postdata).digest()
         return SignedHttp("", postdata, (("API-Key", self.api_key), ("API-Sign", b64(self.sign(message)))))
 
