@@ -180,6 +180,31 @@ def test_emulator_up_exports_what_the_operator_commands_need(emulator_shell):
     assert {"ZEROCOPY_ENCLAVE", "ZEROCOPY_KMS_ENDPOINT", "ZEROCOPY_KMS_CA", "AWS_SESSION_TOKEN"} <= set(exported)
 
 
+def test_alias_zerocopy_has_the_policy_zerocopy_kms_policy_prints_for_the_image(emulator_shell):
+    """The key ``emulator up`` made under alias/zerocopy: ``zerocopy kms-policy --pcr0 <PCR0>``'s
+    policy, with the host role as a second sealer (one shell seals and provisions)."""
+    import json
+
+    import boto3
+
+    exported = emulator_shell.exported
+    account = exported["AWS_ACCOUNT_ID"]
+    sealers = [f"arn:aws:iam::{account}:root", f"arn:aws:iam::{account}:role/zerocopy-emulator"]
+    command = ["zerocopy", "kms-policy", "--pcr0", exported["ZEROCOPY_EXPECTED_PCR0"], "--account", account, *(f"--sealer={arn}" for arn in sealers)]
+    printed = subprocess.run(command, env=emulator_shell.environment, capture_output=True, check=True).stdout
+    operator = boto3.session.Session(
+        aws_access_key_id=exported["ZEROCOPY_KMS_OPERATOR_ACCESS_KEY_ID"], aws_secret_access_key=exported["ZEROCOPY_KMS_OPERATOR_SECRET_ACCESS_KEY"],
+        region_name=exported["AWS_DEFAULT_REGION"],
+    )  # fmt: skip
+    kms = operator.client("kms", endpoint_url=exported["ZEROCOPY_KMS_ENDPOINT"], verify=exported["ZEROCOPY_KMS_CA"])
+    try:
+        key_id = kms.describe_key(KeyId="alias/zerocopy")["KeyMetadata"]["KeyId"]  # GetKeyPolicy takes no alias, as on AWS
+        policy = kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"]
+    finally:
+        kms.close()
+    assert json.loads(policy) == json.loads(printed)
+
+
 @pytest.mark.parametrize("block", of_kind("sh"), ids=lambda block: block.id)
 def test_the_shell_block_runs_as_written_in_the_emulators_shell(block, emulator_shell):
     result = emulator_shell.results[block.id]
