@@ -56,7 +56,7 @@ def add_emulator(commands: Any) -> None:
     """Add ``emulator up`` to the ``zerocopy`` subparsers ``commands``."""
     emulator = commands.add_parser("emulator", help="run the emulator", description="Local stand-ins for Nitro (vsock, NSM, attesting KMS).")
     actions = emulator.add_subparsers(dest="emulator_command", metavar="ACTION", required=True)
-    up = actions.add_parser("up", help="start the emulator in the foreground and print the addresses", description="Start the emulator and keep it running until Ctrl-C; prints shell exports for the addresses.")
+    up = actions.add_parser("up", help="start the emulator in the foreground and print the addresses", description="Start the emulator, with a KMS key under alias/zerocopy whose policy pins its image, and keep it running until Ctrl-C; prints shell exports (addresses, attestation root, PCR0, region, account, credentials) for the README's operator commands.")
     up.add_argument("--debug", action="store_true", help="launch the enclave in debug mode (zero PCR0-2)")
     up.add_argument("--clock", help="enclave clock: system, fixed:<ms|ISO> or offset:<seconds>")
     up.add_argument("--enclave-dir", help="launch this enclave package instead of the installed one")
@@ -125,6 +125,7 @@ def _print_exports(emulator: Any, operator_key: str | None) -> None:
         print(f"# {OPERATOR_KEY_ALIAS}: {operator_key}, its policy pins PCR0 (zerocopy kms-policy); sealers: the account root and, in the emulator only, the host role")
     else:
         print(f"# no {OPERATOR_KEY_ALIAS}: a debug enclave's all-zero PCR0 cannot be pinned in a key policy")
+        print("# debug mode: accept its documents with --allow-debug (CLI) or allow_debug=True (Signer.from_env, Signer)")
     if emulator.seal_key:
         print(f"# seal key (the enclave's --seal-key, measured in PCR0; zerocopy generate seals to it): {emulator.seal_key}")
     sys.stdout.flush()
