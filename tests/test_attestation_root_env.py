@@ -112,7 +112,7 @@ def test_the_signer_constructor_reads_no_root_from_the_environment(zerocopy_emul
     """An explicit ``Signer(address, expected_pcrs=…)`` trusts the AWS root, whatever the
     environment says: a variable cannot widen what the code pinned."""
     monkeypatch.setenv(ENV, str(root_file))
-    with pytest.raises(CertificateChainInvalid):
+    with pytest.raises(CertificateChainInvalid, match=r"zc-emu.nitro-enclaves\) is not a trusted root \(trusted: aws.nitro-enclaves\); .*roots=\[\.\.\.\]"):
         Signer(zerocopy_emulator.address, expected_pcrs={0: zerocopy_emulator.pcrs[0]})
 
 
