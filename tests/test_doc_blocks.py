@@ -22,6 +22,7 @@ fails the test, so a block added later is covered or refused:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -99,152 +100,7 @@ def test_every_block_says_how_it_is_tested():
     assert len(of_kind("sh")) >= 1 and len(of_kind("python")) >= 3 and len(of_kind("python pytest")) >= 2
 
 
-# == the emulator's shell ==========================================================================
-def _read_until_ready(process: subprocess.Popen, deadline: float) -> str:
-    """``emulator up``'s stderr up to the line saying it runs; its exit or the deadline fails."""
-    seen = ""
-    while "emulator running" not in seen:
-        ready, _, _ = select.select([process.stderr], [], [], max(0.0, deadline - time.monotonic()))
-        chunk = os.read(process.stderr.fileno(), 4096).decode(errors="replace") if ready else ""
-        if not chunk:
-            raise AssertionError(f"zerocopy emulator up did not start (exit {process.poll()}):\n{seen}")
-        seen += chunk
-    return seen
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM (Ctrl-C too stops it, unless started where SIGINT is ignored, as a background job
-    of a non-interactive shell); then the emulator must be gone, with everything it made."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise AssertionError("zerocopy emulator up did not stop within 30 s of SIGTERM") from None
-
-
-def exports(text: str) -> dict[str, str]:
-    """The variables of ``export NAME=VALUE`` lines (values shell-quoted), as a shell would set them."""
-    found = {}
-    for line in text.splitlines():
-        if line.startswith("export "):
-            name, _, value = line[len("export "):].partition("=")
-            (found[name],) = shlex.split(value)
-    return found
-
-
-def _base_environment(work: Path) -> dict[str, str]:
-    """A shell's environment: this interpreter's ``bin`` (where ``zerocopy`` is) first on PATH, this
-    tree's code importable, nothing of this test process's AWS or ZeroCopy settings."""
-    environment = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "ZEROCOPY_"))}
-    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    environment["HOME"] = str(work)  # no ~/.aws of the machine's
-    return environment
-
-
-@pytest.fixture(scope="module")
-def emulator_shell(tmp_path_factory) -> Iterator[SimpleNamespace]:
-    """``zerocopy emulator up`` running, its exports, and every ``sh`` block run in order in bash
-    with them (results kept per block, for the tests below to judge one by one)."""
-    work = tmp_path_factory.mktemp("operator")
-    environment = _base_environment(work)
-    output, exported = work / "emulator-up.out", {}
-    with open(output, "wb") as stdout:
-        process = subprocess.Popen(["zerocopy", "emulator", "up"], stdout=stdout, stderr=subprocess.PIPE, env=environment, cwd=work)
-    try:
-        _read_until_ready(process, time.monotonic() + STARTUP_SECONDS)
-        exported = exports(output.read_text())
-        environment.update(exported, BINANCE_API_KEY=BINANCE_API_KEY)
-        results = {}
-        for block in of_kind("sh"):
-            results[block.id] = subprocess.run(
-                ["bash", "-euo", "pipefail", "-c", block.text], input=BINANCE_SECRET + b"\n",
-                env=environment, cwd=work, capture_output=True, timeout=120,
-            )  # fmt: skip
-        yield SimpleNamespace(environment=environment, work=work, exported=exported, results=results, process=process)
-    finally:
-        _stop(process)
-        process.stderr.close()
-    run_dir = Path(exported.get("ZEROCOPY_ATTESTATION_ROOT", "/nonexistent/root.pem")).parent
-    assert process.returncode == 0 and not run_dir.exists(), f"emulator up left {run_dir} or exited {process.returncode}"
-
-
-def test_emulator_up_exports_what_the_operator_commands_need(emulator_shell):
-    exported = emulator_shell.exported
-    assert exported["AWS_DEFAULT_REGION"] == exported["AWS_REGION"] and exported["AWS_ACCOUNT_ID"].isdigit()
-    assert Path(exported["ZEROCOPY_ATTESTATION_ROOT"]).read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
-    assert len(bytes.fromhex(exported["ZEROCOPY_EXPECTED_PCR0"])) == 48
-    assert {"ZEROCOPY_ENCLAVE", "ZEROCOPY_KMS_ENDPOINT", "ZEROCOPY_KMS_CA", "AWS_SESSION_TOKEN"} <= set(exported)
-
-
-def test_alias_zerocopy_has_the_policy_zerocopy_kms_policy_prints_for_the_image(emulator_shell):
-    """The key ``emulator up`` made under alias/zerocopy: ``zerocopy kms-policy --pcr0 <PCR0>``'s
-    policy, with the host role as a second sealer (one shell seals and provisions)."""
-    import json
-
-    import boto3
-
-    exported = emulator_shell.exported
-    account = exported["AWS_ACCOUNT_ID"]
-    sealers = [f"arn:aws:iam::{account}:root", f"arn:aws:iam::{account}:role/zerocopy-emulator"]
-    command = ["zerocopy", "kms-policy", "--pcr0", exported["ZEROCOPY_EXPECTED_PCR0"], "--account", account, *(f"--sealer={arn}" for arn in sealers)]
-    printed = subprocess.run(command, env=emulator_shell.environment, capture_output=True, check=True).stdout
-    operator = boto3.session.Session(
-        aws_access_key_id=exported["ZEROCOPY_KMS_OPERATOR_ACCESS_KEY_ID"], aws_secret_access_key=exported["ZEROCOPY_KMS_OPERATOR_SECRET_ACCESS_KEY"],
-        region_name=exported["AWS_DEFAULT_REGION"],
-    )  # fmt: skip
-    kms = operator.client("kms", endpoint_url=exported["ZEROCOPY_KMS_ENDPOINT"], verify=exported["ZEROCOPY_KMS_CA"])
-    try:
-        key_id = kms.describe_key(KeyId="alias/zerocopy")["KeyMetadata"]["KeyId"]  # GetKeyPolicy takes no alias, as on AWS
-        policy = kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"]
-    finally:
-        kms.close()
-    assert json.loads(policy) == json.loads(printed)
-
-
-@pytest.mark.parametrize("block", of_kind("sh"), ids=lambda block: block.id)
-def test_the_shell_block_runs_as_written_in_the_emulators_shell(block, emulator_shell):
-    result = emulator_shell.results[block.id]
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"{block.id} failed as written (exit {result.returncode}):\n{output.decode(errors='replace')}"
-    assert BINANCE_SECRET not in output
-
-
-def test_the_operator_commands_leave_a_loaded_key_and_a_verified_document(emulator_shell):
-    """What the README's operator block is for: binance-main sealed under alias/zerocopy (pinned
-    to the emulated image), loaded, and the enclave's document verified under the emulator's root
-    that ``$ZEROCOPY_ATTESTATION_ROOT`` names (said on stderr)."""
-    outputs = b"".join(result.stdout + result.stderr for result in emulator_shell.results.values()).decode()
-    assert "loaded binance-main" in outputs and "VERIFIED (PCRs 0 as expected)" in outputs
-    assert f"trusting the attestation root in $ZEROCOPY_ATTESTATION_ROOT ({emulator_shell.exported['ZEROCOPY_ATTESTATION_ROOT']})" in outputs
-    bundle = (emulator_shell.work / "binance-main.sealed.json").read_bytes()
-    assert BINANCE_SECRET not in bundle and b'"scheme": "binance-hmac"' in bundle.replace(b'":"', b'": "')
-
-
-@pytest.fixture(scope="module")
-def exchange() -> Iterator[object]:
-    with serving() as fake:
-        fake.key = SimpleNamespace(name="binance-main", scheme="binance-hmac", secret=BINANCE_SECRET, api_key=BINANCE_API_KEY)
-        yield fake
-
-
-@pytest.mark.parametrize("block", of_kind("python"), ids=lambda block: block.id)
-def test_the_python_block_runs_as_written_in_the_emulators_shell(block, emulator_shell, exchange):
-    script = emulator_shell.work / f"block-{block.line}.py"
-    script.write_text(block.text.replace(EXCHANGE_URL, exchange.url))
-    sent_before = len(exchange.received)
-    result = subprocess.run([sys.executable, str(script)], env=emulator_shell.environment, cwd=emulator_shell.work, capture_output=True, timeout=120)
-    output = (result.stdout + result.stderr).decode(errors="replace")
-    assert result.returncode == 0, f"{block.id} failed as written:\n{output}"
-    assert BINANCE_SECRET.decode() not in output
-    for request in exchange.received[sent_before:]:  # what it sent the exchange is signed right
-        exchange.verify(request)
-    assert (EXCHANGE_URL in block.text) == (len(exchange.received) > sent_before)
-
-
+# == python pytest: a new project's tests ==========================================================
 def test_the_pytest_blocks_pass_in_a_new_project(tmp_path):
     """The test authors' blocks pasted into files of an empty project and run with ``pytest
     --zerocopy`` (the plugin starts its own emulator), as the README says."""
@@ -282,8 +138,6 @@ def test_the_benchmark_command_runs_a_short_round():
     command = [sys.executable, str(ROOT / "benchmarks" / "bench_sign.py"), "--samples", "20", "--rounds", "1", "--no-flood", "--json"]
     result = subprocess.run(command, env=_base_environment(ROOT), cwd=ROOT, capture_output=True, timeout=300)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
-    import json
-
     report = json.loads(result.stdout)
     assert report["sign_p50_us"] > 0 and report["sign_request_p50_us"] > 0 and report["echo_p50_us"] > 0
     assert report["pipelined_signs_per_second"] > 0
@@ -421,3 +275,147 @@ def test_the_production_checks_refuse_what_would_not_run():
                 check_command(words)
     with pytest.raises(AssertionError, match="UNDEFINED"):
         shell_commands("zerocopy keys --enclave $UNDEFINED", {})
+
+
+# == the emulator's shell ==========================================================================
+def _read_until_ready(process: subprocess.Popen, deadline: float) -> str:
+    """``emulator up``'s stderr up to the line saying it runs; its exit or the deadline fails."""
+    seen = ""
+    while "emulator running" not in seen:
+        ready, _, _ = select.select([process.stderr], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(process.stderr.fileno(), 4096).decode(errors="replace") if ready else ""
+        if not chunk:
+            raise AssertionError(f"zerocopy emulator up did not start (exit {process.poll()}):\n{seen}")
+        seen += chunk
+    return seen
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM (Ctrl-C too stops it, unless started where SIGINT is ignored, as a background job
+    of a non-interactive shell); then the emulator must be gone, with everything it made."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError("zerocopy emulator up did not stop within 30 s of SIGTERM") from None
+
+
+def exports(text: str) -> dict[str, str]:
+    """The variables of ``export NAME=VALUE`` lines (values shell-quoted), as a shell would set them."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("export "):
+            name, _, value = line[len("export "):].partition("=")
+            (found[name],) = shlex.split(value)
+    return found
+
+
+def _base_environment(work: Path) -> dict[str, str]:
+    """A shell's environment: this interpreter's ``bin`` (where ``zerocopy`` is) first on PATH, this
+    tree's code importable, nothing of this test process's AWS or ZeroCopy settings."""
+    environment = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "ZEROCOPY_"))}
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    environment["HOME"] = str(work)  # no ~/.aws of the machine's
+    return environment
+
+
+@pytest.fixture(scope="module")
+def emulator_shell(tmp_path_factory) -> Iterator[SimpleNamespace]:
+    """``zerocopy emulator up`` running, its exports, and every ``sh`` block run in order in bash
+    with them (results kept per block, for the tests below to judge one by one)."""
+    work = tmp_path_factory.mktemp("operator")
+    environment = _base_environment(work)
+    output, exported = work / "emulator-up.out", {}
+    with open(output, "wb") as stdout:
+        process = subprocess.Popen(["zerocopy", "emulator", "up"], stdout=stdout, stderr=subprocess.PIPE, env=environment, cwd=work)
+    try:
+        _read_until_ready(process, time.monotonic() + STARTUP_SECONDS)
+        exported = exports(output.read_text())
+        environment.update(exported, BINANCE_API_KEY=BINANCE_API_KEY)
+        results = {}
+        for block in of_kind("sh"):
+            results[block.id] = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", block.text], input=BINANCE_SECRET + b"\n",
+                env=environment, cwd=work, capture_output=True, timeout=120,
+            )  # fmt: skip
+        yield SimpleNamespace(environment=environment, work=work, exported=exported, results=results, process=process)
+    finally:
+        _stop(process)
+        process.stderr.close()
+    run_dir = Path(exported.get("ZEROCOPY_ATTESTATION_ROOT", "/nonexistent/root.pem")).parent
+    assert process.returncode == 0 and not run_dir.exists(), f"emulator up left {run_dir} or exited {process.returncode}"
+
+
+def test_emulator_up_exports_what_the_operator_commands_need(emulator_shell):
+    exported = emulator_shell.exported
+    assert exported["AWS_DEFAULT_REGION"] == exported["AWS_REGION"] and exported["AWS_ACCOUNT_ID"].isdigit()
+    assert Path(exported["ZEROCOPY_ATTESTATION_ROOT"]).read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+    assert len(bytes.fromhex(exported["ZEROCOPY_EXPECTED_PCR0"])) == 48
+    assert {"ZEROCOPY_ENCLAVE", "ZEROCOPY_KMS_ENDPOINT", "ZEROCOPY_KMS_CA", "AWS_SESSION_TOKEN"} <= set(exported)
+
+
+def test_alias_zerocopy_has_the_policy_zerocopy_kms_policy_prints_for_the_image(emulator_shell):
+    """The key ``emulator up`` made under alias/zerocopy: ``zerocopy kms-policy --pcr0 <PCR0>``'s
+    policy, with the host role as a second sealer (one shell seals and provisions)."""
+    import boto3
+
+    exported = emulator_shell.exported
+    account = exported["AWS_ACCOUNT_ID"]
+    sealers = [f"arn:aws:iam::{account}:root", f"arn:aws:iam::{account}:role/zerocopy-emulator"]
+    command = ["zerocopy", "kms-policy", "--pcr0", exported["ZEROCOPY_EXPECTED_PCR0"], "--account", account, *(f"--sealer={arn}" for arn in sealers)]
+    printed = subprocess.run(command, env=emulator_shell.environment, capture_output=True, check=True).stdout
+    operator = boto3.session.Session(
+        aws_access_key_id=exported["ZEROCOPY_KMS_OPERATOR_ACCESS_KEY_ID"], aws_secret_access_key=exported["ZEROCOPY_KMS_OPERATOR_SECRET_ACCESS_KEY"],
+        region_name=exported["AWS_DEFAULT_REGION"],
+    )  # fmt: skip
+    kms = operator.client("kms", endpoint_url=exported["ZEROCOPY_KMS_ENDPOINT"], verify=exported["ZEROCOPY_KMS_CA"])
+    try:
+        key_id = kms.describe_key(KeyId="alias/zerocopy")["KeyMetadata"]["KeyId"]  # GetKeyPolicy takes no alias, as on AWS
+        policy = kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"]
+    finally:
+        kms.close()
+    assert json.loads(policy) == json.loads(printed)
+
+
+@pytest.mark.parametrize("block", of_kind("sh"), ids=lambda block: block.id)
+def test_the_shell_block_runs_as_written_in_the_emulators_shell(block, emulator_shell):
+    result = emulator_shell.results[block.id]
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{block.id} failed as written (exit {result.returncode}):\n{output.decode(errors='replace')}"
+    assert BINANCE_SECRET not in output
+
+
+def test_the_operator_commands_leave_a_loaded_key_and_a_verified_document(emulator_shell):
+    """What the README's operator block is for: binance-main sealed under alias/zerocopy (pinned
+    to the emulated image), loaded, and the enclave's document verified under the emulator's root
+    that ``$ZEROCOPY_ATTESTATION_ROOT`` names (said on stderr)."""
+    outputs = b"".join(result.stdout + result.stderr for result in emulator_shell.results.values()).decode()
+    assert "loaded binance-main" in outputs and "VERIFIED (PCRs 0 as expected)" in outputs
+    assert f"trusting the attestation root in $ZEROCOPY_ATTESTATION_ROOT ({emulator_shell.exported['ZEROCOPY_ATTESTATION_ROOT']})" in outputs
+    bundle = (emulator_shell.work / "binance-main.sealed.json").read_bytes()
+    assert BINANCE_SECRET not in bundle and b'"scheme": "binance-hmac"' in bundle.replace(b'":"', b'": "')
+
+
+@pytest.fixture(scope="module")
+def exchange() -> Iterator[object]:
+    with serving() as fake:
+        fake.key = SimpleNamespace(name="binance-main", scheme="binance-hmac", secret=BINANCE_SECRET, api_key=BINANCE_API_KEY)
+        yield fake
+
+
+@pytest.mark.parametrize("block", of_kind("python"), ids=lambda block: block.id)
+def test_the_python_block_runs_as_written_in_the_emulators_shell(block, emulator_shell, exchange):
+    script = emulator_shell.work / f"block-{block.line}.py"
+    script.write_text(block.text.replace(EXCHANGE_URL, exchange.url))
+    sent_before = len(exchange.received)
+    result = subprocess.run([sys.executable, str(script)], env=emulator_shell.environment, cwd=emulator_shell.work, capture_output=True, timeout=120)
+    output = (result.stdout + result.stderr).decode(errors="replace")
+    assert result.returncode == 0, f"{block.id} failed as written:\n{output}"
+    assert BINANCE_SECRET.decode() not in output
+    for request in exchange.received[sent_before:]:  # what it sent the exchange is signed right
+        exchange.verify(request)
+    assert (EXCHANGE_URL in block.text) == (len(exchange.received) > sent_before)
