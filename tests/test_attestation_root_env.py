@@ -9,17 +9,21 @@ PCR as 48 bytes or 96 hex digits, a root as PEM bytes, PEM text, a certificate o
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from zerocopy import AsyncSigner, Signer
+from zerocopy import AsyncSigner, ConnectionFailed, Signer
 from zerocopy._cli import main
 from zerocopy.attestation import CertificateChainInvalid
 
 ENV = "ZEROCOPY_ATTESTATION_ROOT"
 TRUSTING = f"trusting the attestation root in ${ENV}"
+NOWHERE = "unix:///nonexistent/zc-never-connected.sock"
 
 
 @pytest.fixture
@@ -132,5 +136,27 @@ def test_the_signer_constructor_reads_no_root_from_the_environment(zerocopy_emul
 )
 def test_malformed_pins_and_roots_say_what_form_is_expected_before_connecting(arguments, error, says):
     with pytest.raises(error) as raised:
-        Signer("unix:///nonexistent/zc-never-connected.sock", **arguments)
+        Signer(NOWHERE, **arguments)
     assert says in str(raised.value)
+
+
+
+@settings(max_examples=300, deadline=None)
+@given(pin=st.one_of(st.text(max_size=200), st.binary(max_size=100), st.integers(), st.none(), st.lists(st.integers(), max_size=3)))
+def test_any_pin_is_accepted_or_refused_with_a_typed_error(pin):
+    try:
+        Signer(NOWHERE, expected_pcrs={0: pin})
+    except ConnectionFailed:  # a well-formed pin: the connection is what failed
+        assert isinstance(pin, (str, bytes)) and len(bytes.fromhex(pin) if isinstance(pin, str) else pin) == 48
+    except (TypeError, ValueError) as refused:
+        assert "expected_pcrs[0]" in str(refused)
+
+
+@settings(max_examples=200, deadline=None)
+@given(content=st.one_of(st.binary(max_size=2000), st.text(max_size=500).map(lambda text: ("-----BEGIN CERTIFICATE-----\n" + text).encode())))
+def test_any_root_file_is_refused_with_a_value_error_naming_it(content):
+    with tempfile.NamedTemporaryFile(suffix=".pem") as file:
+        file.write(content)
+        file.flush()
+        with pytest.raises(ValueError, match=r"roots\[0\]: .* is not a PEM certificate"):
+            Signer(NOWHERE, expected_pcrs={0: "ab" * 48}, roots=[file.name])
