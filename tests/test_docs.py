@@ -38,7 +38,8 @@ def test_every_test_named_in_a_document_exists(document, at_least):
 
 def test_the_readme_starts_with_the_two_setup_commands():
     lines = (ROOT / "README.md").read_text().splitlines()
-    block = lines[lines.index("```sh") + 1 : lines.index("```sh") + 3]
+    opening = lines.index("```sh long")
+    block = lines[opening + 1 : opening + 3]
     assert block[0].startswith("python3 -m venv .venv") and block[0].endswith("zerocopy demo")
     assert block[1].startswith("python3 -m venv .venv") and block[1].endswith(".venv/bin/pytest")
     ci = (ROOT / ".ci" / "run").read_text()

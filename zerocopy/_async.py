@@ -184,7 +184,7 @@ class AsyncSigner:
         self,
         address: str | Address,
         *,
-        expected_pcrs: Mapping[int, bytes] | None = None,
+        expected_pcrs: Mapping[int, bytes | str] | None = None,
         roots: Sequence[Any] | None = None,
         timeout: float | None = 10.0,
         allow_debug: bool = False,

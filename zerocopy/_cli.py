@@ -95,6 +95,27 @@ def _load_policy(path: str | None, scheme: str) -> dict | None:
     return document
 
 
+def _trusted_roots(args: argparse.Namespace) -> list[Any] | None:
+    """``--root`` if given, else the root ``$ZEROCOPY_ATTESTATION_ROOT`` names (said on stderr, so
+    trusting a root other than AWS's is never silent), else ``None``: the pinned AWS Nitro root."""
+    from cryptography.hazmat.primitives import hashes
+
+    from ._client import ROOT_ENV_VAR, _root_from_env
+
+    if args.root:
+        return args.root
+    path = os.environ.get(ROOT_ENV_VAR)
+    if path is None:
+        return None
+    try:
+        certificate = _root_certificate(_root_from_env(path), path)
+    except argparse.ArgumentTypeError as exc:
+        _fatal(f"{ROOT_ENV_VAR}: {exc}")
+    fingerprint = certificate.fingerprint(hashes.SHA256()).hex()
+    _say(f"trusting the attestation root in ${ROOT_ENV_VAR} ({path}): {certificate.subject.rfc4514_string()}, SHA-256 {fingerprint[:32]}…")
+    return [certificate]
+
+
 # -- commands ------------------------------------------------------------------------------
 def cmd_seal(args: argparse.Namespace) -> int:
     from .sealing import seal
@@ -199,7 +220,7 @@ def cmd_attest_verify(args: argparse.Namespace) -> int:
     document = _read_document(args.file)
     expected = _expected_pcrs(args)
     try:
-        verified: AttestationDocument = verify(document, roots=args.root, now=args.at, expected_pcrs=expected or None, nonce=args.nonce, allow_debug=args.allow_debug)
+        verified: AttestationDocument = verify(document, roots=_trusted_roots(args), now=args.at, expected_pcrs=expected or None, nonce=args.nonce, allow_debug=args.allow_debug)
     except AttestationError as exc:
         print(json.dumps({"verified": False, "error": type(exc).__name__, "message": str(exc)}, indent=2) if args.json else f"NOT VERIFIED: {type(exc).__name__}: {exc}")
         return 1
@@ -335,7 +356,7 @@ def cmd_audit_fetch(args: argparse.Namespace) -> int:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from .audit import verify_log
 
-    roots = args.root
+    roots = _trusted_roots(args)
     expected = _audit_image(args)
     lines = Path(args.log).read_bytes().splitlines()
     options = {
@@ -406,7 +427,7 @@ def cmd_stethoscope(args: argparse.Namespace) -> int:
     from ._stethoscope import examine
 
     expected = {0: args.pcr0} if args.pcr0 else None
-    report = examine(_enclave_address(args), roots=args.root, expected_pcrs=expected, allow_debug=args.allow_debug, samples=args.samples)
+    report = examine(_enclave_address(args), roots=_trusted_roots(args), expected_pcrs=expected, allow_debug=args.allow_debug, samples=args.samples)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -530,16 +551,18 @@ def _address(text: str) -> str:
     return text
 
 
-def _root_certificate(path: str) -> Any:
-    """The one root loader: a PEM certificate file, read when the arguments are parsed."""
+def _root_certificate(path: str | bytes, name: str | None = None) -> Any:
+    """The one root loader: a PEM certificate file (or its bytes, read from ``name``), read when
+    the arguments are parsed."""
     from cryptography import x509
 
     try:
-        return x509.load_pem_x509_certificate(Path(path).read_bytes())
+        pem = path if isinstance(path, bytes) else Path(path).read_bytes()
+        return x509.load_pem_x509_certificate(pem)
     except OSError as exc:
         raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror}") from None
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{path} is not a PEM certificate") from None
+        raise argparse.ArgumentTypeError(f"{name or path} is not a PEM certificate") from None
 
 
 # -- shared options: parent parsers, as sigstore and pip-audit share theirs ----------------------
@@ -565,7 +588,7 @@ def _kms_options(parser: argparse.ArgumentParser) -> None:
 
 def _trust_options(parser: argparse.ArgumentParser) -> None:
     """Which enclaves to believe: the attestation root, the pinned image, debug mode."""
-    parser.add_argument("--root", action="append", metavar="PEM", type=_root_certificate, help="trusted attestation root certificate (repeat; default: the pinned AWS Nitro root)")
+    parser.add_argument("--root", action="append", metavar="PEM", type=_root_certificate, help="trusted attestation root certificate (repeat; default: the PEM file $ZEROCOPY_ATTESTATION_ROOT names, else the pinned AWS Nitro root)")
     parser.add_argument("--pcr0", metavar="HEX", type=_measurement, help="expected PCR0 (the enclave image's measurement)")
     parser.add_argument("--allow-debug", action="store_true", help="accept debug-mode enclaves (all-zero PCR0-2)")
 

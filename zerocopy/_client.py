@@ -50,6 +50,7 @@ ENV_VAR = "ZEROCOPY_ENCLAVE"
 PCR_ENV_PREFIX = "ZEROCOPY_EXPECTED_PCR"  # ZEROCOPY_EXPECTED_PCR0 (and PCR1, PCR2, … if set), hex
 ROOT_ENV_VAR = "ZEROCOPY_ATTESTATION_ROOT"  # PEM file of the trusted root; unset = the AWS root
 _RECV = 65536
+_MAX_ROOT_FILE = 1 << 20  # a root file is a certificate or two, never megabytes
 _PROTOCOL_CODES = {ErrorCode.MALFORMED_FRAME, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.UNKNOWN_MESSAGE_TYPE, ErrorCode.FRAME_TOO_LARGE}
 
 
@@ -225,13 +226,18 @@ class Signer:
     authenticated both ways — a relayed or altered connection raises
     :class:`~zerocopy.errors.SessionError` and is closed. ``roots`` without a PCR0 pin is a
     ``ValueError``: it would accept any image under the root.
+
+    A PCR is 48 bytes or the same as 96 hex digits; a root is PEM bytes, an
+    ``x509.Certificate`` or the path (``str`` or ``pathlib.Path``) of a PEM file. The constructor
+    reads no environment: ``roots=None`` is the AWS root even when ``$ZEROCOPY_ATTESTATION_ROOT``
+    is set (only :meth:`from_env` reads it), so what a bot trusts is what its code says.
     """
 
     def __init__(
         self,
         address: str | Address,
         *,
-        expected_pcrs: Mapping[int, bytes] | None = None,
+        expected_pcrs: Mapping[int, bytes | str] | None = None,
         roots: Sequence[Any] | None = None,
         timeout: float | None = 10.0,
         allow_debug: bool = False,
@@ -598,19 +604,76 @@ def _timeout_argument(timeout: Any) -> float | None:
     return timeout
 
 
-def _attestation_options(expected_pcrs: Mapping[int, bytes] | None, roots: Sequence[Any] | None, allow_debug: bool) -> tuple | None:
+def _attestation_options(expected_pcrs: Mapping[int, bytes | str] | None, roots: Sequence[Any] | None, allow_debug: bool) -> tuple | None:
     """(expected_pcrs, roots, allow_debug) if the Signer attests, None for a plain connection.
     Attesting without PCR0 would accept any image under the root (on Nitro: any enclave anyone
     runs, the host's own included) and still report ``attested``: refused. A debug enclave's PCR0
     is all zeros; pin that, with ``allow_debug=True``, to accept one."""
     if expected_pcrs is None and roots is None:
         return None
+    if expected_pcrs is not None and not isinstance(expected_pcrs, Mapping):
+        raise TypeError(f"expected_pcrs must be a mapping {{index: PCR}}, e.g. {{0: <48 bytes or 96 hex digits>}}, not {type(expected_pcrs).__name__}")
     if expected_pcrs is None or 0 not in expected_pcrs:
         raise ValueError(
-            "expected_pcrs must pin PCR0 ({0: <the image's 48-byte PCR0>}) whenever the Signer attests: "
+            "expected_pcrs must pin PCR0 ({0: <the image's PCR0, 48 bytes or 96 hex digits>}) whenever the Signer attests: "
             "roots=... alone accepts any enclave image under that root"
         )
-    return dict(expected_pcrs), roots, allow_debug
+    from .attestation import _check_expected_pcrs, _trusted_roots
+
+    # Checked now, so a malformed pin or root is an error here, not after connecting.
+    pcrs = _check_expected_pcrs({index: _measurement(index, value) for index, value in expected_pcrs.items()})
+    return pcrs, None if roots is None else list(_trusted_roots(_root_list(roots))), allow_debug
+
+
+def _measurement(index: Any, value: Any) -> bytes:
+    """A PCR pin as bytes: 48 bytes, or the same as 96 hex digits (how PCRs are printed)."""
+    expected = "48 bytes or 96 hex digits (a SHA-384 measurement)"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if not isinstance(value, str):
+        raise TypeError(f"expected_pcrs[{index}] must be {expected}, not {type(value).__name__}")
+    try:
+        measurement = bytes.fromhex(value)
+    except ValueError:
+        raise ValueError(f"expected_pcrs[{index}] must be {expected}; the string given is not hex") from None
+    if len(measurement) != 48:
+        raise ValueError(f"expected_pcrs[{index}] must be {expected}, not {len(value.strip())} hex digits")
+    return measurement
+
+
+def _root_list(roots: Any) -> list[Any]:
+    """``roots`` with each path (``str`` or ``os.PathLike``) or PEM text replaced by its
+    certificates; PEM bytes and certificates as they are (``attestation.verify`` judges them)."""
+    from cryptography import x509
+
+    expected = "a list of root certificates (PEM bytes, x509.Certificate, or a path to a PEM file)"
+    if isinstance(roots, (str, bytes, bytearray, os.PathLike)) or not isinstance(roots, Iterable):
+        raise TypeError(f"roots must be {expected}, not a single {type(roots).__name__}: roots=[...]")
+    loaded: list[Any] = []
+    for index, entry in enumerate(roots):
+        if not isinstance(entry, (str, os.PathLike, bytes, bytearray, x509.Certificate)):
+            raise TypeError(f"roots[{index}] must be PEM bytes, an x509.Certificate or a path to a PEM file, not {type(entry).__name__}")
+        loaded.extend(_root_entry(index, entry) if isinstance(entry, (str, os.PathLike)) else [entry])
+    return loaded
+
+
+def _root_entry(index: int, entry: str | os.PathLike) -> list[Any]:
+    from cryptography import x509
+
+    if isinstance(entry, str) and entry.lstrip().startswith("-----BEGIN"):
+        pem, what = entry.encode(), "the PEM text given"  # PEM text, not a path
+    else:
+        try:
+            with open(entry, "rb") as file:
+                pem, what = file.read(_MAX_ROOT_FILE + 1), repr(os.fspath(entry))
+        except OSError as exc:
+            raise ValueError(f"roots[{index}]: cannot read the PEM file {os.fspath(entry)!r}: {exc.strerror or exc}") from None
+    try:
+        if len(pem) > _MAX_ROOT_FILE:
+            raise ValueError
+        return x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise ValueError(f"roots[{index}]: {what} is not a PEM certificate (-----BEGIN CERTIFICATE-----)") from None
 
 
 def _env_arguments(kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -453,8 +453,10 @@ def _verify_chain(
     root = cabundle[0]
     root_der = root.public_bytes(Encoding.DER)
     if not any(hmac.compare_digest(root_der, t.public_bytes(Encoding.DER)) for t in trusted):
+        trusting = ", ".join(_common_name(t) for t in trusted)
         raise CertificateChainInvalid(
-            f"cabundle root ({_common_name(root)}) is not a trusted root"
+            f"cabundle root ({_common_name(root)}) is not a trusted root (trusted: {trusting}); another root is "
+            "trusted only when named: roots=[...] or --root, or ZEROCOPY_ATTESTATION_ROOT for Signer.from_env() and the CLI"
         )
     verifier = (
         verification.PolicyBuilder()
