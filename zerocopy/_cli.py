@@ -7,14 +7,17 @@ Results go to stdout, progress and summaries to stderr, errors are one line on s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
+import signal
 import sys
+import threading
 from datetime import datetime, timezone
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, Iterator, NoReturn, Sequence
 
 from . import errors
 from ._aws import aws_session, host_credentials
@@ -721,7 +724,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _interruptible() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM interrupt the command (``KeyboardInterrupt``) once; the signals that
+    follow are ignored, so the cleanup the first one set off (processes, run directories) runs to
+    its end. Yields the signals received; the previous handlers are back afterwards."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # only the main thread may set handlers; it gets the signals anyway
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        received.append(signum)
+        for each in watched:
+            signal.signal(each, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    watched = (signal.SIGINT, signal.SIGTERM)
+    previous = {each: signal.getsignal(each) for each in watched}
+    for each in watched:
+        signal.signal(each, interrupt)
+    try:
+        yield received
+    finally:
+        for each, handler in previous.items():
+            signal.signal(each, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with _interruptible() as received:
+        try:
+            return _run(argv)
+        except KeyboardInterrupt:
+            _say(f"{PROG}: interrupted")
+            return 128 + (received[0] if received else signal.SIGINT)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     getattr(args, "usage_check", lambda args: None)(args)
@@ -736,9 +775,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         _say(f"{PROG}: error: {exc}")
         return 1
-    except KeyboardInterrupt:
-        _say(f"{PROG}: interrupted")
-        return 130
 
 
 if __name__ == "__main__":
