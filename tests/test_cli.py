@@ -308,6 +308,7 @@ CONFLICTING_FLAGS = [
     (["audit", "verify", "LOG"], ["--pcr0", "--any-image"]),
     (["audit", "verify", "LOG", "--any-image", "--enclave", "unix:///nonexistent/zc.sock"], ["--enclave", "--pcr0"]),
     (["audit", "verify", "LOG", "--any-image", *PCR0], ["--pcr0", "--any-image"]),
+    (["seal", "--name", "k", "--scheme", "hmac-sha256", "--kms-key", "k", "--json"], ["--json", "-o FILE"]),
 ]
 
 

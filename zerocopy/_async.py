@@ -52,6 +52,7 @@ from ._client import (
     _sign_http_request,
     _signed_request,
     _unexpected_answer,
+    connect_failure,
 )
 
 __all__ = ["AsyncSigner"]
@@ -245,7 +246,7 @@ class AsyncSigner:
             raise errors.Timeout(f"connecting to the enclave at {self.address} timed out") from None
         except OSError as exc:
             sock.close()
-            raise errors.ConnectionFailed(f"cannot connect to the enclave at {self.address}: {exc.strerror or exc}") from None
+            raise errors.ConnectionFailed(connect_failure(self.address, exc)) from None
         except BaseException:
             sock.close()
             raise
