@@ -182,7 +182,7 @@ def _explain_limits(policy: SigningPolicy) -> list[str]:
     if policy.limits.max_quantity is not None:
         lines.append(f"Each order: at most {policy.limits.max_quantity} in quantity.")
     if policy.limits.max_notional is not None:
-        lines.append(f"Each order: at most {policy.limits.max_notional} in notional (price x quantity).")
+        lines.append(f"Each order: at most {policy.limits.max_notional} in notional (price x quantity, in the symbol's quote currency: BTC for LTCBTC, USDT for BTCUSDT).")
     for symbol, limits in sorted(policy.per_symbol.items()):
         parts = [f"quantity {limits.max_quantity}" if limits.max_quantity is not None else "", f"notional {limits.max_notional}" if limits.max_notional is not None else ""]
         lines.append(f"{symbol} orders: at most {' and '.join(part for part in parts if part)}.")
