@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from emulator import Emulator
-from zerocopy._cli import main
+from zerocopy._cli import _write_file, main
 from zerocopy.kms_policy import attested_key_policy, locked_key_policy, pinned_image
 
 ATTESTATION = Path(__file__).parent / "data" / "attestation"
@@ -102,6 +103,18 @@ def test_policy_check_json(capsys) -> None:
     result = json.loads(capsys.readouterr().out)
     assert result["valid"] is True and result["scheme"] == "binance-hmac" and len(result["sha256"]) == 64
     assert any(line.startswith("Requests that may be signed") for line in result["explanation"])
+
+
+def test_an_output_file_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
+    target = tmp_path / "bundle.json"
+    with pytest.raises(TypeError):
+        _write_file(str(target), "text, not bytes")  # type: ignore[arg-type]  # fails halfway, as an interrupt would
+    assert list(tmp_path.iterdir()) == []
+    _write_file(str(target), b"{}")
+    assert target.read_bytes() == b"{}" and [path.name for path in tmp_path.iterdir()] == ["bundle.json"]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 # -- against an emulator -----------------------------------------------------------------------------

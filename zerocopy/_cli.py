@@ -74,6 +74,25 @@ def _kms_client(args: argparse.Namespace) -> Any:
     return session.client("kms", endpoint_url=endpoint or None, verify=ca or None)
 
 
+def _write_file(path: str, data: bytes) -> None:
+    """Write ``path`` whole or not at all: through a temporary file beside it, renamed into place,
+    so an interrupted command leaves neither a half-written file nor the temporary one."""
+    import tempfile
+
+    target = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    try:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.fchmod(handle, 0o666 & ~umask)  # what open() would have made, not mkstemp's 0600
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 def _read_secret(scheme: str) -> bytes:
     if not sys.stdin.isatty():
         secret = sys.stdin.buffer.read()
@@ -113,7 +132,7 @@ def cmd_seal(args: argparse.Namespace) -> int:
     if args.output == "-":
         sys.stdout.buffer.write(data)
     else:
-        Path(args.output).write_bytes(data)
+        _write_file(args.output, data)
         _say(f"sealed {args.name!r} ({args.scheme}) under {bundle.kms_key_id} -> {args.output}")
     if args.json:
         print(json.dumps({"name": bundle.name, "scheme": bundle.scheme, "api_key": bundle.api_key, "kms_key_id": bundle.kms_key_id, "policy_sha256": bundle.policy_sha256, "pinned_pcr0": pinned, "output": args.output}, indent=2))
@@ -192,7 +211,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     policy = _load_policy(args.policy, args.scheme)
     with Signer(_enclave_address(args)) as signer:
         bundle, public_key = signer.generate(args.name, args.scheme, kms_key_id=args.kms_key, credentials=credentials, api_key=args.api_key, policy=policy, region=session.region_name)
-    Path(args.output).write_bytes(bundle)
+    _write_file(args.output, bundle)
     sealed_by = SealedBundle.from_json(bundle).kms_key_id
     _say(f"generated {args.name!r} ({args.scheme}) inside the enclave, sealed to {sealed_by}; sealed bundle for the next boot -> {args.output}")
     if args.json:
@@ -298,7 +317,7 @@ def cmd_attest_fetch(args: argparse.Namespace) -> int:
 
         print(base64.b64encode(document).decode())
     else:
-        Path(args.output).write_bytes(document)
+        _write_file(args.output, document)
         _say(f"attestation document ({len(document)} bytes) with nonce {nonce.hex()} -> {args.output}")
     return 0
 
@@ -542,7 +561,7 @@ def cmd_vsock_proxy_config(args: argparse.Namespace) -> int:
     if args.output == "-":
         sys.stdout.write(text)
     else:
-        Path(args.output).write_text(text)
+        _write_file(args.output, text.encode())
         _say(f"allowlist for {kms_host(region)}:443 -> {args.output}")
         _say(f"start the proxy with: {proxy_command(region, args.output)}")
     return 0
