@@ -94,7 +94,8 @@ class Emulator:
             cert_path.write_bytes(served.pem)
             key_path.touch(0o600)
             key_path.write_bytes(TlsAuthority.key_pem(served))
-            self._moto = MotoProcess(self.run_dir / "moto.log").start()
+            self._moto = MotoProcess(self.run_dir / "moto.log")
+            self._moto.start()
             self.moto_endpoint_url = self._moto.endpoint_url
             self.kms_model = AttestingKms(
                 self.moto_endpoint_url,
@@ -173,6 +174,14 @@ class Emulator:
         return process.start()
 
     def stop(self) -> None:
+        try:
+            self._stop_processes()
+        finally:  # whatever failed or was interrupted above, no file is left behind
+            if self.run_dir is not None:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+                self.run_dir = None
+
+    def _stop_processes(self) -> None:
         for process in reversed(self._enclaves):
             process.stop()
         self._enclaves.clear()
@@ -189,9 +198,6 @@ class Emulator:
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
-        if self.run_dir is not None:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
-            self.run_dir = None
 
     def __enter__(self) -> "Emulator":
         return self.start()

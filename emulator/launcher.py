@@ -164,6 +164,7 @@ class EnclaveProcess:
                 stderr=log,
                 pass_fds=(child_end.fileno(),),
                 preexec_fn=set_parent_death_signal,
+                process_group=0,  # a terminal's Ctrl-C reaches the emulator, which stops the enclave in order
                 close_fds=True,
             )
         try:

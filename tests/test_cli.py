@@ -157,6 +157,8 @@ def test_demo_runs_end_to_end(capsys):
     assert "signature c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71" in out
     assert "= the signature in Binance's documentation" in out
     assert "refused: bundle 'binance-demo': KMS refused Decrypt: AccessDeniedException" in out
+    assert "in the symbol's quote currency: BTC for LTCBTC" in out  # the notional's unit
+    assert "ratio (p50)" in out and "lower is better" in out and out.rstrip().splitlines()[-2].startswith("Next: `zerocopy emulator up`")
 
 
 @pytest.mark.zerocopy
@@ -308,6 +310,7 @@ CONFLICTING_FLAGS = [
     (["audit", "verify", "LOG"], ["--pcr0", "--any-image"]),
     (["audit", "verify", "LOG", "--any-image", "--enclave", "unix:///nonexistent/zc.sock"], ["--enclave", "--pcr0"]),
     (["audit", "verify", "LOG", "--any-image", *PCR0], ["--pcr0", "--any-image"]),
+    (["seal", "--name", "k", "--scheme", "hmac-sha256", "--kms-key", "k", "--json"], ["--json", "-o FILE"]),
 ]
 
 

@@ -304,7 +304,9 @@ def test_coinbase_takes_endpoints_and_rate() -> None:
 
 def test_explain_states_the_important_facts() -> None:
     text = "\n".join(explain(SigningPolicy.parse({**FULL, "freshness": {"enabled": False}}, scheme="binance-hmac")))
-    assert "POST /api/v3/order" in text and "DELETE /api/v3/order" in text and "Requests that may be signed (4)" in text
+    assert "POST /api/v3/order" in text and "Requests that may be signed (3)" in text
+    # GET /api/v3/order is not allowed and takes a cancel's parameters: the signature does not cover the path
+    assert "DELETE /api/v3/order is signed only with cancelRestrictions or newClientOrderId: without, the policy does not allow GET /api/v3/order" in text
     assert "Withdrawals, transfers" in text and "refused" in text
     assert "do not cover the path" in text
     assert "Symbols: BTCUSDT, ETHUSDT" in text

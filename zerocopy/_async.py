@@ -57,6 +57,7 @@ from ._client import (
     _signed_request,
     _timeout_argument,
     _unexpected_answer,
+    connect_failure,
 )
 
 __all__ = ["AsyncSigner"]
@@ -246,7 +247,7 @@ class AsyncSigner:
             raise errors.Timeout(f"connecting to the enclave at {self.address} timed out") from None
         except OSError as exc:
             sock.close()
-            raise errors.ConnectionFailed(f"cannot connect to the enclave at {self.address}: {exc.strerror or exc}") from None
+            raise errors.ConnectionFailed(connect_failure(self.address, exc)) from None
         except BaseException:
             sock.close()
             raise

@@ -1,20 +1,24 @@
 """The ``zerocopy`` command.
 
-Results go to stdout, progress and summaries to stderr, errors are one line on stderr. Exit codes:
-0 success, 1 failure or refusal (KMS, policy, attestation), 2 usage error.
+Results go to stdout (``--json``: as JSON), progress, summaries and warnings to stderr, errors are
+one line on stderr. Exit codes: 0 success, 1 failure or refusal (KMS, policy, attestation), 2 usage
+error, 128 + the signal when SIGINT or SIGTERM interrupted it (one line; the cleanup still runs).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
+import signal
 import sys
+import threading
 from datetime import datetime, timezone
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, Iterator, NoReturn, Sequence
 
 from . import errors
 from ._aws import aws_session, host_credentials
@@ -70,6 +74,25 @@ def _kms_client(args: argparse.Namespace) -> Any:
     return session.client("kms", endpoint_url=endpoint or None, verify=ca or None)
 
 
+def _write_file(path: str, data: bytes) -> None:
+    """Write ``path`` whole or not at all: through a temporary file beside it, renamed into place,
+    so an interrupted command leaves neither a half-written file nor the temporary one."""
+    import tempfile
+
+    target = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    try:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.fchmod(handle, 0o666 & ~umask)  # what open() would have made, not mkstemp's 0600
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 def _read_secret(scheme: str) -> bytes:
     if not sys.stdin.isatty():
         secret = sys.stdin.buffer.read()
@@ -122,16 +145,44 @@ def cmd_seal(args: argparse.Namespace) -> int:
 
     secret = _read_secret(args.scheme)
     policy = _load_policy(args.policy, args.scheme)
-    bundle = seal(_kms_client(args), key_id=args.kms_key, name=args.name, scheme=args.scheme, secret=secret, api_key=args.api_key, policy=policy)
+    kms = _kms_client(args)
+    bundle = seal(kms, key_id=args.kms_key, name=args.name, scheme=args.scheme, secret=secret, api_key=args.api_key, policy=policy)
     del secret
+    pinned = _check_key_pins_an_image(kms, bundle.kms_key_id)
     data = bundle.to_json()
     if args.output == "-":
         sys.stdout.buffer.write(data)
     else:
-        Path(args.output).write_bytes(data)
+        _write_file(args.output, data)
         _say(f"sealed {args.name!r} ({args.scheme}) under {bundle.kms_key_id} -> {args.output}")
+    if args.json:
+        print(json.dumps({"name": bundle.name, "scheme": bundle.scheme, "api_key": bundle.api_key, "kms_key_id": bundle.kms_key_id, "policy_sha256": bundle.policy_sha256, "pinned_pcr0": pinned, "output": args.output}, indent=2))
     _say(f"policy sha256: {bundle.policy_sha256}")
     return 0
+
+
+def _check_key_pins_an_image(kms: Any, key_id: str) -> str | None:
+    """The PCR0 the key's policy pins; warns (stderr) when it pins none or cannot be read."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from .kms_policy import pinned_image
+
+    try:
+        policy = json.loads(kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"])
+    except ClientError as exc:
+        _say(f"WARNING: could not read the key policy of {key_id} to check that it pins an enclave image ({exc.response.get('Error', {}).get('Code')}); check it yourself")
+        return None
+    except (BotoCoreError, ValueError) as exc:
+        _say(f"WARNING: could not read the key policy of {key_id} to check that it pins an enclave image ({exc}); check it yourself")
+        return None
+    pinned = pinned_image(policy)
+    if pinned is None:
+        _say(
+            f"WARNING: the key policy of {key_id} does not deny Decrypt without an enclave's attestation of a pinned PCR0: "
+            "whoever may call kms:Decrypt on the key can unseal this bundle outside any enclave. "
+            "Put a policy from `zerocopy kms-policy --pcr0 <your image's PCR0> --account <id>` on the key (aws kms put-key-policy)."
+        )
+    return pinned
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
@@ -142,14 +193,33 @@ def cmd_provision(args: argparse.Namespace) -> int:
     credentials = host_credentials(session)
     with Signer(_enclave_address(args)) as signer:
         results = signer.provision(bundles, credentials=credentials, region=session.region_name)
-    failed = 0
-    for path, result in zip(args.bundles, results):
-        if result.loaded:
+    report = []
+    for path, data, result in zip(args.bundles, bundles, results):
+        hint = None if result.loaded else _provision_hint(data, result.error or "")
+        report.append({"bundle": path, "name": result.name, "loaded": result.loaded, "error": result.error, "hint": hint})
+        if result.loaded and not args.json:
             print(f"loaded {result.name} ({path})")
-        else:
-            failed += 1
-            _say(f"refused {path}: {result.error}")
-    return 1 if failed else 0
+        elif not result.loaded:
+            _say(f"refused {path}: {result.error}" + (f" -- {hint}" if hint else ""))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    return 0 if all(result.loaded for result in results) else 1
+
+
+def _provision_hint(bundle: bytes, error: str) -> str | None:
+    """What to do about a refusal whose cause the bundle's own fields explain."""
+    from enclave.protocol.bundle import BundleError, SealedBundle
+
+    try:
+        key_id = SealedBundle.from_json(bundle).kms_key_id
+    except BundleError:
+        return "the file is not a sealed bundle (zerocopy seal or generate writes one)"
+    if "AccessDeniedException" in error and "does not exist" in error:
+        return (
+            f"the KMS key it was sealed under, {key_id}, does not exist in this account and region (or this host may not use it): "
+            "a bundle sealed while an earlier emulator ran names a key that went with it. Seal the secret again under a key of this KMS"
+        )
+    return None
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -162,10 +232,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     policy = _load_policy(args.policy, args.scheme)
     with Signer(_enclave_address(args)) as signer:
         bundle, public_key = signer.generate(args.name, args.scheme, kms_key_id=args.kms_key, credentials=credentials, api_key=args.api_key, policy=policy, region=session.region_name)
-    Path(args.output).write_bytes(bundle)
+    _write_file(args.output, bundle)
     sealed_by = SealedBundle.from_json(bundle).kms_key_id
     _say(f"generated {args.name!r} ({args.scheme}) inside the enclave, sealed to {sealed_by}; sealed bundle for the next boot -> {args.output}")
-    print(public_key, end="")
+    if args.json:
+        print(json.dumps({"name": args.name, "scheme": args.scheme, "api_key": args.api_key, "sealed_by": sealed_by, "output": args.output, "public_key": public_key}, indent=2))
+    else:
+        print(public_key, end="")
     return 0
 
 
@@ -179,7 +252,12 @@ def cmd_sign(args: argparse.Namespace) -> int:
             print(json.dumps({"method": signed.method, "path": signed.path, "query": signed.query, "body": signed.body, "headers": signed.headers}, indent=2))
             return 0
         payload = args.payload.encode() if args.payload is not None else sys.stdin.buffer.read()
-        signature = signer.sign(args.key, payload)
+        try:
+            signature = signer.sign(args.key, payload)
+        except errors.PolicyRefused as refused:
+            if refused.rule != "raw_signing":
+                raise
+            _fatal(f"{refused}: key {args.key!r} signs exchange requests only; sign one with --request METHOD PATH [--param NAME=VALUE ...] [--body BODY]")
     import base64
 
     print(base64.b64encode(signature).decode() if args.base64 else signature.hex())
@@ -190,8 +268,13 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from ._client import Signer
 
     with Signer(_enclave_address(args)) as signer:
-        for key in signer.keys():
-            print(f"{key.name}\t{key.scheme}\tapi_key={key.api_key or '-'}\tpolicy={key.policy_sha256}\tsealed_by={key.sealed_by or '-'}")
+        keys = signer.keys()
+    if args.json:
+        fields = ("name", "scheme", "api_key", "policy_sha256", "sealed_by", "public_key")
+        print(json.dumps([{field: getattr(key, field, None) for field in fields} for key in keys], indent=2))
+        return 0
+    for key in keys:
+        print(f"{key.name}\t{key.scheme}\tapi_key={key.api_key or '-'}\tpolicy={key.policy_sha256}\tsealed_by={key.sealed_by or '-'}")
     return 0
 
 
@@ -226,7 +309,7 @@ def cmd_attest_verify(args: argparse.Namespace) -> int:
         return 1
     summary = describe(verified)
     if args.json:
-        print(json.dumps({"verified": True, "document": summary}, indent=2))
+        print(json.dumps({"verified": True, "checked": {"chain": True, "pcrs": sorted(expected), "nonce": args.nonce is not None}, "document": summary}, indent=2))
     else:
         print(f"module_id   {verified.module_id}")
         print(f"timestamp   {verified.timestamp.isoformat()}")
@@ -239,6 +322,8 @@ def cmd_attest_verify(args: argparse.Namespace) -> int:
             print(f"{field:<11} {value.hex()[:64] + ('…' if len(value) > 32 else '') if value else '-'}")
         print(f"signed by   {verified.certificate.subject.rfc4514_string()}")
         print("VERIFIED" + (f" (PCRs {', '.join(str(i) for i in sorted(expected))} as expected)" if expected else ""))
+    if not expected:
+        _say(f"only the signature and the certificate chain were checked: any enclave image under the root verifies. Pin the image with --pcr0 (your image's PCR0{', this one has ' + verified.pcrs[0].hex() if 0 in verified.pcrs else ''})")
     return 0
 
 
@@ -253,7 +338,7 @@ def cmd_attest_fetch(args: argparse.Namespace) -> int:
 
         print(base64.b64encode(document).decode())
     else:
-        Path(args.output).write_bytes(document)
+        _write_file(args.output, document)
         _say(f"attestation document ({len(document)} bytes) with nonce {nonce.hex()} -> {args.output}")
     return 0
 
@@ -308,6 +393,9 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
         policy = checked_policy(document, scheme)
     except PolicyError as exc:
         _fatal(f"{args.file}: {exc}")
+    if args.json:
+        print(json.dumps({"file": args.file, "valid": True, "scheme": scheme, "sha256": digest(document), "explanation": explain(policy)}, indent=2))
+        return 0
     print(f"{args.file}: a valid policy for {scheme} (sha256 {digest(document)})")
     for line in explain(policy):
         print(f"  - {line}")
@@ -349,6 +437,8 @@ def cmd_audit_fetch(args: argparse.Namespace) -> int:
 
     with Signer(_enclave_address(args)) as signer:
         count = fetch_into(signer, args.log)
+    if args.json:
+        print(json.dumps({"log": args.log, "appended": count}, indent=2))
     _say(f"{count} new receipts appended to {args.log}, with a signed checkpoint")
     return 0
 
@@ -399,7 +489,18 @@ def _boot_names(values: list[str] | None) -> list[str] | None:
     return [name for value in values for name in value.replace(",", " ").split()]
 
 
+def _audit_report_json(args: argparse.Namespace, report: Any) -> str:
+    import dataclasses
+
+    result = dataclasses.asdict(report)
+    result["boots"] = [{**dataclasses.asdict(boot), "attested_at": boot.attested_at.isoformat()} for boot in report.boots]
+    return json.dumps({"log": args.log, "verified": True, **result}, indent=2)
+
+
 def _print_audit_report(args: argparse.Namespace, report: Any) -> None:
+    if args.json:
+        print(_audit_report_json(args, report))
+        return
     print(
         f"{args.log}: VERIFIED {report.receipts} receipts in {report.chains} chain(s), {report.checkpoints} signed checkpoint(s); "
         f"{report.signed} signed, {report.refused} refused"
@@ -481,7 +582,7 @@ def cmd_vsock_proxy_config(args: argparse.Namespace) -> int:
     if args.output == "-":
         sys.stdout.write(text)
     else:
-        Path(args.output).write_text(text)
+        _write_file(args.output, text.encode())
         _say(f"allowlist for {kms_host(region)}:443 -> {args.output}")
         _say(f"start the proxy with: {proxy_command(region, args.output)}")
     return 0
@@ -609,7 +710,7 @@ class _Parents:
 def _add_keys_commands(commands: Any) -> None:
     from enclave.protocol.exchanges import ASYMMETRIC_SCHEMES, SCHEME_NAMES
 
-    seal = commands.add_parser("seal", parents=[_Parents.kms], help="seal a secret with KMS into a bundle file", description="Seal a secret (read from stdin or a prompt, never from the command line) for the enclave.")
+    seal = commands.add_parser("seal", parents=[_Parents.kms, _Parents.json], help="seal a secret with KMS into a bundle file", description="Seal a secret (read from stdin or a prompt, never from the command line) for the enclave.")
     seal.add_argument("--name", required=True, help="key name the bot will use")
     seal.add_argument("--scheme", required=True, choices=SCHEME_NAMES, metavar="SCHEME", help=f"one of: {', '.join(SCHEME_NAMES)}")
     seal.add_argument("--kms-key", required=True, metavar="KEY", help="KMS key id, ARN or alias")
@@ -617,8 +718,9 @@ def _add_keys_commands(commands: Any) -> None:
     seal.add_argument("--policy", metavar="FILE", help="signing policy to seal with the secret")
     seal.add_argument("-o", "--output", default="-", metavar="FILE", help="bundle file to write (default: stdout)")
     seal.set_defaults(handler=cmd_seal)
+    _check_usage(seal, lambda args: "--json prints a summary on stdout, where -o - would write the bundle: give -o FILE" if args.json and args.output == "-" else None)
 
-    generate = commands.add_parser("generate", parents=[_Parents.region, _Parents.enclave], help="have the enclave make a key pair; prints the public key", description="Generate an asymmetric key inside the enclave. Only the public key leaves; the private key is sealed from inside with KMS into a bundle for the next boot.")
+    generate = commands.add_parser("generate", parents=[_Parents.region, _Parents.enclave, _Parents.json], help="have the enclave make a key pair; prints the public key", description="Generate an asymmetric key inside the enclave. Only the public key leaves; the private key is sealed from inside with KMS into a bundle for the next boot.")
     generate.add_argument("--name", required=True, help="key name the bot will use")
     generate.add_argument("--scheme", required=True, choices=sorted(ASYMMETRIC_SCHEMES), metavar="SCHEME", help=f"one of: {', '.join(sorted(ASYMMETRIC_SCHEMES))}")
     generate.add_argument("--kms-key", metavar="ARN", help="which of the enclave's measured seal keys (--seal-key) to seal to (default: its first); the enclave refuses any other key")
@@ -627,7 +729,7 @@ def _add_keys_commands(commands: Any) -> None:
     generate.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write the sealed bundle")
     generate.set_defaults(handler=cmd_generate)
 
-    provision = commands.add_parser("provision", parents=[_Parents.region, _Parents.enclave], help="load sealed bundles into the enclave", description="Send bundles to the enclave, which unseals them through KMS with this host's AWS credentials.")
+    provision = commands.add_parser("provision", parents=[_Parents.region, _Parents.enclave, _Parents.json], help="load sealed bundles into the enclave", description="Send bundles to the enclave, which unseals them through KMS with this host's AWS credentials.")
     provision.add_argument("bundles", nargs="+", metavar="BUNDLE")
     provision.set_defaults(handler=cmd_provision)
 
@@ -642,7 +744,7 @@ def _add_signing_commands(commands: Any) -> None:
     sign.add_argument("--body", help="request body")
     sign.set_defaults(handler=cmd_sign)
 
-    keys = commands.add_parser("keys", parents=[_Parents.enclave], help="list the keys loaded in the enclave", description="List loaded keys with their schemes and policy digests.")
+    keys = commands.add_parser("keys", parents=[_Parents.enclave, _Parents.json], help="list the keys loaded in the enclave", description="List loaded keys with their schemes and policy digests.")
     keys.set_defaults(handler=cmd_keys)
 
 
@@ -667,7 +769,7 @@ def _add_policy_commands(commands: Any) -> None:
     policy = commands.add_parser("policy", help="check or simulate a signing policy", description="Signing policies (TOML or JSON), judged by the enclave's own rules.")
     actions = policy.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
     scheme = _options(lambda parser: parser.add_argument("--scheme", choices=SCHEME_NAMES, metavar="SCHEME", help="the key's scheme (default: the policy's own 'scheme' field)"))
-    check = actions.add_parser("check", parents=[scheme], help="validate a policy and explain it in plain words", description="Validate a policy file and explain what it allows.")
+    check = actions.add_parser("check", parents=[scheme, _Parents.json], help="validate a policy and explain it in plain words", description="Validate a policy file and explain what it allows.")
     check.add_argument("file", metavar="FILE")
     check.set_defaults(handler=cmd_policy_check)
     simulate = actions.add_parser("simulate", parents=[scheme, _Parents.json], help="replay recorded requests against a policy", description="Replay a bot's recorded requests (JSON lines with time_ms, method, path, params, body) and report what would be refused and why.")
@@ -679,11 +781,11 @@ def _add_policy_commands(commands: Any) -> None:
 def _add_audit_commands(commands: Any) -> None:
     audit = commands.add_parser("audit", help="fetch or verify the enclave's audit log", description="The enclave's hash-chained receipts of every signing decision.")
     actions = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
-    fetch = actions.add_parser("fetch", parents=[_Parents.enclave], help="append new receipts and a signed checkpoint to a log file", description="Fetch receipts the log file does not have yet.")
+    fetch = actions.add_parser("fetch", parents=[_Parents.enclave, _Parents.json], help="append new receipts and a signed checkpoint to a log file", description="Fetch receipts the log file does not have yet.")
     fetch.add_argument("--log", required=True, metavar="FILE")
     fetch.set_defaults(handler=cmd_audit_fetch)
     verify = actions.add_parser(
-        "verify", parents=[_Parents.trust], help="verify a log file's chain and checkpoints",
+        "verify", parents=[_Parents.trust, _Parents.json], help="verify a log file's chain and checkpoints",
         description="Verify the hash chain, and the checkpoints and chain starts against the attested identity key of the --pcr0 image (required, unless --any-image). "
         "Every gap is reported; a log that does not start at the enclave's first receipt is refused unless --expect-from says where it starts. "
         "Every chain (enclave boot) is listed: a host can remove a whole chain, so confirm them with --chains or --expect-boots.",
@@ -744,7 +846,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _interruptible() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM interrupt the command (``KeyboardInterrupt``) once; the signals that
+    follow are ignored, so the cleanup the first one set off (processes, run directories) runs to
+    its end. Yields the signals received; the previous handlers are back afterwards."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # only the main thread may set handlers; it gets the signals anyway
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        received.append(signum)
+        for each in watched:
+            signal.signal(each, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    watched = (signal.SIGINT, signal.SIGTERM)
+    previous = {each: signal.getsignal(each) for each in watched}
+    for each in watched:
+        signal.signal(each, interrupt)
+    try:
+        yield received
+    finally:
+        for each, handler in previous.items():
+            signal.signal(each, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with _interruptible() as received:
+        try:
+            return _run(argv)
+        except KeyboardInterrupt:
+            _say(f"{PROG}: interrupted")
+            return 128 + (received[0] if received else signal.SIGINT)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     getattr(args, "usage_check", lambda args: None)(args)
@@ -759,9 +897,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         _say(f"{PROG}: error: {exc}")
         return 1
-    except KeyboardInterrupt:
-        _say(f"{PROG}: interrupted")
-        return 130
 
 
 if __name__ == "__main__":

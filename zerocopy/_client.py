@@ -76,6 +76,18 @@ class ProvisionResult:
     error: str | None = None
 
 
+def connect_failure(address: Address, exc: OSError) -> str:
+    """Why connecting to ``address`` failed, and what to check."""
+    reason = f"cannot connect to the enclave at {address}: {exc.strerror or exc}"
+    if address.scheme == "unix" and address.path.rsplit("/", 1)[-1].startswith("vsock-"):  # the emulator's stand-in for vsock
+        return f"{reason}. Is `zerocopy emulator up` running? Its address changes at every start: use the ZEROCOPY_ENCLAVE it printed"
+    if address.scheme == "unix":
+        return f"{reason}. Is the enclave listening on that socket?"
+    if address.scheme == "vsock":
+        return f"{reason}. Is the enclave running with CID {address.cid} (nitro-cli describe-enclaves) and listening on port {address.port}?"
+    return f"{reason}. Is the enclave, or a proxy to it, listening on {address.host} port {address.port}?"
+
+
 def _error_for(event: ErrorResponse) -> errors.ZeroCopyError:
     message = event.message
     if event.code is ErrorCode.UNKNOWN_KEY:
@@ -281,7 +293,7 @@ class Signer:
             sock.connect(self.address.sockaddr)
         except OSError as exc:
             sock.close()
-            raise errors.ConnectionFailed(f"cannot connect to the enclave at {self.address}: {exc.strerror or exc}") from None
+            raise errors.ConnectionFailed(connect_failure(self.address, exc)) from None
         if self.address.scheme == "tcp":
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock

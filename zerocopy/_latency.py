@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -21,7 +22,9 @@ from dataclasses import dataclass
 __all__ = ["Percentiles", "percentiles", "time_calls", "EchoServer", "pinned_apart"]
 
 _ECHO = """\
-import os, socket, sys
+import os, socket, sys, threading
+# Never outlive whoever started us: our stdin closes when it exits, however it exits.
+threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
 listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 listener.bind(sys.argv[1]); listener.listen(1)
 print("ready", flush=True)
@@ -100,11 +103,16 @@ class EchoServer:
         self._sock: socket.socket | None = None
 
     def __enter__(self) -> "EchoServer":
-        self._process = subprocess.Popen([sys.executable, "-I", "-c", _ECHO, self.path], stdout=subprocess.PIPE)
-        assert self._process.stdout is not None
-        self._process.stdout.readline()
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.connect(self.path)
+        # Its own process group: a terminal's Ctrl-C interrupts us, and we stop it (no traceback of its own).
+        self._process = subprocess.Popen([sys.executable, "-I", "-c", _ECHO, self.path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, process_group=0)
+        try:
+            assert self._process.stdout is not None
+            self._process.stdout.readline()
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._sock.connect(self.path)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     @property
@@ -126,10 +134,7 @@ class EchoServer:
         if self._process is not None:
             self._process.kill()
             self._process.wait()
-            if self._process.stdout is not None:
-                self._process.stdout.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        os.rmdir(self._dir)
+            for pipe in (self._process.stdin, self._process.stdout):
+                if pipe is not None:
+                    pipe.close()
+        shutil.rmtree(self._dir, ignore_errors=True)

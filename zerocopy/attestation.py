@@ -170,7 +170,7 @@ def _check_pcrs(pcrs: Mapping[int, bytes], wanted: Mapping[int, bytes]) -> None:
         if index not in pcrs:
             raise PCRMismatch(f"PCR{index} is not in the document", index=index)
         if not hmac.compare_digest(pcrs[index], value):
-            raise PCRMismatch(f"PCR{index} does not match the expected value", index=index)
+            raise PCRMismatch(f"PCR{index} does not match the expected value: expected {value.hex()}, the document has {pcrs[index].hex()}", index=index)
 
 
 def _check_nonce(carried: bytes | None, wanted: bytes | None) -> None:

@@ -31,7 +31,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 
-__all__ = ["attested_key_policy", "locked_key_policy", "render", "GUARDED_ACTIONS", "SEALING_ACTIONS", "REPLICATION_ACTIONS"]
+__all__ = ["attested_key_policy", "locked_key_policy", "pinned_image", "render", "GUARDED_ACTIONS", "SEALING_ACTIONS", "REPLICATION_ACTIONS"]
 
 #: Denied to every caller without the pinned attestation: they release what a bundle holds.
 GUARDED_ACTIONS = ["kms:Decrypt", "kms:ReEncrypt*", "kms:CreateGrant"]
@@ -126,6 +126,37 @@ def _deny(sid: str, actions: list[str], condition: dict | None) -> dict:
     if condition is not None:
         statement["Condition"] = condition
     return statement
+
+
+_IMAGE_KEYS = ("kms:recipientattestation:imagesha384", "kms:recipientattestation:pcr0")
+
+
+def pinned_image(policy: Mapping) -> str | None:
+    """The PCR0 (hex) a key policy pins, or ``None`` when it pins none.
+
+    Pinned means what :func:`attested_key_policy` writes: a statement denying ``kms:Decrypt`` to
+    everyone unless the request's attestation has that ImageSha384 (or PCR0), via a negated string
+    condition. An Allow conditioned on the image pins nothing while any other statement (the
+    account's ``kms:*``, say) allows Decrypt without one, so only a Deny counts.
+    """
+    statements = policy.get("Statement") if isinstance(policy, Mapping) else None
+    for statement in statements if isinstance(statements, list) else [statements]:
+        if not isinstance(statement, Mapping) or statement.get("Effect") != "Deny" or not _covers_decrypt(statement.get("Action")):
+            continue
+        if statement.get("Principal") not in ("*", {"AWS": "*"}):
+            continue
+        for operator, tests in (statement.get("Condition") or {}).items():
+            if not (isinstance(operator, str) and operator.startswith("StringNotEquals") and isinstance(tests, Mapping)):
+                continue
+            for key, value in tests.items():
+                if isinstance(key, str) and key.lower() in _IMAGE_KEYS and isinstance(value, str) and value.strip("0"):
+                    return value.lower()
+    return None
+
+
+def _covers_decrypt(action: object) -> bool:
+    actions = action if isinstance(action, list) else [action]
+    return any(isinstance(each, str) and each.lower() in ("*", "kms:*", "kms:decrypt") for each in actions)
 
 
 def render(policy: dict) -> str:

@@ -17,7 +17,7 @@ from enclave.protocol.bundle import policy_digest
 from enclave.protocol.exchange import DANGEROUS_CATEGORIES, Exchange
 from enclave.protocol.policy import PolicyError, PolicyState, Refusal, SigningPolicy, normalize_document
 
-__all__ = ["PolicyError", "load_policy", "parse_policy_text", "checked_policy", "explain", "simulate", "SimulatedDecision"]
+__all__ = ["PolicyError", "load_policy", "parse_policy_text", "checked_policy", "explain", "endpoint_verdicts", "EndpointVerdict", "simulate", "SimulatedDecision"]
 
 
 def parse_policy_text(text: str) -> dict:
@@ -82,9 +82,69 @@ def explain(policy: SigningPolicy) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class EndpointVerdict:
+    """What the policy does with requests to one allowed endpoint, by their parameters alone.
+
+    ``signable``: with only its required parameters. Otherwise ``with_any_of`` names the optional
+    parameters that, added, make it signable (empty: none does), and ``refusal`` says what a
+    request with only the required ones meets.
+    """
+
+    endpoint: str
+    signable: bool
+    with_any_of: tuple[str, ...] = ()
+    refusal: str = ""
+
+
+def endpoint_verdicts(policy: SigningPolicy) -> list[EndpointVerdict]:
+    """For each endpoint the policy allows, whether a plain request to it is signed, judged by the
+    enclave's own verdict on the request's shape (:meth:`PolicyState.endpoints_for`): where the
+    signature does not cover the path, an allowed endpoint can share its parameters with a refused
+    one, and is then signed only with a parameter the refused one does not take."""
+    exchange = policy.exchange
+    if exchange is None:
+        return []
+    state = PolicyState(policy)
+    verdicts = []
+    for endpoint in exchange.endpoints:
+        if endpoint.name not in policy.allow:
+            continue
+        try:
+            state.endpoints_for(endpoint, endpoint.required)
+        except Refusal as refusal:
+            rescued = tuple(sorted(name for name in endpoint.optional if _signable(state, endpoint, endpoint.required | {name})))
+            verdicts.append(EndpointVerdict(endpoint.name, False, rescued, str(refusal)))
+            continue
+        verdicts.append(EndpointVerdict(endpoint.name, True))
+    return verdicts
+
+
+def _signable(state: PolicyState, endpoint: Any, names: frozenset[str]) -> bool:
+    try:
+        state.endpoints_for(endpoint, names)
+    except Refusal:
+        return False
+    return True
+
+
+def _explain_endpoints(policy: SigningPolicy) -> list[str]:
+    verdicts = endpoint_verdicts(policy)
+    plain = [verdict.endpoint for verdict in verdicts if verdict.signable]
+    lines = [f"Requests that may be signed ({len(plain)}): " + ", ".join(plain) + "."]
+    for verdict in verdicts:
+        if verdict.signable:
+            continue
+        if verdict.with_any_of:
+            lines.append(f"{verdict.endpoint} is signed only with {' or '.join(verdict.with_any_of)}: without, {verdict.refusal}.")
+        else:
+            lines.append(f"{verdict.endpoint} is allowed but never signed: {verdict.refusal}.")
+    return lines
+
+
 def _explain_requests(policy: SigningPolicy, exchange: Exchange) -> list[str]:
     allowed = [endpoint for endpoint in exchange.endpoints if endpoint.name in policy.allow]
-    lines = [f"Requests that may be signed ({len(allowed)}): " + ", ".join(endpoint.name for endpoint in allowed) + "."]
+    lines = _explain_endpoints(policy)
     dangerous = [endpoint.name for endpoint in allowed if endpoint.category in DANGEROUS_CATEGORIES]
     if dangerous:
         lines.append("WARNING: fund-moving, account-security, session or account-settings endpoints are allowed: " + ", ".join(dangerous) + ".")
@@ -122,7 +182,7 @@ def _explain_limits(policy: SigningPolicy) -> list[str]:
     if policy.limits.max_quantity is not None:
         lines.append(f"Each order: at most {policy.limits.max_quantity} in quantity.")
     if policy.limits.max_notional is not None:
-        lines.append(f"Each order: at most {policy.limits.max_notional} in notional (price x quantity).")
+        lines.append(f"Each order: at most {policy.limits.max_notional} in notional (price x quantity, in the symbol's quote currency: BTC for LTCBTC, USDT for BTCUSDT).")
     for symbol, limits in sorted(policy.per_symbol.items()):
         parts = [f"quantity {limits.max_quantity}" if limits.max_quantity is not None else "", f"notional {limits.max_notional}" if limits.max_notional is not None else ""]
         lines.append(f"{symbol} orders: at most {' and '.join(part for part in parts if part)}.")

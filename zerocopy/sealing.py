@@ -15,21 +15,39 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from enclave.protocol.bundle import BundleError, SealedBundle, associated_data, check_name, encryption_context
-from enclave.protocol.exchanges import SCHEME_NAMES
+from enclave.protocol.exchanges import SCHEME_NAMES, SCHEMES
+from enclave.protocol.signing import SchemeError
 
 from .errors import SealError
 
-__all__ = ["seal", "MAX_SECRET"]
+__all__ = ["seal", "check_secret", "MAX_SECRET"]
 
 MAX_SECRET = 16 * 1024
+
+
+def check_secret(scheme: str, secret: bytes, api_key: str) -> None:
+    """Raise :class:`SealError` unless the enclave would load ``secret`` and ``api_key`` as a key of
+    ``scheme``: checked by the scheme's own signer class, the one the enclave loads it with, so a
+    bundle that cannot work is refused now rather than at provisioning. The message never quotes
+    the secret."""
+    kind = SCHEMES[scheme]
+    if kind.exchange is not None and not api_key:
+        raise SealError(f"{scheme} signs for an exchange, which identifies the key by its API key id: give the API key (zerocopy seal --api-key KEY)")
+    try:
+        kind(secret, api_key)
+    except SchemeError as exc:
+        raise SealError(f"{exc}; nothing was sealed") from None
 
 
 def seal(kms: Any, *, key_id: str, name: str, scheme: str, secret: bytes, api_key: str = "", policy: dict | None = None) -> SealedBundle:
     """Seal ``secret`` under the KMS key ``key_id``; returns the bundle (write it with ``to_json()``)."""
     if scheme not in SCHEME_NAMES:
         raise SealError(f"unknown scheme {scheme!r}; known: {', '.join(SCHEME_NAMES)}")
-    if not isinstance(secret, bytes) or not 0 < len(secret) <= MAX_SECRET:
+    if not isinstance(secret, bytes):
+        raise TypeError(f"secret must be bytes, not {type(secret).__name__}")
+    if not 0 < len(secret) <= MAX_SECRET:
         raise SealError(f"the secret must be 1 to {MAX_SECRET} bytes")
+    check_secret(scheme, secret, api_key)
     try:
         check_name(name)
         context = encryption_context(name, scheme, api_key, policy)

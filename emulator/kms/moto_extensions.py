@@ -84,7 +84,6 @@ _MOTO_INTERNALS: tuple[tuple[str, str, tuple[str, ...] | None], ...] = (
     ("moto.kms.utils", "_deserialize_ciphertext_blob", ("ciphertext_blob",)),
     ("moto.kms.exceptions", "NotFoundException", None),
     ("moto.kms.exceptions", "ValidationException", None),
-    ("moto.kms.exceptions", "AccessDeniedException", None),
     ("moto.kms.exceptions", "InvalidCiphertextException", None),
     ("moto.core.exceptions", "JsonRESTError", None),
     ("moto.core.utils", "camelcase_to_underscores", ("argument",)),
@@ -382,7 +381,8 @@ ABSENT_RESOURCES = {
 
 
 def _ciphertext_key_id(self: Any) -> str:
-    from moto.kms.exceptions import AccessDeniedException, InvalidCiphertextException
+    from moto.core.exceptions import JsonRESTError
+    from moto.kms.exceptions import InvalidCiphertextException
     from moto.kms.utils import _deserialize_ciphertext_blob
 
     blob = self._get_param("CiphertextBlob")
@@ -392,7 +392,9 @@ def _ciphertext_key_id(self: Any) -> str:
         raise InvalidCiphertextException() from None
     key = self.kms_backend.keys.get(key_id)
     if key is None:
-        raise AccessDeniedException(
+        # Not moto's AccessDeniedException: it drops its message from the answer, and KMS sends this one.
+        raise JsonRESTError(
+            "AccessDeniedException",
             "The ciphertext refers to a customer master key that does not exist, "
             "does not exist in this region, or you are not allowed to access."
         )

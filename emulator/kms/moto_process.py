@@ -43,15 +43,23 @@ class MotoProcess:
                 stderr=log,
                 cwd=self.log_path.parent,
                 preexec_fn=set_parent_death_signal,  # never outlive the emulator
+                process_group=0,  # nor die of a terminal's Ctrl-C before the emulator stops it
             )
-        assert self._process.stdout is not None
-        ready, _, _ = select.select([self._process.stdout], [], [], START_TIMEOUT)
-        line = self._process.stdout.readline() if ready else b""
+        try:
+            line = self._port_line()
+        except BaseException:  # interrupted while moto starts: it must not outlive us either
+            self.stop()
+            raise
         if not line.strip().isdigit():
             self.stop()
             raise MotoStartError(f"moto did not start:\n{self.log_path.read_text(errors='replace')[-2000:]}")
         self.endpoint_url = f"http://127.0.0.1:{int(line)}"
         return self
+
+    def _port_line(self) -> bytes:
+        assert self._process is not None and self._process.stdout is not None
+        ready, _, _ = select.select([self._process.stdout], [], [], START_TIMEOUT)
+        return self._process.stdout.readline() if ready else b""
 
     def stop(self) -> None:
         process, self._process = self._process, None

@@ -147,6 +147,15 @@ class _TlsServer(ThreadingHTTPServer):
         self._closing = False
         super().__init__(address, _Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        # A client that went away mid-answer (an interrupted command, a timeout) is not the
+        # endpoint's fault: socketserver would print its traceback on the command's terminal.
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
+
     def _track(self, sock: socket.socket) -> bool:
         with self._connections_lock:
             if self._closing:

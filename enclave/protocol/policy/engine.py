@@ -601,6 +601,18 @@ class PolicyState:
         if not took:
             raise Refusal("rate", f"a batch of {counted} orders is more than the policy's rate allows now ({policy.rate[0]} per second, bursts of {policy.rate[1]})")  # type: ignore[index]
 
+    def endpoints_for(self, endpoint: Endpoint, names: Iterable[str]) -> tuple[str, ...]:
+        """The endpoints a request to ``endpoint`` with parameters ``names`` (of each item, for a
+        batch) could reach, when the policy allows them all; else the :class:`Refusal` signing it
+        would meet. The request's shape only, the same verdict signing reaches first: the host's
+        ``policy check`` lists with it what is signable."""
+        exchange = self.policy.exchange
+        if exchange is None:
+            raise Refusal("scheme", f"{self.policy.scheme} signs raw payloads only")
+        path = re.sub(r"\{[^/]*\}", "id", endpoint.path)  # a templated segment, filled as a request fills it
+        matches, _, _ = self._verdict(exchange, endpoint.method, path, frozenset(names) | exchange.implicit, bool(endpoint.batch))
+        return tuple(each.name for each in matches)
+
     def _verdict(self, exchange: Exchange, method: str, path: str, names: frozenset[str], batch: bool = False) -> _Verdict:
         """Which endpoints a request could reach, whether the policy allows all of them, and the
         documented spellings of their enumerated parameters.
