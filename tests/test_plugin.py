@@ -7,6 +7,8 @@ import re
 
 import pytest
 
+from pytest_zerocopy import factories
+
 # Written as a user would, using nothing but the plugin's fixtures, marker and ZEROCOPY_ENCLAVE.
 USER_TESTS = '''
 import hashlib, hmac, os
@@ -125,18 +127,83 @@ def test_ini_key_enables_the_emulator_like_the_flag(pytester: pytest.Pytester) -
     pytester.runpytest_subprocess("-q").assert_outcomes(passed=1)
 
 
-def test_zerocopy_enclave_uses_a_running_enclave(pytester: pytest.Pytester, zerocopy_emulator) -> None:
-    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\n")
-    pytester.makepyfile(
-        test_noproc="""
-import os
-def test_it(zerocopy_emulator, zerocopy_signer):
+# An enclave of this module's own: the session's is at its 64-key limit, and these tests count keys.
+own_emulator = factories.emulator_proc(scope="module")
+own_signer = factories.signer("own_emulator", scope="module")
+own_key = factories.key_maker("own_emulator", "own_signer", scope="module")
+
+ATTACHED_TESTS = """
+import hashlib, hmac, os
+from pathlib import Path
+from zerocopy import Signer
+
+def test_the_fixture_is_the_emulator_s_interface(zerocopy_emulator, zerocopy_signer, zerocopy_key):
     assert zerocopy_emulator.address == os.environ["ZEROCOPY_ENCLAVE"]
-    assert isinstance(zerocopy_signer.keys(), list)
+    assert zerocopy_emulator.pcrs[0].hex() == Path("pcr0.txt").read_text()
+    assert zerocopy_emulator.root_certificate == Path("root.pem").read_bytes() and zerocopy_emulator.debug is False
+    with Signer(zerocopy_emulator.address, expected_pcrs={0: zerocopy_emulator.pcrs[0]}, roots=[zerocopy_emulator.root_certificate]) as attested:
+        assert attested.attested
+    assert zerocopy_signer.attested
+    key = zerocopy_key("hmac-sha256")
+    assert zerocopy_signer.sign(key.name, b"m") == hmac.new(key.secret, b"m", hashlib.sha256).digest()
+    assert key.name in [info.name for info in zerocopy_signer.keys()]
+    Path("loaded.txt").write_text(key.name)
 """
-    )
-    result = pytester.runpytest_subprocess(f"--zerocopy-enclave={zerocopy_emulator.address}", "-q")
+
+
+@pytest.mark.parametrize("root_from", ["document", "environment"])
+def test_zerocopy_enclave_gives_the_emulator_s_interface_and_removes_its_keys(pytester, own_emulator, own_signer, monkeypatch, root_from) -> None:
+    """``--zerocopy-enclave`` (``zerocopy emulator up``'s exports): ``.pcrs`` and ``.root_certificate``
+    as with ``--zerocopy``, and the session's test keys gone from the enclave when it ends."""
+    host, operator = own_emulator.credentials, own_emulator.operator_credentials
+    exports = {
+        "ZEROCOPY_KMS_ENDPOINT": own_emulator.kms_endpoint_url, "ZEROCOPY_KMS_CA": str(own_emulator.tls_ca_path), "AWS_REGION": own_emulator.region,
+        "AWS_ACCESS_KEY_ID": host["access_key_id"], "AWS_SECRET_ACCESS_KEY": host["secret_access_key"], "AWS_SESSION_TOKEN": host["session_token"],
+        "ZEROCOPY_KMS_OPERATOR_ACCESS_KEY_ID": operator["access_key_id"], "ZEROCOPY_KMS_OPERATOR_SECRET_ACCESS_KEY": operator["secret_access_key"],
+    }  # fmt: skip
+    for name, value in exports.items():
+        monkeypatch.setenv(name, value)
+    (pytester.path / "root.pem").write_bytes(own_emulator.root_certificate)
+    (pytester.path / "pcr0.txt").write_text(own_emulator.pcrs[0].hex())
+    if root_from == "environment":
+        monkeypatch.setenv("ZEROCOPY_ATTESTATION_ROOT", str(pytester.path / "root.pem"))
+    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\n")
+    pytester.makepyfile(test_attached=ATTACHED_TESTS)
+    before = {info.name for info in own_signer.keys()}
+    result = pytester.runpytest_subprocess(f"--zerocopy-enclave={own_emulator.address}", "-q", "-W", "error::pytest.PytestWarning")
     result.assert_outcomes(passed=1)
+    loaded = (pytester.path / "loaded.txt").read_text()
+    assert loaded not in before and {info.name for info in own_signer.keys()} == before
+
+
+def test_remove_unloads_only_keys_sealed_removable(own_key, own_signer) -> None:
+    from zerocopy import PolicyRefused, UnknownKey
+
+    removable, kept = own_key("hmac-sha256"), own_key("hmac-sha256", policy={"removable": False})
+    own_signer.sign(removable.name, b"before")
+    own_signer.remove(removable.name)
+    assert removable.name not in [info.name for info in own_signer.keys()]
+    with pytest.raises(UnknownKey):
+        own_signer.sign(removable.name, b"after")
+    with pytest.raises(UnknownKey, match="not provisioned"):
+        own_signer.remove(removable.name)
+    with pytest.raises(PolicyRefused) as refused:
+        own_signer.remove(kept.name)
+    assert refused.value.rule == "removable" and "removable = true" in str(refused.value)
+    assert own_signer.sign(kept.name, b"still here")
+    with pytest.raises(TypeError):
+        own_signer.remove(kept)
+    (failure,) = own_key.remove_loaded()  # what the fixture warns of at the end of its scope
+    assert failure.startswith(f"{kept.name}: refused by rule 'removable'")
+
+
+def test_a_removed_key_can_be_provisioned_again(own_key, own_signer) -> None:
+    key = own_key("hmac-sha256", name="comes-back", secret=b"0123456789abcdef")
+    signature = own_signer.sign(key.name, b"m")
+    own_signer.remove(key.name)
+    assert own_key.remove_loaded() == []  # the factory's own removal: a key already gone is no failure
+    again = own_key("hmac-sha256", name="comes-back", secret=b"0123456789abcdef")
+    assert own_signer.sign(again.name, b"m") == signature
 
 
 # -- no secret in any report ------------------------------------------------------------------------
@@ -268,3 +335,26 @@ def test_a_bad_clock_is_one_usage_error_at_startup(pytester: pytest.Pytester, ho
     errors = [line for line in result.errlines if "zerocopy-clock" in line]
     assert len(errors) == 1 and "clock 'fixed:'" in errors[0] and "offset:<seconds>" in errors[0]
     assert not any("passed" in line or "failed" in line for line in result.outlines)
+
+
+# -- strategies say what they drew -------------------------------------------------------------------
+def test_drawn_requests_say_what_they_are() -> None:
+    from hypothesis import given, settings
+
+    from enclave.protocol.exchange import DANGEROUS_CATEGORIES
+    from enclave.protocol.exchanges import exchange_for_scheme
+    from pytest_zerocopy.strategies import requests
+
+    catalogue = {endpoint.name: endpoint for endpoint in exchange_for_scheme("binance-hmac").endpoints}
+    seen = set()
+
+    @settings(max_examples=60, database=None)
+    @given(requests("binance-hmac", symbols=["BTCUSDT"]))
+    def check(request):
+        assert request.endpoint in catalogue and catalogue[request.endpoint].category == request.category
+        assert request.fund_moving is (request.category in DANGEROUS_CATEGORIES)
+        assert request.fund_moving or (request.endpoint, request.category) == ("POST /api/v3/order", "trade")
+        seen.add(request.fund_moving)
+
+    check()
+    assert seen == {True, False}
