@@ -39,7 +39,7 @@ def get_config(config: Any) -> ZeroCopyConfig:
 
 
 def check_config(settings: ZeroCopyConfig) -> None:
-    """Refuse a setting the emulator would refuse later, once per test: at startup, as a usage error."""
+    """Refuse at startup, as one usage error, a setting the emulated enclave would refuse at each launch."""
     import pytest
 
     if settings["clock"] is not None:

@@ -59,7 +59,10 @@ def _shown(value: Any) -> str:
 
     if isinstance(value, (SecretBytes, SecretText)):
         return repr(value)
-    return f"<{type(value).__name__}: {len(value)} items>" if hasattr(value, "__len__") else f"<{type(value).__name__}>"
+    try:
+        return f"<{type(value).__name__} of length {len(value)}>"
+    except Exception:  # no len(), or one that fails: the type says enough
+        return f"<{type(value).__name__}>"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
