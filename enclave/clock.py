@@ -45,6 +45,6 @@ def parse_clock(spec: str) -> Clock:
             return Clock(fixed_ms=int(moment.timestamp() * 1000))
         if kind == "offset":
             return Clock(offset_ms=round(float(value) * 1000))
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # offset:inf overflows
         raise ValueError(f"clock {spec!r}: {exc}") from None
     raise ValueError(f"clock {spec!r} must be 'system', 'fixed:<ms or ISO time>' or 'offset:<seconds>'")

@@ -69,5 +69,14 @@ class Keyring:
             self._keys = {**self._keys, key.name: key}
             return True
 
+    def remove(self, key: LoadedKey) -> bool:
+        """Unload ``key``; ``False`` if it is no longer the key loaded under its name. (Whether it
+        may be removed is the caller's question: its policy says.)"""
+        with self._lock:
+            if self._keys.get(key.name) is not key:
+                return False
+            self._keys = {name: other for name, other in self._keys.items() if other is not key}
+            return True
+
     def keys(self) -> list[LoadedKey]:
         return sorted(self._keys.values(), key=lambda key: key.name)

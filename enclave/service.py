@@ -54,6 +54,8 @@ from .protocol.messages import (
     Provision,
     Provisioned,
     ProvisionedBundle,
+    Remove,
+    Removed,
 )
 from .protocol.session import USER_DATA_FIELD as SESSION_FIELD, HandshakeError, accept as accept_session
 from .protocol.audit import FIELD_LIMITS, clip
@@ -88,6 +90,7 @@ class EnclaveService:
             MessageType.PROVISION: self._provision,
             MessageType.AUDIT: self._audit,
             MessageType.GENERATE: self._generate,
+            MessageType.REMOVE: self._remove,
         }
 
     # -- dispatch ---------------------------------------------------------------------------
@@ -109,6 +112,8 @@ class EnclaveService:
             return ErrorResponse(event.request_id, ErrorCode.BAD_REQUEST, str(exc))
         except _Unusable as exc:
             return ErrorResponse(event.request_id, ErrorCode.PROVISIONING_FAILED, str(exc))
+        except _Refused as exc:
+            return ErrorResponse(event.request_id, exc.code, str(exc), exc.rule)
         except NsmError as exc:
             log.error("NSM error: %s", exc)
             return ErrorResponse(event.request_id, ErrorCode.INTERNAL, f"NSM error: {exc.code}")
@@ -231,6 +236,21 @@ class EnclaveService:
         log.info("loaded key %r (%s, policy %s)", bundle.name, bundle.scheme, bundle.policy_sha256[:16])
         return ProvisionedBundle(index=index, name=bundle.name, loaded=True, new=added, error=None)
 
+    def _remove(self, request: Remove) -> Removed:
+        """Unload a key, if its sealed policy says ``removable = true`` (the operator's choice,
+        bound into the encryption context: the host cannot make a key removable). The host could
+        stop the enclave anyway; what it must not get is a quiet way to reset a production key's
+        rate and notional windows by unloading and reloading it."""
+        key = self.keyring.get(request.name)
+        if key is None:
+            raise _Refused(ErrorCode.UNKNOWN_KEY, f"key {request.name[:64]!r} is not provisioned in this enclave (no key of that name is loaded)")
+        if not key.policy_state.policy.removable:
+            raise _Refused(ErrorCode.POLICY_REFUSED, f"key {key.name!r} may not be removed: its sealed policy does not say removable = true", "removable")
+        if not self.keyring.remove(key):  # removed (or replaced) meanwhile, by another connection
+            raise _Refused(ErrorCode.UNKNOWN_KEY, f"key {key.name!r} was removed by another request")
+        log.info("removed key %r (%s)", key.name, key.scheme)
+        return Removed(name=key.name)
+
     def _check_region(self, region: Any) -> None:
         if region is not None and region != self.kms.settings.region:
             raise _BadRequest(f"this enclave was launched for KMS in {self.kms.settings.region}, not {str(region)[:40]!r}")
@@ -346,6 +366,14 @@ class EnclaveService:
         if requested not in seal_keys:
             raise _Unusable(f"this enclave seals generated keys only to the KMS keys it was launched with (--seal-key), and {requested[:160]!r} is not one of them")
         return requested
+
+
+class _Refused(Exception):
+    """A control request refused with a given error code (and, for POLICY_REFUSED, the rule)."""
+
+    def __init__(self, code: ErrorCode, message: str, rule: str = "") -> None:
+        super().__init__(message)
+        self.code, self.rule = code, rule
 
 
 class _Unusable(Exception):

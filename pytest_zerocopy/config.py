@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-__all__ = ["ZeroCopyConfig", "get_config", "SETTINGS"]
+__all__ = ["ZeroCopyConfig", "get_config", "check_config", "SETTINGS"]
 
 # name: (flag, ini key, help, kind)
 SETTINGS: dict[str, tuple[str, str, str, str]] = {
@@ -36,3 +36,16 @@ def get_config(config: Any) -> ZeroCopyConfig:
         debug=bool(values["debug"]),
         clock=values["clock"],
     )
+
+
+def check_config(settings: ZeroCopyConfig) -> None:
+    """Refuse at startup, as one usage error, a setting the emulated enclave would refuse at each launch."""
+    import pytest
+
+    if settings["clock"] is not None:
+        from enclave.clock import parse_clock
+
+        try:
+            parse_clock(settings["clock"])
+        except ValueError as exc:
+            raise pytest.UsageError(f"--zerocopy-clock (ini zerocopy_clock): {exc}; give system, fixed:<ms since the epoch or ISO time with a zone> or offset:<seconds>") from None

@@ -8,6 +8,7 @@ mode) by calling them in its ``conftest.py``.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Callable
 
 import pytest
@@ -17,21 +18,61 @@ from .config import get_config
 __all__ = ["emulator_proc", "emulator_noproc", "signer", "key_maker", "RunningEnclave"]
 
 ENV_VAR = "ZEROCOPY_ENCLAVE"
+#: The node id of the test running now (set by the plugin): a key asked for twice in one test is one key.
+CURRENT_TEST = pytest.StashKey[str]()
 ENABLE_HINT = "needs the ZeroCopy emulator: run pytest with --zerocopy (or --zerocopy-enclave=ADDR for a running enclave)"
 
 
 class RunningEnclave:
-    """An enclave that was started elsewhere (``zerocopy emulator up``). KMS details come from
-    ``ZEROCOPY_KMS_ENDPOINT`` / ``ZEROCOPY_KMS_CA`` and AWS credentials from the environment: the
-    host's (``AWS_*``) provision; the test key is created with the operator's
+    """An enclave that was started elsewhere (``zerocopy emulator up``), with the interface of
+    ``emulator.Emulator`` that tests use: ``.address``, ``.pcrs``, ``.root_certificate``, ``.debug``,
+    ``.kms``, ``.credentials``, ``.region``, ``.signer()``.
+
+    ``.pcrs`` come from a fresh attestation document of the enclave, verified against
+    ``.root_certificate``: the PEM file ``ZEROCOPY_ATTESTATION_ROOT`` names when set, else the root
+    the document itself carries (first in its cabundle; on Nitro, AWS's). That pins what the session
+    first saw (the signers it gives check it on every connection); it is no trust decision.
+    KMS details come from ``ZEROCOPY_KMS_ENDPOINT`` / ``ZEROCOPY_KMS_CA`` and AWS credentials from
+    the environment: the host's (``AWS_*``) provision; the test key is created with the operator's
     (``ZEROCOPY_KMS_OPERATOR_ACCESS_KEY_ID`` / ``..._SECRET_ACCESS_KEY``) when set, else the host's."""
 
     def __init__(self, address: str) -> None:
         self.address = address
-        self.debug = False
         self.region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self.kms_endpoint_url = os.environ.get("ZEROCOPY_KMS_ENDPOINT")
         self.kms_ca = os.environ.get("ZEROCOPY_KMS_CA")
+        self._attested: tuple[bytes, dict[int, bytes]] | None = None
+
+    def _attestation(self) -> tuple[bytes, dict[int, bytes]]:
+        if self._attested is None:
+            from zerocopy import Signer
+            from zerocopy.errors import ZeroCopyError
+
+            nonce = os.urandom(32)
+            try:
+                with Signer(self.address) as plain:
+                    document = plain.attest(nonce)
+                root = _attestation_root(document)
+                from zerocopy.attestation import verify
+
+                verified = verify(document, roots=[root], nonce=nonce, allow_debug=True)
+            except (ZeroCopyError, OSError, ValueError, IndexError) as exc:
+                pytest.fail(f"--zerocopy-enclave={self.address}: could not attest the enclave: {exc}", pytrace=False)
+            self._attested = (root, dict(verified.pcrs))
+        return self._attested
+
+    @property
+    def pcrs(self) -> dict[int, bytes]:
+        return dict(self._attestation()[1])
+
+    @property
+    def root_certificate(self) -> bytes:
+        """The PEM of the attestation root (pass it as ``roots=[...]``)."""
+        return self._attestation()[0]
+
+    @property
+    def debug(self) -> bool:
+        return not any(self.pcrs[0])
 
     @property
     def kms(self) -> Any:
@@ -59,12 +100,35 @@ class RunningEnclave:
             pytest.fail("with --zerocopy-enclave, AWS credentials are needed to provision test keys", pytrace=False)
 
     def signer(self, **kwargs: Any) -> Any:
+        """A ``Signer`` that checks the enclave's attestation (root and PCR0 as first seen) on
+        every connection, as ``Emulator.signer()`` does; keyword arguments override."""
         from zerocopy import Signer
 
-        return Signer(self.address, **kwargs)
+        root, pcrs = self._attestation()
+        options = {"expected_pcrs": {0: pcrs[0]}, "roots": [root], "allow_debug": not any(pcrs[0]), **kwargs}
+        return Signer(self.address, **options)
 
     def check(self) -> None:
         pass
+
+
+def _attestation_root(document: bytes) -> bytes:
+    """The PEM of the root to check ``document`` against: ``ZEROCOPY_ATTESTATION_ROOT``'s file, else
+    the first certificate of the document's own cabundle."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from zerocopy.attestation import _decode_cose, _decode_payload
+    from zerocopy.errors import ConfigurationError
+
+    path = os.environ.get("ZEROCOPY_ATTESTATION_ROOT")
+    if path:
+        try:
+            return open(path, "rb").read()
+        except OSError as exc:
+            raise ConfigurationError(f"ZEROCOPY_ATTESTATION_ROOT={path}: {exc.strerror}") from None
+    _protected, payload, _signature = _decode_cose(document)
+    return x509.load_der_x509_certificate(_decode_payload(payload)["cabundle"][0]).public_bytes(Encoding.PEM)
 
 
 def _with_env(address: str):
@@ -138,24 +202,38 @@ def signer(emulator_fixture_name: str, *, scope: str = "session") -> Callable:
 
 def key_maker(emulator_fixture_name: str, signer_fixture_name: str, *, scope: str = "session") -> Callable:
     """The ``zerocopy_key(scheme, ...)`` factory, sealing through the emulator's KMS under a key
-    whose policy pins the enclave's PCR0 (so the test path is the production path)."""
+    whose policy pins the enclave's PCR0 (so the test path is the production path). The keys it
+    loaded are removed from the enclave when its scope ends (they are sealed ``removable``)."""
 
     @pytest.fixture(scope=scope)
     def zerocopy_key_fixture(request: pytest.FixtureRequest) -> Any:
-        import json
-
-        from zerocopy.kms_policy import attested_key_policy
-
         from .keys import KeyMaker
 
         emulator = request.getfixturevalue(emulator_fixture_name)
         connected = request.getfixturevalue(signer_fixture_name)
-        kms = emulator.kms
-        if getattr(emulator, "pcrs", None) and not emulator.debug:
-            policy = attested_key_policy(emulator.account_id, image_sha384=emulator.pcrs[0])
-            key_id = kms.create_key(Policy=json.dumps(policy), Description="zerocopy test keys")["KeyMetadata"]["Arn"]
-        else:
-            key_id = kms.create_key(Description="zerocopy test keys")["KeyMetadata"]["Arn"]
-        return KeyMaker(kms=kms, kms_key_id=key_id, signer=connected, credentials=lambda: emulator.credentials, region=emulator.region)
+        maker = KeyMaker(
+            kms=emulator.kms, kms_key_id=_test_kms_key(emulator), signer=connected, credentials=lambda: emulator.credentials,
+            region=emulator.region, current_test=lambda: request.config.stash.get(CURRENT_TEST, None),
+        )  # fmt: skip
+        yield maker
+        failures = maker.remove_loaded()
+        if failures:
+            warnings.warn(pytest.PytestWarning("zerocopy_key: test keys left loaded in the enclave: " + "; ".join(failures)))
 
     return zerocopy_key_fixture
+
+
+def _test_kms_key(emulator: Any) -> str:
+    """A KMS key for this session's test keys: its policy pins the enclave's PCR0 (the account
+    taken from the key's own ARN, so a running enclave's account needs no setting); a debug
+    enclave's all-zero PCR0 cannot be pinned, so that key keeps the account's default policy."""
+    import json
+
+    from zerocopy.kms_policy import attested_key_policy
+
+    kms = emulator.kms
+    key_arn = kms.create_key(Description="zerocopy test keys")["KeyMetadata"]["Arn"]
+    if not emulator.debug:
+        policy = attested_key_policy(key_arn.split(":")[4], image_sha384=emulator.pcrs[0])
+        kms.put_key_policy(KeyId=key_arn, PolicyName="default", Policy=json.dumps(policy))
+    return key_arn

@@ -30,6 +30,39 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER)
+    from .config import check_config, get_config
+
+    check_config(get_config(config))  # a bad setting is one usage error now, not a failure per test
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.config.stash[factories.CURRENT_TEST] = item.nodeid
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: Any) -> list[str] | None:
+    """A comparison with a test key's secret or passphrase is explained without either side's
+    content: pytest's own explanation of ``bytes == bytes`` quotes the bytes that differ."""
+    from .keys import SecretBytes, SecretText
+
+    if not isinstance(left, (SecretBytes, SecretText)) and not isinstance(right, (SecretBytes, SecretText)):
+        return None
+    return [
+        f"{_shown(left)} {op} {_shown(right)}",
+        "a test key's secret is not shown in reports; compare signatures made with it instead",
+    ]
+
+
+def _shown(value: Any) -> str:
+    from .keys import SecretBytes, SecretText
+
+    if isinstance(value, (SecretBytes, SecretText)):
+        return repr(value)
+    try:
+        return f"<{type(value).__name__} of length {len(value)}>"
+    except Exception:  # no len(), or one that fails: the type says enough
+        return f"<{type(value).__name__}>"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -4,7 +4,10 @@ Each strategy draws a :class:`Request` — method, path, parameters (in order) a
 like what a bot sends through ``Signer.sign_request``. ``orders(scheme, ...)`` draws orders that
 fit the given symbols and limits; ``fund_moving_requests(scheme)`` draws withdrawals, transfers,
 account-security changes and session logons from ZeroCopy's endpoint catalogue, which a policy
-must refuse unless it names them.
+must refuse unless it names them; ``requests(scheme, ...)`` mixes both. Every request says what it
+is: ``.endpoint`` (the catalogue's name, ``"POST /api/v3/order"``), ``.category`` (``"trade"`` for
+orders; ``"funds"``, ``"security"``, ``"session"`` or ``"settings"`` for the others) and
+``.fund_moving`` (``True`` for those: what the safe-default policy refuses).
 
 >>> from hypothesis import given
 >>> from pytest_zerocopy.strategies import orders
@@ -22,7 +25,7 @@ from typing import Any, Sequence
 
 from hypothesis import strategies as st
 
-from enclave.protocol.exchange import DANGEROUS_CATEGORIES, Exchange
+from enclave.protocol.exchange import DANGEROUS_CATEGORIES, Exchange, endpoint_name
 from enclave.protocol.exchanges import exchange_for_scheme
 
 __all__ = ["Request", "decimals", "orders", "fund_moving_requests", "requests"]
@@ -32,11 +35,21 @@ _TEMPLATED_SEGMENT = re.compile(r"\{[^/{}]+\}")
 
 @dataclass(frozen=True)
 class Request:
+    """A drawn request. ``endpoint`` is its catalogue name, ``category`` the catalogue's category
+    (``"trade"`` for orders), and ``fund_moving`` says whether it is a withdrawal, transfer,
+    account-security change or session logon — what a policy refuses unless it names it."""
+
     method: str
     path: str
     params: tuple[tuple[str, str], ...] = ()
     body: str = ""
     meta: dict = field(default_factory=dict, compare=False)  # symbol, quantity, price drawn
+    endpoint: str = ""
+    category: str = ""
+
+    @property
+    def fund_moving(self) -> bool:
+        return self.category in DANGEROUS_CATEGORIES
 
     def call_args(self) -> dict[str, Any]:
         """Keyword arguments for ``Signer.sign_request(key, **request.call_args())``."""
@@ -83,7 +96,8 @@ def orders(
     client_id = draw(st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=8, max_size=20))
     symbol = draw(st.sampled_from(list(symbols or exchange.example_symbols)))
     order = exchange.limit_order(side, symbol, qty, px, client_id)
-    return Request(order.method, order.path, order.params, order.body, meta={"quantity": qty, "price": px, "symbol": symbol})
+    meta = {"quantity": qty, "price": px, "symbol": symbol}
+    return Request(order.method, order.path, order.params, order.body, meta=meta, endpoint=endpoint_name(order.method, order.path), category="trade")
 
 
 _VALUE_FOR = {
@@ -115,11 +129,13 @@ def fund_moving_requests(draw: Any, scheme: str) -> Request:
     names = sorted(required) + sorted(draw(st.sets(st.sampled_from(sorted(optional))) if optional else st.just(set())))
     values = {name: draw(_value(name)) for name in names}
     path = _TEMPLATED_SEGMENT.sub(draw(st.uuids()).hex, endpoint.path)
+    described = {"meta": {"endpoint": endpoint.name}, "endpoint": endpoint.name, "category": endpoint.category}
     if endpoint.method in exchange.json_body_methods:
-        return Request(endpoint.method, path, body=json.dumps(values, separators=(",", ":")), meta={"endpoint": endpoint.name})
-    return Request(endpoint.method, path, tuple(values.items()), meta={"endpoint": endpoint.name})
+        return Request(endpoint.method, path, body=json.dumps(values, separators=(",", ":")), **described)
+    return Request(endpoint.method, path, tuple(values.items()), **described)
 
 
 def requests(scheme: str, **order_limits: Any) -> st.SearchStrategy[Request]:
-    """Orders within the limits, and fund-moving requests, mixed: what a bot and an attacker send."""
+    """Orders within the limits, and fund-moving requests, mixed: what a bot and an attacker send.
+    Tell them apart by ``request.fund_moving`` (or ``.category`` / ``.endpoint``)."""
     return st.one_of(orders(scheme, **order_limits), fund_moving_requests(scheme))

@@ -28,6 +28,8 @@ from enclave.protocol.messages import (
     MessageError,
     Provision,
     Provisioned,
+    Remove,
+    Removed,
 )
 
 PROTOCOL_MD = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
@@ -49,6 +51,8 @@ WIRE = [
     (AuditPage, {"format": "zerocopy-audit-v1", "boot_id": "00", "genesis": "11", "receipts": [b"{}"], "missing_before": None, "start": {"seq": 1}, "checkpoint": {"seq": 0}}),
     (Generate, {"name": "k", "scheme": "ed25519", "api_key": "", "credentials": CREDENTIALS}),
     (Generate, {"name": "k", "scheme": "ed25519", "api_key": "a", "credentials": CREDENTIALS, "kms_key_id": "arn:k", "policy": {"raw_signing": True}, "region": "us-east-1"}),
+    (Remove, {"name": "k"}),
+    (Removed, {"name": "k"}),
 ]
 
 
@@ -82,6 +86,8 @@ def test_every_control_message_type_has_one_class_and_answers_pair_up():
         (Generate, {"name": 1, "scheme": "ed25519", "credentials": CREDENTIALS}, "GENERATE: name must be text"),
         (Generate, {"name": "k", "scheme": "ed25519", "credentials": CREDENTIALS, "policy": []}, "GENERATE: policy must be a map"),
         (Generate, {"name": "k", "scheme": "ed25519", "credentials": CREDENTIALS, "kms_key_id": 5}, "GENERATE: kms_key_id must be text"),
+        (Remove, {}, "REMOVE: missing field 'name'"),
+        (Remove, {"name": b"k"}, "REMOVE: name must be text"),
         (KeyList, {"keys": [{**KEY, "extra": 1}]}, "unknown field 'extra'"),
         (KeyList, {"keys": [{key: value for key, value in KEY.items() if key != "sealed_by"}]}, "KEY_LIST: keys[]: missing field 'sealed_by'"),
         (KeyList, {"keys": ["k"]}, "KEY_LIST: keys[] must be a map"),

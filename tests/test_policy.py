@@ -193,6 +193,8 @@ def test_unknown_fields_are_refused_by_name(document: dict, named: str) -> None:
         ({"freshness": {"max_skew_ms": 0}}, "freshness.max_skew_ms"),
         ({"freshness": {"max_recv_window_ms": 60001}}, "freshness.max_recv_window_ms"),
         ({"freshness": {"max_skew_ms": "5000"}}, "freshness.max_skew_ms"),
+        ({"removable": "yes"}, "removable must be true or false"),
+        ({"removable": 1}, "removable must be true or false"),
     ],
 )
 def test_wrong_types_and_values_are_refused_by_name(document: object, named: str) -> None:
@@ -266,6 +268,16 @@ def test_toml_and_json_texts_of_one_policy_have_one_digest() -> None:
 def test_raw_schemes_take_only_raw_signing_and_rate(scheme: str, field: dict) -> None:
     message = policy_error(field, scheme)
     assert "raw payloads only" in message and repr(next(iter(field))) in message
+
+
+@pytest.mark.parametrize("scheme", RAW_SCHEMES)
+def test_only_a_policy_that_says_so_makes_a_key_removable(scheme: str) -> None:
+    """``removable`` (REMOVE may unload the key: test keys) applies to every scheme and is off by default."""
+    assert state(None, scheme).policy.removable is False
+    assert state({"removable": True}, scheme).policy.removable is True
+    assert SigningPolicy.parse({"removable": True}, scheme="binance-hmac").removable is True
+    assert any(line.startswith("Removable:") for line in explain(SigningPolicy.parse({"removable": True}, scheme=scheme)))
+    assert not any(line.startswith("Removable:") for line in explain(SigningPolicy.parse(None, scheme=scheme)))
 
 
 @pytest.mark.parametrize("scheme", RAW_SCHEMES)

@@ -300,7 +300,10 @@ def test_version_is_checked_before_the_message_type():
     remote_error(Connection(SERVER), frame(0xEE, b"", 5, version=9), ErrorCode.UNSUPPORTED_VERSION, 5)
 
 
-@pytest.mark.parametrize("type_code", [0x00, 0x03, 0x16, 0x7E, 0x80, 0x96, 0xFF])
+NEXT_CONTROL = max(CONTROL_REQUESTS) + 1  # the control message type after the last one defined
+
+
+@pytest.mark.parametrize("type_code", [0x00, 0x03, NEXT_CONTROL, 0x7E, 0x80, NEXT_CONTROL | 0x80, 0xFF])
 @pytest.mark.parametrize("role", [CLIENT, SERVER])
 def test_unknown_message_type(role, type_code):
     error = remote_error(Connection(role), frame(type_code, b"body", 0xABCDEF01), ErrorCode.UNKNOWN_MESSAGE_TYPE, 0xABCDEF01)

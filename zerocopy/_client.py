@@ -39,7 +39,7 @@ from enclave.protocol import (
     sign_http_body,
 )
 from enclave.protocol.address import Address, AddressError, parse_address
-from enclave.protocol.messages import ANSWERS, Attest, Audit, Generate, KeyInfo, Keys, Message, MessageError, OpenSession, Provision
+from enclave.protocol.messages import ANSWERS, Attest, Audit, Generate, KeyInfo, Keys, Message, MessageError, OpenSession, Provision, Remove
 from enclave.protocol.session import ClientHandshake, HandshakeError, check_bound
 
 from . import errors
@@ -547,6 +547,14 @@ class Signer:
         with self._timeout(_timeout_argument(timeout)):  # KMS calls and key generation take longer than a signature
             answer = self._control(request, retry=False)  # a second try would make a second key
         return answer.bundle, answer.public_key.decode()
+
+    def remove(self, key: str) -> None:
+        """Unload the key named ``key`` from the enclave. Only keys sealed with ``removable = true``
+        in their policy (test keys) can be removed: others raise :class:`~zerocopy.PolicyRefused`
+        (rule ``removable``), a key that is not loaded :class:`~zerocopy.UnknownKey`."""
+        if not isinstance(key, str):
+            raise TypeError(f"key must be the key's name (str), not {type(key).__name__}")
+        self._control(Remove(name=key))
 
     def close(self) -> None:
         with self._lock:

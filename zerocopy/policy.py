@@ -79,6 +79,8 @@ def explain(policy: SigningPolicy) -> list[str]:
     if policy.rate is not None:
         metered = "orders and amends" + ("" if policy.exchange is not None else "; raw signatures")
         lines.append(f"Rate: {policy.rate[0]} signatures per second sustained, bursts of {policy.rate[1]} ({metered}).")
+    if policy.removable:
+        lines.append("Removable: the host may unload this key (Signer.remove), which restarts its rate and notional window when it is loaded again; for test keys, not production keys.")
     return lines
 
 

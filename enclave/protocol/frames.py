@@ -77,6 +77,7 @@ class MessageType(enum.IntEnum):
     AUDIT = 0x13
     GENERATE = 0x14
     OPEN_SESSION = 0x15
+    REMOVE = 0x16
     SIGNATURE = 0x81
     HTTP_SIGNATURE = 0x82
     ATTESTATION = 0x90
@@ -85,11 +86,12 @@ class MessageType(enum.IntEnum):
     AUDIT_LOG = 0x93
     GENERATED = 0x94
     SESSION = 0x95
+    REMOVED = 0x96
     ERROR = 0x7F
 
 
 CONTROL_REQUESTS = frozenset(
-    {MessageType.ATTEST, MessageType.KEYS, MessageType.PROVISION, MessageType.AUDIT, MessageType.GENERATE, MessageType.OPEN_SESSION}
+    {MessageType.ATTEST, MessageType.KEYS, MessageType.PROVISION, MessageType.AUDIT, MessageType.GENERATE, MessageType.OPEN_SESSION, MessageType.REMOVE}
 )
 CONTROL_RESPONSES = {request: MessageType(request | 0x80) for request in CONTROL_REQUESTS}
 

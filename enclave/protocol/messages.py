@@ -41,6 +41,8 @@ __all__ = [
     "Generated",
     "OpenSession",
     "SessionOpened",
+    "Remove",
+    "Removed",
     "REQUESTS",
     "ANSWERS",
     "MAX_BUNDLES",
@@ -292,9 +294,24 @@ class SessionOpened(Message):
     document: bytes = field(repr=False)
 
 
+# -- REMOVE ---------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class Remove(Message):
+    """Unload a key whose sealed policy says ``removable = true`` (test keys); others are refused."""
+
+    TYPE = MessageType.REMOVE
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Removed(Message):
+    TYPE = MessageType.REMOVED
+    name: str
+
+
 REQUESTS: dict[MessageType, type[Message]] = {
-    kind.TYPE: kind for kind in (Attest, Keys, Provision, Audit, Generate, OpenSession)  # type: ignore[misc]
+    kind.TYPE: kind for kind in (Attest, Keys, Provision, Audit, Generate, OpenSession, Remove)  # type: ignore[misc]
 }
 ANSWERS: dict[MessageType, type[Message]] = {
-    kind.TYPE: kind for kind in (Attestation, KeyList, Provisioned, AuditPage, Generated, SessionOpened)  # type: ignore[misc]
+    kind.TYPE: kind for kind in (Attestation, KeyList, Provisioned, AuditPage, Generated, SessionOpened, Removed)  # type: ignore[misc]
 }

@@ -219,6 +219,7 @@ _STEPS: dict[str, Callable[[Any, str], Any]] = {
     "rate": _rate,
     "freshness": _freshness,
     "nonce": _nonce,
+    "removable": _flag,
 }
 _FIELDS = {"version", *_STEPS}
 

@@ -86,6 +86,7 @@ class SigningPolicy:
     freshness: bool
     max_skew_ms: int
     max_recv_window_ms: int
+    removable: bool  # the host may unload the key (REMOVE): test keys; never by default
 
     @classmethod
     def parse(cls, document: dict | None, *, scheme: str) -> "SigningPolicy":
@@ -113,15 +114,16 @@ class SigningPolicy:
             freshness=freshness.get("enabled", True),
             max_skew_ms=freshness.get("max_skew_ms", _DEFAULT_SKEW_MS),
             max_recv_window_ms=freshness.get("max_recv_window_ms", _DEFAULT_RECV_WINDOW_MS),
+            removable=doc.get("removable", False),
         )
 
 
 def _check_applicable(doc: dict, scheme: str, exchange: Exchange | None) -> None:
     """Refuse fields the key's scheme cannot enforce."""
     if exchange is None:
-        extra = sorted(set(doc) - {"version", "scheme", "raw_signing", "rate"})
+        extra = sorted(set(doc) - {"version", "scheme", "raw_signing", "rate", "removable"})
         if extra:
-            raise PolicyError(f"{scheme} signs raw payloads only; {extra[0]!r} does not apply (only raw_signing and rate do)")
+            raise PolicyError(f"{scheme} signs raw payloads only; {extra[0]!r} does not apply (only raw_signing, rate and removable do)")
     elif exchange.unsigned_body is not None:
         constrained = sorted(set(doc) & _BODY_FIELDS)
         if constrained:
