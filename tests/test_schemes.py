@@ -35,7 +35,7 @@ import reference_signers as ref
 from pytest_zerocopy import factories
 from zerocopy import PolicyRefused
 from enclave.protocol import signing as schemes
-from enclave.protocol.exchange import Exchange, ExchangeError, HeaderRecvWindow, LimitPrice, OrderFields
+from enclave.protocol.exchange import Exchange, ExchangeError, HeaderRecvWindow, LimitPrice, OrderFields, endpoint
 from enclave.protocol.exchanges import ASYMMETRIC_SCHEMES, SCHEME_NAMES, register
 from policy_helpers import EXCHANGES, RAW_SCHEMES, SCHEME_EXCHANGES
 from enclave.protocol.exchanges.kraken import Kraken
@@ -186,6 +186,13 @@ MISSPELT_PARAMETERS = [
     pytest.param("kraken", {"decimal_params": frozenset({"volume", "vol"})}, "decimal_params names 'vol'", id="decimal"),
     pytest.param("coinbase", {"decimal_params": frozenset({"base_size"})}, "decimal_params names 'base_size'", id="no-parameters-catalogued"),
     pytest.param("bybit", {"header_recv_window": HeaderRecvWindow("symbol", int, "5000")}, "header_recv_window.name 'symbol'", id="header-window"),
+    pytest.param("kraken", {"endpoints": EXCHANGES["kraken"].endpoints + (
+        endpoint("POST", "/0/private/AmendOrder2", "trade", "amend", "nonce", "order_qty", fields=OrderFields(symbol="pair", new_quantity="order_qty")),)},
+        "AmendOrder2's order fields name 'pair'", id="endpoint-fields"),
+    # Where several endpoints share a signature (Bybit: not the path), one endpoint's own reading would not do.
+    pytest.param("bybit", {"endpoints": EXCHANGES["bybit"].endpoints + (
+        endpoint("POST", "/v5/order/amend2", "trade", "amend", "category symbol", "qty", fields=OrderFields(new_quantity="qty")),)},
+        "does not cover the path", id="endpoint-fields-uncovered"),
 ]
 
 

@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from ..errors import ZeroCopyError
-from ..exchange import BASE, DANGEROUS_CATEGORIES, Endpoint, Exchange, Flags, endpoint_name
+from ..exchange import BASE, DANGEROUS_CATEGORIES, Endpoint, Exchange, Flags, OrderFields, endpoint_name
 from ..exchanges import DECIMAL_PARAMETERS, exchange_for_scheme
 from .document import DECIMAL, PolicyError, bounded, normalize_document, symbol_problem
 from .limits import NotionalWindow, TokenBucket, Verdicts
@@ -162,7 +162,7 @@ def _per_symbol_limits(per_symbol: dict, canonical: Callable[[str], str]) -> dic
 
 
 # -- sizes --------------------------------------------------------------------------------------
-def _order_size(exchange: Exchange, values: dict[str, str], kind: str) -> tuple[Decimal | None, Decimal | None, bool] | None:
+def _order_size(exchange: Exchange, values: dict[str, str], kind: str, fields: OrderFields | None = None) -> tuple[Decimal | None, Decimal | None, bool] | None:
     """(quantity, notional, quoted) of an order or amend under its largest reading, or ``None`` if it
     sets neither size nor price. ``None`` for quantity or notional: unknown (unbounded).
 
@@ -173,7 +173,7 @@ def _order_size(exchange: Exchange, values: dict[str, str], kind: str) -> tuple[
     (limit orders): a market order ignores ``price`` (Bybit, OKX, Kraken say so), so
     ``qty=100, price=1, orderType=Market`` must not pass as a notional of 100.
     """
-    fields = exchange.order_fields
+    fields = fields if fields is not None else exchange.order_fields
 
     def number(name: str | None) -> Decimal | None:
         return Decimal(values[name]) if name and name in values else None
@@ -540,7 +540,8 @@ class PolicyState:
         values = dict(checked)
         _check_documented_values(values, documented)
         self._check_freshness(exchange, values, now_ms)
-        symbol = values.get(exchange.order_fields.symbol or "")
+        fields = exchange.order_fields_of(matches)
+        symbol = values.get(fields.symbol or "")
         # Every symbol rule compares the exchange's canonical form: btcusdt is BTCUSDT's order.
         canonical = exchange.symbol_form(symbol) if symbol is not None else None
         if kind in {"order", "amend", "cancel"} and canonical is not None and policy.symbols is not None and canonical not in policy.symbols:
@@ -548,8 +549,11 @@ class PolicyState:
         quantity = notional = size = None
         if kind in _SIZED:
             self._check_borrowing(exchange, values)
-            size = _order_size(exchange, values, kind)
+            size = _order_size(exchange, values, kind, fields)
             if size is not None:
+                if canonical is None and (policy.symbols is not None or policy.per_symbol):
+                    # Kraken's AmendOrder names no pair: which symbol's limits would apply is unknown.
+                    raise Refusal("symbol", "the policy limits symbols, and this request changes an order's size or price without naming its symbol")
                 quantity, notional, quoted = size
                 self._check_size(canonical, quantity, notional, quoted, kind)
         return _Judged(tuple(endpoint.name for endpoint in matches), kind, symbol, quantity, notional, size is not None)
