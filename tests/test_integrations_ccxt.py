@@ -27,7 +27,7 @@ from zerocopy import AsyncSigner, PolicyRefused
 ccxt = pytest.importorskip("ccxt", reason="pip install ccxt (a test extra)")
 import ccxt.async_support as ccxt_async  # noqa: E402
 
-from zerocopy.integrations.ccxt import PLACEHOLDER_SECRET, attach  # noqa: E402
+from zerocopy.integrations.ccxt import ACCOUNT_TYPE_ASSUMED, PLACEHOLDER_SECRET, attach  # noqa: E402
 
 NOW_MS = 1_700_000_000_000  # ccxt's pinned clock, and the enclave's (a launch option)
 ccxt_emulator = factories.emulator_proc(scope="module", clock=f"fixed:{NOW_MS}")
@@ -46,6 +46,7 @@ MARKETS = {  # exchange id -> (market id, base, quote)
     "bybit": ("BTCUSDT", "BTC", "USDT"),
     "okx": ("BTC-USDT", "BTC", "USDT"),
     "kraken": ("XBTUSD", "BTC", "USD"),
+    "coinbase": ("BTC-USD", "BTC", "USD"),
 }
 
 
@@ -80,13 +81,11 @@ def make_exchange(module: Any, exchange_id: str, url: str, credentials: dict[str
     exchange = getattr(module, exchange_id)({**credentials, "enableRateLimit": False})
     exchange.urls["api"] = {name: re.sub(r"^https://[^/]+", url, base) for name, base in exchange.urls["api"].items()}
     exchange.milliseconds = lambda: NOW_MS
+    exchange.seconds = lambda: NOW_MS // 1000
+    exchange.uuid = lambda: "01234567-89ab-cdef-0123-456789abcdef"
     exchange.uuid16 = lambda: "0123456789abcdef"
     exchange.uuid22 = lambda: "0123456789abcdef012345"
     exchange.set_markets([_market(exchange)])
-    if exchange_id == "bybit":
-        # Unasked, ccxt first reads the account's unified status with two parameterless GETs, a
-        # parameter set the enclave cannot tell apart from other endpoints' (refused): say it.
-        exchange.options.update({"enableUnifiedMargin": False, "enableUnifiedAccount": True})
     return exchange
 
 
@@ -114,7 +113,11 @@ def run_both(fake: FakeExchange, key: Any, exchange_id: str, call: Callable, sig
     """``call`` with the secret in memory, then through ``attach``: the call's request in each run."""
     fake.key = key
     fake.answers["*"] = SUCCESS.get(exchange_id, {"verified": True})
-    call(make_exchange(ccxt, exchange_id, fake.url, _credentials(key)))
+    in_memory = make_exchange(ccxt, exchange_id, fake.url, _credentials(key))
+    # What attach assumes of a Bybit account (unified), so that ccxt does not first ask for it
+    # with its two parameterless GETs, which attach never sends (docs/policy.md).
+    in_memory.options.update(ACCOUNT_TYPE_ASSUMED.get(exchange_id, {}))
+    call(in_memory)
     with_secret = wire(fake)
     fake.received.clear()
     attached = attach(make_exchange(ccxt, exchange_id, fake.url, {}), signer, key.name)
@@ -289,3 +292,73 @@ def test_misuse_fails_at_attach_time(keys, fake_exchange, ccxt_emulator, ccxt_si
 
     with pytest.raises(TypeError, match="async_support"):
         asyncio.run(with_async_signer())
+
+
+# == ccxt's defaults under the default policy =======================================================
+# An ordinary bot: ccxt's default options (only the clock, client ids, URLs and markets pinned) and
+# a key sealed without a policy. Each case names the request ccxt sends for it.
+DEFAULT_SCHEMES = {"binance": "binance-hmac", "bybit": "bybit-hmac", "okx": "okx-hmac", "kraken": "kraken", "coinbase": "coinbase-jwt"}
+BYBIT_ORDER = {**SUCCESS["bybit"], "result": {"list": [{"orderId": "12345", "symbol": "BTCUSDT", "side": "Buy", "orderType": "Limit", "qty": "0.01", "price": "30000"}]}}
+KRAKEN_ORDER = {"error": [], "result": {"OABCDE-FGHIJ-KLMNOP": {"status": "open", "descr": {"pair": "XBTUSD", "type": "buy", "ordertype": "limit"}, "vol": "0.01"}}}
+OPERATIONS: dict[str, Callable[[Any, str], Any]] = {
+    "create_order": lambda exchange, symbol: exchange.create_order(symbol, "limit", "buy", 0.01, 30000),
+    "edit_order": lambda exchange, symbol: exchange.edit_order(ORDER_ID[exchange.id], symbol, "limit", "buy", 0.01, 31000),
+    "cancel_order": lambda exchange, symbol: exchange.cancel_order(ORDER_ID[exchange.id], symbol),
+    # ccxt's Bybit fetch_order refuses to run until told it sees only the last 500 orders
+    "fetch_order": lambda exchange, symbol: exchange.fetch_order(ORDER_ID[exchange.id], symbol, {"acknowledged": True} if exchange.id == "bybit" else {}),
+    "fetch_open_orders": lambda exchange, symbol: exchange.fetch_open_orders(symbol),
+    "fetch_balance": lambda exchange, symbol: exchange.fetch_balance(),
+    "fetch_currencies": lambda exchange, symbol: exchange.fetch_currencies(),  # load_markets' private part
+}
+ORDER_ID = {"kraken": "OABCDE-FGHIJ-KLMNOP"}
+ORDER_ID = {exchange: ORDER_ID.get(exchange, "12345") for exchange in DEFAULT_SCHEMES}
+SENT = {  # (exchange, operation) -> the request ccxt sends; None: none (attach answers as ccxt does without credentials)
+    ("binance", "create_order"): ("POST", "/api/v3/order"), ("binance", "edit_order"): ("POST", "/api/v3/order/cancelReplace"),
+    ("binance", "cancel_order"): ("DELETE", "/api/v3/order"), ("binance", "fetch_order"): ("GET", "/api/v3/order"),
+    ("binance", "fetch_open_orders"): ("GET", "/api/v3/openOrders"), ("binance", "fetch_balance"): ("GET", "/api/v3/account"),
+    ("binance", "fetch_currencies"): None,
+    ("bybit", "create_order"): ("POST", "/v5/order/create"), ("bybit", "edit_order"): ("POST", "/v5/order/amend"),
+    ("bybit", "cancel_order"): ("POST", "/v5/order/cancel"), ("bybit", "fetch_order"): ("GET", "/v5/order/realtime"),
+    ("bybit", "fetch_open_orders"): ("GET", "/v5/order/realtime"), ("bybit", "fetch_balance"): ("GET", "/v5/account/wallet-balance"),
+    ("bybit", "fetch_currencies"): None,
+    ("okx", "create_order"): ("POST", "/api/v5/trade/batch-orders"), ("okx", "edit_order"): ("POST", "/api/v5/trade/amend-order"),
+    ("okx", "cancel_order"): ("POST", "/api/v5/trade/cancel-order"), ("okx", "fetch_order"): ("GET", "/api/v5/trade/order"),
+    ("okx", "fetch_open_orders"): ("GET", "/api/v5/trade/orders-pending"), ("okx", "fetch_balance"): ("GET", "/api/v5/account/balance"),
+    ("okx", "fetch_currencies"): ("GET", "/api/v5/asset/currencies"),
+    ("kraken", "create_order"): ("POST", "/0/private/AddOrder"), ("kraken", "edit_order"): ("POST", "/0/private/AmendOrder"),
+    ("kraken", "cancel_order"): ("POST", "/0/private/CancelOrder"), ("kraken", "fetch_order"): ("POST", "/0/private/QueryOrders"),
+    ("kraken", "fetch_open_orders"): ("POST", "/0/private/OpenOrders"), ("kraken", "fetch_balance"): ("POST", "/0/private/BalanceEx"),
+    ("coinbase", "create_order"): ("POST", "/api/v3/brokerage/orders"), ("coinbase", "edit_order"): ("POST", "/api/v3/brokerage/orders/edit"),
+    ("coinbase", "cancel_order"): ("POST", "/api/v3/brokerage/orders/batch_cancel"),
+    ("coinbase", "fetch_order"): ("GET", "/api/v3/brokerage/orders/historical/12345"),
+    ("coinbase", "fetch_open_orders"): ("GET", "/api/v3/brokerage/orders/historical/batch"), ("coinbase", "fetch_balance"): ("GET", "/v2/accounts"),
+}
+# Kraken's and Coinbase's currency lists (load_markets) are public: nothing to sign.
+
+
+@pytest.fixture(scope="module")
+def default_policy_keys(ccxt_key) -> dict[str, Any]:
+    return {exchange: ccxt_key(scheme) for exchange, scheme in DEFAULT_SCHEMES.items()}
+
+
+def _default_answers(fake: FakeExchange, exchange_id: str) -> None:
+    fake.answers["*"] = SUCCESS.get(exchange_id, {"verified": True})
+    fake.answers["/api/v3/openOrders"] = []
+    fake.answers["/0/private/QueryOrders"] = KRAKEN_ORDER
+    if exchange_id == "bybit":
+        fake.answers["/v5/order/realtime"] = BYBIT_ORDER
+
+
+@pytest.mark.parametrize(("exchange_id", "operation"), list(SENT))
+def test_ccxt_defaults_trade_and_read_under_the_default_policy(exchange_id, operation, default_policy_keys, fake_exchange, ccxt_signer):
+    key = default_policy_keys[exchange_id]
+    fake_exchange.key = key
+    _default_answers(fake_exchange, exchange_id)
+    exchange = make_exchange(ccxt, exchange_id, fake_exchange.url, {"apiKey": key.api_key} if exchange_id == "coinbase" else {})
+    attach(exchange, ccxt_signer, key.name)
+    symbol = "BTC/USD" if MARKETS[exchange_id][2] == "USD" else "BTC/USDT"
+    OPERATIONS[operation](exchange, symbol)
+    received = wire(fake_exchange)  # every request verified independently
+    expected = SENT[exchange_id, operation]
+    assert [(request.method, request.path) for request in received] == ([expected] if expected else [])
+    assert all(PLACEHOLDER_SECRET.encode() not in _raw(request) for request in received)

@@ -160,6 +160,7 @@ ENDPOINTS = (
     endpoint("GET", "/api/v5/trade/orders-pending", "read", "read", "", "instType uly instFamily instId ordType state after before limit",
              spellings(instType="SPOT MARGIN SWAP FUTURES OPTION", ordType=_ORDER_TYPES, state="live partially_filled")),
     endpoint("GET", "/api/v5/account/balance", "read", "read", "", "ccy"),
+    endpoint("GET", "/api/v5/asset/currencies", "read", "read", "", "ccy"),  # ccxt's fetch_currencies, in load_markets
     endpoint("GET", "/api/v5/account/positions", "read", "read", "", "instType instId posId", spellings(instType="MARGIN SWAP FUTURES OPTION")),
     endpoint("POST", "/api/v5/account/set-leverage", "settings", "other", "lever mgnMode", "instId ccy posSide"),
     endpoint("POST", "/api/v5/asset/transfer", "funds", "other", "ccy amt from to", "subAcct type loanTrans omitPosRisk clientId"),
