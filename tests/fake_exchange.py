@@ -2,7 +2,7 @@
 
 It knows the test keys' secrets (as the exchange does) and verifies every request it receives
 independently, with ``tests/reference_signers.py``: the API key header, the signature over the
-query and body bytes it actually received, and for Coinbase the ES256 JWT over header.claims with
+query and body bytes it actually received, and for Coinbase the ES256 or EdDSA JWT over header.claims with
 the key's public key and ``uri`` naming api.coinbase.com (the request goes to 127.0.0.1: the
 signature names the path, not the host). It answers 200 for a verified request (with the body set
 for its path in ``answers``, else ``{"verified": true}``), 401 naming what failed otherwise, and
@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 import reference_signers as reference
 from enclave.protocol.exchanges import exchange_for_scheme
@@ -114,7 +115,8 @@ def verify_coinbase(key: Any, request: Received) -> None:
     _same(scheme, "Bearer", "Authorization scheme")
     nbf = json.loads(reference.b64url_decode(token.split(".")[1]))["nbf"]
     public_key = serialization.load_pem_public_key(key.public_key)
-    reference.coinbase_check(public_key, key.api_key, request.method, request.path, nbf * 1000, token)
+    check = reference.coinbase_eddsa_check if isinstance(public_key, ed25519.Ed25519PublicKey) else reference.coinbase_check
+    check(public_key, key.api_key, request.method, request.path, nbf * 1000, token)
 
 
 VERIFIERS = {"binance": verify_binance, "bybit": verify_bybit, "okx": verify_okx, "kraken": verify_kraken, "coinbase": verify_coinbase}

@@ -5,8 +5,9 @@ A differential suite. Each case runs one ccxt call twice against the fake exchan
 with the secret in memory, and once through ``attach`` with only a placeholder in the process.
 ccxt's clock and client order ids are pinned, and this module's enclave runs on a fixed clock at
 the same instant, so the two requests are byte-identical except where the enclave owns a field;
-each case names its differences. No network is used: ccxt's ``urls['api']`` point at the fake
-exchange and its markets are set in memory.
+each case names its differences (Coinbase's JWT is compared claim by claim). No network is used:
+ccxt's ``urls['api']`` point at the fake exchange and its markets are set in memory. A second part
+runs every exchange x operation with ccxt's default options and keys sealed without a policy.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+import reference_signers as reference
+from enclave.protocol.exchanges.coinbase import CoinbaseJwt
 from fake_exchange import FakeExchange, Received, fake_exchange, fake_exchange_server, header, limited_keys  # fake_exchange*: fixtures
 from pytest_zerocopy import factories
 from zerocopy import AsyncSigner, PolicyRefused
@@ -217,6 +223,7 @@ async def _async_calls(fake: FakeExchange, signer: Any, key: str) -> None:
     exchange = attach(make_exchange(ccxt_async, "binance", fake.url, {}), signer, key)
     try:
         await asyncio.gather(exchange.fetch_balance(), exchange.create_order("BTC/USDT", "limit", "buy", 0.01, 30000))
+        assert await exchange.fetch_currencies() == {}  # load_markets' private part: skipped, nothing sent
     finally:
         await exchange.close()
 
@@ -267,6 +274,15 @@ def test_attach_replaces_a_secret_and_passphrase_on_the_instance_with_placeholde
     attach(exchange, ccxt_signer, keys["okx"].name)
     assert exchange.secret == exchange.password == PLACEHOLDER_SECRET
     assert exchange.apiKey == keys["okx"].api_key  # not a secret: kept
+
+
+def test_attach_keeps_a_bybit_account_type_the_user_set(keys, fake_exchange, ccxt_signer):
+    exchange = make_exchange(ccxt, "bybit", fake_exchange.url, {})
+    exchange.options["enableUnifiedAccount"] = False  # a classic account
+    attach(exchange, ccxt_signer, keys["bybit"].name)
+    assert (exchange.options["enableUnifiedAccount"], exchange.options["enableUnifiedMargin"]) == (False, False)
+    assert make_exchange(ccxt, "bybit", fake_exchange.url, {}).options.get("enableUnifiedAccount") is None  # ccxt's default: ask
+    assert attach(make_exchange(ccxt, "bybit", fake_exchange.url, {}), ccxt_signer, keys["bybit"].name).options["enableUnifiedAccount"] is True
 
 
 def test_a_public_request_goes_out_as_ccxt_built_it(keys, fake_exchange, ccxt_signer):
@@ -362,3 +378,70 @@ def test_ccxt_defaults_trade_and_read_under_the_default_policy(exchange_id, oper
     expected = SENT[exchange_id, operation]
     assert [(request.method, request.path) for request in received] == ([expected] if expected else [])
     assert all(PLACEHOLDER_SECRET.encode() not in _raw(request) for request in received)
+
+
+# == Coinbase: the JWT, compared structurally =======================================================
+def _jwt(received: Received) -> tuple[dict, dict, str]:
+    token = header(received, "Authorization").removeprefix("Bearer ")
+    header_b64, claims_b64, _ = token.split(".")
+    return json.loads(reference.b64url_decode(header_b64)), json.loads(reference.b64url_decode(claims_b64)), token
+
+
+def _ccxt_jwt_verified(received: Received, key: Any) -> tuple[dict, dict]:
+    """ccxt's own ES256 JWT, its signature checked with the key's public key (not by the fake
+    exchange, which expects the enclave's claims)."""
+    jwt_header, claims, token = _jwt(received)
+    header_b64, claims_b64, signature_b64 = token.split(".")
+    signature = reference.b64url_decode(signature_b64)
+    der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+    serialization.load_pem_public_key(key.public_key).verify(der, f"{header_b64}.{claims_b64}".encode(), ec.ECDSA(hashes.SHA256()))
+    return jwt_header, claims
+
+
+@pytest.mark.parametrize("operation", ["create_order", "cancel_order", "fetch_order", "fetch_balance"])
+def test_coinbase_requests_through_zerocopy_differ_only_in_the_jwt_claims_the_enclave_writes(operation, default_policy_keys, fake_exchange, ccxt_signer):
+    """Same method, path, query and body bytes (client order id pinned). The JWT: the same ``alg``
+    (ES256), ``kid``, ``typ``, ``sub``, ``nbf`` and ``exp`` (clock pinned), and a ``uri`` naming the same
+    method and path. Differences: the ``nonce`` (random in both; ccxt 16 bytes, the enclave 32 as
+    the official SDK), the host in ``uri`` (ccxt names the URL it sends to, here the fake exchange's;
+    the enclave always api.coinbase.com), and ccxt's older claim form — ``iss: coinbase-cloud``,
+    ``aud: [retail_rest_api_proxy]``, ``iat`` — where the enclave writes the SDK's (``iss: cdp``)."""
+    key = default_policy_keys["coinbase"]
+    fake_exchange.key = key
+    _default_answers(fake_exchange, "coinbase")
+    in_memory = make_exchange(ccxt, "coinbase", fake_exchange.url, {"apiKey": key.api_key, "secret": key.secret.decode()})
+    with pytest.raises(ccxt.AuthenticationError):  # the fake exchange checks for the enclave's claims
+        OPERATIONS[operation](in_memory, "BTC/USD")
+    [with_secret] = fake_exchange.received
+    fake_exchange.received.clear()
+    OPERATIONS[operation](attach(make_exchange(ccxt, "coinbase", fake_exchange.url, {"apiKey": key.api_key}), ccxt_signer, key.name), "BTC/USD")
+    [through] = wire(fake_exchange)
+    assert (through.method, through.path, through.query, through.body) == (with_secret.method, with_secret.path, with_secret.query, with_secret.body)
+    ccxt_header, ccxt_claims = _ccxt_jwt_verified(with_secret, key)
+    jwt_header, claims, _ = _jwt(through)
+    assert {**ccxt_header, "nonce": None} == {**jwt_header, "nonce": None} == {"alg": "ES256", "kid": key.api_key, "typ": "JWT", "nonce": None}
+    assert (len(ccxt_header["nonce"]), len(jwt_header["nonce"])) == (32, 64)
+    seconds = NOW_MS // 1000
+    # ccxt's uri is the URL it sends to less "https://" (here plain http, so it stays)
+    assert ccxt_claims.pop("uri") == f"{through.method} {fake_exchange.url}{through.path}"
+    assert claims.pop("uri") == f"{through.method} api.coinbase.com{through.path}"
+    assert ccxt_claims == {"sub": key.api_key, "nbf": seconds, "exp": seconds + 120, "iss": "coinbase-cloud", "aud": ["retail_rest_api_proxy"], "iat": seconds}
+    assert claims == {"sub": key.api_key, "nbf": seconds, "exp": seconds + 120, "iss": "cdp"}
+
+
+@pytest.fixture(scope="module")
+def coinbase_ed25519_key(ccxt_key) -> Any:
+    return ccxt_key("coinbase-jwt", secret=CoinbaseJwt.fresh_secret(key_kind="ed25519"))
+
+
+@pytest.mark.parametrize("operation", ["create_order", "cancel_order", "fetch_balance"])
+def test_a_coinbase_ed25519_key_signs_ccxt_requests_with_eddsa(operation, coinbase_ed25519_key, fake_exchange, ccxt_signer):
+    """Coinbase's recommended key type: the enclave signs EdDSA JWTs for it, whichever JWT ccxt
+    would have built (its placeholder makes it build one, so the request is recognised as signed)."""
+    key = coinbase_ed25519_key
+    fake_exchange.key = key
+    _default_answers(fake_exchange, "coinbase")
+    OPERATIONS[operation](attach(make_exchange(ccxt, "coinbase", fake_exchange.url, {"apiKey": key.api_key}), ccxt_signer, key.name), "BTC/USD")
+    [received] = wire(fake_exchange)  # verified with the Ed25519 public key
+    assert _jwt(received)[0]["alg"] == "EdDSA" and (received.method, received.path) == SENT["coinbase", operation]
+

@@ -40,7 +40,9 @@ from ._adapt import HttpFamily, KeyFamily, Outgoing, sign_arguments, signed_by_l
 __all__ = ["attach", "PLACEHOLDER_SECRET", "ACCOUNT_TYPE_ASSUMED"]
 
 #: What ccxt signs with instead of the secret (base64, as Kraken's secrets are; ccxt decodes it).
-#: Its signatures never leave the process: the enclave's replace them.
+#: Its signatures never leave the process: the enclave's replace them. It ends in "=", which makes
+#: ccxt's Coinbase treat it as a CDP key and build a JWT: the Authorization header that marks the
+#: request as one to sign.
 PLACEHOLDER_SECRET = base64.b64encode(b"zerocopy placeholder: the secret is in the enclave").decode()
 PLACEHOLDER_API_KEY = "zerocopy-placeholder-api-key"  # the enclave sends the key's own API key id
 
