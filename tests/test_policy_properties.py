@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from enclave.protocol.bundle import BundleError, policy_digest
 from enclave.protocol.exchange import DANGEROUS_CATEGORIES, Flags
 from enclave.protocol.exchanges import SCHEME_NAMES, exchange_for_scheme
-from policy_helpers import CATALOGUES
+from policy_helpers import CATALOGUES, EXCHANGES
 from enclave.protocol.exchanges import DECIMAL_PARAMETERS as _DECIMAL_PARAMS
 from enclave.protocol.policy import Authorized, PolicyError, Refusal, SigningPolicy, normalize_document
 from enclave.schemes import SchemeError, load_key
@@ -98,6 +98,10 @@ def test_fund_moving_requests_are_always_refused(generated: tuple, use_permissiv
     except Refusal as refusal:
         found = refusal
     else:
+        # Where the signature names the endpoint, the same fields sent elsewhere are that endpoint's
+        # request: an OKX login's (none) sent as GET orders-pending is a plain read, and signed as one.
+        if "path" in EXCHANGES[catalogue].covers and claimed.category not in DANGEROUS_CATEGORIES and authorized.endpoints == (claimed.name,):
+            return
         raise AssertionError(f"signed {endpoint.name} claimed as {claimed.name}: {authorized}")
     same_request = (
         catalogue in {"binance", "binance-ws"}  # the signature covers only the parameters

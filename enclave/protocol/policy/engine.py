@@ -424,14 +424,18 @@ def _matching_endpoints(exchange: Exchange, method: str, path: str, names: froze
     if "path" in covers:
         return _endpoints_at_path(exchange, method, path, names, batch)
     endpoints = exchange.endpoints  # no batch endpoints here: a descriptor has them only where the path is covered
-    if "format" in covers:
-        endpoints = tuple(e for e in endpoints if (e.method == "GET") == (method == "GET"))
+    if "format" in covers:  # a query string, a JSON body and a WebSocket message are different bytes
+        endpoints = tuple(e for e in endpoints if _signed_format(e.method) == _signed_format(method))
     matches = [e for e in endpoints if e.accepts(names)]
     if not matches:
         requested = [e for e in endpoints if e.path == path and (e.method == method or method == "WS")]
         detail = _parameter_problem(requested[0], names) if requested else _no_endpoint_takes(exchange.name, names)
         raise Refusal("unknown_parameter", detail)
     return matches
+
+
+def _signed_format(method: str) -> str:
+    return method if method in ("GET", "WS") else "body"
 
 
 def _endpoints_at_path(exchange: Exchange, method: str, path: str, names: frozenset[str], batch: bool) -> list[Endpoint]:
@@ -613,7 +617,7 @@ class PolicyState:
         remembered (a bot sends the same few shapes over and over).
         """
         covers = exchange.covers
-        shape = ("method" in covers and method, ("path" in covers or method == "WS") and path, method == "GET", names)
+        shape = ("method" in covers and method, ("path" in covers or method == "WS") and path, _signed_format(method), names)
         if batch:  # only then: a longer key for every shape would cost every remembered verdict
             shape += (batch,)
         verdict = self._verdicts.get(shape)
