@@ -85,7 +85,8 @@ def _market(exchange: Any) -> dict:
 def make_exchange(module: Any, exchange_id: str, url: str, credentials: dict[str, str]) -> Any:
     """A ccxt instance with its clock and client ids pinned, its API at ``url``, markets in memory."""
     exchange = getattr(module, exchange_id)({**credentials, "enableRateLimit": False})
-    exchange.urls["api"] = {name: re.sub(r"^https://[^/]+", url, base) for name, base in exchange.urls["api"].items()}
+    rest = {name: re.sub(r"^https://[^/]+", url, base) for name, base in exchange.urls["api"].items() if isinstance(base, str)}
+    exchange.urls["api"] = {**exchange.urls["api"], **rest}  # ccxt.pro's WebSocket URLs (a dict) are the test's to set
     exchange.milliseconds = lambda: NOW_MS
     exchange.seconds = lambda: NOW_MS // 1000
     exchange.uuid = lambda: "01234567-89ab-cdef-0123-456789abcdef"
@@ -445,3 +446,193 @@ def test_a_coinbase_ed25519_key_signs_ccxt_requests_with_eddsa(operation, coinba
     [received] = wire(fake_exchange)  # verified with the Ed25519 public key
     assert _jwt(received)[0]["alg"] == "EdDSA" and (received.method, received.path) == SENT["coinbase", operation]
 
+
+
+# == ccxt.pro: the Binance WebSocket API ============================================================
+# A WebSocket server on 127.0.0.1 (aiohttp, as ccxt.pro's own client) that verifies each request's
+# signature with the reference signer and answers as Binance's WebSocket API does.
+WS_ORDER = {"symbol": "BTCUSDT", "orderId": 1, "clientOrderId": "c1", "transactTime": NOW_MS, "price": "30000", "origQty": "0.01",
+            "executedQty": "0", "status": "NEW", "timeInForce": "GTC", "type": "LIMIT", "side": "BUY"}
+WS_RESULTS = {"order.place": WS_ORDER, "order.cancel": WS_ORDER, "order.status": WS_ORDER, "openOrders.status": [],
+              "account.status": {"balances": [{"asset": "BTC", "free": "1", "locked": "0"}]}}
+
+
+class BinanceWsApi:
+    """Keeps every request it received and whether its signature verified."""
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+        self.received: list[tuple[dict, bool]] = []
+
+    def verified(self, params: dict) -> bool:
+        signed = [(name, value) for name, value in params.items() if name not in ("apiKey", "signature")]
+        expected = json.loads(reference.binance_ws(self.key.secret, self.key.api_key, signed, int(params["timestamp"])).body)
+        return params.get("apiKey") == self.key.api_key and params.get("signature") == expected["signature"]
+
+    async def handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        async for frame in socket:
+            message = json.loads(frame.data)
+            verified = self.verified(message["params"])
+            self.received.append((message, verified))
+            answer = {"status": 200, "result": WS_RESULTS[message["method"]]} if verified else {"status": 400, "error": {"code": -1022, "msg": "Signature for this request is not valid."}}
+            await socket.send_str(json.dumps({"id": message["id"], **answer}))
+        return socket
+
+
+async def _binance_ws_calls(ws_api: BinanceWsApi, signer: Any, key: str, ws_key: str, calls: Callable) -> Any:
+    from aiohttp import web
+
+    import ccxt.pro as ccxt_pro
+
+    app = web.Application()
+    app.router.add_get("/ws-api/v3", ws_api.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    exchange = make_exchange(ccxt_pro, "binance", "http://127.0.0.1:1", {})
+    exchange.urls["api"]["ws"]["ws-api"]["spot"] = f"ws://127.0.0.1:{port}/ws-api/v3"
+    try:
+        return await calls(attach(exchange, signer, key, ws_key=ws_key))
+    finally:
+        await exchange.close()
+        await runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+def binance_ws_key(ccxt_key) -> Any:
+    return ccxt_key("binance-ws-hmac")
+
+
+async def _ws_trading(exchange: Any) -> None:
+    await exchange.create_order_ws("BTC/USDT", "limit", "buy", 0.01, 30000)
+    await exchange.fetch_order_ws("1", "BTC/USDT")
+    await exchange.fetch_open_orders_ws("BTC/USDT")
+    await exchange.cancel_order_ws("1", "BTC/USDT")
+    await exchange.fetch_balance_ws()
+
+
+@pytest.mark.parametrize("signer_kind", ["AsyncSigner", "Signer in a thread"])
+def test_ccxt_pro_binance_websocket_api_requests_are_signed_by_the_enclave(signer_kind, keys, binance_ws_key, ccxt_emulator, ccxt_signer):
+    """ccxt.pro's WebSocket API requests, signed by the enclave under the default policy: the
+    enclave's apiKey, timestamp and signature replace ccxt's placeholder ones, ccxt's
+    ``returnRateLimits=false`` is left out (Binance's default applies), and ``account.status``
+    gets ``omitZeroBalances=false`` (else it is ``session.logon``'s parameter set, refused)."""
+    ws_api = BinanceWsApi(binance_ws_key)
+
+    async def main() -> None:
+        if signer_kind == "Signer in a thread":
+            return await _binance_ws_calls(ws_api, ccxt_signer, keys["binance"].name, binance_ws_key.name, _ws_trading)
+        async with AsyncSigner(ccxt_emulator.address) as signer:
+            await _binance_ws_calls(ws_api, signer, keys["binance"].name, binance_ws_key.name, _ws_trading)
+
+    asyncio.run(main())
+    assert [(message["method"], verified) for message, verified in ws_api.received] == [
+        ("order.place", True), ("order.status", True), ("openOrders.status", True), ("order.cancel", True), ("account.status", True)]
+    [place, *_, account] = [message["params"] for message, _ in ws_api.received]
+    assert (place["symbol"], place["side"], place["quantity"], place["price"], place["timestamp"]) == ("BTCUSDT", "BUY", "0.01", "30000", str(NOW_MS))
+    assert account["omitZeroBalances"] == "false" and "recvWindow" not in account and "returnRateLimits" not in place
+    assert all(PLACEHOLDER_SECRET not in json.dumps(message) for message, _ in ws_api.received)
+
+
+def test_a_refused_websocket_request_fails_alone_and_the_connection_stays_up(keys, ccxt_key, ccxt_signer):
+    eth_only = ccxt_key("binance-ws-hmac", policy={"symbols": ["ETHUSDT"]})
+    ws_api = BinanceWsApi(eth_only)
+
+    async def calls(exchange: Any) -> None:
+        with pytest.raises(ccxt.PermissionDenied, match="'symbol'") as refusal:
+            await exchange.create_order_ws("BTC/USDT", "limit", "buy", 0.01, 30000)
+        assert isinstance(refusal.value.__cause__, PolicyRefused)
+        await exchange.fetch_balance_ws()
+
+    asyncio.run(_binance_ws_calls(ws_api, ccxt_signer, keys["binance"].name, eth_only.name, calls))
+    assert [(message["method"], verified) for message, verified in ws_api.received] == [("account.status", True)]
+
+
+def test_ws_key_misuse_fails_at_attach_time(keys, fake_exchange, ccxt_signer):
+    import ccxt.pro as ccxt_pro
+
+    with pytest.raises(TypeError, match="ccxt.pro"):
+        attach(make_exchange(ccxt_async, "binance", fake_exchange.url, {}), ccxt_signer, keys["binance"].name, ws_key=keys["binance"].name)
+    with pytest.raises(ValueError, match="binance-ws-hmac"):
+        attach(make_exchange(ccxt_pro, "binance", fake_exchange.url, {}), ccxt_signer, keys["binance"].name, ws_key=keys["binance"].name)
+    with pytest.raises(LookupError, match="no key named"):
+        attach(make_exchange(ccxt_pro, "binance", fake_exchange.url, {}), ccxt_signer, keys["binance"].name, ws_key="no-such-key")
+
+
+# == ccxt.pro: OKX login, Bybit auth ================================================================
+def okx_login_verified(key: Any, message: dict) -> bool:
+    """OKX's WebSocket login, checked from its documentation: sign = base64 HMAC-SHA256 over
+    timestamp (seconds) + "GET" + "/users/self/verify"; the passphrase as sealed."""
+    document = json.loads(key.secret)
+    [login] = message["args"]
+    expected = reference.b64(reference.hmac_sha256(document["secret"].encode(), f"{login['timestamp']}GET/users/self/verify".encode()))
+    return login == {"apiKey": key.api_key, "passphrase": document["passphrase"], "timestamp": str(NOW_MS // 1000), "sign": expected}
+
+
+def bybit_auth_verified(key: Any, message: dict) -> bool:
+    """Bybit's WebSocket auth, from its documentation: hex HMAC-SHA256 over "GET/realtime" + expires (ms)."""
+    api_key, expires, signature = message["args"]
+    expected = reference.hmac_sha256(key.secret, f"GET/realtime{expires}".encode()).hex()
+    return (api_key, expires, signature) == (key.api_key, str(NOW_MS + 5000), expected)
+
+
+LOGINS = {  # exchange id -> (how the server checks a login, its answer when verified, the policy's name for the login)
+    "okx": (okx_login_verified, {"event": "login", "code": "0", "msg": "", "connId": "c1"}, "WS login"),
+    "bybit": (bybit_auth_verified, {"success": True, "ret_msg": "", "op": "auth", "conn_id": "c1"}, "WS auth"),
+}
+
+
+async def _login(exchange_id: str, key: Any, signer: Any, received: list) -> None:
+    from aiohttp import web
+
+    import ccxt.pro as ccxt_pro
+
+    verify, answer, _ = LOGINS[exchange_id]
+
+    async def handle(request: Any) -> Any:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        async for frame in socket:
+            message = json.loads(frame.data)
+            received.append((message, verify(key, message)))
+            await socket.send_str(json.dumps(answer if received[-1][1] else {"event": "error", "code": "60009", "msg": "Login failed."}))
+        return socket
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"ws://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/ws"  # type: ignore[union-attr]
+    exchange = attach(make_exchange(ccxt_pro, exchange_id, "http://127.0.0.1:1", {}), signer, key.name)
+    try:
+        if exchange_id == "okx":
+            exchange.urls["api"]["ws"] = url
+            await asyncio.wait_for(exchange.authenticate(), 20)
+        else:
+            await asyncio.wait_for(exchange.authenticate(url), 20)
+    finally:
+        await exchange.close()
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("exchange_id", list(LOGINS))
+def test_ccxt_pro_logins_are_signed_by_the_enclave_where_the_policy_names_the_session(exchange_id, ccxt_key, ccxt_signer):
+    """A login opens a session that trades with no further signature, so the default policy refuses
+    it (``session``); a policy that names it gets the enclave's login, verified independently."""
+    scheme = DEFAULT_SCHEMES[exchange_id]
+    default_key, named_key = ccxt_key(scheme), ccxt_key(scheme, policy={"allow": [LOGINS[exchange_id][2]]})
+    received: list = []
+    with pytest.raises(ccxt.PermissionDenied, match="'session'"):
+        asyncio.run(_login(exchange_id, default_key, ccxt_signer, received))
+    assert received == []
+    asyncio.run(_login(exchange_id, named_key, ccxt_signer, received))
+    assert [verified for _, verified in received] == [True]
+    assert PLACEHOLDER_SECRET not in json.dumps(received[0][0])

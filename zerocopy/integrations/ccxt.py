@@ -29,10 +29,14 @@ import asyncio
 import base64
 import functools
 import inspect
+import json
+from decimal import Decimal
 from typing import Any
 
 import ccxt
 from ccxt.base.exchange import BaseExchange
+
+from enclave.protocol.exchanges import exchange_for_scheme
 
 from ..errors import PolicyRefused
 from ._adapt import HttpFamily, KeyFamily, Outgoing, sign_arguments, signed_by_library, to_send
@@ -54,12 +58,15 @@ _UNSIGNABLE_CURRENCIES = frozenset({"binance", "bybit"})
 _PYTHON_BOOLEANS = {"True": "true", "False": "false"}
 
 
-def attach(exchange: Any, signer: Any, key: str) -> Any:
+def attach(exchange: Any, signer: Any, key: str, *, ws_key: str | None = None) -> Any:
     """Make ``exchange`` (a ``ccxt`` or ``ccxt.async_support`` instance) sign with the enclave
     key ``key`` through ``signer``; returns ``exchange``.
 
     Any secret or passphrase on the instance is replaced by a placeholder. A sync exchange needs a
-    blocking ``Signer``; an async one takes either (a ``Signer`` runs in a thread).
+    blocking ``Signer``; an async one takes either (a ``Signer`` runs in a thread). On a ``ccxt.pro``
+    instance, OKX's WebSocket ``login`` and Bybit's ``auth`` are signed with ``key`` (a session: the
+    policy must name ``WS login`` / ``WS auth``), and ``ws_key`` names the ``binance-ws-hmac`` key
+    that signs Binance's WebSocket API requests (``create_order_ws`` and the like).
     """
     if not isinstance(exchange, BaseExchange):  # ccxt's and ccxt.async_support's
         raise TypeError(f"attach takes a ccxt exchange instance, not {type(exchange).__name__}")
@@ -70,6 +77,10 @@ def attach(exchange: Any, signer: Any, key: str) -> Any:
         raise TypeError("an async signer signs for ccxt.async_support exchanges only")
     if not awaits:
         family.resolve(signer.keys())  # an unknown key or a non-HTTP scheme fails here, not mid-trade
+    if ws_key is not None:
+        _check_ws_key(exchange, signer, ws_key, awaits)
+    if exchange.has.get("ws"):  # ccxt.pro: its WebSocket logins and requests too
+        exchange.client = _signing_clients(exchange, exchange.client, signer, key, ws_key, awaits)
     _set_placeholders(exchange)
     _answer_unsignable_reads(exchange, is_async)
     wrap = _async_fetch if is_async else _sync_fetch
@@ -157,3 +168,104 @@ def _async_fetch(exchange: Any, fetch: Any, signer: Any, family: KeyFamily, awai
         return await fetch(sending.url, sending.method, sending.headers, sending.body.decode() or None)
 
     return fetch_through_enclave
+
+
+# == ccxt.pro: WebSocket logins and the Binance WebSocket API =======================================
+# ccxt.pro signs a WebSocket message as it builds it (Binance's ``sign_params`` without the method
+# name, OKX's and Bybit's ``authenticate``) and sends it with its client's ``send`` (a coroutine):
+# the hook is ``send``, as ``fetch`` is for REST. A Binance request is re-signed from its method
+# and parameters (the enclave owns apiKey, timestamp and recvWindow); a login is the enclave's own.
+# returnRateLimits (ccxt sends false) only decides whether the answer lists rate limits, and every
+# method takes it, session.logon too: signed, it would make account.status's parameters a logon's.
+# Left out, Binance's default (true) applies, and ccxt reads the answer as before.
+_WS_OWNED = frozenset({"apiKey", "timestamp", "signature", "recvWindow", "returnRateLimits"})
+_WS_IMPLIED = {"account.status": ("omitZeroBalances", "false")}  # else it is session.logon's parameter set
+_WS_CATALOGUE = "binance-ws"
+_LOGINS = {"okx": "login", "bybit": "auth"}  # exchange id -> the op of its signed login, which the enclave writes
+
+
+def _check_ws_key(exchange: Any, signer: Any, ws_key: str, awaits: bool) -> None:
+    if not exchange.has.get("ws") or not inspect.iscoroutinefunction(exchange.fetch):  # ccxt.pro's have "ws"
+        raise TypeError("ws_key signs ccxt.pro WebSocket requests: attach it to a ccxt.pro exchange")
+    if not isinstance(ws_key, str) or not ws_key:
+        raise TypeError("ws_key must be the name of a key loaded in the enclave")
+    if awaits:
+        return  # an AsyncSigner cannot be asked here; a wrong key fails at the first request
+    schemes = {getattr(info, "name", None): getattr(info, "scheme", None) for info in signer.keys()}
+    if ws_key not in schemes:
+        raise LookupError(f"the enclave has no key named {ws_key!r}")
+    catalogue = exchange_for_scheme(schemes[ws_key] or "")
+    if catalogue is None or catalogue.name != _WS_CATALOGUE:
+        raise ValueError(f"ws_key {ws_key!r} has scheme {schemes[ws_key]!r}; WebSocket API requests need binance-ws-hmac")
+
+
+def _signing_clients(exchange: Any, make_client: Any, signer: Any, key: str, ws_key: str | None, awaits: bool) -> Any:
+    """ccxt.pro's ``client(url)``, whose clients send signed messages through the enclave."""
+
+    async def sign(key_name: str, path: str, params: list[tuple[str, str]]) -> Any:
+        if awaits:
+            return await signer.sign_request(key_name, "WS", path, params)
+        return await asyncio.to_thread(signer.sign_request, key_name, "WS", path, params)
+
+    @functools.wraps(make_client)
+    def client(url: str) -> Any:
+        made = make_client(url)
+        if not getattr(made, "_zerocopy_signing", False):
+            made.send = _ws_send(exchange, made, made.send, sign, key, ws_key)
+            made._zerocopy_signing = True
+        return made
+
+    return client
+
+
+def _ws_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return format(Decimal(repr(value)), "f")
+    return str(value)
+
+
+def _ws_signed_request(message: Any) -> bool:
+    return isinstance(message, dict) and isinstance(message.get("method"), str) and isinstance(message.get("params"), dict) and "signature" in message["params"]
+
+
+def _ws_login(exchange_id: str, message: Any) -> str | None:
+    op = _LOGINS.get(exchange_id)
+    return op if isinstance(message, dict) and op is not None and message.get("op") == op else None
+
+
+def _ws_request(message: Any, sign: Any, ws_key: str | None) -> Any:
+    """The Binance WebSocket API request re-signed by the enclave (a coroutine to await)."""
+    if ws_key is None:
+        raise ccxt.AuthenticationError("a Binance WebSocket API request needs attach(..., ws_key=) naming a binance-ws-hmac key")
+    method = message["method"]
+    params = [(name, _ws_text(value)) for name, value in message["params"].items() if name not in _WS_OWNED]
+    implied = _WS_IMPLIED.get(method)
+    if implied is not None and all(name != implied[0] for name, _ in params):
+        params.append(implied)
+    return sign(ws_key, method, params)
+
+
+def _ws_send(exchange: Any, client: Any, send: Any, sign: Any, key: str, ws_key: str | None) -> Any:
+    @functools.wraps(send)
+    async def send_through_enclave(message: Any) -> Any:
+        login = _ws_login(exchange.id, message)
+        if login is None and not _ws_signed_request(message):
+            return await send(message)
+        try:
+            if login is not None:
+                signed = await sign(key, login, [])
+                return await send({**message, **json.loads(signed.body)})
+            signed = await _ws_request(message, sign, ws_key)
+        except PolicyRefused as refusal:
+            denied = _refused(exchange, refusal)
+            denied.__cause__ = refusal
+            request_id = message.get("id")
+            if isinstance(request_id, str) and request_id in client.futures:
+                client.reject(denied, request_id)  # that request fails; the connection stays up
+                return None
+            raise denied  # a login: ccxt fails the connection's waiters with it
+        return await send({**message, "params": json.loads(signed.body)})
+
+    return send_through_enclave
