@@ -21,6 +21,9 @@ switch's parameter set) and Bybit (an empty payload), building currencies from t
 ccxt does without credentials. Options the user set are kept. ccxt's Python port writes a boolean
 in a form or query as ``True``/``False`` (its ``urlencode_nested``); the exchanges document
 ``true``/``false``, which is what gets signed.
+
+On a ``ccxt.pro`` instance the WebSocket messages ccxt signs are signed by the enclave too (see the
+ccxt.pro section below and docs/policy.md, "ccxt.pro's WebSocket signatures").
 """
 
 from __future__ import annotations
@@ -251,7 +254,7 @@ def _ws_send(exchange: Any, client: Any, send: Any, sign: Any, key: str, ws_key:
     @functools.wraps(send)
     async def send_through_enclave(message: Any) -> Any:
         login = _ws_login(exchange.id, message)
-        if login is None and not _ws_signed_request(message):
+        if login is None and not (exchange.id == "binance" and _ws_signed_request(message)):
             return await send(message)
         try:
             if login is not None:
@@ -261,11 +264,19 @@ def _ws_send(exchange: Any, client: Any, send: Any, sign: Any, key: str, ws_key:
         except PolicyRefused as refusal:
             denied = _refused(exchange, refusal)
             denied.__cause__ = refusal
-            request_id = message.get("id")
-            if isinstance(request_id, str) and request_id in client.futures:
-                client.reject(denied, request_id)  # that request fails; the connection stays up
-                return None
-            raise denied  # a login: ccxt fails the connection's waiters with it
+            return _fail(client, message, denied)
+        except ccxt.AuthenticationError as no_key:
+            return _fail(client, message, no_key)
         return await send({**message, "params": json.loads(signed.body)})
 
     return send_through_enclave
+
+
+def _fail(client: Any, message: dict, error: Exception) -> None:
+    """A request with an id fails alone and the connection stays up; a login (no id) raises, and
+    ccxt fails the connection's waiters with it. Nothing is sent either way."""
+    request_id = message.get("id")
+    if isinstance(request_id, str) and request_id in client.futures:
+        client.reject(error, request_id)
+        return None
+    raise error
