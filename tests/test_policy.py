@@ -813,6 +813,16 @@ def test_kraken_orders_and_limits() -> None:
     assert refusal(policy, "POST", "/0/private/addorder", kraken_order()).rule == "endpoint"
 
 
+def test_a_parameterless_bybit_get_is_refused_under_every_policy_that_allows_no_more_than_the_catalogue() -> None:
+    """ccxt's account-type reads (GET /v5/user/query-api, /v5/account/info) sign an empty payload,
+    the bytes an empty-bodied POST such as /v5/user/delete-api would carry: not catalogued, so
+    refused (docs/policy.md, "ccxt's defaults"); a WebSocket auth is another format, not a GET."""
+    for document in (None, permissive("bybit")):
+        for path in ("/v5/user/query-api", "/v5/account/info", "/v5/asset/coin/query-info"):
+            assert refusal(state(document, "bybit-hmac"), "GET", path, ()).rule == "unknown_parameter"
+    assert refusal(state(None, "bybit-hmac"), "WS", "auth", ()).rule == "session"
+
+
 def test_kraken_amend_order_is_sized_by_its_own_fields_and_needs_a_symbol_where_the_policy_limits_symbols() -> None:
     """AmendOrder (ccxt's edit_order) names the new size and price order_qty and limit_price, and no pair."""
     capped = state({"max_quantity": "0.1", "max_notional": "5000"}, "kraken")
