@@ -66,7 +66,7 @@ def permissive(catalogue: str, **extra: Any) -> dict:
 
 def request(catalogue: str, method: str, path: str, fields: list[tuple[str, str]]) -> tuple[str, str, tuple[tuple[str, str], ...], bytes]:
     """The request as the caller passes it, with ``fields`` where that exchange carries them."""
-    if catalogue in {"bybit", "okx"} and method != "GET":
+    if catalogue in {"bybit", "okx"} and method not in ("GET", "WS"):  # WS: their logins, without fields
         return method, path, (), json.dumps(dict(fields), separators=(",", ":")).encode()
     if catalogue == "coinbase":
         return method, path, (), json.dumps(dict(fields)).encode() if fields else b""

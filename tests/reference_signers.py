@@ -124,6 +124,23 @@ def binance_ws(secret: bytes, api_key: str, params: Pairs, now_ms: int) -> Signe
     return Signed("", json.dumps(request, separators=(",", ":"), ensure_ascii=False).encode("utf-8"), (), payload)
 
 
+def okx_ws_login(secret_document: bytes, api_key: str, now_ms: int) -> dict:
+    """OKX WebSocket login (docs-v5 "WebSocket: Login"): sign = Base64(HmacSHA256(timestamp + 'GET'
+    + '/users/self/verify', secretKey)), timestamp in Unix seconds."""
+    document = json.loads(secret_document)
+    timestamp = str(now_ms // 1000)
+    sign = b64(hmac_sha256(document["secret"].encode(), (timestamp + "GET" + "/users/self/verify").encode()))
+    return {"op": "login", "args": [{"apiKey": api_key, "passphrase": document["passphrase"], "timestamp": timestamp, "sign": sign}]}
+
+
+def bybit_ws_auth(scheme: str, secret: bytes, api_key: str, expires_ms: int) -> dict:
+    """Bybit WebSocket auth (v5 "Websocket Authentication"): signature over 'GET/realtime' + expires,
+    hex HMAC-SHA256 (system-generated keys) or base64 RSA-SHA256 (self-generated)."""
+    payload = f"GET/realtime{expires_ms}".encode()
+    signature = hmac_sha256(secret, payload).hex() if scheme == "bybit-hmac" else b64(rsa_pkcs1v15_sha256(secret, payload))
+    return {"op": "auth", "args": [api_key, str(expires_ms), signature]}
+
+
 # -- Bybit ------------------------------------------------------------------------------------
 def bybit(scheme: str, secret: bytes, api_key: str, method: str, params: Pairs, body: bytes, now_ms: int) -> Signed:
     """timestamp + api_key + recv_window + (queryString | jsonBodyString)."""

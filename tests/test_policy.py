@@ -827,6 +827,35 @@ def test_kraken_orders_and_limits() -> None:
     assert refusal(policy, "POST", "/0/private/addorder", kraken_order()).rule == "endpoint"
 
 
+def test_a_parameterless_bybit_get_is_refused_under_every_policy_that_allows_no_more_than_the_catalogue() -> None:
+    """ccxt's account-type reads (GET /v5/user/query-api, /v5/account/info) sign an empty payload,
+    the bytes an empty-bodied POST such as /v5/user/delete-api would carry: not catalogued, so
+    refused (docs/policy.md, "ccxt's defaults"); a WebSocket auth is another format, not a GET."""
+    for document in (None, permissive("bybit")):
+        for path in ("/v5/user/query-api", "/v5/account/info", "/v5/asset/coin/query-info"):
+            assert refusal(state(document, "bybit-hmac"), "GET", path, ()).rule == "unknown_parameter"
+    assert refusal(state(None, "bybit-hmac"), "WS", "auth", ()).rule == "session"
+
+
+def test_kraken_amend_order_is_sized_by_its_own_fields_and_needs_a_symbol_where_the_policy_limits_symbols() -> None:
+    """AmendOrder (ccxt's edit_order) names the new size and price order_qty and limit_price, and no pair."""
+    capped = state({"max_quantity": "0.1", "max_notional": "5000"}, "kraken")
+    amended = capped.authorize_request("POST", "/0/private/AmendOrder", (("txid", "O1"), ("order_qty", "0.1"), ("limit_price", "30000")), b"", NOW)
+    assert (amended.kind, amended.quantity, amended.notional) == ("amend", Decimal("0.1"), Decimal("3000"))
+    assert refusal(capped, "POST", "/0/private/AmendOrder", (("txid", "O1"), ("order_qty", "0.2"))).rule == "max_quantity"
+    assert refusal(capped, "POST", "/0/private/AmendOrder", (("txid", "O1"), ("order_qty", "0.1"), ("limit_price", "50001"))).rule == "max_notional"
+    assert refusal(capped, "POST", "/0/private/AmendOrder", (("txid", "O1"), ("limit_price", "+5"))).rule == "non_canonical"  # relative prices
+    assert refusal(capped, "POST", "/0/private/AmendOrder", (("txid", "O1"), ("post_only", "True"))).rule == "non_canonical"
+    # Without a pair, neither the allowlist nor per-symbol caps could apply: refused where the policy has them.
+    for document in ({"symbols": ["XBTUSD"]}, {"per_symbol": {"XBTUSD": {"max_quantity": "0.1"}}}):
+        assert refusal(state(document, "kraken"), "POST", "/0/private/AmendOrder", (("txid", "O1"), ("order_qty", "0.01"))).rule == "symbol"
+    # ...but an amend that changes neither size nor price is a cancel's twin, and the default policy signs any amend.
+    assert state({"symbols": ["XBTUSD"]}, "kraken").authorize_request("POST", "/0/private/AmendOrder", (("txid", "O1"), ("post_only", "true")), b"", NOW).kind == "amend"
+    assert state(None, "kraken").authorize_request("POST", "/0/private/AmendOrder", (("txid", "O1"), ("order_qty", "5")), b"", NOW).quantity == Decimal("5")
+    # EditOrder keeps reading volume and price.
+    assert refusal(capped, "POST", "/0/private/EditOrder", (("txid", "O1"), ("pair", "XBTUSD"), ("volume", "0.2"))).rule == "max_quantity"
+
+
 @pytest.mark.parametrize(
     ("path", "params"),
     [

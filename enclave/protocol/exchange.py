@@ -75,6 +75,9 @@ class Endpoint:
     values: Mapping[str, frozenset[str]] = field(default_factory=lambda: _NO_VALUES, compare=False, repr=False)
     # >0: the body is a JSON array of at most this many items, each taking required/optional (a batch)
     batch: int = 0
+    # Where this endpoint names an order's facts otherwise than the exchange's other endpoints
+    # (Kraken's AmendOrder: order_qty, limit_price, no pair); only where the signature covers the path.
+    fields: OrderFields | None = field(default=None, compare=False, repr=False)
 
     def accepts(self, names: frozenset[str]) -> bool:
         return self.required <= names and names <= self.required | self.optional
@@ -84,10 +87,11 @@ def endpoint_name(method: str, path: str) -> str:
     return f"{method.upper()} {path}"
 
 
-def endpoint(method: str, path: str, category: str, kind: str, required: str = "", optional: str = "", values: Mapping[str, frozenset[str]] = _NO_VALUES, *, batch: int = 0) -> Endpoint:
+def endpoint(method: str, path: str, category: str, kind: str, required: str = "", optional: str = "", values: Mapping[str, frozenset[str]] = _NO_VALUES, *,
+             batch: int = 0, fields: OrderFields | None = None) -> Endpoint:
     """A catalogue entry; ``required`` and ``optional`` are parameter names separated by spaces
-    (of each item, for a ``batch`` endpoint)."""
-    built = Endpoint(method, path, category, kind, frozenset(required.split()), frozenset(optional.split()), endpoint_name(method, path), MappingProxyType(dict(values)), batch)
+    (of each item, for a ``batch`` endpoint); ``fields``: its own order fields (see Endpoint)."""
+    built = Endpoint(method, path, category, kind, frozenset(required.split()), frozenset(optional.split()), endpoint_name(method, path), MappingProxyType(dict(values)), batch, fields)
     if not set(built.values) <= built.required | built.optional:
         raise ExchangeError(f"{built.name}: documented values for parameters it does not take")
     return built
@@ -206,6 +210,12 @@ class Exchange:
             # An array's items are judged as the endpoint's orders only where the signature names the endpoint.
             raise ExchangeError(f"{self.name}: a batch endpoint needs a signature that covers the path and a JSON body")
 
+    def order_fields_of(self, matches: tuple[Endpoint, ...]) -> OrderFields:
+        """The order fields of a request that reaches ``matches``: an endpoint's own where it is the
+        only one (only where the path is covered), else the exchange's."""
+        own = matches[0].fields if len(matches) == 1 else None
+        return own if own is not None else self.order_fields
+
     def _check_parameter_names(self) -> None:
         """Every parameter the engine is told to read must be one the catalogue takes: a misspelt
         one would never be found in a request, and its rule would silently never apply. (A
@@ -219,6 +229,15 @@ class Exchange:
         for where, name in named:
             if name is not None and name not in taken:
                 raise ExchangeError(f"{self.name}: {where} names {name!r}, a parameter no endpoint of the catalogue takes")
+        for entry in self.endpoints:
+            if entry.fields is None:
+                continue
+            if "path" not in self.covers:  # elsewhere several endpoints share a signature: one reading each would not do
+                raise ExchangeError(f"{self.name}: {entry.name} has order fields of its own, but the signature does not cover the path")
+            own = [getattr(entry.fields, each.name) for each in fields(OrderFields)]
+            stray = sorted(name for name in own if name is not None and name not in entry.required | entry.optional)
+            if stray:
+                raise ExchangeError(f"{self.name}: {entry.name}'s order fields name {stray[0]!r}, a parameter it does not take")
         # The header window is a pseudo-parameter the engine takes out before matching endpoints:
         # a catalogued parameter of that name would be taken out with it.
         header = self.header_recv_window

@@ -159,6 +159,12 @@ _MARGIN_VALUES = {
     ),
 }
 _CANCEL_VALUES = spellings(cancelRestrictions="ONLY_NEW ONLY_PARTIALLY_FILLED")
+# "Cancel an Existing Order and Send a New Order" (rest-api.md): a new order, so judged as one;
+# cancelReplaceMode is required, so no other catalogued endpoint takes its parameter sets.
+_CANCEL_REPLACE_VALUES = {
+    **_ORDER_VALUES, **_CANCEL_VALUES,
+    **spellings(cancelReplaceMode="STOP_ON_FAILURE ALLOW_FAILURE", orderRateLimitExceededMode="DO_NOTHING CANCEL_ONLY"),
+}
 _ACCOUNT_VALUES = spellings(omitZeroBalances="true false")
 REST_ENDPOINTS = (
     endpoint("POST", "/api/v3/order", "trade", "order", "symbol side type" + _TIME, _NEW_ORDER, _ORDER_VALUES),
@@ -166,6 +172,8 @@ REST_ENDPOINTS = (
     endpoint("POST", "/sapi/v1/margin/order", "trade", "order", "symbol side type" + _TIME,
              "isIsolated timeInForce quantity quoteOrderQty price stopPrice newClientOrderId icebergQty newOrderRespType "
              "sideEffectType selfTradePreventionMode autoRepayAtCancel" + _OPTIONAL_TIME, _MARGIN_VALUES),
+    endpoint("POST", "/api/v3/order/cancelReplace", "trade", "order", "symbol side type cancelReplaceMode" + _TIME,
+             _NEW_ORDER + " cancelNewClientOrderId cancelOrigClientOrderId cancelOrderId cancelRestrictions orderRateLimitExceededMode", _CANCEL_REPLACE_VALUES),
     endpoint("DELETE", "/api/v3/order", "trade", "cancel", "symbol" + _TIME, "orderId origClientOrderId newClientOrderId cancelRestrictions" + _OPTIONAL_TIME, _CANCEL_VALUES),
     endpoint("GET", "/api/v3/order", "read", "read", "symbol" + _TIME, "orderId origClientOrderId" + _OPTIONAL_TIME),
     # "Order Amend Keep Priority": newQty only lowers the quantity (binance-sdk-spot's order_amend_keep_priority).

@@ -11,6 +11,11 @@
     the cap as ``recv_window`` itself. Headers ``X-BAPI-API-KEY``, ``X-BAPI-TIMESTAMP``, ``X-BAPI-SIGN``, ``X-BAPI-RECV-WINDOW``,
     ``X-BAPI-SIGN-TYPE: 2``, and on POST ``Content-Type: application/json``.
 
+    WebSocket auth (method ``WS``, path ``auth``, no params but the recv window): expires = enclave
+    clock + recv window (ms); signature over ``GET/realtime`` + expires, encoded as for REST; the
+    body is the message to send, ``{"op":"auth","args":[api key, expires, signature]}``. A payload
+    that starts with ``GET/realtime`` is no REST string to sign (those start with the timestamp).
+
 Parameter names and spellings: Bybit v5 "Place Order" (order/create-order), "Enums Definitions"
 (enum), 2025; JSON true/false and integers are compared as the text "true", "false", "1".
 """
@@ -55,8 +60,18 @@ class _BybitV5(SigningKey):
                 rest.append((name, value))
         return recv_window, rest
 
+    def _ws_auth(self, path: str, params: Params, body: bytes, now_ms: int) -> SignedHttp:
+        recv_window, rest = self._split_recv_window(check_params(self.name, params))
+        if path != "auth" or rest or body:
+            raise SchemeError(f"{self.name}: the WebSocket request the enclave signs is 'auth', without params or body")
+        expires = str(checked_now(self.name, now_ms) + int(recv_window))
+        signature = self.encode_signature(self.sign(f"GET/realtime{expires}".encode()))
+        return SignedHttp("", json.dumps({"op": "auth", "args": [self.api_key, expires, signature]}, separators=(",", ":")).encode(), ())
+
     def sign_http(self, method: str, path: str, params: Params, body: bytes, now_ms: int) -> SignedHttp:
-        check_method(self.name, method, ("GET", "POST"))
+        check_method(self.name, method, ("GET", "POST", "WS"))
+        if method == "WS":
+            return self._ws_auth(path, params, body, now_ms)
         check_path(self.name, path)
         recv_window, rest = self._split_recv_window(check_params(self.name, params))
         if method == "GET":
@@ -137,6 +152,8 @@ ENDPOINTS = (
     endpoint("GET", "/v5/account/wallet-balance", "read", "read", "accountType", "coin"),
     endpoint("GET", "/v5/position/list", "read", "read", "category", "symbol baseCoin settleCoin limit cursor", _CATEGORY),
     endpoint("POST", "/v5/position/set-leverage", "settings", "other", "category symbol buyLeverage sellLeverage"),
+    # The WebSocket auth: after it, a trade connection places orders with no signature (order.create).
+    endpoint("WS", "auth", "session", "other"),
     endpoint("POST", "/v5/asset/transfer/inter-transfer", "funds", "other", "transferId coin amount fromAccountType toAccountType"),
     endpoint("POST", "/v5/asset/transfer/universal-transfer", "funds", "other", "transferId coin amount fromMemberId toMemberId fromAccountType toAccountType"),
     endpoint("POST", "/v5/asset/withdraw/create", "funds", "other", "coin address amount timestamp", "chain tag forceChain accountType feeType beneficiary"),

@@ -120,7 +120,8 @@ ENDPOINTS = (
     endpoint("POST", "/api/v3/brokerage/orders/batch_cancel", "trade", "cancel"),
     endpoint("POST", "/api/v3/brokerage/orders/edit", "trade", "amend"),
     endpoint("GET", "/api/v3/brokerage/orders/historical/batch", "read", "read"),
-    endpoint("GET", "/api/v3/brokerage/orders/historical/{order_id}", "read", "read"),  # Get Order (the SDK's get_order)
+    endpoint("GET", "/api/v3/brokerage/orders/historical/{order_id}", "read", "read"),  # Get Order (the SDK's get_order, ccxt's fetch_order)
+    endpoint("GET", "/v2/accounts", "read", "read"),  # ccxt's fetch_balance (its default, v2)
     endpoint("GET", "/api/v3/brokerage/accounts", "read", "read"),
     endpoint("POST", "/api/v3/brokerage/portfolios/move_funds", "funds", "other"),
     endpoint("POST", "/v2/accounts/{account_id}/transactions", "funds", "other"),

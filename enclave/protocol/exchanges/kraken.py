@@ -116,6 +116,9 @@ ENDPOINTS = (
              "userref cl_ord_id displayvol price price2 trigger leverage reduce_only stptype oflags timeinforce starttm expiretm validate deadline", _ORDER_VALUES),
     endpoint("POST", "/0/private/EditOrder", "trade", "amend", "nonce txid pair", "userref volume displayvol price price2 oflags deadline cancel_response validate",
              spellings(oflags=_FLAGS, cancel_response="true false", validate="true false")),
+    # "Amend Order" (what ccxt's edit_order sends): in place, no pair; sizes under names of its own.
+    endpoint("POST", "/0/private/AmendOrder", "trade", "amend", "nonce", "txid cl_ord_id order_qty display_qty limit_price trigger_price post_only deadline",
+             spellings(post_only="true false"), fields=OrderFields(new_quantity="order_qty", new_price="limit_price")),
     endpoint("POST", "/0/private/CancelOrder", "trade", "cancel", "nonce", "txid cl_ord_id"),
     endpoint("POST", "/0/private/CancelAll", "trade", "cancel", "nonce"),
     endpoint("POST", "/0/private/Balance", "read", "read", "nonce"),
@@ -168,7 +171,8 @@ KRAKEN = Exchange(
     borrowing_words="Kraken leverage",
     symbol_form=pair_form,
     size_units=size_units,
-    decimal_params=frozenset("volume price price2 displayvol amount".split()),
+    # AmendOrder's prices also take relative forms ("+5", "2%"): refused, only plain decimals are judged.
+    decimal_params=frozenset("volume price price2 displayvol amount order_qty display_qty limit_price trigger_price".split()),
     host_nonce_param="nonce",
     limit_order=_limit_order,
     example_symbols=("XBTUSD", "ETHUSD", "SOLUSD"),

@@ -9,6 +9,11 @@
     ``OK-ACCESS-PASSPHRASE`` (OKX sends the passphrase in clear: the host sees it), and on POST
     ``Content-Type: application/json``.
 
+    WebSocket login (method ``WS``, path ``login``, no params): sign = base64 HMAC-SHA256 of
+    timestamp (Unix seconds, enclave clock) + ``GET/users/self/verify``; the body is the message to
+    send, ``{"op":"login","args":[{"apiKey","passphrase","timestamp","sign"}]}``. A prehash that
+    starts with seconds and ``GET/users`` is no REST prehash (those start with an ISO timestamp).
+
 Parameter names and spellings: OKX v5 "Place order", "Amend order", "Get order List", "Get
 positions", 2025; JSON true/false compare as text.
 """
@@ -106,8 +111,18 @@ class OkxHmac(SigningKey):
     def sign(self, payload: bytes) -> bytes:
         return hmac.digest(self._secret, payload, "sha256")
 
+    def _ws_login(self, path: str, params: Params, body: bytes, now_ms: int) -> SignedHttp:
+        if path != "login" or params or body:
+            raise SchemeError(f"{self.name}: the WebSocket request the enclave signs is 'login', without params or body")
+        timestamp = str(checked_now(self.name, now_ms) // 1000)
+        sign = b64(self.sign(f"{timestamp}GET/users/self/verify".encode()))
+        login = {"apiKey": self.api_key, "passphrase": self._passphrase, "timestamp": timestamp, "sign": sign}
+        return SignedHttp("", json.dumps({"op": "login", "args": [login]}, separators=(",", ":")).encode(), ())
+
     def sign_http(self, method: str, path: str, params: Params, body: bytes, now_ms: int) -> SignedHttp:
-        check_method(self.name, method, ("GET", "POST"))
+        check_method(self.name, method, ("GET", "POST", "WS"))
+        if method == "WS":
+            return self._ws_login(path, params, body, now_ms)
         check_path(self.name, path)
         params = check_params(self.name, params)
         if method == "GET":
@@ -160,8 +175,11 @@ ENDPOINTS = (
     endpoint("GET", "/api/v5/trade/orders-pending", "read", "read", "", "instType uly instFamily instId ordType state after before limit",
              spellings(instType="SPOT MARGIN SWAP FUTURES OPTION", ordType=_ORDER_TYPES, state="live partially_filled")),
     endpoint("GET", "/api/v5/account/balance", "read", "read", "", "ccy"),
+    endpoint("GET", "/api/v5/asset/currencies", "read", "read", "", "ccy"),  # ccxt's fetch_currencies, in load_markets
     endpoint("GET", "/api/v5/account/positions", "read", "read", "", "instType instId posId", spellings(instType="MARGIN SWAP FUTURES OPTION")),
     endpoint("POST", "/api/v5/account/set-leverage", "settings", "other", "lever mgnMode", "instId ccy posSide"),
+    # The WebSocket login: after it, the connection places orders with no signature (OKX's "order" op).
+    endpoint("WS", "login", "session", "other"),
     endpoint("POST", "/api/v5/asset/transfer", "funds", "other", "ccy amt from to", "subAcct type loanTrans omitPosRisk clientId"),
     endpoint("POST", "/api/v5/asset/withdrawal", "funds", "other", "ccy amt dest toAddr", "chain areaCode rcvrInfo clientId fee"),
 )

@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from ..errors import ZeroCopyError
-from ..exchange import BASE, DANGEROUS_CATEGORIES, Endpoint, Exchange, Flags, endpoint_name
+from ..exchange import BASE, DANGEROUS_CATEGORIES, Endpoint, Exchange, Flags, OrderFields, endpoint_name
 from ..exchanges import DECIMAL_PARAMETERS, exchange_for_scheme
 from .document import DECIMAL, PolicyError, bounded, normalize_document, symbol_problem
 from .limits import NotionalWindow, TokenBucket, Verdicts
@@ -164,7 +164,7 @@ def _per_symbol_limits(per_symbol: dict, canonical: Callable[[str], str]) -> dic
 
 
 # -- sizes --------------------------------------------------------------------------------------
-def _order_size(exchange: Exchange, values: dict[str, str], kind: str) -> tuple[Decimal | None, Decimal | None, bool] | None:
+def _order_size(exchange: Exchange, values: dict[str, str], kind: str, fields: OrderFields | None = None) -> tuple[Decimal | None, Decimal | None, bool] | None:
     """(quantity, notional, quoted) of an order or amend under its largest reading, or ``None`` if it
     sets neither size nor price. ``None`` for quantity or notional: unknown (unbounded).
 
@@ -175,7 +175,7 @@ def _order_size(exchange: Exchange, values: dict[str, str], kind: str) -> tuple[
     (limit orders): a market order ignores ``price`` (Bybit, OKX, Kraken say so), so
     ``qty=100, price=1, orderType=Market`` must not pass as a notional of 100.
     """
-    fields = exchange.order_fields
+    fields = fields if fields is not None else exchange.order_fields
 
     def number(name: str | None) -> Decimal | None:
         return Decimal(values[name]) if name and name in values else None
@@ -426,14 +426,18 @@ def _matching_endpoints(exchange: Exchange, method: str, path: str, names: froze
     if "path" in covers:
         return _endpoints_at_path(exchange, method, path, names, batch)
     endpoints = exchange.endpoints  # no batch endpoints here: a descriptor has them only where the path is covered
-    if "format" in covers:
-        endpoints = tuple(e for e in endpoints if (e.method == "GET") == (method == "GET"))
+    if "format" in covers:  # a query string, a JSON body and a WebSocket message are different bytes
+        endpoints = tuple(e for e in endpoints if _signed_format(e.method) == _signed_format(method))
     matches = [e for e in endpoints if e.accepts(names)]
     if not matches:
         requested = [e for e in endpoints if e.path == path and (e.method == method or method == "WS")]
         detail = _parameter_problem(requested[0], names) if requested else _no_endpoint_takes(exchange.name, names)
         raise Refusal("unknown_parameter", detail)
     return matches
+
+
+def _signed_format(method: str) -> str:
+    return method if method in ("GET", "WS") else "body"
 
 
 def _endpoints_at_path(exchange: Exchange, method: str, path: str, names: frozenset[str], batch: bool) -> list[Endpoint]:
@@ -542,7 +546,8 @@ class PolicyState:
         values = dict(checked)
         _check_documented_values(values, documented)
         self._check_freshness(exchange, values, now_ms)
-        symbol = values.get(exchange.order_fields.symbol or "")
+        fields = exchange.order_fields_of(matches)
+        symbol = values.get(fields.symbol or "")
         # Every symbol rule compares the exchange's canonical form: btcusdt is BTCUSDT's order.
         canonical = exchange.symbol_form(symbol) if symbol is not None else None
         if kind in {"order", "amend", "cancel"} and canonical is not None and policy.symbols is not None and canonical not in policy.symbols:
@@ -550,8 +555,11 @@ class PolicyState:
         quantity = notional = size = None
         if kind in _SIZED:
             self._check_borrowing(exchange, values)
-            size = _order_size(exchange, values, kind)
+            size = _order_size(exchange, values, kind, fields)
             if size is not None:
+                if canonical is None and (policy.symbols is not None or policy.per_symbol):
+                    # Kraken's AmendOrder names no pair: which symbol's limits would apply is unknown.
+                    raise Refusal("symbol", "the policy limits symbols, and this request changes an order's size or price without naming its symbol")
                 quantity, notional, quoted = size
                 self._check_size(canonical, quantity, notional, quoted, kind)
         return _Judged(tuple(endpoint.name for endpoint in matches), kind, symbol, quantity, notional, size is not None)
@@ -623,7 +631,7 @@ class PolicyState:
         remembered (a bot sends the same few shapes over and over).
         """
         covers = exchange.covers
-        shape = ("method" in covers and method, ("path" in covers or method == "WS") and path, method == "GET", names)
+        shape = ("method" in covers and method, ("path" in covers or method == "WS") and path, _signed_format(method), names)
         if batch:  # only then: a longer key for every shape would cost every remembered verdict
             shape += (batch,)
         verdict = self._verdicts.get(shape)
