@@ -35,6 +35,7 @@ from enclave.protocol import (
     RemoteProtocolError,
     Role,
     Signature,
+    http_params,
     key_name,
     sign_http_body,
 )
@@ -150,16 +151,16 @@ def _sign_http_request(key: str, method: str, path: str, params: Any, body: str 
     """``sign_request``'s arguments, checked and encoded once as a SIGN_HTTP body (framed later
     for whichever connection it goes out on)."""
     pairs = params.items() if isinstance(params, Mapping) else params or ()
-    items = []
+    texts = []
     for name, value in pairs:
         name = name if type(name) is str else str(name)
-        items += (name, _param_text(name, value))
+        texts.append((name, _param_text(name, value)))
     try:
-        parts = (key.encode(), method.upper().encode(), path.encode(), "\0".join(items).encode())
+        parts = (key.encode(), method.upper().encode(), path.encode())
     except (UnicodeEncodeError, AttributeError):
         raise ValueError("key, method, path and parameters must be text") from None
-    try:
-        return sign_http_body(*parts, body.encode() if isinstance(body, str) else bytes(body or b""))
+    try:  # the enclave's own rule for names and values (enclave.protocol.http_params)
+        return sign_http_body(*parts, http_params(tuple(texts)), body.encode() if isinstance(body, str) else bytes(body or b""))
     except LocalProtocolError as exc:
         raise ValueError(str(exc)) from None
 
