@@ -1203,6 +1203,34 @@ def test_sign_many_retries_once_on_a_new_connection_as_every_request_does(fake_e
     assert broken.connections == 2  # one retry, not more
 
 
+def test_async_sign_many_retries_once_on_a_new_connection_as_the_signers_does(fake_enclave):
+    import asyncio
+
+    from zerocopy import AsyncSigner, errors
+
+    first_connection = []
+
+    def answer(event):  # the first connection breaks before answering (say, the enclave restarted)
+        if not first_connection:
+            first_connection.append(event.request_id)
+            return None
+        return Signature(event.request_id, b"sig-" + event.payload)
+
+    async def sign_many(address, items):
+        async with AsyncSigner(address) as signer:
+            return await signer.sign_many(items)
+
+    server = fake_enclave(answer)
+    items = [("k", b"%d" % index) for index in range(300)]  # more than two windows
+    assert asyncio.run(sign_many(server.address, items)) == [b"sig-" + payload for _, payload in items]
+    assert server.connections == 2
+
+    broken = fake_enclave(lambda event: None)
+    with pytest.raises(errors.ConnectionClosed):
+        asyncio.run(sign_many(broken.address, [("k", b"a")]))
+    assert broken.connections == 2  # one retry, not more
+
+
 # -- parameter text: what the Signer accepts is exactly what the enclave decodes (issue 12) ----------
 # Any character: NUL (the wire's separator), controls, lone surrogates (not UTF-8).
 _param_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=12)

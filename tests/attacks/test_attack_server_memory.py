@@ -204,3 +204,29 @@ def test_sign_many_of_sixty_thousand_is_not_deadlocked_by_the_backpressure(zeroc
         assert signer.attested is attested
     assert len(signatures) == len(payloads)
     assert all(signature == hmac.new(secret, payload, hashlib.sha256).digest() for signature, payload in zip(signatures, payloads))
+
+
+@pytest.mark.parametrize("attested", [False, True], ids=["plain", "attested"])
+def test_async_sign_many_of_fifty_thousand_completes_in_order(zerocopy_emulator, pipelining_enclave, attested):
+    """``AsyncSigner.sign_many`` pipelines as the Signer's does, for any batch size: the answers
+    are read while requests go out (the enclave stops reading while its answers go unread), and
+    come back in the order of the items, each its own payload's signature."""
+    import asyncio
+    import hashlib
+    import hmac
+
+    from zerocopy import AsyncSigner
+
+    enclave, secret = pipelining_enclave
+    payloads = [b"async order %d" % index for index in range(50_000)]
+    pinned = {"expected_pcrs": {0: enclave.pcrs[0]}, "roots": [zerocopy_emulator.root_certificate]} if attested else {}
+
+    async def run() -> list[bytes]:
+        async with AsyncSigner(enclave.address, timeout=5, **pinned) as signer:
+            signatures = await signer.sign_many(("many", payload) for payload in payloads)
+            assert signer.attested is attested
+            return signatures
+
+    signatures = asyncio.run(run())
+    assert len(signatures) == len(payloads)
+    assert all(signature == hmac.new(secret, payload, hashlib.sha256).digest() for signature, payload in zip(signatures, payloads))
