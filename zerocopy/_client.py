@@ -16,13 +16,12 @@ answers can only come from the enclave that attested. Without attestation the co
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -250,8 +249,11 @@ class Signer:
         self._conn = Connection(Role.CLIENT)
         self._sock: socket.socket | None = None
         try:
-            with self._turn(self.timeout):
+            outer = self._take_turn(self.timeout)
+            try:
                 self._reconnect()
+            finally:
+                self._end_turn(outer)
         except BaseException:
             self.close()
             raise
@@ -324,23 +326,21 @@ class Signer:
     def _next_id(self) -> int:
         return next(self._ids) & 0xFFFFFFFF
 
-    @contextlib.contextmanager
-    def _turn(self, seconds: float | None) -> Iterator[None]:
+    def _take_turn(self, seconds: float | None) -> float | None:
         """This thread's turn on the connection, ending ``seconds`` from now: the wait for the turn
         counts, and each socket operation of the call gets only what is left (:meth:`_remaining`).
-        A call made within another (a reconnect's handshake) ends by the outer one's deadline too."""
+        A call made within another (a reconnect's handshake) ends by the outer one's deadline too.
+        Returns the outer deadline, for :meth:`_end_turn` (no context manager: this is the sign path)."""
         deadline = None if seconds is None else time.monotonic() + seconds
         if not self._lock.acquire(timeout=-1 if seconds is None else seconds):
             raise errors.Timeout(f"the Signer stayed busy with other threads' calls for {seconds}s (the call's timeout); nothing was sent")
         outer = self._deadline
-        if outer is not None and (deadline is None or outer < deadline):
-            deadline = outer
-        self._deadline = deadline
-        try:
-            yield
-        finally:
-            self._deadline = outer
-            self._lock.release()
+        self._deadline = outer if outer is not None and (deadline is None or outer < deadline) else deadline
+        return outer
+
+    def _end_turn(self, outer: float | None) -> None:
+        self._deadline = outer
+        self._lock.release()
 
     def _remaining(self) -> float | None:
         """What is left of the current call's timeout, for its next socket operation (None: no
@@ -417,7 +417,8 @@ class Signer:
         ``retry``, once more on a new connection if this one turns out to be broken (the one
         retry rule, for one request and for a pipeline)."""
         retried = False
-        with self._turn(self.timeout if timeout is _SIGNER_TIMEOUT else timeout):
+        outer = self._take_turn(self.timeout if timeout is _SIGNER_TIMEOUT else timeout)
+        try:
             while True:
                 try:
                     self._ensure_connected()
@@ -427,6 +428,8 @@ class Signer:
                         raise
                     retried = True
                     self._reconnect_after_break()
+        finally:
+            self._end_turn(outer)
 
     def _send_one(self, send: Callable[..., bytes], *parts: Any) -> Any:
         request_id = self._next_id()
