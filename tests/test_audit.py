@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from enclave.audit import AuditLog
 from enclave.protocol import Connection, ControlResponse, MessageType, Role
-from enclave.protocol.audit import FIELD_LIMITS, MAX_RECEIPT_BYTES, canonical_line, legacy_start_message, start_message
+from enclave.protocol.audit import FIELD_LIMITS, MAX_RECEIPT_BYTES, canonical_line, clip, legacy_start_message, start_message
 from zerocopy import PolicyRefused
 from zerocopy.attestation import verify
 from zerocopy.audit import DROPPED, DROPPED_UNATTRIBUTED, FETCHED_THEN_DROPPED, AuditError, AuditGap, fetch_into, verify_log
@@ -396,3 +396,83 @@ def test_a_fresh_checkpoint_needs_a_nonce_of_16_to_64_bytes(zerocopy_signer, non
 
     with pytest.raises(ZeroCopyError, match="nonce"):
         zerocopy_signer.audit(after=2**62, limit=1, nonce=nonce)
+
+
+# -- no pause: every receipt hashed as it is recorded, a full buffer a ring (issue 12) -------------------
+_field = st.text(st.characters(codec=None, exclude_categories=()), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    time_ms=st.integers(-(2**63), 2**63), seq=st.integers(1, 2**63), prev=st.binary(min_size=32, max_size=32).map(bytes.hex),
+    texts=st.tuples(*[_field] * 6), optional=st.tuples(*[st.none() | _field] * 3),
+)
+def test_a_receipt_built_directly_is_byte_for_byte_its_canonical_line(time_ms, seq, prev, texts, optional):
+    """The line is built from parts (half the cost of a dict and json.dumps) and must stay the
+    bytes ``canonical_line`` gives, which the host's verifier recomputes."""
+    from enclave.protocol.audit import receipt_parts
+
+    key, decision, rule, request, digest, reason = (clip(text, 400) for text in texts)
+    symbol, quantity, notional = (None if text is None else clip(text, 400) for text in optional)
+    head, middle, tail = receipt_parts(time_ms, key, decision, rule, request, digest, symbol, quantity, notional, reason)
+    receipt = {
+        "seq": seq, "time_ms": time_ms, "key": key, "decision": decision, "rule": rule, "request": request,
+        "symbol": symbol, "quantity": quantity, "notional": notional, "digest": digest, "reason": reason, "prev": prev,
+    }
+    assert head + prev.encode() + middle + str(seq).encode() + tail == canonical_line(receipt)
+
+
+class _CountingHashlib:
+    """``hashlib`` for the audit module, counting the lines it hashes."""
+
+    def __init__(self) -> None:
+        self.hashed = 0
+
+    def sha256(self, data: bytes = b""):
+        self.hashed += 1
+        return hashlib.sha256(data)
+
+
+def test_every_receipt_costs_one_hash_before_at_and_across_the_wrap_around(monkeypatch):
+    """It hashed receipts in batches: every 256th request hashed 256 receipts, and one request
+    after 65,536 unfetched receipts hashed all of them holding the lock (0.4-0.6 s); past the
+    wrap-around each receipt also re-hashed the one it pushed out. Now each receipt is hashed once
+    as it is recorded, and a full buffer drops the oldest for nothing more."""
+    import enclave.audit
+
+    counting = _CountingHashlib()
+    monkeypatch.setattr(enclave.audit, "hashlib", counting)
+    log = AuditLog(Ed25519PrivateKey.generate(), capacity=300)
+    for index in range(1, 1001):
+        before = counting.hashed
+        log.record(index, "key", "signed", "", "raw", "0" * 64)
+        assert counting.hashed - before == 1, index
+    assert log.dropped == 700
+
+
+def test_a_full_buffer_is_a_ring_whose_chain_verifies_across_the_wrap_around(tmp_path):
+    """The stated policy (docs/protocol.md, "AUDIT"): the buffer holds the last ``capacity``
+    receipts; each one past that pushes out exactly the oldest, and every fetch signs where the
+    held chain now starts. A log fetched at, across and far past the wrap-around verifies with
+    `zerocopy audit verify`'s code, the receipts pushed out unfetched a signed gap."""
+    enclave = _LocalEnclave(capacity=40)
+    path = tmp_path / "audit.jsonl"
+    for decided in (39, 40, 41, 79, 80, 81, 200):  # just under, at, one past; twice; five times round
+        enclave.decide(decided - enclave.decisions)
+        answer = enclave.log.fetch(0, 1000)
+        held = [json.loads(line) for line in answer["receipts"]]
+        assert [receipt["seq"] for receipt in held] == list(range(max(1, decided - 39), decided + 1))
+        assert enclave.log.dropped == max(0, decided - 40) == answer["start"]["seq"] - 1
+        assert answer["start"]["prev"] == held[0]["prev"] and answer["checkpoint"]["seq"] == decided
+        enclave.identity.public_key().verify(
+            base64.b64decode(answer["start"]["signature"]),
+            start_message(enclave.log.boot_id, answer["start"]["seq"], answer["start"]["prev"], answer["start"]["fetched_through"]),
+        )
+    fetch_into(enclave, path)
+    report = verify_log(_lines(path), **enclave.pins, expect_from=161, enclave=enclave)
+    assert report.receipts == 40 and report.enclave_seq == 200
+    enclave.decide(45)  # the buffer wraps between two fetches: 201..205 pushed out unfetched
+    fetch_into(enclave, path)
+    with pytest.raises(AuditGap) as refused:
+        verify_log(_lines(path), **enclave.pins, expect_from=161)
+    assert [(gap.first, gap.last, gap.cause) for gap in refused.value.gaps] == [(201, 205, DROPPED)]

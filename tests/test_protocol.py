@@ -1204,3 +1204,91 @@ def test_sign_many_retries_once_on_a_new_connection_as_every_request_does(fake_e
     with Signer(broken.address) as signer, pytest.raises(errors.ConnectionClosed):
         signer.sign_many([("k", b"a")])
     assert broken.connections == 2  # one retry, not more
+
+
+def test_async_sign_many_retries_once_on_a_new_connection_as_the_signers_does(fake_enclave):
+    import asyncio
+
+    from zerocopy import AsyncSigner, errors
+
+    first_connection = []
+
+    def answer(event):  # the first connection breaks before answering (say, the enclave restarted)
+        if not first_connection:
+            first_connection.append(event.request_id)
+            return None
+        return Signature(event.request_id, b"sig-" + event.payload)
+
+    async def sign_many(address, items):
+        async with AsyncSigner(address) as signer:
+            return await signer.sign_many(items)
+
+    server = fake_enclave(answer)
+    items = [("k", b"%d" % index) for index in range(300)]  # more than two windows
+    assert asyncio.run(sign_many(server.address, items)) == [b"sig-" + payload for _, payload in items]
+    assert server.connections == 2
+
+    broken = fake_enclave(lambda event: None)
+    with pytest.raises(errors.ConnectionClosed):
+        asyncio.run(sign_many(broken.address, [("k", b"a")]))
+    assert broken.connections == 2  # one retry, not more
+
+
+# -- parameter text: what the Signer accepts is exactly what the enclave decodes (issue 12) ----------
+# Any character: NUL (the wire's separator), controls, lone surrogates (not UTF-8).
+_param_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=12)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def recording_enclave(tmp_path_factory):
+    """A Signer on a fake enclave (real socket, the server's sans-IO core) that keeps every
+    SIGN_HTTP event it decoded."""
+    from zerocopy import Signer
+
+    decoded: list = []
+
+    def answer(event):
+        decoded.append(event)
+        return HttpSignature(event.request_id, "", b"", ())
+
+    server = FakeEnclave(tmp_path_factory.mktemp("params") / "enclave.sock", answer)
+    try:
+        with Signer(server.address) as signer:
+            yield signer, decoded
+    finally:
+        server.close()
+
+
+@settings(max_examples=400, deadline=None)
+@given(params=st.lists(st.tuples(_param_text, _param_text), max_size=4))
+def test_parameters_the_signer_accepts_reach_the_enclave_as_exactly_those_parameters(params, recording_enclave):
+    """The Signer checked only the parity of NULs, so ``side="BUY\\0type\\0MARKET"`` reached the
+    enclave as ``side=BUY`` and ``type=MARKET``. It holds names and values to the enclave's rule now."""
+    signer, decoded = recording_enclave
+    decoded.clear()
+    if all("\0" not in text and _utf8(text) for pair in params for text in pair):
+        signer.sign_request("k", "POST", "/api/v3/order", params=params)
+        assert [event.params for event in decoded] == [tuple(params)]
+    else:
+        with pytest.raises(ValueError, match="cannot contain NUL|must be UTF-8 text"):
+            signer.sign_request("k", "POST", "/api/v3/order", params=params)
+        assert decoded == []  # nothing was sent
+
+
+def test_a_value_smuggling_a_parameter_is_refused_before_anything_is_sent(recording_enclave):
+    signer, decoded = recording_enclave
+    decoded.clear()
+    for params in ({"side": "BUY\0type\0MARKET"}, {"side": "BUY\0"}, {"type\0": "MARKET"}, [("side", "BUY"), ("\0x", "1\0")]):
+        with pytest.raises(ValueError, match="cannot contain NUL"):
+            signer.sign_request("k", "POST", "/api/v3/order", params=params)
+    assert decoded == []
+    signer.sign_request("k", "POST", "/api/v3/order", params={"side": "BUY", "type": "LIMIT"})
+    assert decoded[0].params == (("side", "BUY"), ("type", "LIMIT"))

@@ -15,6 +15,7 @@ as the ``Signer``'s (handshake, attestation checks, argument encoding, error map
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import socket
@@ -38,6 +39,7 @@ from enclave.protocol.messages import Attest, Audit, Keys, Message
 
 from . import errors
 from ._client import (
+    SIGN_MANY_WINDOW,
     KeyInfo,
     ProvisionResult,
     SignedRequest,
@@ -79,17 +81,33 @@ class _Link:
         self.reading = asyncio.get_running_loop().create_task(self._read(), name="zerocopy-async-reader")
 
     async def request(self, send: Callable[..., bytes], parts: tuple, timeout: float | None) -> Any:
-        """Encode and write one request (no await between sealing and writing: frames go out in
-        the order the session counted them) and wait for its own answer."""
+        """Write one request and wait for its own answer."""
+        ((request_id, answer),) = self.send_window(send, [parts])
+        return await self.answer(request_id, answer, timeout)
+
+    def send_window(self, send: Callable[..., bytes], batch: Sequence[tuple]) -> list[tuple[int, asyncio.Future]]:
+        """Encode and write requests (no await between sealing and writing: frames go out in the
+        order the session counted them), in one write; each one's id and the future of its answer."""
         if self.broken is not None:
             raise _copy(self.broken)
-        request_id = next(self.ids) & 0xFFFFFFFF
+        loop = asyncio.get_running_loop()
+        frames: list[bytes] = []
+        sent: list[tuple[int, asyncio.Future]] = []
         try:
-            data = send(self.conn, request_id, *parts)
+            for parts in batch:
+                request_id = next(self.ids) & 0xFFFFFFFF
+                frames.append(send(self.conn, request_id, *parts))
+                sent.append((request_id, loop.create_future()))
         except LocalProtocolError as exc:
+            if frames and self.conn.session is not None:  # sealed and never sent: the counters parted
+                self.fail(errors.ProtocolError("a request of a batch could not be encoded; the session's counters parted"))
             raise ValueError(str(exc)) from None
-        answer = self.waiting[request_id] = asyncio.get_running_loop().create_future()
-        self.writer.write(data)
+        self.waiting.update(sent)
+        self.writer.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        return sent
+
+    async def answer(self, request_id: int, answer: asyncio.Future, timeout: float | None) -> Any:
+        """The answer to a request :meth:`send_window` wrote, within ``timeout`` from now."""
         try:
             async with asyncio.timeout(timeout):  # cancels the wait (and so ``answer``) when due
                 await self.writer.drain()
@@ -103,6 +121,11 @@ class _Link:
             self._abandon(request_id)
             raise
         return answer.result()  # the drain failed: fail() has set this call's error
+
+    def abandon(self, sent: Iterable[tuple[int, asyncio.Future]]) -> None:
+        """Requests whose answers nobody will wait for: dropped when they arrive."""
+        for request_id, _ in sent:
+            self._abandon(request_id)
 
     def _abandon(self, request_id: int) -> None:
         if self.waiting.pop(request_id, None) is not None:
@@ -294,13 +317,52 @@ class AsyncSigner:
     async def sign_many(self, items: Iterable[tuple[str, bytes]]) -> list[bytes]:
         """Several raw signatures, in the order of ``items``, as :meth:`zerocopy.Signer.sign_many`:
         every argument is checked before anything is sent, the requests are pipelined on the one
-        connection, and the first error (in the order of ``items``) is raised once every answer is
-        in. Each request has the signer's ``timeout``."""
+        connection ``SIGN_MANY_WINDOW`` at a time while the answers to the window before are read
+        (any batch size: unread answers stay under the socket buffers), tried once more on a new
+        connection if this one breaks, and the first error (in the order of ``items``) is raised
+        once every answer is in. The timeout bounds the wait for each window's answers."""
         requests = [(_key_argument(key), _payload_argument(payload)) for key, payload in items]
-        outcomes = await asyncio.gather(*(self._sign(key, payload) for key, payload in requests), return_exceptions=True)
+        for attempt in (1, 2):
+            outcomes = await self._pipeline(await self._current(), requests)
+            if attempt == 2 or self._closed or not any(isinstance(outcome, errors.ConnectionClosed) for outcome in outcomes):
+                break
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+        return outcomes
+
+    async def _pipeline(self, link: _Link, requests: list[tuple[bytes, bytes]]) -> list[Any]:
+        """Each request's signature or error, two windows in flight: one answered while the next
+        goes out."""
+        outcomes: list[Any] = []
+        windows: collections.deque[list[tuple[int, asyncio.Future]]] = collections.deque()
+        unsent: errors.ZeroCopyError | None = None
+        try:
+            for start in range(0, len(requests), SIGN_MANY_WINDOW):
+                try:
+                    windows.append(link.send_window(Connection.send_sign, requests[start : start + SIGN_MANY_WINDOW]))
+                except errors.ZeroCopyError as exc:  # the connection broke: what was not sent fails with it
+                    unsent = exc
+                    break
+                if len(windows) == 2:
+                    outcomes += await self._window_outcomes(link, windows.popleft())
+            while windows:
+                outcomes += await self._window_outcomes(link, windows.popleft())
+        except BaseException:  # cancelled: answers still due are dropped when they arrive
+            for window in windows:
+                link.abandon(window)
+            raise
+        return outcomes + [unsent] * (len(requests) - len(outcomes))
+
+    async def _window_outcomes(self, link: _Link, window: list[tuple[int, asyncio.Future]]) -> list[Any]:
+        outcomes: list[Any] = []
+        for request_id, answer in window:
+            try:
+                event = await link.answer(request_id, answer, self.timeout)
+            except errors.ZeroCopyError as exc:
+                outcomes.append(exc)
+                continue
+            outcomes.append(event.signature if type(event) is Signature else self._unexpected(event, "SIGN"))
         return outcomes
 
     async def sign_request(

@@ -2,7 +2,9 @@
 
 One ``Signer`` holds one connection. Calls are serialised by a lock, so a ``Signer`` can be shared
 between threads; for throughput give each thread its own, pipeline with :meth:`Signer.sign_many`,
-or use :class:`zerocopy.AsyncSigner`. A call that times out drops the connection (the next call
+or use :class:`zerocopy.AsyncSigner`. A call's timeout bounds the whole call, its wait for a turn
+included: threads queued behind a slow call time out on time (having sent nothing), not one
+timeout after another. A call that times out after sending drops the connection (the next call
 opens a new one), so an answer that arrives late is never read as another request's.
 
 A ``Signer`` that insists on attestation (``expected_pcrs``, which must pin PCR0, and optionally
@@ -14,12 +16,12 @@ answers can only come from the enclave that attested. Without attestation the co
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -35,6 +37,7 @@ from enclave.protocol import (
     RemoteProtocolError,
     Role,
     Signature,
+    http_params,
     key_name,
     sign_http_body,
 )
@@ -51,6 +54,7 @@ PCR_ENV_PREFIX = "ZEROCOPY_EXPECTED_PCR"  # ZEROCOPY_EXPECTED_PCR0 (and PCR1, PC
 ROOT_ENV_VAR = "ZEROCOPY_ATTESTATION_ROOT"  # PEM file of the trusted root; unset = the AWS root
 _RECV = 65536
 _MAX_ROOT_FILE = 1 << 20  # a root file is a certificate or two, never megabytes
+_SIGNER_TIMEOUT: Any = object()  # a call's timeout left to the Signer's own
 _PROTOCOL_CODES = {ErrorCode.MALFORMED_FRAME, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.UNKNOWN_MESSAGE_TYPE, ErrorCode.FRAME_TOO_LARGE}
 
 
@@ -163,16 +167,16 @@ def _sign_http_request(key: str, method: str, path: str, params: Any, body: str 
     """``sign_request``'s arguments, checked and encoded once as a SIGN_HTTP body (framed later
     for whichever connection it goes out on)."""
     pairs = params.items() if isinstance(params, Mapping) else params or ()
-    items = []
+    texts = []
     for name, value in pairs:
         name = name if type(name) is str else str(name)
-        items += (name, _param_text(name, value))
+        texts.append((name, _param_text(name, value)))
     try:
-        parts = (key.encode(), method.upper().encode(), path.encode(), "\0".join(items).encode())
+        parts = (key.encode(), method.upper().encode(), path.encode())
     except (UnicodeEncodeError, AttributeError):
         raise ValueError("key, method, path and parameters must be text") from None
-    try:
-        return sign_http_body(*parts, body.encode() if isinstance(body, str) else bytes(body or b""))
+    try:  # the enclave's own rule for names and values (enclave.protocol.http_params)
+        return sign_http_body(*parts, http_params(tuple(texts)), body.encode() if isinstance(body, str) else bytes(body or b""))
     except LocalProtocolError as exc:
         raise ValueError(str(exc)) from None
 
@@ -257,12 +261,17 @@ class Signer:
         self.address, self.timeout, self._verification = _connection_arguments(address, expected_pcrs, roots, timeout, allow_debug)
         self.attestation: Any = None
         self._lock = threading.RLock()  # re-entered when a reconnect re-attests
+        self._deadline: float | None = None  # when the call holding the lock must end (monotonic)
         self._ids = itertools.count(1)
         self._closed = False
         self._conn = Connection(Role.CLIENT)
         self._sock: socket.socket | None = None
         try:
-            self._reconnect()
+            outer = self._take_turn(self.timeout)
+            try:
+                self._reconnect()
+            finally:
+                self._end_turn(outer)
         except BaseException:
             self.close()
             raise
@@ -288,9 +297,12 @@ class Signer:
 
     def _connect(self) -> socket.socket:
         sock = socket.socket(self.address.family, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
+        sock.settimeout(self._remaining())
         try:
             sock.connect(self.address.sockaddr)
+        except socket.timeout:
+            sock.close()
+            raise errors.Timeout(f"connecting to the enclave at {self.address} timed out") from None
         except OSError as exc:
             sock.close()
             raise errors.ConnectionFailed(connect_failure(self.address, exc)) from None
@@ -332,9 +344,33 @@ class Signer:
     def _next_id(self) -> int:
         return next(self._ids) & 0xFFFFFFFF
 
+    def _take_turn(self, seconds: float | None) -> float | None:
+        """This thread's turn on the connection, ending ``seconds`` from now: the wait for the turn
+        counts, and each socket operation of the call gets only what is left (:meth:`_remaining`).
+        A call made within another (a reconnect's handshake) ends by the outer one's deadline too.
+        Returns the outer deadline, for :meth:`_end_turn` (no context manager: this is the sign path)."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        if not self._lock.acquire(timeout=-1 if seconds is None else seconds):
+            raise errors.Timeout(f"the Signer stayed busy with other threads' calls for {seconds}s (the call's timeout); nothing was sent")
+        outer = self._deadline
+        self._deadline = outer if outer is not None and (deadline is None or outer < deadline) else deadline
+        return outer
+
+    def _end_turn(self, outer: float | None) -> None:
+        self._deadline = outer
+        self._lock.release()
+
+    def _remaining(self) -> float | None:
+        """What is left of the current call's timeout, for its next socket operation (None: no
+        limit). Once spent, a moment, not zero (zero would make the socket non-blocking): an
+        answer already received is still taken, one not yet there is a timeout."""
+        deadline = self._deadline
+        return None if deadline is None else max(deadline - time.monotonic(), 1e-6)
+
     def _send(self, data: bytes) -> None:
         assert self._sock is not None
         try:
+            self._sock.settimeout(self._remaining())
             self._sock.sendall(data)
         except socket.timeout:
             self._fail()
@@ -357,10 +393,11 @@ class Signer:
             if event is not NEED_DATA:
                 return event
             try:
+                sock.settimeout(self._remaining())
                 data = sock.recv(_RECV)
             except socket.timeout:
                 self._fail()
-                raise errors.Timeout(f"the enclave at {self.address} did not answer within {self.timeout}s") from None
+                raise errors.Timeout(f"the enclave at {self.address} did not answer within the call's timeout") from None
             except OSError as exc:
                 self._fail()
                 raise errors.ConnectionClosed(f"the connection to the enclave broke: {exc.strerror or exc}") from None
@@ -379,47 +416,38 @@ class Signer:
             raise errors.ProtocolError(f"response for request {event.request_id} arrived while waiting for {request_id}")
         return event
 
-    @contextlib.contextmanager
-    def _timeout(self, seconds: float | None) -> Iterator[None]:
-        # Held throughout: another thread's call must not run on (or reset) the longer timeout.
-        with self._lock:
-            self._ensure_connected()
-            if self._sock is not None:
-                self._sock.settimeout(seconds)
-            try:
-                yield
-            finally:
-                if self._sock is not None:
-                    self._sock.settimeout(self.timeout)
-
     def _fail(self) -> None:
         # After a broken or desynchronised exchange the connection cannot be trusted.
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
 
-    def _request(self, send: Callable[..., bytes], *parts: Any, retry: bool = True) -> Any:
+    def _request(self, send: Callable[..., bytes], *parts: Any, retry: bool = True, timeout: Any = _SIGNER_TIMEOUT) -> Any:
         """The one way a request goes out: ``send(connection, request_id, *parts)`` (a
         :class:`Connection` method) encodes it for the connection it goes out on — sealed on a
         session, after any reconnect — and the answer event comes back; with ``retry``, once more
         on a new connection if this one turns out to be broken."""
-        return self._exchange(self._send_one, send, *parts, retry=retry)
+        return self._exchange(self._send_one, send, *parts, retry=retry, timeout=timeout)
 
-    def _exchange(self, exchange: Callable[..., Any], *parts: Any, retry: bool = True) -> Any:
-        """``exchange(*parts)`` on a connection, under the lock; with ``retry``, once more on a
-        new connection if this one turns out to be broken (the one retry rule, for one request
-        and for a pipeline)."""
+    def _exchange(self, exchange: Callable[..., Any], *parts: Any, retry: bool = True, timeout: Any = _SIGNER_TIMEOUT) -> Any:
+        """``exchange(*parts)`` on a connection, in this thread's turn, all of it (the wait for
+        the turn, a reconnect, a retry) within ``timeout`` (the Signer's unless given); with
+        ``retry``, once more on a new connection if this one turns out to be broken (the one
+        retry rule, for one request and for a pipeline)."""
         retried = False
-        while True:
-            try:
-                with self._lock:
+        outer = self._take_turn(self.timeout if timeout is _SIGNER_TIMEOUT else timeout)
+        try:
+            while True:
+                try:
                     self._ensure_connected()
                     return exchange(*parts)
-            except errors.ConnectionClosed:
-                if retried or not retry or self._closed:
-                    raise
-                retried = True
-                self._reconnect_after_break()
+                except errors.ConnectionClosed:
+                    if retried or not retry or self._closed:
+                        raise
+                    retried = True
+                    self._reconnect_after_break()
+        finally:
+            self._end_turn(outer)
 
     def _send_one(self, send: Callable[..., bytes], *parts: Any) -> Any:
         request_id = self._next_id()
@@ -430,9 +458,11 @@ class Signer:
         self._send(data)
         return self._expect(request_id)
 
-    def _control(self, message: Message, *, retry: bool = True, malformed: type[errors.ProtocolError] = errors.ProtocolError) -> Any:
+    def _control(
+        self, message: Message, *, retry: bool = True, malformed: type[errors.ProtocolError] = errors.ProtocolError, timeout: Any = _SIGNER_TIMEOUT
+    ) -> Any:
         """Send a control message; its answer, typed (:mod:`enclave.protocol.messages`)."""
-        response = self._request(Connection.send_control, message, retry=retry)
+        response = self._request(Connection.send_control, message, retry=retry, timeout=timeout)
         if type(response) is not ControlResponse or response.kind != message.TYPE | 0x80:
             raise self._unexpected(response, message.TYPE.name)
         return _control_answer(response, malformed)
@@ -455,7 +485,8 @@ class Signer:
 
     def sign_many(self, items: Iterable[tuple[str, bytes]]) -> list[bytes]:
         """Pipeline several raw signatures on this connection, sent ``SIGN_MANY_WINDOW`` at a time
-        while the answers to the window before are read; raises the first error after all answers."""
+        while the answers to the window before are read; raises the first error after all answers.
+        A batch has no size limit, so the timeout bounds the wait for a turn and then each window."""
         requests = [(_key_argument(key), _payload_argument(payload)) for key, payload in items]
         answers = self._exchange(self._pipeline, requests)
         for event in answers:
@@ -470,6 +501,8 @@ class Signer:
         # on this one: sending everything first deadlocked once the unread answers filled
         # the socket buffers (the enclave stops reading while its answers go unread).
         for start in range(0, len(requests), SIGN_MANY_WINDOW):
+            if self.timeout is not None:
+                self._deadline = time.monotonic() + self.timeout  # each window has the timeout
             self._send(self._window(ids[start : start + SIGN_MANY_WINDOW], requests[start : start + SIGN_MANY_WINDOW]))
             answers.extend(self._expect(request_id) for request_id in ids[len(answers) : start])
         answers.extend(self._expect(request_id) for request_id in ids[len(answers) :])
@@ -519,8 +552,7 @@ class Signer:
     def provision(self, bundles: Sequence[bytes], *, credentials: Mapping[str, str], region: str | None = None, timeout: float | None = 60.0) -> list[ProvisionResult]:
         """Send sealed bundles; the enclave unseals them through KMS with these AWS credentials."""
         request = _provision_message(bundles, credentials, region)
-        with self._timeout(_timeout_argument(timeout)):
-            answer = self._control(request)
+        answer = self._control(request, timeout=_timeout_argument(timeout))
         return _provision_results(answer)
 
     def generate(
@@ -544,8 +576,8 @@ class Signer:
         refused).
         """
         request = _generate_message(name, scheme, credentials, kms_key_id=kms_key_id, api_key=api_key, policy=policy, region=region)
-        with self._timeout(_timeout_argument(timeout)):  # KMS calls and key generation take longer than a signature
-            answer = self._control(request, retry=False)  # a second try would make a second key
+        # KMS calls and key generation take longer than a signature; a second try would make a second key
+        answer = self._control(request, retry=False, timeout=_timeout_argument(timeout))
         return answer.bundle, answer.public_key.decode()
 
     def remove(self, key: str) -> None:

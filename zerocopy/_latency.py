@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-__all__ = ["Percentiles", "percentiles", "time_calls", "EchoServer", "pinned_apart"]
+__all__ = ["Percentiles", "percentiles", "time_calls", "EchoServer", "pinned_apart", "process_threads"]
 
 _ECHO = """\
 import os, socket, sys, threading
@@ -67,30 +67,53 @@ def time_calls(call: Callable[[], object], count: int, *, warmup: int = 200) -> 
 
 @contextlib.contextmanager
 def pinned_apart(*server_pids: int) -> Iterator[bool]:
-    """Pin this process to one CPU and the servers to another, for the duration.
+    """Pin this process to one CPU and the servers to another, for the duration: every thread of
+    each process, not only its main one.
 
     A round trip between two CPUs (an enclave has vCPUs of its own) costs a wake-up on the other
     CPU; between two processes on the same CPU it costs only a context switch. Left to the
-    scheduler, the two cases mix from run to run and the ratio says nothing. Yields whether the
-    pinning took effect (it needs two CPUs).
+    scheduler, the two cases mix from run to run and the ratio says nothing. A server answers on
+    its connection threads: those already running are pinned one by one (``/proc/PID/task``),
+    and threads started later inherit the affinity of the thread that starts them. Yields whether
+    the pinning took effect (it needs two CPUs).
     """
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         yield False
         return
-    previous = set(cpus)
+    previous: dict[int, set[int]] = {}
     try:
-        os.sched_setaffinity(0, {cpus[0]})
+        _pin_process(os.getpid(), {cpus[0]}, previous)
         for pid in server_pids:
-            os.sched_setaffinity(pid, {cpus[1]})
+            _pin_process(pid, {cpus[1]}, previous)
         yield True
     finally:
-        os.sched_setaffinity(0, previous)
-        for pid in server_pids:
+        for tid, affinity in previous.items():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.sched_setaffinity(tid, affinity)
+
+
+def process_threads(pid: int) -> list[int]:
+    """The ids of ``pid``'s threads now (empty if the process is gone)."""
+    try:
+        return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except FileNotFoundError:
+        return []
+
+
+def _pin_process(pid: int, cpus: set[int], previous: dict[int, set[int]]) -> None:
+    """Every thread of ``pid`` onto ``cpus``, main thread first (threads it starts meanwhile
+    inherit the pinning), then again for any thread another one started meanwhile; each thread's
+    affinity before is kept in ``previous``."""
+    pinned: set[int] = set()
+    while new := sorted(set(process_threads(pid)) - pinned, key=lambda tid: tid != pid):
+        for tid in new:
+            pinned.add(tid)
             try:
-                os.sched_setaffinity(pid, previous)
-            except ProcessLookupError:
-                pass
+                previous.setdefault(tid, os.sched_getaffinity(tid))
+                os.sched_setaffinity(tid, cpus)
+            except ProcessLookupError:  # the thread ended meanwhile
+                previous.pop(tid, None)
 
 
 class EchoServer:

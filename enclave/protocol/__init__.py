@@ -21,6 +21,7 @@ from .frames import (
     SessionAccepted,
     Signature,
     SignRequest,
+    http_params,
     key_name,
     sign_http_body,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "SessionAccepted",
     "Signature",
     "SignRequest",
+    "http_params",
     "key_name",
     "sign_http_body",
 ]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from json.encoder import encode_basestring  # what json.dumps(ensure_ascii=False) writes a str with
 from typing import Any
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "legacy_start_message",
     "fresh_checkpoint_message",
     "canonical_line",
+    "receipt_parts",
     "clip",
 ]
 
@@ -59,6 +61,24 @@ _CLIPPED = "…"
 
 def canonical_line(record: dict[str, Any]) -> bytes:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def receipt_parts(
+    time_ms: int, key: str, decision: str, rule: str, request: str, digest: str, symbol: str | None, quantity: str | None, notional: str | None, reason: str
+) -> tuple[bytes, bytes, bytes]:
+    """A receipt's canonical line around the two fields only the chain knows: ``(head, middle,
+    tail)`` such that ``head + prev + middle + seq + tail`` (``prev`` the hex hash, ``seq`` in
+    decimal, both ASCII) is exactly :func:`canonical_line` of the receipt — keys in sorted order,
+    each value written as ``json.dumps`` writes it. Built directly, at half the cost of the dict
+    and ``json.dumps``, and before the log's lock is taken."""
+    head = f'{{"decision":{_json(decision)},"digest":{_json(digest)},"key":{_json(key)},"notional":{_json(notional)},"prev":"'
+    middle = f'","quantity":{_json(quantity)},"reason":{_json(reason)},"request":{_json(request)},"rule":{_json(rule)},"seq":'
+    tail = f',"symbol":{_json(symbol)},"time_ms":{time_ms if type(time_ms) is int else json.dumps(time_ms)}}}'
+    return head.encode(), middle.encode(), tail.encode()
+
+
+def _json(text: str | None) -> str:
+    return "null" if text is None else encode_basestring(text)
 
 
 def clip(text: str, limit: int) -> str:

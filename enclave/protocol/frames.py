@@ -388,12 +388,21 @@ def _unchecked(kind: type, *values: Any) -> Any:
     return event
 
 
+def http_params(pairs: tuple[tuple[str, str], ...]) -> bytes:
+    """``pairs`` as the SIGN_HTTP params block ``name\0value\0...``, under the one rule the
+    enclave's events hold them to: text, UTF-8, and no NUL in a name or value. NUL separates them
+    on the wire, so ``side="BUY\0type\0MARKET"`` would reach the enclave as two parameters, and
+    it would sign ``type=MARKET``: refused (:class:`LocalProtocolError`) before anything is sent."""
+    _check_pairs(pairs, "params")
+    return _join_pairs(pairs)
+
+
 def sign_http_body(key: bytes, method: bytes, path: bytes, params: bytes, body: bytes) -> bytes:
     """The SIGN_HTTP body from already-encoded parts, checked once (a retry re-frames it with a
     new request id and seals it for its connection; see :meth:`Connection.send_sign_http`).
 
-    ``params`` is the UTF-8 block ``name\0value\0...``; the caller guarantees no NUL inside a name
-    or value (the pair count is checked here: a stray NUL would shift it).
+    ``params`` is the block :func:`http_params` builds (the pair count is checked again here: a
+    stray NUL would shift it).
     """
     key_name(key)
     if not 0 < len(method) <= 16 or len(path) > 0xFFFF:

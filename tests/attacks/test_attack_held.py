@@ -498,6 +498,9 @@ def test_a_nul_in_a_parameter_only_ever_splits_it_into_parameters_the_policy_see
     # quantity = "0.01\0quantity\0100": the enclave sees quantity twice
     answer = raw_sign_http(address, key, "POST", b"/api/v3/order", block(_with(quantity="0.01\0quantity\x00100")))
     assert isinstance(answer, ErrorResponse) and (answer.code, answer.rule) == (ErrorCode.POLICY_REFUSED, "duplicate_parameter"), answer
+    # side = "BUY\0type\0MARKET" (issue 12; the Signer refuses it now): the enclave sees type twice
+    answer = raw_sign_http(address, key, "POST", b"/api/v3/order", block(_with(side="BUY\0type\0MARKET")))
+    assert isinstance(answer, ErrorResponse) and (answer.code, answer.rule) == (ErrorCode.POLICY_REFUSED, "duplicate_parameter"), answer
     # quantity = "0.01\0100": the pairs no longer pair up
     answer = raw_sign_http(address, key, "POST", b"/api/v3/order", block(_with(quantity="0.01\x00100")))
     assert isinstance(answer, ErrorResponse) and answer.code is ErrorCode.BAD_REQUEST and "pairs" in answer.message, answer

@@ -204,3 +204,66 @@ def test_sign_many_of_sixty_thousand_is_not_deadlocked_by_the_backpressure(zeroc
         assert signer.attested is attested
     assert len(signatures) == len(payloads)
     assert all(signature == hmac.new(secret, payload, hashlib.sha256).digest() for signature, payload in zip(signatures, payloads))
+
+
+@pytest.mark.parametrize("attested", [False, True], ids=["plain", "attested"])
+def test_async_sign_many_of_fifty_thousand_completes_in_order(zerocopy_emulator, pipelining_enclave, attested):
+    """``AsyncSigner.sign_many`` pipelines as the Signer's does, for any batch size: the answers
+    are read while requests go out (the enclave stops reading while its answers go unread), and
+    come back in the order of the items, each its own payload's signature."""
+    import asyncio
+    import hashlib
+    import hmac
+
+    from zerocopy import AsyncSigner
+
+    enclave, secret = pipelining_enclave
+    payloads = [b"async order %d" % index for index in range(50_000)]
+    pinned = {"expected_pcrs": {0: enclave.pcrs[0]}, "roots": [zerocopy_emulator.root_certificate]} if attested else {}
+
+    async def run() -> list[bytes]:
+        async with AsyncSigner(enclave.address, timeout=5, **pinned) as signer:
+            signatures = await signer.sign_many(("many", payload) for payload in payloads)
+            assert signer.attested is attested
+            return signatures
+
+    signatures = asyncio.run(run())
+    assert len(signatures) == len(payloads)
+    assert all(signature == hmac.new(secret, payload, hashlib.sha256).digest() for signature, payload in zip(signatures, payloads))
+
+
+def test_a_raw_client_that_reads_while_it_writes_gets_any_batch_answered_in_order(pipelining_enclave):
+    """The enclave's side of pipelining, for a client in any language: it reads a connection's
+    requests and writes their answers in turns, blocking only while the client has not taken its
+    answers; a client that sends 50,000 frames in one write while another thread reads gets
+    every answer, in order. (A client that never reads is held, and closed at the send deadline:
+    the memory bound above.)"""
+    import hashlib
+    import hmac
+
+    from enclave.protocol import NEED_DATA, Connection, Role, SignRequest
+
+    enclave, secret = pipelining_enclave
+    payloads = [b"raw order %d" % index for index in range(50_000)]
+    client = Connection(Role.CLIENT)
+    frames = b"".join(client.send(SignRequest(index + 1, "many", payload)) for index, payload in enumerate(payloads))
+    answers: list = []
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(enclave.address.removeprefix("unix://"))
+    writer = threading.Thread(target=sock.sendall, args=(frames,), name="raw-writer")
+    try:
+        writer.start()
+        while len(answers) < len(payloads):
+            while (event := client.next_event()) is not NEED_DATA:
+                answers.append(event)
+            if len(answers) < len(payloads):
+                data = sock.recv(65536)
+                assert data, "the enclave closed the connection before answering everything"
+                client.receive_data(data)
+    finally:
+        writer.join(10)
+        sock.close()
+    assert not writer.is_alive()
+    assert [answer.request_id for answer in answers] == list(range(1, len(payloads) + 1))
+    assert all(answer.signature == hmac.new(secret, payload, hashlib.sha256).digest() for answer, payload in zip(answers, payloads))
