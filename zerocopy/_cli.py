@@ -449,28 +449,6 @@ def cmd_stethoscope(args: argparse.Namespace) -> int:
     return 0 if report["attestation"]["verified"] else 1
 
 
-def cmd_eif(args: argparse.Namespace) -> int:
-    from .eif import read_eif
-
-    image = read_eif(args.file)
-    if args.json:
-        print(json.dumps({
-            "version": image.version, "flags": image.flags, "default_memory": image.default_memory, "default_cpus": image.default_cpus,
-            "crc_ok": image.crc_ok, "sections": [{"type": s.name, "offset": s.offset, "size": s.size} for s in image.sections],
-            "pcrs": {str(index): value.hex() for index, value in sorted(image.pcrs.items())},
-        }, indent=2))
-    else:
-        print(f"EIF version {image.version}, {len(image.sections)} sections, CRC {'ok' if image.crc_ok else 'MISMATCH'}")
-        for section in image.sections:
-            print(f"  {section.name:<9} {section.size:>12} bytes at {section.offset}")
-        for index, value in sorted(image.pcrs.items()):
-            print(f"PCR{index}  {value.hex()}")
-    if not image.crc_ok:
-        _say(f"{args.file}: the CRC-32 does not match: the file is damaged or was edited")
-        return 1
-    return 0
-
-
 def cmd_vsock_proxy_config(args: argparse.Namespace) -> int:
     from .vsock_proxy import kms_allowlist, kms_host, proxy_command
 
@@ -703,9 +681,9 @@ def _add_operator_commands(commands: Any) -> None:
     stethoscope.add_argument("--samples", type=_count, default=500, help="probe round trips to time (default: %(default)s)")
     stethoscope.set_defaults(handler=cmd_stethoscope)
 
-    eif = commands.add_parser("eif", parents=[_Parents.json], help="read an enclave image file and compute its PCRs", description="Parse an EIF (header, sections, CRC) and print the PCRs a key policy pins.")
-    eif.add_argument("file", metavar="FILE")
-    eif.set_defaults(handler=cmd_eif)
+    from ._eif_cli import add_eif_commands
+
+    add_eif_commands(commands, json_parent=_Parents.json, check_usage=_check_usage)
 
     kms_policy = commands.add_parser(
         "kms-policy", help="print a KMS key policy pinning an enclave image",
