@@ -47,9 +47,9 @@ def measurements_path(output: str | Path) -> Path:
     return Path(output).with_suffix(".measurements.json")
 
 
-def _save_measurements(image: EifImage, output: Path, target: Path | None) -> None:
+def _save_measurements(image: EifImage, output: Path, target: str | None) -> None:
     document = json.dumps({"Measurements": image.measurements()}, indent=2)
-    path = target or measurements_path(output)
+    path = Path(target) if target else measurements_path(output)
     path.write_text(document + "\n")
     print(document)
     _say(f"{output}: PCR0 {image.pcrs[0].hex()}; measurements -> {path}")
@@ -255,7 +255,7 @@ def _add_build(actions: Any, check_usage: Any) -> None:
         "With --kernel and --ramdisk: write the EIF directly, no Docker.",
     )  # fmt: skip
     build.add_argument("-o", "--output", default="zerocopy.eif", metavar="FILE", help="the EIF to write (default: %(default)s)")
-    build.add_argument("--measurements", type=Path, metavar="FILE", help="where to save the measurements (default: next to the EIF, .measurements.json)")
+    build.add_argument("--measurements", metavar="FILE", help="where to save the measurements (default: next to the EIF, .measurements.json)")
     measured = build.add_argument_group("the measured configuration (Docker build)")
     measured.add_argument("--config", metavar="FILE", help="the enclave's configuration file (TOML, as enclave/enclave.toml); instead of the flags below")
     measured.add_argument("--region", default="us-east-1", help="AWS region of KMS (default: %(default)s)")
