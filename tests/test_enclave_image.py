@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 from importlib.metadata import distribution
 from pathlib import Path
 
@@ -164,3 +165,17 @@ def test_bringing_up_loopback_leaves_an_up_interface_up():
     """Here lo is already up, so this reads its flags through the same ioctl and changes nothing."""
     bring_up_loopback()
     assert int(Path("/sys/class/net/lo/flags").read_text(), 16) & 1
+
+
+def test_the_wheel_of_this_checkout_is_the_same_bytes_when_built_twice(tmp_path):
+    """What the image installs: the same sources and SOURCE_DATE_EPOCH, the same wheel (needs the
+    package registry for the pinned build backend, as the lock test does)."""
+    from zerocopy._eif_cli import build_wheel
+
+    left_behind = {path for path in (ROOT / "build", ROOT / "zerocopy.egg-info") if not path.exists()}
+    first, second = (build_wheel(tmp_path / name, 1767225600) for name in ("first", "second"))  # pip fetches the pinned backend
+    assert first.name == second.name and first.read_bytes() == second.read_bytes()
+    with zipfile.ZipFile(first) as wheel:
+        assert wheel.read("enclave/__main__.py") == (ROOT / "enclave" / "__main__.py").read_bytes()
+        assert {info.date_time for info in wheel.infolist()} == {(2026, 1, 1, 0, 0, 0)}
+    assert not any(path.exists() for path in left_behind)  # built from a copy: nothing left in the checkout

@@ -25,7 +25,7 @@ from typing import Any
 from .eif import EifImage, identity_metadata, parse_eif, read_eif, write_eif
 from .errors import EifError
 
-__all__ = ["add_eif_commands", "measurements_path", "REPOSITORY"]
+__all__ = ["add_eif_commands", "build_wheel", "measurements_path", "REPOSITORY"]
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 IMAGE_TAG = "zerocopy-enclave"
@@ -181,16 +181,37 @@ def _enclave_config(args: argparse.Namespace) -> str:
     return render_config(settings, port=args.port)
 
 
-def _stage(context: Path, config: str, epoch: int) -> None:
-    """The build context: Dockerfile, lock, configuration and the wheel of this checkout."""
+def build_wheel(directory: Path, epoch: int) -> Path:
+    """The zerocopy wheel of this checkout's sources, byte for byte the same for the same sources
+    and ``epoch``: built from a copy (no stale build/ tree), with the pinned backend
+    (enclave/build-constraints.txt) and ``SOURCE_DATE_EPOCH`` as every file's time."""
     if not (REPOSITORY / "pyproject.toml").is_file():
         raise ValueError(f"eif build needs a checkout of the repository (no pyproject.toml in {REPOSITORY})")
+    import tomllib
+
+    packages = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    with tempfile.TemporaryDirectory(prefix="zerocopy-wheel-") as scratch:
+        source = Path(scratch) / "src"
+        source.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copyfile(REPOSITORY / name, source / name)
+        for top in sorted({package.split(".")[0] for package in packages}):
+            shutil.copytree(REPOSITORY / top, source / top, ignore=ignore)
+        environment = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch), PIP_CONSTRAINT=str(REPOSITORY / "enclave" / "build-constraints.txt"))
+        command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(directory), str(source)]
+        if subprocess.run(command, env=environment, stdout=sys.stderr, timeout=600).returncode != 0:
+            raise ValueError("building the zerocopy wheel failed (pip wheel, above)")
+    (wheel,) = directory.glob("zerocopy-*.whl")
+    return wheel
+
+
+def _stage(context: Path, config: str, epoch: int) -> None:
+    """The build context: Dockerfile, lock, configuration and the wheel of this checkout."""
     for name in ("Dockerfile", "requirements.lock"):
         shutil.copyfile(REPOSITORY / "enclave" / name, context / name)
     (context / "enclave.toml").write_text(config)
-    environment = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch))
-    wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(context / "wheel"), str(REPOSITORY)]
-    subprocess.run(wheel, check=True, env=environment, stdout=sys.stderr)
+    build_wheel(context / "wheel", epoch)
 
 
 def _run_tool(command: list[str], **options: Any) -> subprocess.CompletedProcess:
