@@ -150,7 +150,8 @@ def parse_eif(data: bytes) -> EifImage:
         certificate, signature_ok = _signature(by_type["signature"][0], pcrs[0])
         pcrs[8] = _pcr([certificate])
     metadata = _metadata(by_type["metadata"][0]) if by_type.get("metadata") else None
-    computed = zlib.crc32(data[: HEADER.size - 4] + data[HEADER.size :]) & 0xFFFFFFFF
+    view = memoryview(data)  # no copy of a large image for the CRC
+    computed = zlib.crc32(view[HEADER.size :], zlib.crc32(view[: HEADER.size - 4])) & 0xFFFFFFFF
     return EifImage(version, flags, memory, cpus, tuple(sections), pcrs, computed == fields[72], metadata, certificate, signature_ok)
 
 
@@ -219,9 +220,11 @@ def _signature(section: bytes, pcr0: bytes) -> tuple[bytes, bool]:
         else:
             parsed = x509.load_der_x509_certificate(certificate)
         signature = _byte_string(entries[0]["signature"])
+        der, public_key = parsed.public_bytes(Encoding.DER), parsed.public_key()
+        _certificate_info(der)  # cryptography parses fields lazily: fail here, not in describe()
     except Exception as exc:  # cbor / cryptography / shape errors: a malformed signature section
         raise EifError(f"the signature section does not hold a signing certificate ({type(exc).__name__})") from None
-    return parsed.public_bytes(Encoding.DER), _signs_pcr0(signature, parsed.public_key(), pcr0)
+    return der, _signs_pcr0(signature, public_key, pcr0)
 
 
 def _signs_pcr0(signature: bytes, public_key: object, pcr0: bytes) -> bool:
