@@ -119,3 +119,21 @@ def test_two_builds_of_this_checkout_give_the_same_pcrs(tmp_path):
         assert main(["eif", "build", "--tag", f"zerocopy-enclave-test-{name}", "-o", str(output)]) == 0
         outputs.append(json.loads(measurements_path(output).read_text())["Measurements"])
     assert outputs[0] == outputs[1]
+
+
+def test_the_docker_context_holds_what_the_dockerfile_copies(tmp_path):
+    """What the Docker path hands to `docker buildx build`, short of running it: every COPY source of
+    enclave/Dockerfile, the wheel, and the configuration the flags ask for, read by the enclave's loader."""
+    from enclave.protocol.config import load_config
+    from zerocopy._cli import build_parser
+    from zerocopy._eif_cli import _enclave_config, _stage
+
+    key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    args = build_parser().parse_args(["eif", "build", "--region", "eu-west-1", "--seal-key", key, "--port", "7000", "--busy-poll-us", "50"])
+    _stage(tmp_path, _enclave_config(args), 1767225600)
+    copies = [line.split()[1] for line in (tmp_path / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")]
+    assert copies == ["requirements.lock", "wheel/", "enclave.toml"]
+    assert all((tmp_path / source).exists() for source in copies) and len(list((tmp_path / "wheel").glob("zerocopy-*.whl"))) == 1
+    assert (tmp_path / "requirements.lock").read_bytes() == (ROOT / "enclave" / "requirements.lock").read_bytes()
+    settings = load_config((tmp_path / "enclave.toml").read_text())
+    assert settings == {"region": "eu-west-1", "seal_key": [key], "busy_poll_us": 50, "loopback_up": True, "listen": "vsock://4294967295:7000"}
