@@ -1,8 +1,10 @@
 """``python -m enclave``: start the signer.
 
 Production defaults listen on vsock port 5000 for any CID, talk to ``/dev/nsm`` and reach KMS
-through the parent's vsock-proxy on CID 3, port 8000. Every option is part of the launch command
-line, which the emulator measures into PCR0 (on Nitro it is baked into the EIF). That is why the
+through the parent's vsock-proxy on CID 3, port 8000. In the image the entrypoint is
+``python -m enclave --config /etc/zerocopy/enclave.toml``: the operator's settings are a file in the
+EIF, so in its PCRs (enclave/protocol/config.py). Every option is part of the launch command
+line, which the emulator measures into PCR0. That is why the
 KMS keys the enclave seals generated keys to are an option (``--seal-key``) and never a field of a
 request: the host cannot choose them, and changing them changes PCR0.
 """
@@ -10,9 +12,12 @@ request: the host cannot choose them, and changing them changes PCR0.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import os
 import signal
+import socket
+import struct
 import sys
 import threading
 
@@ -21,6 +26,7 @@ from .clock import parse_clock
 from .kms import AttestedKms, KmsSettings
 from .nsm import Nsm, open_device
 from .protocol.address import AddressError, parse_address
+from .protocol.config import CONFIG_PATH, load_config
 from .server import Server, listen
 from .service import EnclaveService
 
@@ -41,19 +47,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frame-timeout", type=float, default=10.0, metavar="S", help="close a connection that started a frame and has not finished it within this long (default: %(default)s)")
     parser.add_argument("--busy-poll-us", type=int, default=0, metavar="US", help="spin this long for the next request before sleeping; worth it where the enclave's vCPUs are its own (default: %(default)s)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--loopback-up", action="store_true", help="bring the loopback interface up first: an enclave boots with it down, and the KMS forwarder listens on 127.0.0.1")
+    parser.add_argument("--config", metavar="FILE", help=f"settings file (TOML; keys are these options' names with _), in the image {CONFIG_PATH}: its measured configuration; flags given as well win")
     parser.add_argument("--version", action="version", version=f"zerocopy-enclave {__version__}")
     return parser
 
 
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+_IFREQ = struct.Struct("16sH22x")  # struct ifreq: name, then ifr_flags in the 24-byte union
+
+
+def bring_up_loopback() -> None:
+    """``ip link set lo up`` without iproute2 in the image (OSError if not permitted)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        _, flags = _IFREQ.unpack(fcntl.ioctl(sock, _SIOCGIFFLAGS, _IFREQ.pack(b"lo", 0)))
+        if not flags & _IFF_UP:
+            fcntl.ioctl(sock, _SIOCSIFFLAGS, _IFREQ.pack(b"lo", flags | _IFF_UP))
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options; with ``--config``, the file's settings are the defaults the flags override."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config is None:
+        return args
+    try:
+        with open(args.config, "rb") as file:
+            settings = load_config(file.read(), source=args.config)
+    except (OSError, ValueError) as exc:
+        parser.error(str(exc))
+    parser.set_defaults(**settings)
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="enclave %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("enclave")
     try:
+        if args.loopback_up:
+            bring_up_loopback()
         address = parse_address(args.listen)
         settings = KmsSettings(region=args.region, proxy=parse_address(args.kms_proxy), ca_bundle=args.kms_ca, seal_keys=tuple(args.seal_key))
         clock = parse_clock(args.clock)
-    except (AddressError, ValueError) as exc:
+    except (AddressError, ValueError, OSError) as exc:
         print(f"enclave: {exc}", file=sys.stderr)
         return 2
     nsm = Nsm(open_device(args.nsm))

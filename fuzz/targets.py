@@ -275,23 +275,12 @@ def _request_from(data: bytes) -> tuple[str, str, str, tuple[tuple[str, str], ..
 # -- EIF images ------------------------------------------------------------------------------------------
 
 
-def _eif(sections: list[tuple[int, bytes]]) -> bytes:
-    """An EIF built by the tests' builder, which follows the format description, not zerocopy.eif."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("eif_builder", DATA.parent / "eif_builder.py")
-    assert spec is not None and spec.loader is not None
-    builder = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(builder)
-    return builder.build_eif(sections)
-
-
 def _open_eif(stack: ExitStack) -> Harness:
-    from zerocopy.eif import parse_eif
+    from zerocopy.eif import parse_eif, write_eif
 
     seeds = [
-        _eif([(1, b"kernel" * 50), (2, b"console=ttyS0"), (3, b"ramdisk-1" * 40), (3, b"ramdisk-2" * 40), (5, b'{"ImageName":"x"}')]),
-        _eif([(1, b"k"), (2, b""), (3, b"r")]),
+        write_eif(b"kernel" * 50, b"console=ttyS0", [b"ramdisk-1" * 40, b"ramdisk-2" * 40], metadata={"ImageName": "x"}),
+        write_eif(b"k", b"", [b"r"]),
     ]
     return _bytes_harness(seeds, parse_eif)
 

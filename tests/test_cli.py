@@ -307,6 +307,12 @@ CONFLICTING_FLAGS = [
     (["kms-policy", "--account", "123456789012", "--locked", "--enclave-only"], ["--locked", "--enclave-only"]),
     (["kms-policy", "--account", "123456789012"], ["--pcr0", "--locked"]),
     (["kms-policy", "--account", "123456789012", *PCR0, "--enclave-only", "--sealer", "arn:aws:iam::123456789012:role/op"], ["--enclave-only", "--sealer"]),
+    (["kms-policy", "--account", "123456789012", *PCR0, "--eif", "zerocopy.eif"], ["--eif", "--pcr0"]),
+    (["kms-policy", "--account", "123456789012", "--locked", "--role", "arn:aws:iam::123456789012:role/host"], ["--locked", "--role"]),
+    (["kms-policy", "--account", "123456789012", *PCR0, "--enclave-only", "--operator", "arn:aws:iam::123456789012:role/op"], ["--enclave-only", "--operator"]),
+    (["eif", "build", "--ramdisk", "init.cpio"], ["--ramdisk", "--kernel"]),
+    (["eif", "build", "--kernel", "bzImage"], ["--kernel", "--ramdisk"]),
+    (["eif", "build", "--kernel", "bzImage", "--ramdisk", "init.cpio", "--seal-key", "arn:aws:kms:us-east-1:123456789012:key/k"], ["--seal-key", "--kernel"]),
     (["audit", "verify", "LOG"], ["--pcr0", "--any-image"]),
     (["audit", "verify", "LOG", "--any-image", "--enclave", "unix:///nonexistent/zc.sock"], ["--enclave", "--pcr0"]),
     (["audit", "verify", "LOG", "--any-image", *PCR0], ["--pcr0", "--any-image"]),
@@ -327,7 +333,7 @@ def test_every_contradicting_flag_combination_exits_2_naming_the_flags(argv, fla
 
 def test_the_flag_combination_sweep_covers_each_command_with_combination_rules():
     checked = {tuple(command) for command in _subcommands(build_parser()) if _parser_at(build_parser(), command).get_default("usage_check")}
-    assert checked == {tuple(argv[: 2 if argv[0] == "audit" else 1]) for argv, _ in CONFLICTING_FLAGS}
+    assert checked == {tuple(argv[: 2 if argv[0] in ("audit", "eif") else 1]) for argv, _ in CONFLICTING_FLAGS}
 
 
 # -- the emulator's commands without its dependencies ------------------------------------------------

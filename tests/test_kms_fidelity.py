@@ -879,6 +879,51 @@ def test_a_key_policy_naming_another_role_refuses_this_one(aws, clients, host, n
     assert decrypt_ciphertext_for_recipient(response["CiphertextForRecipient"], enclave_key) == b"for the other role"
 
 
+def _kms_policy_command(*argv: str) -> str:
+    """What ``zerocopy kms-policy ARGV`` prints (stdout), run in-process."""
+    import contextlib
+    import io
+
+    from zerocopy._cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["kms-policy", *argv, "--account", ACCOUNT_ID]) == 0
+    return out.getvalue()
+
+
+def test_kms_policy_role_and_operator_are_enforced_as_aws_would(aws, clients, pki, nsm, document, enclave_key):
+    """`zerocopy kms-policy --pcr0 … --role HOST --operator OPERATOR`, as printed, on a key: neither
+    role has an IAM grant. The host role provisions (Decrypt, GenerateDataKey with the image's
+    attestation) and cannot decrypt, seal or use another image's attestation; the operator seals
+    (Encrypt, GenerateDataKey without Recipient) and cannot decrypt; the root is no sealer now."""
+    host_arn, operator_arn = (f"arn:aws:iam::{ACCOUNT_ID}:role/{name}" for name in ("policy-named-host", "policy-named-operator"))
+    host, operator = clients(role_session(aws, "policy-named-host")), clients(role_session(aws, "policy-named-operator"))
+    policy = _kms_policy_command("--pcr0", nsm.pcrs[0].hex(), "--role", host_arn, "--operator", operator_arn)
+    key = aws.kms.create_key(Policy=policy)["KeyMetadata"]["Arn"]
+    sealed = operator.generate_data_key(KeyId=key, KeySpec="AES_256", EncryptionContext=CONTEXT)
+    encrypted = operator.encrypt(KeyId=key, Plaintext=b"sealed by the operator", EncryptionContext=CONTEXT)["CiphertextBlob"]
+    response = host.decrypt(CiphertextBlob=sealed["CiphertextBlob"], EncryptionContext=CONTEXT, KeyId=key, Recipient=attested(document))
+    assert "Plaintext" not in response and decrypt_ciphertext_for_recipient(response["CiphertextForRecipient"], enclave_key) == sealed["Plaintext"]
+    generated = host.generate_data_key(KeyId=key, KeySpec="AES_256", EncryptionContext=CONTEXT, Recipient=attested(document))
+    assert len(decrypt_ciphertext_for_recipient(generated["CiphertextForRecipient"], enclave_key)) == 32
+    other_image = EmulatedNsm(pki, module_id=MODULE_ID, pcrs=sample_pcrs(b"another-enclave")).attestation_document(public_key=spki_der(enclave_key), nonce=b"other")
+    host_session = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/policy-named-host/i-0123456789abcdef0"
+    operator_session = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/policy-named-operator/i-0123456789abcdef0"
+    refused = [
+        (host_session, "kms:Decrypt", lambda: host.decrypt(CiphertextBlob=sealed["CiphertextBlob"], EncryptionContext=CONTEXT)),
+        (host_session, "kms:Decrypt", lambda: host.decrypt(CiphertextBlob=encrypted, EncryptionContext=CONTEXT, Recipient=attested(other_image))),
+        (host_session, "kms:GenerateDataKey", lambda: host.generate_data_key(KeyId=key, KeySpec="AES_256")),
+        (host_session, "kms:Encrypt", lambda: host.encrypt(KeyId=key, Plaintext=b"a bundle of the host's")),
+        (host_session, "kms:CreateGrant", lambda: host.create_grant(KeyId=key, GranteePrincipal=host_arn, Operations=["Decrypt"])),
+        (operator_session, "kms:Decrypt", lambda: operator.decrypt(CiphertextBlob=encrypted, EncryptionContext=CONTEXT)),
+        (ROOT_ARN, "kms:GenerateDataKey", lambda: clients().generate_data_key(KeyId=key, KeySpec="AES_256")),
+    ]
+    for caller, action, call in refused:
+        with aws_error("AccessDeniedException", f"User: {caller} is not authorized to perform: {action} on resource: {key}"):
+            call()
+
+
 def test_an_identity_policy_deny_wins_over_a_key_policy_grant(aws, clients):
     user = f"arn:aws:iam::{ACCOUNT_ID}:user/alice-denied"
     key = aws.kms.create_key(Policy=json.dumps({"Version": "2012-10-17", "Statement": [

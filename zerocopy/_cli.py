@@ -354,21 +354,31 @@ def cmd_kms_policy(args: argparse.Namespace) -> int:
         return 0
     try:
         sealers = [] if args.enclave_only else (args.sealer or None)
-        policy = attested_key_policy(args.account, image_sha384=args.pcr0, pcrs=dict(args.pcr), sealers=sealers)
+        image_sha384 = _pcr0_of_eif(args.eif) if args.eif else args.pcr0
+        policy = attested_key_policy(args.account, image_sha384=image_sha384, pcrs=dict(args.pcr), sealers=sealers, role=args.role, operators=args.operator)
     except ValueError as exc:
         _fatal(str(exc))
     print(render(policy))
     return 0
 
 
+def _pcr0_of_eif(path: str) -> bytes:
+    from .eif import read_eif
+
+    image = read_eif(path)
+    if not image.crc_ok:
+        _fatal(f"{path}: the CRC-32 does not match: the file is damaged or was edited; not pinning it")
+    return image.pcrs[0]
+
+
 def _kms_policy_usage(args: argparse.Namespace) -> str | None:
     if args.locked:
-        extra = _given(args, pcr0="--pcr0", pcr="--pcr", sealer="--sealer", enclave_only="--enclave-only")
+        extra = _given(args, pcr0="--pcr0", eif="--eif", pcr="--pcr", sealer="--sealer", enclave_only="--enclave-only", role="--role", operator="--operator")
         return f"--locked allows no use of the key, so it takes no {' or '.join(extra)}: drop them or --locked" if extra else None
-    if not args.pcr0:
-        return "give --pcr0 (the image to pin) or --locked (a new seal key, before its image exists)"
-    if args.enclave_only and args.sealer:
-        return "--enclave-only means no sealers; drop --sealer or --enclave-only"
+    if bool(args.pcr0) == bool(args.eif):
+        return "give --eif FILE or --pcr0 HEX (the image to pin; one of them), or --locked (a new seal key, before its image exists)"
+    if args.enclave_only and (args.sealer or args.operator):
+        return "--enclave-only means no sealers; drop --sealer/--operator or --enclave-only"
     return None
 
 
@@ -548,28 +558,6 @@ def cmd_stethoscope(args: argparse.Namespace) -> int:
         latency = report["latency"]
         print(f"sign path    p50 {latency['sign_path_p50_us']} µs, p99 {latency['sign_path_p99_us']} µs ({latency['ratio_p50']}x a local Unix-socket echo, p50 {latency['local_echo_p50_us']} µs)")
     return 0 if report["attestation"]["verified"] else 1
-
-
-def cmd_eif(args: argparse.Namespace) -> int:
-    from .eif import read_eif
-
-    image = read_eif(args.file)
-    if args.json:
-        print(json.dumps({
-            "version": image.version, "flags": image.flags, "default_memory": image.default_memory, "default_cpus": image.default_cpus,
-            "crc_ok": image.crc_ok, "sections": [{"type": s.name, "offset": s.offset, "size": s.size} for s in image.sections],
-            "pcrs": {str(index): value.hex() for index, value in sorted(image.pcrs.items())},
-        }, indent=2))
-    else:
-        print(f"EIF version {image.version}, {len(image.sections)} sections, CRC {'ok' if image.crc_ok else 'MISMATCH'}")
-        for section in image.sections:
-            print(f"  {section.name:<9} {section.size:>12} bytes at {section.offset}")
-        for index, value in sorted(image.pcrs.items()):
-            print(f"PCR{index}  {value.hex()}")
-    if not image.crc_ok:
-        _say(f"{args.file}: the CRC-32 does not match: the file is damaged or was edited")
-        return 1
-    return 0
 
 
 def cmd_vsock_proxy_config(args: argparse.Namespace) -> int:
@@ -805,9 +793,9 @@ def _add_operator_commands(commands: Any) -> None:
     stethoscope.add_argument("--samples", type=_count, default=500, help="probe round trips to time (default: %(default)s)")
     stethoscope.set_defaults(handler=cmd_stethoscope)
 
-    eif = commands.add_parser("eif", parents=[_Parents.json], help="read an enclave image file and compute its PCRs", description="Parse an EIF (header, sections, CRC) and print the PCRs a key policy pins.")
-    eif.add_argument("file", metavar="FILE")
-    eif.set_defaults(handler=cmd_eif)
+    from ._eif_cli import add_eif_commands
+
+    add_eif_commands(commands, json_parent=_Parents.json, check_usage=_check_usage)
 
     kms_policy = commands.add_parser(
         "kms-policy", help="print a KMS key policy pinning an enclave image",
@@ -815,6 +803,9 @@ def _add_operator_commands(commands: Any) -> None:
         "For a seal key (the enclave's --seal-key): create it with --locked, build the image naming it, then put the policy for the image's PCR0.",
     )  # fmt: skip
     kms_policy.add_argument("--pcr0", metavar="HEX", type=_measurement, help="PCR0 (ImageSha384) of the enclave image")
+    kms_policy.add_argument("--eif", metavar="FILE", help="instead of --pcr0: the enclave image file, whose PCR0 is pinned")
+    kms_policy.add_argument("--role", metavar="ARN", help="the parent instance's role: allowed Decrypt and GenerateDataKey(Pair) only with the image's attestation, no IAM grant needed")
+    kms_policy.add_argument("--operator", action="append", default=[], metavar="ARN", help="who seals: allowed Encrypt and GenerateDataKey without attestation, never Decrypt (repeat; replaces the account root as sealer)")
     kms_policy.add_argument("--locked", action="store_true", help="instead: administration only, every use denied (create a seal key with it, before its image exists)")
     kms_policy.add_argument("--sealer", action="append", default=[], metavar="ARN", help="IAM role, user or root ARN that may seal bundles (zerocopy seal) without attestation (repeat; default: the account root)")
     kms_policy.add_argument("--enclave-only", action="store_true", help="no sealers: only the attested enclave may seal under the key (a key only GENERATE uses)")

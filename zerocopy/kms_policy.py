@@ -14,6 +14,16 @@ document with that measurement:
 A negated condition on a key that is absent is true (IAM semantics), so a request without an
 attestation document fails the measurement condition.
 
+Two Allow statements name principals so that they need no IAM grant of their own (same account):
+
+* ``role`` — the parent instance's role: ``kms:Decrypt``, ``kms:GenerateDataKey`` and
+  ``kms:GenerateDataKeyPair`` *only* with ``StringEqualsIgnoreCase`` on every pinned measurement,
+  that is, only with the enclave's attestation document as ``Recipient``;
+* ``operators`` — who seals (``zerocopy seal``): ``kms:Encrypt`` and ``kms:GenerateDataKey``
+  without ``Recipient``; they are sealers, exempt from the sealing Deny, and still cannot decrypt.
+
+(``kms:GenerateRandom`` takes no key, so no key policy governs it: only IAM does.)
+
 Both policies also deny ``kms:ReplicateKey`` and ``kms:UpdatePrimaryRegion`` to everyone, attested
 or not: a replica of a multi-Region key decrypts the same ciphertexts under a key policy of its
 own, which nothing pins to the image (the enclave also refuses an ``mrk-`` seal key at launch).
@@ -31,7 +41,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 
-__all__ = ["attested_key_policy", "locked_key_policy", "pinned_image", "render", "GUARDED_ACTIONS", "SEALING_ACTIONS", "REPLICATION_ACTIONS"]
+__all__ = ["attested_key_policy", "locked_key_policy", "pinned_image", "render", "GUARDED_ACTIONS", "SEALING_ACTIONS", "REPLICATION_ACTIONS", "ENCLAVE_ACTIONS", "OPERATOR_ACTIONS"]
 
 #: Denied to every caller without the pinned attestation: they release what a bundle holds.
 GUARDED_ACTIONS = ["kms:Decrypt", "kms:ReEncrypt*", "kms:CreateGrant"]
@@ -39,6 +49,10 @@ GUARDED_ACTIONS = ["kms:Decrypt", "kms:ReEncrypt*", "kms:CreateGrant"]
 SEALING_ACTIONS = ["kms:GenerateDataKey*", "kms:Encrypt"]
 #: Denied to everyone, always: a replica's key policy is its own, so it would escape the pin.
 REPLICATION_ACTIONS = ["kms:ReplicateKey", "kms:UpdatePrimaryRegion"]
+#: Allowed to the host role, only with the pinned attestation (the enclave's calls through it).
+ENCLAVE_ACTIONS = ["kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateDataKeyPair"]
+#: Allowed to the operators without attestation: sealing a bundle.
+OPERATOR_ACTIONS = ["kms:Encrypt", "kms:GenerateDataKey"]
 # aws:PrincipalArn is the role's ARN for a role session, never the session's.
 _SEALER = re.compile(r"arn:aws(?:-cn|-us-gov)?:iam::([0-9]{12}):(?:root|(?:user|role)/[A-Za-z0-9_+=,.@/-]+)")
 
@@ -56,16 +70,16 @@ def _check_account(account_id: str) -> None:
         raise ValueError("account_id must be a 12-digit AWS account id")
 
 
-def _check_sealers(account_id: str, sealers: Iterable[str] | None) -> list[str]:
+def _check_sealers(account_id: str, sealers: Iterable[str] | None, *, what: str = "sealer") -> list[str]:
     if sealers is None:
         return [f"arn:aws:iam::{account_id}:root"]
     checked = []
     for arn in sealers:
         match = _SEALER.fullmatch(arn) if isinstance(arn, str) else None
         if match is None:
-            raise ValueError(f"sealer {str(arn)[:120]!r} must be the ARN of the account root, an IAM user or an IAM role (a role's, not a session's)")
+            raise ValueError(f"{what} {str(arn)[:120]!r} must be the ARN of the account root, an IAM user or an IAM role (a role's, not a session's)")
         if match[1] != account_id:
-            raise ValueError(f"sealer {arn!r} is not in account {account_id}")
+            raise ValueError(f"{what} {arn!r} is not in account {account_id}")
         checked.append(arn)
     return sorted(set(checked))
 
@@ -86,20 +100,37 @@ def attested_key_policy(
     image_sha384: bytes,
     pcrs: Mapping[int, bytes] | None = None,
     sealers: Iterable[str] | None = None,
+    role: str | None = None,
+    operators: Iterable[str] = (),
 ) -> dict:
     """A key policy pinning ``image_sha384`` (PCR0) and optionally further PCRs.
 
     ``sealers``: ARNs of the principals that may seal bundles under the key without attestation
     (``zerocopy seal``); ``None`` means the account root, an empty list no one but the enclave.
+    ``role``: the host role's ARN, allowed the enclave's calls with the attestation only.
+    ``operators``: ARNs allowed to seal (Encrypt, GenerateDataKey) without attestation; sealers too.
     """
     _check_account(account_id)
-    allowed_sealers = _check_sealers(account_id, sealers)
+    operators = _check_sealers(account_id, list(operators), what="operator")
+    if sealers is None:  # the account root by default; named operators instead of it
+        allowed_sealers = operators or _check_sealers(account_id, None)
+    else:
+        sealers = list(sealers)
+        if operators and not sealers:
+            raise ValueError("operators seal without attestation, so they cannot go with sealers=[] (only the enclave seals)")
+        allowed_sealers = sorted(set(_check_sealers(account_id, sealers) + operators))
+    host_role = _check_sealers(account_id, [role], what="role")[0] if role is not None else None
     pins = {"kms:RecipientAttestation:ImageSha384": _check(image_sha384, "image_sha384 (PCR0)")}
     for index, value in sorted((pcrs or {}).items()):
         if not isinstance(index, int) or not 0 <= index < 32:
             raise ValueError(f"PCR index {index!r} must be 0..31")
         pins[f"kms:RecipientAttestation:PCR{index}"] = _check(value, f"PCR{index}")
     statements: list[dict] = [_administration(account_id)]
+    if host_role is not None:
+        attested = {"StringEqualsIgnoreCase": dict(pins)}
+        statements.append(_allow("EnclaveThroughTheHostRoleWithAttestation", host_role, ENCLAVE_ACTIONS, attested))
+    if operators:
+        statements.append(_allow("SealingByTheOperators", operators, OPERATOR_ACTIONS, None))
     for condition_key, value in pins.items():
         measurement = condition_key.rsplit(":", 1)[1]
         unattested = {"StringNotEqualsIgnoreCase": {condition_key: value}}
@@ -119,6 +150,13 @@ def locked_key_policy(account_id: str) -> dict:
 
 def _no_replicas() -> dict:
     return _deny("DenyReplicasWithPoliciesOfTheirOwn", REPLICATION_ACTIONS, None)
+
+
+def _allow(sid: str, principals: str | list[str], actions: list[str], condition: dict | None) -> dict:
+    statement = {"Sid": sid, "Effect": "Allow", "Principal": {"AWS": principals}, "Action": list(actions), "Resource": "*"}
+    if condition is not None:
+        statement["Condition"] = condition
+    return statement
 
 
 def _deny(sid: str, actions: list[str], condition: dict | None) -> dict:
