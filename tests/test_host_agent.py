@@ -1,0 +1,197 @@
+"""``zerocopy host`` end to end on the emulator (issue 13): the real agent, as a process, drives an
+emulated parent instance (emulator.parent: its nitro-cli, vsock-proxy and IMDSv2) beside an
+Emulator whose moto, attesting KMS and PKI play AWS. It starts the enclave, provisions it with
+the role's credentials, survives a SIGKILL of the enclave (restart, re-provision, with rotated
+credentials), and stops cleanly; with KMS unreachable it retries a bounded number of times and
+fails with one typed line; a missing tool is one line naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from eif_builder import build_eif
+from emulator import ACCOUNT_ID, Emulator
+from emulator.parent import EmulatedParent
+from zerocopy import Signer
+from zerocopy.kms_policy import attested_key_policy
+from zerocopy.sealing import seal
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = ("host-main", "host-spare")
+SECRET = b"host-agent-test-secret-not-real"
+
+
+@pytest.fixture(scope="module")
+def aws():
+    """AWS's side (moto, the attesting KMS, the attestation PKI); its own enclave is not used."""
+    with Emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(aws, tmp_path_factory):
+    """Two bundles sealed by the operator under a key pinned to the image's PCR0."""
+    policy = attested_key_policy(ACCOUNT_ID, image_sha384=aws.pcrs[0])
+    key = aws.kms.create_key(Policy=json.dumps(policy), Description="zerocopy host test")["KeyMetadata"]["Arn"]
+    directory = tmp_path_factory.mktemp("bundles")
+    for name in KEYS:
+        bundle = seal(aws.kms, key_id=key, name=name, scheme="hmac-sha256", secret=SECRET)
+        (directory / f"{name}.json").write_bytes(bundle.to_json())
+    return directory
+
+
+@pytest.fixture(scope="module")
+def eif(tmp_path_factory):
+    path = tmp_path_factory.mktemp("image") / "zerocopy.eif"
+    path.write_bytes(build_eif([(1, b"kernel"), (2, b"console=ttyS0"), (3, b"ramdisk")]))
+    return path
+
+
+@pytest.fixture
+def parent(aws):
+    with EmulatedParent(aws) as instance:
+        yield instance
+
+
+class Agent:
+    """``zerocopy host --json`` as a process; its events, read as they come."""
+
+    def __init__(self, argv: list[str]) -> None:
+        environment = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment, cwd=ROOT)
+        self.events: queue.Queue = queue.Queue()
+        self.seen: list[dict] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.events.put(json.loads(line))
+        self.events.put(None)
+
+    def wait_for(self, name: str, timeout: float = 90) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                event = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if event is None:
+                raise AssertionError(f"the agent exited before {name!r}: {self.seen} {self.stderr()}")
+            self.seen.append(event)
+            if event["event"] == name:
+                return event
+        raise AssertionError(f"no {name!r} event within {timeout}s: {self.seen}")
+
+    def stderr(self) -> str:
+        return self.process.stderr.read().decode(errors="replace") if self.process.poll() is not None and self.process.stderr else ""
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(10)
+        for stream in (self.process.stdout, self.process.stderr):
+            stream.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def start_agent(aws, parent, eif, bundle_dir):
+    started: list[Agent] = []
+
+    def start(*extra: str, kms_address: tuple[str, int] | None = None) -> Agent:
+        argv = [sys.executable, "-m", "zerocopy._cli", "host", "--json", "--eif", str(eif), "--pcr0", aws.pcrs[0].hex(), "--check-interval", "0.5", "--backoff", "0.2", "--max-backoff", "1"]
+        agent = Agent([*argv, *parent.host_options(kms_address=kms_address), *extra, str(bundle_dir)])
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        agent.stop()
+
+
+def describe(parent: EmulatedParent) -> list[dict]:
+    done = subprocess.run([*parent.device.command(), "describe-enclaves"], capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60, check=True)
+    return json.loads(done.stdout)
+
+
+def signs_with_every_key(aws, parent) -> None:
+    with Signer(parent.enclave_address(16), expected_pcrs={0: aws.pcrs[0]}, roots=[aws.root_certificate]) as signer:
+        assert sorted(key.name for key in signer.keys()) == sorted(KEYS)
+        import hashlib
+        import hmac
+
+        assert signer.sign(KEYS[0], b"payload") == hmac.new(SECRET, b"payload", hashlib.sha256).digest()
+
+
+def test_the_agent_provisions_recovers_from_a_killed_enclave_with_fresh_credentials_and_stops_cleanly(aws, parent, start_agent):
+    agent = start_agent()
+    agent.wait_for("proxy-started")
+    started = agent.wait_for("enclave-started")
+    first_credentials = agent.wait_for("credentials")
+    agent.wait_for("provisioned")
+    signs_with_every_key(aws, parent)
+    (listed,) = describe(parent)
+    assert listed["EnclaveID"] == started["message"].split()[1] and listed["State"] == "RUNNING" and listed["EnclaveCID"] == 16
+
+    time.sleep(1.1)  # the next session's expiry differs from the first one's to the second
+    parent.imds.rotate()
+    os.kill(listed["ProcessID"], signal.SIGKILL)  # the enclave crashes: its memory, and keys, are gone
+    assert "no longer lists" in agent.wait_for("unhealthy")["message"]
+    fresh_credentials = agent.wait_for("credentials")
+    agent.wait_for("recovered")
+    assert len(parent.imds.served) == 2 and parent.imds.served[0][0] != parent.imds.served[1][0]
+    assert first_credentials["expires"] == parent.imds.served[0][1] and fresh_credentials["expires"] == parent.imds.served[1][1]
+    signs_with_every_key(aws, parent)
+    (relaunched,) = describe(parent)
+    assert relaunched["EnclaveID"] != listed["EnclaveID"]
+
+    assert agent.stop() == 0
+    assert agent.wait_for("stopped")
+    assert describe(parent) == []
+    assert not Path(parent.enclave_address(16)[len("unix://"):]).exists()
+    assert all(SECRET.decode() not in json.dumps(event) for event in agent.seen)
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_kms_unreachable_is_retried_a_bounded_number_of_times_then_one_typed_line(parent, start_agent):
+    agent = start_agent("--provision-attempts", "2", kms_address=("127.0.0.1", _closed_port()))
+    failures = [agent.wait_for("provision-failed"), agent.wait_for("provision-failed")]
+    assert [failure["attempt"] for failure in failures] == [1, 2]
+    agent.wait_for("failed")
+    agent.process.wait(60)
+    assert agent.process.returncode == 1
+    errors = agent.stderr().strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("zerocopy: error: provisioning failed after 2 attempt(s): "), errors
+    assert describe(parent) == []  # the agent terminated the enclave it started
+
+
+def test_a_missing_nitro_cli_is_one_line_naming_it_and_how_to_get_it(start_agent):
+    agent = start_agent("--nitro-cli", "/nonexistent/nitro-cli")
+    agent.process.wait(60)
+    assert agent.process.returncode == 1
+    errors = agent.stderr().strip().splitlines()
+    assert len(errors) == 1 and "nitro-cli: /nonexistent/nitro-cli not found" in errors[0] and "aws-nitro-enclaves-cli" in errors[0], errors
