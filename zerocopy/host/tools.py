@@ -29,7 +29,7 @@ from typing import Any
 
 from ..errors import HostToolError
 
-__all__ = ["DEFAULT_IMDS_URL", "EnclaveInfo", "InstanceMetadata", "NitroCli", "VsockProxyProcess", "command_words"]
+__all__ = ["DEFAULT_IMDS_URL", "EnclaveInfo", "InstanceMetadata", "NitroCli", "VsockProxyProcess", "command_words", "parse_credentials"]
 
 DEFAULT_IMDS_URL = "http://169.254.169.254"
 _TOOL_TIMEOUT = 120.0
@@ -72,8 +72,8 @@ class EnclaveInfo:
                 process_id=int(raw.get("ProcessID", 0)), cpus=int(raw.get("NumberOfCPUs", 0)), memory_mib=int(raw.get("MemoryMiB", 0)),
                 state=str(raw.get("State", "RUNNING")).upper(), flags=str(raw.get("Flags", "NONE")),
             )  # fmt: skip
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise HostToolError(f"{tool}: unexpected answer (no {exc} in {str(raw)[:200]})") from None
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            raise HostToolError(f"{tool}: unexpected answer ({type(exc).__name__}: {str(exc)[:100]}) in {str(raw)[:200]}") from None
 
 
 class NitroCli:
@@ -189,11 +189,20 @@ class InstanceMetadata:
         roles = self.get("meta-data/iam/security-credentials/", token).split()
         if not roles:
             raise HostToolError("instance metadata: this instance has no IAM role (attach an instance profile)")
-        try:
-            found = json.loads(self.get(f"meta-data/iam/security-credentials/{roles[0]}", token))
-            if found.get("Code", "Success") != "Success":
-                raise HostToolError(f"instance metadata: credentials of role {roles[0]}: {found.get('Code')}")
-            credentials = {"access_key_id": found["AccessKeyId"], "secret_access_key": found["SecretAccessKey"], "session_token": found["Token"]}
-            return credentials, str(found.get("Expiration", ""))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise HostToolError(f"instance metadata: the credentials of role {roles[0]} are not in IMDS's JSON form") from None
+        return parse_credentials(self.get(f"meta-data/iam/security-credentials/{roles[0]}", token), roles[0])
+
+
+def parse_credentials(text: str, role: str) -> tuple[dict[str, str], str]:
+    """IMDS's credentials document (``Code``, ``AccessKeyId``, ``SecretAccessKey``, ``Token``,
+    ``Expiration``) as ``Signer.provision`` takes them, and the expiry; :class:`HostToolError` else."""
+    try:
+        found = json.loads(text)
+        code = found.get("Code", "Success")
+        values = {name: found[field] for name, field in (("access_key_id", "AccessKeyId"), ("secret_access_key", "SecretAccessKey"), ("session_token", "Token"))}
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        raise HostToolError(f"instance metadata: the credentials of role {role} are not in IMDS's JSON form") from None
+    if code != "Success":
+        raise HostToolError(f"instance metadata: credentials of role {role}: {str(code)[:100]}")
+    if not all(isinstance(value, str) and value for value in values.values()):
+        raise HostToolError(f"instance metadata: the credentials of role {role} have empty or non-string fields")
+    return values, str(found.get("Expiration", ""))[:64]
