@@ -132,3 +132,15 @@ def test_the_systemd_unit_parses_and_runs_the_real_command():
     assert runtime in unit["Service"]["ReadWritePaths"].split()
     assert unit["Service"]["Restart"] == "on-failure" and "multi-user.target" in unit["Install"]["WantedBy"]
     assert "nitro-enclaves-allocator.service" in unit["Unit"]["Requires"]
+
+
+def test_the_deploy_guides_host_role_may_do_what_the_emulators_host_role_does_and_nothing_else():
+    """docs/deploy.md's role policy grants exactly SECURITY.md's host actions (the ones the emulator's
+    host role has, with which every provisioning test runs), and is assumable by EC2 only."""
+    from emulator.account import HOST_ROLE_ACTIONS
+
+    policy = json.loads((ROOT / "deploy" / "iam" / "host-role-policy.json").read_text())
+    assert [statement["Effect"] for statement in policy["Statement"]] == ["Allow"]
+    assert sorted(policy["Statement"][0]["Action"]) == sorted(HOST_ROLE_ACTIONS)
+    trust = json.loads((ROOT / "deploy" / "iam" / "ec2-trust-policy.json").read_text())
+    assert [statement["Principal"] for statement in trust["Statement"]] == [{"Service": "ec2.amazonaws.com"}]
