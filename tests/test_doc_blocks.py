@@ -150,7 +150,7 @@ SAMPLE_ENVIRONMENT = {
     "BINANCE_API_KEY": BINANCE_API_KEY,
 }
 # Not checkable here beyond the repository files they name (deploy/…, enclave/…: those must exist).
-EXTERNAL_TOOLS = {"docker", "nitro-cli", "dnf", "systemctl", "journalctl", "useradd", "usermod", "install", "jq", "python3.11", "pip"}
+EXTERNAL_TOOLS = {"docker", "nitro-cli", "dnf", "systemctl", "journalctl", "useradd", "usermod", "install", "jq", "python3.11", "pip", "kubectl"}
 REPOSITORY_PATHS = ("deploy/", "enclave/", "docs/")
 AWS_GLOBAL_OPTIONS = {"--query", "--output", "--region", "--profile", "--endpoint-url"}
 
