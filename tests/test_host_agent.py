@@ -195,3 +195,15 @@ def test_a_missing_nitro_cli_is_one_line_naming_it_and_how_to_get_it(start_agent
     assert agent.process.returncode == 1
     errors = agent.stderr().strip().splitlines()
     assert len(errors) == 1 and "nitro-cli: /nonexistent/nitro-cli not found" in errors[0] and "aws-nitro-enclaves-cli" in errors[0], errors
+
+
+def test_an_enclave_that_does_not_attest_the_pinned_image_gets_no_bundles(parent, start_agent):
+    agent = start_agent("--pcr0", "ab" * 48)  # the image the operator pinned is not the one that runs
+    agent.wait_for("enclave-started")
+    agent.wait_for("failed")
+    agent.process.wait(60)
+    assert agent.process.returncode == 1
+    errors = agent.stderr().strip().splitlines()
+    assert len(errors) == 1 and "does not attest as the pinned image" in errors[0], errors
+    assert not any(event["event"] in ("credentials", "provisioned") for event in agent.seen)
+    assert describe(parent) == []

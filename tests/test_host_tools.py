@@ -144,3 +144,17 @@ def test_the_deploy_guides_host_role_may_do_what_the_emulators_host_role_does_an
     assert sorted(policy["Statement"][0]["Action"]) == sorted(HOST_ROLE_ACTIONS)
     trust = json.loads((ROOT / "deploy" / "iam" / "ec2-trust-policy.json").read_text())
     assert [statement["Principal"] for statement in trust["Statement"]] == [{"Service": "ec2.amazonaws.com"}]
+
+
+def test_the_agent_log_is_one_plain_or_json_line_per_event():
+    import io
+
+    from zerocopy.host.log import AgentLog
+
+    plain, structured = io.StringIO(), io.StringIO()
+    AgentLog(stream=plain).event("enclave-started", "enclave i-0-enc1 running", cid=16)
+    AgentLog(as_json=True, stream=structured).event("enclave-started", "enclave i-0-enc1 running", cid=16)
+    (line,) = plain.getvalue().splitlines()
+    assert line.endswith("Z enclave-started: enclave i-0-enc1 running cid=16")
+    (record,) = map(json.loads, structured.getvalue().splitlines())
+    assert record["event"] == "enclave-started" and record["cid"] == 16 and record["time"].endswith("Z")

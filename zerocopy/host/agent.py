@@ -134,7 +134,7 @@ class HostAgent:
                 raise HostAgentError(f"the enclave at {self.config.enclave_address} does not attest as the pinned image: {exc}") from None
             except ConnectionFailed as exc:
                 if time.monotonic() > deadline:
-                    raise HostAgentError(f"the enclave did not listen within {self.config.start_timeout:.0f}s: {exc}") from None
+                    raise ConnectionFailed(f"the enclave did not listen within {self.config.start_timeout:.0f}s: {exc}") from None
                 time.sleep(0.1)
 
     def provision(self, stop: threading.Event) -> None:
@@ -168,7 +168,10 @@ class HostAgent:
     def health_problem(self) -> str | None:
         """None if nitro-cli lists our enclave running and it attests with every key loaded."""
         assert self.enclave is not None and self.signer is not None
-        listed = {enclave.enclave_id: enclave for enclave in self.nitro_cli.describe_enclaves()}
+        try:
+            listed = {enclave.enclave_id: enclave for enclave in self.nitro_cli.describe_enclaves()}
+        except HostToolError as exc:
+            return str(exc)
         mine = listed.get(self.enclave.enclave_id)
         if mine is None or mine.state != "RUNNING":
             return f"nitro-cli no longer lists enclave {self.enclave.enclave_id} as running"
