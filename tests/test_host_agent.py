@@ -207,3 +207,21 @@ def test_an_enclave_that_does_not_attest_the_pinned_image_gets_no_bundles(parent
     assert len(errors) == 1 and "does not attest as the pinned image" in errors[0], errors
     assert not any(event["event"] in ("credentials", "provisioned") for event in agent.seen)
     assert describe(parent) == []
+
+
+def test_a_restarted_agent_replaces_the_enclave_a_killed_agent_left(aws, parent, start_agent):
+    """What systemd's Restart=on-failure leads to: the agent dies (SIGKILL, no clean-up), its
+    proxy dies with it, the enclave it ran is still there; the next agent terminates that one,
+    runs its own and provisions it."""
+    first = start_agent()
+    first.wait_for("provisioned")
+    (left,) = describe(parent)
+    first.process.kill()
+    first.process.wait(30)
+    second = start_agent()
+    assert second.wait_for("enclave-terminated")["enclave_id"] == left["EnclaveID"]
+    second.wait_for("provisioned")
+    (running,) = describe(parent)
+    assert running["EnclaveID"] != left["EnclaveID"]
+    signs_with_every_key(aws, parent)
+    assert second.stop() == 0

@@ -112,6 +112,14 @@ class NitroCli:
         self._run("terminate-enclave", "--enclave-id", enclave_id)
 
 
+def _die_with_parent() -> None:
+    """Between fork and exec: the proxy gets SIGTERM when the agent dies, even by SIGKILL, so a
+    restarted agent finds its vsock port free (Linux's PR_SET_PDEATHSIG; Nitro parents are Linux)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
 class VsockProxyProcess:
     """``vsock-proxy <vsock port> <host> <port> --config <allowlist>``, run as a child process."""
 
@@ -127,7 +135,7 @@ class VsockProxyProcess:
         argv = [*self.words, str(vsock_port), host, str(port), "--config", str(config)]
         with open(log_path, "ab") as log:
             try:
-                self._process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+                self._process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, preexec_fn=_die_with_parent)
             except OSError as exc:
                 raise HostToolError(f"vsock-proxy: cannot run {argv[0]}: {exc.strerror or exc}") from None
         try:
