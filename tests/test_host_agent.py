@@ -186,6 +186,7 @@ def test_kms_unreachable_is_retried_a_bounded_number_of_times_then_one_typed_lin
     assert agent.process.returncode == 1
     errors = agent.stderr().strip().splitlines()
     assert len(errors) == 1 and errors[0].startswith("zerocopy: error: provisioning failed after 2 attempt(s): "), errors
+    assert "KMS could not be reached" in errors[0] and errors[0].count("KMS could not be reached") == 1, errors  # one reason, once
     assert describe(parent) == []  # the agent terminated the enclave it started
 
 

@@ -161,8 +161,12 @@ class HostAgent:
             return str(exc)
         finally:
             del credentials
-        reasons = [f"{result.name or name}: {result.error}" for (name, _), result in zip(self.bundles, results) if not result.loaded]
-        return "; ".join(reasons) or None
+        refused: dict[str, list[str]] = {}  # the enclave's reason -> the keys it refused for it
+        for (name, _), result in zip(self.bundles, results):
+            if not result.loaded:
+                reason = str(result.error).removeprefix(f"bundle {name!r}: ")  # the name is said once, before
+                refused.setdefault(reason, []).append(result.name or name)
+        return "; ".join(f"{', '.join(names)}: {reason}" for reason, names in refused.items()) or None
 
     # -- health and recovery -----------------------------------------------------------------------
     def health_problem(self) -> str | None:
