@@ -23,6 +23,7 @@ import pytest
 
 from eif_builder import build_eif
 from emulator import ACCOUNT_ID, Emulator
+from emulator.launcher import set_parent_death_signal
 from emulator.parent import EmulatedParent
 from zerocopy import Signer
 from zerocopy.kms_policy import attested_key_policy
@@ -70,7 +71,8 @@ class Agent:
 
     def __init__(self, argv: list[str]) -> None:
         environment = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment, cwd=ROOT)
+        # Dies with the test process even if it is killed: the agent never outlives its test.
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment, cwd=ROOT, preexec_fn=set_parent_death_signal)
         self.events: queue.Queue = queue.Queue()
         self.seen: list[dict] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -226,3 +228,12 @@ def test_a_restarted_agent_replaces_the_enclave_a_killed_agent_left(aws, parent,
     assert running["EnclaveID"] != left["EnclaveID"]
     signs_with_every_key(aws, parent)
     assert second.stop() == 0
+
+
+def test_an_unreachable_instance_metadata_service_is_retried_then_one_line(parent, start_agent):
+    agent = start_agent("--imds", f"http://127.0.0.1:{_closed_port()}", "--region", "us-east-1", "--provision-attempts", "2")
+    assert [agent.wait_for("provision-failed")["attempt"], agent.wait_for("provision-failed")["attempt"]] == [1, 2]
+    agent.process.wait(60)
+    errors = agent.stderr().strip().splitlines()
+    assert agent.process.returncode == 1 and len(errors) == 1 and "instance metadata at http://127.0.0.1:" in errors[0] and "unreachable" in errors[0], errors
+    assert describe(parent) == []

@@ -152,7 +152,10 @@ class HostAgent:
 
     def _provision_once(self) -> str | None:
         """None if every bundle loaded, else the enclave's first reason."""
-        credentials, expiration = self.metadata.credentials()
+        try:
+            credentials, expiration = self.metadata.credentials()
+        except HostToolError as exc:  # IMDS briefly unavailable: a failed attempt, tried again
+            return str(exc)
         self.log.event("credentials", "instance role credentials from IMDSv2", expires=expiration)
         assert self.signer is not None
         try:
