@@ -76,8 +76,14 @@ class InstanceMetadataServer:
         self.session_seconds = session_seconds
         self.refresh_before = refresh_before
         self.served: list[tuple[str, str]] = []
-        # moto does not check the signature of STS calls; these keys name no one.
-        self._sts = boto3.session.Session(aws_access_key_id="emulator", aws_secret_access_key="emulator", region_name=region).client("sts", endpoint_url=moto_endpoint)
+        from botocore.config import Config
+
+        # moto does not check the signature of STS calls; these keys name no one. Sessions shorter
+        # than IAM's 900-second minimum are for tests that watch one expire: botocore would refuse
+        # the call, moto honours it.
+        config = Config(parameter_validation=session_seconds >= 900)
+        session = boto3.session.Session(aws_access_key_id="emulator", aws_secret_access_key="emulator", region_name=region)
+        self._sts = session.client("sts", endpoint_url=moto_endpoint, config=config)
         self._tokens: dict[str, float] = {}
         self._session: dict[str, Any] | None = None
         self._lock = threading.Lock()

@@ -17,15 +17,18 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from eif_builder import build_eif
+from enclave.protocol.bundle import SealedBundle
 from emulator import ACCOUNT_ID, Emulator
 from emulator.launcher import set_parent_death_signal
 from emulator.parent import EmulatedParent
 from zerocopy import Signer
+from zerocopy.host.tools import InstanceMetadata
 from zerocopy.kms_policy import attested_key_policy
 from zerocopy.sealing import seal
 
@@ -61,8 +64,10 @@ def eif(tmp_path_factory):
 
 
 @pytest.fixture
-def parent(aws):
-    with EmulatedParent(aws) as instance:
+def parent(aws, request):
+    """The emulated instance; ``indirect`` parametrization gives its IMDS sessions' lifetime."""
+    seconds = getattr(request, "param", 3600)
+    with EmulatedParent(aws, session_seconds=seconds, refresh_before=seconds // 2) as instance:
         yield instance
 
 
@@ -144,7 +149,11 @@ def signs_with_every_key(aws, parent) -> None:
         assert signer.sign(KEYS[0], b"payload") == hmac.new(SECRET, b"payload", hashlib.sha256).digest()
 
 
-def test_the_agent_provisions_recovers_from_a_killed_enclave_with_fresh_credentials_and_stops_cleanly(aws, parent, start_agent):
+SESSION_SECONDS = 30  # IMDS hands out a new session after 15 s; the first one expires after 30 s
+
+
+@pytest.mark.parametrize("parent", [SESSION_SECONDS], indirect=True)
+def test_the_agent_provisions_recovers_from_a_killed_enclave_with_fresh_credentials_and_stops_cleanly(aws, parent, bundle_dir, start_agent):
     agent = start_agent()
     agent.wait_for("proxy-started")
     started = agent.wait_for("enclave-started")
@@ -153,15 +162,21 @@ def test_the_agent_provisions_recovers_from_a_killed_enclave_with_fresh_credenti
     signs_with_every_key(aws, parent)
     (listed,) = describe(parent)
     assert listed["EnclaveID"] == started["message"].split()[1] and listed["State"] == "RUNNING" and listed["EnclaveCID"] == 16
+    used, expires = InstanceMetadata(parent.imds_url).credentials()  # the session the agent used
+    assert expires == first_credentials["expires"]
 
-    time.sleep(1.1)  # the next session's expiry differs from the first one's to the second
-    parent.imds.rotate()
+    wait_until_expired(expires)
+    key = SealedBundle.from_json((bundle_dir / f"{KEYS[0]}.json").read_bytes()).kms_key_id
+    extra = seal(aws.kms, key_id=key, name="host-extra", scheme="hmac-sha256", secret=SECRET).to_json()
+    with Signer(parent.enclave_address(16), expected_pcrs={0: aws.pcrs[0]}, roots=[aws.root_certificate]) as signer:
+        (stale,) = signer.provision([extra], credentials=used)
+    assert not stale.loaded and "expired" in stale.error, stale  # what the agent would meet with the old session
     os.kill(listed["ProcessID"], signal.SIGKILL)  # the enclave crashes: its memory, and keys, are gone
     assert "no longer lists" in agent.wait_for("unhealthy")["message"]
     fresh_credentials = agent.wait_for("credentials")
     agent.wait_for("recovered")
-    assert len(parent.imds.served) == 2 and parent.imds.served[0][0] != parent.imds.served[1][0]
-    assert first_credentials["expires"] == parent.imds.served[0][1] and fresh_credentials["expires"] == parent.imds.served[1][1]
+    assert fresh_credentials["expires"] != first_credentials["expires"] == parent.imds.served[0][1]
+    assert [served[1] for served in parent.imds.served] == [first_credentials["expires"], fresh_credentials["expires"]]
     signs_with_every_key(aws, parent)
     (relaunched,) = describe(parent)
     assert relaunched["EnclaveID"] != listed["EnclaveID"]
@@ -171,6 +186,11 @@ def test_the_agent_provisions_recovers_from_a_killed_enclave_with_fresh_credenti
     assert describe(parent) == []
     assert not Path(parent.enclave_address(16)[len("unix://"):]).exists()
     assert all(SECRET.decode() not in json.dumps(event) for event in agent.seen)
+
+
+def wait_until_expired(expires: str) -> None:
+    deadline = datetime.strptime(expires, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp() + 1.5
+    time.sleep(max(0.0, deadline - time.time()))
 
 
 def _closed_port() -> int:
