@@ -147,11 +147,11 @@ class HostAgent:
                 return
             self.log.event("provision-failed", f"attempt {attempt} of {attempts}: {refused}", attempt=attempt)
             if attempt < attempts and stop.wait(self._delay(attempt)):
-                break
+                return  # asked to stop: shut down, not a failure
         raise ProvisioningFailed(f"provisioning failed after {attempts} attempt(s): {refused}", attempts=attempts)
 
     def _provision_once(self) -> str | None:
-        """None if every bundle loaded, else the enclave's first reason."""
+        """None if every bundle loaded, else why not (each reason once, with the keys it refused)."""
         try:
             credentials, expiration = self.metadata.credentials()
         except HostToolError as exc:  # IMDS briefly unavailable: a failed attempt, tried again
