@@ -47,7 +47,7 @@ class _Handler(socketserver.StreamRequestHandler):
             answer = {"ok": True, "answer": self.server.device.handle(request["command"], request.get("options", {}))}
         except NitroCliError as exc:
             answer = {"ok": False, "error": str(exc)}
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             answer = {"ok": False, "error": f"nitro-cli: Invalid argument provided: {exc}"}
         self.wfile.write(json.dumps(answer).encode() + b"\n")
 

@@ -5,6 +5,8 @@ answers and IMDS documents that are garbage (typed errors, never a crash), and t
 from __future__ import annotations
 
 import configparser
+import os
+import subprocess
 import json
 import shlex
 import socket
@@ -158,3 +160,25 @@ def test_the_agent_log_is_one_plain_or_json_line_per_event():
     assert line.endswith("Z enclave-started: enclave i-0-enc1 running cid=16")
     (record,) = map(json.loads, structured.getvalue().splitlines())
     assert record["event"] == "enclave-started" and record["cid"] == 16 and record["time"].endswith("Z")
+
+
+def test_the_emulated_nitro_device_answers_garbage_with_an_error_line(tmp_path):
+    """The emulated nitro-cli's device socket: a malformed request is refused in one JSON line, and
+    the device keeps serving (no emulator is needed before an enclave is asked for)."""
+    from emulator.nitro import NitroDevice
+
+    device = NitroDevice(emulator=None, run_dir=tmp_path).start()
+    try:
+        for request in (b"not json\n", b"[]\n", b'{"command": "run-enclave", "options": []}\n', b'{"command": "nope"}\n', b"\xff" * 70000):
+            with socket.socket(socket.AF_UNIX) as connection:
+                connection.settimeout(10)
+                connection.connect(device.path)
+                connection.sendall(request)
+                answer = json.loads(connection.makefile("rb").readline())
+            assert answer["ok"] is False and answer["error"].startswith("nitro-cli: "), answer
+        done = subprocess.run([*device.command(), "describe-enclaves"], capture_output=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        assert done.returncode == 0 and json.loads(done.stdout) == []
+        missing = subprocess.run([*device.command(), "terminate-enclave", "--enclave-id", "i-0-enc0"], capture_output=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        assert missing.returncode == 1 and missing.stderr.decode().count("\n") == 1 and b"no enclave with id i-0-enc0" in missing.stderr
+    finally:
+        device.stop()
