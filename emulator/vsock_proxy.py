@@ -27,6 +27,7 @@ import os
 import queue
 import selectors
 import socket
+import sys
 from pathlib import Path
 
 from enclave.forwarder import Relay
@@ -40,6 +41,7 @@ __all__ = [
     "VsockProxyError",
     "is_allowed",
     "load_allowlist",
+    "main",
 ]
 
 log = logging.getLogger("emulator.vsock_proxy")
@@ -126,12 +128,14 @@ class VsockProxy(Relay):
 
     thread_name = "vsock-proxy"
 
-    def __init__(self, listen_path: str, target: Endpoint, *, allowlist: str | os.PathLike, num_workers: int = DEFAULT_WORKERS) -> None:
+    def __init__(self, listen_path: str, target: Endpoint, *, allowlist: str | os.PathLike, num_workers: int = DEFAULT_WORKERS, connect_to: Endpoint | None = None) -> None:
         if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 1:
             raise VsockProxyError(f"the number of workers must be at least 1, not {num_workers!r}")
         super().__init__()
         self.listen_path = listen_path
         self.target = (target[0], int(target[1]))
+        # Where the target's name leads (the emulator's DNS): the allowlist is checked on `target`.
+        self.connect_to = (connect_to[0], int(connect_to[1])) if connect_to else self.target
         self.allowlist = Path(allowlist)
         self.num_workers = num_workers
         self.peak_active = 0  # most connections served at once since start (tests read it)
@@ -213,7 +217,7 @@ class VsockProxy(Relay):
 
     def _serve(self, client: socket.socket) -> None:
         try:
-            upstream = socket.create_connection(self.target, timeout=_CONNECT_TIMEOUT)
+            upstream = socket.create_connection(self.connect_to, timeout=_CONNECT_TIMEOUT)
         except OSError as exc:
             # The real worker panics here (the pool replaces it); either way the client is dropped.
             log.warning("could not connect to %s:%s: %s", *self.target, exc)
@@ -245,3 +249,52 @@ def _transfer(source: socket.socket, sink: socket.socket) -> bool:
     except OSError:
         return False
     return bool(chunk)
+
+
+def _endpoint(text: str) -> Endpoint:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m emulator.vsock_proxy [--vsock-dir DIR] [--connect HOST:PORT] <local port> <remote
+    addr> <remote port> --config FILE [--num_workers N]``: the real proxy's command line, plus where
+    the emulated vsock ports live (``vsock-3-<port>.sock`` in DIR) and where the remote name leads.
+    Runs until SIGTERM; a target not in the allowlist is one line on stderr and exit 1, as there."""
+    import argparse
+    import signal
+    import threading
+
+    from .launcher import PARENT_CID, emulated_vsock_path
+
+    parser = argparse.ArgumentParser(prog="vsock-proxy (emulated)")
+    parser.add_argument("local_port", type=int)
+    parser.add_argument("remote_addr")
+    parser.add_argument("remote_port", type=int)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--num_workers", type=int, default=DEFAULT_WORKERS)
+    parser.add_argument("--vsock-dir", required=True, help="the emulated parent's run directory")
+    parser.add_argument("--connect", type=_endpoint, help="HOST:PORT the remote name resolves to (default: itself)")
+    args = parser.parse_args(argv)
+    listen = emulated_vsock_path(args.vsock_dir, PARENT_CID, args.local_port)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        proxy = VsockProxy(listen, (args.remote_addr, args.remote_port), allowlist=args.config, num_workers=args.num_workers, connect_to=args.connect).start()
+    except VsockProxyError as exc:
+        print(f"vsock-proxy: {exc}", file=sys.stderr)
+        return 1
+    try:
+        while not stopped.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proxy.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

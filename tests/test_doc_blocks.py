@@ -149,7 +149,9 @@ SAMPLE_ENVIRONMENT = {
     "ZEROCOPY_EXPECTED_PCR0": "ab" * 48, "AWS_ACCOUNT_ID": "123456789012", "AWS_DEFAULT_REGION": "us-east-1",
     "BINANCE_API_KEY": BINANCE_API_KEY,
 }
-EXTERNAL_TOOLS = {"docker", "nitro-cli"}  # not checkable here beyond the files they name
+# Not checkable here beyond the repository files they name (deploy/…, enclave/…: those must exist).
+EXTERNAL_TOOLS = {"docker", "nitro-cli", "dnf", "systemctl", "journalctl", "useradd", "usermod", "install", "jq", "python3.11", "pip", "kubectl"}
+REPOSITORY_PATHS = ("deploy/", "enclave/", "docs/")
 AWS_GLOBAL_OPTIONS = {"--query", "--output", "--region", "--profile", "--endpoint-url"}
 
 
@@ -228,16 +230,19 @@ def check_aws(words: list[str]) -> None:
     import botocore.session
     from botocore import xform_name
 
-    assert words[1] == "kms", f"`{shlex.join(words)}`: only aws kms commands are checked here"
-    model = botocore.session.get_session().get_service_model("kms")
+    service = words[1]
+    assert service in botocore.session.get_session().get_available_services(), f"`{shlex.join(words)}`: aws has no service {service}"
+    model = botocore.session.get_session().get_service_model(service)
     operations = {xform_name(name, "-"): name for name in model.operation_names}
-    assert words[2] in operations, f"`aws kms {words[2]}` is not a KMS operation"
+    assert words[2] in operations, f"`aws {service} {words[2]}` is not a {service} operation"
     members = {"--" + xform_name(name, "-") for name in model.operation_model(operations[words[2]]).input_shape.members}
     for option in (word for word in words[3:] if word.startswith("--")):
-        assert option in members | AWS_GLOBAL_OPTIONS, f"`aws kms {words[2]}` has no option {option}"
+        assert option in members | AWS_GLOBAL_OPTIONS, f"`aws {service} {words[2]}` has no option {option}"
         value = words[words.index(option) + 1]
         if value.startswith("file://"):
-            assert value[len("file://"):].endswith(".json"), f"{option} {value}: a file the block writes"
+            path = value[len("file://"):]
+            assert path.endswith(".json"), f"{option} {value}: a file the block writes"
+            assert not path.startswith(REPOSITORY_PATHS) or (ROOT / path).exists(), f"{option} {value}: not in the repository"
 
 
 def check_command(words: list[str]) -> None:
@@ -247,10 +252,12 @@ def check_command(words: list[str]) -> None:
     elif words[0] == "aws":
         check_aws(words)
     else:
-        assert words[0] in EXTERNAL_TOOLS, f"`{shlex.join(words)}`: {words[0]} is not a tool these checks know"
-        for flag in ("-f",):
-            if flag in words:
-                assert (ROOT / words[words.index(flag) + 1]).exists(), f"`{shlex.join(words)}` names a file that does not exist"
+        assert Path(words[0]).name in EXTERNAL_TOOLS, f"`{shlex.join(words)}`: {words[0]} is not a tool these checks know"
+        for word in words[1:]:
+            if word.startswith(REPOSITORY_PATHS):
+                assert (ROOT / word).exists(), f"`{shlex.join(words)}` names {word}, which is not in the repository"
+        if words[0] == "docker" and "-f" in words:  # docker build -f DOCKERFILE
+            assert (ROOT / words[words.index("-f") + 1]).exists(), f"`{shlex.join(words)}` names a file that does not exist"
 
 
 @pytest.mark.parametrize("block", of_kind("sh production"), ids=lambda block: block.id)
@@ -267,6 +274,9 @@ def test_the_production_checks_refuse_what_would_not_run():
         "aws kms create-keys --policy file://key-policy.json",
         "aws kms create-key --polcy file://key-policy.json",
         "docker build -f enclave/NoSuchDockerfile enclave/",
+        "sudo install -m 0644 deploy/systemd/no-such.service /etc/systemd/system/",
+        "aws ec2 run-instances --enclave-option Enabled=true",
+        "aws nosuchservice describe-things",
         "rm -rf /",
     ]
     for text in bad:

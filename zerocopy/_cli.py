@@ -832,7 +832,9 @@ def _add_plugin_commands(commands: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Keep exchange API secrets in a Nitro Enclave and sign over vsock.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_plugin_commands, _add_keys_commands, _add_signing_commands, _add_attest_commands, _add_policy_commands, _add_audit_commands, _add_operator_commands):
+    from .host.command import add_host
+
+    for add in (_add_plugin_commands, _add_keys_commands, _add_signing_commands, _add_attest_commands, _add_policy_commands, _add_audit_commands, _add_operator_commands, add_host):
         add(commands)
     return parser
 

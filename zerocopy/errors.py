@@ -69,6 +69,9 @@ __all__ = [
     "UnexpectedChains",
     "EifError",
     "AllowlistConfigError",
+    "HostAgentError",
+    "HostToolError",
+    "ProvisioningFailed",
 ]
 
 
@@ -207,3 +210,24 @@ class EifError(ZeroCopyError):
 
 class AllowlistConfigError(ZeroCopyError, ValueError):
     """A region, address or port that does not belong in a vsock-proxy allowlist."""
+
+
+# -- the host agent (zerocopy host) ------------------------------------------------------------------
+
+
+class HostAgentError(ZeroCopyError):
+    """``zerocopy host`` could not bring up or keep up the enclave; the message says which step."""
+
+
+class HostToolError(HostAgentError):
+    """An external tool the agent drives (nitro-cli, the vsock-proxy, the instance metadata
+    service) is missing or failed; the message names the tool and what it said."""
+
+
+class ProvisioningFailed(HostAgentError):
+    """The sealed bundles could not be loaded after ``attempts`` tries (KMS unreachable, refused);
+    the message carries the enclave's last reason."""
+
+    def __init__(self, message: str, *, attempts: int) -> None:
+        super().__init__(message)
+        self.attempts = attempts
