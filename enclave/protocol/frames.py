@@ -77,6 +77,7 @@ class MessageType(enum.IntEnum):
     AUDIT = 0x13
     GENERATE = 0x14
     OPEN_SESSION = 0x15
+    BIND = 0x17
     SIGNATURE = 0x81
     HTTP_SIGNATURE = 0x82
     ATTESTATION = 0x90
@@ -85,12 +86,14 @@ class MessageType(enum.IntEnum):
     AUDIT_LOG = 0x93
     GENERATED = 0x94
     SESSION = 0x95
+    BOUND = 0x97
     ERROR = 0x7F
 
 
 CONTROL_REQUESTS = frozenset(
     {MessageType.ATTEST, MessageType.KEYS, MessageType.PROVISION, MessageType.AUDIT, MessageType.GENERATE, MessageType.OPEN_SESSION}
 )
+CONTROL_REQUESTS |= {MessageType.BIND}  # generate first, bind the API key id later (issue 11)
 CONTROL_RESPONSES = {request: MessageType(request | 0x80) for request in CONTROL_REQUESTS}
 
 

@@ -41,6 +41,8 @@ __all__ = [
     "Generated",
     "OpenSession",
     "SessionOpened",
+    "Bind",
+    "Bound",
     "REQUESTS",
     "ANSWERS",
     "MAX_BUNDLES",
@@ -298,3 +300,30 @@ REQUESTS: dict[MessageType, type[Message]] = {
 ANSWERS: dict[MessageType, type[Message]] = {
     kind.TYPE: kind for kind in (Attestation, KeyList, Provisioned, AuditPage, Generated, SessionOpened)  # type: ignore[misc]
 }
+
+
+# -- BIND -----------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class Bind(Message):
+    """Bind the exchange's API key id to a loaded key that has none yet (one generated before the
+    exchange issued it); the enclave re-seals the key with it. Once only: a bound key stays bound."""
+
+    TYPE = MessageType.BIND
+    name: str
+    api_key: str
+    credentials: dict = field(repr=False)
+    region: str | None = None
+
+    def check(self) -> None:
+        if not self.api_key:
+            raise MessageError("api_key must not be empty")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bound(Message):
+    TYPE = MessageType.BOUND
+    bundle: bytes = field(repr=False)  # the key re-sealed with its API key id, for the next boot
+
+
+REQUESTS[Bind.TYPE] = Bind  # type: ignore[misc]
+ANSWERS[Bound.TYPE] = Bound  # type: ignore[misc]
