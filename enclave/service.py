@@ -268,7 +268,7 @@ class EnclaveService:
             secret = AESGCM(data_key).decrypt(bundle.nonce, bundle.ciphertext, associated_data(context))
         except InvalidTag:
             raise _Unusable("the sealed secret does not match the bundle's fields (tampered bundle?)") from None
-        return self._install(bundle, secret, policy, sealed_by)
+        return self._install(bundle, secret, policy, sealed_by, generated=False)
 
     @staticmethod
     def _policy_for(scheme: str, document: dict | None) -> SigningPolicy:
@@ -279,9 +279,16 @@ class EnclaveService:
         except PolicyError as exc:
             raise _Unusable(f"policy: {exc}") from None
 
-    def _install(self, bundle: SealedBundle, secret: bytes, policy: SigningPolicy, sealed_by: str) -> bool:
+    def _install(self, bundle: SealedBundle, secret: bytes, policy: SigningPolicy, sealed_by: str, *, generated: bool) -> bool:
         """Load a key; ``sealed_by`` is the ARN of the KMS key that sealed it, as KMS reported it."""
         key = self._loaded_key(bundle, secret, PolicyState(policy), sealed_by)
+        if key.unbound_secret is not None and not generated:
+            # Only the boot that generated a key may bind it: an unbound bundle the host kept must
+            # not let it bind the key, in a later boot, to an exchange account of its own.
+            raise _Unusable(
+                "it has no API key id, and an exchange key is bound to its id only in the enclave boot that generated it "
+                "(a host keeping this bundle must not be able to bind the key to an account of its own): generate a new key"
+            )
         try:
             return self.keyring.add(key)
         except (KeyConflict, KeyringFull) as exc:
@@ -330,7 +337,7 @@ class EnclaveService:
         policy = self._policy_for(scheme, request.policy)
         secret = generate_key(scheme)
         bundle = self._seal(name, scheme, request.api_key or "", request.policy, secret, seal_key, credentials)
-        self._install(bundle, secret, policy, seal_key)
+        self._install(bundle, secret, policy, seal_key, generated=True)
         log.info("generated key %r (%s) inside the enclave, sealed to %s", name, scheme, seal_key)
         return Generated(bundle=bundle.to_json(), public_key=self.keyring.get(name).signing_key.public_key_pem())  # type: ignore[union-attr,arg-type]
 
@@ -357,9 +364,9 @@ class EnclaveService:
             raise _BadRequest(str(exc)) from None
 
     def _bind(self, request: Bind) -> Bound:
-        """Give an unbound exchange key its API key id, once: re-seal it (same secret, name, scheme
-        and policy, now with the id) under the KMS key that sealed it, and load it bound. The
-        policy's state (rate bucket, notional window) carries over."""
+        """Give an exchange key generated in this boot without an API key id its id, once: re-seal
+        it (same secret, name, scheme and policy, now with the id) under the KMS key that sealed it,
+        and load it bound. The policy's state (rate bucket, notional window) carries over."""
         self._check_region(request.region)
         credentials = self._credentials(request.credentials)
         key = self.keyring.get(request.name)

@@ -237,7 +237,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     sealed_by = SealedBundle.from_json(bundle).kms_key_id
     _say(f"generated {args.name!r} ({args.scheme}) inside the enclave, sealed to {sealed_by}; sealed bundle for the next boot -> {args.output}")
     if not args.api_key and exchange_for_scheme(args.scheme) is not None:
-        _say(f"register the public key with the exchange, then: {PROG} bind {args.name} --api-key ID -o BUNDLE (it signs nothing until then)")
+        _say(
+            f"no API key id yet: register the public key with the exchange, then, before this enclave restarts, "
+            f"{PROG} bind {args.name} --api-key ID -o BUNDLE. The key signs nothing until then, and only the bound bundle loads at the next boot"
+        )
     if args.json:
         print(json.dumps({"name": args.name, "scheme": args.scheme, "api_key": args.api_key or "", "sealed_by": sealed_by, "output": args.output, "public_key": public_key}, indent=2))
     else:

@@ -553,6 +553,10 @@ class Signer:
         unsealed: the enclave seals it only to a KMS key fixed in its launch configuration (its
         first ``--seal-key``, or ``kms_key_id`` if that names another of them; any other key is
         refused).
+
+        An exchange scheme's key may be made before the exchange has issued its API key id
+        (``api_key`` left empty): it signs nothing (:class:`~zerocopy.errors.KeyNotBound`) until
+        :meth:`bind` gives it the id, which only this boot of the enclave can do.
         """
         request = _generate_message(name, scheme, credentials, kms_key_id=kms_key_id, api_key=api_key, policy=policy, region=region)
         with self._timeout(_timeout_argument(timeout)):  # KMS calls and key generation take longer than a signature

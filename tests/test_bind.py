@@ -1,0 +1,232 @@
+"""Generate first, bind the API key id later (issue 11), end to end on an emulator of this module's
+own (the session enclave is at its key limit): a key pair generated without an API key id signs
+nothing; BIND gives it one, once, and the enclave re-seals it; the re-sealed bundle loads bound in
+the next boot. Signatures are checked with the public key alone, by each exchange's documented
+rules (tests/reference_signers.py), never by the enclave's code. The attacks are made as the host
+would make them: raw frames on the enclave's socket, with the host's own AWS credentials."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from urllib.parse import unquote
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from hypothesis import given
+from hypothesis import strategies as st
+
+from enclave.protocol import NEED_DATA, Connection, ControlResponse, ErrorCode, ErrorResponse, MessageType, Role
+from enclave.protocol.bundle import SealedBundle
+from enclave.protocol.messages import Bind, Bound, MessageError, Provision
+from pytest_zerocopy import factories
+from reference_signers import coinbase_check, form
+from zerocopy import EnclaveError, KeyNotBound, PolicyRefused, ProvisioningError, Signer, UnknownKey
+
+pytestmark = pytest.mark.zerocopy
+
+NOW_MS = 1_700_000_000_000  # the enclave's pinned clock (a launch option): timestamps are known
+bind_emulator = factories.emulator_proc(scope="module", clock=f"fixed:{NOW_MS}")
+bind_signer = factories.signer("bind_emulator", scope="module")
+
+BINANCE_ORDER = [("symbol", "LTCBTC"), ("side", "BUY"), ("type", "LIMIT"), ("timeInForce", "GTC"), ("quantity", "1"), ("price", "0.1")]
+BYBIT_ORDER = {"category": "spot", "symbol": "BTCUSDT", "side": "Buy", "orderType": "Limit", "qty": "0.01", "price": "30000", "timeInForce": "GTC", "orderLinkId": "bind-1"}
+SCHEMES = ("binance-ed25519", "binance-rsa", "bybit-rsa", "coinbase-jwt")
+
+
+def _sign_order(signer: Signer, name: str, scheme: str):
+    if scheme.startswith("binance"):
+        return signer.sign_request(name, "POST", "/api/v3/order", params=BINANCE_ORDER)
+    if scheme == "bybit-rsa":
+        return signer.sign_request(name, "POST", "/v5/order/create", body=json.dumps(BYBIT_ORDER))
+    return signer.sign_request(name, "GET", "/api/v3/brokerage/accounts")
+
+
+def _verify_primitive(public_key, signature: bytes, message: bytes) -> None:
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        public_key.verify(signature, message)
+    else:
+        assert isinstance(public_key, rsa.RSAPublicKey)
+        public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+
+
+def _verify(scheme: str, public_pem: str, api_key: str, signed) -> None:
+    """``signed`` is what the exchange would accept from ``api_key``'s account: the signature
+    verifies with the public key over the string the exchange's documentation says it signs."""
+    public_key = load_pem_public_key(public_pem.encode())
+    if scheme.startswith("binance"):
+        total = form(BINANCE_ORDER) + f"&timestamp={NOW_MS}"  # the enclave adds the timestamp
+        query, _, signature = signed.query.rpartition("&signature=")
+        assert query == total and signed.headers == {"X-MBX-APIKEY": api_key}
+        _verify_primitive(public_key, base64.b64decode(unquote(signature)), total.encode())
+    elif scheme == "bybit-rsa":
+        headers = signed.headers
+        assert headers["X-BAPI-API-KEY"] == api_key and headers["X-BAPI-TIMESTAMP"] == str(NOW_MS)
+        assert json.loads(signed.body) == BYBIT_ORDER
+        plain = f"{NOW_MS}{api_key}{headers['X-BAPI-RECV-WINDOW']}".encode() + signed.body.encode()
+        _verify_primitive(public_key, base64.b64decode(headers["X-BAPI-SIGN"]), plain)
+    else:
+        token = signed.headers["Authorization"].removeprefix("Bearer ")
+        coinbase_check(public_key, api_key, "GET", "/api/v3/brokerage/accounts", NOW_MS, token)
+
+
+def _receipts(signer: Signer, name: str) -> list[dict]:
+    return [json.loads(line) for line in signer.audit()["receipts"] if json.loads(line)["key"] == name]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_generated_without_an_api_key_it_signs_only_once_bound(bind_emulator, bind_signer, scheme):
+    name = f"later-{scheme}"
+    credentials = bind_emulator.credentials
+    unbound, public_pem = bind_signer.generate(name, scheme, credentials=credentials)
+    assert SealedBundle.from_json(unbound).api_key == ""
+    (info,) = [key for key in bind_signer.keys() if key.name == name]
+    assert info.api_key == "" and info.public_key == public_pem
+    with pytest.raises(KeyNotBound, match=f"zerocopy bind {name} --api-key") as refused:
+        _sign_order(bind_signer, name, scheme)
+    assert isinstance(refused.value, PolicyRefused) and refused.value.rule == "api-key"
+    with pytest.raises(KeyNotBound):
+        bind_signer.sign(name, b"raw payload")
+    assert [(r["decision"], r["rule"]) for r in _receipts(bind_signer, name)] == [("refused", "api-key")] * 2
+
+    api_key = f"AK-{scheme}-0001"
+    bound = bind_signer.bind(name, api_key, credentials=credentials)
+    sealed = SealedBundle.from_json(bound)
+    assert (sealed.name, sealed.scheme, sealed.api_key) == (name, scheme, api_key)
+    assert sealed.kms_key_id == SealedBundle.from_json(unbound).kms_key_id == bind_emulator.seal_key
+    assert sealed.policy_sha256 == SealedBundle.from_json(unbound).policy_sha256
+    assert b"PRIVATE KEY" not in bound
+    (info,) = [key for key in bind_signer.keys() if key.name == name]
+    assert info.api_key == api_key and info.public_key == public_pem  # the same key pair
+    _verify(scheme, public_pem, api_key, _sign_order(bind_signer, name, scheme))
+    assert _receipts(bind_signer, name)[-1]["decision"] == "signed"
+
+
+def test_the_re_sealed_bundles_load_bound_in_the_next_boot(bind_emulator, bind_signer):
+    credentials = bind_emulator.credentials
+    made = {}
+    for scheme in SCHEMES:
+        _, public_pem = bind_signer.generate(f"reboot-{scheme}", scheme, credentials=credentials)
+        made[scheme] = (public_pem, bind_signer.bind(f"reboot-{scheme}", f"AK-reboot-{scheme}", credentials=credentials))
+    with bind_emulator.launch(clock=f"fixed:{NOW_MS}") as next_boot, Signer(next_boot.address) as signer:
+        assert next_boot.pcrs[0] == bind_emulator.pcrs[0]  # the same image and options: the seal key's policy admits it
+        results = signer.provision([bundle for _, bundle in made.values()], credentials=credentials)
+        assert [result.error for result in results] == [None] * len(SCHEMES)
+        for scheme, (public_pem, _) in made.items():
+            _verify(scheme, public_pem, f"AK-reboot-{scheme}", _sign_order(signer, f"reboot-{scheme}", scheme))
+
+
+def test_binding_refuses_unknown_bound_and_raw_keys_with_clear_errors(bind_emulator, bind_signer):
+    credentials = bind_emulator.credentials
+    with pytest.raises(UnknownKey, match="not loaded in this enclave"):
+        bind_signer.bind("no-such-key", "AK", credentials=credentials)
+    bind_signer.generate("raw-ed25519", "ed25519", credentials=credentials)
+    with pytest.raises(ProvisioningError, match="not an exchange key waiting for its API key id"):
+        bind_signer.bind("raw-ed25519", "AK", credentials=credentials)
+    bind_signer.generate("already", "binance-ed25519", credentials=credentials, api_key="AK-FROM-THE-START")
+    with pytest.raises(ProvisioningError, match="already bound to API key id 'AK-FROM-THE-START'"):
+        bind_signer.bind("already", "AK-OTHER", credentials=credentials)
+    bind_signer.generate("bad-id", "bybit-rsa", credentials=credentials)
+    with pytest.raises(ValueError, match="must not be empty|not empty"):
+        bind_signer.bind("bad-id", "", credentials=credentials)
+    with pytest.raises(EnclaveError, match="API key must be 1 to 256 printable ASCII") as refused:
+        bind_signer.bind("bad-id", "has space", credentials=credentials)
+    assert refused.value.code is ErrorCode.BAD_REQUEST
+    (info,) = [key for key in bind_signer.keys() if key.name == "bad-id"]
+    assert info.api_key == ""  # still unbound, still bindable
+
+
+# -- the host attacking with raw frames ----------------------------------------------------------
+def _raw(address: str, *messages) -> list:
+    """Send control messages as the host can, frame by frame on the enclave's socket (no Signer),
+    and read one answer for each."""
+    conn = Connection(Role.CLIENT)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(60)
+        sock.connect(address.removeprefix("unix://"))
+        sock.sendall(b"".join(conn.send_control(number, message) for number, message in enumerate(messages, 1)))
+        answers: list = []
+        while len(answers) < len(messages):
+            event = conn.next_event()
+            if event is NEED_DATA:
+                data = sock.recv(65536)
+                assert data, "the enclave closed the connection"
+                conn.receive_data(data)
+            else:
+                answers.append(event)
+    return answers
+
+
+def _refusal(event) -> tuple[ErrorCode, str]:
+    assert type(event) is ErrorResponse, event
+    return event.code, event.message
+
+
+def test_a_host_cannot_re_point_a_bound_key_at_another_account(bind_emulator, bind_signer):
+    """The operator binds; the host then tries, with its own credentials and raw frames, to bind the
+    key again, to load the unbound bundle it kept in its place, and to bind twice at once."""
+    credentials = bind_emulator.credentials
+    unbound, public_pem = bind_signer.generate("victim", "bybit-rsa", credentials=credentials)
+    first, second = _raw(
+        bind_emulator.address,
+        Bind(name="victim", api_key="AK-OPERATOR", credentials=credentials),
+        Bind(name="victim", api_key="AK-ATTACKER", credentials=credentials),
+    )
+    assert type(first) is ControlResponse and first.kind is MessageType.BOUND
+    code, message = _refusal(second)
+    assert code is ErrorCode.PROVISIONING_FAILED and "already bound to API key id 'AK-OPERATOR'" in message
+    (kept,) = _raw(bind_emulator.address, Provision(bundles=(unbound,), credentials=credentials))
+    (result,) = kept.fields["results"]
+    assert not result["loaded"] and "no API key id" in result["error"]
+    (again,) = _raw(bind_emulator.address, Bind(name="victim", api_key="AK-ATTACKER", credentials=credentials))
+    assert _refusal(again)[0] is ErrorCode.PROVISIONING_FAILED
+    (info,) = [key for key in bind_signer.keys() if key.name == "victim"]
+    assert info.api_key == "AK-OPERATOR"
+    # Bybit signs the API key id: the signature is good for the operator's account alone.
+    signed = _sign_order(bind_signer, "victim", "bybit-rsa")
+    _verify("bybit-rsa", public_pem, "AK-OPERATOR", signed)
+
+
+def test_an_unbound_bundle_the_host_kept_cannot_be_bound_in_a_later_boot(bind_emulator, bind_signer):
+    """The host keeps the bundle GENERATE gave before the operator binds, restarts the enclave and
+    tries to load it there, to bind the key to an account of its own: refused at provisioning."""
+    credentials = bind_emulator.credentials
+    unbound, _ = bind_signer.generate("kept-by-host", "binance-ed25519", credentials=credentials)
+    with bind_emulator.launch(clock=f"fixed:{NOW_MS}") as next_boot:
+        (answer,) = _raw(next_boot.address, Provision(bundles=(unbound,), credentials=credentials))
+        (result,) = answer.fields["results"]
+        assert not result["loaded"] and "only in the enclave boot that generated it" in result["error"]
+        (bind,) = _raw(next_boot.address, Bind(name="kept-by-host", api_key="AK-ATTACKER", credentials=credentials))
+        code, message = _refusal(bind)
+        assert code is ErrorCode.UNKNOWN_KEY and "kept-by-host" in message
+        with Signer(next_boot.address) as signer:
+            assert [key.name for key in signer.keys()] == []
+
+
+# -- the new message's parser, with garbage ------------------------------------------------------
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.binary(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(st.one_of(_VALUES, st.dictionaries(st.sampled_from(["name", "api_key", "credentials", "region", "bundle", "x"]), _VALUES)))
+def test_any_bind_or_bound_fields_are_a_message_or_a_message_error(fields):
+    for kind in (Bind, Bound):
+        try:
+            message = kind.from_fields(fields)
+        except MessageError as exc:
+            assert exc.code is ErrorCode.BAD_REQUEST
+            continue
+        assert kind.from_fields(message.to_fields()) == message
+        assert "host-secret" not in repr(message)
+
+
+def test_bind_reprs_hold_no_credentials_or_bundles():
+    shown = repr(Bind(name="k", api_key="AK", credentials={"access_key_id": "AKIAHOST", "secret_access_key": "host-secret"}))
+    shown += repr(Bound(bundle=b"sealed-bytes"))
+    assert "host-secret" not in shown and "AKIAHOST" not in shown and "sealed-bytes" not in shown
