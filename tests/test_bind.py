@@ -3,13 +3,13 @@ own (the session enclave is at its key limit): a key pair generated without an A
 nothing; BIND gives it one, once, and the enclave re-seals it; the re-sealed bundle loads bound in
 the next boot. Signatures are checked with the public key alone, by each exchange's documented
 rules (tests/reference_signers.py), never by the enclave's code. The attacks are made as the host
-would make them: raw frames on the enclave's socket, with the host's own AWS credentials."""
+would make them (raw frames on the enclave's socket, with the host's own AWS credentials) are in
+tests/attacks/test_attack_bind.py."""
 
 from __future__ import annotations
 
 import base64
 import json
-import socket
 from urllib.parse import unquote
 
 import pytest
@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from hypothesis import given
 from hypothesis import strategies as st
 
-from enclave.protocol import NEED_DATA, Connection, ControlResponse, ErrorCode, ErrorResponse, MessageType, Role
+from enclave.protocol import ErrorCode
 from enclave.protocol.bundle import SealedBundle
-from enclave.protocol.messages import Bind, Bound, MessageError, Provision
+from enclave.protocol.messages import Bind, Bound, MessageError
 from pytest_zerocopy import factories
 from reference_signers import coinbase_check, form
 from zerocopy import EnclaveError, KeyNotBound, PolicyRefused, ProvisioningError, Signer, UnknownKey
@@ -139,73 +139,6 @@ def test_binding_refuses_unknown_bound_and_raw_keys_with_clear_errors(bind_emula
     assert info.api_key == ""  # still unbound, still bindable
 
 
-# -- the host attacking with raw frames ----------------------------------------------------------
-def _raw(address: str, *messages) -> list:
-    """Send control messages as the host can, frame by frame on the enclave's socket (no Signer),
-    and read one answer for each."""
-    conn = Connection(Role.CLIENT)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(60)
-        sock.connect(address.removeprefix("unix://"))
-        sock.sendall(b"".join(conn.send_control(number, message) for number, message in enumerate(messages, 1)))
-        answers: list = []
-        while len(answers) < len(messages):
-            event = conn.next_event()
-            if event is NEED_DATA:
-                data = sock.recv(65536)
-                assert data, "the enclave closed the connection"
-                conn.receive_data(data)
-            else:
-                answers.append(event)
-    return answers
-
-
-def _refusal(event) -> tuple[ErrorCode, str]:
-    assert type(event) is ErrorResponse, event
-    return event.code, event.message
-
-
-def test_a_host_cannot_re_point_a_bound_key_at_another_account(bind_emulator, bind_signer):
-    """The operator binds; the host then tries, with its own credentials and raw frames, to bind the
-    key again, to load the unbound bundle it kept in its place, and to bind twice at once."""
-    credentials = bind_emulator.credentials
-    unbound, public_pem = bind_signer.generate("victim", "bybit-rsa", credentials=credentials)
-    first, second = _raw(
-        bind_emulator.address,
-        Bind(name="victim", api_key="AK-OPERATOR", credentials=credentials),
-        Bind(name="victim", api_key="AK-ATTACKER", credentials=credentials),
-    )
-    assert type(first) is ControlResponse and first.kind is MessageType.BOUND
-    code, message = _refusal(second)
-    assert code is ErrorCode.PROVISIONING_FAILED and "already bound to API key id 'AK-OPERATOR'" in message
-    (kept,) = _raw(bind_emulator.address, Provision(bundles=(unbound,), credentials=credentials))
-    (result,) = kept.fields["results"]
-    assert not result["loaded"] and "no API key id" in result["error"]
-    (again,) = _raw(bind_emulator.address, Bind(name="victim", api_key="AK-ATTACKER", credentials=credentials))
-    assert _refusal(again)[0] is ErrorCode.PROVISIONING_FAILED
-    (info,) = [key for key in bind_signer.keys() if key.name == "victim"]
-    assert info.api_key == "AK-OPERATOR"
-    # Bybit signs the API key id: the signature is good for the operator's account alone.
-    signed = _sign_order(bind_signer, "victim", "bybit-rsa")
-    _verify("bybit-rsa", public_pem, "AK-OPERATOR", signed)
-
-
-def test_an_unbound_bundle_the_host_kept_cannot_be_bound_in_a_later_boot(bind_emulator, bind_signer):
-    """The host keeps the bundle GENERATE gave before the operator binds, restarts the enclave and
-    tries to load it there, to bind the key to an account of its own: refused at provisioning."""
-    credentials = bind_emulator.credentials
-    unbound, _ = bind_signer.generate("kept-by-host", "binance-ed25519", credentials=credentials)
-    with bind_emulator.launch(clock=f"fixed:{NOW_MS}") as next_boot:
-        (answer,) = _raw(next_boot.address, Provision(bundles=(unbound,), credentials=credentials))
-        (result,) = answer.fields["results"]
-        assert not result["loaded"] and "only in the enclave boot that generated it" in result["error"]
-        (bind,) = _raw(next_boot.address, Bind(name="kept-by-host", api_key="AK-ATTACKER", credentials=credentials))
-        code, message = _refusal(bind)
-        assert code is ErrorCode.UNKNOWN_KEY and "kept-by-host" in message
-        with Signer(next_boot.address) as signer:
-            assert [key.name for key in signer.keys()] == []
-
-
 # -- the new message's parser, with garbage ------------------------------------------------------
 _VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.binary(max_size=8),
@@ -230,3 +163,29 @@ def test_bind_reprs_hold_no_credentials_or_bundles():
     shown = repr(Bind(name="k", api_key="AK", credentials={"access_key_id": "AKIAHOST", "secret_access_key": "host-secret"}))
     shown += repr(Bound(bundle=b"sealed-bytes"))
     assert "host-secret" not in shown and "AKIAHOST" not in shown and "sealed-bytes" not in shown
+
+
+def test_the_cli_generates_without_an_api_key_then_binds(bind_emulator, tmp_path, capsys, monkeypatch):
+    from zerocopy._cli import main
+
+    monkeypatch.setenv("AWS_REGION", bind_emulator.region)
+    host = bind_emulator.credentials
+    for name, field in (("AWS_ACCESS_KEY_ID", "access_key_id"), ("AWS_SECRET_ACCESS_KEY", "secret_access_key"), ("AWS_SESSION_TOKEN", "session_token")):
+        monkeypatch.setenv(name, host[field])
+    enclave, unbound, bound = ["--enclave", bind_emulator.address], tmp_path / "unbound.json", tmp_path / "bound.json"
+    assert main(["generate", "--name", "cli-later", "--scheme", "bybit-rsa", "-o", str(unbound), *enclave]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("-----BEGIN PUBLIC KEY-----") and "zerocopy bind cli-later --api-key ID" in captured.err
+    assert main(["sign", "--key", "cli-later", "--request", "GET", "/v5/order/realtime", "--param", "category=spot", *enclave]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "'api-key'" in error and "zerocopy bind cli-later" in error
+    assert main(["bind", "cli-later", "--api-key", "AK-CLI", "-o", str(bound), "--json", *enclave]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result == {"name": "cli-later", "api_key": "AK-CLI", "sealed_by": bind_emulator.seal_key, "output": str(bound)}
+    assert SealedBundle.from_json(bound.read_bytes()).api_key == "AK-CLI"
+    assert main(["keys", *enclave]) == 0
+    assert "cli-later\tbybit-rsa\tapi_key=AK-CLI\t" in capsys.readouterr().out
+    again = tmp_path / "again.json"
+    assert main(["bind", "cli-later", "--api-key", "AK-OTHER", "-o", str(again), *enclave]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "already bound to API key id 'AK-CLI'" in error and not again.exists()
