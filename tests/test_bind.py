@@ -8,6 +8,7 @@ tests/attacks/test_attack_bind.py."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from urllib.parse import unquote
@@ -119,6 +120,27 @@ def test_the_re_sealed_bundles_load_bound_in_the_next_boot(bind_emulator, bind_s
             _verify(scheme, public_pem, f"AK-reboot-{scheme}", _sign_order(signer, f"reboot-{scheme}", scheme))
 
 
+def test_the_async_signer_binds_as_the_signer_does(bind_emulator):
+    from zerocopy import AsyncSigner
+
+    credentials = bind_emulator.credentials
+
+    async def run():
+        async with AsyncSigner(bind_emulator.address) as signer:
+            _, public_pem = await signer.generate("async-later", "binance-rsa", credentials=credentials)
+            refusal = None
+            try:
+                await signer.sign_request("async-later", "POST", "/api/v3/order", params=BINANCE_ORDER)
+            except KeyNotBound as refused:
+                refusal = refused
+            bundle = await signer.bind("async-later", "AK-ASYNC", credentials=credentials)
+            return public_pem, refusal, bundle, await signer.sign_request("async-later", "POST", "/api/v3/order", params=BINANCE_ORDER)
+
+    public_pem, refusal, bundle, signed = asyncio.run(run())
+    assert refusal is not None and refusal.rule == "api-key" and SealedBundle.from_json(bundle).api_key == "AK-ASYNC"
+    _verify("binance-rsa", public_pem, "AK-ASYNC", signed)
+
+
 def test_binding_refuses_unknown_bound_and_raw_keys_with_clear_errors(bind_emulator, bind_signer):
     credentials = bind_emulator.credentials
     with pytest.raises(UnknownKey, match="not loaded in this enclave"):
@@ -189,3 +211,25 @@ def test_the_cli_generates_without_an_api_key_then_binds(bind_emulator, tmp_path
     assert main(["bind", "cli-later", "--api-key", "AK-OTHER", "-o", str(again), *enclave]) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "already bound to API key id 'AK-CLI'" in error and not again.exists()
+
+
+def test_the_keyring_swaps_a_key_only_while_it_is_the_one_loaded():
+    """Two binds of one key: the second swap finds another key in its place and is refused."""
+    from enclave.keyring import KeyConflict, Keyring, LoadedKey
+    from enclave.protocol.policy import PolicyState, SigningPolicy
+    from enclave.schemes import generate_key, load_key
+
+    secret = generate_key("binance-ed25519")
+
+    def loaded(api_key: str) -> LoadedKey:
+        policy = PolicyState(SigningPolicy.parse(None, scheme="binance-ed25519"))
+        return LoadedKey("k", "binance-ed25519", api_key, "default", "arn:k", policy, load_key("binance-ed25519", secret, api_key), api_key)
+
+    keyring = Keyring()
+    unbound, first, second = loaded(""), loaded("AK-1"), loaded("AK-2")
+    assert not unbound.signing_key.bound and first.signing_key.bound
+    keyring.add(unbound)
+    keyring.replace(unbound, first)
+    with pytest.raises(KeyConflict, match="changed meanwhile"):
+        keyring.replace(unbound, second)
+    assert keyring.get("k") is first
