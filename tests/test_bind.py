@@ -233,3 +233,13 @@ def test_the_keyring_swaps_a_key_only_while_it_is_the_one_loaded():
     with pytest.raises(KeyConflict, match="changed meanwhile"):
         keyring.replace(unbound, second)
     assert keyring.get("k") is first
+
+
+@pytest.mark.parametrize("api_key", ["", "has space", "ключ", "x" * 257])
+def test_an_api_key_id_the_enclave_would_refuse_is_a_usage_error(api_key, capsys):
+    from zerocopy._cli import main
+
+    for argv in (["bind", "k", "--api-key", api_key, "-o", "out.json"], ["generate", "--name", "k", "--scheme", "bybit-rsa", "--api-key", api_key, "-o", "out.json"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2 and "argument --api-key" in capsys.readouterr().err.splitlines()[-1]

@@ -643,11 +643,16 @@ def _param(text: str) -> tuple[str, str]:
     return name, value
 
 
-def _api_key_id(text: str) -> str:
-    """An exchange API key id as the enclave takes it (it goes into a header)."""
-    if not (0 < len(text) <= 256 and text.isascii() and text.isprintable() and " " not in text):
-        raise argparse.ArgumentTypeError(f"{text[:64]!r} must be the exchange's API key id: 1 to 256 printable ASCII characters without spaces")
-    return text
+def _api_key_problem(args: argparse.Namespace) -> str | None:
+    """A usage error for an ``--api-key`` the enclave would refuse (the id goes into a header)."""
+    from enclave.protocol.exchanges import exchange_for_scheme
+
+    text = args.api_key
+    if getattr(args, "scheme", None) is not None and exchange_for_scheme(args.scheme) is None:
+        return None  # a raw scheme's API key id is a label the enclave sends nowhere
+    if text is None or (0 < len(text) <= 256 and text.isascii() and text.isprintable() and " " not in text):
+        return None
+    return f"argument --api-key: {text[:64]!r} must be the exchange's API key id: 1 to 256 printable ASCII characters without spaces"
 
 
 def _moment(text: str) -> datetime:
@@ -754,16 +759,18 @@ def _add_keys_commands(commands: Any) -> None:
     generate.add_argument("--name", required=True, help="key name the bot will use")
     generate.add_argument("--scheme", required=True, choices=sorted(ASYMMETRIC_SCHEMES), metavar="SCHEME", help=f"one of: {', '.join(sorted(ASYMMETRIC_SCHEMES))}")
     generate.add_argument("--kms-key", metavar="ARN", help="which of the enclave's measured seal keys (--seal-key) to seal to (default: its first); the enclave refuses any other key")
-    generate.add_argument("--api-key", type=_api_key_id, help="the exchange API key id, if the exchange has already issued one for the public key (else bind it later: zerocopy bind)")
+    generate.add_argument("--api-key", help="the exchange API key id, if the exchange has already issued one for the public key (else bind it later: zerocopy bind)")
     generate.add_argument("--policy", metavar="FILE", help="signing policy to seal with the key")
     generate.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write the sealed bundle")
     generate.set_defaults(handler=cmd_generate)
+    _check_usage(generate, _api_key_problem)
 
     bind = commands.add_parser("bind", parents=[_Parents.region, _Parents.enclave, _Parents.json], help="bind the exchange's API key id to a generated key", description="Bind the API key id the exchange issued for a generated key's public key. The enclave re-seals the key with it (the private key never leaves) into a new bundle for the next boot. Once only: a bound key cannot be bound again.")
     bind.add_argument("key", help="the generated key's name")
-    bind.add_argument("--api-key", required=True, type=_api_key_id, help="the API key id the exchange issued for the key's public key (not secret)")
+    bind.add_argument("--api-key", required=True, help="the API key id the exchange issued for the key's public key (not secret)")
     bind.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write the re-sealed bundle")
     bind.set_defaults(handler=cmd_bind)
+    _check_usage(bind, _api_key_problem)
 
     provision = commands.add_parser("provision", parents=[_Parents.region, _Parents.enclave, _Parents.json], help="load sealed bundles into the enclave", description="Send bundles to the enclave, which unseals them through KMS with this host's AWS credentials.")
     provision.add_argument("bundles", nargs="+", metavar="BUNDLE")
