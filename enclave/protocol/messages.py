@@ -52,6 +52,7 @@ __all__ = [
 MAX_BUNDLES = 64
 MAX_NONCE = 1024  # an attestation document's nonce field
 MAX_AUDIT_LIMIT = 5000
+MAX_API_KEY = 256  # an exchange API key id (the signers take at most 256 printable ASCII characters)
 
 
 class MessageError(RemoteProtocolError):
@@ -315,8 +316,8 @@ class Bind(Message):
     region: str | None = None
 
     def check(self) -> None:
-        if not self.api_key:
-            raise MessageError("api_key must not be empty")
+        if not 0 < len(self.api_key) <= MAX_API_KEY:
+            raise MessageError(f"api_key must be 1 to {MAX_API_KEY} characters")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -105,3 +105,39 @@ def test_two_binds_at_once_on_two_connections_bind_once(bind_emulator, bind_sign
     assert len(won) == 1 and len(lost) == 1 and "already bound" in lost[0].message
     (info,) = [key for key in bind_signer.keys() if key.name == "raced"]
     assert info.api_key == won[0]
+
+
+MALFORMED_BINDS = [
+    {"name": "k", "api_key": "AK"},  # no credentials
+    {"name": "k", "api_key": "", "credentials": {}},
+    {"name": 7, "api_key": "AK", "credentials": {}},
+    {"name": "k", "api_key": b"AK", "credentials": {}},
+    {"name": "k", "api_key": "AK", "credentials": "AKIA"},
+    {"name": "k", "api_key": "AK", "credentials": {}, "bundle": b"x"},
+    {"name": "k", "api_key": "AK" * 70_000, "credentials": {}},
+    {"name": ["k"], "api_key": "AK", "credentials": {}},
+]
+
+
+def test_malformed_bind_frames_get_typed_refusals_and_the_connection_keeps_serving(bind_emulator):
+    from enclave.protocol.frames import ControlRequest
+
+    conn = Connection(Role.CLIENT)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(60)
+        sock.connect(bind_emulator.address.removeprefix("unix://"))
+        frames = [conn.send(ControlRequest(number, MessageType.BIND, fields)) for number, fields in enumerate(MALFORMED_BINDS, 1)]
+        sock.sendall(b"".join(frames) + conn.send(ControlRequest(len(frames) + 1, MessageType.KEYS, {})))
+        answers: list = []
+        while len(answers) < len(frames) + 1:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                data = sock.recv(65536)
+                assert data, "the enclave closed the connection"
+                conn.receive_data(data)
+            else:
+                answers.append(event)
+    *refused, keys = answers
+    assert [(type(event), event.code) for event in refused] == [(ErrorResponse, ErrorCode.BAD_REQUEST)] * len(MALFORMED_BINDS)
+    assert all(len(event.message) < 400 for event in refused)
+    assert type(keys) is ControlResponse and keys.kind is MessageType.KEY_LIST
