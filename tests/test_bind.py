@@ -243,3 +243,19 @@ def test_an_api_key_id_the_enclave_would_refuse_is_a_usage_error(api_key, capsys
         with pytest.raises(SystemExit) as exited:
             main(argv)
         assert exited.value.code == 2 and "argument --api-key" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_bind_and_bound_go_on_the_wire_in_field_order():
+    from enclave.protocol import cbor
+
+    credentials = {"access_key_id": "AKIAHOST", "secret_access_key": "host-secret"}
+    for kind, fields in (
+        (Bind, {"name": "k", "api_key": "AK", "credentials": credentials}),
+        (Bind, {"name": "k", "api_key": "AK", "credentials": credentials, "region": "us-east-1"}),
+        (Bound, {"bundle": b"{}"}),
+    ):
+        assert cbor.dumps(kind.from_fields(fields).to_fields()) == cbor.dumps(fields)
+    with pytest.raises(MessageError, match="api_key must be 1 to 256 characters"):
+        Bind.from_fields({"name": "k", "api_key": "x" * 257, "credentials": credentials})
+    with pytest.raises(MessageError, match="BIND: missing field 'credentials'"):
+        Bind.from_fields({"name": "k", "api_key": "AK"})
