@@ -18,7 +18,8 @@ from enclave.protocol.messages import Bind, Provision
 from test_bind import NOW_MS, _sign_order, _verify, bind_emulator, bind_signer  # noqa: F401 - fixtures
 from zerocopy import Signer
 
-pytestmark = pytest.mark.zerocopy
+# Not marked ``zerocopy``: the mark starts the session emulator inside this module's own, whose
+# ZEROCOPY_ENCLAVE would then be restored out of order. The fixtures skip without --zerocopy.
 
 
 def _raw(address: str, *messages) -> list:
