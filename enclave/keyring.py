@@ -33,6 +33,9 @@ class LoadedKey:
     policy_state: PolicyState
     signing_key: SigningKey = field(repr=False)
     fingerprint: str = field(repr=False)  # SHA-256 over the bundle's fields and secret: same bundle, same key
+    sealed_policy: dict | None = field(default=None, repr=False)  # the policy document as sealed (its digest is policy_sha256)
+    # Kept only while the key waits for its API key id, to re-seal it once BIND gives one.
+    unbound_secret: bytes | None = field(default=None, repr=False)
 
     def describe(self) -> dict:
         info: dict = {"name": self.name, "scheme": self.scheme, "api_key": self.api_key, "policy_sha256": self.policy_sha256, "sealed_by": self.sealed_by}
@@ -77,6 +80,14 @@ class Keyring:
                 return False
             self._keys = {name: other for name, other in self._keys.items() if other is not key}
             return True
+
+    def replace(self, old: LoadedKey, new: LoadedKey) -> None:
+        """Put ``new`` in the place of ``old``, unless ``old`` is no longer the key loaded under its
+        name (so of two binds racing, one wins and the other is refused)."""
+        with self._lock:
+            if self._keys.get(old.name) is not old or new.name != old.name:
+                raise KeyConflict(f"the key named {old.name!r} changed meanwhile")
+            self._keys = {**self._keys, new.name: new}
 
     def keys(self) -> list[LoadedKey]:
         return sorted(self._keys.values(), key=lambda key: key.name)

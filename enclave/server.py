@@ -267,6 +267,7 @@ class Server:
         self._lane_of: dict[Any, Lane] = {
             MessageType.PROVISION: heavy,
             MessageType.GENERATE: heavy,
+            MessageType.BIND: heavy,
             MessageType.AUDIT: audit,
             MessageType.ATTEST: attest,
             MessageType.OPEN_SESSION: attest,

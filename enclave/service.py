@@ -43,6 +43,8 @@ from .protocol.messages import (
     Attestation,
     Audit,
     AuditPage,
+    Bind,
+    Bound,
     Generate,
     Generated,
     KeyInfo,
@@ -60,7 +62,8 @@ from .protocol.messages import (
 from .protocol.session import USER_DATA_FIELD as SESSION_FIELD, HandshakeError, accept as accept_session
 from .protocol.audit import FIELD_LIMITS, clip
 from .protocol.bundle import BundleError, SealedBundle, associated_data, canonical_json, check_name, encryption_context
-from .schemes import SCHEMES, SchemeError, generate_key, load_key
+from .protocol.signing import API_KEY_RULE
+from .schemes import SCHEMES, SchemeError, SigningKey, generate_key, load_key
 
 __all__ = ["EnclaveService"]
 
@@ -91,6 +94,7 @@ class EnclaveService:
             MessageType.AUDIT: self._audit,
             MessageType.GENERATE: self._generate,
             MessageType.REMOVE: self._remove,
+            MessageType.BIND: self._bind,
         }
 
     # -- dispatch ---------------------------------------------------------------------------
@@ -114,6 +118,8 @@ class EnclaveService:
             return ErrorResponse(event.request_id, ErrorCode.PROVISIONING_FAILED, str(exc))
         except _Refused as exc:
             return ErrorResponse(event.request_id, exc.code, str(exc), exc.rule)
+        except _NoSuchKey as exc:
+            return ErrorResponse(event.request_id, ErrorCode.UNKNOWN_KEY, str(exc))
         except NsmError as exc:
             log.error("NSM error: %s", exc)
             return ErrorResponse(event.request_id, ErrorCode.INTERNAL, f"NSM error: {exc.code}")
@@ -126,6 +132,8 @@ class EnclaveService:
         now = self.clock.now_ms()
         digest = hashlib.sha256(event.payload).hexdigest()
         try:
+            if not key.signing_key.bound:
+                raise _unbound_refusal(key)
             key.policy_state.authorize_raw(now)
         except Refusal as refusal:
             reason = _bounded_reason(refusal)
@@ -142,6 +150,8 @@ class EnclaveService:
         now = self.clock.now_ms()
         request = f"{event.method} {event.path}"[:200]
         try:
+            if not key.signing_key.bound:
+                raise _unbound_refusal(key)
             authorized = key.policy_state.authorize_request(event.method, event.path, event.params, event.body, now)
             signed = key.signing_key.sign_http(event.method, event.path, authorized.params, authorized.body, now)
         except Refusal as refusal:
@@ -278,7 +288,7 @@ class EnclaveService:
             secret = AESGCM(data_key).decrypt(bundle.nonce, bundle.ciphertext, associated_data(context))
         except InvalidTag:
             raise _Unusable("the sealed secret does not match the bundle's fields (tampered bundle?)") from None
-        return self._install(bundle, secret, policy, sealed_by)
+        return self._install(bundle, secret, policy, sealed_by, generated=False)
 
     @staticmethod
     def _policy_for(scheme: str, document: dict | None) -> SigningPolicy:
@@ -289,29 +299,41 @@ class EnclaveService:
         except PolicyError as exc:
             raise _Unusable(f"policy: {exc}") from None
 
-    def _install(self, bundle: SealedBundle, secret: bytes, policy: SigningPolicy, sealed_by: str) -> bool:
+    def _install(self, bundle: SealedBundle, secret: bytes, policy: SigningPolicy, sealed_by: str, *, generated: bool) -> bool:
         """Load a key; ``sealed_by`` is the ARN of the KMS key that sealed it, as KMS reported it."""
+        key = self._loaded_key(bundle, secret, PolicyState(policy), sealed_by)
+        if key.unbound_secret is not None and not generated:
+            # Only the boot that generated a key may bind it: an unbound bundle the host kept must
+            # not let it bind the key, in a later boot, to an exchange account of its own.
+            raise _Unusable(
+                "it has no API key id, and an exchange key is bound to its id only in the enclave boot that generated it "
+                "(a host keeping this bundle must not be able to bind the key to an account of its own): generate a new key"
+            )
         try:
-            signing_key = load_key(bundle.scheme, secret, bundle.api_key)
-            signing_key.apply_policy(policy.document or {})
+            return self.keyring.add(key)
+        except (KeyConflict, KeyringFull) as exc:
+            raise _Unusable(str(exc)) from None
+
+    def _loaded_key(self, bundle: SealedBundle, secret: bytes, policy_state: PolicyState, sealed_by: str) -> LoadedKey:
+        try:
+            signing_key: SigningKey = load_key(bundle.scheme, secret, bundle.api_key)
+            signing_key.apply_policy(policy_state.policy.document or {})
         except SchemeError as exc:
             raise _Unusable(str(exc)) from None
         # The sealing key counts: the same secret under another KMS key is another provenance to report.
         fingerprint = hmac.new(self._fingerprint_key, canonical_json({**bundle.encryption_context(), "sealed-by": sealed_by}) + secret, "sha256")
-        key = LoadedKey(
+        return LoadedKey(
             name=bundle.name,
             scheme=bundle.scheme,
             api_key=bundle.api_key,
             policy_sha256=bundle.policy_sha256,
             sealed_by=sealed_by,
-            policy_state=PolicyState(policy),
+            policy_state=policy_state,
             signing_key=signing_key,
             fingerprint=fingerprint.hexdigest(),
+            sealed_policy=bundle.policy,
+            unbound_secret=None if signing_key.bound else secret,
         )
-        try:
-            return self.keyring.add(key)
-        except (KeyConflict, KeyringFull) as exc:
-            raise _Unusable(str(exc)) from None
 
     def _check_room(self, name: str) -> None:
         try:
@@ -322,7 +344,7 @@ class EnclaveService:
     def _generate(self, request: Generate) -> Generated:
         """A key pair made here; the private half is sealed from inside, only to a seal key the
         operator measured into the launch configuration, and never leaves unsealed."""
-        name, scheme, api_key, document = request.name, request.scheme, request.api_key, request.policy
+        name, scheme = request.name, request.scheme
         self._check_region(request.region)
         credentials = self._credentials(request.credentials)
         kind = SCHEMES.get(scheme)
@@ -332,29 +354,59 @@ class EnclaveService:
         seal_key = self._seal_key(request.kms_key_id)
         if self.keyring.get(name) is not None:
             raise _Unusable(f"a key named {name!r} is already loaded")
-        policy = self._policy_for(scheme, document)
+        policy = self._policy_for(scheme, request.policy)
+        secret = generate_key(scheme)
+        bundle = self._seal(name, scheme, request.api_key or "", request.policy, secret, seal_key, credentials)
+        self._install(bundle, secret, policy, seal_key, generated=True)
+        log.info("generated key %r (%s) inside the enclave, sealed to %s", name, scheme, seal_key)
+        return Generated(bundle=bundle.to_json(), public_key=self.keyring.get(name).signing_key.public_key_pem())  # type: ignore[union-attr,arg-type]
+
+    def _seal(self, name: str, scheme: str, api_key: str, document: dict | None, secret: bytes, kms_key: str, credentials: Credentials) -> SealedBundle:
+        """``secret`` sealed here under ``kms_key`` (a data key from ``GenerateDataKey`` with
+        ``Recipient``), bound to the bundle's fields as the encryption context."""
         try:
-            context = encryption_context(check_name(name), scheme, api_key or "", document)
+            context = encryption_context(check_name(name), scheme, api_key, document)
             with self.kms.session(credentials) as session:
-                data_key, blob, key_arn = session.generate_data_key(key_id=seal_key, encryption_context=context)
+                data_key, blob, key_arn = session.generate_data_key(key_id=kms_key, encryption_context=context)
         except BundleError as exc:
             raise _BadRequest(str(exc)) from None
         except KmsError as exc:
             raise _Unusable(str(exc)) from None
         except RecipientCiphertextError:
             raise _Unusable("could not open KMS's CiphertextForRecipient") from None
-        if key_arn != seal_key:  # KMS names the key it used; anything else is not the measured key
-            raise _Unusable("KMS generated the data key under another key than the launch-configured seal key")
-        secret = generate_key(scheme)
+        if key_arn != kms_key:  # KMS names the key it used; anything else is not the key asked for
+            raise _Unusable(f"KMS generated the data key under another key than {kms_key[:160]!r}")
         nonce = os.urandom(12)
         ciphertext = AESGCM(data_key).encrypt(nonce, secret, associated_data(context))
         try:
-            bundle = SealedBundle(name, scheme, api_key or "", document, key_arn, blob, nonce, ciphertext)
+            return SealedBundle(name, scheme, api_key, document, key_arn, blob, nonce, ciphertext)
         except BundleError as exc:
             raise _BadRequest(str(exc)) from None
-        self._install(bundle, secret, policy, key_arn)
-        log.info("generated key %r (%s) inside the enclave, sealed to %s", name, scheme, key_arn)
-        return Generated(bundle=bundle.to_json(), public_key=self.keyring.get(name).signing_key.public_key_pem())  # type: ignore[union-attr,arg-type]
+
+    def _bind(self, request: Bind) -> Bound:
+        """Give an exchange key generated in this boot without an API key id its id, once: re-seal
+        it (same secret, name, scheme and policy, now with the id) under the KMS key that sealed it,
+        and load it bound. The policy's state (rate bucket, notional window) carries over."""
+        self._check_region(request.region)
+        credentials = self._credentials(request.credentials)
+        key = self.keyring.get(request.name)
+        if key is None:
+            raise _NoSuchKey(f"key {request.name[:64]!r} is not loaded in this enclave: provision its bundle first")
+        secret = key.unbound_secret
+        if secret is None:
+            raise _Unusable(_why_not_bindable(key))
+        try:
+            SCHEMES[key.scheme](secret, request.api_key)  # the id's form, checked before KMS is asked
+        except SchemeError as exc:
+            raise _BadRequest(str(exc)) from None
+        bundle = self._seal(key.name, key.scheme, request.api_key, key.sealed_policy, secret, key.sealed_by, credentials)
+        bound = self._loaded_key(bundle, secret, key.policy_state, key.sealed_by)
+        try:
+            self.keyring.replace(key, bound)
+        except KeyConflict as exc:
+            raise _Unusable(str(exc)) from None
+        log.info("bound key %r (%s) to its API key id, re-sealed to %s", key.name, key.scheme, key.sealed_by)
+        return Bound(bundle=bundle.to_json())
 
     def _seal_key(self, requested: str | None) -> str:
         """The KMS key to seal a generated key to: one fixed at launch (measured), never the host's choice."""
@@ -378,6 +430,24 @@ class _Refused(Exception):
 
 class _Unusable(Exception):
     """A bundle that cannot be loaded; the message says why and holds no secret."""
+
+
+class _NoSuchKey(Exception):
+    """A control message names a key that is not loaded (answered ``UNKNOWN_KEY``)."""
+
+
+def _unbound_refusal(key: LoadedKey) -> Refusal:
+    return Refusal(
+        API_KEY_RULE,
+        f"key {key.name!r} has no API key id yet: register its public key with the exchange, then bind the id "
+        f"the exchange issues (zerocopy bind {key.name} --api-key ID -o BUNDLE, or Signer.bind)",
+    )
+
+
+def _why_not_bindable(key: LoadedKey) -> str:
+    if key.api_key:  # one-shot: a host must not re-point a bound key at another exchange account
+        return f"key {key.name!r} is already bound to API key id {key.api_key!r}; a bound key cannot be bound again"
+    return f"key {key.name!r} ({key.scheme}) is not an exchange key waiting for its API key id; only those can be bound"
 
 
 def _bounded_reason(exc: Exception) -> str:

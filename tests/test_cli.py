@@ -317,6 +317,8 @@ CONFLICTING_FLAGS = [
     (["audit", "verify", "LOG", "--any-image", "--enclave", "unix:///nonexistent/zc.sock"], ["--enclave", "--pcr0"]),
     (["audit", "verify", "LOG", "--any-image", *PCR0], ["--pcr0", "--any-image"]),
     (["seal", "--name", "k", "--scheme", "hmac-sha256", "--kms-key", "k", "--json"], ["--json", "-o FILE"]),
+    (["generate", "--name", "k", "--scheme", "bybit-rsa", "--api-key", "has space", "-o", "x.json"], ["--api-key"]),
+    (["bind", "k", "--api-key", "has space", "-o", "x.json"], ["--api-key"]),
 ]
 
 

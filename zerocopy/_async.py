@@ -49,6 +49,7 @@ from ._client import (
     _error_for,
     _finish_session,
     _generate_message,
+    _bind_message,
     _key_argument,
     _nonce_argument,
     _payload_argument,
@@ -417,6 +418,12 @@ class AsyncSigner:
         request = _generate_message(name, scheme, credentials, kms_key_id=kms_key_id, api_key=api_key, policy=policy, region=region)
         answer = await self._control(request, retry=False, timeout=_timeout_argument(timeout))
         return answer.bundle, answer.public_key.decode()
+
+    async def bind(self, key: str, api_key: str, *, credentials: Mapping[str, str], region: str | None = None, timeout: float | None = 60.0) -> bytes:
+        """Bind the exchange's API key id to a key generated without one; the re-sealed bundle
+        (:meth:`zerocopy.Signer.bind`). Never tried twice: a second try would find it bound."""
+        request = _bind_message(key, api_key, credentials, region)
+        return (await self._control(request, retry=False, timeout=_timeout_argument(timeout))).bundle
 
     def _unexpected(self, response: Any, kind: str) -> errors.ZeroCopyError:
         if type(response) is not ErrorResponse and self._link is not None:

@@ -224,6 +224,7 @@ def _provision_hint(bundle: bytes, error: str) -> str | None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from enclave.protocol.bundle import SealedBundle
+    from enclave.protocol.exchanges import exchange_for_scheme
 
     from ._client import Signer
 
@@ -231,14 +232,36 @@ def cmd_generate(args: argparse.Namespace) -> int:
     credentials = host_credentials(session)
     policy = _load_policy(args.policy, args.scheme)
     with Signer(_enclave_address(args)) as signer:
-        bundle, public_key = signer.generate(args.name, args.scheme, kms_key_id=args.kms_key, credentials=credentials, api_key=args.api_key, policy=policy, region=session.region_name)
+        bundle, public_key = signer.generate(args.name, args.scheme, kms_key_id=args.kms_key, credentials=credentials, api_key=args.api_key or "", policy=policy, region=session.region_name)
     _write_file(args.output, bundle)
     sealed_by = SealedBundle.from_json(bundle).kms_key_id
     _say(f"generated {args.name!r} ({args.scheme}) inside the enclave, sealed to {sealed_by}; sealed bundle for the next boot -> {args.output}")
+    if not args.api_key and exchange_for_scheme(args.scheme) is not None:
+        _say(
+            f"no API key id yet: register the public key with the exchange, then, before this enclave restarts, "
+            f"{PROG} bind {args.name} --api-key ID -o BUNDLE. The key signs nothing until then, and only the bound bundle loads at the next boot"
+        )
     if args.json:
-        print(json.dumps({"name": args.name, "scheme": args.scheme, "api_key": args.api_key, "sealed_by": sealed_by, "output": args.output, "public_key": public_key}, indent=2))
+        print(json.dumps({"name": args.name, "scheme": args.scheme, "api_key": args.api_key or "", "sealed_by": sealed_by, "output": args.output, "public_key": public_key}, indent=2))
     else:
         print(public_key, end="")
+    return 0
+
+
+def cmd_bind(args: argparse.Namespace) -> int:
+    from enclave.protocol.bundle import SealedBundle
+
+    from ._client import Signer
+
+    session = aws_session(args.region)
+    credentials = host_credentials(session)
+    with Signer(_enclave_address(args)) as signer:
+        bundle = signer.bind(args.key, args.api_key, credentials=credentials, region=session.region_name)
+    _write_file(args.output, bundle)
+    sealed_by = SealedBundle.from_json(bundle).kms_key_id
+    _say(f"bound {args.key!r} to API key id {args.api_key!r}, re-sealed to {sealed_by}; sealed bundle for the next boot -> {args.output} (provision this one from now on)")
+    if args.json:
+        print(json.dumps({"name": args.key, "api_key": args.api_key, "sealed_by": sealed_by, "output": args.output}, indent=2))
     return 0
 
 
@@ -608,6 +631,18 @@ def _param(text: str) -> tuple[str, str]:
     return name, value
 
 
+def _api_key_problem(args: argparse.Namespace) -> str | None:
+    """A usage error for an ``--api-key`` the enclave would refuse (the id goes into a header)."""
+    from enclave.protocol.exchanges import exchange_for_scheme
+
+    text = args.api_key
+    if getattr(args, "scheme", None) is not None and exchange_for_scheme(args.scheme) is None:
+        return None  # a raw scheme's API key id is a label the enclave sends nowhere
+    if text is None or (0 < len(text) <= 256 and text.isascii() and text.isprintable() and " " not in text):
+        return None
+    return f"argument --api-key: {text[:64]!r} must be the exchange's API key id: 1 to 256 printable ASCII characters without spaces"
+
+
 def _moment(text: str) -> datetime:
     try:
         moment = datetime.fromtimestamp(int(text) / 1000, tz=timezone.utc) if text.isascii() and text.isdigit() else datetime.fromisoformat(text)
@@ -712,10 +747,18 @@ def _add_keys_commands(commands: Any) -> None:
     generate.add_argument("--name", required=True, help="key name the bot will use")
     generate.add_argument("--scheme", required=True, choices=sorted(ASYMMETRIC_SCHEMES), metavar="SCHEME", help=f"one of: {', '.join(sorted(ASYMMETRIC_SCHEMES))}")
     generate.add_argument("--kms-key", metavar="ARN", help="which of the enclave's measured seal keys (--seal-key) to seal to (default: its first); the enclave refuses any other key")
-    generate.add_argument("--api-key", default="", help="the exchange API key id, once the exchange has issued one for the public key")
+    generate.add_argument("--api-key", help="the exchange API key id, if the exchange has already issued one for the public key (else bind it later: zerocopy bind)")
     generate.add_argument("--policy", metavar="FILE", help="signing policy to seal with the key")
     generate.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write the sealed bundle")
     generate.set_defaults(handler=cmd_generate)
+    _check_usage(generate, _api_key_problem)
+
+    bind = commands.add_parser("bind", parents=[_Parents.region, _Parents.enclave, _Parents.json], help="bind the exchange's API key id to a generated key", description="Bind the API key id the exchange issued for a generated key's public key. The enclave re-seals the key with it (the private key never leaves) into a new bundle for the next boot. Once only: a bound key cannot be bound again.")
+    bind.add_argument("key", help="the generated key's name")
+    bind.add_argument("--api-key", required=True, help="the API key id the exchange issued for the key's public key (not secret)")
+    bind.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write the re-sealed bundle")
+    bind.set_defaults(handler=cmd_bind)
+    _check_usage(bind, _api_key_problem)
 
     provision = commands.add_parser("provision", parents=[_Parents.region, _Parents.enclave, _Parents.json], help="load sealed bundles into the enclave", description="Send bundles to the enclave, which unseals them through KMS with this host's AWS credentials.")
     provision.add_argument("bundles", nargs="+", metavar="BUNDLE")

@@ -42,7 +42,8 @@ from enclave.protocol import (
     sign_http_body,
 )
 from enclave.protocol.address import Address, AddressError, parse_address
-from enclave.protocol.messages import ANSWERS, Attest, Audit, Generate, KeyInfo, Keys, Message, MessageError, OpenSession, Provision, Remove
+from enclave.protocol.messages import ANSWERS, Attest, Audit, Bind, Generate, KeyInfo, Keys, Message, MessageError, OpenSession, Provision, Remove
+from enclave.protocol.signing import API_KEY_RULE
 from enclave.protocol.session import ClientHandshake, HandshakeError, check_bound
 
 from . import errors
@@ -97,7 +98,8 @@ def _error_for(event: ErrorResponse) -> errors.ZeroCopyError:
     if event.code is ErrorCode.UNKNOWN_KEY:
         return errors.UnknownKey(message, code=event.code)
     if event.code is ErrorCode.POLICY_REFUSED:
-        return errors.PolicyRefused(f"refused by rule {event.rule!r}: {message}", rule=event.rule, code=event.code)
+        refused = errors.KeyNotBound if event.rule == API_KEY_RULE else errors.PolicyRefused
+        return refused(f"refused by rule {event.rule!r}: {message}", rule=event.rule, code=event.code)
     if event.code is ErrorCode.PROVISIONING_FAILED:
         return errors.ProvisioningError(message, code=event.code)
     if event.code is ErrorCode.UNSUPPORTED_OPERATION:
@@ -222,6 +224,15 @@ def _provision_results(answer: Any) -> list[ProvisionResult]:
 def _generate_message(name: str, scheme: str, credentials: Mapping[str, str], **options: Any) -> Generate:
     """``generate``'s arguments as its message (``options``: kms_key_id, api_key, policy, region)."""
     return Generate(name=name, scheme=scheme, credentials=_credentials_argument(credentials), **options)
+
+
+def _bind_message(key: str, api_key: str, credentials: Mapping[str, str], region: str | None) -> Bind:
+    """``bind``'s arguments as its message."""
+    if not isinstance(key, str) or not isinstance(api_key, str):
+        raise TypeError("key and api_key must be text (the key's name and the exchange's API key id)")
+    if not api_key:
+        raise ValueError("api_key must be the API key id the exchange issued for the key's public key, not empty")
+    return Bind(name=key, api_key=api_key, credentials=_credentials_argument(credentials), region=region)
 
 
 #: Requests ``sign_many`` keeps in flight (at most two windows' answers are unread): 2 × 128
@@ -574,6 +585,10 @@ class Signer:
         unsealed: the enclave seals it only to a KMS key fixed in its launch configuration (its
         first ``--seal-key``, or ``kms_key_id`` if that names another of them; any other key is
         refused).
+
+        An exchange scheme's key may be made before the exchange has issued its API key id
+        (``api_key`` left empty): it signs nothing (:class:`~zerocopy.errors.KeyNotBound`) until
+        :meth:`bind` gives it the id, which only this boot of the enclave can do.
         """
         request = _generate_message(name, scheme, credentials, kms_key_id=kms_key_id, api_key=api_key, policy=policy, region=region)
         # KMS calls and key generation take longer than a signature; a second try would make a second key
@@ -587,6 +602,16 @@ class Signer:
         if not isinstance(key, str):
             raise TypeError(f"key must be the key's name (str), not {type(key).__name__}")
         self._control(Remove(name=key))
+
+    def bind(self, key: str, api_key: str, *, credentials: Mapping[str, str], region: str | None = None, timeout: float | None = 60.0) -> bytes:
+        """Bind the exchange's API key id to a key generated without one; returns the re-sealed
+        bundle (keep it: it loads the key, bound, on the next boot; the bundle ``generate`` gave is
+        now stale). The enclave re-seals the key itself, under the KMS key that sealed it. Once
+        only: a bound key cannot be bound again. Until bound, the key's signing requests are
+        refused with :class:`~zerocopy.errors.KeyNotBound`."""
+        request = _bind_message(key, api_key, credentials, region)
+        # a second try would find it bound
+        return self._control(request, retry=False, timeout=_timeout_argument(timeout)).bundle
 
     def close(self) -> None:
         with self._lock:

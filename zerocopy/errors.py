@@ -41,6 +41,7 @@ __all__ = [
     "EnclaveError",
     "UnknownKey",
     "PolicyRefused",
+    "KeyNotBound",
     "ProvisioningError",
     "UnsupportedOperation",
     "EnclaveBusy",
@@ -111,6 +112,11 @@ class PolicyRefused(EnclaveError):
     def __init__(self, message: str, *, rule: str, code: object = None) -> None:
         super().__init__(message, code=code)
         self.rule = rule
+
+
+class KeyNotBound(PolicyRefused):
+    """The key was made before the exchange issued its API key id, so it signs nothing yet: bind the
+    id first (:meth:`zerocopy.Signer.bind`, ``zerocopy bind``). ``rule`` is ``"api-key"``."""
 
 
 class ProvisioningError(EnclaveError):

@@ -78,6 +78,7 @@ class MessageType(enum.IntEnum):
     GENERATE = 0x14
     OPEN_SESSION = 0x15
     REMOVE = 0x16
+    BIND = 0x17
     SIGNATURE = 0x81
     HTTP_SIGNATURE = 0x82
     ATTESTATION = 0x90
@@ -87,11 +88,12 @@ class MessageType(enum.IntEnum):
     GENERATED = 0x94
     SESSION = 0x95
     REMOVED = 0x96
+    BOUND = 0x97
     ERROR = 0x7F
 
 
 CONTROL_REQUESTS = frozenset(
-    {MessageType.ATTEST, MessageType.KEYS, MessageType.PROVISION, MessageType.AUDIT, MessageType.GENERATE, MessageType.OPEN_SESSION, MessageType.REMOVE}
+    {MessageType.ATTEST, MessageType.KEYS, MessageType.PROVISION, MessageType.AUDIT, MessageType.GENERATE, MessageType.OPEN_SESSION, MessageType.REMOVE, MessageType.BIND}
 )
 CONTROL_RESPONSES = {request: MessageType(request | 0x80) for request in CONTROL_REQUESTS}
 

@@ -43,6 +43,8 @@ __all__ = [
     "SessionOpened",
     "Remove",
     "Removed",
+    "Bind",
+    "Bound",
     "REQUESTS",
     "ANSWERS",
     "MAX_BUNDLES",
@@ -52,6 +54,7 @@ __all__ = [
 MAX_BUNDLES = 64
 MAX_NONCE = 1024  # an attestation document's nonce field
 MAX_AUDIT_LIMIT = 5000
+MAX_API_KEY = 256  # an exchange API key id (the signers take at most 256 printable ASCII characters)
 
 
 class MessageError(RemoteProtocolError):
@@ -309,9 +312,32 @@ class Removed(Message):
     name: str
 
 
+# -- BIND -----------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class Bind(Message):
+    """Bind the exchange's API key id to a loaded key that has none yet (one generated before the
+    exchange issued it); the enclave re-seals the key with it. Once only: a bound key stays bound."""
+
+    TYPE = MessageType.BIND
+    name: str
+    api_key: str
+    credentials: dict = field(repr=False)
+    region: str | None = None
+
+    def check(self) -> None:
+        if not 0 < len(self.api_key) <= MAX_API_KEY:
+            raise MessageError(f"api_key must be 1 to {MAX_API_KEY} characters")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bound(Message):
+    TYPE = MessageType.BOUND
+    bundle: bytes = field(repr=False)  # the key re-sealed with its API key id, for the next boot
+
+
 REQUESTS: dict[MessageType, type[Message]] = {
-    kind.TYPE: kind for kind in (Attest, Keys, Provision, Audit, Generate, OpenSession, Remove)  # type: ignore[misc]
+    kind.TYPE: kind for kind in (Attest, Keys, Provision, Audit, Generate, OpenSession, Remove, Bind)  # type: ignore[misc]
 }
 ANSWERS: dict[MessageType, type[Message]] = {
-    kind.TYPE: kind for kind in (Attestation, KeyList, Provisioned, AuditPage, Generated, SessionOpened, Removed)  # type: ignore[misc]
+    kind.TYPE: kind for kind in (Attestation, KeyList, Provisioned, AuditPage, Generated, SessionOpened, Removed, Bound)  # type: ignore[misc]
 }

@@ -15,6 +15,10 @@ headers to add.
 
 Rules shared by every exchange scheme
 -------------------------------------
+* **Bound to an API key id.** An exchange key signs only once it has its API key id. An
+  asymmetric one may load without (the exchange issues the id only after it has seen the public
+  key): it is *unbound* (``SigningKey.bound`` false), the enclave refuses to sign with it under the
+  rule :data:`API_KEY_RULE`, and ``BIND`` gives it its id, once.
 * **Encoding.** Parameter names and values are UTF-8, percent-encoded with only the RFC 3986
   unreserved characters (``A-Z a-z 0-9 - . _ ~``) left as they are (a space is ``%20``). The string
   the enclave signs is byte for byte the string it returns to send, so the exchange sees what was
@@ -48,11 +52,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from .errors import ZeroCopyError
 
 __all__ = [
-    "MAX_SECRET", "MAX_NOW_MS", "Params", "SchemeError", "SignedHttp", "SigningKey", "HmacSha256", "HmacSha512",
+    "API_KEY_RULE", "MAX_SECRET", "MAX_NOW_MS", "Params", "SchemeError", "SignedHttp", "SigningKey", "HmacSha256", "HmacSha512",
     "Ed25519", "EcdsaP256", "RsaPkcs1v15Sha256", "RAW_SIGNERS",
 ]
 
 MAX_SECRET = 16 * 1024
+#: The rule an unbound exchange key's signing requests are refused under (``PolicyRefused.rule``).
+API_KEY_RULE = "api-key"
 MAX_NOW_MS = 253_402_300_800_000  # 10000-01-01T00:00:00Z
 
 Params = tuple[tuple[str, str], ...]
@@ -85,7 +91,10 @@ class SigningKey:
             raise SchemeError(f"{self.name}: the secret must be 1 to {MAX_SECRET} bytes")
         if not isinstance(api_key, str):
             raise SchemeError(f"{self.name}: the API key must be a string")
-        if self.exchange is not None and not _API_KEY.fullmatch(api_key):
+        # An exchange key pair made in the enclave may wait for its API key id (the exchange issues
+        # it for the public key): it loads unbound and signs nothing until BIND gives it one.
+        self.bound = bool(api_key) or self.exchange is None
+        if self.exchange is not None and not (_API_KEY.fullmatch(api_key) or (self.asymmetric and not api_key)):
             raise SchemeError(f"{self.name}: the API key must be 1 to 256 printable ASCII characters without spaces")
         self.api_key = api_key
         self._load(secret)
