@@ -52,7 +52,7 @@ class Run:
         self.tmp = Path(tempfile.mkdtemp(prefix="zci-"))  # short: the emulator's Unix socket paths live under it
         env = {**os.environ, "TMPDIR": str(self.tmp), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "zerocopy._cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT, start_new_session=True,
+            [sys.executable, "-m", "zerocopy", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT, start_new_session=True,
         )
         self.stdout = b""
 
