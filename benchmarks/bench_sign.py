@@ -238,48 +238,56 @@ def bench_bundles(emulator) -> list[bytes]:
     ]
 
 
-def measure(args: argparse.Namespace) -> dict | None:
-    """Every series, measured on one emulator: the figures ``build_report`` takes, or None if
-    provisioning failed."""
+def measure(args: argparse.Namespace, emulator=None) -> dict | None:
+    """Every series, measured on ``emulator`` (one of its own if None): the figures
+    ``build_report`` takes, or None if provisioning failed. Loads the keys ``raw`` and
+    ``binance`` into its main enclave, and leaves them there."""
     from emulator import Emulator
+
+    if emulator is None:
+        with Emulator() as own:
+            return _measure_on(own, args)
+    return _measure_on(emulator, args)
+
+
+def _measure_on(emulator, args: argparse.Namespace) -> dict | None:
     from zerocopy import Signer
     from zerocopy._latency import EchoServer, pinned_apart
 
-    with Emulator() as emulator:
-        bundles = bench_bundles(emulator)
+    bundles = bench_bundles(emulator)
+    with contextlib.ExitStack() as stack:
         # The same image again, spinning for the next request before sleeping (--busy-poll-us).
-        polling = emulator.launch(busy_poll_us=BUSY_POLL_US)
-        with contextlib.ExitStack() as stack:
-            signers = {
-                "": stack.enter_context(Signer(emulator.address)),
-                "_attested": stack.enter_context(emulator.signer()),  # expected_pcrs and roots: attests first
-                "_spinning": stack.enter_context(Signer(polling.address, busy_poll_us=BUSY_POLL_US)),
-                "_attested_spinning": stack.enter_context(
-                    Signer(polling.address, expected_pcrs={0: polling.pcrs[0]}, roots=[emulator.root_certificate], busy_poll_us=BUSY_POLL_US)),
-            }  # fmt: skip
-            echoes = {"": stack.enter_context(EchoServer()), "_spinning": stack.enter_context(EchoServer(busy_poll_us=BUSY_POLL_US))}
-            for connected in (signers[""], signers["_spinning"]):
-                loaded = connected.provision(bundles, credentials=emulator.credentials)
-                if not all(result.loaded for result in loaded):
-                    print(f"provisioning failed: {loaded}", file=sys.stderr)
-                    return None
-            pinned = stack.enter_context(pinned_apart(emulator.enclave.pid, polling.pid, *(echo.pid for echo in echoes.values())))
-            results = latency_rounds(args, echoes, signers)
-            medians = {name: sorted(rounds, key=lambda r: r[0].p50_us)[len(rounds) // 2] for name, rounds in results.items()}
-            figures = {
-                "medians": {name: measured for name, (measured, _) in medians.items()},
-                "samples": {name: samples for name, (_, samples) in medians.items()},
-                "pinned": pinned,
-                "connects": attested_connects(emulator, max(5, args.samples // 250)),
-                "pipelined": {label: pipelined_rate(signers[suffix], args.samples) for label, suffix in (("plain", ""), ("attested", "_attested"))},
-                "gathered": gathered_rate(emulator.address, args.samples),
-                "flood": None,
-                "audit": None,
-            }
-            if not args.no_flood:
-                client_cpus = os.sched_getaffinity(0) if pinned else None
-                figures["flood"] = provision_flood(emulator, bundles[0], args.flood_samples, client_cpus)
-                figures["audit"] = audit_flood(emulator, signers[""], args.flood_samples, client_cpus)
+        polling = stack.enter_context(emulator.launch(busy_poll_us=BUSY_POLL_US))
+        signers = {
+            "": stack.enter_context(Signer(emulator.address)),
+            "_attested": stack.enter_context(emulator.signer()),  # expected_pcrs and roots: attests first
+            "_spinning": stack.enter_context(Signer(polling.address, busy_poll_us=BUSY_POLL_US)),
+            "_attested_spinning": stack.enter_context(
+                Signer(polling.address, expected_pcrs={0: polling.pcrs[0]}, roots=[emulator.root_certificate], busy_poll_us=BUSY_POLL_US)),
+        }  # fmt: skip
+        echoes = {"": stack.enter_context(EchoServer()), "_spinning": stack.enter_context(EchoServer(busy_poll_us=BUSY_POLL_US))}
+        for connected in (signers[""], signers["_spinning"]):
+            loaded = connected.provision(bundles, credentials=emulator.credentials)
+            if not all(result.loaded for result in loaded):
+                print(f"provisioning failed: {loaded}", file=sys.stderr)
+                return None
+        pinned = stack.enter_context(pinned_apart(emulator.enclave.pid, polling.pid, *(echo.pid for echo in echoes.values())))
+        results = latency_rounds(args, echoes, signers)
+        medians = {name: sorted(rounds, key=lambda r: r[0].p50_us)[len(rounds) // 2] for name, rounds in results.items()}
+        figures = {
+            "medians": {name: measured for name, (measured, _) in medians.items()},
+            "samples": {name: samples for name, (_, samples) in medians.items()},
+            "pinned": pinned,
+            "connects": attested_connects(emulator, max(5, args.samples // 250)),
+            "pipelined": {label: pipelined_rate(signers[suffix], args.samples) for label, suffix in (("plain", ""), ("attested", "_attested"))},
+            "gathered": gathered_rate(emulator.address, args.samples),
+            "flood": None,
+            "audit": None,
+        }
+        if not args.no_flood:
+            client_cpus = os.sched_getaffinity(0) if pinned else None
+            figures["flood"] = provision_flood(emulator, bundles[0], args.flood_samples, client_cpus)
+            figures["audit"] = audit_flood(emulator, signers[""], args.flood_samples, client_cpus)
     return figures
 
 
