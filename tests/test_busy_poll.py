@@ -130,3 +130,21 @@ def test_a_busy_poll_that_is_not_a_whole_number_of_microseconds_is_refused(busy_
 
 def test_the_async_signer_does_not_spin_and_says_so():
     assert "busy_poll_us" in (AsyncSigner.__doc__ or "") and "busy_poll_us" not in AsyncSigner.__init__.__code__.co_varnames
+
+
+@pytest.mark.parametrize("value", ["-1", "10001", "1.5", "lots"])
+def test_the_enclaves_busy_poll_option_refuses_a_value_out_of_range_rather_than_clamping_it(value, capsys):
+    from enclave.__main__ import build_parser
+
+    with pytest.raises(SystemExit) as exit:
+        build_parser().parse_args(["--busy-poll-us", value])
+    assert exit.value.code == 2 and "--busy-poll-us" in capsys.readouterr().err
+
+
+def test_the_enclaves_busy_poll_option_takes_what_the_eif_runs():
+    from pathlib import Path
+
+    from enclave.__main__ import build_parser
+
+    assert build_parser().parse_args(["--busy-poll-us", "100"]).busy_poll_us == 100 and build_parser().parse_args([]).busy_poll_us == 0
+    assert "--busy-poll-us 100" in (Path(__file__).resolve().parent.parent / "enclave" / "Dockerfile").read_text()
