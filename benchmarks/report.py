@@ -45,8 +45,8 @@ def markdown(report: dict) -> str:
     """The figures as a Markdown table, headed by the machine they were measured on."""
     host = report["machine"]
     lines = [
-        f"Measured on {host['nproc']} CPUs ({host['cpu_model']}), load average {', '.join(map(str, host['load_average']))} "
-        f"at the start, Python {host['python']}; mode: {report['settings']['mode']}.",
+        f"Measured on {host['nproc']} CPUs (`nproc`), model {host['cpu_model']} (`/proc/cpuinfo`), load average "
+        f"{', '.join(map(str, host['load_average']))} at the start (`/proc/loadavg`), Python {host['python']}; mode: {report['settings']['mode']}.",
         "",
         "| figure | measured | target | |",
         "| --- | --- | --- | --- |",
@@ -88,11 +88,13 @@ def _histogram(histograms: dict[str, list[int]], path: Path, host: dict) -> None
     figure_, axes = plt.subplots(figsize=(10, 5.5))
     for label, samples in histograms.items():
         latencies = numpy.asarray(samples) / 1000
-        axes.hist(latencies, bins=bins, histtype="step", linewidth=1.6, density=True,
+        # Each bin's share of the series' samples (not a density: on a log axis the wide bins of
+        # a slow series would flatten it to nothing).
+        axes.hist(latencies, bins=bins, weights=numpy.full(len(latencies), 1 / len(latencies)), histtype="step", linewidth=1.6,
                   label=f"{label} (p50 {numpy.median(latencies):,.0f} µs)", linestyle="--" if "floor" in label else "-")
     axes.set_xscale("log")
     axes.set_xlabel("round trip, µs (log scale)")
-    axes.set_ylabel("density")
+    axes.set_ylabel("share of round trips")
     axes.set_title(f"Sign round trips: ZeroCopy, its floors, and KMS GenerateMac on loopback ({host['nproc']} CPUs, load {host['load_average'][0]})")
     axes.legend(fontsize=8)
     figure_.tight_layout()
