@@ -33,6 +33,21 @@ from .service import EnclaveService
 VMADDR_CID_ANY = 0xFFFFFFFF
 
 
+#: The longest the enclave spins for a request before sleeping (10 ms: beyond it, sleep).
+MAX_BUSY_POLL_US = 10_000
+
+
+def _busy_poll_us(text: str) -> int:
+    """``--busy-poll-us``: refused out of range (a usage error), never silently clamped."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of microseconds: {text!r}") from None
+    if not 0 <= value <= MAX_BUSY_POLL_US:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) to {MAX_BUSY_POLL_US:,} microseconds, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m enclave", description="The ZeroCopy signer, inside a Nitro Enclave.")
     parser.add_argument("--listen", default=f"vsock://{VMADDR_CID_ANY}:5000", help="vsock://CID:PORT, unix:///path or tcp://127.0.0.1:PORT (default: %(default)s)")
@@ -45,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-connections", type=int, default=64, help="connections served at once; when all are taken a newcomer evicts one the host can spare (never an attested session)")
     parser.add_argument("--idle-timeout", type=float, default=600.0, metavar="S", help="close a connection that has sent nothing for this long (default: %(default)s)")
     parser.add_argument("--frame-timeout", type=float, default=10.0, metavar="S", help="close a connection that started a frame and has not finished it within this long (default: %(default)s)")
-    parser.add_argument("--busy-poll-us", type=int, default=0, metavar="US", help="spin this long for the next request before sleeping; worth it where the enclave's vCPUs are its own (default: %(default)s)")
+    parser.add_argument("--busy-poll-us", type=_busy_poll_us, default=0, metavar="US", help=f"spin this long (0 to {MAX_BUSY_POLL_US:,}) for the next request before sleeping; worth it where the enclave's vCPUs are its own, as on Nitro (the EIF runs 100) (default: %(default)s)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--loopback-up", action="store_true", help="bring the loopback interface up first: an enclave boots with it down, and the KMS forwarder listens on 127.0.0.1")
     parser.add_argument("--config", metavar="FILE", help=f"settings file (TOML; keys are these options' names with _), in the image {CONFIG_PATH}: its measured configuration; flags given as well win")
@@ -97,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     description = nsm.describe_nsm()
     service = EnclaveService(nsm=nsm, kms=AttestedKms(settings, nsm), clock=clock)
     server = Server(
-        listen(address), service.handle, max_connections=args.max_connections, busy_poll_us=max(0, min(args.busy_poll_us, 10_000)),
+        listen(address), service.handle, max_connections=args.max_connections, busy_poll_us=args.busy_poll_us,
         idle_timeout=max(0.1, args.idle_timeout), frame_timeout=max(0.1, args.frame_timeout),
     )
 

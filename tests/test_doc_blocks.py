@@ -52,6 +52,7 @@ LONG_COMMANDS = {
     "python3 -m venv .venv && .venv/bin/pip install -q -e '.[emulator]' && .venv/bin/zerocopy demo": "tests/test_cli.py::test_demo_runs_end_to_end",
     "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/pytest": "tests/test_docs.py::test_the_readme_starts_with_the_two_setup_commands",
     ".venv/bin/python benchmarks/bench_sign.py": "tests/test_doc_blocks.py::test_the_benchmark_command_runs_a_short_round",
+    ".venv/bin/python benchmarks/run_all.py": "tests/test_benchmarks_command.py::test_the_quick_run_writes_every_figure_finite_as_json_and_table",
     ".venv/bin/pytest tests/attacks": "tests/attacks/test_attack_generate.py",
     ".venv/bin/python -m fuzz": "tests/test_fuzz_command.py::test_a_short_run_of_every_target_finds_no_crash",
     ".venv/bin/python benchmarks/load_fault.py": "tests/test_load_fault_command.py::test_a_short_run_loses_nothing_and_recovers",

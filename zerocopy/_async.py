@@ -203,6 +203,11 @@ class AsyncSigner:
     included. Calls may run concurrently (``asyncio.gather``): they are pipelined on one connection.
     If the connection turns out to be broken (the enclave restarted), a call is tried once more on
     a new one, as the ``Signer`` does.
+
+    It never spins for an answer (the Signer's ``busy_poll_us``): its answers arrive through the
+    event loop, which sleeps in the selector until a socket is ready, and a coroutine spinning
+    would stall every other task of the loop. A bot that wants spinning uses a ``Signer`` on a
+    thread of its own.
     """
 
     def __init__(

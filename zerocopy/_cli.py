@@ -558,10 +558,11 @@ def _print_audit_report(args: argparse.Namespace, report: Any) -> None:
 
 
 def cmd_stethoscope(args: argparse.Namespace) -> int:
-    from ._stethoscope import examine
+    from ._stethoscope import examine, host_findings
 
     expected = {0: args.pcr0} if args.pcr0 else None
     report = examine(_enclave_address(args), roots=_trusted_roots(args), expected_pcrs=expected, allow_debug=args.allow_debug, samples=args.samples)
+    report["host"] = host_findings(args.host_root)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -580,6 +581,9 @@ def cmd_stethoscope(args: argparse.Namespace) -> int:
             print(f"  {key['name']} ({key['scheme']}, policy {key['policy_sha256'][:16]})")
         latency = report["latency"]
         print(f"sign path    p50 {latency['sign_path_p50_us']} µs, p99 {latency['sign_path_p99_us']} µs ({latency['ratio_p50']}x a local Unix-socket echo, p50 {latency['local_echo_p50_us']} µs)")
+        for finding in report["host"]:
+            cost = "" if finding["cost_us"] is None else f" (typically {finding['cost_us']:g} µs)"
+            print(f"host {finding['status']:<5} {finding['check']}: {finding['measured']}{cost}" + (f"\n  fix: {finding['fix']}" if finding["fix"] else ""))
     return 0 if report["attestation"]["verified"] else 1
 
 
@@ -834,6 +838,7 @@ def _add_audit_commands(commands: Any) -> None:
 def _add_operator_commands(commands: Any) -> None:
     stethoscope = commands.add_parser("stethoscope", parents=[_Parents.trust, _Parents.json, _Parents.enclave], help="check a running enclave: attestation, keys, sign-path latency", description="Examine a running enclave without using its keys: verify a fresh attestation, list keys, time the sign path with a probe.")
     stethoscope.add_argument("--samples", type=_count, default=500, help="probe round trips to time (default: %(default)s)")
+    stethoscope.add_argument("--host-root", default="/", metavar="DIR", help="where the host's /proc and /sys are read from, read-only (default: %(default)s; a copy of them, for another host)")
     stethoscope.set_defaults(handler=cmd_stethoscope)
 
     from ._eif_cli import add_eif_commands

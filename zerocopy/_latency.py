@@ -19,19 +19,31 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-__all__ = ["Percentiles", "percentiles", "time_calls", "EchoServer", "pinned_apart", "process_threads"]
+__all__ = ["Percentiles", "percentiles", "time_calls", "time_samples", "EchoServer", "pinned_apart", "process_threads"]
 
 _ECHO = """\
-import os, socket, sys, threading
+import os, socket, sys, threading, time
 # Never outlive whoever started us: our stdin closes when it exits, however it exits.
 threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
 listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 listener.bind(sys.argv[1]); listener.listen(1)
+spin_ns = int(sys.argv[2]) * 1000  # as the enclave's --busy-poll-us: spin, then sleep in recv
+
+def receive(conn):
+    if spin_ns:
+        deadline = time.perf_counter_ns() + spin_ns
+        while time.perf_counter_ns() < deadline:
+            try:
+                return conn.recv(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
+    return conn.recv(65536)
+
 print("ready", flush=True)
 while True:
     conn, _ = listener.accept()
     with conn:
-        while data := conn.recv(65536):
+        while data := receive(conn):
             conn.sendall(data)
 """
 
@@ -54,6 +66,11 @@ def percentiles(samples_ns: list[int]) -> Percentiles:
 
 
 def time_calls(call: Callable[[], object], count: int, *, warmup: int = 200) -> Percentiles:
+    return percentiles(time_samples(call, count, warmup=warmup))
+
+
+def time_samples(call: Callable[[], object], count: int, *, warmup: int = 200) -> list[int]:
+    """Nanoseconds each of ``count`` calls took, after ``warmup`` untimed ones."""
     for _ in range(warmup):
         call()
     clock = time.perf_counter_ns
@@ -62,7 +79,7 @@ def time_calls(call: Callable[[], object], count: int, *, warmup: int = 200) -> 
         start = clock()
         call()
         samples.append(clock() - start)
-    return percentiles(samples)
+    return samples
 
 
 @contextlib.contextmanager
@@ -117,9 +134,16 @@ def _pin_process(pid: int, cpus: set[int], previous: dict[int, set[int]]) -> Non
 
 
 class EchoServer:
-    """A process echoing bytes on a Unix socket: the floor under any signer round trip."""
+    """A process echoing bytes on a Unix socket: the floor under any signer round trip.
 
-    def __init__(self) -> None:
+    With ``busy_poll_us`` both ends spin as a busy-polling enclave and a ``Signer(busy_poll_us=…)``
+    do: the server polls for the next request that long before sleeping in ``recv``, and
+    :meth:`roundtrip` polls for the echo that long before sleeping. A spinning signer is compared
+    with this floor, a sleeping one with the sleeping echo (``busy_poll_us=0``).
+    """
+
+    def __init__(self, busy_poll_us: int = 0) -> None:
+        self.busy_poll_us = busy_poll_us
         self._dir = tempfile.mkdtemp(prefix="zc-echo-")
         self.path = os.path.join(self._dir, "echo.sock")
         self._process: subprocess.Popen | None = None
@@ -127,7 +151,7 @@ class EchoServer:
 
     def __enter__(self) -> "EchoServer":
         # Its own process group: a terminal's Ctrl-C interrupts us, and we stop it (no traceback of its own).
-        self._process = subprocess.Popen([sys.executable, "-I", "-c", _ECHO, self.path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, process_group=0)
+        self._process = subprocess.Popen([sys.executable, "-I", "-c", _ECHO, self.path, str(self.busy_poll_us)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, process_group=0)
         try:
             assert self._process.stdout is not None
             self._process.stdout.readline()
@@ -144,11 +168,20 @@ class EchoServer:
         return self._process.pid
 
     def roundtrip(self, data: bytes) -> bytes:
-        assert self._sock is not None
-        self._sock.sendall(data)
+        sock = self._sock
+        assert sock is not None
+        sock.sendall(data)
         received = b""
+        spin_ns = self.busy_poll_us * 1000
+        deadline = time.perf_counter_ns() + spin_ns
         while len(received) < len(data):
-            received += self._sock.recv(65536)
+            if spin_ns and time.perf_counter_ns() < deadline:
+                try:
+                    received += sock.recv(65536, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    pass
+                continue
+            received += sock.recv(65536)
         return received
 
     def __exit__(self, *exc: object) -> None:

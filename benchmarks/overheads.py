@@ -1,0 +1,132 @@
+"""What surrounds signing: the emulator's start and stop, what ``pytest --zerocopy`` adds to a test
+session, and the alternative a user would pick instead of an enclave — a KMS-style signing API,
+boto3 ``GenerateMac`` against moto on loopback (moto's own process, as the emulator runs it).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def emulator_start_stop(repeats: int) -> dict[str, list[float]]:
+    """Seconds to start an ``Emulator`` (moto, the KMS front, an enclave up) and to stop it."""
+    from emulator import Emulator
+
+    starts, stops = [], []
+    for _ in range(repeats):
+        emulator = Emulator()
+        began = time.perf_counter()
+        emulator.start()
+        started = time.perf_counter()
+        emulator.stop()
+        starts.append(started - began)
+        stops.append(time.perf_counter() - started)
+    return {"start_s": starts, "stop_s": stops}
+
+
+class TimedEmulator:
+    """An ``Emulator`` whose start and stop are timed into ``into`` (``start_s``/``stop_s`` lists)."""
+
+    def __init__(self, into: dict[str, list[float]]) -> None:
+        from emulator import Emulator
+
+        self.emulator, self._into = Emulator(), into
+
+    def __enter__(self) -> "TimedEmulator":
+        began = time.perf_counter()
+        self.emulator.start()
+        self._into["start_s"].append(time.perf_counter() - began)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        began = time.perf_counter()
+        self.emulator.stop()
+        self._into["stop_s"].append(time.perf_counter() - began)
+
+
+def kms_generate_mac(samples: int, payload: bytes) -> list[int]:
+    """Nanoseconds per boto3 ``GenerateMac`` (HMAC_SHA_256 over ``payload``) against moto on
+    127.0.0.1: the round trip of signing through a KMS-style API, without the internet in it."""
+    import boto3
+
+    from emulator.kms.moto_process import MotoProcess
+
+    work = Path(tempfile.mkdtemp(prefix="zc-bench-moto-"))
+    try:
+        with MotoProcess(work / "moto.log") as moto:
+            kms = boto3.client("kms", endpoint_url=moto.endpoint_url, region_name="us-east-1", aws_access_key_id="bench", aws_secret_access_key="bench")
+            try:
+                key_id = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]["KeyId"]
+                samples_ns = []
+                for index in range(samples + 20):  # the first 20: connection set-up, not timed
+                    began = time.perf_counter_ns()
+                    kms.generate_mac(KeyId=key_id, Message=payload, MacAlgorithm="HMAC_SHA_256")
+                    if index >= 20:
+                        samples_ns.append(time.perf_counter_ns() - began)
+            finally:
+                kms.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return samples_ns
+
+
+_PLAIN_TEST = "def test_nothing():\n    assert sum([1, 1]) == 2\n"
+_KEYS_TEST = textwrap.dedent("""\
+    import pytest
+
+    @pytest.mark.parametrize("index", range({keys}))
+    def test_a_key_signs(index, zerocopy_key, zerocopy_signer):
+        key = zerocopy_key("hmac-sha256", name=f"bench-{{index}}")
+        assert len(zerocopy_signer.sign(key.name, b"x")) == 32
+    """)
+
+
+def _pytest_durations(directory: Path, source: str, *options: str) -> dict[tuple[str, str], float]:
+    """Each phase's seconds (``--durations``) of a ``pytest`` session over one test file, keyed by
+    (phase, test id), plus ("session", "") for the whole session as pytest reports it."""
+    import os
+    import re
+
+    for old in directory.glob("test_*.py"):
+        old.unlink()
+    (directory / "test_bench.py").write_text(source)
+    environment = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "ZEROCOPY_"))}
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0", "--durations-min=0", *options, str(directory)]
+    result = subprocess.run(command, cwd=directory, env=environment, capture_output=True, timeout=300)
+    output = (result.stdout + result.stderr).decode(errors="replace")
+    if result.returncode:
+        raise RuntimeError(f"pytest {' '.join(options)} failed:\n{output[-2000:]}")
+    phases = {(match[2], match[3]): float(match[1]) for match in re.finditer(r"^([\d.]+)s (setup|call|teardown) +(\S+)$", output, re.MULTILINE)}
+    phases["session", ""] = float(re.search(r"passed in ([\d.]+)s", output)[1])
+    return phases
+
+
+def pytest_plugin_cost(keys: int) -> dict[str, float]:
+    """Seconds ``pytest --zerocopy`` adds to a session, from pytest's own timings: the plugin with
+    no emulator used (whole session), the first test that signs (its setup starts the emulator,
+    its call seals and provisions a key), each further key (the median later test's call), and
+    the session's end (stopping the emulator, in the last test's teardown)."""
+    directory = Path(tempfile.mkdtemp(prefix="zc-bench-pytest-"))
+    try:
+        plain = _pytest_durations(directory, _PLAIN_TEST)["session", ""]
+        plugin_unused = _pytest_durations(directory, _PLAIN_TEST, "--zerocopy")["session", ""]
+        phases = _pytest_durations(directory, _KEYS_TEST.format(keys=keys), "--zerocopy")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    test = "test_bench.py::test_a_key_signs[{}]".format
+    later_calls = sorted(phases["call", test(index)] for index in range(1, keys))
+    return {
+        "plugin_unused_adds_s": plugin_unused - plain,  # noise can make it slightly negative
+        "first_signing_test_adds_s": phases["setup", test(0)] + phases["call", test(0)],
+        "per_further_key_s": later_calls[len(later_calls) // 2],
+        "session_end_adds_s": phases["teardown", test(keys - 1)],
+    }
