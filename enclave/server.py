@@ -1,19 +1,21 @@
-"""The enclave's socket loop: one thread per connection, the sans-IO core in between.
+"""The enclave's socket loop: one thread serves every connection from a readiness loop
+(``selectors``: epoll on Linux), the sans-IO core in between.
 
 Each connection reads what is available, turns it into events, answers every complete request
 and writes the answers. A bad frame gets an error frame and the connection goes on; a frame that
 fails to open on a sealed session gets a ``SESSION_FAILED`` error and the connection is closed. A
-client that disconnects mid-request only loses its own connection.
+client that disconnects mid-request only loses its own connection. No socket call blocks: one
+connection's slow reader or stalled frame costs the others nothing.
 
-Output and backpressure. Answers are written together once ``FLUSH_BYTES`` or ``max_batch`` of
-them wait (so a connection that pipelines thousands yields between writes); an answer of
-``ALONE_BYTES`` or more, or from a lane, is written on its own, after what waited before it.
-Writes block, and a connection's thread parses no further request until the kernel has taken its
-earlier answers: a connection holds unwritten less than ``FLUSH_BYTES + ALONE_BYTES``, or one
-answer (docs/protocol.md, "Memory", has the arithmetic), and a client that pipelines and never
-reads is held there until the send deadline closes it.
+Output and backpressure. A connection's answers are written as soon as the kernel takes them
+(several in one ``sendmsg``, never joined into a copy). Once its unwritten answers reach
+``FLUSH_BYTES`` the loop answers none of its buffered requests and reads nothing more from it
+until the client has taken some: a connection holds unwritten less than ``FLUSH_BYTES`` plus one
+answer, or one lane answer alone (docs/protocol.md, "Memory", has the arithmetic), and a client
+that pipelines and never reads is held there until the send deadline closes it. A connection that
+pipelines thousands is answered ``max_batch`` at a time, the others getting their turn between.
 
-Slots and deadlines. At most ``max_connections`` connections are served; a watchdog thread closes
+Slots and deadlines. At most ``max_connections`` connections are served; every tick the loop closes
 a connection that
 
 * holds part of a frame for longer than ``frame_timeout`` (a slow or stalled sender),
@@ -29,14 +31,18 @@ if none qualifies is the newcomer answered BUSY.
 
 Lanes. Work that is slow and rare — provisioning and key generation (one lane), audit fetches
 (another: a host that stalls KMS stalls provisioning, and an operator's fetch must not wait behind
-it), attestation including the attested-session handshake (a third) — runs one request at a time
-per lane, first come first served, and its answer is encoded while the lane is held: a flood of it
-occupies at most one thread per lane and builds at most one large answer per lane at a time, and
-signing is never queued. Audit fetches may also take at most ``AUDIT_SHARE`` of the time (their
-lane rests in proportion to the work it did), since building a page holds the GIL signing needs. A
-request that cannot get its lane within ``lane_timeout`` is answered BUSY.
+it), attestation including the attested-session handshake (a third) — runs on the lane's own
+worker thread, one request at a time, first come first served, and its answer is encoded there: a
+flood of it builds at most one large answer per lane at a time, and signing, on the loop's thread,
+is never queued behind it. A lane's request is handed over once the connection's earlier answers
+are written, and the connection parses nothing more until the lane's answer comes back (through a
+socketpair that wakes the loop): answers stay in request order, and nothing waits unwritten behind
+slow work. Audit fetches may also take at most ``AUDIT_SHARE`` of the time (their lane rests in
+proportion to the work it did), since building a page holds the GIL signing needs. A request that
+does not get its lane within ``lane_timeout`` is answered BUSY.
 
-None of this costs the sign path more than a clock read and a few attribute writes per read.
+None of this costs the sign path more than a clock read and a few attribute writes per read; the
+deadlines are checked once a tick (at most a second, a quarter of the shortest deadline).
 """
 
 from __future__ import annotations
@@ -60,12 +66,9 @@ __all__ = ["Server", "Lane", "listen"]
 
 log = logging.getLogger("enclave.server")
 _RECV = 65536
-#: Answers waiting for a write are written together once they reach this many bytes (or
-#: ``max_batch`` answers); an answer of ``ALONE_BYTES`` or more, or from a lane, is written on its
-#: own, never copied into a batch. Writes block, so a connection holds unwritten less than
-#: FLUSH_BYTES + ALONE_BYTES, or one answer (at most a frame).
+#: A connection whose unwritten answers reach this many bytes is neither answered nor read from
+#: until its client takes some (backpressure): it holds less than this plus one answer.
 FLUSH_BYTES = 256 * 1024
-ALONE_BYTES = 64 * 1024
 #: The most of the enclave's time audit fetches may take (their lane's ``share``). A full page
 #: costs a few milliseconds to build and encode, all of it holding the GIL signing needs; at a
 #: fifth, an operator fetches a full buffer (about 40 pages) in well under a second all the same.
@@ -214,25 +217,24 @@ class _Client:
 
 
 class _LaneWorker:
-    """One thread for one lane: its requests run one at a time, first come first served. The loop
-    expires requests that waited ``lane_timeout`` (BUSY) and withdraws those of closed
-    connections; ``share`` rests the lane as :class:`Lane` does."""
+    """One thread for one :class:`Lane`: its requests run one at a time, first come first served,
+    and the lane rests after each as its ``share`` says. The loop expires requests that waited
+    ``lane_timeout`` (BUSY) and withdraws those of connections it closed."""
 
     def __init__(self, name: str, run: Callable[[_Client, Any], None], *, share: float = 1.0) -> None:
-        if not 0 < share <= 1:
-            raise ValueError("share must be in (0, 1]")
+        self.lane = Lane(name, share=share)
         self.name = name
-        self.share = share
-        self._rest_factor = 1 / share - 1
         self._run = run
         self._cond = threading.Condition()
         self._jobs: collections.deque[tuple[_Client, Any]] = collections.deque()
-        self._opens_at = 0.0
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self.served = 0
         self.timed_out = 0
         self.most_waiting = 0
+
+    @property
+    def share(self) -> float:
+        return self.lane.share
 
     @property
     def waiting(self) -> int:
@@ -247,6 +249,7 @@ class _LaneWorker:
             self._stopping = True
             self._jobs.clear()
             self._cond.notify_all()
+        self.lane.wake()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
@@ -275,22 +278,25 @@ class _LaneWorker:
         return expired
 
     def _work(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stopping and (not self._jobs or time.monotonic() < self._opens_at):
-                    self._cond.wait(max(0.0, self._opens_at - time.monotonic()) if self._jobs else None)
-                if self._stopping:
-                    return
-                client, event = self._jobs.popleft()
-                client.waiting_in = client.waiting_since = None  # running: no longer expendable
-            started = time.monotonic()
+        while self._next_job_waits():
+            if not self.lane.acquire(60.0, lambda: self._stopping):  # resting, under ``share``
+                continue
             try:
-                self._run(client, event)
-            finally:
-                now = time.monotonic()
                 with self._cond:
-                    self.served += 1
-                    self._opens_at = max(self._opens_at, now + (now - started) * self._rest_factor)
+                    job = self._jobs.popleft() if self._jobs else None  # expired while it rested?
+                    if job is not None:
+                        job[0].waiting_in = job[0].waiting_since = None  # running: not expendable
+                if job is not None:
+                    self._run(*job)
+            finally:
+                self.lane.release()
+
+    def _next_job_waits(self) -> bool:
+        """Wait until a request is queued (True) or the lane stops (False)."""
+        with self._cond:
+            while not self._jobs and not self._stopping:
+                self._cond.wait()
+            return not self._stopping
 
 
 _ACCEPT, _WAKE = object(), object()
