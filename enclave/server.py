@@ -244,12 +244,14 @@ class _LaneWorker:
         self._thread = threading.Thread(target=self._work, name=f"lane-{self.name}", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float) -> None:
+    def stop(self) -> None:
         with self._cond:
             self._stopping = True
             self._jobs.clear()
             self._cond.notify_all()
         self.lane.wake()
+
+    def join(self, timeout: float) -> None:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
@@ -412,7 +414,10 @@ class Server:
         for client in list(self._clients.values()):
             self._drop(client)
         for lane in self.lanes.values():
-            lane.stop(5)
+            lane.stop()
+        deadline = time.monotonic() + 5  # one budget for all: a lane may be stuck in a KMS call
+        for lane in self.lanes.values():
+            lane.join(max(0.0, deadline - time.monotonic()))
         selector.close()
         self.sock.close()
         for end in (self._wake_r, self._wake_w):
