@@ -1,19 +1,21 @@
-"""The enclave's socket loop: one thread per connection, the sans-IO core in between.
+"""The enclave's socket loop: one thread serves every connection from a readiness loop
+(``selectors``: epoll on Linux), the sans-IO core in between.
 
 Each connection reads what is available, turns it into events, answers every complete request
 and writes the answers. A bad frame gets an error frame and the connection goes on; a frame that
 fails to open on a sealed session gets a ``SESSION_FAILED`` error and the connection is closed. A
-client that disconnects mid-request only loses its own connection.
+client that disconnects mid-request only loses its own connection. No socket call blocks: one
+connection's slow reader or stalled frame costs the others nothing.
 
-Output and backpressure. Answers are written together once ``FLUSH_BYTES`` or ``max_batch`` of
-them wait (so a connection that pipelines thousands yields between writes); an answer of
-``ALONE_BYTES`` or more, or from a lane, is written on its own, after what waited before it.
-Writes block, and a connection's thread parses no further request until the kernel has taken its
-earlier answers: a connection holds unwritten less than ``FLUSH_BYTES + ALONE_BYTES``, or one
-answer (docs/protocol.md, "Memory", has the arithmetic), and a client that pipelines and never
-reads is held there until the send deadline closes it.
+Output and backpressure. A connection's answers are written as soon as the kernel takes them
+(several in one ``sendmsg``, never joined into a copy). Once its unwritten answers reach
+``FLUSH_BYTES`` the loop answers none of its buffered requests and reads nothing more from it
+until the client has taken some: a connection holds unwritten less than ``FLUSH_BYTES`` plus one
+answer, or one lane answer alone (docs/protocol.md, "Memory", has the arithmetic), and a client
+that pipelines and never reads is held there until the send deadline closes it. A connection that
+pipelines thousands is answered ``max_batch`` at a time, the others getting their turn between.
 
-Slots and deadlines. At most ``max_connections`` connections are served; a watchdog thread closes
+Slots and deadlines. At most ``max_connections`` connections are served; every tick the loop closes
 a connection that
 
 * holds part of a frame for longer than ``frame_timeout`` (a slow or stalled sender),
@@ -29,21 +31,27 @@ if none qualifies is the newcomer answered BUSY.
 
 Lanes. Work that is slow and rare — provisioning and key generation (one lane), audit fetches
 (another: a host that stalls KMS stalls provisioning, and an operator's fetch must not wait behind
-it), attestation including the attested-session handshake (a third) — runs one request at a time
-per lane, first come first served, and its answer is encoded while the lane is held: a flood of it
-occupies at most one thread per lane and builds at most one large answer per lane at a time, and
-signing is never queued. Audit fetches may also take at most ``AUDIT_SHARE`` of the time (their
-lane rests in proportion to the work it did), since building a page holds the GIL signing needs. A
-request that cannot get its lane within ``lane_timeout`` is answered BUSY.
+it), attestation including the attested-session handshake (a third) — runs on the lane's own
+worker thread, one request at a time, first come first served, and its answer is encoded there: a
+flood of it builds at most one large answer per lane at a time, and signing, on the loop's thread,
+is never queued behind it. A lane's request is handed over once the connection's earlier answers
+are written, and the connection parses nothing more until the lane's answer comes back (through a
+socketpair that wakes the loop): answers stay in request order, and nothing waits unwritten behind
+slow work. Audit fetches may also take at most ``AUDIT_SHARE`` of the time (their lane rests in
+proportion to the work it did), since building a page holds the GIL signing needs. A request that
+does not get its lane within ``lane_timeout`` is answered BUSY.
 
-None of this costs the sign path more than a clock read and a few attribute writes per read.
+None of this costs the sign path more than a clock read and a few attribute writes per read; the
+deadlines are checked once a tick (at most a second, a quarter of the shortest deadline).
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import os
+import selectors
 import socket
 import stat
 import threading
@@ -58,12 +66,9 @@ __all__ = ["Server", "Lane", "listen"]
 
 log = logging.getLogger("enclave.server")
 _RECV = 65536
-#: Answers waiting for a write are written together once they reach this many bytes (or
-#: ``max_batch`` answers); an answer of ``ALONE_BYTES`` or more, or from a lane, is written on its
-#: own, never copied into a batch. Writes block, so a connection holds unwritten less than
-#: FLUSH_BYTES + ALONE_BYTES, or one answer (at most a frame).
+#: A connection whose unwritten answers reach this many bytes is neither answered nor read from
+#: until its client takes some (backpressure): it holds less than this plus one answer.
 FLUSH_BYTES = 256 * 1024
-ALONE_BYTES = 64 * 1024
 #: The most of the enclave's time audit fetches may take (their lane's ``share``). A full page
 #: costs a few milliseconds to build and encode, all of it holding the GIL signing needs; at a
 #: fifth, an operator fetches a full buffer (about 40 pages) in well under a second all the same.
@@ -171,21 +176,39 @@ class Lane:
 
 
 class _Client:
-    """What the watchdog and the eviction need to know about one connection."""
+    """One connection: its sans-IO core, its unwritten answers, and what the deadlines and the
+    eviction need to know about it. Touched only by the loop's thread, except ``conn`` while a lane
+    answers its request (the loop parses nothing of it meanwhile)."""
 
-    __slots__ = ("sock", "progress", "frame_since", "busy", "sending_since", "waiting_in", "waiting_since", "answered", "attested", "closing")
+    __slots__ = (
+        "sock", "conn", "out", "out_size", "mask", "ready", "paused", "lane_job", "close_when_drained", "closed",
+        "progress", "frame_since", "sending_since", "waiting_in", "waiting_since", "answered", "attested", "closing",
+    )
 
-    def __init__(self, sock: socket.socket, now: float) -> None:
+    def __init__(self, sock: socket.socket, conn: Connection, now: float) -> None:
         self.sock = sock
+        self.conn = conn
+        self.out: collections.deque[bytes | memoryview] = collections.deque()  # answers not yet written
+        self.out_size = 0
+        self.mask = 0  # the selector events it is registered for
+        self.ready = False  # holds parsed-but-unanswered input: served again before it is read
+        self.paused = False  # a request of it is in a lane: nothing more is parsed until it is answered
+        self.lane_job: tuple[_LaneWorker, Any] | None = None  # a lane request waiting for the outbox to drain
+        self.close_when_drained = False  # a fatal protocol error was answered
+        self.closed = False
         self.progress = now  # when the last complete frame arrived (or the connection did)
         self.frame_since: float | None = None  # when the partial frame now buffered began
-        self.busy = False  # answering, waiting for a lane or writing: never idle
-        self.sending_since: float | None = None  # a write blocked since (its answers are not read)
-        self.waiting_in: Lane | None = None  # the lane it waits for, if it does
+        self.sending_since: float | None = None  # answers wait unwritten since (none taken since then)
+        self.waiting_in: _LaneWorker | None = None  # the lane it waits for, if it does
         self.waiting_since: float | None = None
         self.answered = False  # has completed a request: not a connection opened only to hold a slot
         self.attested = False  # completed an attested-session handshake: a bot's, never evicted
         self.closing = ""  # why the server closed it, if it did
+
+    @property
+    def busy(self) -> bool:
+        """Answering (in a lane) or holding unwritten answers: never idle."""
+        return self.paused or bool(self.out)
 
     def stuck_for(self, now: float) -> float:
         """How long it has waited for a lane or for its answers to be read (0 if it is not)."""
@@ -193,43 +216,94 @@ class _Client:
         return 0.0 if since is None else now - since
 
 
-class _Outbox:
-    """A connection's answers waiting to be written (see ``FLUSH_BYTES``). Every write blocks until
-    the kernel takes it, and the connection's thread parses no request meanwhile: that is the
-    backpressure on a client that pipelines and does not read (the send deadline then closes it)."""
+class _LaneWorker:
+    """One thread for one :class:`Lane`: its requests run one at a time, first come first served,
+    and the lane rests after each as its ``share`` says. The loop expires requests that waited
+    ``lane_timeout`` (BUSY) and withdraws those of connections it closed."""
 
-    __slots__ = ("_client", "_max_batch", "_frames", "_size")
+    def __init__(self, name: str, run: Callable[[_Client, Any], None], *, share: float = 1.0) -> None:
+        self.lane = Lane(name, share=share)
+        self.name = name
+        self._run = run
+        self._cond = threading.Condition()
+        self._jobs: collections.deque[tuple[_Client, Any]] = collections.deque()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.timed_out = 0
+        self.most_waiting = 0
 
-    def __init__(self, client: _Client, max_batch: int) -> None:
-        self._client = client
-        self._max_batch = max_batch
-        self._frames: list[bytes] = []
-        self._size = 0
+    @property
+    def share(self) -> float:
+        return self.lane.share
 
-    def add(self, frame: bytes) -> None:
-        if len(frame) >= ALONE_BYTES:  # never copied into a batch
-            self.flush()
-            self.write(frame)
-            return
-        self._frames.append(frame)
-        self._size += len(frame)
-        if self._size >= FLUSH_BYTES or len(self._frames) >= self._max_batch:  # others get a turn between writes
-            self.flush()
+    @property
+    def waiting(self) -> int:
+        return len(self._jobs)
 
-    def flush(self) -> None:
-        frames = self._frames
-        if not frames:
-            return
-        data = frames[0] if len(frames) == 1 else b"".join(frames)
-        self._frames, self._size = [], 0
-        del frames  # the parts are freed before the write blocks: only the joined copy is held
-        self.write(data)
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._work, name=f"lane-{self.name}", daemon=True)
+        self._thread.start()
 
-    def write(self, data: bytes) -> None:
-        client = self._client
-        client.sending_since = time.monotonic()
-        client.sock.sendall(data)
-        client.sending_since = None
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._jobs.clear()
+            self._cond.notify_all()
+        self.lane.wake()
+
+    def join(self, timeout: float) -> None:
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def submit(self, client: _Client, event: Any) -> None:
+        with self._cond:
+            self._jobs.append((client, event))
+            self.most_waiting = max(self.most_waiting, len(self._jobs))
+            self._cond.notify_all()
+
+    def withdraw(self, client: _Client) -> bool:
+        """Take ``client``'s request out of the queue; False if it is not there (running, or done)."""
+        with self._cond:
+            for job in self._jobs:
+                if job[0] is client:
+                    self._jobs.remove(job)
+                    return True
+        return False
+
+    def expire(self, now: float, timeout: float) -> list[tuple[_Client, Any]]:
+        """Remove and return the requests that have waited ``timeout`` or longer."""
+        with self._cond:
+            expired = [job for job in self._jobs if now - (job[0].waiting_since or now) >= timeout]
+            for job in expired:
+                self._jobs.remove(job)
+            self.timed_out += len(expired)
+        return expired
+
+    def _work(self) -> None:
+        while self._next_job_waits():
+            if not self.lane.acquire(60.0, lambda: self._stopping):  # resting, under ``share``
+                continue
+            try:
+                with self._cond:
+                    job = self._jobs.popleft() if self._jobs else None  # expired while it rested?
+                    if job is not None:
+                        job[0].waiting_in = job[0].waiting_since = None  # running: not expendable
+                if job is not None:
+                    self._run(*job)
+            finally:
+                self.lane.release()
+
+    def _next_job_waits(self) -> bool:
+        """Wait until a request is queued (True) or the lane stops (False)."""
+        with self._cond:
+            while not self._jobs and not self._stopping:
+                self._cond.wait()
+            return not self._stopping
+
+
+_ACCEPT, _WAKE = object(), object()
+_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+_IOV_MAX = 512  # buffers per sendmsg; well under Linux's IOV_MAX (1024)
 
 
 class Server:
@@ -262,9 +336,11 @@ class Server:
         self.max_batch = max_batch
         # Audit fetches have a lane of their own: a host that stalls KMS stalls provisioning for
         # as long as it likes, and an operator's fetch must not wait behind that.
-        heavy, audit, attest = Lane("provisioning"), Lane("audit", share=audit_share), Lane("attestation")
+        run = self._answer_in_lane
+        heavy, audit = _LaneWorker("provisioning", run), _LaneWorker("audit", run, share=audit_share)
+        attest = _LaneWorker("attestation", run)
         self.lanes = {"provisioning": heavy, "audit": audit, "attestation": attest}
-        self._lane_of: dict[Any, Lane] = {
+        self._lane_of: dict[Any, _LaneWorker] = {
             MessageType.PROVISION: heavy,
             MessageType.GENERATE: heavy,
             MessageType.BIND: heavy,
@@ -276,70 +352,140 @@ class Server:
         #: busy (refused at accept), lane_busy (a request refused after its lane's timeout),
         #: lane_abandoned (a request whose connection was evicted while it waited for its lane)
         self.stats: collections.Counter[str] = collections.Counter()
-        self._slots = threading.BoundedSemaphore(max_connections)
         self._stopping = threading.Event()
+        self._finished = threading.Event()
+        self._serving = False
+        self._loop_thread: threading.Thread | None = None
         self._clients: dict[socket.socket, _Client] = {}
-        self._clients_lock = threading.Lock()
-        self._watchdog: threading.Thread | None = None
+        self._ready: collections.deque[_Client] = collections.deque()
+        self._answered: collections.deque[tuple[_Client, bytes | None]] = collections.deque()  # by the lanes
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector: selectors.BaseSelector | None = None
+        self._tick = max(0.01, min(1.0, frame_timeout / 4, idle_timeout / 4, send_timeout / 4, lane_timeout / 4))
 
-    # -- accepting ---------------------------------------------------------------------------
+    # -- the loop ------------------------------------------------------------------------------
     def serve_forever(self) -> None:
-        self._watchdog = threading.Thread(target=self._watch, name="watchdog", daemon=True)
-        self._watchdog.start()
-        while not self._stopping.is_set():
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                if self._stopping.is_set():
-                    return
-                raise
-            if not self._slots.acquire(blocking=False) and not self._evict_for_newcomer():
-                self.stats["busy"] += 1
-                self._refuse_busy(client)
-                continue
-            record = _Client(client, time.monotonic())
-            with self._clients_lock:
-                self._clients[client] = record
-            threading.Thread(target=self._serve_client, args=(record,), name="client", daemon=True).start()
+        self._serving, self._loop_thread = True, threading.current_thread()
+        selector = self._selector = selectors.DefaultSelector()
+        try:
+            self.sock.setblocking(False)
+            selector.register(self.sock, _READ, _ACCEPT)
+            selector.register(self._wake_r, _READ, _WAKE)
+            for lane in self.lanes.values():
+                lane.start()
+            next_check = time.monotonic() + self._tick
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                if now >= next_check:
+                    self._watch(now)
+                    next_check = now + self._tick
+                self._turn(selector, 0.0 if self._ready else next_check - now)
+        finally:
+            self._wind_down(selector)
+
+    def _turn(self, selector: selectors.BaseSelector, timeout: float) -> None:
+        for key, events in self._select(selector, timeout):
+            data = key.data
+            if data is _ACCEPT:
+                self._accept()
+            elif data is _WAKE:
+                self._take_lane_answers()
+            else:
+                self._guarded(self._on_ready, data, events)
+        for _ in range(len(self._ready)):
+            client = self._ready.popleft()
+            client.ready = False
+            if not client.closed:
+                self._guarded(self._pump, client)
+
+    def _select(self, selector: selectors.BaseSelector, timeout: float) -> list:
+        # An idle CPU takes tens of microseconds to wake for the next request. On Nitro the
+        # enclave's vCPUs are its own, so it may spin a little before sleeping (--busy-poll-us).
+        if self.busy_poll_ns and timeout > 0:
+            deadline = time.perf_counter_ns() + self.busy_poll_ns
+            while time.perf_counter_ns() < deadline:
+                events = selector.select(0)
+                if events:
+                    return events
+        return selector.select(max(0.0, timeout))
+
+    def _wind_down(self, selector: selectors.BaseSelector) -> None:
+        for client in list(self._clients.values()):
+            self._drop(client)
+        for lane in self.lanes.values():
+            lane.stop()
+        deadline = time.monotonic() + 5  # one budget for all: a lane may be stuck in a KMS call
+        for lane in self.lanes.values():
+            lane.join(max(0.0, deadline - time.monotonic()))
+        selector.close()
+        self.sock.close()
+        for end in (self._wake_r, self._wake_w):
+            end.close()
+        self._finished.set()
 
     def shutdown(self) -> None:
         self._stopping.set()
+        self._wake()
+        if not self._serving:
+            self.sock.close()
+        elif threading.current_thread() is not self._loop_thread:
+            self._finished.wait(10)
+
+    def _wake(self) -> None:
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)
+            self._wake_w.send(b"\0")
         except OSError:
-            pass
-        self.sock.close()
-        with self._clients_lock:
-            for client in list(self._clients):
-                try:
-                    client.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        if self._watchdog is not None and self._watchdog is not threading.current_thread():
-            self._watchdog.join(5)
+            pass  # full (the loop wakes anyway) or closed (the loop has ended)
+
+    def _guarded(self, step: Callable[..., None], client: _Client, *args: Any) -> None:
+        """Run one step for one connection; whatever goes wrong closes that connection only."""
+        try:
+            step(client, *args)
+        except OSError:
+            self._drop(client)  # the peer went away; its unanswered requests die with it
+        except Exception as exc:  # a bug must not take the other connections down
+            log.error("internal error serving a connection: %s\n%s", type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
+            self._drop(client)
+
+    # -- accepting -----------------------------------------------------------------------------
+    def _accept(self) -> None:
+        for _ in range(self.max_connections):
+            try:
+                sock, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors, say: the listener stays
+                log.warning("accept failed: %s", type(exc).__name__)
+                return
+            sock.setblocking(False)
+            if len(self._clients) >= self.max_connections and not self._evict_for_newcomer():
+                self.stats["busy"] += 1
+                self._refuse_busy(sock)
+                continue
+            client = _Client(sock, Connection(Role.SERVER, max_frame_size=self.max_frame_size), time.monotonic())
+            self._clients[sock] = client
+            self._set_interest(client)
 
     def _refuse_busy(self, client: socket.socket) -> None:
         with client:
             conn = Connection(Role.SERVER)
             try:
-                client.sendall(conn.send(ErrorResponse(0, ErrorCode.BUSY, f"the enclave serves at most {self.max_connections} connections and none is idle")))
+                client.send(conn.send(ErrorResponse(0, ErrorCode.BUSY, f"the enclave serves at most {self.max_connections} connections and none is idle")))
             except OSError:
                 pass
 
     def _evict_for_newcomer(self) -> bool:
         """Close an expendable connection to make room (see the module's docstring for which);
-        True once its slot is ours."""
+        True once its slot is free."""
         now = time.monotonic()
-        with self._clients_lock:
-            candidates = [c for c in self._clients.values() if self._evictable(c, now)]
-            if candidates:
-                victim = min(candidates, key=_eviction_order)
-                self._close(victim, "evicted", f"quiet for {now - victim.progress:.1f}s while every slot was taken")
-            elif not any(c.closing for c in self._clients.values()):
-                return False
-            # else a connection closed already (at a deadline, or evicted) is about to give its
-            # slot back: wait for that rather than refuse
-        return self._slots.acquire(timeout=2.0)  # its thread sees the shutdown at once
+        candidates = [c for c in self._clients.values() if self._evictable(c, now)]
+        if not candidates:
+            return False
+        victim = min(candidates, key=_eviction_order)
+        self._close(victim, "evicted", f"quiet for {now - victim.progress:.1f}s while every slot was taken")
+        return True
 
     def _evictable(self, client: _Client, now: float) -> bool:
         if client.closing or client.attested:
@@ -349,128 +495,194 @@ class Server:
         return now - client.progress >= self.evict_after and not _has_unread(client.sock)
 
     # -- deadlines -----------------------------------------------------------------------------
-    def _watch(self) -> None:
-        tick = max(0.01, min(1.0, self.frame_timeout / 4, self.idle_timeout / 4, self.send_timeout / 4))
-        while not self._stopping.wait(tick):
-            now = time.monotonic()
-            with self._clients_lock:
-                for client in list(self._clients.values()):
-                    if client.closing:
-                        continue
-                    sending_since, frame_since = client.sending_since, client.frame_since
-                    if sending_since is not None and now - sending_since > self.send_timeout:
-                        self._close(client, "not_reading", f"did not take its answers within {self.send_timeout:g}s")
-                    elif client.busy:
-                        continue
-                    elif frame_since is not None and now - frame_since > self.frame_timeout:
-                        self._close(client, "stalled", f"sent part of a frame and not the rest within {self.frame_timeout:g}s")
-                    elif frame_since is None and now - client.progress > self.idle_timeout:
-                        self._close(client, "idle", f"sent nothing for {self.idle_timeout:g}s")
+    def _watch(self, now: float) -> None:
+        for client in list(self._clients.values()):
+            sending_since, frame_since = client.sending_since, client.frame_since
+            if sending_since is not None and now - sending_since > self.send_timeout:
+                self._close(client, "not_reading", f"did not take its answers within {self.send_timeout:g}s")
+            elif client.busy:
+                continue
+            elif frame_since is not None and now - frame_since > self.frame_timeout:
+                self._close(client, "stalled", f"sent part of a frame and not the rest within {self.frame_timeout:g}s")
+            elif frame_since is None and now - client.progress > self.idle_timeout:
+                self._close(client, "idle", f"sent nothing for {self.idle_timeout:g}s")
+        for lane in self.lanes.values():
+            for client, event in lane.expire(now, self.lane_timeout):
+                self.stats["lane_busy"] += 1
+                busy = ErrorResponse(event.request_id, ErrorCode.BUSY, f"the enclave's {lane.name} lane stayed busy for {self.lane_timeout:g}s; try again")
+                self._guarded(self._resume, client, client.conn.send(busy))
 
     def _close(self, client: _Client, reason: str, why: str) -> None:
-        """Shut a connection down from outside its thread (which then sees end of stream, a
-        failed write, or — waiting for a lane — its turn abandoned)."""
+        """Close a connection for ``reason`` (a key of ``stats``)."""
         client.closing = reason
         self.stats[reason] += 1
         log.info("closing a connection (%s): it %s", reason, why)
-        try:
-            client.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        self._drop(client)
+
+    def _drop(self, client: _Client) -> None:
+        if client.closed:
+            return
+        client.closed = True
         lane = client.waiting_in
-        if lane is not None:
-            lane.wake()
+        if lane is not None and lane.withdraw(client) and client.closing:
+            self.stats["lane_abandoned"] += 1
+        if client.mask and self._selector is not None:
+            self._selector.unregister(client.sock)
+        self._clients.pop(client.sock, None)
+        client.out.clear()
+        client.sock.close()
 
     # -- serving -------------------------------------------------------------------------------
-    def _serve_client(self, client: _Client) -> None:
-        conn = Connection(Role.SERVER, max_frame_size=self.max_frame_size)
-        sock = client.sock
-        clock = time.monotonic
-        try:
-            while True:
-                data = self._recv(sock)
-                if not data:
-                    return
-                client.busy = True
-                conn.receive_data(data)
-                frames, fatal = self._answer_buffered(client, conn)
-                if fatal:
-                    return
-                now = clock()
-                if frames:
-                    client.progress = now
-                    client.answered = True
-                    if conn.session is not None:
-                        client.attested = True
-                if conn.in_frame:
-                    if frames or client.frame_since is None:
-                        client.frame_since = now
-                else:
-                    client.frame_since = None
-                client.busy = False
-        except OSError:
-            pass  # the peer went away (or was closed by the watchdog); its unanswered requests die with it
-        finally:
-            with self._clients_lock:
-                self._clients.pop(sock, None)
-            sock.close()
-            self._slots.release()
+    def _on_ready(self, client: _Client, events: int) -> None:
+        if client.closed:
+            return
+        if events & _WRITE:
+            self._write(client)
+            if not (client.closed or client.paused or client.ready):
+                self._pump(client)  # room again: what is buffered may be answered now
+        if events & _READ and client.mask & _READ and not client.closed:
+            data = client.sock.recv(_RECV)
+            if not data:
+                self._drop(client)
+                return
+            client.conn.receive_data(data)
+            self._pump(client)
 
-    def _answer_buffered(self, client: _Client, conn: Connection) -> tuple[int, bool]:
-        """Answer every complete request ``conn`` holds; returns how many frames were answered and
-        whether the connection must close."""
-        outbox = _Outbox(client, self.max_batch)
-        frames = 0
-        while True:
+    def _pump(self, client: _Client) -> None:
+        """Answer the complete requests ``client`` holds — up to ``max_batch`` (others get a turn),
+        until its unwritten answers reach ``FLUSH_BYTES`` (backpressure), or up to one that goes to
+        a lane (the rest waits for its answer: answers stay in request order); then write."""
+        conn, frames, more = client.conn, 0, False
+        while not client.close_when_drained and client.out_size < FLUSH_BYTES:
+            if frames == self.max_batch:
+                more = True
+                break
             try:
                 event = conn.next_event()
             except RemoteProtocolError as exc:
                 frames += 1
-                outbox.add(conn.send(ErrorResponse(exc.request_id, exc.code, str(exc))))
+                self._queue(client, conn.send(ErrorResponse(exc.request_id, exc.code, str(exc))))
                 if exc.fatal:
                     log.warning("closing a connection: %s", exc)
-                    outbox.flush()
-                    return frames, True
+                    client.close_when_drained = True
                 continue
             if event is NEED_DATA:
                 break
             frames += 1
             lane = self._lane_of.get(event.type)
-            if lane is None:
-                outbox.add(conn.send(self._call(event)))
-            else:
-                outbox.flush()  # nothing waits unwritten behind slow work
-                outbox.write(self._answer_in_lane(lane, client, conn, event))
-        outbox.flush()
-        return frames, False
+            if lane is not None:
+                self._pause(client, lane, event)
+                break
+            self._queue(client, conn.send(self._call(event)))
+        self._note_progress(client, frames)
+        if more and not client.ready:
+            client.ready = True
+            self._ready.append(client)
+        self._write(client)
 
-    def _answer_in_lane(self, lane: Lane, client: _Client, conn: Connection, event: Any) -> bytes:
-        """The encoded answer to slow work, built while its lane is held: per lane, one large
-        answer (an audit page) is being built at a time, not one per connection asking."""
-        client.waiting_since, client.waiting_in = time.monotonic(), lane
-        try:
-            turn = lane.acquire(self.lane_timeout, lambda: bool(client.closing))
-        finally:
-            client.waiting_in = client.waiting_since = None
-        if not turn:
-            self.stats["lane_busy" if not client.closing else "lane_abandoned"] += 1
-            return conn.send(ErrorResponse(event.request_id, ErrorCode.BUSY, f"the enclave's {lane.name} lane stayed busy for {self.lane_timeout:g}s; try again"))
-        try:
-            return conn.send(self._call(event))
-        finally:
-            lane.release()
+    def _note_progress(self, client: _Client, frames: int) -> None:
+        now = time.monotonic()
+        if frames:
+            client.progress = now
+            client.answered = True
+            if client.conn.session is not None:
+                client.attested = True
+        if client.conn.in_frame:
+            if frames or client.frame_since is None:
+                client.frame_since = now
+        else:
+            client.frame_since = None
 
-    def _recv(self, client: socket.socket) -> bytes:
-        # An idle CPU takes tens of microseconds to wake for the next request. On Nitro the
-        # enclave's vCPUs are its own, so it may spin a little before sleeping (--busy-poll-us).
-        if self.busy_poll_ns:
-            deadline = time.perf_counter_ns() + self.busy_poll_ns
-            while time.perf_counter_ns() < deadline:
-                try:
-                    return client.recv(_RECV, socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    pass
-        return client.recv(_RECV)
+    def _queue(self, client: _Client, frame: bytes) -> None:
+        client.out.append(frame)
+        client.out_size += len(frame)
+
+    def _write(self, client: _Client) -> None:
+        """Write what the kernel takes now; the rest waits for the socket to be writable."""
+        out, sock, sent = client.out, client.sock, 0
+        while out:
+            try:
+                n = sock.send(out[0]) if len(out) == 1 else sock.sendmsg(list(itertools.islice(out, _IOV_MAX)))
+            except (BlockingIOError, InterruptedError):
+                break
+            sent += n
+            client.out_size -= n
+            while n:
+                head = out[0]
+                if n < len(head):
+                    out[0] = memoryview(head)[n:]
+                    break
+                n -= len(head)
+                out.popleft()
+        if not out:
+            client.sending_since = None
+            if client.close_when_drained:
+                self._drop(client)
+                return
+            if client.lane_job is not None:  # nothing waits unwritten behind slow work
+                lane, event = client.lane_job
+                client.lane_job = None
+                lane.submit(client, event)
+        elif sent or client.sending_since is None:
+            client.sending_since = time.monotonic()
+        self._set_interest(client)
+
+    def _set_interest(self, client: _Client) -> None:
+        """Read while it may send more (not waiting for a lane, answers under the bound, nothing
+        parsed left); wait for writability while answers wait."""
+        want = _WRITE if client.out else 0
+        if not (client.paused or client.ready or client.close_when_drained) and client.out_size < FLUSH_BYTES:
+            want |= _READ
+        if want == client.mask:
+            return
+        selector = self._selector
+        if not client.mask:
+            selector.register(client.sock, want, client)
+        elif not want:
+            selector.unregister(client.sock)
+        else:
+            selector.modify(client.sock, want, client)
+        client.mask = want
+
+    # -- lanes ---------------------------------------------------------------------------------
+    def _pause(self, client: _Client, lane: _LaneWorker, event: Any) -> None:
+        client.paused = True
+        client.waiting_in, client.waiting_since = lane, time.monotonic()
+        client.lane_job = (lane, event)  # submitted once what waits before it is written
+
+    def _answer_in_lane(self, client: _Client, event: Any) -> None:
+        """On the lane's thread: the encoded answer to slow work, built while the lane is held
+        (per lane, one large answer is being built at a time), handed back to the loop."""
+        try:
+            answer: bytes | None = client.conn.send(self._call(event))
+        except Exception as exc:  # a bug: the loop closes that connection
+            log.error("internal error encoding an answer: %s", type(exc).__name__)
+            answer = None
+        self._answered.append((client, answer))
+        self._wake()
+
+    def _take_lane_answers(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        while self._answered:
+            client, answer = self._answered.popleft()
+            if client.closed:
+                continue
+            if answer is None:
+                self._drop(client)
+                continue
+            self._guarded(self._resume, client, answer)
+
+    def _resume(self, client: _Client, answer: bytes) -> None:
+        """A lane answered ``client`` (or refused it BUSY): write that, then go on parsing."""
+        client.paused = False
+        client.waiting_in = client.waiting_since = None
+        self._queue(client, answer)
+        self._note_progress(client, 1)
+        self._pump(client)
 
     def _call(self, event: Any) -> Any:
         try:
