@@ -29,7 +29,6 @@ from .protocol import (
     ControlResponse,
     ErrorCode,
     ErrorResponse,
-    HttpSignature,
     HttpSignRequest,
     MessageType,
     SessionAccepted,
@@ -37,6 +36,7 @@ from .protocol import (
     SignRequest,
     cbor,
 )
+from .protocol.frames import signed_http_answer
 from .protocol.messages import (
     REQUESTS,
     Attest,
@@ -156,7 +156,7 @@ class EnclaveService:
             now, key.name, "signed", "", request, _request_digest(authorized.params, authorized.body),
             symbol=authorized.symbol, quantity=authorized.quantity, notional=authorized.notional,
         )
-        return HttpSignature(event.request_id, signed.query, signed.body, signed.headers)
+        return signed_http_answer(event.request_id, signed.query, signed.body, signed.headers)  # built from checked parts: not checked again
 
     def _unknown_key(self, event: Any) -> ErrorResponse:
         return ErrorResponse(event.request_id, ErrorCode.UNKNOWN_KEY, f"key {event.key!r} is not provisioned in this enclave (no key of that name is loaded)")
