@@ -80,8 +80,11 @@ def stages(service: EnclaveService) -> dict[str, Callable[[], Any]]:
         return _signed_request(METHOD, PATH, None, client.next_event())
 
     def audit() -> None:
-        service.audit.record(now, key.name, "signed", "", f"{METHOD} {PATH}", _request_digest(authorized.params, authorized.body),
-                             symbol=authorized.symbol, quantity=authorized.quantity, notional=authorized.notional)
+        request, digest = f"{METHOD} {PATH}", _request_digest(authorized.params, authorized.body)
+        if hasattr(service.audit, "record_signed"):  # the sign path's receipt since issue 12
+            service.audit.record_signed(now, key.name, request, digest, authorized.symbol, authorized.quantity, authorized.notional)
+        else:
+            service.audit.record(now, key.name, "signed", "", request, digest, symbol=authorized.symbol, quantity=authorized.quantity, notional=authorized.notional)
 
     return {
         "client encode": lambda: client.send_sign_http(7, _sign_http_request(KEY, METHOD, PATH, params, None)),

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from itertools import chain
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Union
 
@@ -409,9 +410,14 @@ def http_params(pairs: tuple[tuple[str, str], ...]) -> bytes:
     it would sign ``type=MARKET``: refused (:class:`LocalProtocolError`) before anything is sent."""
     if type(pairs) is not tuple or len(pairs) > 0xFFFF:
         raise LocalProtocolError("params must be a tuple of (name, value) pairs")
-    if not all(type(pair) is tuple and len(pair) == 2 and type(pair[0]) is str and type(pair[1]) is str for pair in pairs):
+    # Each a tuple of two str, checked at C speed (this runs for every sign_request).
+    items = list(chain.from_iterable(pairs)) if _TUPLE.issuperset(map(type, pairs)) and _TWO.issuperset(map(len, pairs)) else None
+    if items is None or not _STR.issuperset(map(type, items)):
         raise LocalProtocolError("params must be (str, str) pairs")
-    return _params_block([item for pair in pairs for item in pair])
+    return _params_block(items)
+
+
+_TUPLE, _TWO, _STR = frozenset({tuple}), frozenset({2}), frozenset({str})
 
 
 def _params_block(items: list[str]) -> bytes:
@@ -741,10 +747,16 @@ def _decode_http_request(request_id: int, body: bytes) -> HttpSignRequest:
         raise _bad("SIGN_HTTP body has trailing bytes", request_id)
     if key_length == 0:
         raise _bad("SIGN_HTTP key name is empty", request_id)
-    key = _text(body[start:key_end], "key name", request_id)
-    method = _text(body[key_end:method_end], "method", request_id)
-    path = _text(body[method_end:path_end], "path", request_id)
-    params = _pairs(_text(body[path_end:params_end], "parameters", request_id, plural=True))
+    text = body[start:params_end]
+    if text.isascii():  # the usual request: one decode, and character offsets are byte offsets
+        text = text.decode()
+        key, method, path = text[: key_end - start], text[key_end - start : method_end - start], text[method_end - start : path_end - start]
+        params = _pairs(text[path_end - start :])
+    else:
+        key = _text(body[start:key_end], "key name", request_id)
+        method = _text(body[key_end:method_end], "method", request_id)
+        path = _text(body[method_end:path_end], "path", request_id)
+        params = _pairs(_text(body[path_end:params_end], "parameters", request_id, plural=True))
     if params is None:
         raise _bad("SIGN_HTTP parameters must come in name/value pairs", request_id)
     if not 0 < len(method) <= 16:
