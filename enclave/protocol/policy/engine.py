@@ -30,7 +30,7 @@ from ..errors import ZeroCopyError
 from ..exchange import BASE, DANGEROUS_CATEGORIES, Endpoint, Exchange, Flags, OrderFields, endpoint_name
 from ..exchanges import DECIMAL_PARAMETERS, exchange_for_scheme
 from .document import DECIMAL, PolicyError, bounded, normalize_document, symbol_problem
-from .limits import MAX_REMEMBERED_SHAPES, VERDICT_BYTES, NotionalWindow, TokenBucket, Verdicts
+from .limits import NotionalWindow, TokenBucket, Verdicts
 
 __all__ = ["Refusal", "SigningPolicy", "PolicyState", "Authorized"]
 
@@ -47,6 +47,7 @@ _MAX_BODY = 64 * 1024
 _MAX_PARAMETERS = 64  # twice the most any catalogued endpoint takes (Bybit's order: 29)
 _MAX_PATH = 1024
 _SIZED = frozenset({"order", "amend"})
+_PLAN = object()  # marks a remembered plan's key among the remembered verdicts
 _CATEGORY_WORDS = {"funds": "it moves funds", "security": "it changes account security", "session": "it opens an unsigned session", "settings": "it changes account settings"}
 # Fields a policy cannot enforce where the signature leaves the body out (borrowing too: the body says it).
 _BODY_FIELDS = frozenset({"symbols", "max_quantity", "max_notional", "per_symbol", "notional_window", "borrowing"})
@@ -531,8 +532,8 @@ class PolicyState:
         self._bucket = TokenBucket(*policy.rate) if policy.rate else None
         self._window = NotionalWindow(policy.window_seconds) if policy.window_seconds is not None else None
         self._verdicts = Verdicts()
-        # Shapes seen with their parameters in order: a few per bot, so a quarter of the verdicts' room.
-        self._plans = Verdicts(max_entries=MAX_REMEMBERED_SHAPES // 4, max_bytes=VERDICT_BYTES // 4)
+        # Shapes seen with their parameters in order (_remember_plan) share the verdicts' room and bound.
+        self._plans = self._verdicts
 
     # raw -------------------------------------------------------------------------------------
     def authorize_raw(self, now_ms: int) -> None:
@@ -550,7 +551,7 @@ class PolicyState:
         _check_request_size(path, params, body)
         method = method.upper()
         if not body and exchange.header_recv_window is None and method not in exchange.json_body_methods:
-            plan = self._plans.get((method, path, *[name for name, _ in params]))
+            plan = self._plans.get((_PLAN, method, path, *[name for name, _ in params]))
             if plan is not None:  # a shape seen before: only its values are judged
                 return self._authorize_planned(exchange, plan, params, now_ms)
         params, header_params = self._header_recv_window(exchange, params)
@@ -583,7 +584,7 @@ class PolicyState:
         documented = tuple((name, spellings) for name, spellings in verdict.documented.items() if name in names)
         decimals = tuple(index for index, name in enumerate(names) if name in DECIMAL_PARAMETERS)
         plan = _Plan(verdict.endpoints, verdict.kind, MappingProxyType(dict(documented)), exchange.order_fields_of(verdict.endpoints), decimals)
-        shape = (method, path, *names)
+        shape = (_PLAN, method, path, *names)  # a key no verdict's shape can be
         self._plans.remember(shape, plan, 1024 + len(path) + sum(176 + len(name) for name in names) + 128 * len(documented))
 
     def _authorize_planned(self, exchange: Exchange, plan: _Plan, params: tuple[tuple[str, str], ...], now_ms: int) -> Authorized:
