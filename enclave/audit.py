@@ -49,8 +49,8 @@ __all__ = ["AuditLog", "PAGE_BYTES", "LINE_MEMORY"]
 PAGE_BYTES = 512 * 1024
 # Memory per held receipt: the line, a bytes object's header, its deque slot.
 LINE_MEMORY = MAX_RECEIPT_BYTES + 64
-# (key, request) pairs whose receipt parts are remembered, at most: a few hundred bytes each.
-SIGNED_FIXED_ENTRIES = 1024
+# (key, request) pairs whose receipt parts are remembered, at most: under 2 KB each, so under 0.5 MiB.
+SIGNED_FIXED_ENTRIES = 256
 
 
 class AuditLog:
