@@ -126,3 +126,37 @@ def test_remembered_shapes_stay_bounded() -> None:
         state.authorize_request("GET", f"/api/v3/order/{index}", params, b"", NOW)
     plans = state._plans
     assert 0 < len(plans) <= plans.max_entries < 5000 and plans.bytes <= plans.max_bytes
+
+
+_SCHEME_NAMES = ["symbol", "side", "quantity", "price", "timestamp", "recvWindow", "orderId"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    scheme=st.sampled_from(["binance-hmac", "binance-ed25519"]),
+    method=st.sampled_from(["GET", "POST", "DELETE"]),
+    requests=st.lists(
+        st.lists(st.tuples(st.sampled_from(_SCHEME_NAMES), st.sampled_from(["BTCUSDT", "1", "0.5", "a b", "x&y=z", "é", ""])), max_size=5),
+        min_size=1, max_size=8,
+    ),
+)
+def test_a_binance_key_signs_a_remembered_shape_as_a_new_one(scheme: str, method: str, requests: list) -> None:
+    """A REST key remembers the shapes it signed; what it signs for a remembered shape is what a
+    key that never saw it signs, refusals included, whatever the values."""
+    from enclave.schemes import generate_key, load_key
+
+    secret = b"s" * 64 if scheme == "binance-hmac" else generate_key(scheme)
+    remembering = load_key(scheme, secret, "api-key")
+    for params in [tuple(each) for each in requests] * 2:  # each shape seen, then seen again
+        fresh = load_key(scheme, secret, "api-key")
+        assert _signed(remembering, method, params) == _signed(fresh, method, params)
+    assert len(remembering.__dict__.get("_shapes", {})) <= 32
+
+
+def _signed(key: object, method: str, params: tuple) -> object:
+    from enclave.schemes import SchemeError
+
+    try:
+        return key.sign_http(method, "/api/v3/order", params, b"", NOW)  # type: ignore[attr-defined]
+    except SchemeError as exc:
+        return ("refused", str(exc))

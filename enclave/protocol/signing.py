@@ -261,12 +261,13 @@ def query_string(params: Iterable[tuple[str, str]]) -> str:
     return "&".join(f"{encode(name)}={encode(value)}" for name, value in params)
 
 
-def _string_pairs(params: tuple) -> bool:
+def string_pairs(params: tuple) -> bool:
     """Every item a tuple of two strings (what ``"=".join`` must be given to mean a pair)."""
     return _TUPLE.issuperset(map(type, params)) and _TWO.issuperset(map(len, params)) and _STR.issuperset(map(type, chain.from_iterable(params)))
 
 
 _UNRESERVED_AND_SEPARATORS = _UNRESERVED | {"=", "&"}
+unreserved_characters = _UNRESERVED  # what a name or value may hold and need no percent-encoding
 _TUPLE, _TWO, _STR = frozenset({tuple}), frozenset({2}), frozenset({str})
 
 
@@ -293,7 +294,7 @@ def check_path(scheme: str, path: str, prefix: str = "/") -> None:
 
 def check_params(scheme: str, params: Params, reserved: tuple[str, ...] = ()) -> Params:
     params = tuple(params)
-    if not _string_pairs(params):  # one pass at C speed: this runs for every request
+    if not string_pairs(params):  # one pass at C speed: this runs for every request
         raise SchemeError(f"{scheme}: params must be (name, value) pairs of strings")
     names = [name for name, _ in params]
     if not all(names):
