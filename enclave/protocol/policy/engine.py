@@ -487,7 +487,7 @@ class _Verdict(NamedTuple):
 class _Plan(NamedTuple):
     """A request shape judged once: its verdict, and what reading its values needs."""
 
-    endpoints: tuple[Endpoint, ...]
+    endpoints: tuple[str, ...]  # the names of the endpoints the signature reaches
     kind: str
     documented: Mapping[str, frozenset[str]]  # the verdict's spellings, of the parameters present only
     fields: OrderFields
@@ -572,7 +572,8 @@ class PolicyState:
         verdict = self._verdict(exchange, method, path, names, batch)
         if not batch:
             self._remember_plan(exchange, method, path, checked, verdict)
-        return self._judge_values(exchange, verdict.endpoints, verdict.kind, verdict.documented, exchange.order_fields_of(verdict.endpoints), dict(checked), now_ms)
+        names_of = tuple(endpoint.name for endpoint in verdict.endpoints)
+        return self._judge_values(exchange, names_of, verdict.kind, verdict.documented, exchange.order_fields_of(verdict.endpoints), dict(checked), now_ms)
 
     def _remember_plan(self, exchange: Exchange, method: str, path: str, checked: tuple[tuple[str, str], ...], verdict: _Verdict) -> None:
         """Remember what judging this shape found (its names passed, its verdict is an allowed
@@ -583,7 +584,7 @@ class PolicyState:
         names = [name for name, _ in checked]
         documented = tuple((name, spellings) for name, spellings in verdict.documented.items() if name in names)
         decimals = tuple(index for index, name in enumerate(names) if name in DECIMAL_PARAMETERS)
-        plan = _Plan(verdict.endpoints, verdict.kind, MappingProxyType(dict(documented)), exchange.order_fields_of(verdict.endpoints), decimals)
+        plan = _Plan(tuple(endpoint.name for endpoint in verdict.endpoints), verdict.kind, MappingProxyType(dict(documented)), exchange.order_fields_of(verdict.endpoints), decimals)
         shape = (_PLAN, method, path, *names)  # a key no verdict's shape can be
         self._plans.remember(shape, plan, 1024 + len(path) + sum(176 + len(name) for name in names) + 128 * len(documented))
 
@@ -597,9 +598,9 @@ class PolicyState:
         return Authorized(params, b"", judged.endpoints, judged.kind, judged.symbol, judged.quantity, judged.notional)
 
     def _judge_values(
-        self, exchange: Exchange, matches: tuple[Endpoint, ...], kind: str, documented: Mapping[str, frozenset[str]], fields: OrderFields, values: dict[str, str], now_ms: int
+        self, exchange: Exchange, endpoints: tuple[str, ...], kind: str, documented: Mapping[str, frozenset[str]], fields: OrderFields, values: dict[str, str], now_ms: int
     ) -> _Judged:
-        """The rules that read values, for a request whose shape (``matches``, ``kind``) was judged."""
+        """The rules that read values, for a request whose shape (the ``endpoints`` it reaches, by name, and its ``kind``) was judged."""
         policy = self.policy
         _check_documented_values(values, documented)
         self._check_freshness(exchange, values, now_ms)
@@ -618,7 +619,7 @@ class PolicyState:
                     raise Refusal("symbol", "the policy limits symbols, and this request changes an order's size or price without naming its symbol")
                 quantity, notional, quoted = size
                 self._check_size(canonical, quantity, notional, quoted, kind)
-        return _Judged(tuple(endpoint.name for endpoint in matches), kind, symbol, quantity, notional, size is not None)
+        return _Judged(endpoints, kind, symbol, quantity, notional, size is not None)
 
     def _authorize_batch(self, exchange: Exchange, endpoint: Endpoint, header_params: tuple, params: tuple, body: bytes, now_ms: int) -> Authorized:
         """Every order of a batch judged by every rule, each counted against the window and the
