@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import logging
 import os
+from itertools import chain
 from typing import Any, Callable
 
 from cryptography.exceptions import InvalidTag
@@ -29,7 +30,6 @@ from .protocol import (
     ControlResponse,
     ErrorCode,
     ErrorResponse,
-    HttpSignature,
     HttpSignRequest,
     MessageType,
     SessionAccepted,
@@ -37,6 +37,7 @@ from .protocol import (
     SignRequest,
     cbor,
 )
+from .protocol.frames import signed_http_answer
 from .protocol.messages import (
     REQUESTS,
     Attest,
@@ -162,11 +163,8 @@ class EnclaveService:
             reason = _bounded_reason(exc)
             self.audit.record(now, key.name, "refused", "scheme", request, _request_digest(event.params, event.body), reason=reason)
             return ErrorResponse(event.request_id, ErrorCode.UNSUPPORTED_OPERATION, reason)
-        self.audit.record(
-            now, key.name, "signed", "", request, _request_digest(authorized.params, authorized.body),
-            symbol=authorized.symbol, quantity=authorized.quantity, notional=authorized.notional,
-        )
-        return HttpSignature(event.request_id, signed.query, signed.body, signed.headers)
+        self.audit.record_signed(now, key.name, request, _request_digest(authorized.params, authorized.body), authorized.symbol, authorized.quantity, authorized.notional)
+        return signed_http_answer(event.request_id, signed.query, signed.body, signed.headers)  # built from checked parts: not checked again
 
     def _unknown_key(self, event: Any) -> ErrorResponse:
         return ErrorResponse(event.request_id, ErrorCode.UNKNOWN_KEY, f"key {event.key!r} is not provisioned in this enclave (no key of that name is loaded)")
@@ -457,6 +455,6 @@ def _bounded_reason(exc: Exception) -> str:
 
 
 def _request_digest(params: tuple[tuple[str, str], ...], body: bytes) -> str:
-    digest = hashlib.sha256("\0".join(item for pair in params for item in pair).encode())
+    digest = hashlib.sha256("\0".join(chain.from_iterable(params)).encode())
     digest.update(b"\0\0" + body)
     return digest.hexdigest()

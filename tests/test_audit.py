@@ -11,6 +11,7 @@ import hmac
 import json
 import os
 import tracemalloc
+from typing import Any
 
 import pytest
 from attestation_builder import make_chain, sample_pcrs, timestamp_ms
@@ -476,3 +477,33 @@ def test_a_full_buffer_is_a_ring_whose_chain_verifies_across_the_wrap_around(tmp
     with pytest.raises(AuditGap) as refused:
         verify_log(_lines(path), **enclave.pins, expect_from=161)
     assert [(gap.first, gap.last, gap.cause) for gap in refused.value.gaps] == [(201, 205, DROPPED)]
+
+
+_receipt_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=300) | st.sampled_from(["", "alice", 'a"b\\c', "\x01\x7f", "é" * 70])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=_receipt_text.filter(bool), request=_receipt_text, digest=st.sampled_from(["0" * 64, "ab" * 40, 'x"']),
+    symbol=st.none() | _receipt_text, quantity=st.none() | st.decimals(allow_nan=False, allow_infinity=False) | _receipt_text,
+    notional=st.none() | st.decimals(allow_nan=False, allow_infinity=False), time_ms=st.integers(0, 2**63 - 1),
+)
+def test_a_signed_receipt_by_the_fast_path_is_the_same_line(key: str, request: str, digest: str, symbol: Any, quantity: Any, notional: Any, time_ms: int) -> None:
+    """``record_signed`` (the sign path's, its key and endpoint parts remembered) writes exactly the
+    line ``record`` writes for the same receipt: twice each, so the remembered parts are used too."""
+    log = AuditLog(Ed25519PrivateKey.generate())
+    for _ in range(2):
+        log.record(time_ms, key, "signed", "", request, digest, symbol=symbol, quantity=quantity, notional=notional)
+        log.record_signed(time_ms, key, request, digest, symbol, quantity, notional)
+    lines = [json.loads(line) for line in log.fetch(0, 10)["receipts"]]
+    assert all(canonical_line(record) == line for record, line in zip(lines, log.fetch(0, 10)["receipts"]))
+    for slow, fast in zip(lines[0::2], lines[1::2]):
+        assert fast["seq"] == slow["seq"] + 1 and fast["prev"] != slow["prev"]
+        assert {**fast, "seq": 0, "prev": ""} == {**slow, "seq": 0, "prev": ""}
+    assert verify_log_chain(log)
+
+
+def verify_log_chain(log: AuditLog) -> bool:
+    """Each receipt names the hash of the line before it (the chain record_signed joins too)."""
+    lines = log.fetch(0, 10)["receipts"]
+    return all(json.loads(after)["prev"] == hashlib.sha256(before).hexdigest() for before, after in zip(lines, lines[1:]))

@@ -42,6 +42,7 @@ import re
 import secrets
 import string
 from datetime import datetime, timedelta, timezone
+from itertools import chain
 from collections.abc import Mapping
 from typing import Any, ClassVar, Iterable, NamedTuple
 from urllib.parse import quote
@@ -260,9 +261,23 @@ def encode(text: str) -> str:
 
 def query_string(params: Iterable[tuple[str, str]]) -> str:
     params = tuple(params)
-    if _UNRESERVED.issuperset("".join(item for pair in params for item in pair)):
-        return "&".join(f"{name}={value}" for name, value in params)  # nothing to encode: the usual case
+    # The usual case, nothing to encode, at C speed: every character unreserved but the separators,
+    # and exactly one "=" a pair and one "&" between pairs (so none came from a name or a value,
+    # and no pair had other than two items).
+    query = "&".join(map("=".join, params))
+    if _UNRESERVED_AND_SEPARATORS.issuperset(query) and query.count("=") == len(params) and query.count("&") == len(params) - 1:
+        return query
     return "&".join(f"{encode(name)}={encode(value)}" for name, value in params)
+
+
+def string_pairs(params: tuple) -> bool:
+    """Every item a tuple of two strings (what ``"=".join`` must be given to mean a pair)."""
+    return _TUPLE.issuperset(map(type, params)) and _TWO.issuperset(map(len, params)) and _STR.issuperset(map(type, chain.from_iterable(params)))
+
+
+_UNRESERVED_AND_SEPARATORS = _UNRESERVED | {"=", "&"}
+unreserved_characters = _UNRESERVED  # what a name or value may hold and need no percent-encoding
+_TUPLE, _TWO, _STR = frozenset({tuple}), frozenset({2}), frozenset({str})
 
 
 def b64(data: bytes) -> str:
@@ -288,13 +303,12 @@ def check_path(scheme: str, path: str, prefix: str = "/") -> None:
 
 def check_params(scheme: str, params: Params, reserved: tuple[str, ...] = ()) -> Params:
     params = tuple(params)
-    for pair in params:
-        if not (type(pair) is tuple and len(pair) == 2 and type(pair[0]) is str and type(pair[1]) is str):
-            raise SchemeError(f"{scheme}: params must be (name, value) pairs of strings")
+    if not string_pairs(params):  # one pass at C speed: this runs for every request
+        raise SchemeError(f"{scheme}: params must be (name, value) pairs of strings")
     names = [name for name, _ in params]
     if not all(names):
         raise SchemeError(f"{scheme}: a parameter name is empty")
-    if not utf8_ok("".join(item for pair in params for item in pair)):
+    if not utf8_ok("".join(chain.from_iterable(params))):
         raise SchemeError(f"{scheme}: parameter names and values must be valid Unicode text")
     for name in reserved:
         if name in names:

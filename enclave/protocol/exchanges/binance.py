@@ -26,15 +26,18 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import chain
 from typing import ClassVar
 
 from ..exchange import Exchange, LimitPrice, OrderFields, PlainOrder, endpoint, spellings
 from ..signing import (
     Ed25519, HmacSha256, Params, RsaPkcs1v15Sha256, SchemeError, SignedHttp, SigningKey, b64, check_method, check_params, check_path,
-    checked_now, encode, query_string,
+    checked_now, encode, query_string, string_pairs, unreserved_characters,
 )
 
 _WS_METHOD = re.compile(r"[A-Za-z][A-Za-z0-9._]{0,63}")
+_MAX_SHAPES = 32  # request shapes a REST key remembers (a bot sends a handful): under 100 KiB
+_NO_SHAPES: dict = {}
 
 
 # -- signers ------------------------------------------------------------------------------------
@@ -61,6 +64,40 @@ class _BinanceRest(SigningKey):
         return b64(signature)
 
     def sign_http(self, method: str, path: str, params: Params, body: bytes, now_ms: int) -> SignedHttp:
+        if type(body) is bytes and not body and type(params) is tuple and string_pairs(params):
+            flat = list(chain.from_iterable(params))
+            stamped = self.__dict__.get("_shapes", _NO_SHAPES).get((method, path, *flat[0::2]))
+            if stamped is not None and unreserved_characters.issuperset("".join(flat[1::2])):
+                return self._sign_query("&".join(map("=".join, params)), stamped, now_ms)
+        signed = self._sign_checked(method, path, params, body, now_ms)
+        if type(body) is bytes and not body:
+            self._remember_shape(method, path, params)
+        return signed
+
+    def _remember_shape(self, method: str, path: str, params: Params) -> None:
+        """A query-only request's shape, once it was signed: its method, path and names passed every
+        check, so a request of the same shape (its values unreserved) needs only the query built
+        and signed. At most ``_MAX_SHAPES`` small shapes per key, the oldest forgotten first."""
+        names = [name for name, _ in params]
+        if len(names) > 32 or len(path) + sum(map(len, names)) > 512 or not unreserved_characters.issuperset("".join(names)):
+            return
+        shapes = self.__dict__.setdefault("_shapes", {})
+        if len(shapes) >= _MAX_SHAPES:
+            try:
+                shapes.pop(next(iter(shapes)), None)
+            except (RuntimeError, StopIteration):  # another thread changed it meanwhile: no matter
+                pass
+        shapes[(method, path, *names)] = "timestamp" in names
+
+    def _sign_query(self, query: str, stamped: bool, now_ms: int) -> SignedHttp:
+        """Sign a query of a known shape (nothing in it to encode), adding the enclave's timestamp unless ``stamped``."""
+        if not stamped:
+            stamp = f"timestamp={checked_now(self.name, now_ms)}"
+            query = f"{query}&{stamp}" if query else stamp
+        signature = encode(self.encode_signature(self.sign(query.encode())))
+        return SignedHttp(f"{query}&signature={signature}", b"", (("X-MBX-APIKEY", self.api_key),))
+
+    def _sign_checked(self, method: str, path: str, params: Params, body: bytes, now_ms: int) -> SignedHttp:
         check_method(self.name, method, self.methods)
         check_path(self.name, path)
         if method == "GET" and body:

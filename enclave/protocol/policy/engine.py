@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from ..errors import ZeroCopyError
@@ -46,6 +47,7 @@ _MAX_BODY = 64 * 1024
 _MAX_PARAMETERS = 64  # twice the most any catalogued endpoint takes (Bybit's order: 29)
 _MAX_PATH = 1024
 _SIZED = frozenset({"order", "amend"})
+_PLAN = object()  # marks a remembered plan's key among the remembered verdicts
 _CATEGORY_WORDS = {"funds": "it moves funds", "security": "it changes account security", "session": "it opens an unsigned session", "settings": "it changes account settings"}
 # Fields a policy cannot enforce where the signature leaves the body out (borrowing too: the body says it).
 _BODY_FIELDS = frozenset({"symbols", "max_quantity", "max_notional", "per_symbol", "notional_window", "borrowing"})
@@ -65,6 +67,9 @@ class Refusal(ZeroCopyError):
 class _Limits:
     max_quantity: Decimal | None = None
     max_notional: Decimal | None = None
+
+
+_NO_LIMITS = _Limits()
 
 
 @dataclass(frozen=True)
@@ -176,15 +181,11 @@ def _order_size(exchange: Exchange, values: dict[str, str], kind: str, fields: O
     ``qty=100, price=1, orderType=Market`` must not pass as a notional of 100.
     """
     fields = fields if fields is not None else exchange.order_fields
-
-    def number(name: str | None) -> Decimal | None:
-        return Decimal(values[name]) if name and name in values else None
-
     if kind == "amend" and (fields.new_quantity or fields.new_price):
-        size, price = number(fields.new_quantity), number(fields.new_price)
+        size, price = _number(values, fields.new_quantity), _number(values, fields.new_price)
     else:
-        size, price = number(fields.quantity), number(fields.price)
-    quote = number(fields.quote_quantity)
+        size, price = _number(values, fields.quantity), _number(values, fields.price)
+    quote = _number(values, fields.quote_quantity)
     if kind == "amend" and size is None and price is None and quote is None:
         # Changes neither size nor price: e.g. a Bybit cancel, whose parameters also fit /v5/order/amend.
         return None
@@ -201,6 +202,11 @@ def _order_size(exchange: Exchange, values: dict[str, str], kind: str, fields: O
         readings.append((None, quote))
     quoted = any(quantity is None for quantity, _ in readings)
     return _largest(quantity for quantity, _ in readings), _largest(notional for _, notional in readings), quoted
+
+
+def _number(values: dict[str, str], name: str | None) -> Decimal | None:
+    text = values.get(name) if name else None  # type: ignore[arg-type]
+    return None if text is None else Decimal(text)
 
 
 def _is_limit_price(exchange: Exchange, values: dict[str, str]) -> bool:
@@ -276,6 +282,11 @@ def _check_names(params: Any) -> None:
 def _check_values(params: Any, symbol_param: str | None) -> None:
     """Values are plain ASCII, but for the symbol, which may be a Unicode symbol name
     (:func:`~.document.symbol_problem`): other free-form values need no more (no client library sends them)."""
+    _check_plain_values(params, symbol_param, [index for index, (name, _) in enumerate(params) if name in DECIMAL_PARAMETERS])
+
+
+def _check_plain_values(params: Any, symbol_param: str | None, decimals: Iterable[int]) -> None:
+    """:func:`_check_values`, told which parameters (by index) must be decimals."""
     joined = "\x01".join([value for _, value in params])
     # The separator must not occur inside a value, or "a\x01b" would pass as two values. (With no
     # params the count test fails harmlessly: the loop below finds nothing to refuse.)
@@ -289,8 +300,9 @@ def _check_values(params: Any, symbol_param: str | None) -> None:
                     continue
                 raise Refusal("non_canonical", f"the value of {name!r} is not a symbol name: {problem}")
             raise Refusal("non_canonical", f"the value of {name!r} has characters outside [A-Za-z0-9._:,@/+-] or is too long")
-    for name, value in params:
-        if name in DECIMAL_PARAMETERS and not DECIMAL.fullmatch(value):
+    for index in decimals:
+        name, value = params[index]
+        if not DECIMAL.fullmatch(value):
             raise Refusal("non_canonical", f"{name} must be a plain decimal such as 0.5, not {value[:30]!r}")
 
 
@@ -472,6 +484,16 @@ class _Verdict(NamedTuple):
     documented: Mapping[str, frozenset[str]]  # enumerated parameter -> documented spellings, over all endpoints
 
 
+class _Plan(NamedTuple):
+    """A request shape judged once: its verdict, and what reading its values needs."""
+
+    endpoints: tuple[str, ...]  # the names of the endpoints the signature reaches
+    kind: str
+    documented: Mapping[str, frozenset[str]]  # the verdict's spellings, of the parameters present only
+    fields: OrderFields
+    decimals: tuple[int, ...]  # the parameters, by index, whose values must be decimals
+
+
 class _Judged(NamedTuple):
     """One order (or read) judged by every rule but the window and the rate."""
 
@@ -510,6 +532,8 @@ class PolicyState:
         self._bucket = TokenBucket(*policy.rate) if policy.rate else None
         self._window = NotionalWindow(policy.window_seconds) if policy.window_seconds is not None else None
         self._verdicts = Verdicts()
+        # Shapes seen with their parameters in order (_remember_plan) share the verdicts' room and bound.
+        self._plans = self._verdicts
 
     # raw -------------------------------------------------------------------------------------
     def authorize_raw(self, now_ms: int) -> None:
@@ -526,6 +550,10 @@ class PolicyState:
             raise Refusal("scheme", f"{policy.scheme} signs raw payloads only")
         _check_request_size(path, params, body)
         method = method.upper()
+        if not body and exchange.header_recv_window is None and method not in exchange.json_body_methods:
+            plan = self._plans.get((_PLAN, method, path, *[name for name, _ in params]))
+            if plan is not None:  # a shape seen before: only its values are judged
+                return self._authorize_planned(exchange, plan, params, now_ms)
         params, header_params = self._header_recv_window(exchange, params)
         batch = _batch_endpoints(exchange).get((method, path))
         if batch is not None:
@@ -540,13 +568,42 @@ class PolicyState:
 
     def _judge_fields(self, exchange: Exchange, method: str, path: str, checked: tuple[tuple[str, str], ...], now_ms: int, batch: bool = False) -> _Judged:
         """Every rule but the notional window and the rate, for one order (or read) of checked fields."""
-        policy = self.policy
         names = frozenset(name for name, _ in checked) | exchange.implicit
-        matches, kind, documented = self._verdict(exchange, method, path, names, batch)
-        values = dict(checked)
+        verdict = self._verdict(exchange, method, path, names, batch)
+        if not batch:
+            self._remember_plan(exchange, method, path, checked, verdict)
+        names_of = tuple(endpoint.name for endpoint in verdict.endpoints)
+        return self._judge_values(exchange, names_of, verdict.kind, verdict.documented, exchange.order_fields_of(verdict.endpoints), dict(checked), now_ms)
+
+    def _remember_plan(self, exchange: Exchange, method: str, path: str, checked: tuple[tuple[str, str], ...], verdict: _Verdict) -> None:
+        """Remember what judging this shape found (its names passed, its verdict is an allowed
+        one) for a request that :meth:`authorize_request` can judge by its values alone: the
+        parameters are the query, in this order, with no body and no header window."""
+        if exchange.header_recv_window is not None or method in exchange.json_body_methods:
+            return
+        names = [name for name, _ in checked]
+        documented = tuple((name, spellings) for name, spellings in verdict.documented.items() if name in names)
+        decimals = tuple(index for index, name in enumerate(names) if name in DECIMAL_PARAMETERS)
+        plan = _Plan(tuple(endpoint.name for endpoint in verdict.endpoints), verdict.kind, MappingProxyType(dict(documented)), exchange.order_fields_of(verdict.endpoints), decimals)
+        shape = (_PLAN, method, path, *names)  # a key no verdict's shape can be
+        self._plans.remember(shape, plan, 1024 + len(path) + sum(176 + len(name) for name in names) + 128 * len(documented))
+
+    def _authorize_planned(self, exchange: Exchange, plan: _Plan, params: tuple[tuple[str, str], ...], now_ms: int) -> Authorized:
+        """:meth:`authorize_request` for a shape already judged (:meth:`_remember_plan`): the same
+        checks of the values, in the same order, as for a request judged from scratch."""
+        _check_plain_values(params, exchange.order_fields.symbol, plan.decimals)
+        judged = self._judge_values(exchange, plan.endpoints, plan.kind, plan.documented, plan.fields, dict(params), now_ms)
+        if judged.kind in _SIZED:
+            self._meter(now_ms, judged.kind, judged.sized, judged.notional)
+        return Authorized(params, b"", judged.endpoints, judged.kind, judged.symbol, judged.quantity, judged.notional)
+
+    def _judge_values(
+        self, exchange: Exchange, endpoints: tuple[str, ...], kind: str, documented: Mapping[str, frozenset[str]], fields: OrderFields, values: dict[str, str], now_ms: int
+    ) -> _Judged:
+        """The rules that read values, for a request whose shape (the ``endpoints`` it reaches, by name, and its ``kind``) was judged."""
+        policy = self.policy
         _check_documented_values(values, documented)
         self._check_freshness(exchange, values, now_ms)
-        fields = exchange.order_fields_of(matches)
         symbol = values.get(fields.symbol or "")
         # Every symbol rule compares the exchange's canonical form: btcusdt is BTCUSDT's order.
         canonical = exchange.symbol_form(symbol) if symbol is not None else None
@@ -562,7 +619,7 @@ class PolicyState:
                     raise Refusal("symbol", "the policy limits symbols, and this request changes an order's size or price without naming its symbol")
                 quantity, notional, quoted = size
                 self._check_size(canonical, quantity, notional, quoted, kind)
-        return _Judged(tuple(endpoint.name for endpoint in matches), kind, symbol, quantity, notional, size is not None)
+        return _Judged(endpoints, kind, symbol, quantity, notional, size is not None)
 
     def _authorize_batch(self, exchange: Exchange, endpoint: Endpoint, header_params: tuple, params: tuple, body: bytes, now_ms: int) -> Authorized:
         """Every order of a batch judged by every rule, each counted against the window and the
@@ -717,7 +774,10 @@ class PolicyState:
 
     def _check_size(self, symbol: str | None, quantity: Decimal | None, notional: Decimal | None, quoted: bool, kind: str) -> None:
         """``symbol`` in canonical form; ``quoted``: some reading of the order sizes it in the quote currency."""
-        for scope, limits in (("", self.policy.limits), (f" for {symbol}", self.policy.per_symbol.get(symbol or "", _Limits()))):
+        for limits in (self.policy.limits, self.policy.per_symbol.get(symbol or "", _NO_LIMITS)):
+            if limits is _NO_LIMITS:
+                continue
+            scope = "" if limits is self.policy.limits else f" for {symbol}"  # words for a refusal only
             if limits.max_quantity is not None:
                 if quantity is None:
                     if kind == "order":  # an amend without a new quantity keeps the order's own
