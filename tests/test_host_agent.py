@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from eif_builder import build_eif
 from enclave.protocol.bundle import SealedBundle
 from emulator import ACCOUNT_ID, Emulator
 from emulator.launcher import set_parent_death_signal
 from emulator.parent import EmulatedParent
 from zerocopy import Signer
+from zerocopy.eif import write_eif
 from zerocopy.host.tools import InstanceMetadata
 from zerocopy.kms_policy import attested_key_policy
 from zerocopy.sealing import seal
@@ -59,7 +59,7 @@ def bundle_dir(aws, tmp_path_factory):
 @pytest.fixture(scope="module")
 def eif(tmp_path_factory):
     path = tmp_path_factory.mktemp("image") / "zerocopy.eif"
-    path.write_bytes(build_eif([(1, b"kernel"), (2, b"console=ttyS0"), (3, b"ramdisk")]))
+    path.write_bytes(write_eif(b"kernel", "console=ttyS0", [b"ramdisk"], default_memory=512 << 20))
     return path
 
 
