@@ -12,6 +12,7 @@ module's own (the session enclave is at its key limit), with the host's tools or
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
@@ -20,7 +21,7 @@ import reference_signers as reference
 from enclave.protocol import NEED_DATA, Connection, ControlResponse, ErrorCode, ErrorResponse, MessageType, Role
 from enclave.protocol.messages import Provision, Remove
 from pytest_zerocopy import factories
-from zerocopy import PolicyRefused
+from zerocopy import PolicyRefused, UnsupportedOperation
 
 # Not marked ``zerocopy``: the mark starts the session emulator inside this module's own, whose
 # ZEROCOPY_ENCLAVE would then be restored out of order. The fixtures skip without --zerocopy.
@@ -141,3 +142,34 @@ def test_a_nonce_marker_in_a_body_is_refused_and_the_marker_gets_the_enclaves_no
     assert NOW_MS <= nonce < NOW_MS + 1000  # the enclave's clock (ms), a little on for each nonce it set
     expected = reference.kraken(key.secret, key.api_key, "/0/private/CancelOrder", fields, NOW_MS)
     assert signed.headers["API-Sign"] == dict(expected.headers)["API-Sign"]
+
+
+# -- WebSocket logins: nothing of the host's in the string signed ---------------------------------
+LOGINS = {"okx-hmac": ("login", "/api/v5/asset/withdrawal"), "bybit-hmac": ("auth", "/v5/asset/withdraw/create")}
+
+
+@pytest.mark.parametrize("scheme", LOGINS)
+def test_a_websocket_login_signs_only_the_documented_login_string(scheme, review_key, review_signer):
+    """A key whose policy names its exchange's login: the host tries to get other bytes into the
+    login's string to sign (params, a body, a REST path as the login's name) so that the signature
+    would serve for a REST request, and gets a refusal; the login signed is the documented one."""
+    login, fund_path = LOGINS[scheme]
+    key = review_key(scheme, policy={"allow": [f"WS {login}"]})
+    for params, body in (([("ccy", "BTC")], None), (None, '{"ccy":"BTC","amt":"1"}'), ([("timestamp", "1")], None)):
+        with pytest.raises(PolicyRefused) as refused:
+            review_signer.sign_request(key.name, "WS", login, params=params, body=body)
+        assert refused.value.rule in {"unknown_parameter", "non_canonical"}
+    # OKX signs the path: no such WebSocket endpoint. Bybit does not: the policy sees its login, the signer refuses the name.
+    if scheme == "okx-hmac":
+        with pytest.raises(PolicyRefused) as refused:
+            review_signer.sign_request(key.name, "WS", fund_path)
+        assert refused.value.rule == "endpoint"
+    else:
+        with pytest.raises(UnsupportedOperation, match="'auth', without params or body"):
+            review_signer.sign_request(key.name, "WS", fund_path)
+    signed = json.loads(review_signer.sign_request(key.name, "WS", login).body)
+    if scheme == "okx-hmac":
+        expected = reference.okx_ws_login(key.secret, key.api_key, NOW_MS)
+    else:
+        expected = reference.bybit_ws_auth(scheme, key.secret, key.api_key, NOW_MS + 5000)
+    assert signed == expected
