@@ -849,8 +849,13 @@ def test_kraken_amend_order_is_sized_by_its_own_fields_and_needs_a_symbol_where_
     # Without a pair, neither the allowlist nor per-symbol caps could apply: refused where the policy has them.
     for document in ({"symbols": ["XBTUSD"]}, {"per_symbol": {"XBTUSD": {"max_quantity": "0.1"}}}):
         assert refusal(state(document, "kraken"), "POST", "/0/private/AmendOrder", (("txid", "O1"), ("order_qty", "0.01"))).rule == "symbol"
-    # ...but an amend that changes neither size nor price is a cancel's twin, and the default policy signs any amend.
-    assert state({"symbols": ["XBTUSD"]}, "kraken").authorize_request("POST", "/0/private/AmendOrder", (("txid", "O1"), ("post_only", "true")), b"", NOW).kind == "amend"
+    # ...and under an allowlist even an amend that changes neither: a stop's trigger_price fires an order
+    # of whatever pair (tests/attacks/test_attack_review.py). Per-symbol caps alone bound only sizes.
+    for change in (("trigger_price", "1"), ("post_only", "true")):
+        assert refusal(state({"symbols": ["XBTUSD"]}, "kraken"), "POST", "/0/private/AmendOrder", (("txid", "O1"), change)).rule == "symbol"
+    per_symbol = state({"per_symbol": {"XBTUSD": {"max_quantity": "0.1"}}}, "kraken")
+    assert per_symbol.authorize_request("POST", "/0/private/AmendOrder", (("txid", "O1"), ("trigger_price", "1")), b"", NOW).kind == "amend"
+    # The default policy signs any amend.
     assert state(None, "kraken").authorize_request("POST", "/0/private/AmendOrder", (("txid", "O1"), ("order_qty", "5")), b"", NOW).quantity == Decimal("5")
     # EditOrder keeps reading volume and price.
     assert refusal(capped, "POST", "/0/private/EditOrder", (("txid", "O1"), ("pair", "XBTUSD"), ("volume", "0.2"))).rule == "max_quantity"

@@ -609,6 +609,9 @@ class PolicyState:
         canonical = exchange.symbol_form(symbol) if symbol is not None else None
         if kind in {"order", "amend", "cancel"} and canonical is not None and policy.symbols is not None and canonical not in policy.symbols:
             raise Refusal("symbol", f"symbol {symbol[:40]!r} is not in the policy's allowlist")
+        if kind == "amend" and canonical is None and policy.symbols is not None:
+            # Kraken's AmendOrder names no pair: moving a stop's trigger_price alone fires an order of any pair.
+            raise Refusal("symbol", "the policy lists symbols, and this amend does not name the symbol of the order it changes")
         quantity = notional = size = None
         if kind in _SIZED:
             self._check_borrowing(exchange, values)
