@@ -580,7 +580,8 @@ def cmd_stethoscope(args: argparse.Namespace) -> int:
         if attestation["verified"]:
             print(f"attestation  verified ({attestation['module_id']}{', DEBUG MODE' if attestation['debug'] else ''})")
             if expected is None:  # a genuine document of some image: which one is for the operator to compare
-                print("  PCR0 not pinned: any image under the root verifies; compare PCR0 below with your image's, or pass --pcr0")
+                pin = ' --pcr0 "$ZEROCOPY_EXPECTED_PCR0"' if os.environ.get("ZEROCOPY_EXPECTED_PCR0") else " --pcr0"
+                print(f"  PCR0 not pinned: any image under the root verifies; compare PCR0 below with your image's, or pass{pin}")
             for index, value in attestation["pcrs"].items():
                 print(f"  PCR{index}       {value}")
         else:
