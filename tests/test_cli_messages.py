@@ -212,6 +212,7 @@ def test_seal_with_the_host_roles_credentials_says_why_it_cannot_check_the_key_p
     assert _seal(monkeypatch, "by-host", key, tmp_path / "by-host.json") == 0
     error = capsys.readouterr().err
     assert "may not call kms:GetKeyPolicy" in error and f"aws kms get-key-policy --key-id {key} --policy-name default" in error
+    assert "policy: none given, so the scheme's safe default" in error and "policy sha256: default" not in error
     assert (tmp_path / "by-host.json").exists()
 
 

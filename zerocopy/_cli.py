@@ -161,7 +161,7 @@ def cmd_seal(args: argparse.Namespace) -> int:
         _say(f"sealed {args.name!r} ({args.scheme}) under {bundle.kms_key_id} -> {args.output}")
     if args.json:
         print(json.dumps({"name": bundle.name, "scheme": bundle.scheme, "api_key": bundle.api_key, "kms_key_id": bundle.kms_key_id, "policy_sha256": bundle.policy_sha256, "pinned_pcr0": pinned, "output": args.output}, indent=2))
-    _say(f"policy sha256: {bundle.policy_sha256}")
+    _say(f"policy sha256: {bundle.policy_sha256}" if policy is not None else "policy: none given, so the scheme's safe default (docs/policy.md)")
     return 0
 
 
