@@ -44,6 +44,45 @@ def test_a_pcr0_of_the_wrong_length_is_a_usage_error_naming_the_flag(command: li
     assert "argument --pcr0" in error and "96 hex digits" in error and "expected_pcrs" not in error
 
 
+@pytest.mark.parametrize(("pcr0", "says"), [
+    (PCR0[:-1], "96 hex digits expected, this has 95"),  # a digit lost in pasting
+    (PCR0 + "a", "96 hex digits expected, this has 97"),
+    (PCR0[:10] + "g" + PCR0[11:], "is not hex: 'g' at position 11"),  # a typo
+])
+def test_a_mistyped_pcr0_says_what_is_wrong_with_it(pcr0: str, says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    error = _usage_error(["attest", "verify", REAL_DOCUMENT, "--pcr0", pcr0], capsys)
+    assert f"zerocopy attest verify: error: argument --pcr0: {pcr0!r}" in error and says in error
+
+
+def test_an_option_a_subcommand_lacks_is_reported_with_that_subcommands_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    # `audit fetch` takes --log FILE; `audit verify` takes the file as its argument.
+    error = _usage_error(["audit", "verify", "--log", "audit.jsonl", "--pcr0", PCR0], capsys)
+    assert error.startswith("usage: zerocopy audit verify ") and "FILE" in error
+    assert error.endswith("zerocopy audit verify: error: unrecognized arguments: --log\n")
+
+
+@pytest.mark.parametrize("command", [
+    ["provision", "{missing}"], ["policy", "check", "{missing}"], ["attest", "verify", "{missing}", "--pcr0", PCR0],
+    ["audit", "verify", "{missing}", "--pcr0", PCR0], ["policy", "simulate", "--scheme", "binance-hmac", "--requests", "{missing}", "{policy}"],
+], ids=lambda command: " ".join(command[:2]))
+def test_a_file_that_does_not_exist_is_named_in_one_line(command: list[str], tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("ZEROCOPY_ATTESTATION_ROOT", raising=False)
+    missing, policy = tmp_path / "nothere.json", tmp_path / "policy.toml"
+    policy.write_text('allow = ["POST /api/v3/order"]\n')
+    assert main([part.format(missing=missing, policy=policy) for part in command]) == 1
+    error = capsys.readouterr().err
+    assert error == f"zerocopy: error: {missing}: no such file or directory\n"
+
+
+def test_seal_checks_its_policy_file_and_output_directory_before_asking_for_the_secret(tmp_path: Path, capsys, monkeypatch) -> None:
+    _stdin(monkeypatch, b"")  # had it read the secret first, the error would be "no secret given"
+    argv = ["seal", "--name", "k", "--scheme", "binance-hmac", "--api-key", "AK", "--kms-key", "alias/zerocopy", "--region", "us-east-1", "--kms-endpoint", "https://127.0.0.1:9"]
+    assert main([*argv, "--policy", str(tmp_path / "nothere.toml")]) == 1
+    assert capsys.readouterr().err == f"zerocopy: error: {tmp_path / 'nothere.toml'}: no such file or directory\n"
+    assert main([*argv, "-o", str(tmp_path / "nodir" / "k.json")]) == 1
+    assert capsys.readouterr().err == f"zerocopy: error: cannot write {tmp_path / 'nodir' / 'k.json'}: the directory {tmp_path / 'nodir'} does not exist\n"
+
+
 def test_cannot_connect_says_what_to_check(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["keys", "--enclave", f"unix://{tmp_path}/vsock-16-5000.sock"]) == 1
     error = capsys.readouterr().err
@@ -159,6 +198,33 @@ def test_seal_warns_when_the_key_policy_pins_no_image(operator_env: Emulator, tm
     assert _seal(monkeypatch, "pinned", pinned, tmp_path / "pinned.json", "--json") == 0
     captured = capsys.readouterr()
     assert "WARNING" not in captured.err and json.loads(captured.out)["pinned_pcr0"] == operator_env.pcrs[0].hex()
+
+
+def test_seal_with_the_host_roles_credentials_says_why_it_cannot_check_the_key_policy(operator_env: Emulator, tmp_path: Path, capsys, monkeypatch) -> None:
+    """`zerocopy emulator up`'s shell holds the host role's credentials, which may seal under
+    alias/zerocopy but not read its policy: the warning says so and how to check."""
+    from emulator.account import HOST_ROLE_ARN
+
+    sealers = [f"arn:aws:iam::{operator_env.account_id}:root", HOST_ROLE_ARN]
+    policy = attested_key_policy(operator_env.account_id, image_sha384=operator_env.pcrs[0], sealers=sealers)
+    key = operator_env.kms.create_key(Policy=json.dumps(policy))["KeyMetadata"]["Arn"]
+    _host(monkeypatch, operator_env)
+    assert _seal(monkeypatch, "by-host", key, tmp_path / "by-host.json") == 0
+    error = capsys.readouterr().err
+    assert "may not call kms:GetKeyPolicy" in error and f"aws kms get-key-policy --key-id {key} --policy-name default" in error
+    assert "policy: none given, so the scheme's safe default" in error and "policy sha256: default" not in error
+    assert (tmp_path / "by-host.json").exists()
+
+
+def test_stethoscope_without_a_pin_names_the_exported_pcr0(operator_env: Emulator, tmp_path: Path, capsys, monkeypatch) -> None:
+    """In `zerocopy emulator up`'s shell, ZEROCOPY_EXPECTED_PCR0 is set: the hint names it."""
+    root = tmp_path / "root.pem"
+    root.write_bytes(operator_env.root_certificate)
+    monkeypatch.setenv("ZEROCOPY_EXPECTED_PCR0", operator_env.pcrs[0].hex())
+    assert main(["stethoscope", "--root", str(root), "--samples", "5"]) == 0
+    assert 'PCR0 not pinned: any image under the root verifies; compare PCR0 below with your image\'s, or pass --pcr0 "$ZEROCOPY_EXPECTED_PCR0"' in capsys.readouterr().out
+    assert main(["stethoscope", "--root", str(root), "--samples", "5", "--pcr0", operator_env.pcrs[0].hex()]) == 0
+    assert "PCR0 not pinned" not in capsys.readouterr().out
 
 
 def test_provision_keys_sign_and_audit_print_json(operator_env: Emulator, tmp_path: Path, capsys, monkeypatch) -> None:

@@ -115,6 +115,40 @@ def test_the_pytest_blocks_pass_in_a_new_project(tmp_path):
     assert result.returncode == 0 and f"{len(blocks)} passed" in output, output
 
 
+def _requirement_name(requirement: str) -> str:
+    return re.sub(r"[-_.]+", "-", re.split(r"[\\[<>=!~; ]", requirement, maxsplit=1)[0]).lower()
+
+
+def test_the_test_authors_install_command_installs_what_their_blocks_import():
+    """A newcomer's venv holds what the quick start's ``pip install …`` line installs: every module
+    the test authors' blocks import comes with it (the extras it names included)."""
+    import ast
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    section = (ROOT / "README.md").read_text().split("## Quick start for test authors", 1)[1].split("\n## ", 1)[0]
+    install = re.search(r"`pip install ([^`]+)`", section)
+    assert install, "the test authors' quick start names no `pip install` command"
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    installed = set()
+    for requirement in shlex.split(install.group(1)):
+        if requirement == "-e":
+            continue
+        assert _requirement_name(requirement) != "zerocopy", "`zerocopy` from PyPI is an unrelated project: install this repository"
+        installed.add(_requirement_name(requirement))
+        with_extras = re.fullmatch(r"\.\[([\w,-]+)\]", requirement)  # this repository, with extras
+        for extra in with_extras.group(1).split(",") if with_extras else []:
+            installed |= {_requirement_name(each) for each in extras[extra]}
+    ours = {"zerocopy", "pytest_zerocopy", "emulator"}
+    distributions = packages_distributions()
+    for block in of_kind("python pytest"):
+        for node in ast.walk(ast.parse(block.text)):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            for module in {name.split(".")[0] for name in names} - ours - set(sys.stdlib_module_names):
+                providers = {_requirement_name(each) for each in distributions.get(module, [])}
+                assert providers & installed, f"{block.id} imports {module}, which `pip install {install.group(1)}` does not install"
+
+
 # == blocks not run here ===========================================================================
 @pytest.mark.parametrize("block", of_kind("toml"), ids=lambda block: block.id)
 def test_the_toml_block_is_a_valid_policy(block):

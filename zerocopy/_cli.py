@@ -13,6 +13,7 @@ import getpass
 import json
 import os
 import signal
+import string
 import sys
 import threading
 from datetime import datetime, timezone
@@ -143,8 +144,11 @@ def _trusted_roots(args: argparse.Namespace) -> list[Any] | None:
 def cmd_seal(args: argparse.Namespace) -> int:
     from .sealing import seal
 
-    secret = _read_secret(args.scheme)
+    # What can be checked without the secret is, before anyone types it.
     policy = _load_policy(args.policy, args.scheme)
+    if args.output != "-" and not Path(args.output).parent.is_dir():
+        _fatal(f"cannot write {args.output}: the directory {Path(args.output).parent} does not exist")
+    secret = _read_secret(args.scheme)
     kms = _kms_client(args)
     bundle = seal(kms, key_id=args.kms_key, name=args.name, scheme=args.scheme, secret=secret, api_key=args.api_key, policy=policy)
     del secret
@@ -157,7 +161,7 @@ def cmd_seal(args: argparse.Namespace) -> int:
         _say(f"sealed {args.name!r} ({args.scheme}) under {bundle.kms_key_id} -> {args.output}")
     if args.json:
         print(json.dumps({"name": bundle.name, "scheme": bundle.scheme, "api_key": bundle.api_key, "kms_key_id": bundle.kms_key_id, "policy_sha256": bundle.policy_sha256, "pinned_pcr0": pinned, "output": args.output}, indent=2))
-    _say(f"policy sha256: {bundle.policy_sha256}")
+    _say(f"policy sha256: {bundle.policy_sha256}" if policy is not None else "policy: none given, so the scheme's safe default (docs/policy.md)")
     return 0
 
 
@@ -170,7 +174,12 @@ def _check_key_pins_an_image(kms: Any, key_id: str) -> str | None:
     try:
         policy = json.loads(kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"])
     except ClientError as exc:
-        _say(f"WARNING: could not read the key policy of {key_id} to check that it pins an enclave image ({exc.response.get('Error', {}).get('Code')}); check it yourself")
+        code = exc.response.get("Error", {}).get("Code")
+        why = "these AWS credentials may not call kms:GetKeyPolicy, as a host role's may not" if code == "AccessDeniedException" else code
+        _say(
+            f"WARNING: could not read the key policy of {key_id} to check that it pins an enclave image ({why}); "
+            f"check it yourself with the operator's credentials: aws kms get-key-policy --key-id {key_id} --policy-name default"
+        )
         return None
     except (BotoCoreError, ValueError) as exc:
         _say(f"WARNING: could not read the key policy of {key_id} to check that it pins an enclave image ({exc}); check it yourself")
@@ -571,7 +580,8 @@ def cmd_stethoscope(args: argparse.Namespace) -> int:
         if attestation["verified"]:
             print(f"attestation  verified ({attestation['module_id']}{', DEBUG MODE' if attestation['debug'] else ''})")
             if expected is None:  # a genuine document of some image: which one is for the operator to compare
-                print("  PCR0 not pinned: any image under the root verifies; compare PCR0 below with your image's, or pass --pcr0")
+                pin = ' --pcr0 "$ZEROCOPY_EXPECTED_PCR0"' if os.environ.get("ZEROCOPY_EXPECTED_PCR0") else " --pcr0"
+                print(f"  PCR0 not pinned: any image under the root verifies; compare PCR0 below with your image's, or pass{pin}")
             for index, value in attestation["pcrs"].items():
                 print(f"  PCR{index}       {value}")
         else:
@@ -611,14 +621,19 @@ def _hex(text: str) -> bytes:
     try:
         return bytes.fromhex(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not hex") from None
+        pass
+    wrong = next((place for place, char in enumerate(text) if char not in string.hexdigits and not char.isspace()), None)
+    if wrong is not None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not hex: {text[wrong]!r} at position {wrong + 1}")
+    raise argparse.ArgumentTypeError(f"{text!r} is not hex: an odd number of digits")
 
 
 def _measurement(text: str) -> bytes:
-    value = _hex(text)
-    if len(value) != SHA384_SIZE:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a SHA-384 measurement (96 hex digits)")
-    return value
+    digits = "".join(text.split())
+    if all(char in string.hexdigits for char in digits) and len(digits) != 2 * SHA384_SIZE:
+        # The length first: a digit lost or added in pasting is not "not hex".
+        raise argparse.ArgumentTypeError(f"{text!r} is not a SHA-384 measurement: 96 hex digits expected, this has {len(digits)}")
+    return _hex(text)
 
 
 def _pcr(text: str) -> tuple[int, bytes]:
@@ -884,7 +899,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     for add in (_add_plugin_commands, _add_keys_commands, _add_signing_commands, _add_attest_commands, _add_policy_commands, _add_audit_commands, _add_operator_commands, add_host):
         add(commands)
+    _name_leaf_parsers(parser)
     return parser
+
+
+def _name_leaf_parsers(parser: argparse.ArgumentParser) -> None:
+    """Each (sub)command's parser as its ``leaf_parser`` default: a subcommand's default wins over
+    its parent's, so after parsing it is the parser of the command that was run."""
+    parser.set_defaults(leaf_parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in {id(each): each for each in action.choices.values()}.values():
+                _name_leaf_parsers(subparser)
 
 
 @contextlib.contextmanager
@@ -925,7 +951,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unrecognized = parser.parse_known_args(argv)
+    if unrecognized:  # with the usage of the command they were given to, not the top level's
+        args.leaf_parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")
     getattr(args, "usage_check", lambda args: None)(args)
     try:
         return int(args.handler(args) or 0)
@@ -935,9 +963,19 @@ def _run(argv: Sequence[str] | None) -> int:
     except errors.ZeroCopyError as exc:
         _say(f"{PROG}: error: {exc}")
         return 1
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        _say(f"{PROG}: error: {_os_error_message(exc)}")
+        return 1
+    except ValueError as exc:
         _say(f"{PROG}: error: {exc}")
         return 1
+
+
+def _os_error_message(exc: OSError) -> str:
+    """``nothere.toml: no such file or directory``, not Python's ``[Errno 2] No such file…``."""
+    if exc.filename is None or not exc.strerror:
+        return str(exc)
+    return f"{exc.filename}: {exc.strerror[0].lower()}{exc.strerror[1:]}"
 
 
 if __name__ == "__main__":
