@@ -20,7 +20,7 @@ from typing import Any
 __all__ = ["OPERATOR_KEY_ALIAS", "add_demo", "add_emulator", "cmd_demo", "cmd_emulator_up", "create_operator_key", "missing_dependencies"]
 
 _NEEDS = {"moto": "moto", "yaml": "PyYAML"}  # the `emulator` extra: module -> distribution
-_INSTALL = "pip install 'zerocopy[emulator]'"
+_INSTALL = "pip install -e '.[emulator]' in ZeroCopy's checkout"
 
 
 def missing_dependencies() -> list[str]:

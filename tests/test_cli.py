@@ -349,7 +349,7 @@ def test_the_emulator_commands_say_what_to_install_without_its_dependencies(argv
     assert main(argv) == 1  # still a command (not "invalid choice"), refused before anything starts
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1
-    assert named in captured.err and "pip install 'zerocopy[emulator]'" in captured.err and f"error: {' '.join(argv[: len(argv) if argv[0] == 'emulator' else 1])} needs" in captured.err
+    assert named in captured.err and "pip install -e '.[emulator]' in ZeroCopy's checkout" in captured.err and f"error: {' '.join(argv[: len(argv) if argv[0] == 'emulator' else 1])} needs" in captured.err
 
 
 def test_the_emulator_commands_are_there_in_a_fresh_interpreter_without_moto(tmp_path):
@@ -360,4 +360,4 @@ def test_the_emulator_commands_are_there_in_a_fresh_interpreter_without_moto(tmp
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", hide_moto], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
     assert done.returncode == 1 and "invalid choice" not in done.stderr, done.stderr
-    assert done.stderr.splitlines() == ["zerocopy: error: demo needs the emulator's dependencies (moto missing): pip install 'zerocopy[emulator]'"]
+    assert done.stderr.splitlines() == ["zerocopy: error: demo needs the emulator's dependencies (moto missing): pip install -e '.[emulator]' in ZeroCopy's checkout"]

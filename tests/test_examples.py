@@ -203,7 +203,9 @@ def test_the_ci_workflow_installs_the_test_extra_and_its_pytest_step_runs_as_wri
     python = next(step["with"]["python-version"] for step in steps if step.get("uses", "").startswith("actions/setup-python"))
     assert tuple(map(int, str(python).split("."))) >= (3, 11)  # what pyproject's requires-python says
     runs = [step["run"] for step in steps if "run" in step]
-    assert re.search(r"pip install [\"']?zerocopy\[test\]", runs[0])  # PyPI: not reachable from the suite
+    # From ZeroCopy's repository, never PyPI's unrelated `zerocopy` (installing is not possible from the suite)
+    assert re.fullmatch(r'python -m pip install "zerocopy\[test\] @ \$\{ZEROCOPY_SOURCE\}"', runs[0])
+    assert yaml.safe_load((EXAMPLES / "ci" / "github-actions.yml").read_text())["env"]["ZEROCOPY_SOURCE"].startswith("git+https://")
     (pytest_step,) = [step for step in steps if "pytest" in step.get("run", "")]
     checkout = tmp_path / "checkout"  # the team's repository as actions/checkout leaves it
     shutil.copytree(STRATEGY_TESTS, checkout)
