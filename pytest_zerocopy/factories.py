@@ -131,15 +131,27 @@ def _attestation_root(document: bytes) -> bytes:
     return x509.load_der_x509_certificate(_decode_payload(payload)["cabundle"][0]).public_bytes(Encoding.PEM)
 
 
+# The enclaves that set ZEROCOPY_ENCLAVE, newest last, and what it was before the first. Fixtures of
+# different scopes do not end in the reverse order they started (a session emulator started inside
+# a module's one outlives it), so each one's end removes its own entry rather than restoring a snapshot.
+_ACTIVE_ADDRESSES: list[list[str]] = []
+_ADDRESS_BEFORE: list[str | None] = []
+
+
 def _with_env(address: str):
-    previous = os.environ.get(ENV_VAR)
+    if not _ACTIVE_ADDRESSES:
+        _ADDRESS_BEFORE[:] = [os.environ.get(ENV_VAR)]
+    entry = [address]  # a list of its own: identity tells two enclaves at one address apart
+    _ACTIVE_ADDRESSES.append(entry)
     os.environ[ENV_VAR] = address
 
     def restore() -> None:
-        if previous is None:
+        _ACTIVE_ADDRESSES[:] = [active for active in _ACTIVE_ADDRESSES if active is not entry]
+        current = _ACTIVE_ADDRESSES[-1][0] if _ACTIVE_ADDRESSES else _ADDRESS_BEFORE[0]
+        if current is None:
             os.environ.pop(ENV_VAR, None)
         else:
-            os.environ[ENV_VAR] = previous
+            os.environ[ENV_VAR] = current
 
     return restore
 

@@ -453,8 +453,10 @@ def test_a_coinbase_ed25519_key_signs_ccxt_requests_with_eddsa(operation, coinba
 # signature with the reference signer and answers as Binance's WebSocket API does.
 WS_ORDER = {"symbol": "BTCUSDT", "orderId": 1, "clientOrderId": "c1", "transactTime": NOW_MS, "price": "30000", "origQty": "0.01",
             "executedQty": "0", "status": "NEW", "timeInForce": "GTC", "type": "LIMIT", "side": "BUY"}
-WS_RESULTS = {"order.place": WS_ORDER, "order.cancel": WS_ORDER, "order.status": WS_ORDER, "openOrders.status": [],
-              "account.status": {"balances": [{"asset": "BTC", "free": "1", "locked": "0"}]}}
+WS_REPLACED = {"cancelResult": "SUCCESS", "newOrderResult": "SUCCESS", "cancelResponse": {**WS_ORDER, "status": "CANCELED"},
+               "newOrderResponse": {**WS_ORDER, "orderId": 2, "price": "31000", "origQty": "0.02"}}
+WS_RESULTS = {"order.place": WS_ORDER, "order.cancelReplace": WS_REPLACED, "order.cancel": WS_ORDER, "order.status": WS_ORDER,
+              "openOrders.status": [], "account.status": {"balances": [{"asset": "BTC", "free": "1", "locked": "0"}]}}
 
 
 class BinanceWsApi:
@@ -511,6 +513,8 @@ def binance_ws_key(ccxt_key) -> Any:
 
 async def _ws_trading(exchange: Any) -> None:
     await exchange.create_order_ws("BTC/USDT", "limit", "buy", 0.01, 30000)
+    edited = await exchange.edit_order_ws("1", "BTC/USDT", "limit", "buy", 0.02, 31000)
+    assert (edited["id"], edited["amount"], edited["price"]) == ("2", 0.02, 31000)
     await exchange.fetch_order_ws("1", "BTC/USDT")
     await exchange.fetch_open_orders_ws("BTC/USDT")
     await exchange.cancel_order_ws("1", "BTC/USDT")
@@ -522,7 +526,8 @@ def test_ccxt_pro_binance_websocket_api_requests_are_signed_by_the_enclave(signe
     """ccxt.pro's WebSocket API requests, signed by the enclave under the default policy: the
     enclave's apiKey, timestamp and signature replace ccxt's placeholder ones, ccxt's
     ``returnRateLimits=false`` is left out (Binance's default applies), and ``account.status``
-    gets ``omitZeroBalances=false`` (else it is ``session.logon``'s parameter set, refused)."""
+    gets ``omitZeroBalances=false`` (else it is ``session.logon``'s parameter set, refused);
+    ``edit_order_ws`` is an ``order.cancelReplace``, judged as the order it places."""
     ws_api = BinanceWsApi(binance_ws_key)
 
     async def main() -> None:
@@ -533,10 +538,13 @@ def test_ccxt_pro_binance_websocket_api_requests_are_signed_by_the_enclave(signe
 
     asyncio.run(main())
     assert [(message["method"], verified) for message, verified in ws_api.received] == [
-        ("order.place", True), ("order.status", True), ("openOrders.status", True), ("order.cancel", True), ("account.status", True)]
-    [place, *_, account] = [message["params"] for message, _ in ws_api.received]
+        ("order.place", True), ("order.cancelReplace", True), ("order.status", True), ("openOrders.status", True), ("order.cancel", True),
+        ("account.status", True)]
+    [place, replace, *_, account] = [message["params"] for message, _ in ws_api.received]
     assert (place["symbol"], place["side"], place["quantity"], place["price"], place["timestamp"]) == ("BTCUSDT", "BUY", "0.01", "30000", str(NOW_MS))
     assert account["omitZeroBalances"] == "false" and "recvWindow" not in account and "returnRateLimits" not in place
+    assert (replace["cancelReplaceMode"], replace["cancelOrderId"], replace["quantity"], replace["price"]) == ("STOP_ON_FAILURE", "1", "0.02", "31000")
+    assert "returnRateLimits" not in replace and replace["timestamp"] == str(NOW_MS)
     assert all(PLACEHOLDER_SECRET not in json.dumps(message) for message, _ in ws_api.received)
 
 
@@ -548,6 +556,8 @@ def test_a_refused_websocket_request_fails_alone_and_the_connection_stays_up(key
         with pytest.raises(ccxt.PermissionDenied, match="'symbol'") as refusal:
             await exchange.create_order_ws("BTC/USDT", "limit", "buy", 0.01, 30000)
         assert isinstance(refusal.value.__cause__, PolicyRefused)
+        with pytest.raises(ccxt.PermissionDenied, match="'symbol'"):  # an edit places a new order: the same rule
+            await exchange.edit_order_ws("1", "BTC/USDT", "limit", "buy", 0.01, 30000)
         await exchange.fetch_balance_ws()
 
     asyncio.run(_binance_ws_calls(ws_api, ccxt_signer, keys["binance"].name, eth_only.name, calls))

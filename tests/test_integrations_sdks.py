@@ -10,6 +10,7 @@ owns a field; each case names its differences. Each SDK's tests are skipped when
 
 from __future__ import annotations
 
+import base64
 import json
 import types
 import uuid
@@ -19,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from fake_exchange import FakeExchange, Received, fake_exchange, fake_exchange_server, header, limited_keys  # fake_exchange*: fixtures
 from pytest_zerocopy import factories
@@ -414,17 +416,18 @@ def test_a_key_used_with_python_kraken_sdk_keeps_trading_through_it(sdk_key, fak
 
 
 # == binance-sdk-spot (binance_sdk_spot.spot.Spot: Binance's modular SDK, on binance-common) ========
-def _binance_sdk_spot(monkeypatch: pytest.MonkeyPatch, api_key: str) -> Sdk:
+def _binance_sdk_spot(monkeypatch: pytest.MonkeyPatch, api_key: str, placeholder: str = PLACEHOLDER, credential: str = "api_secret") -> Sdk:
+    """``credential``: ``api_secret`` (HMAC) or ``private_key`` (a PEM: RSA or Ed25519, as the SDK detects)."""
     spot = pytest.importorskip("binance_sdk_spot.spot", reason="pip install binance-sdk-spot")
     configuration = pytest.importorskip("binance_common.configuration")
     common_utils = pytest.importorskip("binance_common.utils")
     monkeypatch.setattr(common_utils, "get_timestamp", lambda: NOW_MS)
 
     def make(secret: str, url: str) -> tuple[Any, Any]:
-        rest = spot.Spot(config_rest_api=configuration.ConfigurationRestAPI(api_key=api_key, api_secret=secret, base_path=url)).rest_api
+        rest = spot.Spot(config_rest_api=configuration.ConfigurationRestAPI(api_key=api_key, base_path=url, **{credential: secret})).rest_api
         return rest, rest._session  # the SDK's own requests.Session (no public accessor)
 
-    return Sdk(make)
+    return Sdk(make, placeholder=placeholder)
 
 
 SDK_SPOT_CALLS = {
@@ -456,6 +459,31 @@ def test_binance_sdk_spot_default_account_read_differs_in_the_implied_default(ke
     with_secret, through = run_both(fake_exchange, key, _binance_sdk_spot(monkeypatch, key.api_key), lambda rest: rest.get_account(), sdk_signer, key.secret.decode())
     assert [name for name, _ in _binance_params(with_secret)] == ["timestamp", "signature"]
     assert [pair for pair in _binance_params(through) if pair[0] != "signature"] == [("omitZeroBalances", "false"), ("timestamp", str(NOW_MS))]
+
+
+@pytest.fixture(scope="module")
+def binance_asymmetric_keys(sdk_key) -> dict[str, Any]:
+    """Binance's RSA and Ed25519 API keys, with the limits of ``keys["binance"]``."""
+    return {scheme: sdk_key(scheme, policy={"symbols": ["BTCUSDT"], "max_quantity": "0.01", "rate": RATE}) for scheme in ("binance-rsa", "binance-ed25519")}
+
+
+@pytest.mark.parametrize("scheme", ["binance-rsa", "binance-ed25519"])
+@pytest.mark.parametrize("call", SDK_SPOT_CALLS.values(), ids=SDK_SPOT_CALLS.keys())
+def test_binance_sdk_spot_with_a_private_key_sends_the_same_bytes(call, scheme, binance_asymmetric_keys, fake_exchange, sdk_signer, monkeypatch):
+    """RSA (PKCS#1 v1.5, SHA-256) and Ed25519 signatures are deterministic, so the SDK signing with
+    the private key in memory and the enclave through ``ZeroCopyAuth`` send the same query (the
+    base64 signature percent-encoded alike), body and X-MBX-APIKEY; the fake exchange verifies both
+    with the reference signer."""
+    key = binance_asymmetric_keys[scheme]
+    placeholder = make_secret(scheme).decode()  # another key of the same type: the SDK parses its key when built
+    sdk = _binance_sdk_spot(monkeypatch, key.api_key, placeholder, credential="private_key")
+    with_secret, through = run_both(fake_exchange, key, sdk, call, sdk_signer, key.secret.decode())
+    assert (through.query, through.body) == (with_secret.query, with_secret.body)
+    assert _binance_params(through)[-2] == ("timestamp", str(NOW_MS))
+    public_key = serialization.load_pem_public_key(key.public_key)
+    size = 64 if scheme == "binance-ed25519" else public_key.key_size // 8  # type: ignore[union-attr]
+    assert len(base64.b64decode(_binance_params(through)[-1][1], validate=True)) == size
+    assert header(through, "X-MBX-APIKEY") == header(with_secret, "X-MBX-APIKEY") == key.api_key
 
 
 # == coinbase-advanced-py (coinbase.rest.RESTClient) ================================================

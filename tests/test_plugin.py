@@ -358,3 +358,43 @@ def test_drawn_requests_say_what_they_are() -> None:
 
     check()
     assert seen == {True, False}
+
+
+# -- ZEROCOPY_ENCLAVE with emulators of several scopes -----------------------------------------------
+MODULE_EMULATOR_TESTS = """
+import os
+import pytest
+from pytest_zerocopy import factories
+from zerocopy import Signer
+
+pytestmark = pytest.mark.zerocopy
+module_emulator = factories.emulator_proc(scope="module")
+
+def test_only_the_module_emulator(module_emulator):
+    # The plugin's autouse fixture starts the session's emulator now, inside this module's one.
+    assert os.environ["ZEROCOPY_ENCLAVE"] != module_emulator.address
+    with Signer(module_emulator.address) as signer:
+        assert signer.keys() == []
+"""
+
+SESSION_EMULATOR_TESTS = """
+import os
+import pytest
+from zerocopy import Signer
+
+@pytest.mark.zerocopy
+def test_the_session_emulator_is_still_in_the_environment(zerocopy_emulator):
+    assert os.environ.get("ZEROCOPY_ENCLAVE") == zerocopy_emulator.address
+    with Signer.from_env() as signer:
+        assert signer.keys() is not None
+"""
+
+
+def test_a_module_emulator_that_started_first_leaves_the_session_s_address_behind(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The module's emulator starts before the session's (which starts inside it) and stops first:
+    ``ZEROCOPY_ENCLAVE`` must then name the session's emulator, not what was there before either."""
+    monkeypatch.delenv("ZEROCOPY_ENCLAVE", raising=False)
+    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\n")
+    pytester.makepyfile(test_a_module=MODULE_EMULATOR_TESTS, test_b_session=SESSION_EMULATOR_TESTS)
+    result = pytester.runpytest_subprocess("--zerocopy", "-q", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)

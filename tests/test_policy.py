@@ -668,6 +668,27 @@ def test_websocket_logon_when_named() -> None:
     assert status.endpoints == ("WS account.status",)
 
 
+def test_websocket_cancel_replace_is_judged_as_the_order_it_places_and_alone() -> None:
+    """``order.cancelReplace`` (ccxt.pro's edit_order_ws): its required ``cancelReplaceMode`` is
+    taken by no other method, so its parameters are its own; the order it places meets the limits."""
+    params = tuple((name, value) for name, value in binance_order() if name != "timestamp") + (("cancelReplaceMode", "STOP_ON_FAILURE"), ("cancelOrderId", "1"))
+    authorized = state(None, "binance-ws-hmac").authorize_request("WS", "order.cancelReplace", params, b"", NOW)
+    assert authorized.endpoints == ("WS order.cancelReplace",) and authorized.kind == "order"
+    assert refusal(state({"max_quantity": "0.001"}, "binance-ws-hmac"), "WS", "order.cancelReplace", params).rule == "max_quantity"
+    assert refusal(state({"symbols": ["ETHUSDT"]}, "binance-ws-hmac"), "WS", "order.cancelReplace", params).rule == "symbol"
+    without_mode = tuple(pair for pair in params if pair[0] != "cancelReplaceMode")
+    assert "needs the parameter 'cancelReplaceMode'" in str(refusal(state(None, "binance-ws-hmac"), "WS", "order.cancelReplace", without_mode))
+
+
+@pytest.mark.parametrize(("catalogue", "name"), [("binance", "POST /api/v3/order/cancelReplace"), ("binance-ws", "WS order.cancelReplace")])
+def test_no_other_endpoint_accepts_a_cancel_replace_s_parameter_sets(catalogue: str, name: str) -> None:
+    [replace] = [endpoint for endpoint in CATALOGUES[catalogue] if endpoint.name == name]
+    accepted = replace.required | replace.optional
+    for other in CATALOGUES[catalogue]:
+        if other is not replace:  # a set both accept holds both's required names, within both's accepted names
+            assert not (replace.required | other.required) <= accepted & (other.required | other.optional), other.name
+
+
 # == Bybit: GET query vs POST JSON body ========================================================
 BYBIT_ORDER = {"category": "linear", "symbol": "BTCUSDT", "side": "Buy", "orderType": "Limit", "qty": "0.01", "price": "30000", "timeInForce": "GTC"}
 

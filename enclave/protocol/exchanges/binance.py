@@ -241,6 +241,10 @@ _WS_TIME = " apiKey timestamp"
 WS_ENDPOINTS = (
     endpoint("WS", "order.place", "trade", "order", "symbol side type" + _WS_TIME, _NEW_ORDER, _ORDER_VALUES),
     endpoint("WS", "order.test", "trade", "order", "symbol side type" + _WS_TIME, _NEW_ORDER + " computeCommissionRates", _TEST_VALUES),
+    # As REST's cancelReplace: judged as the new order it places; its required cancelReplaceMode
+    # is a parameter no other method here takes (session.logon's and account.status's included).
+    endpoint("WS", "order.cancelReplace", "trade", "order", "symbol side type cancelReplaceMode" + _WS_TIME,
+             _NEW_ORDER + " cancelNewClientOrderId cancelOrigClientOrderId cancelOrderId cancelRestrictions orderRateLimitExceededMode", _CANCEL_REPLACE_VALUES),
     endpoint("WS", "order.cancel", "trade", "cancel", "symbol" + _WS_TIME, "orderId origClientOrderId newClientOrderId cancelRestrictions" + _OPTIONAL_TIME, _CANCEL_VALUES),
     endpoint("WS", "order.status", "read", "read", "symbol" + _WS_TIME, "orderId origClientOrderId" + _OPTIONAL_TIME),
     endpoint("WS", "openOrders.cancelAll", "trade", "cancel", "symbol" + _WS_TIME, _OPTIONAL_TIME),
