@@ -182,7 +182,7 @@ def test_the_benchmark_command_runs_a_short_round():
 #: Values for the variables production blocks use (what an operator's shell would hold).
 SAMPLE_ENVIRONMENT = {
     "ZEROCOPY_EXPECTED_PCR0": "ab" * 48, "AWS_ACCOUNT_ID": "123456789012", "AWS_DEFAULT_REGION": "us-east-1",
-    "BINANCE_API_KEY": BINANCE_API_KEY,
+    "BINANCE_API_KEY": BINANCE_API_KEY, "ZEROCOPY_PREVIOUS_PCR0": "cd" * 48,  # docs/deploy.md, upgrading the image
 }
 # Not checkable here beyond the repository files they name (deploy/…, enclave/…: those must exist).
 EXTERNAL_TOOLS = {"docker", "nitro-cli", "dnf", "systemctl", "journalctl", "useradd", "usermod", "install", "jq", "python3.11", "pip", "kubectl"}

@@ -386,7 +386,8 @@ def cmd_kms_policy(args: argparse.Namespace) -> int:
         return 0
     try:
         sealers = [] if args.enclave_only else (args.sealer or None)
-        image_sha384 = _pcr0_of_eif(args.eif) if args.eif else args.pcr0
+        images = [*args.pcr0, *(_pcr0_of_eif(path) for path in args.eif)]
+        image_sha384 = images[0] if len(images) == 1 else images
         policy = attested_key_policy(args.account, image_sha384=image_sha384, pcrs=dict(args.pcr), sealers=sealers, role=args.role, operators=args.operator)
     except ValueError as exc:
         _fatal(str(exc))
@@ -407,8 +408,8 @@ def _kms_policy_usage(args: argparse.Namespace) -> str | None:
     if args.locked:
         extra = _given(args, pcr0="--pcr0", eif="--eif", pcr="--pcr", sealer="--sealer", enclave_only="--enclave-only", role="--role", operator="--operator")
         return f"--locked allows no use of the key, so it takes no {' or '.join(extra)}: drop them or --locked" if extra else None
-    if bool(args.pcr0) == bool(args.eif):
-        return "give --eif FILE or --pcr0 HEX (the image to pin; one of them), or --locked (a new seal key, before its image exists)"
+    if not args.pcr0 and not args.eif:
+        return "give --eif FILE or --pcr0 HEX (the image to pin; repeat them for a rollover, when either image may decrypt), or --locked (a new seal key, before its image exists)"
     if args.enclave_only and (args.sealer or args.operator):
         return "--enclave-only means no sealers; drop --sealer/--operator or --enclave-only"
     return None
@@ -865,8 +866,8 @@ def _add_operator_commands(commands: Any) -> None:
         description="Print a key policy that lets only an enclave with these measurements decrypt, and only it and the sealers seal. "
         "For a seal key (the enclave's --seal-key): create it with --locked, build the image naming it, then put the policy for the image's PCR0.",
     )  # fmt: skip
-    kms_policy.add_argument("--pcr0", metavar="HEX", type=_measurement, help="PCR0 (ImageSha384) of the enclave image")
-    kms_policy.add_argument("--eif", metavar="FILE", help="instead of --pcr0: the enclave image file, whose PCR0 is pinned")
+    kms_policy.add_argument("--pcr0", action="append", default=[], metavar="HEX", type=_measurement, help="PCR0 (ImageSha384) of the enclave image (repeat, or add --eif, for a rollover: an attested enclave of any image given may decrypt)")
+    kms_policy.add_argument("--eif", action="append", default=[], metavar="FILE", help="the enclave image file, whose PCR0 is pinned (instead of or besides --pcr0; repeat)")
     kms_policy.add_argument("--role", metavar="ARN", help="the parent instance's role: allowed Decrypt and GenerateDataKey(Pair) only with the image's attestation, no IAM grant needed")
     kms_policy.add_argument("--operator", action="append", default=[], metavar="ARN", help="who seals: allowed Encrypt and GenerateDataKey without attestation, never Decrypt (repeat; replaces the account root as sealer)")
     kms_policy.add_argument("--locked", action="store_true", help="instead: administration only, every use denied (create a seal key with it, before its image exists)")
