@@ -307,7 +307,6 @@ CONFLICTING_FLAGS = [
     (["kms-policy", "--account", "123456789012", "--locked", "--enclave-only"], ["--locked", "--enclave-only"]),
     (["kms-policy", "--account", "123456789012"], ["--pcr0", "--locked"]),
     (["kms-policy", "--account", "123456789012", *PCR0, "--enclave-only", "--sealer", "arn:aws:iam::123456789012:role/op"], ["--enclave-only", "--sealer"]),
-    (["kms-policy", "--account", "123456789012", *PCR0, "--eif", "zerocopy.eif"], ["--eif", "--pcr0"]),
     (["kms-policy", "--account", "123456789012", "--locked", "--role", "arn:aws:iam::123456789012:role/host"], ["--locked", "--role"]),
     (["kms-policy", "--account", "123456789012", *PCR0, "--enclave-only", "--operator", "arn:aws:iam::123456789012:role/op"], ["--enclave-only", "--operator"]),
     (["eif", "build", "--ramdisk", "init.cpio"], ["--ramdisk", "--kernel"]),

@@ -216,15 +216,17 @@ def test_seal_with_the_host_roles_credentials_says_why_it_cannot_check_the_key_p
     assert (tmp_path / "by-host.json").exists()
 
 
-def test_stethoscope_without_a_pin_names_the_exported_pcr0(operator_env: Emulator, tmp_path: Path, capsys, monkeypatch) -> None:
-    """In `zerocopy emulator up`'s shell, ZEROCOPY_EXPECTED_PCR0 is set: the hint names it."""
+def test_stethoscope_pins_the_exported_pcr0_and_without_it_says_how_to_pin(operator_env: Emulator, tmp_path: Path, capsys, monkeypatch) -> None:
+    """In `zerocopy emulator up`'s shell, ZEROCOPY_EXPECTED_PCR0 is set: stethoscope pins it."""
     root = tmp_path / "root.pem"
     root.write_bytes(operator_env.root_certificate)
     monkeypatch.setenv("ZEROCOPY_EXPECTED_PCR0", operator_env.pcrs[0].hex())
     assert main(["stethoscope", "--root", str(root), "--samples", "5"]) == 0
-    assert 'PCR0 not pinned: any image under the root verifies; compare PCR0 below with your image\'s, or pass --pcr0 "$ZEROCOPY_EXPECTED_PCR0"' in capsys.readouterr().out
-    assert main(["stethoscope", "--root", str(root), "--samples", "5", "--pcr0", operator_env.pcrs[0].hex()]) == 0
-    assert "PCR0 not pinned" not in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "PCR0 not pinned" not in captured.out and "pinning the image in $ZEROCOPY_EXPECTED_PCR0" in captured.err
+    monkeypatch.delenv("ZEROCOPY_EXPECTED_PCR0")
+    assert main(["stethoscope", "--root", str(root), "--samples", "5"]) == 0
+    assert "PCR0 not pinned: any image under the root verifies; compare PCR0 below with your image's, or pass --pcr0 (or set $ZEROCOPY_EXPECTED_PCR0)" in capsys.readouterr().out
 
 
 def test_provision_keys_sign_and_audit_print_json(operator_env: Emulator, tmp_path: Path, capsys, monkeypatch) -> None:

@@ -182,7 +182,7 @@ def test_the_benchmark_command_runs_a_short_round():
 #: Values for the variables production blocks use (what an operator's shell would hold).
 SAMPLE_ENVIRONMENT = {
     "ZEROCOPY_EXPECTED_PCR0": "ab" * 48, "AWS_ACCOUNT_ID": "123456789012", "AWS_DEFAULT_REGION": "us-east-1",
-    "BINANCE_API_KEY": BINANCE_API_KEY,
+    "BINANCE_API_KEY": BINANCE_API_KEY, "ZEROCOPY_PREVIOUS_PCR0": "cd" * 48,  # docs/deploy.md, upgrading the image
 }
 # Not checkable here beyond the repository files they name (deploy/…, enclave/…: those must exist).
 EXTERNAL_TOOLS = {"docker", "nitro-cli", "dnf", "systemctl", "journalctl", "useradd", "usermod", "install", "jq", "python3.11", "pip", "kubectl"}
@@ -437,9 +437,11 @@ def test_the_shell_block_runs_as_written_in_the_emulators_shell(block, emulator_
 def test_the_operator_commands_leave_a_loaded_key_and_a_verified_document(emulator_shell):
     """What the README's operator block is for: binance-main sealed under alias/zerocopy (pinned
     to the emulated image), loaded, and the enclave's document verified under the emulator's root
-    that ``$ZEROCOPY_ATTESTATION_ROOT`` names (said on stderr)."""
+    that ``$ZEROCOPY_ATTESTATION_ROOT`` names, for the PCR0 in ``$ZEROCOPY_EXPECTED_PCR0`` (each
+    said on stderr)."""
     outputs = b"".join(result.stdout + result.stderr for result in emulator_shell.results.values()).decode()
     assert "loaded binance-main" in outputs and "VERIFIED (PCRs 0 as expected)" in outputs
+    assert f"pinning the image in $ZEROCOPY_EXPECTED_PCR0: PCR0 {emulator_shell.exported['ZEROCOPY_EXPECTED_PCR0']}" in outputs
     assert f"trusting the attestation root in $ZEROCOPY_ATTESTATION_ROOT ({emulator_shell.exported['ZEROCOPY_ATTESTATION_ROOT']})" in outputs
     bundle = (emulator_shell.work / "binance-main.sealed.json").read_bytes()
     assert BINANCE_SECRET not in bundle and b'"scheme": "binance-hmac"' in bundle.replace(b'":"', b'": "')

@@ -185,6 +185,29 @@ class TestDenyWithoutAttestation:
         assert d.reason == "explicitly denied by statement 'DenyWithoutAttestation'"
 
 
+NEXT_IMAGE = "ab" * 48
+
+
+class TestRolloverOfTwoImages:
+    """A condition key with several values (``zerocopy kms-policy --pcr0 A --pcr0 B``): the Allow's
+    ``StringEqualsIgnoreCase`` holds if the request's value is any of them, the Deny's negated
+    operator only if it is none of them (AWS: values of one key are ORed, and negated, NORed)."""
+
+    p = policy(
+        statement("Allow", ["kms:Decrypt"], Principal={"AWS": f"arn:aws:iam::{ACCOUNT}:role/data-processing"}, Condition={"StringEqualsIgnoreCase": {IMAGE_KEY: [IMAGE, NEXT_IMAGE]}}),
+        {"Sid": "DenyUnlessAttested", "Effect": "Deny", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*", "Condition": {"StringNotEqualsIgnoreCase": {IMAGE_KEY: [IMAGE, NEXT_IMAGE]}}},
+    )
+
+    @pytest.mark.parametrize("image", [IMAGE, NEXT_IMAGE, NEXT_IMAGE.upper()])
+    def test_either_image_is_allowed(self, image):
+        assert decide(self.p, context=ctx(image=image), principal=ENCLAVE_HOST).allowed
+
+    @pytest.mark.parametrize("context", [ctx(image="cd" * 48), ctx(image=IMAGE + NEXT_IMAGE), {}], ids=["third-image", "both-joined", "no-attestation"])
+    def test_anything_else_is_explicitly_denied(self, context):
+        decision = decide(self.p, context=context, principal=ENCLAVE_HOST)
+        assert not decision.allowed and decision.denied and "DenyUnlessAttested" in decision.reason
+
+
 # --- Deny wins, conditions ---------------------------------------------------------------------
 
 

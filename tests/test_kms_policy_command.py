@@ -84,7 +84,6 @@ def test_refusals_are_one_line(argv, words, capsys):
     ("argv", "words"),
     [
         ([], "give --eif FILE or --pcr0 HEX"),
-        (["--pcr0", "ab" * 48, "--eif", "x.eif"], "one of them"),
         (["--locked", "--role", HOST], "takes no --role"),
         (["--pcr0", "ab" * 48, "--enclave-only", "--operator", OPERATOR], "--enclave-only means no sealers"),
     ],
@@ -102,3 +101,28 @@ def test_a_damaged_eif_is_not_pinned(eif, capsys):
     assert main(["kms-policy", "--eif", str(eif), "--account", ACCOUNT]) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and "CRC-32 does not match" in captured.err
+
+
+def test_a_rollover_pins_every_image_given_in_each_condition(eif, capsys):
+    from zerocopy.kms_policy import pinned_image, pinned_images
+
+    old = "cd" * 48
+    document = policy(capsys, "--pcr0", old, "--eif", str(eif), "--role", HOST)
+    statements = by_sid(document)
+    images = [old, image_sha384()]
+    assert statements["EnclaveThroughTheHostRoleWithAttestation"]["Condition"] == {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": images}}
+    assert statements["DenyUnlessAttestedImageSha384"]["Condition"] == {"StringNotEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": images}}
+    assert statements["DenySealingUnlessAttestedImageSha384"]["Condition"]["StringNotEqualsIgnoreCase"] == {"kms:RecipientAttestation:ImageSha384": images}
+    assert pinned_images(document) == images and pinned_image(document) == old
+    assert policy(capsys, "--pcr0", old, "--pcr0", old.upper()) == policy(capsys, "--pcr0", old)  # the same image twice is one
+
+
+def test_a_rollover_list_with_a_debug_measurement_is_refused_and_pins_nothing(capsys):
+    from zerocopy.kms_policy import pinned_images
+
+    assert main(["kms-policy", "--pcr0", "ab" * 48, "--pcr0", "00" * 48, "--account", ACCOUNT]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "debug-mode enclave" in captured.err
+    deny = {"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "kms:Decrypt", "Resource": "*"}
+    with_debug = {"Statement": [dict(deny, Condition={"StringNotEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": ["ab" * 48, "00" * 48]}})]}
+    assert pinned_images(with_debug) == []

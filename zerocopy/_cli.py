@@ -140,6 +140,29 @@ def _trusted_roots(args: argparse.Namespace) -> list[Any] | None:
     return [certificate]
 
 
+def _pinned_pcr0(args: argparse.Namespace) -> bytes | None:
+    """``--pcr0`` if given, else the PCR0 in ``$ZEROCOPY_EXPECTED_PCR0`` (said on stderr, as the
+    root from ``$ZEROCOPY_ATTESTATION_ROOT`` is, so which image was pinned is never a guess), else ``None``."""
+    from ._client import PCR_ENV_PREFIX
+
+    if args.pcr0 is not None:
+        return args.pcr0
+    name = f"{PCR_ENV_PREFIX}0"
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    if not value.strip():
+        _fatal(f"{name} is set but empty: set it to your image's PCR0 (96 hex digits), or unset it")
+    if len(value) > 200:  # quoted whole below, it would fill the screen
+        _fatal(f"{name} is {len(value)} characters long: a PCR0 is 96 hex digits")
+    try:
+        pcr0 = _measurement(value)
+    except argparse.ArgumentTypeError as exc:
+        _fatal(f"{name}: {exc}")
+    _say(f"pinning the image in ${name}: PCR0 {pcr0.hex()}")
+    return pcr0
+
+
 # -- commands ------------------------------------------------------------------------------
 def cmd_seal(args: argparse.Namespace) -> int:
     from .sealing import seal
@@ -324,7 +347,8 @@ def _read_document(path: str) -> bytes:
 
 
 def _expected_pcrs(args: argparse.Namespace) -> dict[int, bytes]:
-    expected = {0: args.pcr0} if args.pcr0 is not None else {}
+    pcr0 = _pinned_pcr0(args)
+    expected = {0: pcr0} if pcr0 is not None else {}
     expected.update(args.pcr)
     return expected
 
@@ -355,7 +379,7 @@ def cmd_attest_verify(args: argparse.Namespace) -> int:
         print(f"signed by   {verified.certificate.subject.rfc4514_string()}")
         print("VERIFIED" + (f" (PCRs {', '.join(str(i) for i in sorted(expected))} as expected)" if expected else ""))
     if not expected:
-        _say(f"only the signature and the certificate chain were checked: any enclave image under the root verifies. Pin the image with --pcr0 (your image's PCR0{', this one has ' + verified.pcrs[0].hex() if 0 in verified.pcrs else ''})")
+        _say(f"only the signature and the certificate chain were checked: any enclave image under the root verifies. Pin the image with --pcr0 or $ZEROCOPY_EXPECTED_PCR0 (your image's PCR0{', this one has ' + verified.pcrs[0].hex() if 0 in verified.pcrs else ''})")
     return 0
 
 
@@ -386,7 +410,8 @@ def cmd_kms_policy(args: argparse.Namespace) -> int:
         return 0
     try:
         sealers = [] if args.enclave_only else (args.sealer or None)
-        image_sha384 = _pcr0_of_eif(args.eif) if args.eif else args.pcr0
+        images = [*args.pcr0, *(_pcr0_of_eif(path) for path in args.eif)]
+        image_sha384 = images[0] if len(images) == 1 else images
         policy = attested_key_policy(args.account, image_sha384=image_sha384, pcrs=dict(args.pcr), sealers=sealers, role=args.role, operators=args.operator)
     except ValueError as exc:
         _fatal(str(exc))
@@ -407,8 +432,8 @@ def _kms_policy_usage(args: argparse.Namespace) -> str | None:
     if args.locked:
         extra = _given(args, pcr0="--pcr0", eif="--eif", pcr="--pcr", sealer="--sealer", enclave_only="--enclave-only", role="--role", operator="--operator")
         return f"--locked allows no use of the key, so it takes no {' or '.join(extra)}: drop them or --locked" if extra else None
-    if bool(args.pcr0) == bool(args.eif):
-        return "give --eif FILE or --pcr0 HEX (the image to pin; one of them), or --locked (a new seal key, before its image exists)"
+    if not args.pcr0 and not args.eif:
+        return "give --eif FILE or --pcr0 HEX (the image to pin; repeat them for a rollover, when either image may decrypt), or --locked (a new seal key, before its image exists)"
     if args.enclave_only and (args.sealer or args.operator):
         return "--enclave-only means no sealers; drop --sealer/--operator or --enclave-only"
     return None
@@ -508,19 +533,21 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def _audit_verify_usage(args: argparse.Namespace) -> str | None:
+    from ._client import PCR_ENV_PREFIX
+
     if args.pcr0 and args.any_image:
         return "--pcr0 pins one image and --any-image accepts any: give one of them"
     if args.any_image and args.enclave:
         return "--enclave needs --pcr0: the comparison is only worth something with an attested enclave of the pinned image"
-    if not args.pcr0 and not args.any_image:
-        return "pass --pcr0 HEX, the PCR0 of the image that wrote the log: without it a log signed by any enclave image under the root verifies (--any-image accepts that knowingly)"
+    if not args.pcr0 and not args.any_image and f"{PCR_ENV_PREFIX}0" not in os.environ:
+        return "pass --pcr0 HEX (or set $ZEROCOPY_EXPECTED_PCR0), the PCR0 of the image that wrote the log: without it a log signed by any enclave image under the root verifies (--any-image accepts that knowingly)"
     return None
 
 
 def _audit_image(args: argparse.Namespace) -> dict[int, bytes] | None:
-    """The image whose identity keys may sign the log: --pcr0, or --any-image said out loud."""
-    if args.pcr0:
-        return {0: args.pcr0}
+    """The image whose identity keys may sign the log: --pcr0 (else $ZEROCOPY_EXPECTED_PCR0), or --any-image said out loud."""
+    if not args.any_image:
+        return {0: _pinned_pcr0(args)}
     _say("WARNING: --any-image: the log's identity keys are accepted from ANY enclave image under the root, including one the host built to sign what it likes. This does not show that your enclave wrote the log.")
     return None
 
@@ -569,7 +596,8 @@ def _print_audit_report(args: argparse.Namespace, report: Any) -> None:
 def cmd_stethoscope(args: argparse.Namespace) -> int:
     from ._stethoscope import examine, host_findings
 
-    expected = {0: args.pcr0} if args.pcr0 else None
+    pcr0 = _pinned_pcr0(args)
+    expected = {0: pcr0} if pcr0 is not None else None
     report = examine(_enclave_address(args), roots=_trusted_roots(args), expected_pcrs=expected, allow_debug=args.allow_debug, samples=args.samples)
     report["host"] = host_findings(args.host_root)
     if args.json:
@@ -580,8 +608,7 @@ def cmd_stethoscope(args: argparse.Namespace) -> int:
         if attestation["verified"]:
             print(f"attestation  verified ({attestation['module_id']}{', DEBUG MODE' if attestation['debug'] else ''})")
             if expected is None:  # a genuine document of some image: which one is for the operator to compare
-                pin = ' --pcr0 "$ZEROCOPY_EXPECTED_PCR0"' if os.environ.get("ZEROCOPY_EXPECTED_PCR0") else " --pcr0"
-                print(f"  PCR0 not pinned: any image under the root verifies; compare PCR0 below with your image's, or pass{pin}")
+                print("  PCR0 not pinned: any image under the root verifies; compare PCR0 below with your image's, or pass --pcr0 (or set $ZEROCOPY_EXPECTED_PCR0)")
             for index, value in attestation["pcrs"].items():
                 print(f"  PCR{index}       {value}")
         else:
@@ -732,7 +759,7 @@ def _kms_options(parser: argparse.ArgumentParser) -> None:
 def _trust_options(parser: argparse.ArgumentParser) -> None:
     """Which enclaves to believe: the attestation root, the pinned image, debug mode."""
     parser.add_argument("--root", action="append", metavar="PEM", type=_root_certificate, help="trusted attestation root certificate (repeat; default: the PEM file $ZEROCOPY_ATTESTATION_ROOT names, else the pinned AWS Nitro root)")
-    parser.add_argument("--pcr0", metavar="HEX", type=_measurement, help="expected PCR0 (the enclave image's measurement)")
+    parser.add_argument("--pcr0", metavar="HEX", type=_measurement, help="expected PCR0 (the enclave image's measurement; default: $ZEROCOPY_EXPECTED_PCR0, if set)")
     parser.add_argument("--allow-debug", action="store_true", help="accept debug-mode enclaves (all-zero PCR0-2)")
 
 
@@ -836,7 +863,7 @@ def _add_audit_commands(commands: Any) -> None:
     fetch.set_defaults(handler=cmd_audit_fetch)
     verify = actions.add_parser(
         "verify", parents=[_Parents.trust, _Parents.json], help="verify a log file's chain and checkpoints",
-        description="Verify the hash chain, and the checkpoints and chain starts against the attested identity key of the --pcr0 image (required, unless --any-image). "
+        description="Verify the hash chain, and the checkpoints and chain starts against the attested identity key of the --pcr0 image (else $ZEROCOPY_EXPECTED_PCR0's; required, unless --any-image). "
         "Every gap is reported; a log that does not start at the enclave's first receipt is refused unless --expect-from says where it starts. "
         "Every chain (enclave boot) is listed: a host can remove a whole chain, so confirm them with --chains or --expect-boots.",
     )  # fmt: skip
@@ -865,8 +892,8 @@ def _add_operator_commands(commands: Any) -> None:
         description="Print a key policy that lets only an enclave with these measurements decrypt, and only it and the sealers seal. "
         "For a seal key (the enclave's --seal-key): create it with --locked, build the image naming it, then put the policy for the image's PCR0.",
     )  # fmt: skip
-    kms_policy.add_argument("--pcr0", metavar="HEX", type=_measurement, help="PCR0 (ImageSha384) of the enclave image")
-    kms_policy.add_argument("--eif", metavar="FILE", help="instead of --pcr0: the enclave image file, whose PCR0 is pinned")
+    kms_policy.add_argument("--pcr0", action="append", default=[], metavar="HEX", type=_measurement, help="PCR0 (ImageSha384) of the enclave image (repeat, or add --eif, for a rollover: an attested enclave of any image given may decrypt)")
+    kms_policy.add_argument("--eif", action="append", default=[], metavar="FILE", help="the enclave image file, whose PCR0 is pinned (instead of or besides --pcr0; repeat)")
     kms_policy.add_argument("--role", metavar="ARN", help="the parent instance's role: allowed Decrypt and GenerateDataKey(Pair) only with the image's attestation, no IAM grant needed")
     kms_policy.add_argument("--operator", action="append", default=[], metavar="ARN", help="who seals: allowed Encrypt and GenerateDataKey without attestation, never Decrypt (repeat; replaces the account root as sealer)")
     kms_policy.add_argument("--locked", action="store_true", help="instead: administration only, every use denied (create a seal key with it, before its image exists)")

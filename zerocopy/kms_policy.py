@@ -39,9 +39,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
-__all__ = ["attested_key_policy", "locked_key_policy", "pinned_image", "render", "GUARDED_ACTIONS", "SEALING_ACTIONS", "REPLICATION_ACTIONS", "ENCLAVE_ACTIONS", "OPERATOR_ACTIONS"]
+__all__ = ["attested_key_policy", "locked_key_policy", "pinned_image", "pinned_images", "render", "GUARDED_ACTIONS", "SEALING_ACTIONS", "REPLICATION_ACTIONS", "ENCLAVE_ACTIONS", "OPERATOR_ACTIONS"]
 
 #: Denied to every caller without the pinned attestation: they release what a bundle holds.
 GUARDED_ACTIONS = ["kms:Decrypt", "kms:ReEncrypt*", "kms:CreateGrant"]
@@ -63,6 +63,16 @@ def _check(value: bytes, what: str) -> str:
     if not any(value):
         raise ValueError(f"{what} is all zeros: that is a debug-mode enclave, which anyone can run; refusing to pin it")
     return value.hex()
+
+
+def _check_images(image_sha384: bytes | Sequence[bytes]) -> str | list[str]:
+    """One image's PCR0 as a hex string; several as a list of them (in order, each once)."""
+    if isinstance(image_sha384, bytes):
+        return _check(image_sha384, "image_sha384 (PCR0)")
+    if isinstance(image_sha384, str) or not isinstance(image_sha384, Sequence) or not image_sha384:
+        raise ValueError("image_sha384 must be a PCR0 (48 bytes) or a non-empty list of them")
+    images = list(dict.fromkeys(_check(value, f"image_sha384[{index}] (PCR0)") for index, value in enumerate(image_sha384)))
+    return images[0] if len(images) == 1 else images
 
 
 def _check_account(account_id: str) -> None:
@@ -97,13 +107,18 @@ def _administration(account_id: str) -> dict:
 def attested_key_policy(
     account_id: str,
     *,
-    image_sha384: bytes,
+    image_sha384: bytes | Sequence[bytes],
     pcrs: Mapping[int, bytes] | None = None,
     sealers: Iterable[str] | None = None,
     role: str | None = None,
     operators: Iterable[str] = (),
 ) -> dict:
     """A key policy pinning ``image_sha384`` (PCR0) and optionally further PCRs.
+
+    ``image_sha384``: one PCR0, or several during an image rollover: then each condition lists them
+    all, and a condition key with several values holds if the request's value is any of them (for
+    the negated operator of the Deny statements: if it is none of them), so an attested enclave of
+    any listed image may decrypt and every other request is denied as with one image.
 
     ``sealers``: ARNs of the principals that may seal bundles under the key without attestation
     (``zerocopy seal``); ``None`` means the account root, an empty list no one but the enclave.
@@ -120,7 +135,7 @@ def attested_key_policy(
             raise ValueError("operators seal without attestation, so they cannot go with sealers=[] (only the enclave seals)")
         allowed_sealers = sorted(set(_check_sealers(account_id, sealers) + operators))
     host_role = _check_sealers(account_id, [role], what="role")[0] if role is not None else None
-    pins = {"kms:RecipientAttestation:ImageSha384": _check(image_sha384, "image_sha384 (PCR0)")}
+    pins: dict[str, str | list[str]] = {"kms:RecipientAttestation:ImageSha384": _check_images(image_sha384)}
     for index, value in sorted((pcrs or {}).items()):
         if not isinstance(index, int) or not 0 <= index < 32:
             raise ValueError(f"PCR index {index!r} must be 0..31")
@@ -175,8 +190,17 @@ def pinned_image(policy: Mapping) -> str | None:
     Pinned means what :func:`attested_key_policy` writes: a statement denying ``kms:Decrypt`` to
     everyone unless the request's attestation has that ImageSha384 (or PCR0), via a negated string
     condition. An Allow conditioned on the image pins nothing while any other statement (the
-    account's ``kms:*``, say) allows Decrypt without one, so only a Deny counts.
+    account's ``kms:*``, say) allows Decrypt without one, so only a Deny counts. A policy that lets
+    several images decrypt (a rollover) pins them all: this is the first, :func:`pinned_images`
+    gives each.
     """
+    images = pinned_images(policy)
+    return images[0] if images else None
+
+
+def pinned_images(policy: Mapping) -> list[str]:
+    """Every PCR0 (hex) the first pinning Deny of the policy allows (see :func:`pinned_image`);
+    empty when none pins. A list that names the all-zero PCR0 of a debug enclave pins nothing."""
     statements = policy.get("Statement") if isinstance(policy, Mapping) else None
     for statement in statements if isinstance(statements, list) else [statements]:
         if not isinstance(statement, Mapping) or statement.get("Effect") != "Deny" or not _covers_decrypt(statement.get("Action")):
@@ -187,9 +211,10 @@ def pinned_image(policy: Mapping) -> str | None:
             if not (isinstance(operator, str) and operator.startswith("StringNotEquals") and isinstance(tests, Mapping)):
                 continue
             for key, value in tests.items():
-                if isinstance(key, str) and key.lower() in _IMAGE_KEYS and isinstance(value, str) and value.strip("0"):
-                    return value.lower()
-    return None
+                values = value if isinstance(value, list) else [value]
+                if isinstance(key, str) and key.lower() in _IMAGE_KEYS and values and all(isinstance(each, str) and each.strip("0") for each in values):
+                    return [each.lower() for each in values]
+    return []
 
 
 def _covers_decrypt(action: object) -> bool:
