@@ -170,6 +170,7 @@ class Exchange(BaseHTTPRequestHandler):
 
     skew = 0.0
     keep_alive = True
+    wbufsize = 1 << 16  # the whole answer in one write (unbuffered, the body waits for a delayed ACK)
 
     def do_GET(self) -> None:
         now = time.time() + self.skew
@@ -188,8 +189,9 @@ class Exchange(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def exchange(*, skew: float = 0.0, keep_alive: bool = True, tls: ssl.SSLContext | None = None) -> Iterator[str]:
-    handler = type("Handler", (Exchange,), {"skew": skew, "keep_alive": keep_alive, "protocol_version": "HTTP/1.1" if keep_alive else "HTTP/1.0"})
+def exchange(*, skew: float = 0.0, keep_alive: bool = True, tls: ssl.SSLContext | None = None, one_write: bool = True) -> Iterator[str]:
+    options = {"skew": skew, "keep_alive": keep_alive, "protocol_version": "HTTP/1.1" if keep_alive else "HTTP/1.0", "wbufsize": 1 << 16 if one_write else 0}
+    handler = type("Handler", (Exchange,), options)
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     if tls is not None:
@@ -229,8 +231,14 @@ def _client_context(authority: tuple[TlsAuthority, Path]) -> ssl.SSLContext:
 def test_a_good_plain_http_exchange_passes() -> None:
     with exchange() as url:
         report = exchange_path(url + "/api/v3/ping", samples=10)
-    assert _by_check(report["findings"]) == {"DNS": PASS, "TCP connect": PASS, "keep-alive": PASS, "clock offset": PASS}
+    assert _by_check(report["findings"]) == {"DNS": PASS, "TCP connect": PASS, "keep-alive": PASS, "answers held by Nagle": PASS, "clock offset": PASS}
     assert sum(bucket["count"] for bucket in report["histogram"]) == 10
+
+
+def test_a_server_answering_in_two_writes_with_nagle_on_warns() -> None:
+    with exchange(one_write=False) as url:  # http.server's default: headers, then the body, unbuffered
+        finding = exchange_path(url + "/", samples=10)["findings"][3]
+    assert finding["check"] == "answers held by Nagle" and finding["status"] == WARN and finding["cost_us"] >= 30_000
 
 
 def test_a_server_closing_every_connection_warns() -> None:
@@ -251,7 +259,7 @@ def test_a_clock_5_s_off_is_what_binance_refuses(path: str, how: str) -> None:
 def test_tls_with_session_resumption_passes_and_without_it_warns(authority) -> None:
     with exchange(tls=_server_context(authority, tickets=2)) as url:
         good = _by_check(exchange_path(url + "/", samples=5, context=_client_context(authority))["findings"])
-    assert good == {"DNS": PASS, "TCP connect": PASS, "TLS handshake": PASS, "TLS session resumption": PASS, "keep-alive": PASS, "clock offset": PASS}
+    assert good == {"DNS": PASS, "TCP connect": PASS, "TLS handshake": PASS, "TLS session resumption": PASS, "keep-alive": PASS, "answers held by Nagle": PASS, "clock offset": PASS}
     with exchange(tls=_server_context(authority, tickets=0)) as url:
         bad = exchange_path(url + "/", samples=5, context=_client_context(authority))["findings"]
     resumption = next(finding for finding in bad if finding["check"] == "TLS session resumption")
@@ -266,6 +274,60 @@ def test_an_untrusted_certificate_and_a_closed_port_fail_cleanly(authority) -> N
         port = placeholder.getsockname()[1]
     closed = _by_check(exchange_path(f"http://127.0.0.1:{port}/", samples=3)["findings"])
     assert closed == {"DNS": PASS, "TCP connect": FAIL}
+
+
+class GarbageServer:
+    """Answers every connection with ``reply`` (whatever it is) and closes it."""
+
+    def __init__(self) -> None:
+        self.reply = b""
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.recv(65536)
+                    conn.sendall(self.reply)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self.thread.join(timeout=5)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture(scope="module")
+def garbage_server() -> Iterator[GarbageServer]:
+    server = GarbageServer()
+    yield server
+    server.close()
+
+
+def _response(date: bytes, body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nDate: " + date + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+
+
+SERVER_TIMES = st.builds(lambda value: json.dumps({"serverTime": value}).encode(), st.one_of(st.integers(), st.floats(), st.text(max_size=10)))
+HTTP_ISH = st.one_of(st.binary(max_size=300), st.builds(_response, st.binary(max_size=60), st.one_of(st.binary(max_size=60), SERVER_TIMES)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(HTTP_ISH, st.sampled_from(["/", "/api/v3/ping"]))
+def test_an_exchange_answering_garbage_is_findings_never_a_crash(garbage_server: GarbageServer, reply: bytes, path: str) -> None:
+    garbage_server.reply = reply
+    findings = exchange_path(garbage_server.url + path, samples=2)["findings"]
+    assert {finding["status"] for finding in findings} <= {PASS, WARN, FAIL, SKIP}
+    assert [finding["check"] for finding in findings] == ["DNS", "TCP connect", "keep-alive", "answers held by Nagle", "clock offset"]
 
 
 @pytest.mark.parametrize("url", ["ftp://example.com/", "http:///nohost", "http://127.0.0.1:99999/", "binance.com", ""])
@@ -308,3 +370,10 @@ def test_the_command_reports_both_paths_with_progress_and_a_histogram(zerocopy_e
     assert "exchange FAIL  clock offset" in out and "fix: sync this clock" in out and "sign path round trips" in out and "█" in out
     assert main(["stethoscope", *pin, "--exchange-url", "ftp://x/"]) == 1
     assert "--exchange-url must be http" in capsys.readouterr().err
+
+
+def test_a_server_closing_silently_after_each_answer_warns(garbage_server: GarbageServer) -> None:
+    garbage_server.reply = _response(email.utils.formatdate(usegmt=True).encode(), b"{}")  # HTTP/1.1, no "Connection: close"
+    findings = {finding["check"]: finding for finding in exchange_path(garbage_server.url + "/", samples=4)["findings"]}
+    assert findings["keep-alive"]["status"] == WARN and "3 of 4" in findings["keep-alive"]["measured"]
+    assert findings["clock offset"]["status"] == PASS

@@ -9,7 +9,9 @@ name never loaded: the whole hot path but the signature), the exchange path with
 from __future__ import annotations
 
 import gc
+import http.client
 import json
+import math
 import socket
 import ssl
 import statistics
@@ -68,7 +70,7 @@ def histogram_lines(buckets: list[dict[str, float]], width: int = 40) -> list[st
 
 
 def _us(value: float) -> str:
-    return f"{value / 1e6:g} s" if value >= 1e6 else f"{value / 1e3:g} ms" if value >= 1e3 else f"{value:g} µs"
+    return f"{value / 1e6:.3g} s" if value >= 1e6 else f"{value / 1e3:.3g} ms" if value >= 1e3 else f"{value:.3g} µs"
 
 
 # -- the sign path ----------------------------------------------------------------------------------
@@ -257,7 +259,7 @@ def exchange_path(url: str, *, samples: int = 20, context: ssl.SSLContext | None
     progress(f"exchange path: {samples} requests on one kept-alive connection")
     request_us, keep_alive = _keep_alive_finding(target, context, samples, _p50(connect_us) + handshake_us)
     progress("exchange path: this clock against the server's")
-    findings += [keep_alive, _clock_finding(target, context)]
+    findings += [keep_alive, _delayed_ack_finding(request_us), _clock_finding(target, context)]
     return {"url": url, "findings": findings, "request_us": _summary(request_us) if request_us else {}, "histogram": histogram(request_us)}
 
 
@@ -320,8 +322,8 @@ def _tls_findings(target: _Target, context: ssl.SSLContext, count: int) -> tuple
         resumed_us, again = _handshake(target, context, session)
         with again:
             reused = again.session_reused
-    except (OSError, ssl.SSLError) as exc:
-        failed = _finding("TLS handshake", FAIL, f"{type(exc).__name__}: {exc}", None, "check the server's certificate and the trusted CAs")
+    except (OSError, http.client.HTTPException) as exc:  # ssl.SSLError is an OSError
+        failed = _finding("TLS handshake", FAIL, f"{type(exc).__name__}: {exc}"[:300], None, "check the server's certificate and the trusted CAs")
         return 0.0, failed, _finding("TLS session resumption", SKIP, "no handshake", None, "")
     full = _p50(full_us)
     tls_finding = _finding("TLS handshake", PASS, f"{version}, full handshake p50 {full:.0f} µs over {count}", round(full, 1), "")
@@ -335,8 +337,6 @@ def _tls_findings(target: _Target, context: ssl.SSLContext, count: int) -> tuple
 
 def _request(sock: socket.socket, target: _Target, method: str = "GET", path: str | None = None) -> tuple[Any, bytes]:
     """One HTTP/1.1 request on ``sock`` (kept open unless the server says otherwise)."""
-    import http.client
-
     conn = http.client.HTTPConnection(target.host, target.port, timeout=5.0)
     conn.sock = sock
     conn.request(method, path or target.path, headers={"User-Agent": "zerocopy-stethoscope", "Connection": "keep-alive"})
@@ -355,14 +355,14 @@ def _keep_alive_finding(target: _Target, context: ssl.SSLContext, samples: int, 
     sock: socket.socket | None = None
     try:
         for _ in range(samples):
-            if sock is None or sock.fileno() < 0:
-                sock = _open(target, context)
+            sock, reopened = _reusable(sock, target, context)
+            closed += reopened
             took_us, (response, _) = _timed_us(lambda: _request(sock, target))  # type: ignore[arg-type]
             request_us.append(took_us)
             if response.will_close:
                 closed += 1
                 sock.close()
-    except (OSError, ssl.SSLError, ValueError) as exc:
+    except (OSError, http.client.HTTPException, ValueError) as exc:
         return request_us, _finding("keep-alive", FAIL, f"a request failed: {type(exc).__name__}: {exc}"[:300], None, "check that the URL answers a plain GET")
     finally:
         if sock is not None:
@@ -374,6 +374,49 @@ def _keep_alive_finding(target: _Target, context: ssl.SSLContext, samples: int, 
     return request_us, _finding("keep-alive", PASS, f"{samples} requests on one connection, p50 {_p50(request_us):.0f} µs", round(_p50(request_us), 1), "")
 
 
+def _reusable(sock: socket.socket | None, target: _Target, context: ssl.SSLContext) -> tuple[socket.socket, bool]:
+    """``sock`` if it is still open, else a new connection, and whether the server had closed it
+    without saying so (no "Connection: close")."""
+    if sock is not None and sock.fileno() >= 0:
+        if not _closed_by_peer(sock):
+            return sock, False
+        sock.close()
+        return _open(target, context), True
+    return _open(target, context), False
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the server has closed a kept connection without saying so (no "Connection: close"):
+    readable with no answer pending means its FIN (or TLS close_notify) is waiting."""
+    import select
+
+    if not select.select([sock], [], [], 0.01)[0]:
+        return False
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        sock.recv(1)  # an end of stream, or bytes no request asked for: either way, not reusable
+        return True
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return False  # only TLS housekeeping (a session ticket) arrived
+    except OSError:
+        return True
+    finally:
+        sock.settimeout(timeout)
+
+
+def _delayed_ack_finding(request_us: list[float]) -> dict[str, Any]:
+    low, high = DELAYED_ACK_BAND_US
+    stalled = [sample for sample in request_us if low <= sample < high]
+    if not request_us:
+        return _finding("answers held by Nagle", SKIP, "no requests answered", None, "")
+    measured = f"{len(stalled)} of {len(request_us)} answers took {_us(low)}–{_us(high)}, the delayed-ACK timer"
+    if len(stalled) * 2 >= len(request_us):  # most: not one answer that shared a write with TLS session tickets
+        return _finding("answers held by Nagle", WARN, measured + ": the server writes each answer in pieces with Nagle on, and its second piece waits for this host's ACK",
+                        round(_p50(stalled), 1), "acknowledge at once on this side (setsockopt TCP_QUICKACK after each read), or a server/endpoint that answers in one write")
+    return _finding("answers held by Nagle", PASS, measured, None, "")
+
+
 def _server_time(target: _Target, sock: socket.socket) -> tuple[float, float, float]:
     """(sent, received, server time) in Unix seconds; the server's time is at most ``resolution``
     after its stated value (the ``Date`` header counts whole seconds, Binance milliseconds)."""
@@ -381,10 +424,14 @@ def _server_time(target: _Target, sock: socket.socket) -> tuple[float, float, fl
     response, body = _request(sock, target, path="/api/v3/time" if target.binance_like else None)
     received = time.time()
     if target.binance_like:
-        return sent, received, float(json.loads(body)["serverTime"]) / 1000
-    from email.utils import parsedate_to_datetime
+        stated = float(json.loads(body)["serverTime"]) / 1000
+    else:
+        from email.utils import parsedate_to_datetime
 
-    return sent, received, parsedate_to_datetime(response.headers["Date"]).timestamp()
+        stated = parsedate_to_datetime(response.headers["Date"]).timestamp()
+    if not math.isfinite(stated):
+        raise ValueError("the server's time is not a number")
+    return sent, received, stated
 
 
 def _clock_finding(target: _Target, context: ssl.SSLContext) -> dict[str, Any]:
@@ -393,11 +440,10 @@ def _clock_finding(target: _Target, context: ssl.SSLContext) -> dict[str, Any]:
     sock: socket.socket | None = None
     try:
         for _ in range(5):
-            if sock is None or sock.fileno() < 0:
-                sock = _open(target, context)
+            sock = _reusable(sock, target, context)[0]
             sent, received, stated = _server_time(target, sock)
             low, high = max(low, stated - received), min(high, stated + resolution - sent)
-    except (OSError, ssl.SSLError, ValueError, KeyError, TypeError, OverflowError) as exc:
+    except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError, OverflowError) as exc:
         source = "/api/v3/time" if target.binance_like else "the Date header"
         return _finding("clock offset", SKIP, f"no server time from {source}: {type(exc).__name__}"[:200], None, "")
     finally:
