@@ -370,6 +370,8 @@ def test_the_command_reports_both_paths_with_progress_and_a_histogram(zerocopy_e
     assert "exchange FAIL  clock offset" in out and "fix: sync this clock" in out and "sign path round trips" in out and "█" in out
     assert main(["stethoscope", *pin, "--exchange-url", "ftp://x/"]) == 1
     assert "--exchange-url must be http" in capsys.readouterr().err
+    assert main(["stethoscope", *pin, "--exchange-url", "https://localhost/", "--exchange-ca", str(tmp_path / "missing.pem")]) == 1
+    assert "--exchange-ca" in capsys.readouterr().err
 
 
 def test_a_server_closing_silently_after_each_answer_warns(garbage_server: GarbageServer) -> None:

@@ -570,9 +570,10 @@ def cmd_stethoscope(args: argparse.Namespace) -> int:
     from ._stethoscope import examine, host_findings
 
     expected = {0: args.pcr0} if args.pcr0 else None
+    context = _exchange_context(args)  # a bad URL or CA file is refused before anything is measured
     report = examine(_enclave_address(args), roots=_trusted_roots(args), expected_pcrs=expected, allow_debug=args.allow_debug, samples=args.samples)
     report["host"] = host_findings(args.host_root)
-    report.update(_measure_paths(args))
+    report.update(_measure_paths(args, context))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -599,20 +600,26 @@ def cmd_stethoscope(args: argparse.Namespace) -> int:
     return 0 if report["attestation"]["verified"] else 1
 
 
-def _measure_paths(args: argparse.Namespace) -> dict:
+def _exchange_context(args: argparse.Namespace) -> Any:
     import ssl
 
-    from ._stethoscope_paths import check_url, exchange_path, sign_path
+    from ._stethoscope_paths import check_url
+
+    if not args.exchange_url:
+        return None
+    check_url(args.exchange_url)
+    try:
+        return ssl.create_default_context(cafile=args.exchange_ca)
+    except (OSError, ssl.SSLError) as exc:
+        _fatal(f"--exchange-ca {args.exchange_ca}: {getattr(exc, 'strerror', None) or exc}")
+
+
+def _measure_paths(args: argparse.Namespace, context: Any) -> dict:
+    from ._stethoscope_paths import exchange_path, sign_path
 
     def progress(text: str) -> None:
         print(f"stethoscope: {text}", file=sys.stderr, flush=True)
 
-    if args.exchange_url:  # a bad URL or CA file is refused before anything is measured
-        check_url(args.exchange_url)
-        try:
-            context = ssl.create_default_context(cafile=args.exchange_ca)
-        except (OSError, ssl.SSLError) as exc:
-            _fatal(f"--exchange-ca {args.exchange_ca}: {getattr(exc, 'strerror', None) or exc}")
     paths = {"sign_path": sign_path(_enclave_address(args), samples=args.samples, progress=progress, gc_of_this_process=False)}
     if args.exchange_url:
         paths["exchange"] = exchange_path(args.exchange_url, samples=min(args.samples, 50), context=context, progress=progress)

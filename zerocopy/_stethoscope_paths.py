@@ -230,6 +230,7 @@ class _Target:
         self.port = port or (443 if self.tls else 80)
         self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self.binance_like = "binance" in self.host or parts.path.startswith(("/api/v3", "/sapi/", "/fapi/"))
+        self.family, self.sockaddr = socket.AF_INET, (self.host, self.port)  # until DNS answers
 
 
 def check_url(url: str) -> None:
@@ -268,18 +269,17 @@ def _dns_finding(target: _Target) -> dict[str, Any]:
         took_us, answers = _timed_us(lambda: socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM))
     except OSError as exc:
         return _finding("DNS", FAIL, f"{target.host} does not resolve: {exc.strerror or exc}", None, "check the name and the resolver (/etc/resolv.conf)")
-    target.sockaddr = answers[0][4]  # type: ignore[attr-defined]
-    target.family = answers[0][0]  # type: ignore[attr-defined]
+    target.family, target.sockaddr = answers[0][0], answers[0][4]
     status = PASS if took_us < 5_000 else WARN
     return _finding("DNS", status, f"{target.host} -> {answers[0][4][0]} in {took_us:.0f} µs", round(took_us, 1),
                     "resolve once and keep the connection (a new connection per request re-resolves); run a local caching resolver (systemd-resolved, nscd, dnsmasq)")
 
 
 def _tcp(target: _Target) -> socket.socket:
-    sock = socket.socket(target.family, socket.SOCK_STREAM)  # type: ignore[attr-defined]
+    sock = socket.socket(target.family, socket.SOCK_STREAM)
     sock.settimeout(5.0)
     try:
-        sock.connect(target.sockaddr)  # type: ignore[attr-defined]
+        sock.connect(target.sockaddr)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except BaseException:
         sock.close()
@@ -316,9 +316,9 @@ def _tls_findings(target: _Target, context: ssl.SSLContext, count: int) -> tuple
         for _ in range(count):
             took_us, tls = _handshake(target, context)
             full_us.append(took_us)
-            _request(tls, target, "HEAD")  # a TLS 1.3 server sends its session tickets after the handshake
-            session, version = tls.session, tls.version()
-            tls.close()
+            with tls:
+                _request(tls, target, "HEAD")  # a TLS 1.3 server sends its session tickets after the handshake
+                session, version = tls.session, tls.version()
         resumed_us, again = _handshake(target, context, session)
         with again:
             reused = again.session_reused
