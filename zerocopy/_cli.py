@@ -598,8 +598,10 @@ def cmd_stethoscope(args: argparse.Namespace) -> int:
 
     pcr0 = _pinned_pcr0(args)
     expected = {0: pcr0} if pcr0 is not None else None
+    context = _exchange_context(args)  # a bad URL or CA file is refused before anything is measured
     report = examine(_enclave_address(args), roots=_trusted_roots(args), expected_pcrs=expected, allow_debug=args.allow_debug, samples=args.samples)
     report["host"] = host_findings(args.host_root)
+    report.update(_measure_paths(args, context))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -621,7 +623,47 @@ def cmd_stethoscope(args: argparse.Namespace) -> int:
         for finding in report["host"]:
             cost = "" if finding["cost_us"] is None else f" (typically {finding['cost_us']:g} µs)"
             print(f"host {finding['status']:<5} {finding['check']}: {finding['measured']}{cost}" + (f"\n  fix: {finding['fix']}" if finding["fix"] else ""))
+        _print_paths(report)
     return 0 if report["attestation"]["verified"] else 1
+
+
+def _exchange_context(args: argparse.Namespace) -> Any:
+    import ssl
+
+    from ._stethoscope_paths import check_url
+
+    if not args.exchange_url:
+        return None
+    check_url(args.exchange_url)
+    try:
+        return ssl.create_default_context(cafile=args.exchange_ca)
+    except (OSError, ssl.SSLError) as exc:
+        _fatal(f"--exchange-ca {args.exchange_ca}: {getattr(exc, 'strerror', None) or exc}")
+
+
+def _measure_paths(args: argparse.Namespace, context: Any) -> dict:
+    from ._stethoscope_paths import exchange_path, sign_path
+
+    def progress(text: str) -> None:
+        print(f"stethoscope: {text}", file=sys.stderr, flush=True)
+
+    paths = {"sign_path": sign_path(_enclave_address(args), samples=args.samples, progress=progress, gc_of_this_process=False)}
+    if args.exchange_url:
+        paths["exchange"] = exchange_path(args.exchange_url, samples=min(args.samples, 50), context=context, progress=progress)
+    return paths
+
+
+def _print_paths(report: dict) -> None:
+    from ._stethoscope_paths import finding_lines, histogram_lines
+
+    print("\n".join(finding_lines("sign ", report["sign_path"]["findings"])))
+    print("sign path round trips (one connection):")
+    print("\n".join(histogram_lines(report["sign_path"]["histogram"])))
+    if "exchange" in report:
+        print("\n".join(finding_lines("exchange", report["exchange"]["findings"])))
+        if report["exchange"]["histogram"]:
+            print(f"exchange requests ({report['exchange']['url']}):")
+            print("\n".join(histogram_lines(report["exchange"]["histogram"])))
 
 
 def cmd_vsock_proxy_config(args: argparse.Namespace) -> int:
@@ -881,6 +923,8 @@ def _add_operator_commands(commands: Any) -> None:
     stethoscope = commands.add_parser("stethoscope", parents=[_Parents.trust, _Parents.json, _Parents.enclave], help="check a running enclave: attestation, keys, sign-path latency", description="Examine a running enclave without using its keys: verify a fresh attestation, list keys, time the sign path with a probe.")
     stethoscope.add_argument("--samples", type=_count, default=500, help="probe round trips to time (default: %(default)s)")
     stethoscope.add_argument("--host-root", default="/", metavar="DIR", help="where the host's /proc and /sys are read from, read-only (default: %(default)s; a copy of them, for another host)")
+    stethoscope.add_argument("--exchange-url", metavar="URL", help="also measure the path to this exchange URL (a light GET endpoint): DNS, TCP connect, TLS handshake and resumption, keep-alive, clock offset")
+    stethoscope.add_argument("--exchange-ca", metavar="FILE", help="PEM CAs to trust for --exchange-url (default: the system's)")
     stethoscope.set_defaults(handler=cmd_stethoscope)
 
     from ._eif_cli import add_eif_commands
