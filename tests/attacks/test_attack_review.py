@@ -13,14 +13,14 @@ module's own (the session enclave is at its key limit), with the host's tools or
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
 import reference_signers as reference
-from enclave.protocol import NEED_DATA, Connection, ControlResponse, ErrorCode, ErrorResponse, MessageType, Role
+from enclave.protocol import ControlResponse, ErrorCode, ErrorResponse, MessageType
 from enclave.protocol.messages import Provision, Remove
 from pytest_zerocopy import factories
+from raw_host import send_controls
 from zerocopy import PolicyRefused, UnsupportedOperation
 
 # Not marked ``zerocopy``: the mark starts the session emulator inside this module's own, whose
@@ -34,23 +34,6 @@ review_key = factories.key_maker("review_emulator", "review_signer", scope="modu
 AMEND = "/0/private/AmendOrder"
 
 
-def _raw(address: str, *messages) -> list:
-    """Control messages sent as the host can, pipelined on one connection (no Signer); one answer each."""
-    conn = Connection(Role.CLIENT)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(60)
-        sock.connect(address.removeprefix("unix://"))
-        sock.sendall(b"".join(conn.send_control(number, message) for number, message in enumerate(messages, 1)))
-        answers: list = []
-        while len(answers) < len(messages):
-            event = conn.next_event()
-            if event is NEED_DATA:
-                data = sock.recv(65536)
-                assert data, "the enclave closed the connection"
-                conn.receive_data(data)
-            else:
-                answers.append(event)
-    return answers
 
 
 # -- Kraken AmendOrder without a pair --------------------------------------------------------------
@@ -93,7 +76,7 @@ def test_remove_and_provision_do_not_restart_the_limits_of_a_key_not_sealed_remo
     with pytest.raises(PolicyRefused) as spent:
         _order(review_signer, "kept")
     assert spent.value.rule == "rate"
-    removed, provisioned, reversed_provision, removed_again = _raw(
+    removed, provisioned, reversed_provision, removed_again = send_controls(
         review_emulator.address,
         Remove(name="kept"),
         Provision(bundles=(bundle,), credentials=credentials),
