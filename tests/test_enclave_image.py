@@ -178,4 +178,29 @@ def test_the_wheel_of_this_checkout_is_the_same_bytes_when_built_twice(tmp_path)
     with zipfile.ZipFile(first) as wheel:
         assert wheel.read("enclave/__main__.py") == (ROOT / "enclave" / "__main__.py").read_bytes()
         assert {info.date_time for info in wheel.infolist()} == {(2026, 1, 1, 0, 0, 0)}
+        generator = re.search(rb"^Generator: setuptools \((\S+)\)", wheel.read("zerocopy-0.1.0.dist-info/WHEEL"), re.MULTILINE)
+    # built by the hash-pinned backend, not by whatever setuptools this environment has
+    assert generator and f"setuptools=={generator.group(1).decode()}" in (ROOT / "enclave" / "build-constraints.txt").read_text()
     assert not any(path.exists() for path in left_behind)  # built from a copy: nothing left in the checkout
+
+
+def test_the_build_backend_is_pinned_by_hash_and_a_wrong_hash_stops_the_build(tmp_path, monkeypatch):
+    """The wheel's build backend is installed with --require-hashes: a constraints file whose hash
+    does not match the registry's wheel (what a swapped setuptools would look like) fails the build
+    with one line, and builds nothing."""
+    from zerocopy import _eif_cli
+
+    pins = (ROOT / "enclave" / "build-constraints.txt").read_text()
+    assert re.findall(r"^(\w+)==\S+ \\\n\s+--hash=sha256:[0-9a-f]{64}$", pins, re.MULTILINE) == ["setuptools", "wheel"]
+    fake_repository = tmp_path / "checkout"
+    (fake_repository / "enclave").mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md"):
+        (fake_repository / name).write_bytes((ROOT / name).read_bytes())
+    for top in ("enclave", "emulator", "zerocopy", "pytest_zerocopy"):
+        (fake_repository / top).mkdir(exist_ok=True)
+    wrong = re.sub(r"(setuptools==\S+ \\\n\s+--hash=sha256:)[0-9a-f]{64}", lambda match: match.group(1) + "0" * 64, pins)
+    (fake_repository / "enclave" / "build-constraints.txt").write_text(wrong)
+    monkeypatch.setattr(_eif_cli, "REPOSITORY", fake_repository)
+    with pytest.raises(ValueError, match="pinned build backend failed"):
+        _eif_cli.build_wheel(tmp_path / "out", 1767225600)
+    assert not list((tmp_path / "out").glob("*.whl"))

@@ -183,27 +183,45 @@ def _enclave_config(args: argparse.Namespace) -> str:
 
 def build_wheel(directory: Path, epoch: int) -> Path:
     """The zerocopy wheel of this checkout's sources, byte for byte the same for the same sources
-    and ``epoch``: built from a copy (no stale build/ tree), with the pinned backend
-    (enclave/build-constraints.txt) and ``SOURCE_DATE_EPOCH`` as every file's time."""
+    and ``epoch``: built from a copy (no stale build/ tree), by the hash-pinned backend of
+    enclave/build-constraints.txt, with ``SOURCE_DATE_EPOCH`` as every file's time."""
     if not (REPOSITORY / "pyproject.toml").is_file():
         raise ValueError(f"eif build needs a checkout of the repository (no pyproject.toml in {REPOSITORY})")
-    import tomllib
-
-    packages = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     with tempfile.TemporaryDirectory(prefix="zerocopy-wheel-") as scratch:
-        source = Path(scratch) / "src"
-        source.mkdir()
-        for name in ("pyproject.toml", "README.md"):
-            shutil.copyfile(REPOSITORY / name, source / name)
-        for top in sorted({package.split(".")[0] for package in packages}):
-            shutil.copytree(REPOSITORY / top, source / top, ignore=ignore)
-        environment = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch), PIP_CONSTRAINT=str(REPOSITORY / "enclave" / "build-constraints.txt"))
-        command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(directory), str(source)]
+        source = _copy_sources(Path(scratch) / "src")
+        backend = _install_pinned_backend(Path(scratch) / "backend")
+        # Without build isolation pip would use whatever setuptools this environment has; the
+        # pinned backend goes first on the path instead.
+        environment = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch), PYTHONPATH=str(backend))
+        command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--wheel-dir", str(directory), str(source)]
         if subprocess.run(command, env=environment, stdout=sys.stderr, timeout=600).returncode != 0:
             raise ValueError("building the zerocopy wheel failed (pip wheel, above)")
     (wheel,) = directory.glob("zerocopy-*.whl")
     return wheel
+
+
+def _copy_sources(source: Path) -> Path:
+    import tomllib
+
+    packages = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copyfile(REPOSITORY / name, source / name)
+    for top in sorted({package.split(".")[0] for package in packages}):
+        shutil.copytree(REPOSITORY / top, source / top, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return source
+
+
+def _install_pinned_backend(target: Path) -> Path:
+    """setuptools and wheel, exactly the bytes whose hashes build-constraints.txt pins."""
+    constraints = REPOSITORY / "enclave" / "build-constraints.txt"
+    command = [
+        sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--require-hashes", "--only-binary=:all:",
+        "--target", str(target), "-r", str(constraints),
+    ]  # fmt: skip
+    if subprocess.run(command, stdout=sys.stderr, timeout=600).returncode != 0:
+        raise ValueError(f"installing the pinned build backend failed (pip install -r {constraints}, above)")
+    return target
 
 
 def _stage(context: Path, config: str, epoch: int) -> None:
