@@ -312,3 +312,13 @@ def test_garbage_from_ethtool_gives_typed_findings(garbage, rc, tmp_path_factory
     assert set(found) == {"receive offloads (eth0)", "interrupt coalescing (eth0)"}
     assert all(finding["status"] in (PASS, WARN, FAIL, SKIP) and isinstance(finding["measured"], str) for finding in found.values())
     json.dumps(found)
+
+
+def test_an_ethtool_that_floods_its_output_is_read_only_up_to_a_bound(tmp_path, ethtool):
+    _nic(tmp_path, "eth0")
+    flooding = tmp_path / "flooding" / "ethtool"
+    flooding.parent.mkdir()
+    flooding.write_text("#!/bin/sh\necho 'Features for eth0:'\necho 'generic-receive-offload: on'\nexec head -c 50000000 /dev/zero\n")
+    flooding.chmod(0o755)
+    found = _nic_findings(tmp_path, ethtool=str(flooding))
+    assert found["receive offloads (eth0)"]["status"] == WARN and found["receive offloads (eth0)"]["measured"] == "GRO on"

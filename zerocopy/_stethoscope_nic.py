@@ -99,14 +99,39 @@ def _switch(value: str) -> bool | None:
 def _run(ethtool: str, option: str, iface: str) -> tuple[str | None, str]:
     """(stdout, why) of ``ethtool OPTION IFACE``: stdout None when it could not run at all."""
     try:
-        done = subprocess.run([ethtool, option, iface], capture_output=True, timeout=ETHTOOL_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        returncode, stdout, stderr = _bounded_run([ethtool, option, iface])
     except subprocess.TimeoutExpired:
         return None, f"no answer in {ETHTOOL_TIMEOUT_S:g} s"
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
         return None, f"{type(exc).__name__}: {exc}"[:200]
-    out = done.stdout[:MAX_OUTPUT].decode(errors="replace")
-    said = (done.stderr[:MAX_OUTPUT].decode(errors="replace").strip() or out.strip()).splitlines()
-    return out, f"exit {done.returncode}: {said[0][:160] if said else 'no output'}"
+    out = stdout.decode(errors="replace")
+    said = (stderr.decode(errors="replace").strip() or out.strip()).splitlines()
+    return out, f"exit {returncode}: {said[0][:160] if said else 'no output'}"
+
+
+def _bounded_run(argv: list[str]) -> tuple[int, bytes, bytes]:
+    """Run ``argv``: its exit code and at most ``MAX_OUTPUT`` bytes of each stream (the rest is
+    drained and dropped), killed past ``ETHTOOL_TIMEOUT_S``."""
+    import selectors
+    import time
+
+    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        kept: dict[Any, bytearray] = {process.stdout: bytearray(), process.stderr: bytearray()}
+        deadline = time.monotonic() + ETHTOOL_TIMEOUT_S
+        with selectors.DefaultSelector() as selector:
+            for stream in kept:
+                selector.register(stream, selectors.EVENT_READ)
+            while selector.get_map():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    process.kill()
+                    raise subprocess.TimeoutExpired(argv, ETHTOOL_TIMEOUT_S)
+                for key, _ in selector.select(left):
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        selector.unregister(key.fileobj)
+                    kept[key.fileobj] += chunk[: max(0, MAX_OUTPUT - len(kept[key.fileobj]))]
+        return process.wait(max(0.1, deadline - time.monotonic())), bytes(kept[process.stdout]), bytes(kept[process.stderr])
 
 
 def _interfaces(tree: Any) -> list[str]:
