@@ -28,9 +28,11 @@ from benchmarks import bench_audit_wrap, bench_sign, concurrency, floors, overhe
 #: Counts per mode: the default run stays near two minutes on a quiet 2-core machine.
 SETTINGS = {
     "default": {"samples": 1000, "rounds": 3, "clients": 64, "load_processes": 4, "load_seconds": 5.0, "pipelined": 20_000,
-                "audit_capacity": 65_536, "audit_receipts": 3 * 65_536, "kms_samples": 200, "emulator_repeats": 3, "pytest_keys": 5},
+                "audit_capacity": 65_536, "audit_receipts": 3 * 65_536, "kms_samples": 200, "emulator_repeats": 3, "pytest_keys": 5,
+                "frame_requests": 10_000, "frame_rounds": 10},
     "quick": {"samples": 50, "rounds": 1, "clients": 64, "load_processes": 2, "load_seconds": 0.5, "pipelined": 1_000,
-              "audit_capacity": 1024, "audit_receipts": 4096, "kms_samples": 10, "emulator_repeats": 1, "pytest_keys": 2},
+              "audit_capacity": 1024, "audit_receipts": 4096, "kms_samples": 10, "emulator_repeats": 1, "pytest_keys": 2,
+              "frame_requests": 300, "frame_rounds": 2},
 }
 PIPELINE_BATCHES = (100, 5000)
 AUDIT_CAPACITY = 65_536  # the enclave's receipt buffer: sign_many "with a full audit buffer" fills it
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     host = report.machine()
     measured = {"audit": audit_wrap(settings)}
     print("audit buffer wrap-around: measured", file=sys.stderr)
+    measured["session_frames"] = overheads.attested_session_frames(settings["frame_requests"], settings["frame_rounds"])
+    print("the attested session's frames, in process: measured", file=sys.stderr)
     measured["emulator"] = overheads.emulator_start_stop(settings["emulator_repeats"] - 1)
     emulator = overheads.TimedEmulator(measured["emulator"])
     with emulator:
@@ -147,6 +151,7 @@ def figures(measured: dict) -> list[dict]:
         figure("spinning_sign_request_p50", "spinning `sign_request` p50", sign["sign_request_spinning_p50_us"], "µs"),
         figure("attested_session_cost", "attested session: cost per request (spinning `sign`, p50 difference)", sign["sign_spinning_attested_minus_plain_p50_us"], "µs", at_most=2.0),
         figure("attested_session_cost_blocking", "attested session: cost per request (blocking `sign`, p50 difference)", sign["sign_attested_minus_plain_p50_us"], "µs"),
+        *_session_frame_figures(measured["session_frames"]),
         figure("kms_generate_mac_p50", "KMS-style API: boto3 `GenerateMac` to moto on loopback, p50", kms_p50, "µs"),
         figure("kms_over_sign_request", "`GenerateMac` p50 / blocking `sign_request` p50", kms_p50 / sign["sign_request_p50_us"], "×"),
     ]
@@ -156,6 +161,18 @@ def figures(measured: dict) -> list[dict]:
             out.append(figure(f"sign_many_{state}_{size}_rate", f"`sign_many` batches of {size:,}, audit buffer {state}: signatures/s", rates["enclave"], "/s"))
     out.extend(_load_and_overheads(measured))
     return out
+
+
+def _session_frame_figures(frames: dict) -> list[dict]:
+    """The attested session's cost resolved in process (``overheads.attested_session_frames``)."""
+    figure = report.figure
+    return [
+        figure("attested_session_frames_cost", "attested session, in process: cost per `sign_request` (both sides' frames, sealed minus plain)", frames["cost_us"], "µs", at_most=2.0),
+        figure("attested_session_frames_ratio", "attested session, in process: sealed / plain frames per `sign_request`", frames["ratio"], "×"),
+        figure("attested_session_frames_plain", "plain frames per `sign_request`, both sides, in process", frames["plain_us"], "µs"),
+        figure("attested_session_frames_session", "its four `Session` seals and opens alone", frames["session_us"], "µs"),
+        figure("attested_session_frames_aead", "its four AES-256-GCM calls alone (`cryptography`)", frames["aead_us"], "µs"),
+    ]
 
 
 def _load_and_overheads(measured: dict) -> list[dict]:

@@ -17,19 +17,21 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import concurrency, report
+from benchmarks import concurrency, overheads, report
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Every figure the issue's table has (the sign_many ones per batch size and audit-buffer state).
 EXPECTED = {
     "blocking_sign_request", "blocking_sign", "spinning_sign_request", "spinning_sign", "blocking_echo_p50", "spinning_echo_p50",
     "blocking_sign_request_p50", "spinning_sign_request_p50", "attested_session_cost", "attested_session_cost_blocking",
+    "attested_session_frames_cost", "attested_session_frames_ratio", "attested_session_frames_plain", "attested_session_frames_session",
+    "attested_session_frames_aead",
     "kms_generate_mac_p50", "kms_over_sign_request", "clients_rate", "clients_p50", "clients_p99", "clients_p99_spread",
     "audit_wrap_tail", "audit_floor_tail", "emulator_start", "emulator_stop", "pytest_plugin_unused", "pytest_first_signing_test",
     "pytest_per_key", "pytest_session_end",
     *(f"sign_many_{state}_{size}{rate}" for state in ("empty", "full") for size in (100, 5000) for rate in ("", "_rate")),
 }
-WITH_TARGETS = {"blocking_sign_request", "blocking_sign", "spinning_sign_request", "spinning_sign", "attested_session_cost", "clients_rate",
+WITH_TARGETS = {"blocking_sign_request", "blocking_sign", "spinning_sign_request", "spinning_sign", "attested_session_cost", "attested_session_frames_cost", "clients_rate",
                 "clients_p99", "clients_p99_spread", "audit_wrap_tail", "emulator_start", "emulator_stop", "sign_many_empty_100", "sign_many_full_5000"}
 
 
@@ -79,3 +81,20 @@ def test_a_figure_that_is_not_finite_is_refused():
     broken = {"figures": [report.figure("nan", "nan", float("nan"), "×")]}
     with pytest.raises(ValueError, match="nan"):
         report.check_finite(broken)
+
+
+def test_the_in_process_session_figure_times_sealed_frames_against_plain_ones():
+    """The attested pair really seals (no plaintext on the wire, after a real handshake) and the
+    plain pair does not; every figure comes out finite. No threshold: that is the benchmark's job."""
+    from zerocopy._client import _sign_http_request
+
+    from benchmarks.bench_sign import BINANCE_PARAMS
+
+    request = _sign_http_request("binance", "POST", "/api/v3/order", BINANCE_PARAMS, None)
+    client, enclave = overheads._connection_pair(attested=True)
+    assert client.session is not None and enclave.session is not None and b"LTCBTC" not in client.send_sign_http(3, request)
+    plain, _ = overheads._connection_pair(attested=False)
+    assert plain.session is None and b"LTCBTC" in plain.send_sign_http(3, request)
+    figures = overheads.attested_session_frames(50, rounds=1)
+    assert set(figures) == {"plain_us", "attested_us", "cost_us", "ratio", "session_us", "aead_us"}
+    assert all(math.isfinite(value) for value in figures.values()) and min(figures["plain_us"], figures["session_us"], figures["aead_us"]) > 0

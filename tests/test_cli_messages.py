@@ -193,11 +193,12 @@ def test_seal_warns_when_the_key_policy_pins_no_image(operator_env: Emulator, tm
     captured = capsys.readouterr()
     assert "WARNING: the key policy of" in captured.err and "zerocopy kms-policy --pcr0" in captured.err
     summary = json.loads(captured.out)
-    assert summary["pinned_pcr0"] is None and summary["kms_key_id"] == unpinned and summary["output"] == str(tmp_path / "unpinned.json")
+    assert summary["pinned_pcr0"] is None and summary["pinned_pcr0s"] == [] and summary["kms_key_id"] == unpinned and summary["output"] == str(tmp_path / "unpinned.json")
     pinned = operator_env.kms.create_key(Policy=json.dumps(attested_key_policy(operator_env.account_id, image_sha384=operator_env.pcrs[0])))["KeyMetadata"]["Arn"]
     assert _seal(monkeypatch, "pinned", pinned, tmp_path / "pinned.json", "--json") == 0
     captured = capsys.readouterr()
     assert "WARNING" not in captured.err and json.loads(captured.out)["pinned_pcr0"] == operator_env.pcrs[0].hex()
+    assert json.loads(captured.out)["pinned_pcr0s"] == [operator_env.pcrs[0].hex()]
 
 
 def test_seal_with_the_host_roles_credentials_says_why_it_cannot_check_the_key_policy(operator_env: Emulator, tmp_path: Path, capsys, monkeypatch) -> None:
@@ -209,8 +210,11 @@ def test_seal_with_the_host_roles_credentials_says_why_it_cannot_check_the_key_p
     policy = attested_key_policy(operator_env.account_id, image_sha384=operator_env.pcrs[0], sealers=sealers)
     key = operator_env.kms.create_key(Policy=json.dumps(policy))["KeyMetadata"]["Arn"]
     _host(monkeypatch, operator_env)
-    assert _seal(monkeypatch, "by-host", key, tmp_path / "by-host.json") == 0
-    error = capsys.readouterr().err
+    assert _seal(monkeypatch, "by-host", key, tmp_path / "by-host.json", "--json") == 0
+    captured = capsys.readouterr()
+    error = captured.err
+    summary = json.loads(captured.out)  # unread is not "pins none": null, not []
+    assert summary["pinned_pcr0"] is None and summary["pinned_pcr0s"] is None
     assert "may not call kms:GetKeyPolicy" in error and f"aws kms get-key-policy --key-id {key} --policy-name default" in error
     assert "policy: none given, so the scheme's safe default" in error and "policy sha256: default" not in error
     assert (tmp_path / "by-host.json").exists()

@@ -49,3 +49,28 @@ def test_both_images_of_a_rollover_provision_a_third_does_not_and_the_old_one_no
         loaded, error = _loads(emulator, old, bundle)
         assert not loaded and "AccessDeniedException" in error and "explicit deny" in error
         assert _loads(emulator, new, bundle) == (True, "")
+
+
+def test_seal_json_names_every_image_a_rollover_policy_pins(zerocopy_emulator, capsys, monkeypatch, tmp_path):
+    """``zerocopy seal --json`` under a two-image key: ``pinned_pcr0s`` lists both, in the policy's
+    order, and ``pinned_pcr0`` (kept for scripts written before rollovers) is the first."""
+    import hashlib
+    import io
+    import sys
+
+    emulator = zerocopy_emulator
+    next_image = hashlib.sha384(b"the next release's image").digest()
+    key = emulator.kms.create_key(Policy=_kms_policy(capsys, emulator.account_id, emulator.pcrs[0], next_image))["KeyMetadata"]["Arn"]
+    operator = emulator.operator_credentials
+    for name, value in (("ZEROCOPY_KMS_ENDPOINT", emulator.kms_endpoint_url), ("ZEROCOPY_KMS_CA", str(emulator.tls_ca_path)), ("AWS_REGION", emulator.region),
+                        ("AWS_ACCESS_KEY_ID", operator["access_key_id"]), ("AWS_SECRET_ACCESS_KEY", operator["secret_access_key"])):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"rollover-test-secret")))
+    output = tmp_path / "rollover.sealed.json"
+    assert main(["seal", "--name", "rollover", "--scheme", "hmac-sha256", "--kms-key", key, "-o", str(output), "--json"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["pinned_pcr0s"] == [emulator.pcrs[0].hex(), next_image.hex()]
+    assert summary["pinned_pcr0"] == emulator.pcrs[0].hex() and "WARNING" not in captured.err
+    assert output.exists() and b"rollover-test-secret" not in output.read_bytes() and "rollover-test-secret" not in captured.out

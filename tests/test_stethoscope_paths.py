@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from emulator.pki import TlsAuthority
 from zerocopy._cli import main
 from zerocopy._stethoscope import FAIL, PASS, SKIP, WARN
-from zerocopy._stethoscope_paths import check_url, exchange_path, histogram, histogram_lines, sign_path
+from zerocopy._stethoscope_paths import check_url, exchange_path, gc_pauses, histogram, histogram_lines, sign_path
 from zerocopy.errors import ConfigurationError
 
 
@@ -161,6 +161,55 @@ def test_a_heap_of_tracked_objects_is_a_gc_finding(zerocopy_emulator) -> None:
         del hoard
     finding = next(finding for finding in report["findings"] if finding["check"] == "GC pauses")
     assert finding["status"] in (WARN, FAIL) and "gc.freeze()" in finding["fix"]
+
+
+# -- the GC check a bot calls on itself ------------------------------------------------------------
+def _assert_names_a_public_function(text: str) -> None:
+    """``text`` tells the bot to call ``zerocopy.<module>.<function>()``: that name exists, public."""
+    import importlib
+    import re
+
+    named = re.search(r"zerocopy\.(\w+)\.(\w+)\(\)", text)
+    assert named and not named[1].startswith("_"), text
+    assert callable(getattr(importlib.import_module(f"zerocopy.{named[1]}"), named[2]))
+
+
+def _allocating(containers: int) -> None:
+    """Work that allocates containers as a market-data handler does: young collections fire."""
+    book = {}
+    for update in range(containers):
+        book[update % 1000] = [update]
+
+
+def test_the_bots_own_gc_check_counts_the_collections_of_its_work_and_times_a_full_one() -> None:
+    finding = gc_pauses(during=lambda: _allocating(200_000))
+    assert finding["check"] == "GC pauses" and finding["status"] in (PASS, WARN, FAIL)
+    collections = int(finding["measured"].split(" collections while during() ran")[0])
+    assert collections >= 1 and "tracked objects takes" in finding["measured"]
+    assert finding["cost_us"] > 0
+    json.dumps(finding)
+
+
+def test_the_bots_own_gc_check_flags_a_large_heap_and_passes_it_frozen() -> None:
+    hoard = [[index] for index in range(1_500_000)]  # 1.5M containers the collector walks at every full collection
+    try:
+        large = gc_pauses()
+        with frozen_heap():
+            frozen = gc_pauses()
+    finally:
+        del hoard
+    assert large["status"] in (WARN, FAIL) and "gc.freeze()" in large["fix"] and large["cost_us"] >= 1_000
+    assert large["measured"].startswith("a full collection of this process's") and "while during() ran" not in large["measured"]  # nothing watched, no count
+    assert frozen["status"] == PASS and frozen["fix"] == "" and frozen["cost_us"] < 1_000
+
+
+def test_the_public_stethoscope_is_the_one_the_cli_runs() -> None:
+    import zerocopy.stethoscope as public
+    from zerocopy import _stethoscope, _stethoscope_paths
+
+    assert public.gc_pauses is _stethoscope_paths.gc_pauses and public.sign_path is sign_path and public.exchange_path is exchange_path
+    assert public.host_findings is _stethoscope.host_findings and (public.PASS, public.WARN, public.FAIL, public.SKIP) == (PASS, WARN, FAIL, SKIP)
+    assert set(public.__all__) <= set(dir(public))
 
 
 # -- exchanges made here ---------------------------------------------------------------------------
@@ -364,6 +413,7 @@ def test_the_command_reports_both_paths_with_progress_and_a_histogram(zerocopy_e
         report = json.loads(captured.out)
         assert _by_check(report["exchange"]["findings"])["clock offset"] == FAIL
         assert _by_check(report["sign_path"]["findings"])["GC pauses"] == SKIP  # the CLI's heap is not the bot's
+        _assert_names_a_public_function(next(finding for finding in report["sign_path"]["findings"] if finding["check"] == "GC pauses")["measured"])
         assert "stethoscope: sign path:" in captured.err and "stethoscope: exchange path:" in captured.err
         assert main(["stethoscope", *pin, "--exchange-url", url + "/"]) == 0
     out = capsys.readouterr().out

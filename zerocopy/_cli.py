@@ -183,16 +183,20 @@ def cmd_seal(args: argparse.Namespace) -> int:
         _write_file(args.output, data)
         _say(f"sealed {args.name!r} ({args.scheme}) under {bundle.kms_key_id} -> {args.output}")
     if args.json:
-        print(json.dumps({"name": bundle.name, "scheme": bundle.scheme, "api_key": bundle.api_key, "kms_key_id": bundle.kms_key_id, "policy_sha256": bundle.policy_sha256, "pinned_pcr0": pinned, "output": args.output}, indent=2))
+        # pinned_pcr0 (the first) stays for scripts written before rollovers; pinned_pcr0s names every image.
+        summary = {"name": bundle.name, "scheme": bundle.scheme, "api_key": bundle.api_key, "kms_key_id": bundle.kms_key_id, "policy_sha256": bundle.policy_sha256,
+                   "pinned_pcr0": pinned[0] if pinned else None, "pinned_pcr0s": pinned, "output": args.output}
+        print(json.dumps(summary, indent=2))
     _say(f"policy sha256: {bundle.policy_sha256}" if policy is not None else "policy: none given, so the scheme's safe default (docs/policy.md)")
     return 0
 
 
-def _check_key_pins_an_image(kms: Any, key_id: str) -> str | None:
-    """The PCR0 the key's policy pins; warns (stderr) when it pins none or cannot be read."""
+def _check_key_pins_an_image(kms: Any, key_id: str) -> list[str] | None:
+    """Every PCR0 the key's policy pins (several during a rollover), ``[]`` for none, ``None`` when
+    the policy cannot be read; warns (stderr) in both of the last cases."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from .kms_policy import pinned_image
+    from .kms_policy import pinned_images
 
     try:
         policy = json.loads(kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"])
@@ -207,8 +211,8 @@ def _check_key_pins_an_image(kms: Any, key_id: str) -> str | None:
     except (BotoCoreError, ValueError) as exc:
         _say(f"WARNING: could not read the key policy of {key_id} to check that it pins an enclave image ({exc}); check it yourself")
         return None
-    pinned = pinned_image(policy)
-    if pinned is None:
+    pinned = pinned_images(policy)
+    if not pinned:
         _say(
             f"WARNING: the key policy of {key_id} does not deny Decrypt without an enclave's attestation of a pinned PCR0: "
             "whoever may call kms:Decrypt on the key can unseal this bundle outside any enclave. "

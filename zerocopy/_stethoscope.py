@@ -192,12 +192,16 @@ def _cpus(cpus: set[int]) -> str:
     return ",".join(map(str, sorted(cpus))) or "none"
 
 
-def host_findings(root: str | os.PathLike = "/", bot_cpus: set[int] | None = None) -> list[dict[str, Any]]:
+def host_findings(root: str | os.PathLike = "/", bot_cpus: set[int] | None = None, *, ethtool: str | None = None) -> list[dict[str, Any]]:
     """The host's latency findings, read-only from ``root``'s ``/proc`` and ``/sys`` (``/``, or a
-    copy of them); ``bot_cpus`` are the CPUs the bot may run on (default: this process's)."""
+    copy of them); ``bot_cpus`` are the CPUs the bot may run on (default: this process's). Then
+    each NIC's receive offloads and interrupt coalescing from ``ethtool`` (``ethtool``: its path;
+    default: the one on PATH; without one, a SKIP saying how to get it)."""
+    from ._stethoscope_nic import nic_findings
+
     tree = _Tree(root)
     cpus = set(bot_cpus) if bot_cpus is not None else os.sched_getaffinity(0)
     return [
         _swappiness(tree), _transparent_huge_pages(tree), _governors(tree), _c_states(tree), _isolated_cores(tree, cpus),
-        _irq_affinity(tree, cpus), _clocksource(tree), _enclave_cpus(tree, cpus),
+        _irq_affinity(tree, cpus), _clocksource(tree), _enclave_cpus(tree, cpus), *nic_findings(tree, ethtool),
     ]

@@ -22,7 +22,7 @@ from typing import Any
 
 from ._stethoscope import FAIL, PASS, PROBE_KEY, SKIP, WARN, _finding
 
-__all__ = ["sign_path", "exchange_path", "check_url", "histogram", "histogram_lines", "finding_lines"]
+__all__ = ["sign_path", "gc_pauses", "exchange_path", "check_url", "histogram", "histogram_lines", "finding_lines"]
 
 Progress = Callable[[str], None]
 
@@ -144,7 +144,7 @@ def sign_path(address: str, *, samples: int = 200, progress: Progress = _quiet, 
         _nagle_finding(scheme, nodelay, reused_us),
         _connection_per_request_finding(reused_us, fresh_us),
         _gc_finding(watch.pauses_us, progress) if gc_of_this_process else
-        _finding("GC pauses", SKIP, "not the bot's process: call zerocopy._stethoscope_paths.sign_path(address) inside the bot to time its collections", None, ""),
+        _finding("GC pauses", SKIP, "not the bot's process: call zerocopy.stethoscope.gc_pauses() inside the bot to time its collections", None, ""),
     ]
     return {"findings": findings, "round_trip_us": _summary(reused_us), "floor_us": _summary(floor_us), "histogram": histogram(reused_us)}
 
@@ -194,7 +194,20 @@ def _connection_per_request_finding(reused_us: list[float], fresh_us: list[float
                     "keep one Signer (one connection) for the bot's life and share it; never open one per order")
 
 
-def _gc_finding(pauses_us: list[float], progress: Progress) -> dict[str, Any]:
+def gc_pauses(during: Callable[[], object] | None = None) -> dict[str, Any]:
+    """The GC finding of the calling process, which only the bot itself can measure: every
+    collection while ``during()`` runs (a slice of the bot's own work; none watched if omitted),
+    then one full collection of this heap, timed (the pause when generation 2 fires). A finding
+    like every other: ``check`` ("GC pauses"), ``status``, ``measured``, ``cost_us``, ``fix``.
+
+    It runs ``gc.collect()`` once: call it at a quiet moment (start-up done, before trading)."""
+    with _GcWatch().installed() as watch:
+        if during is not None:
+            during()
+    return _gc_finding(watch.pauses_us, _quiet, watched="while during() ran" if during is not None else None)
+
+
+def _gc_finding(pauses_us: list[float], progress: Progress, watched: str | None = "during the run") -> dict[str, Any]:
     progress("sign path: timing a full collection of this process's heap")
     tracked = len(gc.get_objects())
     with _GcWatch().installed() as full:
@@ -203,8 +216,8 @@ def _gc_finding(pauses_us: list[float], progress: Progress) -> dict[str, Any]:
     full_us = max(full.pauses_us, default=0.0)
     worst = max(worst_seen, full_us)
     status = PASS if worst < 1_000 else WARN if worst < 20_000 else FAIL
-    measured = (f"{len(pauses_us)} collections during the run, longest {worst_seen:.0f} µs; a full collection of this process's "
-                f"{tracked} tracked objects takes {full_us:.0f} µs (the pause when generation 2 fires)")
+    seen = f"{len(pauses_us)} collections {watched}, longest {worst_seen:.0f} µs; " if watched else ""
+    measured = f"{seen}a full collection of this process's {tracked} tracked objects takes {full_us:.0f} µs (the pause when generation 2 fires)"
     return _finding("GC pauses", status, measured, round(worst, 1),
                     "gc.freeze() once start-up is done (the start-up heap is never scanned again), and gc.disable() around the hot loop with gc.collect() at quiet times, or a higher gc.set_threshold")
 
