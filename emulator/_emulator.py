@@ -7,8 +7,9 @@ import os
 import shutil
 import tempfile
 import threading
-from pathlib import Path
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from zerocopy.errors import ZeroCopyError
@@ -81,9 +82,17 @@ class Emulator:
         self._kms_client: Any = None
         self._host_role: HostRole | None = None
         self._lock = threading.Lock()
+        #: Seconds from ``start()`` to the end of each of its phases, in order: ``local`` (certificates,
+        #: enclave image, boto models: done while moto's process starts), ``moto`` (it serves),
+        #: ``kms_front`` (the attesting KMS and its vsock-proxy), ``seal_key``, ``enclave`` (it
+        #: listens), ``pinned`` (the seal key's policy), ``host_role`` (made while the enclave booted).
+        self.start_phases: dict[str, float] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "Emulator":
+        began = time.perf_counter()
+        self.start_phases = {}
+        mark = lambda phase: self.start_phases.setdefault(phase, time.perf_counter() - began)  # noqa: E731
         self.run_dir = Path(tempfile.mkdtemp(prefix="zc-"))
         os.chmod(self.run_dir, 0o700)
         host_role: _InThread | None = None
@@ -93,23 +102,21 @@ class Emulator:
             cert_path, key_path = self._issue_certificates()
             main = self._new_enclave(enclave_dir=self.enclave_dir, debug=self.debug, clock=self.clock, seal_keys=()).prepare()
             _boto.preload()
+            mark("local")
             self.moto_endpoint_url = self._moto.wait_ready().endpoint_url
-            self.kms_model = AttestingKms(
-                self.moto_endpoint_url,
-                attestation_roots=[self.pki.root_pem],
-                account_id=ACCOUNT_ID,
-                region=self.region,
-                root_credentials={ADMIN_CREDENTIALS["access_key_id"]: ADMIN_CREDENTIALS["secret_access_key"]},  # the account root
-            )
-            self._host_role = HostRole(self.moto_endpoint_url, region=self.region, session_name=self.pki.instance_id)
-            self._front = KmsFrontServer(self.kms_model, certfile=str(cert_path), keyfile=str(key_path)).start()
-            proxy_path = emulated_vsock_path(str(self.run_dir), PARENT_CID, KMS_PROXY_PORT)
-            self._proxy = self._start_vsock_proxy(proxy_path, ("127.0.0.1", self._front.port))
+            mark("moto")
+            self._start_kms(cert_path, key_path)
+            mark("kms_front")
             self.seal_keys = main.seal_keys = (self._new_seal_key(),) if self.create_seal_key else ()
+            mark("seal_key")
+            assert self._host_role is not None
             host_role = _InThread(self._host_role.create)  # moto's IAM and STS, while the enclave boots
             self.enclave = main.start()
+            mark("enclave")
             self._pin_seal_keys(self.enclave)
+            mark("pinned")
             host_role.result()
+            mark("host_role")
         except BaseException as exc:
             self.stop()
             if host_role is not None:
@@ -118,6 +125,21 @@ class Emulator:
                 raise EmulatorError(str(exc)) from None
             raise
         return self
+
+    def _start_kms(self, cert_path: Path, key_path: Path) -> None:
+        """The attesting KMS on moto: its model, its HTTPS front, the vsock-proxy to it; the host role's clients."""
+        assert self.run_dir is not None
+        self.kms_model = AttestingKms(
+            self.moto_endpoint_url,
+            attestation_roots=[self.pki.root_pem],
+            account_id=ACCOUNT_ID,
+            region=self.region,
+            root_credentials={ADMIN_CREDENTIALS["access_key_id"]: ADMIN_CREDENTIALS["secret_access_key"]},  # the account root
+        )
+        self._host_role = HostRole(self.moto_endpoint_url, region=self.region, session_name=self.pki.instance_id)
+        self._front = KmsFrontServer(self.kms_model, certfile=str(cert_path), keyfile=str(key_path)).start()
+        proxy_path = emulated_vsock_path(str(self.run_dir), PARENT_CID, KMS_PROXY_PORT)
+        self._proxy = self._start_vsock_proxy(proxy_path, ("127.0.0.1", self._front.port))
 
     def _issue_certificates(self) -> tuple[Path, Path]:
         """The attestation PKI, and the TLS CA and certificate of the KMS endpoint (as files)."""
