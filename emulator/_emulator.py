@@ -10,21 +10,22 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zerocopy.errors import ZeroCopyError
-from zerocopy.kms_policy import attested_key_policy, locked_key_policy
-from zerocopy.vsock_proxy import allowlist_yaml
 
 from .account import ACCOUNT_ID, HOST_ROLE_ARN, HostRole
-from .kms.models import AttestingKms
 from .kms.moto_process import MotoProcess, MotoStartError
-from .kms.server import KmsFrontServer
 from . import _boto
 from .launcher import KMS_PROXY_PORT, PARENT_CID, EnclaveProcess, LaunchError, emulated_vsock_path
 from .nsm import DOCUMENT_ENCODINGS
 from .pki import AttestationPki, TlsAuthority
-from .vsock_proxy import VsockProxy
+
+# The attesting KMS and the vsock-proxy are imported when start() needs them, after moto's process
+# was started: their imports (about 0.2 s) then overlap moto's own.
+if TYPE_CHECKING:
+    from .kms.server import KmsFrontServer
+    from .vsock_proxy import VsockProxy
 
 __all__ = ["Emulator", "EmulatorError", "FIRST_ENCLAVE_CID", "ACCOUNT_ID"]
 
@@ -102,6 +103,7 @@ class Emulator:
             cert_path, key_path = self._issue_certificates()
             main = self._new_enclave(enclave_dir=self.enclave_dir, debug=self.debug, clock=self.clock, seal_keys=()).prepare()
             _boto.preload()
+            _import_the_rest()
             mark("local")
             self.moto_endpoint_url = self._moto.wait_ready().endpoint_url
             mark("moto")
@@ -128,6 +130,9 @@ class Emulator:
 
     def _start_kms(self, cert_path: Path, key_path: Path) -> None:
         """The attesting KMS on moto: its model, its HTTPS front, the vsock-proxy to it; the host role's clients."""
+        from .kms.models import AttestingKms
+        from .kms.server import KmsFrontServer
+
         assert self.run_dir is not None
         self.kms_model = AttestingKms(
             self.moto_endpoint_url,
@@ -156,6 +161,10 @@ class Emulator:
         return cert_path, key_path
 
     def _start_vsock_proxy(self, listen_path: str, target: tuple[str, int]) -> VsockProxy:
+        from zerocopy.vsock_proxy import allowlist_yaml
+
+        from .vsock_proxy import VsockProxy
+
         # From an allowlist file in the production format, so every run goes through that check.
         assert self.run_dir is not None
         allowlist = self.run_dir / "vsock-proxy.yaml"
@@ -164,6 +173,8 @@ class Emulator:
 
     def _new_seal_key(self) -> str:
         """The operator's first step: a key that allows nothing until an image is pinned."""
+        from zerocopy.kms_policy import locked_key_policy
+
         created = self.kms.create_key(Policy=json.dumps(locked_key_policy(ACCOUNT_ID)), Description="ZeroCopy seal key (GENERATE)")
         return created["KeyMetadata"]["Arn"]
 
@@ -171,6 +182,8 @@ class Emulator:
         """The operator's last step: the image that names the keys is measured, so pin its PCR0."""
         if enclave.debug:
             return  # all-zero PCR0: nothing to pin, and the key stays locked
+        from zerocopy.kms_policy import attested_key_policy
+
         policy = json.dumps(attested_key_policy(ACCOUNT_ID, image_sha384=enclave.pcrs[0]))
         for arn in enclave.seal_keys:
             self.kms.put_key_policy(KeyId=arn, PolicyName="default", Policy=policy)
@@ -352,6 +365,16 @@ class Emulator:
 def kms_client(endpoint_url: str, ca_path: str, region: str, credentials: dict[str, str] = ADMIN_CREDENTIALS) -> Any:
     """A boto3 KMS client for the emulated endpoint with ``credentials`` (the account root's by default)."""
     return _boto.client("kms", endpoint_url=endpoint_url, region=region, credentials=credentials, verify=ca_path)
+
+
+def _import_the_rest() -> None:
+    """Import what start() needs once moto serves (the attesting KMS and its front, the vsock-proxy,
+    key policies): start() calls it while moto's process starts."""
+    import zerocopy.kms_policy  # noqa: F401
+    import zerocopy.vsock_proxy  # noqa: F401
+
+    from . import vsock_proxy  # noqa: F401
+    from .kms import models, server  # noqa: F401
 
 
 class _InThread:
