@@ -72,14 +72,6 @@ class MotoProcess:
         ready, _, _ = select.select([self._process.stdout], [], [], START_TIMEOUT)
         return self._process.stdout.readline() if ready else b""
 
-    def terminate(self) -> None:
-        """Tell moto to exit (its stdin closes) without waiting: :meth:`stop` waits."""
-        if self._process is not None and self._process.stdin is not None:
-            try:
-                self._process.stdin.close()
-            except OSError:
-                pass
-
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is None:
