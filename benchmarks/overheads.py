@@ -19,26 +19,38 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def emulator_start_stop(repeats: int) -> dict[str, list[float]]:
-    """Seconds to start an ``Emulator`` (moto, the KMS front, an enclave up) and to stop it."""
-    from emulator import Emulator
+#: ``Emulator.start_phases`` in order, each with what the benchmark calls the time up to it from the one before.
+START_PHASES = (
+    ("moto", "until moto serves (certificates, enclave image and boto models made meanwhile)"),
+    ("kms_front", "the attesting KMS front and its vsock-proxy"),
+    ("seal_key", "the seal key (CreateKey through the front)"),
+    ("enclave", "the enclave process, until it listens"),
+    ("host_role", "the seal key pinned to PCR0, the host role (made during the boot) joined"),
+)
 
-    starts, stops = [], []
+
+def start_phase_seconds(phases: dict[str, float]) -> dict[str, float]:
+    """Seconds of each of :data:`START_PHASES` in one start (``Emulator.start_phases`` are cumulative)."""
+    durations, before = {}, 0.0
+    for name, _ in START_PHASES:
+        durations[name], before = phases[name] - before, phases[name]
+    return durations
+
+
+def emulator_start_stop(repeats: int) -> dict[str, list]:
+    """Seconds to start an ``Emulator`` (moto, the KMS front, an enclave up) and to stop it, and
+    each start's phases (:func:`start_phase_seconds`)."""
+    timed: dict[str, list] = {"start_s": [], "stop_s": [], "phases": []}
     for _ in range(repeats):
-        emulator = Emulator()
-        began = time.perf_counter()
-        emulator.start()
-        started = time.perf_counter()
-        emulator.stop()
-        starts.append(started - began)
-        stops.append(time.perf_counter() - started)
-    return {"start_s": starts, "stop_s": stops}
+        with TimedEmulator(timed):
+            pass
+    return timed
 
 
 class TimedEmulator:
-    """An ``Emulator`` whose start and stop are timed into ``into`` (``start_s``/``stop_s`` lists)."""
+    """An ``Emulator`` whose start and stop are timed into ``into`` (``start_s``/``stop_s``/``phases`` lists)."""
 
-    def __init__(self, into: dict[str, list[float]]) -> None:
+    def __init__(self, into: dict[str, list]) -> None:
         from emulator import Emulator
 
         self.emulator, self._into = Emulator(), into
@@ -47,6 +59,7 @@ class TimedEmulator:
         began = time.perf_counter()
         self.emulator.start()
         self._into["start_s"].append(time.perf_counter() - began)
+        self._into["phases"].append(start_phase_seconds(self.emulator.start_phases))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -117,7 +130,10 @@ def pytest_plugin_cost(keys: int) -> dict[str, float]:
     """Seconds ``pytest --zerocopy`` adds to a session, from pytest's own timings: the plugin with
     no emulator used (whole session), the first test that signs (its setup starts the emulator,
     its call seals and provisions a key), each further key (the median later test's call), and
-    the session's end (stopping the emulator, in the last test's teardown)."""
+    the session's end (stopping the emulator, in the last test's teardown). The first test is also
+    given in its two parts: its setup (the emulator starts) and its call (the session's KMS key is
+    created and pinned, the first key sealed and provisioned: the enclave's first KMS call imports
+    boto3 in the enclave)."""
     directory = Path(tempfile.mkdtemp(prefix="zc-bench-pytest-"))
     try:
         plain = _pytest_durations(directory, _PLAIN_TEST)["session", ""]
@@ -130,6 +146,8 @@ def pytest_plugin_cost(keys: int) -> dict[str, float]:
     return {
         "plugin_unused_adds_s": plugin_unused - plain,  # noise can make it slightly negative
         "first_signing_test_adds_s": phases["setup", test(0)] + phases["call", test(0)],
+        "first_test_setup_s": phases["setup", test(0)],
+        "first_test_call_s": phases["call", test(0)],
         "per_further_key_s": later_calls[len(later_calls) // 2],
         "session_end_adds_s": phases["teardown", test(keys - 1)],
     }

@@ -28,7 +28,7 @@ from benchmarks import bench_audit_wrap, bench_sign, concurrency, floors, overhe
 #: Counts per mode: the default run stays near two minutes on a quiet 2-core machine.
 SETTINGS = {
     "default": {"samples": 1000, "rounds": 3, "clients": 64, "load_processes": 4, "load_seconds": 5.0, "pipelined": 20_000,
-                "audit_capacity": 65_536, "audit_receipts": 3 * 65_536, "kms_samples": 200, "emulator_repeats": 3, "pytest_keys": 5,
+                "audit_capacity": 65_536, "audit_receipts": 3 * 65_536, "kms_samples": 200, "emulator_repeats": 5, "pytest_keys": 5,
                 "frame_requests": 10_000, "frame_rounds": 10},
     "quick": {"samples": 50, "rounds": 1, "clients": 64, "load_processes": 2, "load_seconds": 0.5, "pipelined": 1_000,
               "audit_capacity": 1024, "audit_receipts": 4096, "kms_samples": 10, "emulator_repeats": 1, "pytest_keys": 2,
@@ -186,9 +186,13 @@ def _load_and_overheads(measured: dict) -> list[dict]:
         figure("audit_wrap_tail", f"audit receipts across wrap-around ({audit['log']['count']:,}): p99.99 / p50", audit["log"]["p99_99_to_p50"], "×", at_most=10.0),
         figure("audit_floor_tail", "its floor, one SHA-256 of a receipt-sized line as many times: p99.99 / p50", audit["floor"]["p99_99_to_p50"], "×"),
         figure("emulator_start", "emulator start (median)", statistics.median(emulator["start_s"]), "s", at_most=1.0),
+        *(figure(f"emulator_start_{name}", f"emulator start, of which: {label} (median)", statistics.median(each[name] for each in emulator["phases"]), "s")
+          for name, label in overheads.START_PHASES),
         figure("emulator_stop", "emulator stop (median)", statistics.median(emulator["stop_s"]), "s", at_most=0.3),
         figure("pytest_plugin_unused", "`pytest --zerocopy`, no test using it: added to the session", plugin["plugin_unused_adds_s"], "s"),
         figure("pytest_first_signing_test", "`pytest --zerocopy`: first signing test (emulator start, a key sealed and loaded)", plugin["first_signing_test_adds_s"], "s"),
+        figure("pytest_first_test_setup", "`pytest --zerocopy`: first signing test, of which its setup (the emulator starts)", plugin["first_test_setup_s"], "s"),
+        figure("pytest_first_test_call", "`pytest --zerocopy`: first signing test, of which its call (the session's KMS key; the first key sealed and loaded)", plugin["first_test_call_s"], "s"),
         figure("pytest_per_key", "`pytest --zerocopy`: each further key", plugin["per_further_key_s"], "s"),
         figure("pytest_session_end", "`pytest --zerocopy`: session end (emulator stop)", plugin["session_end_adds_s"], "s"),
     ]

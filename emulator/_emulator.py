@@ -7,21 +7,25 @@ import os
 import shutil
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zerocopy.errors import ZeroCopyError
-from zerocopy.kms_policy import attested_key_policy, locked_key_policy
-from zerocopy.vsock_proxy import allowlist_yaml
 
 from .account import ACCOUNT_ID, HOST_ROLE_ARN, HostRole
-from .kms.models import AttestingKms
 from .kms.moto_process import MotoProcess, MotoStartError
-from .kms.server import KmsFrontServer
+from . import _boto
 from .launcher import KMS_PROXY_PORT, PARENT_CID, EnclaveProcess, LaunchError, emulated_vsock_path
 from .nsm import DOCUMENT_ENCODINGS
 from .pki import AttestationPki, TlsAuthority
-from .vsock_proxy import VsockProxy
+
+# The attesting KMS and the vsock-proxy are imported when start() needs them, after moto's process
+# was started: their imports (about 0.2 s) then overlap moto's own.
+if TYPE_CHECKING:
+    from .kms.server import KmsFrontServer
+    from .vsock_proxy import VsockProxy
 
 __all__ = ["Emulator", "EmulatorError", "FIRST_ENCLAVE_CID", "ACCOUNT_ID"]
 
@@ -79,46 +83,88 @@ class Emulator:
         self._kms_client: Any = None
         self._host_role: HostRole | None = None
         self._lock = threading.Lock()
+        #: Seconds from ``start()`` to the end of each of its phases, in order: ``local`` (certificates,
+        #: enclave image, boto models: done while moto's process starts), ``moto`` (it serves),
+        #: ``kms_front`` (the attesting KMS and its vsock-proxy), ``seal_key``, ``enclave`` (it
+        #: listens), ``pinned`` (the seal key's policy), ``host_role`` (made while the enclave booted).
+        self.start_phases: dict[str, float] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "Emulator":
+        began = time.perf_counter()
+        self.start_phases = {}
+        mark = lambda phase: self.start_phases.setdefault(phase, time.perf_counter() - began)  # noqa: E731
         self.run_dir = Path(tempfile.mkdtemp(prefix="zc-"))
         os.chmod(self.run_dir, 0o700)
+        host_role: _InThread | None = None
         try:
-            self.pki = AttestationPki(self.region)
-            self._tls = TlsAuthority()
-            self.tls_ca_path = self.run_dir / "tls-ca.pem"
-            self.tls_ca_path.write_bytes(self._tls.root_pem)
-            served = self._tls.server_certificate(f"kms.{self.region}.amazonaws.com")
-            cert_path, key_path = self.run_dir / "kms-cert.pem", self.run_dir / "kms-key.pem"
-            cert_path.write_bytes(served.pem)
-            key_path.touch(0o600)
-            key_path.write_bytes(TlsAuthority.key_pem(served))
-            self._moto = MotoProcess(self.run_dir / "moto.log")
-            self._moto.start()
-            self.moto_endpoint_url = self._moto.endpoint_url
-            self.kms_model = AttestingKms(
-                self.moto_endpoint_url,
-                attestation_roots=[self.pki.root_pem],
-                account_id=ACCOUNT_ID,
-                region=self.region,
-                root_credentials={ADMIN_CREDENTIALS["access_key_id"]: ADMIN_CREDENTIALS["secret_access_key"]},  # the account root
-            )
-            self._host_role = HostRole(self.moto_endpoint_url, region=self.region, session_name=self.pki.instance_id).create()
-            self._front = KmsFrontServer(self.kms_model, certfile=str(cert_path), keyfile=str(key_path)).start()
-            proxy_path = emulated_vsock_path(str(self.run_dir), PARENT_CID, KMS_PROXY_PORT)
-            self._proxy = self._start_vsock_proxy(proxy_path, ("127.0.0.1", self._front.port))
-            self.seal_keys = (self._new_seal_key(),) if self.create_seal_key else ()
-            self.enclave = self.launch(enclave_dir=self.enclave_dir, debug=self.debug, clock=self.clock)
+            # moto's process spends about half a second importing: meanwhile, all that needs no moto.
+            self._moto = MotoProcess(self.run_dir / "moto.log").spawn()
+            cert_path, key_path = self._issue_certificates()
+            main = self._new_enclave(enclave_dir=self.enclave_dir, debug=self.debug, clock=self.clock, seal_keys=()).prepare()
+            _boto.preload()
+            _import_the_rest()
+            mark("local")
+            self.moto_endpoint_url = self._moto.wait_ready().endpoint_url
+            mark("moto")
+            self._start_kms(cert_path, key_path)
+            mark("kms_front")
+            self.seal_keys = main.seal_keys = (self._new_seal_key(),) if self.create_seal_key else ()
+            mark("seal_key")
+            assert self._host_role is not None
+            host_role = _InThread(self._host_role.create)  # moto's IAM and STS, while the enclave boots
+            self.enclave = main.start()
+            mark("enclave")
             self._pin_seal_keys(self.enclave)
+            mark("pinned")
+            host_role.result()
+            mark("host_role")
         except BaseException as exc:
             self.stop()
+            if host_role is not None:
+                host_role.join(5.0)  # its calls fail fast now that moto is gone
             if isinstance(exc, (LaunchError, MotoStartError)):
                 raise EmulatorError(str(exc)) from None
             raise
         return self
 
+    def _start_kms(self, cert_path: Path, key_path: Path) -> None:
+        """The attesting KMS on moto: its model, its HTTPS front, the vsock-proxy to it; the host role's clients."""
+        from .kms.models import AttestingKms
+        from .kms.server import KmsFrontServer
+
+        assert self.run_dir is not None
+        self.kms_model = AttestingKms(
+            self.moto_endpoint_url,
+            attestation_roots=[self.pki.root_pem],
+            account_id=ACCOUNT_ID,
+            region=self.region,
+            root_credentials={ADMIN_CREDENTIALS["access_key_id"]: ADMIN_CREDENTIALS["secret_access_key"]},  # the account root
+        )
+        self._host_role = HostRole(self.moto_endpoint_url, region=self.region, session_name=self.pki.instance_id)
+        self._front = KmsFrontServer(self.kms_model, certfile=str(cert_path), keyfile=str(key_path)).start()
+        proxy_path = emulated_vsock_path(str(self.run_dir), PARENT_CID, KMS_PROXY_PORT)
+        self._proxy = self._start_vsock_proxy(proxy_path, ("127.0.0.1", self._front.port))
+
+    def _issue_certificates(self) -> tuple[Path, Path]:
+        """The attestation PKI, and the TLS CA and certificate of the KMS endpoint (as files)."""
+        assert self.run_dir is not None
+        self.pki = AttestationPki(self.region)
+        self._tls = TlsAuthority()
+        self.tls_ca_path = self.run_dir / "tls-ca.pem"
+        self.tls_ca_path.write_bytes(self._tls.root_pem)
+        served = self._tls.server_certificate(f"kms.{self.region}.amazonaws.com")
+        cert_path, key_path = self.run_dir / "kms-cert.pem", self.run_dir / "kms-key.pem"
+        cert_path.write_bytes(served.pem)
+        key_path.touch(0o600)
+        key_path.write_bytes(TlsAuthority.key_pem(served))
+        return cert_path, key_path
+
     def _start_vsock_proxy(self, listen_path: str, target: tuple[str, int]) -> VsockProxy:
+        from zerocopy.vsock_proxy import allowlist_yaml
+
+        from .vsock_proxy import VsockProxy
+
         # From an allowlist file in the production format, so every run goes through that check.
         assert self.run_dir is not None
         allowlist = self.run_dir / "vsock-proxy.yaml"
@@ -127,6 +173,8 @@ class Emulator:
 
     def _new_seal_key(self) -> str:
         """The operator's first step: a key that allows nothing until an image is pinned."""
+        from zerocopy.kms_policy import locked_key_policy
+
         created = self.kms.create_key(Policy=json.dumps(locked_key_policy(ACCOUNT_ID)), Description="ZeroCopy seal key (GENERATE)")
         return created["KeyMetadata"]["Arn"]
 
@@ -134,6 +182,8 @@ class Emulator:
         """The operator's last step: the image that names the keys is measured, so pin its PCR0."""
         if enclave.debug:
             return  # all-zero PCR0: nothing to pin, and the key stays locked
+        from zerocopy.kms_policy import attested_key_policy
+
         policy = json.dumps(attested_key_policy(ACCOUNT_ID, image_sha384=enclave.pcrs[0]))
         for arn in enclave.seal_keys:
             self.kms.put_key_policy(KeyId=arn, PolicyName="default", Policy=policy)
@@ -154,6 +204,13 @@ class Emulator:
         """
         if self.run_dir is None:
             raise EmulatorError("start the emulator first")
+        return self._new_enclave(enclave_dir=enclave_dir, debug=debug, clock=clock, busy_poll_us=busy_poll_us, seal_keys=seal_keys).start()
+
+    def _new_enclave(
+        self, *, enclave_dir: str | os.PathLike | None, debug: bool, clock: str | None, busy_poll_us: int = 0, seal_keys: tuple[str, ...] | None
+    ) -> EnclaveProcess:
+        """An enclave on the next CID, not started yet (``stop()`` stops it either way)."""
+        assert self.run_dir is not None
         with self._lock:
             cid, self._next_cid = self._next_cid, self._next_cid + 1
         process = EnclaveProcess(
@@ -171,7 +228,7 @@ class Emulator:
             seal_keys=self.seal_keys if seal_keys is None else seal_keys,
         )
         self._enclaves.append(process)
-        return process.start()
+        return process
 
     def stop(self) -> None:
         try:
@@ -182,6 +239,10 @@ class Emulator:
                 self.run_dir = None
 
     def _stop_processes(self) -> None:
+        # Every enclave is told first, so they exit together; then each is waited for. moto goes
+        # last (it exits at once): a request the KMS front is still answering needs it.
+        for process in self._enclaves:
+            process.terminate()
         for process in reversed(self._enclaves):
             process.stop()
         self._enclaves.clear()
@@ -302,13 +363,37 @@ class Emulator:
 
 def kms_client(endpoint_url: str, ca_path: str, region: str, credentials: dict[str, str] = ADMIN_CREDENTIALS) -> Any:
     """A boto3 KMS client for the emulated endpoint with ``credentials`` (the account root's by default)."""
-    import boto3
-
-    return boto3.session.Session(
-        aws_access_key_id=credentials["access_key_id"],
-        aws_secret_access_key=credentials["secret_access_key"],
-        aws_session_token=credentials.get("session_token"),
-        region_name=region,
-    ).client("kms", endpoint_url=endpoint_url, verify=ca_path)
+    return _boto.client("kms", endpoint_url=endpoint_url, region=region, credentials=credentials, verify=ca_path)
 
 
+def _import_the_rest() -> None:
+    """Import what start() needs once moto serves (the attesting KMS and its front, the vsock-proxy,
+    key policies): start() calls it while moto's process starts."""
+    import zerocopy.kms_policy  # noqa: F401
+    import zerocopy.vsock_proxy  # noqa: F401
+
+    from . import vsock_proxy  # noqa: F401
+    from .kms import models, server  # noqa: F401
+
+
+class _InThread:
+    """``function()`` in a daemon thread; :meth:`result` waits for it and raises what it raised."""
+
+    def __init__(self, function: Callable[[], Any]) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(function,), name="emulator-start", daemon=True)
+        self._thread.start()
+
+    def _run(self, function: Callable[[], Any]) -> None:
+        try:
+            function()
+        except BaseException as exc:  # handed to result(), in the thread that waits
+            self._error = exc
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def result(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error

@@ -48,14 +48,14 @@ class HostRole:
     """
 
     def __init__(self, moto_endpoint: str, *, region: str, session_name: str, session_seconds: int = SESSION_SECONDS) -> None:
-        import boto3
         from botocore.config import Config
 
+        from . import _boto
+
         # moto does not check the signature of IAM and STS calls; these keys name no one.
-        session = boto3.session.Session(aws_access_key_id="emulator", aws_secret_access_key="emulator", region_name=region)
-        config = Config(retries={"max_attempts": 1})
-        self._iam = session.client("iam", endpoint_url=moto_endpoint, config=config)
-        self._sts = session.client("sts", endpoint_url=moto_endpoint, config=config)
+        keys, config = {"access_key_id": "emulator", "secret_access_key": "emulator"}, Config(retries={"max_attempts": 1})
+        self._iam = _boto.client("iam", endpoint_url=moto_endpoint, region=region, credentials=keys, config=config)
+        self._sts = _boto.client("sts", endpoint_url=moto_endpoint, region=region, credentials=keys, config=config)
         self.session_name = session_name
         self.session_seconds = session_seconds
         self._credentials: Any = None

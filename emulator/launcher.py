@@ -9,7 +9,6 @@ refuses AF_VSOCK connections (vsock on a developer machine may lead somewhere re
 
 from __future__ import annotations
 
-import ctypes
 import shutil
 import signal
 import socket
@@ -19,7 +18,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._process import set_parent_death_signal
 from .account import HOST_ROLE_ARN
+from .bytecode import write_bytecode
 from .measure import image_files, measure
 from .nsm import EmulatedNsm, NsmDeviceServer
 from .pki import AttestationPki, new_module_id
@@ -29,7 +30,6 @@ __all__ = ["EnclaveProcess", "LaunchError", "BOOTSTRAP", "ENCLAVE_PORT", "VSOCK_
 ENCLAVE_PORT = 5000
 KMS_PROXY_PORT = 8000
 PARENT_CID = 3
-_PR_SET_PDEATHSIG = 1
 
 
 def emulated_vsock_path(directory: str, cid: int, port: int) -> str:
@@ -70,12 +70,6 @@ def default_enclave_source() -> Path:
     return Path(enclave.__file__).resolve().parent
 
 
-def set_parent_death_signal() -> None:
-    # Runs between fork and exec: the enclave dies with the process that launched it.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 class EnclaveProcess:
     def __init__(
         self,
@@ -111,13 +105,8 @@ class EnclaveProcess:
         }
         # The operator's launch configuration: measured as written (the seal keys too, so the host
         # cannot change which KMS keys generated keys are sealed to without changing PCR0).
-        self.seal_keys = tuple(seal_keys)
-        self.options = (
-            ["--region", region]
-            + [item for arn in self.seal_keys for item in ("--seal-key", arn)]
-            + (["--clock", clock] if clock else [])
-            + (["--busy-poll-us", str(busy_poll_us)] if busy_poll_us else [])
-        )
+        self.seal_keys = tuple(seal_keys)  # may be set until start(): the emulator creates them meanwhile
+        self.region, self.clock, self.busy_poll_us = region, clock, busy_poll_us
         self.env = {"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"}
         self.module_id = ""  # set at each start: a relaunched enclave has a new id, as on Nitro
         self.document_encoding = document_encoding
@@ -126,6 +115,17 @@ class EnclaveProcess:
         self.stopped = False
         self._process: subprocess.Popen | None = None
         self._nsm_server: NsmDeviceServer | None = None
+        self._prepared = False
+        self._terminating = False
+
+    @property
+    def options(self) -> list[str]:
+        return (
+            ["--region", self.region]
+            + [item for arn in self.seal_keys for item in ("--seal-key", arn)]
+            + (["--clock", self.clock] if self.clock else [])
+            + (["--busy-poll-us", str(self.busy_poll_us)] if self.busy_poll_us else [])
+        )
 
     def argv(self, *, nsm_fd: int) -> list[str]:
         wiring = [item for flag, (actual, _) in self.wiring.items() for item in (flag, actual)]
@@ -140,16 +140,26 @@ class EnclaveProcess:
     def _interpreter_flags() -> list[str]:
         return ["-I", "-B", "-c", BOOTSTRAP]
 
+    def prepare(self) -> "EnclaveProcess":
+        """Build the image (a copy of the enclave package, and its bytecode); ``start()`` does it
+        if this was not called. It depends on nothing but the package, so the emulator calls it
+        while other parts start."""
+        if not self._prepared:
+            self._build_image()
+            self._prepared = True
+        return self
+
     def _build_image(self) -> None:
         target = self.image_root / "enclave"
         shutil.copytree(self.enclave_source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
         if not (target / "__main__.py").is_file() or not image_files(target):
             raise LaunchError(f"{self.enclave_source} is not an enclave package (no __main__.py)")
+        write_bytecode(target)  # checked against the measured source at import: see emulator.bytecode
 
     def start(self, timeout: float = 30.0) -> "EnclaveProcess":
         self.stopped = False
         self.module_id = new_module_id(self.pki.instance_id)
-        self._build_image()
+        self.prepare()
         self.pcrs = measure(self.image_root / "enclave", self.measured_argv, self.env, role_arn=self.role_arn, instance_id=self.pki.instance_id, debug=self.debug)
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         nsm = EmulatedNsm(self.pki, module_id=self.module_id, pcrs=self.pcrs, document_encoding=self.document_encoding)
@@ -175,7 +185,10 @@ class EnclaveProcess:
         return self
 
     def _wait_ready(self, timeout: float) -> None:
+        # The enclave says nothing when it listens (its code is the production code), so probe its
+        # socket: a refused connect costs microseconds, so probe often, backing off to 10 ms.
         deadline = time.monotonic() + timeout
+        pause = 0.001
         assert self._process is not None
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -185,7 +198,8 @@ class EnclaveProcess:
                 probe.connect(self.socket_path)
                 return
             except OSError:
-                time.sleep(0.02)
+                time.sleep(pause)
+                pause = min(2 * pause, 0.01)
             finally:
                 probe.close()
         raise LaunchError(f"the enclave did not listen on {self.address} within {timeout:.0f}s:\n{self.log_tail()}")
@@ -204,11 +218,18 @@ class EnclaveProcess:
         except FileNotFoundError:
             return "(no log)"
 
+    def terminate(self) -> None:
+        """Ask the enclave to stop (SIGTERM) without waiting: :meth:`stop` waits and cleans up."""
+        if self._process is not None and self._process.poll() is None and not self._terminating:
+            self._terminating = True  # once: a second SIGTERM could land in the interpreter's exit
+            self._process.send_signal(signal.SIGTERM)
+
     def stop(self, timeout: float = 5.0) -> None:
         self.stopped = True
-        process, self._process = self._process, None
+        self._prepared = False  # the image goes below
+        self.terminate()
+        process, self._process, self._terminating = self._process, None, False
         if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:

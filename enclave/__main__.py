@@ -135,5 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def exit_now(status: int) -> None:
+    """Exit without the interpreter's teardown: main() has closed everything that needs closing,
+    and tearing down the modules and objects of an enclave that has provisioned (boto3's among
+    them) took 0.2–0.5 s of a SIGTERM's stop. Logs are flushed first."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -28,7 +28,8 @@ EXPECTED = {
     "attested_session_frames_aead",
     "kms_generate_mac_p50", "kms_over_sign_request", "clients_rate", "clients_p50", "clients_p99", "clients_p99_spread",
     "audit_wrap_tail", "audit_floor_tail", "emulator_start", "emulator_stop", "pytest_plugin_unused", "pytest_first_signing_test",
-    "pytest_per_key", "pytest_session_end",
+    "pytest_per_key", "pytest_session_end", "pytest_first_test_setup", "pytest_first_test_call",
+    *(f"emulator_start_{phase}" for phase in ("moto", "kms_front", "seal_key", "enclave", "host_role")),
     *(f"sign_many_{state}_{size}{rate}" for state in ("empty", "full") for size in (100, 5000) for rate in ("", "_rate")),
 }
 WITH_TARGETS = {"blocking_sign_request", "blocking_sign", "spinning_sign_request", "spinning_sign", "attested_session_cost", "attested_session_frames_cost", "clients_rate",

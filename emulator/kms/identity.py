@@ -187,8 +187,9 @@ class Identities:
     """Resolves access keys to callers and reads their IAM policies, from one moto process."""
 
     def __init__(self, moto_endpoint: str, *, account_id: str, region: str, root_credentials: Mapping[str, str]) -> None:
-        import boto3
         from botocore.config import Config
+
+        from .. import _boto
 
         self.account_id = account_id
         self.region = region
@@ -197,9 +198,10 @@ class Identities:
         self._moto_endpoint = moto_endpoint
         target = urlsplit(moto_endpoint)
         self._host, self._port = target.hostname or "127.0.0.1", target.port or 80
-        self._iam = boto3.session.Session(
-            aws_access_key_id="emulator", aws_secret_access_key="emulator", region_name=region
-        ).client("iam", endpoint_url=moto_endpoint, config=Config(retries={"max_attempts": 1}))
+        self._iam = _boto.client(
+            "iam", endpoint_url=moto_endpoint, region=region, credentials={"access_key_id": "emulator", "secret_access_key": "emulator"},
+            config=Config(retries={"max_attempts": 1}),
+        )  # fmt: skip
 
     def close(self) -> None:
         self._iam.close()

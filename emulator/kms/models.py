@@ -82,6 +82,8 @@ _IAM_ONLY_NEEDED = (IDENTITY_POLICY, PERMISSIONS_BOUNDARY, SESSION_POLICY)
 #: The resource CreateKey's lockout check evaluates against: the key does not exist yet, so no
 #: statement naming an existing key can cover it, and ``*`` or ``key/*`` can.
 _NEW_KEY_ID = "new-key"
+#: moto does not check the signatures of the emulator's own calls; these keys name no one.
+_MOTO_CREDENTIALS = {"access_key_id": "emulator", "secret_access_key": "emulator"}
 
 
 class MotoError(KmsException):
@@ -136,16 +138,17 @@ class AttestingKms:
         region: str = "us-east-1",
         root_credentials: Mapping[str, str] | None = None,
     ) -> None:
-        import boto3
         from botocore.config import Config
+
+        from .. import _boto
 
         self.attestation_roots = list(attestation_roots)
         self.account_id = account_id
         self.region = region
         self.moto_endpoint = moto_endpoint
-        self._moto = boto3.session.Session(
-            aws_access_key_id="emulator", aws_secret_access_key="emulator", region_name=region
-        ).client("kms", endpoint_url=moto_endpoint, config=Config(retries={"max_attempts": 1}))
+        self._moto = _boto.client(
+            "kms", endpoint_url=moto_endpoint, region=region, credentials=_MOTO_CREDENTIALS, config=Config(retries={"max_attempts": 1})
+        )
         self.identities = Identities(moto_endpoint, account_id=account_id, region=region, root_credentials=root_credentials or {})
         self._lock = threading.Lock()
 

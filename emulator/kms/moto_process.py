@@ -8,12 +8,14 @@ installs :mod:`.moto_extensions` (the KMS operations moto lacks, on moto's own b
 
 from __future__ import annotations
 
+import os
 import select
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
-from ..launcher import set_parent_death_signal
+from .._process import set_parent_death_signal
 
 __all__ = ["MotoProcess", "MotoStartError"]
 
@@ -35,6 +37,11 @@ class MotoProcess:
         return self._process.pid if self._process else None
 
     def start(self) -> "MotoProcess":
+        return self.spawn().wait_ready()
+
+    def spawn(self) -> "MotoProcess":
+        """Start the process without waiting for it: :meth:`wait_ready` waits (moto's imports take
+        about half a second, which the emulator spends on what needs no moto)."""
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "emulator.kms.moto_process"],
@@ -45,6 +52,10 @@ class MotoProcess:
                 preexec_fn=set_parent_death_signal,  # never outlive the emulator
                 process_group=0,  # nor die of a terminal's Ctrl-C before the emulator stops it
             )
+        return self
+
+    def wait_ready(self) -> "MotoProcess":
+        """Wait for the port line moto prints once it serves (:class:`MotoStartError` if it dies)."""
         try:
             line = self._port_line()
         except BaseException:  # interrupted while moto starts: it must not outlive us either
@@ -92,8 +103,35 @@ def main() -> None:
     server.start()
     _, port = server.get_host_and_port()
     print(port, flush=True)
+    # moto builds a service's app and backend at its first request: KMS's now, while the emulator
+    # sets up its KMS front (its first call is the seal key's CreateKey).
+    threading.Thread(target=_warm_up, args=(port,), daemon=True).start()
     sys.stdin.read()  # until whoever started us closes our stdin (or dies)
-    server.stop()
+    # Exit now: moto keeps nothing worth a clean shutdown, and ThreadedMotoServer.stop() waits out
+    # werkzeug's half-second poll interval (most of what stopping an emulator used to take).
+    sys.stderr.flush()
+    os._exit(0)
+
+
+_KMS_LIST_KEYS = {
+    "X-Amz-Target": "TrentService.ListKeys",
+    "Content-Type": "application/x-amz-json-1.1",
+    "Authorization": "AWS4-HMAC-SHA256 Credential=emulator/20250101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=0",
+}
+
+
+def _warm_up(port: int) -> None:
+    """One harmless KMS request (ListKeys) to this server; whatever it answers is of no interest."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", "/", body=b"{}", headers=_KMS_LIST_KEYS)
+        connection.getresponse().read()
+    except (OSError, http.client.HTTPException):
+        pass  # a warm-up only: the emulator's own first call does the same work
+    finally:
+        connection.close()
 
 
 if __name__ == "__main__":

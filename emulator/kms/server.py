@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import selectors
 import socket
 import ssl
 import threading
@@ -145,7 +146,39 @@ class _TlsServer(ThreadingHTTPServer):
         self._connections: dict[threading.Thread, socket.socket] = {}
         self._connections_lock = threading.Lock()
         self._closing = False
+        # serve_forever() sleeps in select() until a connection or this wake-up (see shutdown()).
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._stop_requested = threading.Event()
+        self._loop_ended = threading.Event()
         super().__init__(address, _Handler)
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """socketserver's accept loop, except that :meth:`shutdown` wakes it at once: socketserver's
+        own only notices a shutdown at its next poll, up to ``poll_interval`` later (unused here)."""
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self, selectors.EVENT_READ)
+                selector.register(self._wake_r, selectors.EVENT_READ)
+                while not self._stop_requested.is_set():
+                    ready = selector.select()
+                    if not self._stop_requested.is_set() and any(key.fileobj is self for key, _ in ready):
+                        self._handle_request_noblock()
+        finally:
+            self._loop_ended.set()
+
+    def shutdown(self) -> None:
+        """Stop serve_forever() (running in another thread) and wait until it has returned."""
+        self._stop_requested.set()
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass  # closed by server_close(): stopped before, the loop has ended
+        self._loop_ended.wait()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_r.close()
+        self._wake_w.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys
@@ -222,7 +255,8 @@ class KmsFrontServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._ready.is_set():  # shutdown() waits for serve_forever(): only once it runs
+            self._server.shutdown()
         handlers = self._server.close_connections()
         self._server.server_close()
         self._thread.join(timeout=5)

@@ -59,9 +59,9 @@ COMMON_ERRORS = frozenset(
 
 @functools.lru_cache(maxsize=1)
 def _model() -> Any:
-    import botocore.session
+    from .. import _boto
 
-    return botocore.session.get_session().get_service_model("kms")
+    return _boto.service_model("kms")
 
 
 @functools.lru_cache(maxsize=1)
