@@ -68,6 +68,20 @@ class Run:
             assert chunk or not ready, f"zerocopy exited before printing {marker!r}:\n{self.stdout.decode(errors='replace')}"
             self.stdout += chunk
 
+    def wait_until_started(self) -> None:
+        """Until the command handles SIGTERM itself (/proc's SigCgt), which it does from the first
+        line of its ``main``: before that the interpreter is still starting up, and a signal then
+        is Python's to answer, not ZeroCopy's."""
+        deadline = time.monotonic() + WAIT_FOR_LINE
+        while time.monotonic() < deadline:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+            caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+            if caught & (1 << (signal.SIGTERM - 1)):
+                return
+            assert self.process.poll() is None, "zerocopy exited while starting"
+            time.sleep(0.005)
+        raise AssertionError(f"zerocopy did not start within {WAIT_FOR_LINE:.0f}s")
+
     def interrupt(self, signum: int, *, group: bool) -> tuple[int, str]:
         """Send ``signum`` (to the process group, as a terminal does, or the process alone);
         return the exit status and what was printed on stderr."""
@@ -126,7 +140,8 @@ DEMO_POINTS = [
 def test_demo_interrupted_leaves_nothing(run: type[Run], marker: bytes | None, signum: int, group: bool) -> None:
     demo = run("demo", "--samples", "200000")  # a latency step long enough to be inside when the signal comes
     if marker is None:
-        time.sleep(0.3)
+        demo.wait_until_started()
+        time.sleep(0.1)  # inside the import of the CLI or the emulator's start
     else:
         demo.wait_for(marker)
         time.sleep(0.2)
@@ -138,7 +153,8 @@ def test_demo_interrupted_leaves_nothing(run: type[Run], marker: bytes | None, s
 
 def test_emulator_up_interrupted_while_starting(run: type[Run]) -> None:
     up = run("emulator", "up")
-    time.sleep(1.0)  # moto and the KMS front are coming up
+    up.wait_until_started()
+    time.sleep(0.5)  # the CLI importing, or moto and the KMS front coming up
     status, stderr = up.interrupt(signal.SIGINT, group=True)
     assert stderr.splitlines() == ["zerocopy: interrupted"]
     assert status == 130

@@ -144,15 +144,18 @@ class EchoServer:
 
     def __init__(self, busy_poll_us: int = 0) -> None:
         self.busy_poll_us = busy_poll_us
-        self._dir = tempfile.mkdtemp(prefix="zc-echo-")
-        self.path = os.path.join(self._dir, "echo.sock")
+        self._dir: str | None = None
+        self.path = ""
         self._process: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
 
     def __enter__(self) -> "EchoServer":
-        # Its own process group: a terminal's Ctrl-C interrupts us, and we stop it (no traceback of its own).
-        self._process = subprocess.Popen([sys.executable, "-I", "-c", _ECHO, self.path, str(self.busy_poll_us)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, process_group=0)
+        # Everything it makes is made here, under the clean-up of a signal that interrupts it.
         try:
+            self._dir = tempfile.mkdtemp(prefix="zc-echo-")
+            self.path = os.path.join(self._dir, "echo.sock")
+            # Its own process group: a terminal's Ctrl-C interrupts us, and we stop it (no traceback of its own).
+            self._process = subprocess.Popen([sys.executable, "-I", "-c", _ECHO, self.path, str(self.busy_poll_us)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, process_group=0)
             assert self._process.stdout is not None
             self._process.stdout.readline()
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -193,4 +196,5 @@ class EchoServer:
             for pipe in (self._process.stdin, self._process.stdout):
                 if pipe is not None:
                     pipe.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
