@@ -691,3 +691,42 @@ def test_a_hung_enclave_times_a_shared_signers_calls_out_and_each_drops_its_conn
         assert 1 + 1 + 1 <= server.connections <= 1 + 4 + 1
     finally:
         server.close()
+
+
+def test_closing_a_signer_from_another_thread_ends_a_hung_call_at_once(tmp_path):
+    """A thread's call hangs on an enclave that never answers (no timeout); another thread closes
+    the Signer. ``close`` waited for the call to end — for ever — holding up the thread that closed
+    it. Now it shuts the connection down under the call, which raises ConnectionClosed saying the
+    Signer was closed, and ``close`` returns; the Signer stays closed."""
+    server = _HungServer(tmp_path)
+    outcome: list = []
+    threads: list[threading.Thread] = []
+
+    def hung_call() -> None:
+        try:
+            outcome.append(signer.sign("k", b"hangs"))
+        except ZeroCopyError as exc:
+            outcome.append(exc)
+
+    try:
+        signer = Signer(f"unix://{server.path}", timeout=None)
+        caller, closer = threading.Thread(target=hung_call, name="hung-call"), threading.Thread(target=signer.close, name="closer")
+        threads += [caller, closer]
+        caller.start()
+        deadline = time.monotonic() + 20
+        while b"hangs" not in server.received and time.monotonic() < deadline:
+            time.sleep(0.01)
+        closer.start()
+        closer.join(10)
+        close_returned = not closer.is_alive()
+        caller.join(10)
+        call_ended = not caller.is_alive()
+    finally:
+        server.close()  # unblocks whatever is still hung
+        for thread in threads:
+            if thread.ident is not None:
+                thread.join(10)
+    assert close_returned and call_ended
+    assert len(outcome) == 1 and isinstance(outcome[0], ConnectionClosed) and "Signer was closed" in str(outcome[0])
+    with pytest.raises(ConnectionClosed, match="closed"):
+        signer.sign("k", b"after")
