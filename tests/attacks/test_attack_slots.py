@@ -68,17 +68,29 @@ def slot_key(zerocopy_emulator, enclave):
 
 
 @contextlib.contextmanager
-def _connections(address: str, count: int) -> Iterator[list[socket.socket]]:
+def _connections(address: str, count: int, *, settled: bool = False) -> Iterator[list[socket.socket]]:
+    """``count`` connections. ``settled``: the first completes a KEYS round trip before the others
+    connect, so the enclave has seen every connection closed before (a Signer a fixture just
+    closed, say) and they do not find its slot still taken."""
     sockets = []
     try:
-        for _ in range(count):
+        for index in range(count):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sockets.append(sock)
             sock.connect(address.removeprefix("unix://"))
+            if settled and index == 0:
+                _settle(sock)
         yield sockets
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _settle(sock: socket.socket) -> None:
+    from enclave.protocol import Connection, ControlRequest, ControlResponse, MessageType, Role
+
+    answer = _ask(sock, Connection(Role.CLIENT).send(ControlRequest(1, MessageType.KEYS, {})))
+    assert isinstance(answer, ControlResponse), answer
 
 
 def _closed_by_the_enclave(sockets: list[socket.socket]) -> list[socket.socket]:
@@ -118,7 +130,7 @@ def _newcomers_sign(zerocopy_emulator, enclave, key_name: str, secret: bytes) ->
 
 def test_64_idle_connections_do_not_lock_out_a_signer(zerocopy_emulator, enclave, slot_key):
     bundle, secret = slot_key
-    with _connections(enclave.address, SLOTS) as idle:
+    with _connections(enclave.address, SLOTS, settled=True) as idle:
         time.sleep(EVICTION_GRACE)  # they are no longer brand new: quiet, and taking every slot
         outcomes = _newcomers_sign(zerocopy_emulator, enclave, bundle.name, secret)
         closed = _closed_by_the_enclave(idle)
@@ -131,7 +143,7 @@ def test_slowloris_connections_do_not_lock_out_a_signer(zerocopy_emulator, encla
     bundle, secret = slot_key
     frame = HEADER.pack(1000, 1, 0x01, 7) + bytes([len(bundle.name)]) + bundle.name.encode() + bytes(1000)
     stop = threading.Event()
-    with _connections(enclave.address, SLOTS) as slow:
+    with _connections(enclave.address, SLOTS, settled=True) as slow:
 
         def trickle() -> None:
             position = 0
