@@ -257,13 +257,13 @@ class AsyncSigner:
         """The open connection, or a new one (attested, if this signer attests), by ``deadline``
         (the call's, on the loop's clock): a call that waits while another connects waits no
         longer than its own timeout."""
+        link = self._link
+        if link is not None and link.broken is None and not self._closed:
+            return link  # the sign path: no lock, no timer
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         lock = self._connecting
-        if lock.locked():
-            await self._wait_for_connecting(lock, deadline)
-        else:
-            await lock.acquire()  # free: no timer needed (the sign path)
+        await self._wait_for_connecting(lock, deadline)
         try:
             if self._closed:
                 raise errors.ConnectionClosed("this AsyncSigner is closed")
@@ -275,6 +275,7 @@ class AsyncSigner:
             lock.release()
 
     async def _wait_for_connecting(self, lock: asyncio.Lock, deadline: float | None) -> None:
+        """The connecting turn, by ``deadline``: another call may be connecting (or about to)."""
         try:
             async with asyncio.timeout_at(deadline):
                 await lock.acquire()
