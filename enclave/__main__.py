@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kms-ca", default=None, help="CA bundle for KMS's TLS certificate (default: botocore's public CAs)")
     parser.add_argument("--seal-key", action="append", default=[], metavar="ARN", help="ARN of a KMS key that GENERATE may seal new keys to (repeat; the first is the default); the operator's key, pinned to this image's PCR0")
     parser.add_argument("--clock", default="system", help="system, fixed:<ms|ISO time> or offset:<seconds>; read only by policy freshness and receipts")
-    parser.add_argument("--max-connections", type=int, default=64, help="connections served at once; when all are taken a newcomer evicts one the host can spare (never an attested session)")
+    parser.add_argument("--max-connections", type=int, default=64, help="connections served at once; when all are taken a newcomer evicts one the host can spare (never an attested session), and two more slots serve control messages only (the operator's way in)")
     parser.add_argument("--idle-timeout", type=float, default=600.0, metavar="S", help="close a connection that has sent nothing for this long (default: %(default)s)")
     parser.add_argument("--frame-timeout", type=float, default=10.0, metavar="S", help="close a connection that started a frame and has not finished it within this long (default: %(default)s)")
     parser.add_argument("--busy-poll-us", type=_busy_poll_us, default=0, metavar="US", help=f"spin this long (0 to {MAX_BUSY_POLL_US:,}) for the next request before sleeping; worth it where the enclave's vCPUs are its own, as on Nitro (the EIF runs 100) (default: %(default)s)")

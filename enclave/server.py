@@ -20,14 +20,23 @@ a connection that
 
 * holds part of a frame for longer than ``frame_timeout`` (a slow or stalled sender),
 * has sent nothing for ``idle_timeout`` (a forgotten connection), or
-* has not taken its answers within ``send_timeout`` (a client that sends and never reads).
+* has not taken an answer within ``send_timeout`` of it being next to write (a client that sends
+  and never reads, or reads a trickle: the deadline is per answer, not per byte taken).
 
 When every slot is taken, a newcomer evicts a connection that has been quiet for ``evict_after``
 (no complete request, nothing unread), or has waited that long for a lane, or for its answers to
 be read. A connection that completed an attested-session handshake is never evicted (a bot's
 connection is not the host's to take); among the others the newcomer takes one that never
-completed a request first, then one stuck in a partial frame, then the one quiet the longest. Only
-if none qualifies is the newcomer answered BUSY.
+completed a request first, then one stuck in a partial frame, then the one quiet the longest.
+
+Reserved slots. Beyond those, ``reserved_connections`` slots are kept for control: after a restart
+64 bots' attested sessions can take every slot before the operator provisions, and none of them may
+be evicted. A newcomer that finds no slot and nothing to evict takes a reserved one, where every
+control message is served (a session handshake, ``PROVISION``, ``KEYS``, …) but signing is not: a
+``SIGN`` there takes a slot that has come free, or is answered BUSY and the connection closed (a bot
+in a reserved slot makes room at once). A reserved slot is expendable once quiet for
+``evict_after``, attested or not, so whoever fills them (say, the host) holds them only while it
+keeps them busy. Only if none is free or expendable is the newcomer answered BUSY.
 
 Lanes. Work that is slow and rare — provisioning and key generation (one lane), audit fetches
 (another: a host that stalls KMS stalls provisioning, and an operator's fetch must not wait behind
@@ -73,6 +82,9 @@ FLUSH_BYTES = 256 * 1024
 #: costs a few milliseconds to build and encode, all of it holding the GIL signing needs; at a
 #: fifth, an operator fetches a full buffer (about 40 pages) in well under a second all the same.
 AUDIT_SHARE = 0.2
+#: Slots beyond ``max_connections`` for control messages only: the operator's (or the host
+#: agent's) way in when bots hold every slot; two, so a CLI command gets in beside the agent.
+RESERVED_CONNECTIONS = 2
 
 
 def listen(address: Address, backlog: int = 128) -> socket.socket:
@@ -183,9 +195,10 @@ class _Client:
     __slots__ = (
         "sock", "conn", "out", "out_size", "mask", "ready", "paused", "lane_job", "close_when_drained", "closed",
         "progress", "frame_since", "sending_since", "waiting_in", "waiting_since", "answered", "attested", "closing",
+        "reserved", "routes",
     )
 
-    def __init__(self, sock: socket.socket, conn: Connection, now: float) -> None:
+    def __init__(self, sock: socket.socket, conn: Connection, now: float, routes: dict[Any, Any]) -> None:
         self.sock = sock
         self.conn = conn
         self.out: collections.deque[bytes | memoryview] = collections.deque()  # answers not yet written
@@ -198,12 +211,14 @@ class _Client:
         self.closed = False
         self.progress = now  # when the last complete frame arrived (or the connection did)
         self.frame_since: float | None = None  # when the partial frame now buffered began
-        self.sending_since: float | None = None  # answers wait unwritten since (none taken since then)
+        self.sending_since: float | None = None  # the next answer to write has waited unwritten since
         self.waiting_in: _LaneWorker | None = None  # the lane it waits for, if it does
         self.waiting_since: float | None = None
         self.answered = False  # has completed a request: not a connection opened only to hold a slot
         self.attested = False  # completed an attested-session handshake: a bot's, never evicted
         self.closing = ""  # why the server closed it, if it did
+        self.reserved = False  # holds a reserved slot: control messages only (see the module's docstring)
+        self.routes = routes  # message type -> its lane (or, in a reserved slot, _NEEDS_SLOT for signing)
 
     @property
     def busy(self) -> bool:
@@ -301,7 +316,7 @@ class _LaneWorker:
             return not self._stopping
 
 
-_ACCEPT, _WAKE = object(), object()
+_ACCEPT, _WAKE, _NEEDS_SLOT = object(), object(), object()
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _IOV_MAX = 512  # buffers per sendmsg; well under Linux's IOV_MAX (1024)
 
@@ -322,11 +337,12 @@ class Server:
         lane_timeout: float = 30.0,
         max_batch: int = 64,
         audit_share: float = AUDIT_SHARE,
+        reserved_connections: int = RESERVED_CONNECTIONS,
     ) -> None:
         self.sock = sock
         self.busy_poll_ns = busy_poll_us * 1000
         self.handle = handle
-        self.max_connections = max_connections
+        self.max_connections, self.reserved_connections = max_connections, reserved_connections
         self.max_frame_size = max_frame_size
         self.idle_timeout = idle_timeout
         self.frame_timeout = frame_timeout
@@ -348,8 +364,10 @@ class Server:
             MessageType.ATTEST: attest,
             MessageType.OPEN_SESSION: attest,
         }
+        self._reserved_routes = {**self._lane_of, MessageType.SIGN: _NEEDS_SLOT, MessageType.SIGN_HTTP: _NEEDS_SLOT}  # signing needs a slot first
+        self._in_reserved = 0  # connections holding a reserved slot
         #: closed by the server, by reason: evicted, stalled (partial frame), idle, not_reading,
-        #: busy (refused at accept), lane_busy (a request refused after its lane's timeout),
+        #: busy (refused at accept), reserved (a SIGN refused in a reserved slot), lane_busy (a request refused after its lane's timeout),
         #: lane_abandoned (a request whose connection was evicted while it waited for its lane)
         self.stats: collections.Counter[str] = collections.Counter()
         self._stopping = threading.Event()
@@ -460,13 +478,26 @@ class Server:
                 log.warning("accept failed: %s", type(exc).__name__)
                 return
             sock.setblocking(False)
-            if len(self._clients) >= self.max_connections and not self._evict_for_newcomer():
+            reserved = self._slot_for_newcomer()
+            if reserved is None:
                 self.stats["busy"] += 1
                 self._refuse_busy(sock)
                 continue
-            client = _Client(sock, Connection(Role.SERVER, max_frame_size=self.max_frame_size), time.monotonic())
+            client = _Client(sock, Connection(Role.SERVER, max_frame_size=self.max_frame_size), time.monotonic(), self._lane_of)
+            if reserved:
+                client.reserved, client.routes = True, self._reserved_routes
+                self._in_reserved += 1
             self._clients[sock] = client
             self._set_interest(client)
+
+    def _slot_for_newcomer(self) -> bool | None:
+        """False: a slot of the ``max_connections``; True: a reserved one; None: none is free or
+        expendable (the newcomer is answered BUSY)."""
+        if len(self._clients) - self._in_reserved < self.max_connections or self._evict_for_newcomer(reserved=False):
+            return False
+        if self._in_reserved < self.reserved_connections or self._evict_for_newcomer(reserved=True):
+            return True
+        return None
 
     def _refuse_busy(self, client: socket.socket) -> None:
         with client:
@@ -476,11 +507,11 @@ class Server:
             except OSError:
                 pass
 
-    def _evict_for_newcomer(self) -> bool:
-        """Close an expendable connection to make room (see the module's docstring for which);
-        True once its slot is free."""
+    def _evict_for_newcomer(self, *, reserved: bool) -> bool:
+        """Close an expendable connection to make room, in a reserved slot or one of the others
+        (see the module's docstring for which); True once its slot is free."""
         now = time.monotonic()
-        candidates = [c for c in self._clients.values() if self._evictable(c, now)]
+        candidates = [c for c in self._clients.values() if c.reserved is reserved and self._evictable(c, now)]
         if not candidates:
             return False
         victim = min(candidates, key=_eviction_order)
@@ -488,7 +519,7 @@ class Server:
         return True
 
     def _evictable(self, client: _Client, now: float) -> bool:
-        if client.closing or client.attested:
+        if client.closing or (client.attested and not client.reserved):  # a reserved slot serves control only
             return False
         if client.busy:  # being answered: only if it is stuck behind a lane or an unread answer
             return client.stuck_for(now) >= self.evict_after
@@ -529,6 +560,7 @@ class Server:
         if client.mask and self._selector is not None:
             self._selector.unregister(client.sock)
         self._clients.pop(client.sock, None)
+        self._in_reserved -= client.reserved
         client.out.clear()
         client.sock.close()
 
@@ -569,8 +601,11 @@ class Server:
             if event is NEED_DATA:
                 break
             frames += 1
-            lane = self._lane_of.get(event.type)
+            lane = client.routes.get(event.type)
             if lane is not None:
+                if lane is _NEEDS_SLOT:
+                    self._queue(client, conn.send(self._sign_in_reserved_slot(client, event)))
+                    continue
                 self._pause(client, lane, event)
                 break
             self._queue(client, conn.send(self._call(event)))
@@ -578,7 +613,22 @@ class Server:
         if more and not client.ready:
             client.ready = True
             self._ready.append(client)
+        held = client.out_size >= FLUSH_BYTES  # stopped for backpressure: requests may wait parsed
         self._write(client)
+        if held and not (client.out or client.closed or client.paused or client.ready):
+            client.ready = True  # all written at once: no writable event will come to answer the rest
+            self._ready.append(client)
+
+    def _sign_in_reserved_slot(self, client: _Client, event: Any) -> Any:
+        """A signing request on a reserved slot: served once the connection has moved to a slot
+        that came free; otherwise BUSY, and the connection closed (a reserved slot is for control)."""
+        if len(self._clients) - self._in_reserved < self.max_connections:
+            client.reserved, client.routes = False, self._lane_of
+            self._in_reserved -= 1
+            return self._call(event)
+        self.stats["reserved"] += 1
+        client.close_when_drained = True
+        return ErrorResponse(event.request_id, ErrorCode.BUSY, f"all {self.max_connections} signing slots are taken; this connection holds a slot reserved for control messages")
 
     def _note_progress(self, client: _Client, frames: int) -> None:
         now = time.monotonic()
@@ -599,13 +649,12 @@ class Server:
 
     def _write(self, client: _Client) -> None:
         """Write what the kernel takes now; the rest waits for the socket to be writable."""
-        out, sock, sent = client.out, client.sock, 0
+        out, sock, finished = client.out, client.sock, 0
         while out:
             try:
                 n = sock.send(out[0]) if len(out) == 1 else sock.sendmsg(list(itertools.islice(out, _IOV_MAX)))
             except (BlockingIOError, InterruptedError):
                 break
-            sent += n
             client.out_size -= n
             while n:
                 head = out[0]
@@ -614,6 +663,7 @@ class Server:
                     break
                 n -= len(head)
                 out.popleft()
+                finished += 1
         if not out:
             client.sending_since = None
             if client.close_when_drained:
@@ -623,8 +673,8 @@ class Server:
                 lane, event = client.lane_job
                 client.lane_job = None
                 lane.submit(client, event)
-        elif sent or client.sending_since is None:
-            client.sending_since = time.monotonic()
+        elif finished or client.sending_since is None:
+            client.sending_since = time.monotonic()  # the next answer's deadline starts: per answer, not per byte
         self._set_interest(client)
 
     def _set_interest(self, client: _Client) -> None:

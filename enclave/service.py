@@ -257,6 +257,7 @@ class EnclaveService:
         if not self.keyring.remove(key):  # removed (or replaced) meanwhile, by another connection
             raise _Refused(ErrorCode.UNKNOWN_KEY, f"key {key.name!r} was removed by another request")
         log.info("removed key %r (%s)", key.name, key.scheme)
+        self.audit.record(self.clock.now_ms(), key.name, "removed", "", "remove", key.policy_sha256)  # the policy it signed under
         return Removed(name=key.name)
 
     def _check_region(self, region: Any) -> None:
@@ -404,7 +405,9 @@ class EnclaveService:
         except KeyConflict as exc:
             raise _Unusable(str(exc)) from None
         log.info("bound key %r (%s) to its API key id, re-sealed to %s", key.name, key.scheme, key.sealed_by)
-        return Bound(bundle=bundle.to_json())
+        sealed = bundle.to_json()  # the receipt's digest names the bundle the operator keeps
+        self.audit.record(self.clock.now_ms(), key.name, "bound", "", "bind", hashlib.sha256(sealed).hexdigest(), reason=f"API key id {request.api_key}")
+        return Bound(bundle=sealed)
 
     def _seal_key(self, requested: str | None) -> str:
         """The KMS key to seal a generated key to: one fixed at launch (measured), never the host's choice."""

@@ -327,6 +327,59 @@ def test_a_server_that_never_answers_is_a_timeout_and_no_task_is_left(tmp_path):
     assert all(isinstance(outcome, Timeout) for outcome in outcomes) and elapsed < 5 and clean
 
 
+@contextlib.contextmanager
+def _mute_enclave(tmp_path) -> Iterator[tuple[str, list[socket.socket]]]:
+    """Accepts connections and never sends a byte (a handshake waits for ever); yields its
+    address and the connections it accepted."""
+    path = str(tmp_path / "mute.sock")
+    accepted: list[socket.socket] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(8)
+
+        def accept() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    accepted.append(listener.accept()[0])
+
+        thread = threading.Thread(target=accept, name="mute-accept")
+        thread.start()
+        try:
+            yield f"unix://{path}", accepted
+        finally:
+            listener.shutdown(socket.SHUT_RDWR)
+            thread.join(10)
+            for sock in accepted:
+                sock.close()
+
+
+def test_calls_waiting_while_another_connects_end_within_their_own_timeouts(tmp_path):
+    """An attesting AsyncSigner's first call connects to an enclave that accepts and never answers
+    the handshake. Calls made meanwhile waited for that attempt with no limit of their own (and
+    then each made an attempt of its own, one after another): a provision with a 0.3 s timeout
+    waited out the first call's 5 s. Now each waits no longer than its own timeout, and raises
+    Timeout having sent nothing, while the first call is still connecting."""
+    pin = {0: bytes(range(48))}  # never checked: no document ever comes
+
+    async def run(address: str, accepted: list) -> tuple:
+        signer = AsyncSigner(address, expected_pcrs=pin, timeout=5.0)
+        first = asyncio.ensure_future(signer.sign("k", b"x"))
+        while not accepted:  # the first call holds the connection attempt
+            await asyncio.sleep(0.01)
+        waiting = [signer.provision([b"{}"], credentials={}, timeout=0.3) for _ in range(4)]
+        outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+        first_still_connecting, connections = not first.done(), len(accepted)
+        first_outcome = (await asyncio.gather(first, return_exceptions=True))[0]
+        await signer.close()
+        return outcomes, first_still_connecting, connections, first_outcome, _no_tasks_left()
+
+    with _mute_enclave(tmp_path) as (address, accepted):
+        outcomes, first_still_connecting, connections, first_outcome, clean = asyncio.run(run(address, accepted))
+    assert all(isinstance(outcome, Timeout) and "nothing was sent" in str(outcome) for outcome in outcomes), outcomes
+    assert first_still_connecting and connections == 1
+    assert isinstance(first_outcome, Timeout) and clean
+
+
 def test_a_sync_timeout_drops_the_connection_so_the_late_answer_is_never_read(slow_server):
     with Signer(f"unix://{slow_server.path}", timeout=0.2) as signer:
         with pytest.raises(Timeout):
@@ -638,3 +691,42 @@ def test_a_hung_enclave_times_a_shared_signers_calls_out_and_each_drops_its_conn
         assert 1 + 1 + 1 <= server.connections <= 1 + 4 + 1
     finally:
         server.close()
+
+
+def test_closing_a_signer_from_another_thread_ends_a_hung_call_at_once(tmp_path):
+    """A thread's call hangs on an enclave that never answers (no timeout); another thread closes
+    the Signer. ``close`` waited for the call to end — for ever — holding up the thread that closed
+    it. Now it shuts the connection down under the call, which raises ConnectionClosed saying the
+    Signer was closed, and ``close`` returns; the Signer stays closed."""
+    server = _HungServer(tmp_path)
+    outcome: list = []
+    threads: list[threading.Thread] = []
+
+    def hung_call() -> None:
+        try:
+            outcome.append(signer.sign("k", b"hangs"))
+        except ZeroCopyError as exc:
+            outcome.append(exc)
+
+    try:
+        signer = Signer(f"unix://{server.path}", timeout=None)
+        caller, closer = threading.Thread(target=hung_call, name="hung-call"), threading.Thread(target=signer.close, name="closer")
+        threads += [caller, closer]
+        caller.start()
+        deadline = time.monotonic() + 20
+        while b"hangs" not in server.received and time.monotonic() < deadline:
+            time.sleep(0.01)
+        closer.start()
+        closer.join(10)
+        close_returned = not closer.is_alive()
+        caller.join(10)
+        call_ended = not caller.is_alive()
+    finally:
+        server.close()  # unblocks whatever is still hung
+        for thread in threads:
+            if thread.ident is not None:
+                thread.join(10)
+    assert close_returned and call_ended
+    assert len(outcome) == 1 and isinstance(outcome[0], ConnectionClosed) and "Signer was closed" in str(outcome[0])
+    with pytest.raises(ConnectionClosed, match="closed"):
+        signer.sign("k", b"after")

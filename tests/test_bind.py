@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 from urllib.parse import unquote
 
@@ -104,7 +105,10 @@ def test_generated_without_an_api_key_it_signs_only_once_bound(bind_emulator, bi
     (info,) = [key for key in bind_signer.keys() if key.name == name]
     assert info.api_key == api_key and info.public_key == public_pem  # the same key pair
     _verify(scheme, public_pem, api_key, _sign_order(bind_signer, name, scheme))
-    assert _receipts(bind_signer, name)[-1]["decision"] == "signed"
+    *_, bind_receipt, signed = _receipts(bind_signer, name)
+    assert signed["decision"] == "signed"
+    assert (bind_receipt["decision"], bind_receipt["request"], bind_receipt["reason"]) == ("bound", "bind", f"API key id {api_key}")
+    assert bind_receipt["digest"] == hashlib.sha256(bound).hexdigest()  # names the bundle the operator keeps
 
 
 def test_the_re_sealed_bundles_load_bound_in_the_next_boot(bind_emulator, bind_signer):
@@ -160,6 +164,29 @@ def test_binding_refuses_unknown_bound_and_raw_keys_with_clear_errors(bind_emula
     assert refused.value.code is ErrorCode.BAD_REQUEST
     (info,) = [key for key in bind_signer.keys() if key.name == "bad-id"]
     assert info.api_key == ""  # still unbound, still bindable
+
+
+def test_bind_and_remove_leave_receipts_that_a_fetched_log_verifies_and_counts(bind_emulator, bind_signer, tmp_path):
+    """BIND and REMOVE changed what the enclave signs with and left no receipt: the log showed
+    orders signed under an API key id nobody could see being given, or a key's limits restarted
+    by a REMOVE and a PROVISION without a trace. Each is a receipt now, chained and checkpointed
+    like a signature, and ``zerocopy audit verify`` counts them."""
+    from zerocopy.audit import fetch_into, verify_log
+
+    credentials = bind_emulator.credentials
+    policy = {"removable": True}
+    _, public_pem = bind_signer.generate("audited", "binance-ed25519", credentials=credentials, policy=policy)
+    bound = bind_signer.bind("audited", "AK-AUDITED", credentials=credentials)
+    bind_signer.remove("audited")
+    log = tmp_path / "audit.jsonl"
+    fetch_into(bind_signer, log)
+    report = verify_log(log.read_bytes().splitlines(), roots=[bind_emulator.root_certificate], expected_pcrs={0: bind_emulator.pcrs[0]})
+    bound_receipt, removed_receipt = [r for r in (json.loads(line) for line in log.read_bytes().splitlines()) if r.get("key") == "audited"]
+    assert report.bound >= 1 and report.removed == 1 and not report.gaps
+    assert report.receipts == report.signed + report.refused + report.bound + report.removed
+    assert bound_receipt["decision"] == "bound" and bound_receipt["digest"] == hashlib.sha256(bound).hexdigest()
+    assert removed_receipt["decision"] == "removed" and removed_receipt["request"] == "remove"
+    assert removed_receipt["digest"] == SealedBundle.from_json(bound).policy_sha256  # the policy it had signed under
 
 
 # -- the new message's parser, with garbage ------------------------------------------------------

@@ -115,7 +115,7 @@ class _Link:
                 return await answer
         except TimeoutError:
             self._abandon(request_id)
-            raise errors.Timeout(f"the enclave did not answer within {timeout}s") from None
+            raise errors.Timeout(f"the enclave did not answer within {timeout:.3g}s") from None
         except ConnectionError as exc:
             self.fail(errors.ConnectionClosed(f"the connection to the enclave broke: {exc.strerror or exc}"))
         except asyncio.CancelledError:
@@ -186,6 +186,20 @@ class _Link:
             await self.writer.wait_closed()
 
 
+def _deadline(seconds: float | None) -> float | None:
+    """``seconds`` from now on the running loop's clock (None: no limit)."""
+    return None if seconds is None else asyncio.get_running_loop().time() + seconds
+
+
+def _left(deadline: float | None) -> float | None:
+    """What is left until ``deadline`` (None: no limit; never negative)."""
+    return None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
+
+
+def _earlier(first: float | None, second: float | None) -> float | None:
+    return second if first is None else first if second is None else min(first, second)
+
+
 def _copy(error: errors.ZeroCopyError) -> errors.ZeroCopyError:
     """A fresh instance per waiting call: one exception object raised in many tasks would share
     (and keep growing) one traceback."""
@@ -239,35 +253,55 @@ class AsyncSigner:
         return link is not None and link.broken is None and link.conn.session is not None
 
     # -- connections ------------------------------------------------------------------------
-    async def _current(self) -> _Link:
-        """The open connection, or a new one (attested, if this signer attests)."""
+    async def _current(self, deadline: float | None) -> _Link:
+        """The open connection, or a new one (attested, if this signer attests), by ``deadline``
+        (the call's, on the loop's clock): a call that waits while another connects waits no
+        longer than its own timeout."""
+        link = self._link
+        if link is not None and link.broken is None and not self._closed:
+            return link  # the sign path: no lock, no timer
         if self._connecting is None:
             self._connecting = asyncio.Lock()
-        async with self._connecting:
+        lock = self._connecting
+        await self._wait_for_connecting(lock, deadline)
+        try:
             if self._closed:
                 raise errors.ConnectionClosed("this AsyncSigner is closed")
             if self._link is None or self._link.broken is not None:
                 self._link = None
-                self._link = await self._open()
+                self._link = await self._open(_earlier(deadline, _deadline(self.timeout)))
             return self._link
+        finally:
+            lock.release()
 
-    async def _open(self) -> _Link:
-        link = _Link(*await self._connect())
+    async def _wait_for_connecting(self, lock: asyncio.Lock, deadline: float | None) -> None:
+        """The connecting turn, by ``deadline``: another call may be connecting (or about to)."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                await lock.acquire()
+        except TimeoutError:
+            raise errors.Timeout(
+                f"another call was still connecting to the enclave at {self.address} when this call's timeout ran out; nothing was sent"
+            ) from None
+
+    async def _open(self, deadline: float | None) -> _Link:
+        """A new connection, attested if this signer attests, all of it by ``deadline``."""
+        link = _Link(*await self._connect(_left(deadline)))
         try:
             if self._verification is not None:
                 handshake, request = _session_request()
-                answer = await self._control_on(link, request, errors.SessionError)
+                answer = await self._control_on(link, request, errors.SessionError, _left(deadline))
                 self.attestation = _finish_session(link.conn, handshake, answer, self._verification)
         except BaseException:
             await link.close()
             raise
         return link
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _connect(self, timeout: float | None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         sock = socket.socket(self.address.family, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
-            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, self.address.sockaddr), self.timeout)
+            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, self.address.sockaddr), timeout)
             if self.address.scheme == "tcp":
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return await asyncio.open_connection(sock=sock, limit=_RECV)
@@ -284,19 +318,20 @@ class AsyncSigner:
     async def _request(self, send: Callable[..., bytes], *parts: Any, retry: bool = True, timeout: Any = _SIGNER_TIMEOUT) -> Any:
         """The one way a request goes out (``send`` a :class:`Connection` method, as in the
         ``Signer``); with ``retry``, once more on a new connection if this one is broken.
-        ``timeout`` bounds the wait for the answer (the signer's own unless given)."""
-        seconds = self.timeout if timeout is _SIGNER_TIMEOUT else timeout
+        ``timeout`` (the signer's own unless given) bounds the whole call: a wait for another
+        call's connection attempt, connecting, and the wait for the answer."""
+        deadline = _deadline(self.timeout if timeout is _SIGNER_TIMEOUT else timeout)
         for attempt in (1, 2):
-            link = await self._current()
+            link = await self._current(deadline)
             try:
-                return await link.request(send, parts, seconds)
+                return await link.request(send, parts, _left(deadline))
             except errors.ConnectionClosed:
                 if attempt == 2 or not retry or self._closed:
                     raise
 
-    async def _control_on(self, link: _Link, message: Message, malformed: type[errors.ProtocolError]) -> Any:
+    async def _control_on(self, link: _Link, message: Message, malformed: type[errors.ProtocolError], timeout: float | None) -> Any:
         """A control message on ``link`` (not yet published: the handshake), its typed answer."""
-        response = await link.request(Connection.send_control, (message,), self.timeout)
+        response = await link.request(Connection.send_control, (message,), timeout)
         if type(response) is not ControlResponse or response.kind != message.TYPE | 0x80:
             if type(response) is not ErrorResponse:
                 link.fail(errors.ProtocolError(f"unexpected answer to {message.TYPE.name}"))
@@ -329,7 +364,7 @@ class AsyncSigner:
         once every answer is in. The timeout bounds the wait for each window's answers."""
         requests = [(_key_argument(key), _payload_argument(payload)) for key, payload in items]
         for attempt in (1, 2):
-            outcomes = await self._pipeline(await self._current(), requests)
+            outcomes = await self._pipeline(await self._current(_deadline(self.timeout)), requests)
             if attempt == 2 or self._closed or not any(isinstance(outcome, errors.ConnectionClosed) for outcome in outcomes):
                 break
         for outcome in outcomes:
@@ -443,7 +478,7 @@ class AsyncSigner:
 
     async def __aenter__(self) -> "AsyncSigner":
         try:
-            await self._current()
+            await self._current(_deadline(self.timeout))
         except BaseException:
             await self.close()
             raise

@@ -578,6 +578,7 @@ def _print_audit_report(args: argparse.Namespace, report: Any) -> None:
         f"{args.log}: VERIFIED {report.receipts} receipts in {report.chains} chain(s), {report.checkpoints} signed checkpoint(s); "
         f"{report.signed} signed, {report.refused} refused"
         + (" (" + ", ".join(f"{rule}: {count}" for rule, count in sorted(report.refusals_by_rule.items())) + ")" if report.refusals_by_rule else "")
+        + (f"; {report.bound} key(s) bound, {report.removed} removed" if report.bound or report.removed else "")
     )
     for number, info in enumerate(report.boots, start=1):
         print(f"  chain {number}: {info}")

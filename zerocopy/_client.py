@@ -56,6 +56,9 @@ ROOT_ENV_VAR = "ZEROCOPY_ATTESTATION_ROOT"  # PEM file of the trusted root; unse
 _RECV = 65536
 _MAX_ROOT_FILE = 1 << 20  # a root file is a certificate or two, never megabytes
 _SIGNER_TIMEOUT: Any = object()  # a call's timeout left to the Signer's own
+#: The longest ``Signer.close`` waits for another thread's call (one still connecting; a call
+#: blocked on the connection is woken at once).
+CLOSE_WAIT = 1.0
 _PROTOCOL_CODES = {ErrorCode.MALFORMED_FRAME, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.UNKNOWN_MESSAGE_TYPE, ErrorCode.FRAME_TOO_LARGE}
 
 
@@ -339,6 +342,8 @@ class Signer:
         """A fresh connection (and, if the Signer insists on one, an attested session over it)."""
         self._sock = self._connect()
         self._conn = Connection(Role.CLIENT)
+        if self._closed:  # closed from another thread while this call connected
+            raise self._broken("")
         if self._verification is not None:
             try:
                 self._open_session()
@@ -401,8 +406,12 @@ class Signer:
             self._fail()
             raise errors.Timeout(f"sending to the enclave at {self.address} timed out") from None
         except OSError as exc:
-            self._fail()
-            raise errors.ConnectionClosed(f"the connection to the enclave broke: {exc.strerror or exc}") from None
+            raise self._broken(f"the connection to the enclave broke: {exc.strerror or exc}") from None
+
+    def _broken(self, why: str) -> errors.ConnectionClosed:
+        """Drop the connection; the error to raise (the Signer's closing, if that broke it)."""
+        self._fail()
+        return errors.ConnectionClosed("this Signer was closed during the call" if self._closed else why)
 
     def _receive(self) -> Any:
         conn, sock = self._conn, self._sock
@@ -426,11 +435,9 @@ class Signer:
                 self._fail()
                 raise errors.Timeout(f"the enclave at {self.address} did not answer within the call's timeout") from None
             except OSError as exc:
-                self._fail()
-                raise errors.ConnectionClosed(f"the connection to the enclave broke: {exc.strerror or exc}") from None
+                raise self._broken(f"the connection to the enclave broke: {exc.strerror or exc}") from None
             if not data:
-                self._fail()
-                raise errors.ConnectionClosed("the enclave closed the connection before answering")
+                raise self._broken("the enclave closed the connection before answering")
             conn.receive_data(data)
 
     def _spin_recv(self, sock: socket.socket) -> bytes | None:
@@ -645,9 +652,28 @@ class Signer:
         return self._control(request, retry=False, timeout=_timeout_argument(timeout)).bundle
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
+        """Close the connection. A call in flight on another thread is not waited out: its
+        connection is shut down under it, so it raises :class:`~zerocopy.errors.ConnectionClosed`
+        at once, and ``close`` waits for it at most :data:`CLOSE_WAIT` seconds."""
+        self._closed = True
+        if not self._lock.acquire(blocking=False):
+            self._interrupt()
+            if not self._lock.acquire(timeout=CLOSE_WAIT):
+                return  # still connecting: that call sees the Signer closed and drops its socket itself
+        try:
             self._fail()
+        finally:
+            self._lock.release()
+
+    def _interrupt(self) -> None:
+        """Wake another thread's call blocked on the connection. Shut down, not closed: the
+        descriptor stays that call's until it drops it (closed here, it could be reused under it)."""
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by that call
 
     def __enter__(self) -> "Signer":
         return self

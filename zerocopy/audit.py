@@ -71,6 +71,9 @@ DROPPED_UNATTRIBUTED = "not in the log, and no longer in the enclave (its buffer
 FETCHED_THEN_DROPPED = "not in the log, though a fetch had returned them before the enclave's buffer dropped them (signed): whoever fetched them removed them, or keeps them in another file"
 CUT = "fetched from the enclave but not in the log (its tail was cut)"
 
+#: What a receipt records: a signing request signed or refused, a key bound (``BIND``) or removed
+#: (``REMOVE``). Each is a count of :class:`AuditReport`.
+DECISIONS = ("signed", "refused", "bound", "removed")
 _NEWEST = 2**62
 _SEQ_LIMIT = 2**63
 _BOOT_PREFIX = 16  # hex digits of a boot id that name it in --expect-boots (64 bits: not guessable)
@@ -112,6 +115,8 @@ class AuditReport:
     receipts: int = 0
     signed: int = 0
     refused: int = 0
+    bound: int = 0  # BIND receipts: a generated key given its API key id
+    removed: int = 0  # REMOVE receipts: a key unloaded
     checkpoints: int = 0
     refusals_by_rule: dict[str, int] = field(default_factory=dict)
     gaps: list[Gap] = field(default_factory=list)  # every gap, the expected ones included
@@ -379,7 +384,7 @@ class _Verifier:
             raise AuditError(f"{where}: the receipt is not in canonical form (it was edited)")
         seq, prev = _seq(record["seq"], "seq", where), _hash(record["prev"], "prev", where)
         decision, rule = record["decision"], record["rule"]
-        if decision not in ("signed", "refused") or type(rule) is not str:
+        if decision not in DECISIONS or type(rule) is not str:
             raise AuditError(f"{where}: malformed receipt (decision or rule)")
         if seq <= chain.seq:
             raise AuditError(f"{where}: receipt seq {seq} where {chain.seq + 1} was expected (receipts were reordered or repeated)")
@@ -404,10 +409,8 @@ class _Verifier:
         report = self.report
         for _, decision, rule in chain.run:
             report.receipts += 1
-            if decision == "signed":
-                report.signed += 1
-            else:
-                report.refused += 1
+            setattr(report, decision, getattr(report, decision) + 1)  # one of DECISIONS: a count of the report
+            if decision == "refused":
                 report.refusals_by_rule[rule] = report.refusals_by_rule.get(rule, 0) + 1
         chain.covered += len(chain.run)
         chain.run, chain.run_heads = [], {}

@@ -68,33 +68,45 @@ def slot_key(zerocopy_emulator, enclave):
 
 
 @contextlib.contextmanager
-def _connections(address: str, count: int) -> Iterator[list[socket.socket]]:
+def _connections(address: str, count: int, *, settled: bool = False) -> Iterator[list[socket.socket]]:
+    """``count`` connections. ``settled``: the first completes a KEYS round trip before the others
+    connect, so the enclave has seen every connection closed before (a Signer a fixture just
+    closed, say) and they do not find its slot still taken."""
     sockets = []
     try:
-        for _ in range(count):
+        for index in range(count):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sockets.append(sock)
             sock.connect(address.removeprefix("unix://"))
+            if settled and index == 0:
+                _settle(sock)
         yield sockets
     finally:
         for sock in sockets:
             sock.close()
 
 
+def _settle(sock: socket.socket) -> None:
+    from enclave.protocol import Connection, ControlRequest, ControlResponse, MessageType, Role
+
+    answer = _ask(sock, Connection(Role.CLIENT).send(ControlRequest(1, MessageType.KEYS, {})))
+    assert isinstance(answer, ControlResponse), answer
+
+
 def _closed_by_the_enclave(sockets: list[socket.socket]) -> list[socket.socket]:
-    """The sockets whose other end has been shut (readable, and reading gives end of stream)."""
+    """The sockets whose other end has been shut (readable, and reading what is there, a BUSY
+    answer say, gives end of stream)."""
     closed = []
     readable, _, _ = select.select(sockets, [], [], 0)
     for sock in readable:
         try:
-            data = sock.recv(65536, socket.MSG_DONTWAIT)
+            while sock.recv(65536, socket.MSG_DONTWAIT):
+                pass
         except BlockingIOError:
             continue
         except OSError:
-            closed.append(sock)
-            continue
-        if not data:
-            closed.append(sock)
+            pass
+        closed.append(sock)
     return closed
 
 
@@ -118,7 +130,7 @@ def _newcomers_sign(zerocopy_emulator, enclave, key_name: str, secret: bytes) ->
 
 def test_64_idle_connections_do_not_lock_out_a_signer(zerocopy_emulator, enclave, slot_key):
     bundle, secret = slot_key
-    with _connections(enclave.address, SLOTS) as idle:
+    with _connections(enclave.address, SLOTS, settled=True) as idle:
         time.sleep(EVICTION_GRACE)  # they are no longer brand new: quiet, and taking every slot
         outcomes = _newcomers_sign(zerocopy_emulator, enclave, bundle.name, secret)
         closed = _closed_by_the_enclave(idle)
@@ -131,7 +143,7 @@ def test_slowloris_connections_do_not_lock_out_a_signer(zerocopy_emulator, encla
     bundle, secret = slot_key
     frame = HEADER.pack(1000, 1, 0x01, 7) + bytes([len(bundle.name)]) + bundle.name.encode() + bytes(1000)
     stop = threading.Event()
-    with _connections(enclave.address, SLOTS) as slow:
+    with _connections(enclave.address, SLOTS, settled=True) as slow:
 
         def trickle() -> None:
             position = 0
@@ -207,9 +219,13 @@ def test_a_provisioning_flood_runs_one_at_a_time_while_signing_goes_on(zerocopy_
 
 
 # -- deadlines, on a server in this process with short ones ----------------------------------------
+_ANSWER_SIZES = {b"big": 60000, b"huge": 1 << 20}
+
+
 def _stand_in(calls: dict, release: threading.Event):
     """A handler for the socket loop: PROVISION waits for ``release``; AUDIT answers a page of
-    about 300 kB; everything else is a signature as long as its payload (60 kB for b"big")."""
+    about 300 kB; KEYS an empty list; everything else is a signature as long as its payload (60 kB for b"big", 1 MiB
+    for b"huge")."""
     from enclave.protocol import ControlResponse, ErrorCode, ErrorResponse, MessageType, Signature
 
     def handle(event):
@@ -222,7 +238,9 @@ def _stand_in(calls: dict, release: threading.Event):
             return ErrorResponse(event.request_id, ErrorCode.PROVISIONING_FAILED, "stand-in")
         if kind is MessageType.AUDIT:
             return ControlResponse(event.request_id, MessageType.AUDIT_LOG, {"receipts": [b"r" * 1000] * 300})
-        return Signature(event.request_id, b"s" * (len(event.payload) if event.payload != b"big" else 60000))
+        if kind is MessageType.KEYS:
+            return ControlResponse(event.request_id, MessageType.KEY_LIST, {"keys": []})
+        return Signature(event.request_id, b"s" * _ANSWER_SIZES.get(event.payload, len(event.payload)))
 
     return handle
 
@@ -329,6 +347,57 @@ def test_a_client_that_never_reads_its_answers_is_closed(small_server):
         while not server.stats["not_reading"] and time.monotonic() < deadline:
             time.sleep(0.05)
     assert server.stats["not_reading"] == 1
+
+
+def _read_slowly(sock: socket.socket, budget: int, chunk: int, pause: float) -> int:
+    """Read ``chunk`` bytes every ``pause`` seconds until the server closes or ``budget`` bytes
+    came; how many came."""
+    taken = 0
+    sock.settimeout(20)
+    while taken < budget:
+        try:
+            data = sock.recv(chunk)
+        except OSError:
+            break
+        if not data:
+            break
+        taken += len(data)
+        if pause:
+            time.sleep(pause)
+    return taken
+
+
+def test_a_client_that_reads_a_trickle_is_closed():
+    """A client pipelines big answers (1 MiB each) and reads them a little at a time, on a tiny
+    receive buffer. The send deadline restarted whenever the kernel took a byte, so it kept its
+    slot for as long as it trickled: at 4 KiB per 10 ms it read all 8 MiB, for 20 s, past a
+    deadline of 0.5 s. The deadline is per answer now: one not taken in full within
+    ``send_timeout`` of being next to write closes the connection."""
+    from enclave.protocol import Connection, Role, SignRequest
+
+    answers = 8 * _ANSWER_SIZES[b"huge"]
+    with _stand_in_server(max_connections=4, send_timeout=0.5) as (server, path, _, _):
+        with _connections(f"unix://{path}", 1) as (trickler,):
+            trickler.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            trickler.sendall(Connection(Role.CLIENT).send(SignRequest(1, "k", b"huge")) * 8)
+            trickled = _read_slowly(trickler, answers, 4096, 0.01)
+    assert server.stats["not_reading"] == 1
+    assert trickled < 2 * _ANSWER_SIZES[b"huge"], f"the trickle reader took {trickled} bytes before it was closed"
+
+
+def test_a_pipeline_of_big_answers_read_at_speed_is_answered_in_full():
+    """The same 8 MiB of answers, read as fast as they come, under the same deadline: all of them.
+    The loop used to stop after three: when an answer held back by backpressure was written in
+    full at once, nothing woke the connection to answer the requests it still held."""
+    from enclave.protocol import Connection, Role, SignRequest
+
+    answers = 8 * _ANSWER_SIZES[b"huge"]
+    with _stand_in_server(max_connections=4, send_timeout=0.5) as (server, path, _, _):
+        with _connections(f"unix://{path}", 1) as (reader,):
+            reader.sendall(Connection(Role.CLIENT).send(SignRequest(1, "k", b"huge")) * 8)
+            read = _read_slowly(reader, answers, 1 << 20, 0)
+    assert read >= answers, f"{read} of {answers} bytes of answers came"
+    assert server.stats["not_reading"] == 0
 
 
 def test_provisioning_waits_its_turn_and_a_stuck_one_gives_busy_not_a_hang(small_server):
@@ -516,6 +585,89 @@ def test_connections_that_do_not_read_their_answers_can_be_evicted():
                 answer = _ask(newcomer, client.send(SignRequest(2, "k", b"x")))
     assert isinstance(answer, Signature), f"the newcomer was refused: {answer!r}"
     assert server.stats["evicted"] == 1 and server.stats["not_reading"] == 0
+
+
+# -- reserved slots: the operator's way in when bots hold every slot ---------------------------------
+def test_after_a_restart_the_operator_provisions_though_attested_bots_hold_every_slot(zerocopy_emulator, slot_key):
+    """An enclave restarts; 64 bots reconnect in attested sessions before the operator (here the
+    host agent's way: attested too) provisions, and the host fills what is left with idle
+    connections. Attested sessions are never evicted, so the operator got EnclaveBusy and the keys
+    were never loaded. Two slots beyond the 64 are kept for control now, and a quiet connection
+    there is expendable: the operator provisions, and every bot then signs in its own session."""
+    bundle, secret = slot_key
+    attested = {"expected_pcrs": None, "roots": [zerocopy_emulator.root_certificate]}
+    with zerocopy_emulator.launch() as restarted, contextlib.ExitStack() as stack:
+        attested["expected_pcrs"] = {0: restarted.pcrs[0]}
+        bots = [stack.enter_context(Signer(restarted.address, **attested)) for _ in range(SLOTS)]
+        with _connections(restarted.address, 2) as squatters:  # the host's, in the reserved slots
+            with _connections(restarted.address, 1) as (refused,):  # nothing left: BUSY at once
+                turned_away = _wait_closed(refused)
+            time.sleep(EVICTION_GRACE)  # the squatters are quiet now
+            with Signer(restarted.address, **attested) as operator:
+                loaded = operator.provision([bundle.to_json()], credentials=zerocopy_emulator.credentials)
+                keys = [key.name for key in operator.keys()]
+            evicted = _closed_by_the_enclave(squatters)
+        signed = [bot.sign(bundle.name, b"after the restart") == hmac.new(secret, b"after the restart", hashlib.sha256).digest() for bot in bots]
+        still_attested = all(bot.attested for bot in bots)
+    assert turned_away
+    assert [result.loaded for result in loaded] == [True] and keys == [bundle.name]
+    assert len(evicted) == 1  # the operator took one quiet reserved slot, no more
+    assert all(signed) and still_attested
+
+
+def test_a_reserved_slot_serves_control_and_not_signing():
+    """Bots keep every slot busy (too busy to be evicted). A newcomer gets a reserved slot: its
+    control messages are answered; a SIGN there is answered BUSY and the connection closed, so a
+    bot that lands in one makes room at once; once a slot comes free, a SIGN takes it."""
+    from enclave.protocol import Connection, ControlRequest, ControlResponse, ErrorCode, ErrorResponse, MessageType, Role, Signature, SignRequest
+
+    client, reader = Connection(Role.CLIENT), Connection(Role.CLIENT)
+    with _stand_in_server(max_connections=3, evict_after=0.5) as (server, path, _, release), contextlib.ExitStack() as stack:
+        release.set()  # PROVISION answers at once
+        address = f"unix://{path}"
+        bots = stack.enter_context(_keepers(address, 2, interval=0.05))
+        leaving = contextlib.ExitStack()
+        leaving.enter_context(_keepers(address, 1, interval=0.05))
+        time.sleep(0.6)  # longer than evict_after: none of the bots is quiet all the same
+        operator, late_bot = stack.enter_context(_connections(address, 2))
+        audit = _ask(operator, client.send(ControlRequest(5, MessageType.AUDIT, {"after": 0})), reader)
+        provisioned = _ask(operator, client.send(ControlRequest(6, MessageType.PROVISION, {})), reader)
+        refused = _ask(late_bot, client.send(SignRequest(7, "k", b"x")))
+        late_bot_closed = _wait_closed(late_bot)
+        leaving.close()  # a bot leaves: its slot comes free
+        deadline = time.monotonic() + 20
+        while len(server._clients) - server._in_reserved >= 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        promoted = _ask(operator, client.send(SignRequest(8, "k", b"x")), reader)
+        in_reserved = server._in_reserved
+    assert all(answer is not None and not isinstance(answer, ErrorResponse) for answer in bots)
+    assert isinstance(audit, ControlResponse) and audit.kind is MessageType.AUDIT_LOG
+    assert isinstance(provisioned, ErrorResponse) and provisioned.code is ErrorCode.PROVISIONING_FAILED  # the stand-in's answer
+    assert isinstance(refused, ErrorResponse) and refused.code is ErrorCode.BUSY and "reserved" in refused.message
+    assert late_bot_closed and server.stats["reserved"] == 1 and server.stats["evicted"] == 0
+    assert isinstance(promoted, Signature) and in_reserved == 0
+
+
+def test_a_flood_of_would_be_operators_is_bounded_and_does_not_hold_the_reserved_slots():
+    """The host floods connections while bots keep every slot busy: two take the reserved slots,
+    the rest are refused BUSY at once, and no bot loses its slot. Once the squatters go quiet, the
+    operator's newcomer evicts one and is served; the bots sign on throughout."""
+    from enclave.protocol import Connection, ControlRequest, ControlResponse, ErrorResponse, MessageType, Role
+
+    client = Connection(Role.CLIENT)
+    with _stand_in_server(max_connections=3, evict_after=0.5) as (server, path, _, _):
+        address = f"unix://{path}"
+        with _keepers(address, 3, interval=0.05) as bots, _connections(address, 10) as flood:
+            time.sleep(0.6)  # the squatters are quiet now
+            refused = _closed_by_the_enclave(flood)
+            with _connections(address, 1) as (operator,):
+                audit = _ask(operator, client.send(ControlRequest(5, MessageType.AUDIT, {"after": 0})))
+            evicted = [sock for sock in _closed_by_the_enclave(flood) if sock not in refused]
+            bots_busy = len(server._clients) - server._in_reserved
+    assert len(refused) == 8 and server.stats["busy"] == 8
+    assert isinstance(audit, ControlResponse) and audit.kind is MessageType.AUDIT_LOG
+    assert len(evicted) == 1 and server.stats["evicted"] == 1
+    assert bots_busy == 3 and all(answer is not None and not isinstance(answer, ErrorResponse) for answer in bots)
 
 
 # -- audit fetches have a lane of their own (review of 6089f7d) -------------------------------------
