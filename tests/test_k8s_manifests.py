@@ -104,3 +104,44 @@ def test_the_node_launch_template_is_valid_ec2_input_and_carries_the_user_data_f
     assert base64.b64decode(template["UserData"]) == (ROOT / "deploy" / "k8s" / "node-user-data.mime").read_bytes()
     with pytest.raises(ParamValidationError, match="EnclaveOption"):
         validate_parameters({"LaunchTemplateName": "x", "LaunchTemplateData": {"EnclaveOption": {"Enabled": True}}}, operation.input_shape)
+
+
+def test_the_node_user_data_sets_aside_what_the_sidecar_runs(tmp_path):
+    """The node user data's shell part, run by bash against the allocator file aws-nitro-enclaves-cli
+    installs (tests/data/nitro/allocator.yaml), with dnf and systemctl recording what they are asked:
+    it installs the CLI, leaves the file valid YAML with exactly the sidecar's --cpu-count and
+    --memory (the commented examples untouched), and enables the allocator."""
+    import email
+    import os
+    import subprocess
+
+    from zerocopy._cli import build_parser
+
+    message = email.message_from_bytes((ROOT / "deploy" / "k8s" / "node-user-data.mime").read_bytes())
+    (script,) = [part.get_payload(decode=True).decode() for part in message.walk() if part.get_content_type() == "text/x-shellscript"]
+    allocator = tmp_path / "allocator.yaml"
+    original = (ROOT / "tests" / "data" / "nitro" / "allocator.yaml").read_text()
+    allocator.write_text(original)
+    assert script.count("/etc/nitro_enclaves/allocator.yaml") == 1
+    (tmp_path / "bin").mkdir()
+    for tool in ("dnf", "systemctl"):
+        fake = tmp_path / "bin" / tool
+        fake.write_text(f'#!/bin/sh\necho "{tool} $*" >> "{tmp_path}/called"\n')
+        fake.chmod(0o755)
+    script = script.replace("/etc/nitro_enclaves/allocator.yaml", str(allocator))
+    environment = dict(os.environ, PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    subprocess.run(["bash", "-c", script], check=True, env=environment, timeout=30)
+    sizes = {(args.memory, args.cpu_count) for args in (build_parser().parse_args(sidecar["command"][1:]) for sidecar in _sidecars())}
+    ((memory, cpu_count),) = sizes  # every node runs the same enclave size
+    assert yaml.safe_load(allocator.read_text()) == {"memory_mib": memory, "cpu_count": cpu_count}
+    assert [line for line in allocator.read_text().splitlines() if line.startswith("#")] == [line for line in original.splitlines() if line.startswith("#")]
+    assert (tmp_path / "called").read_text().splitlines() == ["dnf install -y aws-nitro-enclaves-cli", "systemctl enable --now nitro-enclaves-allocator.service"]
+
+
+def _sidecars() -> list[dict]:
+    return [
+        container
+        for daemonset in daemonsets()
+        for container in daemonset["spec"]["template"]["spec"]["initContainers"]
+        if container.get("restartPolicy") == "Always"
+    ]
