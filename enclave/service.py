@@ -272,8 +272,10 @@ class EnclaveService:
             raise _BadRequest(str(exc)) from None
 
     def _unseal(self, bundle: SealedBundle, session: Any) -> bool:
-        self._check_room(bundle.name)
         policy = self._policy_for(bundle.scheme, bundle.policy)
+        if not bundle.api_key and SCHEMES[bundle.scheme].exchange is not None:
+            raise _Unusable(_UNBOUND_BUNDLE)  # known from its fields: no KMS call for it
+        self._check_room(bundle.name)
         context = bundle.encryption_context()  # derived here from the bundle's fields, never taken from it
         try:
             data_key, sealed_by = session.decrypt_with_key_arn(key_id=bundle.kms_key_id, ciphertext_blob=bundle.encrypted_data_key, encryption_context=context)
@@ -304,10 +306,7 @@ class EnclaveService:
         if key.unbound_secret is not None and not generated:
             # Only the boot that generated a key may bind it: an unbound bundle the host kept must
             # not let it bind the key, in a later boot, to an exchange account of its own.
-            raise _Unusable(
-                "it has no API key id, and an exchange key is bound to its id only in the enclave boot that generated it "
-                "(a host keeping this bundle must not be able to bind the key to an account of its own): generate a new key"
-            )
+            raise _Unusable(_UNBOUND_BUNDLE)
         try:
             return self.keyring.add(key)
         except (KeyConflict, KeyringFull) as exc:
@@ -435,6 +434,12 @@ class _Unusable(Exception):
 
 class _NoSuchKey(Exception):
     """A control message names a key that is not loaded (answered ``UNKNOWN_KEY``)."""
+
+
+_UNBOUND_BUNDLE = (
+    "it has no API key id, and an exchange key is bound to its id only in the enclave boot that generated it "
+    "(a host keeping this bundle must not be able to bind the key to an account of its own): generate a new key"
+)
 
 
 def _unbound_refusal(key: LoadedKey) -> Refusal:

@@ -68,6 +68,13 @@ def test_an_unbound_bundle_the_host_kept_cannot_be_bound_in_a_later_boot(bind_em
         assert code is ErrorCode.UNKNOWN_KEY and "kept-by-host" in message
         with Signer(next_boot.address) as signer:
             assert [key.name for key in signer.keys()] == []
+        # Refused from the bundle's own fields, before any KMS call: the same answer with
+        # credentials KMS would refuse (a KMS call would have said so instead).
+        refused_by_kms = {field: value + "X" if "secret" in field.lower() else value for field, value in credentials.items()}
+        assert refused_by_kms != credentials
+        (answer,) = send_controls(next_boot.address, Provision(bundles=(unbound,), credentials=refused_by_kms))
+        (result,) = answer.fields["results"]
+        assert not result["loaded"] and result["error"].endswith("generate a new key"), result["error"]
 
 
 def test_two_binds_at_once_on_two_connections_bind_once(bind_emulator, bind_signer):
