@@ -182,7 +182,7 @@ def test_a_provisioning_flood_runs_one_at_a_time_while_signing_goes_on(zerocopy_
 
     def flood() -> None:
         with Signer(enclave.address) as flooder:
-            for _ in range(3):
+            for _ in range(2):  # 8 at once, then again: each provisioning is a KMS round trip, run one at a time
                 try:
                     results.append(flooder.provision([bundle.to_json()], credentials=zerocopy_emulator.credentials)[0].loaded)
                 except EnclaveBusy as exc:
@@ -202,7 +202,7 @@ def test_a_provisioning_flood_runs_one_at_a_time_while_signing_goes_on(zerocopy_
         thread.join(60)
     assert in_flight["calls"] >= 1
     assert in_flight["most"] == 1, f"{in_flight['most']} provisionings ran at once"
-    assert len(results) == 24 and all(result is True or isinstance(result, EnclaveBusy) for result in results), results
+    assert len(results) == 16 and all(result is True or isinstance(result, EnclaveBusy) for result in results), results
     assert all(signatures)
 
 
