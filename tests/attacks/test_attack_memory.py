@@ -9,6 +9,7 @@ holds at most ``MAX_KEYS`` and refuses the next one before it asks KMS.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -23,10 +24,12 @@ def test_a_host_provisioning_keys_without_end_is_stopped_at_the_enclaves_limit(z
     emulator = zerocopy_emulator
     # The host's own KMS key (the operator's client stands in for any key the host can reach).
     host_key = emulator.kms.create_key(Description="the host's own key")["KeyMetadata"]["Arn"]
-    bundles = [
-        seal(emulator.kms, key_id=host_key, name=f"flood-{index}", scheme="hmac-sha256", secret=f"flood-{index}".encode()).to_json()
-        for index in range(MAX_KEYS + 2)
-    ]
+
+    def sealed(index: int) -> bytes:
+        return seal(emulator.kms, key_id=host_key, name=f"flood-{index}", scheme="hmac-sha256", secret=f"flood-{index}".encode()).to_json()
+
+    with ThreadPoolExecutor(max_workers=8) as sealers:  # each a KMS round trip: sealed side by side
+        bundles = list(sealers.map(sealed, range(MAX_KEYS + 2)))
     with emulator.launch() as fresh, Signer(fresh.address, expected_pcrs={0: emulator.pcrs[0]}, roots=[emulator.root_certificate]) as signer:
         results = [result for start in range(0, len(bundles), 32) for result in signer.provision(bundles[start : start + 32], credentials=emulator.credentials)]
         loaded = [result for result in results if result.loaded]

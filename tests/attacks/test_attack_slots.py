@@ -93,7 +93,17 @@ def _settle(sock: socket.socket) -> None:
     assert isinstance(answer, ControlResponse), answer
 
 
-def _closed_by_the_enclave(sockets: list[socket.socket]) -> list[socket.socket]:
+def _closed_by_the_enclave(sockets: list[socket.socket], at_least: int = 0, within: float = 5.0) -> list[socket.socket]:
+    """The sockets whose other end has been shut, once ``at_least`` of them are (or ``within``
+    seconds have passed): the newcomer that evicted a connection may be served a moment before
+    the evicted one's close reaches this end."""
+    deadline = time.monotonic() + within
+    while len(closed := _closed_now(sockets)) < at_least and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return closed
+
+
+def _closed_now(sockets: list[socket.socket]) -> list[socket.socket]:
     """The sockets whose other end has been shut (readable, and reading what is there, a BUSY
     answer say, gives end of stream)."""
     closed = []
@@ -133,7 +143,7 @@ def test_64_idle_connections_do_not_lock_out_a_signer(zerocopy_emulator, enclave
     with _connections(enclave.address, SLOTS, settled=True) as idle:
         time.sleep(EVICTION_GRACE)  # they are no longer brand new: quiet, and taking every slot
         outcomes = _newcomers_sign(zerocopy_emulator, enclave, bundle.name, secret)
-        closed = _closed_by_the_enclave(idle)
+        closed = _closed_by_the_enclave(idle, at_least=len(outcomes))
     assert outcomes == [True] * 4, f"a bot was locked out: {outcomes}"
     assert len(closed) == len(outcomes)  # one idle connection evicted per newcomer, no more
 
@@ -159,7 +169,7 @@ def test_slowloris_connections_do_not_lock_out_a_signer(zerocopy_emulator, encla
         try:
             time.sleep(EVICTION_GRACE)
             outcomes = _newcomers_sign(zerocopy_emulator, enclave, bundle.name, secret)
-            closed = _closed_by_the_enclave(slow)
+            closed = _closed_by_the_enclave(slow, at_least=len(outcomes))
         finally:
             stop.set()
             trickler.join(10)
@@ -194,7 +204,7 @@ def test_a_provisioning_flood_runs_one_at_a_time_while_signing_goes_on(zerocopy_
 
     def flood() -> None:
         with Signer(enclave.address) as flooder:
-            for _ in range(3):
+            for _ in range(2):  # 8 at once, then again: each provisioning is a KMS round trip, run one at a time
                 try:
                     results.append(flooder.provision([bundle.to_json()], credentials=zerocopy_emulator.credentials)[0].loaded)
                 except EnclaveBusy as exc:
@@ -214,7 +224,7 @@ def test_a_provisioning_flood_runs_one_at_a_time_while_signing_goes_on(zerocopy_
         thread.join(60)
     assert in_flight["calls"] >= 1
     assert in_flight["most"] == 1, f"{in_flight['most']} provisionings ran at once"
-    assert len(results) == 24 and all(result is True or isinstance(result, EnclaveBusy) for result in results), results
+    assert len(results) == 16 and all(result is True or isinstance(result, EnclaveBusy) for result in results), results
     assert all(signatures)
 
 
