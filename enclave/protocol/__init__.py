@@ -22,6 +22,7 @@ from .frames import (
     Signature,
     SignRequest,
     http_params,
+    http_params_items,
     key_name,
     sign_http_body,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "Signature",
     "SignRequest",
     "http_params",
+    "http_params_items",
     "key_name",
     "sign_http_body",
 ]

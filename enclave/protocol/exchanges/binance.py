@@ -32,7 +32,7 @@ from typing import ClassVar
 from ..exchange import Exchange, LimitPrice, OrderFields, PlainOrder, endpoint, spellings
 from ..signing import (
     Ed25519, HmacSha256, Params, RsaPkcs1v15Sha256, SchemeError, SignedHttp, SigningKey, b64, check_method, check_params, check_path,
-    checked_now, encode, query_string, string_pairs, unreserved_characters,
+    all_unreserved, checked_now, encode, query_string, string_pairs,
 )
 
 _WS_METHOD = re.compile(r"[A-Za-z][A-Za-z0-9._]{0,63}")
@@ -58,6 +58,7 @@ def _form_keys(scheme: str, body: bytes) -> list[str]:
 
 class _BinanceRest(SigningKey):
     exchange = "binance"
+    signs_known_queries = True
     methods: ClassVar[tuple[str, ...]] = ("GET", "POST", "PUT", "DELETE")
 
     def encode_signature(self, signature: bytes) -> str:
@@ -67,7 +68,7 @@ class _BinanceRest(SigningKey):
         if type(body) is bytes and not body and type(params) is tuple and string_pairs(params):
             flat = list(chain.from_iterable(params))
             stamped = self.__dict__.get("_shapes", _NO_SHAPES).get((method, path, *flat[0::2]))
-            if stamped is not None and unreserved_characters.issuperset("".join(flat[1::2])):
+            if stamped is not None and all_unreserved("".join(flat[1::2])):
                 return self._sign_query("&".join(map("=".join, params)), stamped, now_ms)
         signed = self._sign_checked(method, path, params, body, now_ms)
         if type(body) is bytes and not body:
@@ -79,7 +80,7 @@ class _BinanceRest(SigningKey):
         check, so a request of the same shape (its values unreserved) needs only the query built
         and signed. At most ``_MAX_SHAPES`` small shapes per key, the oldest forgotten first."""
         names = [name for name, _ in params]
-        if len(names) > 32 or len(path) + sum(map(len, names)) > 512 or not unreserved_characters.issuperset("".join(names)):
+        if len(names) > 32 or len(path) + sum(map(len, names)) > 512 or not all_unreserved("".join(names)):
             return
         shapes = self.__dict__.setdefault("_shapes", {})
         if len(shapes) >= _MAX_SHAPES:
@@ -88,6 +89,13 @@ class _BinanceRest(SigningKey):
             except (RuntimeError, StopIteration):  # another thread changed it meanwhile: no matter
                 pass
         shapes[(method, path, *names)] = "timestamp" in names
+
+    def known_query_shape(self, method: str, path: str, names: tuple[str, ...]) -> bool | None:
+        """Whether a query-only request of this shape (signed before) carries its own ``timestamp``; None: not a known shape."""
+        return self.__dict__.get("_shapes", _NO_SHAPES).get((method, path, *names))  # type: ignore[no-any-return]
+
+    def sign_known_query(self, query: str, shape: bool, now_ms: int) -> SignedHttp:
+        return self._sign_query(query, shape, now_ms)
 
     def _sign_query(self, query: str, stamped: bool, now_ms: int) -> SignedHttp:
         """Sign a query of a known shape (nothing in it to encode), adding the enclave's timestamp unless ``stamped``."""
