@@ -41,7 +41,8 @@ from enclave.protocol import (
     http_params,
     http_params_items,
     key_name,
-    sign_http_body,
+    sign_http_body_with,
+    sign_http_prefix,
 )
 from enclave.protocol.address import Address, AddressError, parse_address
 from enclave.protocol.messages import ANSWERS, Attest, Audit, Bind, Generate, KeyInfo, Keys, Message, MessageError, OpenSession, Provision, Remove
@@ -172,15 +173,34 @@ def _sign_http_request(key: str, method: str, path: str, params: Any, body: str 
     for whichever connection it goes out on)."""
     items = _text_items(params)
     texts = _param_texts(params) if items is None else None
-    try:
-        parts = (key.encode(), method.upper().encode(), path.encode())
-    except (UnicodeEncodeError, AttributeError):
-        raise ValueError("key, method, path and parameters must be text") from None
     try:  # the enclave's own rule for names and values (enclave.protocol.http_params)
+        prefix = _request_prefix(key, method, path)
         block = http_params(tuple(texts)) if texts is not None else http_params_items(items)  # type: ignore[arg-type]
-        return sign_http_body(*parts, block, body.encode() if isinstance(body, str) else bytes(body or b""))
+        return sign_http_body_with(prefix, block, body.encode() if isinstance(body, str) else bytes(body or b""))
     except LocalProtocolError as exc:
         raise ValueError(str(exc)) from None
+
+
+#: (key, method, path) -> what their SIGN_HTTP bodies start with (a bot calls a handful of endpoints).
+_PREFIXES: dict[tuple[str, str, str], tuple[bytes, bytes]] = {}
+_MAX_PREFIXES = 256
+
+
+def _request_prefix(key: str, method: str, path: str) -> tuple[bytes, bytes]:
+    """The SIGN_HTTP body's start for this key, method and path, checked once per endpoint."""
+    text = type(key) is str and type(method) is str and type(path) is str  # exact str: a subclass could hash as another
+    prefix = _PREFIXES.get((key, method, path)) if text else None
+    if prefix is None:
+        try:
+            parts = (key.encode(), method.upper().encode(), path.encode())
+        except (UnicodeEncodeError, AttributeError):
+            raise ValueError("key, method, path and parameters must be text") from None
+        prefix = sign_http_prefix(*parts)
+        if text:
+            if len(_PREFIXES) >= _MAX_PREFIXES:
+                _PREFIXES.clear()
+            _PREFIXES[(key, method, path)] = prefix
+    return prefix
 
 
 _TEXT, _PAIR, _TWO = frozenset({str}), frozenset({tuple}), frozenset({2})

@@ -25,6 +25,8 @@ from .frames import (
     http_params_items,
     key_name,
     sign_http_body,
+    sign_http_body_with,
+    sign_http_prefix,
 )
 from .messages import MessageError
 
@@ -52,4 +54,6 @@ __all__ = [
     "http_params_items",
     "key_name",
     "sign_http_body",
+    "sign_http_body_with",
+    "sign_http_prefix",
 ]

@@ -58,6 +58,8 @@ __all__ = [
     "Connection",
     "key_name",
     "sign_http_body",
+    "sign_http_body_with",
+    "sign_http_prefix",
     "signed_http_answer",
     "http_params",
     "http_params_items",
@@ -475,12 +477,26 @@ def sign_http_body(key: bytes, method: bytes, path: bytes, params: bytes, body: 
     ``params`` is the block :func:`http_params` builds (the pair count is checked again here: a
     stray NUL would shift it).
     """
+    return sign_http_body_with(sign_http_prefix(key, method, path), params, body)
+
+
+def sign_http_prefix(key: bytes, method: bytes, path: bytes) -> tuple[bytes, bytes]:
+    """What every SIGN_HTTP body for this key, method and path starts with, checked: their lengths,
+    and their bytes. A client may keep it per endpoint, for :func:`sign_http_body_with`."""
     key_name(key)
     if not 0 < len(method) <= 16 or len(path) > 0xFFFF:
         raise LocalProtocolError("key name, method or path out of bounds")
+    return _HTTP_NAME_LENGTHS.pack(len(key), len(method), len(path)), key + method + path
+
+
+def sign_http_body_with(prefix: tuple[bytes, bytes], params: bytes, body: bytes) -> bytes:
+    """:func:`sign_http_body` for a ``prefix`` from :func:`sign_http_prefix`."""
     if params and params.count(b"\0") % 2 != 1:
         raise LocalProtocolError("params names and values cannot contain NUL")
-    return _HTTP_REQUEST.pack(len(key), len(method), len(path), len(params), len(body)) + key + method + path + params + body
+    return b"".join((prefix[0], _HTTP_PART_LENGTHS.pack(len(params), len(body)), prefix[1], params, body))
+
+
+_HTTP_NAME_LENGTHS, _HTTP_PART_LENGTHS = struct.Struct(">BBH"), struct.Struct(">II")  # _HTTP_REQUEST in two
 
 
 class Connection:

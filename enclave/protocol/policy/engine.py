@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -291,12 +293,13 @@ def _plain_values(joined: str) -> bool:
     return joined.isascii() and not joined.encode().translate(None, _VALUE_BYTES) and (len(joined) <= 256 or max(map(len, joined.split("\x01"))) <= 256)
 
 
+_VALUE_OF = operator.itemgetter(1)
 _VALUE_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:,@/+-\x01"
 
 
 def _check_plain_values(params: Any, symbol_param: str | None, decimals: Iterable[int]) -> None:
     """:func:`_check_values`, told which parameters (by index) must be decimals."""
-    joined = "\x01".join([value for _, value in params])
+    joined = "\x01".join(map(_VALUE_OF, params))
     # The separator must not occur inside a value, or "a\x01b" would pass as two values. (With no
     # params the count test fails harmlessly: the loop below finds nothing to refuse.)
     if joined.count("\x01") + 1 != len(params) or not _plain_values(joined):
@@ -538,8 +541,10 @@ class PolicyState:
 
     def __init__(self, policy: SigningPolicy) -> None:
         self.policy = policy
-        self._bucket = TokenBucket(*policy.rate) if policy.rate else None
-        self._window = NotionalWindow(policy.window_seconds) if policy.window_seconds is not None else None
+        # One lock for the rate bucket and the notional window: an order is metered in one step.
+        self._meter_lock = threading.Lock()
+        self._bucket = TokenBucket(*policy.rate, lock=self._meter_lock) if policy.rate else None
+        self._window = NotionalWindow(policy.window_seconds, lock=self._meter_lock) if policy.window_seconds is not None else None
         self._verdicts = Verdicts()
         # Shapes seen with their parameters in order (_remember_plan) share the verdicts' room and bound.
         self._plans = self._verdicts
@@ -826,13 +831,13 @@ class PolicyState:
         if window is not None and notional is None:
             raise Refusal("notional_unknown", "the policy caps notional per window, and this order's notional cannot be computed")
         bucket = self._bucket if kind == "order" or sized else None
-        took = bucket.take(now_ms) if bucket is not None else True
-        if window is not None:
-            total = window.admit(now_ms, notional, policy.window_max, commit=took)
-            if total is not None:
-                if bucket is not None and took:
-                    bucket.give_back()
-                raise Refusal("notional_window", f"this order would bring the notional signed in the last {policy.window_seconds} s to {total}, above {policy.window_max}")
+        with self._meter_lock:  # the bucket's and the window's: taken once for both
+            took = bucket.take_locked(now_ms) if bucket is not None else True
+            total = window.admit_locked(now_ms, notional, policy.window_max, commit=took) if window is not None else None  # type: ignore[arg-type]
+            if total is not None and bucket is not None and took:
+                bucket.give_back_locked()
+        if total is not None:
+            raise Refusal("notional_window", f"this order would bring the notional signed in the last {policy.window_seconds} s to {total}, above {policy.window_max}")
         if not took:
             raise self._rate_refusal()
 
