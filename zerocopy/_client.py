@@ -171,12 +171,14 @@ def _control_answer(response: ControlResponse, malformed: type[errors.ProtocolEr
 def _sign_http_request(key: str, method: str, path: str, params: Any, body: str | bytes | None) -> bytes:
     """``sign_request``'s arguments, checked and encoded once as a SIGN_HTTP body (framed later
     for whichever connection it goes out on)."""
-    items = _text_items(params)
-    texts = _param_texts(params) if items is None else None
     try:  # the enclave's own rule for names and values (enclave.protocol.http_params)
+        items = _flat_items(params)
+        block = http_params_items(items) if items is not None else None  # None: not all text
+        texts = _param_texts(params) if block is None else None
         prefix = _request_prefix(key, method, path)
-        block = http_params(tuple(texts)) if texts is not None else http_params_items(items)  # type: ignore[arg-type]
-        return sign_http_body_with(prefix, block, body.encode() if isinstance(body, str) else bytes(body or b""))
+        if texts is not None:
+            block = http_params(tuple(texts))
+        return sign_http_body_with(prefix, block, body.encode() if isinstance(body, str) else bytes(body or b""))  # type: ignore[arg-type]
     except LocalProtocolError as exc:
         raise ValueError(str(exc)) from None
 
@@ -203,20 +205,17 @@ def _request_prefix(key: str, method: str, path: str) -> tuple[bytes, bytes]:
     return prefix
 
 
-_TEXT, _PAIR, _TWO = frozenset({str}), frozenset({tuple}), frozenset({2})
+_PAIR, _TWO = frozenset({tuple}), frozenset({2})
 
 
-def _text_items(params: Any) -> list[str] | None:
-    """The usual call's parameters — a dict, or a list or tuple of pairs, all text — laid out as
-    the params block wants them (names and values alternating), in one pass at C speed; None
-    for anything else (:func:`_param_texts` converts it)."""
+def _flat_items(params: Any) -> list | None:
+    """The usual call's parameters — a dict, or a list or tuple of pairs — laid out as the params
+    block wants them (names and values alternating), at C speed; None for anything else."""
     if type(params) is dict:
-        items = [*chain.from_iterable(params.items())]
-    elif (type(params) is list or type(params) is tuple) and _PAIR.issuperset(map(type, params)) and _TWO.issuperset(map(len, params)):
-        items = [*chain.from_iterable(params)]
-    else:
-        return None
-    return items if _TEXT.issuperset(map(type, items)) else None
+        return [*chain.from_iterable(params.items())]
+    if (type(params) is list or type(params) is tuple) and _PAIR.issuperset(map(type, params)) and _TWO.issuperset(map(len, params)):
+        return [*chain.from_iterable(params)]
+    return None
 
 
 def _param_texts(params: Any) -> list[tuple[str, str]]:

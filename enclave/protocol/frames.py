@@ -448,14 +448,12 @@ def http_params(pairs: tuple[tuple[str, str], ...]) -> bytes:
 _TUPLE, _TWO, _STR = frozenset({tuple}), frozenset({2}), frozenset({str})
 
 
-def http_params_items(items: list) -> bytes:
+def http_params_items(items: list) -> bytes | None:
     """:func:`http_params` of names and values already laid out alternating (a dict's items,
-    flattened), under the same rule."""
+    flattened), under the same rule; None if one is not text (a caller may convert those)."""
     if len(items) % 2 or len(items) > 2 * 0xFFFF:
         raise LocalProtocolError("params must be a tuple of (name, value) pairs")
-    if not _STR.issuperset(map(type, items)):
-        raise LocalProtocolError("params must be (str, str) pairs")
-    return _params_block(items)
+    return _params_block(items) if _STR.issuperset(map(type, items)) else None
 
 
 def _params_block(items: list[str]) -> bytes:

@@ -64,6 +64,10 @@ class _BinanceRest(SigningKey):
     def encode_signature(self, signature: bytes) -> str:
         return b64(signature)
 
+    def _signature_text(self, payload: bytes) -> str:
+        """The signature of ``payload`` as it goes into the query or body, percent-encoded."""
+        return encode(self.encode_signature(self.sign(payload)))
+
     def sign_http(self, method: str, path: str, params: Params, body: bytes, now_ms: int) -> SignedHttp:
         if type(body) is bytes and not body and type(params) is tuple and string_pairs(params):
             flat = list(chain.from_iterable(params))
@@ -102,7 +106,7 @@ class _BinanceRest(SigningKey):
         if not stamped:
             stamp = f"timestamp={checked_now(self.name, now_ms)}"
             query = f"{query}&{stamp}" if query else stamp
-        signature = encode(self.encode_signature(self.sign(query.encode())))
+        signature = self._signature_text(query.encode())
         return SignedHttp(f"{query}&signature={signature}", b"", (("X-MBX-APIKEY", self.api_key),))
 
     def _sign_checked(self, method: str, path: str, params: Params, body: bytes, now_ms: int) -> SignedHttp:
@@ -125,7 +129,7 @@ class _BinanceRest(SigningKey):
                 body = body + b"&" + stamp.encode()
             else:
                 query = f"{query}&{stamp}" if query else stamp
-        signature = encode(self.encode_signature(self.sign(query.encode() + body)))
+        signature = self._signature_text(query.encode() + body)
         if body:
             body = body + b"&signature=" + signature.encode()
         else:
@@ -140,6 +144,9 @@ class BinanceHmac(_BinanceRest, HmacSha256):
 
     def encode_signature(self, signature: bytes) -> str:
         return signature.hex()
+
+    def _signature_text(self, payload: bytes) -> str:
+        return self.sign(payload).hex()  # hex digits: nothing to percent-encode
 
 
 class BinanceRsa(_BinanceRest, RsaPkcs1v15Sha256):

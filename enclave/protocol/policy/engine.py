@@ -567,7 +567,7 @@ class PolicyState:
         if not body and exchange.header_recv_window is None and method not in exchange.json_body_methods:
             plan = self._plans.get((_PLAN, method, path, *[name for name, _ in params]))
             if plan is not None:  # a shape seen before: only its values are judged
-                return self._authorize_planned(exchange, plan, params, now_ms)
+                return self.authorize_planned(plan, params, now_ms)
         params, header_params = self._header_recv_window(exchange, params)
         batch = _batch_endpoints(exchange).get((method, path))
         if batch is not None:
@@ -614,12 +614,9 @@ class PolicyState:
 
     def authorize_planned(self, plan: _Plan, params: tuple[tuple[str, str], ...], now_ms: int) -> Authorized:
         """``authorize_request(method, path, params, b"", now_ms)`` for a request whose shape has
-        ``plan`` (from :meth:`plan_for` on this state, for exactly these names in this order)."""
-        return self._authorize_planned(self.policy.exchange, plan, params, now_ms)  # type: ignore[arg-type]
-
-    def _authorize_planned(self, exchange: Exchange, plan: _Plan, params: tuple[tuple[str, str], ...], now_ms: int) -> Authorized:
-        """:meth:`authorize_request` for a shape already judged (:meth:`_remember_plan`): the same
-        checks of the values, in the same order, as for a request judged from scratch."""
+        ``plan`` (from :meth:`plan_for` on this state, for exactly these names in this order):
+        the same checks of the values, in the same order, as for a request judged from scratch."""
+        exchange: Exchange = self.policy.exchange  # type: ignore[assignment]  # a plan exists only for an exchange's policy
         _check_plain_values(params, exchange.order_fields.symbol, plan.decimals)
         judged = self._judge_values(exchange, plan.endpoints, plan.kind, plan.documented, plan.fields, dict(params), now_ms)
         if judged.kind in _SIZED:
@@ -643,7 +640,8 @@ class PolicyState:
             raise Refusal("symbol", "the policy lists symbols, and this amend does not name the symbol of the order it changes")
         quantity = notional = size = None
         if kind in _SIZED:
-            self._check_borrowing(exchange, values)
+            if exchange.borrowing and not policy.borrowing:
+                self._check_borrowing(exchange, values)
             size = _order_size(exchange, values, kind, fields)
             if size is not None:
                 if canonical is None and (policy.symbols is not None or policy.per_symbol):
