@@ -104,12 +104,13 @@ class AuditLog:
         by the caller with what else it knows of the request's shape)."""
         # A hex digest (the service's) is written as it is: what clip and encode_basestring give it.
         digest_json = f'"{digest}"' if len(digest) <= _DIGEST_LIMIT and digest.isascii() and digest.isalnum() else encode_basestring(clip(digest, _DIGEST_LIMIT))
-        head = f'{{"decision":"signed","digest":{digest_json},"key":{fixed[0]},"notional":{_amount_json(notional, "notional")},"prev":"'
-        middle = f'","quantity":{_amount_json(quantity, "quantity")},"reason":"","request":{fixed[1]},"rule":"","seq":'
-        tail = f',"symbol":{_optional_json(symbol, "symbol")},"time_ms":{time_ms if type(time_ms) is int else json.dumps(time_ms)}}}'
-        with self._lock:  # as _append, the line made as text and encoded once
-            line = f"{head}{self._head}{middle}{self._next_seq}{tail}".encode()
-            self._chain(line)
+        notional_json, quantity_json, symbol_json = _amount_json(notional, "notional"), _amount_json(quantity, "quantity"), _optional_json(symbol, "symbol")
+        time_json = time_ms if type(time_ms) is int else json.dumps(time_ms)
+        with self._lock:  # as _append, the line made in one piece: receipt_parts' head + prev + middle + seq + tail
+            self._chain(
+                f'{{"decision":"signed","digest":{digest_json},"key":{fixed[0]},"notional":{notional_json},"prev":"{self._head}",'
+                f'"quantity":{quantity_json},"reason":"","request":{fixed[1]},"rule":"","seq":{self._next_seq},"symbol":{symbol_json},"time_ms":{time_json}}}'.encode()
+            )
 
     def _chain(self, line: bytes) -> None:
         """Under the lock: ``line`` (naming the head and the next seq) hashed, held and counted."""

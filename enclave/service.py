@@ -184,7 +184,7 @@ class EnclaveService:
             return self._refused(event, key, now, refusal, refusal.rule, ErrorCode.POLICY_REFUSED, refusal.rule)
         except SchemeError as exc:
             return self._refused(event, key, now, exc, "scheme", ErrorCode.UNSUPPORTED_OPERATION)
-        self.audit.record_signed_as(shape.receipt, now, _request_digest(event.params, b""), authorized.symbol, authorized.quantity, authorized.notional)
+        self.audit.record_signed_as(shape.receipt, now, _query_digest(event.params), authorized.symbol, authorized.quantity, authorized.notional)
         return signed_http_answer(event.request_id, signed.query, signed.body, signed.headers)
 
     def _refused(self, event: HttpSignRequest, key: LoadedKey, now: int, exc: Exception, rule: str, code: ErrorCode, answer_rule: str = "") -> ErrorResponse:
@@ -514,3 +514,8 @@ def _request_digest(params: tuple[tuple[str, str], ...], body: bytes) -> str:
     digest = hashlib.sha256("\0".join(chain.from_iterable(params)).encode())
     digest.update(b"\0\0" + body)
     return digest.hexdigest()
+
+
+def _query_digest(params: tuple[tuple[str, str], ...]) -> str:
+    """``_request_digest(params, b"")``, in one update."""
+    return hashlib.sha256(("\0".join(chain.from_iterable(params)) + "\0\0").encode()).hexdigest()
