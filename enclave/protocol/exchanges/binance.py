@@ -98,9 +98,6 @@ class _BinanceRest(SigningKey):
         """Whether a query-only request of this shape (signed before) carries its own ``timestamp``; None: not a known shape."""
         return self.__dict__.get("_shapes", _NO_SHAPES).get((method, path, *names))  # type: ignore[no-any-return]
 
-    def sign_known_query(self, query: str, shape: bool, now_ms: int) -> SignedHttp:
-        return self._sign_query(query, shape, now_ms)
-
     def _sign_query(self, query: str, stamped: bool, now_ms: int) -> SignedHttp:
         """Sign a query of a known shape (nothing in it to encode), adding the enclave's timestamp unless ``stamped``."""
         if not stamped:
@@ -108,6 +105,8 @@ class _BinanceRest(SigningKey):
             query = f"{query}&{stamp}" if query else stamp
         signature = self._signature_text(query.encode())
         return SignedHttp(f"{query}&signature={signature}", b"", (("X-MBX-APIKEY", self.api_key),))
+
+    sign_known_query = _sign_query  # the shape remembered is whether the request has its own timestamp
 
     def _sign_checked(self, method: str, path: str, params: Params, body: bytes, now_ms: int) -> SignedHttp:
         check_method(self.name, method, self.methods)
