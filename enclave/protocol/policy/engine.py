@@ -184,10 +184,15 @@ def _order_size(exchange: Exchange, values: dict[str, str], kind: str, fields: O
     """
     fields = fields if fields is not None else exchange.order_fields
     if kind == "amend" and (fields.new_quantity or fields.new_price):
-        size, price = _number(values, fields.new_quantity), _number(values, fields.new_price)
+        size_name, price_name = fields.new_quantity, fields.new_price
     else:
-        size, price = _number(values, fields.quantity), _number(values, fields.price)
-    quote = _number(values, fields.quote_quantity)
+        size_name, price_name = fields.quantity, fields.price
+    # _number's reading, inline (this runs for every order): a field absent, or one the exchange has not, is None
+    quote_name = fields.quote_quantity
+    size_text, price_text, quote_text = values.get(size_name) if size_name else None, values.get(price_name) if price_name else None, values.get(quote_name) if quote_name else None
+    size = None if size_text is None else Decimal(size_text)
+    price = None if price_text is None else Decimal(price_text)
+    quote = None if quote_text is None else Decimal(quote_text)
     if kind == "amend" and size is None and price is None and quote is None:
         # Changes neither size nor price: e.g. a Bybit cancel, whose parameters also fit /v5/order/amend.
         return None
@@ -517,6 +522,10 @@ class _Judged(NamedTuple):
     sized: bool  # it sets a size or price, so the window and the rate count it
 
 
+# A NamedTuple's own __new__ is Python; the sign path builds its two directly, every field given.
+_new_tuple = tuple.__new__
+
+
 class _Refused(NamedTuple):
     rule: str
     message: str
@@ -621,7 +630,7 @@ class PolicyState:
         judged = self._judge_values(exchange, plan.endpoints, plan.kind, plan.documented, plan.fields, dict(params), now_ms)
         if judged.kind in _SIZED:
             self._meter(now_ms, judged.kind, judged.sized, judged.notional)
-        return Authorized(params, b"", judged.endpoints, judged.kind, judged.symbol, judged.quantity, judged.notional)
+        return _new_tuple(Authorized, (params, b"", *judged[:5]))  # type: ignore[no-any-return]
 
     def _judge_values(
         self, exchange: Exchange, endpoints: tuple[str, ...], kind: str, documented: Mapping[str, frozenset[str]], fields: OrderFields, values: dict[str, str], now_ms: int
@@ -649,7 +658,7 @@ class PolicyState:
                     raise Refusal("symbol", "the policy limits symbols, and this request changes an order's size or price without naming its symbol")
                 quantity, notional, quoted = size
                 self._check_size(canonical, quantity, notional, quoted, kind)
-        return _Judged(endpoints, kind, symbol, quantity, notional, size is not None)
+        return _new_tuple(_Judged, (endpoints, kind, symbol, quantity, notional, size is not None))  # type: ignore[no-any-return]
 
     def _authorize_batch(self, exchange: Exchange, endpoint: Endpoint, header_params: tuple, params: tuple, body: bytes, now_ms: int) -> Authorized:
         """Every order of a batch judged by every rule, each counted against the window and the

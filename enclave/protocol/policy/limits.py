@@ -85,32 +85,24 @@ class NotionalWindow:
 
     def admit_locked(self, now_ms: int, notional: Decimal, limit: Decimal, *, commit: bool = True) -> Decimal | None:
         """:meth:`admit`, for a caller that holds :attr:`lock`."""
-        total = self._current_total(now_ms) + notional
+        # Time is the latest the window has seen (see the class): a reading that is behind counts as that.
+        latest = self._now_ms
+        now_ms = self._now_ms = now_ms if latest is None or now_ms > latest else latest
+        buckets, horizon = self._buckets, now_ms - self.span_ms
+        while buckets and buckets[0][1] <= horizon:
+            self._total -= buckets.popleft()[2]
+        total = self._total + notional
         if total > limit:
             return total
         if commit:
-            self._add(now_ms, notional)
+            last = buckets[-1] if buckets else None
+            if last is not None and now_ms < last[0] + self.bucket_ms:  # buckets begin a span apart
+                last[1] = now_ms
+                last[2] += notional
+            else:
+                buckets.append([now_ms, now_ms, notional])
+            self._total += notional
         return None
-
-    def _advance(self, now_ms: int) -> int:
-        self._now_ms = now_ms if self._now_ms is None else max(self._now_ms, now_ms)
-        return self._now_ms
-
-    def _current_total(self, now_ms: int) -> Decimal:
-        horizon = self._advance(now_ms) - self.span_ms
-        while self._buckets and self._buckets[0][1] <= horizon:
-            self._total -= self._buckets.popleft()[2]
-        return self._total
-
-    def _add(self, now_ms: int, notional: Decimal) -> None:
-        now_ms = self._advance(now_ms)
-        last = self._buckets[-1] if self._buckets else None
-        if last is not None and now_ms < last[0] + self.bucket_ms:  # buckets begin a span apart
-            last[1] = now_ms
-            last[2] += notional
-        else:
-            self._buckets.append([now_ms, now_ms, notional])
-        self._total += notional
 
 
 class Verdicts:
