@@ -310,3 +310,28 @@ def test_a_key_keeps_a_bounded_number_of_shapes() -> None:
         most = max(most, len(key.shapes))
         assert len(key.shapes) <= MAX_KEY_SHAPES
     assert most == MAX_KEY_SHAPES
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    values=st.lists(st.text(alphabet="Az09._:,@/+-é ~&=\x00", max_size=8) | st.sampled_from(["a" * 256, "b" * 257, "BTCUSDT"]), max_size=6),
+    word=st.text(max_size=4),
+)
+def test_the_character_checks_at_c_speed_answer_as_the_patterns_and_sets_they_replace(values: list, word: str) -> None:
+    """The policy's values (allowed characters, at most 256 each) and the schemes' unreserved
+    characters, checked by deleting allowed bytes, answer what the regular expression and the
+    frozenset did."""
+    import re
+
+    from enclave.protocol.policy.engine import _plain_values
+    from enclave.protocol.signing import _UNRESERVED, all_unreserved, plain_query
+
+    pattern = re.compile(r"(?:[A-Za-z0-9._:,@/+-]{0,256}\x01)*[A-Za-z0-9._:,@/+-]{0,256}")
+    joined = "\x01".join(values)
+    assert _plain_values(joined) == bool(pattern.fullmatch(joined))
+    for text in [*values, word, joined]:
+        assert all_unreserved(text) == _UNRESERVED.issuperset(text)
+    pairs = tuple(zip(values[0::2], values[1::2]))
+    query = "&".join(map("=".join, pairs))
+    counted = query.count("=") == len(pairs) and query.count("&") == len(pairs) - 1
+    assert plain_query(query, len(pairs)) == ((_UNRESERVED | {"=", "&"}).issuperset(query) and counted)

@@ -40,7 +40,7 @@ from enclave.protocol import (
     SignRequest,
 )
 from enclave.protocol import cbor
-from enclave.protocol.frames import CONTROL_REQUESTS, CONTROL_RESPONSES, HEADER, sign_http_body
+from enclave.protocol.frames import CONTROL_REQUESTS, CONTROL_RESPONSES, HEADER, sign_http_body_with, sign_http_prefix
 
 CLIENT, SERVER = Role.CLIENT, Role.SERVER
 OTHER = {CLIENT: SERVER, SERVER: CLIENT}
@@ -62,8 +62,12 @@ def encode_sign_request(request_id: int, key: bytes, payload: bytes) -> bytes:
 
 
 def encode_http_sign_request(request_id: int, key: bytes, method: bytes, path: bytes, params: bytes, body: bytes) -> bytes:
-    """A plain client's SIGN_HTTP frame by the fast path (``sign_http_body`` + ``Connection.send_sign_http``)."""
+    """A plain client's SIGN_HTTP frame by the fast path (``sign_http_body_with`` + ``Connection.send_sign_http``)."""
     return Connection(CLIENT).send_sign_http(request_id, sign_http_body(key, method, path, params, body))
+
+
+def sign_http_body(key: bytes, method: bytes, path: bytes, params: bytes, body: bytes) -> bytes:
+    return sign_http_body_with(sign_http_prefix(key, method, path), params, body)
 
 
 def frame(type_code: int, body: bytes = b"", request_id: int = 7, *, version: int = VERSION, length: int | None = None) -> bytes:
@@ -1305,7 +1309,7 @@ _PARAM_TEXT = st.text(max_size=6) | st.sampled_from(["a\0b", "BUY\0type\0MARKET"
 )
 def test_the_client_lays_out_a_request_once_as_the_enclave_reads_it(pairs: list, form: type, body: Any) -> None:
     """``sign_request``'s arguments, whatever form the parameters come in (a dict, a list or a
-    tuple of pairs, text or numbers), become the body ``sign_http_body`` + ``http_params`` make of
+    tuple of pairs, text or numbers), become the body ``sign_http_prefix``, ``sign_http_body_with`` and ``http_params`` make of
     their text — or the same refusal (a NUL or a lone surrogate in a name or value) — and the
     enclave decodes exactly those pairs from it."""
     from enclave.protocol import http_params

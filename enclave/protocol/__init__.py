@@ -24,7 +24,6 @@ from .frames import (
     http_params,
     http_params_items,
     key_name,
-    sign_http_body,
     sign_http_body_with,
     sign_http_prefix,
 )
@@ -53,7 +52,6 @@ __all__ = [
     "http_params",
     "http_params_items",
     "key_name",
-    "sign_http_body",
     "sign_http_body_with",
     "sign_http_prefix",
 ]

@@ -57,7 +57,6 @@ __all__ = [
     "SessionAccepted",
     "Connection",
     "key_name",
-    "sign_http_body",
     "sign_http_body_with",
     "sign_http_prefix",
     "signed_http_answer",
@@ -468,19 +467,11 @@ def _params_block(items: list[str]) -> bytes:
         raise LocalProtocolError("params names and values must be UTF-8 text") from None
 
 
-def sign_http_body(key: bytes, method: bytes, path: bytes, params: bytes, body: bytes) -> bytes:
-    """The SIGN_HTTP body from already-encoded parts, checked once (a retry re-frames it with a
-    new request id and seals it for its connection; see :meth:`Connection.send_sign_http`).
-
-    ``params`` is the block :func:`http_params` builds (the pair count is checked again here: a
-    stray NUL would shift it).
-    """
-    return sign_http_body_with(sign_http_prefix(key, method, path), params, body)
-
-
 def sign_http_prefix(key: bytes, method: bytes, path: bytes) -> tuple[bytes, bytes]:
-    """What every SIGN_HTTP body for this key, method and path starts with, checked: their lengths,
-    and their bytes. A client may keep it per endpoint, for :func:`sign_http_body_with`."""
+    """What every SIGN_HTTP body for this key, method and path (already encoded) starts with,
+    checked once: their lengths, and their bytes. A client keeps it per endpoint; each request's
+    body is then :func:`sign_http_body_with` it (a retry re-frames that body with a new request id
+    and seals it for its connection; see :meth:`Connection.send_sign_http`)."""
     key_name(key)
     if not 0 < len(method) <= 16 or len(path) > 0xFFFF:
         raise LocalProtocolError("key name, method or path out of bounds")
@@ -488,7 +479,8 @@ def sign_http_prefix(key: bytes, method: bytes, path: bytes) -> tuple[bytes, byt
 
 
 def sign_http_body_with(prefix: tuple[bytes, bytes], params: bytes, body: bytes) -> bytes:
-    """:func:`sign_http_body` for a ``prefix`` from :func:`sign_http_prefix`."""
+    """The SIGN_HTTP body for a ``prefix`` from :func:`sign_http_prefix`, ``params`` the block
+    :func:`http_params` builds (the pair count is checked again here: a stray NUL would shift it)."""
     if params and params.count(b"\0") % 2 != 1:
         raise LocalProtocolError("params names and values cannot contain NUL")
     return b"".join((prefix[0], _HTTP_PART_LENGTHS.pack(len(params), len(body)), prefix[1], params, body))
@@ -552,7 +544,7 @@ class Connection:
         return self.seal(_SIGN_PREFIX.pack(len(key) + 1 + len(payload), VERSION, _SIGN, request_id, len(key)) + key + payload)
 
     def send_sign_http(self, request_id: int, body: bytes) -> bytes:
-        """``SIGN_HTTP`` for a body from :func:`sign_http_body`, sealed if there is a session."""
+        """``SIGN_HTTP`` for a body from :func:`sign_http_body_with`, sealed if there is a session."""
         if not self._is_client or self._fatal is not None:
             self._refuse_request()
         return self.seal(HEADER.pack(len(body), VERSION, _SIGN_HTTP, request_id) + body)

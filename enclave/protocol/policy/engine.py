@@ -39,7 +39,6 @@ __all__ = ["Refusal", "SigningPolicy", "PolicyState", "Authorized"]
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _NAMES = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(?:\x01[A-Za-z_][A-Za-z0-9_]{0,63})*")  # one or more names
 _VALUE = re.compile(r"[A-Za-z0-9._:,@/+-]{0,256}")
-_VALUES = re.compile(r"(?:[A-Za-z0-9._:,@/+-]{0,256}\x01)*[A-Za-z0-9._:,@/+-]{0,256}")  # all values at once
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,127}")  # a templated path segment: ids and UUIDs, never "." or ".."
 _DEFAULT_RATE = (Decimal(10), 20)
 _DEFAULT_SKEW_MS = 5000
@@ -293,8 +292,9 @@ def _check_values(params: Any, symbol_param: str | None) -> None:
 
 
 def _plain_values(joined: str) -> bool:
-    """``_VALUES.fullmatch(joined)``, at a fraction of its cost: ASCII, nothing left once the
-    allowed bytes (and the separator) are deleted in C, and no value longer than 256 characters."""
+    """Every value of ``joined`` (separated by ``\\x01``) 0 to 256 characters of ``_VALUE``'s set,
+    at C speed: ASCII, nothing left once the allowed bytes and the separator are deleted, and no
+    value longer than 256 characters."""
     return joined.isascii() and not joined.encode().translate(None, _VALUE_BYTES) and (len(joined) <= 256 or max(map(len, joined.split("\x01"))) <= 256)
 
 
