@@ -25,6 +25,7 @@ import json
 import os
 import threading
 from collections import deque
+from decimal import Decimal
 from json.encoder import encode_basestring  # as receipt_parts writes a str
 from typing import Any
 
@@ -43,7 +44,7 @@ from .protocol.audit import (
     start_message,
 )
 
-__all__ = ["AuditLog", "PAGE_BYTES", "LINE_MEMORY"]
+__all__ = ["AuditLog", "PAGE_BYTES", "LINE_MEMORY", "signed_parts"]
 
 # Half the default frame limit: the rest of the answer (checkpoint, start, CBOR heads) is small.
 PAGE_BYTES = 512 * 1024
@@ -92,26 +93,38 @@ class AuditLog:
         bounded memo: the host chooses the request's path)."""
         fixed = self._signed_fixed.get((key, request))
         if fixed is None:
-            fixed = _signed_fixed_parts(key, request)
+            fixed = signed_parts(key, request)
             if len(self._signed_fixed) >= SIGNED_FIXED_ENTRIES:
                 self._signed_fixed.clear()
             self._signed_fixed[(key, request)] = fixed
-        digest_json = encode_basestring(clip(digest, FIELD_LIMITS["digest"]))
-        head = f'{{"decision":"signed","digest":{digest_json},"key":{fixed[0]},"notional":{_optional_json(notional, "notional")},"prev":"'
-        middle = f'","quantity":{_optional_json(quantity, "quantity")},"reason":"","request":{fixed[1]},"rule":"","seq":'
-        tail = f',"symbol":{_optional_json(symbol, "symbol")},"time_ms":{time_ms if type(time_ms) is int else json.dumps(time_ms)}}}'
-        self._append(head.encode(), middle.encode(), tail.encode())
+        self.record_signed_as(fixed, time_ms, digest, symbol, quantity, notional)
+
+    def record_signed_as(self, fixed: tuple[str, str], time_ms: int, digest: str, symbol: str | None, quantity: Any, notional: Any) -> None:
+        """:meth:`record_signed` with its key and request parts made by :func:`signed_parts` (kept
+        by the caller with what else it knows of the request's shape)."""
+        # A hex digest (the service's) is written as it is: what clip and encode_basestring give it.
+        digest_json = f'"{digest}"' if len(digest) <= _DIGEST_LIMIT and digest.isascii() and digest.isalnum() else encode_basestring(clip(digest, _DIGEST_LIMIT))
+        notional_json, quantity_json, symbol_json = _amount_json(notional, "notional"), _amount_json(quantity, "quantity"), _optional_json(symbol, "symbol")
+        time_json = time_ms if type(time_ms) is int else json.dumps(time_ms)
+        with self._lock:  # as _append, the line made in one piece: receipt_parts' head + prev + middle + seq + tail
+            self._chain(
+                f'{{"decision":"signed","digest":{digest_json},"key":{fixed[0]},"notional":{notional_json},"prev":"{self._head}",'
+                f'"quantity":{quantity_json},"reason":"","request":{fixed[1]},"rule":"","seq":{self._next_seq},"symbol":{symbol_json},"time_ms":{time_json}}}'.encode()
+            )
+
+    def _chain(self, line: bytes) -> None:
+        """Under the lock: ``line`` (naming the head and the next seq) hashed, held and counted."""
+        self._head = hashlib.sha256(line).hexdigest()
+        self._lines.append(line)
+        self._next_seq += 1
+        if len(self._lines) > self.capacity:  # full: a ring, the oldest receipt makes room
+            self._lines.popleft()
+            self._first_held += 1
+            self.dropped += 1
 
     def _append(self, head: bytes, middle: bytes, tail: bytes) -> None:
         with self._lock:  # the same few steps for every receipt, the buffer full or not
-            line = b"%s%s%s%d%s" % (head, self._head.encode(), middle, self._next_seq, tail)
-            self._head = hashlib.sha256(line).hexdigest()
-            self._lines.append(line)
-            self._next_seq += 1
-            if len(self._lines) > self.capacity:  # full: a ring, the oldest receipt makes room
-                self._lines.popleft()
-                self._first_held += 1
-                self.dropped += 1
+            self._chain(b"%s%s%s%d%s" % (head, self._head.encode(), middle, self._next_seq, tail))
 
     def _start_prev(self) -> str:
         """The hash the oldest held receipt names as ``prev`` (read from its line once per fetch,
@@ -195,12 +208,26 @@ def _fitting(lines: list[bytes], page_bytes: int, chunk: int = 64) -> int:
     return count
 
 
-def _signed_fixed_parts(key: str, request: str) -> tuple[str, str]:
+def signed_parts(key: str, request: str) -> tuple[str, str]:
+    """The JSON of a signed receipt's key and request fields, clipped (:meth:`AuditLog.record_signed_as`)."""
     return encode_basestring(clip(key, FIELD_LIMITS["key"])), encode_basestring(clip(request, FIELD_LIMITS["request"]))
 
 
 def _optional_json(value: Any, field: str) -> str:
     return "null" if value is None else encode_basestring(clip(str(value), FIELD_LIMITS[field]))
+
+
+def _amount_json(value: Any, field: str) -> str:
+    """:func:`_optional_json` of a quantity or notional: a Decimal's text is digits, a point, a sign
+    and an exponent, so a short one is written as it is (what clip and encode_basestring give it)."""
+    if type(value) is Decimal:
+        text = str(value)
+        if len(text) <= _AMOUNT_LIMIT:
+            return f'"{text}"'
+    return _optional_json(value, field)
+
+
+_DIGEST_LIMIT, _AMOUNT_LIMIT = FIELD_LIMITS["digest"], min(FIELD_LIMITS["quantity"], FIELD_LIMITS["notional"])
 
 
 def _clip_optional(value: Any, field: str) -> str | None:

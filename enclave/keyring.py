@@ -36,6 +36,9 @@ class LoadedKey:
     sealed_policy: dict | None = field(default=None, repr=False)  # the policy document as sealed (its digest is policy_sha256)
     # Kept only while the key waits for its API key id, to re-seal it once BIND gives one.
     unbound_secret: bytes | None = field(default=None, repr=False)
+    # Request shapes this key has signed, judged and signed since by their values alone (the
+    # service's; this key's policy and signing key only: a replaced key starts without).
+    shapes: dict = field(default_factory=dict, repr=False, compare=False)
 
     def describe(self) -> dict:
         info: dict = {"name": self.name, "scheme": self.scheme, "api_key": self.api_key, "policy_sha256": self.policy_sha256, "sealed_by": self.sealed_by}

@@ -10,16 +10,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import operator
 import os
 from itertools import chain
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .audit import AuditLog
+from .audit import AuditLog, signed_parts
 from .clock import Clock
 from .cms import RecipientCiphertextError
 from .keyring import KeyConflict, Keyring, KeyringFull, LoadedKey
@@ -63,7 +64,7 @@ from .protocol.messages import (
 from .protocol.session import USER_DATA_FIELD as SESSION_FIELD, HandshakeError, accept as accept_session
 from .protocol.audit import FIELD_LIMITS, clip
 from .protocol.bundle import BundleError, SealedBundle, associated_data, canonical_json, check_name, encryption_context
-from .protocol.signing import API_KEY_RULE
+from .protocol.signing import API_KEY_RULE, plain_query
 from .schemes import SCHEMES, SchemeError, SigningKey, generate_key, load_key
 
 __all__ = ["EnclaveService"]
@@ -149,22 +150,48 @@ class EnclaveService:
         if key is None:
             return self._unknown_key(event)
         now = self.clock.now_ms()
-        request = f"{event.method} {event.path}"[:200]
+        params = event.params
+        if not event.body:
+            shape = key.shapes.get((event.method, event.path, *map(_NAME_OF, params)))
+            if shape is not None:
+                query = "&".join(map("=".join, params))
+                if plain_query(query, len(params)):  # nothing to percent-encode
+                    return self._sign_known(event, key, shape, query, now)
         try:
             if not key.signing_key.bound:
                 raise _unbound_refusal(key)
-            authorized = key.policy_state.authorize_request(event.method, event.path, event.params, event.body, now)
+            authorized = key.policy_state.authorize_request(event.method, event.path, params, event.body, now)
             signed = key.signing_key.sign_http(event.method, event.path, authorized.params, authorized.body, now)
         except Refusal as refusal:
-            reason = _bounded_reason(refusal)
-            self.audit.record(now, key.name, "refused", refusal.rule, request, _request_digest(event.params, event.body), reason=reason)
-            return ErrorResponse(event.request_id, ErrorCode.POLICY_REFUSED, reason, refusal.rule)
+            return self._refused(event, key, now, refusal, refusal.rule, ErrorCode.POLICY_REFUSED, refusal.rule)
         except SchemeError as exc:
-            reason = _bounded_reason(exc)
-            self.audit.record(now, key.name, "refused", "scheme", request, _request_digest(event.params, event.body), reason=reason)
-            return ErrorResponse(event.request_id, ErrorCode.UNSUPPORTED_OPERATION, reason)
+            return self._refused(event, key, now, exc, "scheme", ErrorCode.UNSUPPORTED_OPERATION)
+        request = f"{event.method} {event.path}"[:200]
         self.audit.record_signed(now, key.name, request, _request_digest(authorized.params, authorized.body), authorized.symbol, authorized.quantity, authorized.notional)
+        if not event.body and key.signing_key.signs_known_queries:
+            _remember_shape(key, event.method, event.path, params, request)
         return signed_http_answer(event.request_id, signed.query, signed.body, signed.headers)  # built from checked parts: not checked again
+
+    def _sign_known(self, event: HttpSignRequest, key: LoadedKey, shape: _Shape, query: str, now: int) -> Any:
+        """:meth:`_sign_http` for a query-only request of a shape this key signed before: the
+        policy judges its values by the shape's plan, the scheme signs ``query`` as the shape says,
+        and the receipt (the same line) is built around the shape's fixed parts."""
+        try:
+            if not key.signing_key.bound:
+                raise _unbound_refusal(key)
+            authorized = key.policy_state.authorize_planned(shape.plan, event.params, now)
+            signed = key.signing_key.sign_known_query(query, shape.scheme, now)
+        except Refusal as refusal:
+            return self._refused(event, key, now, refusal, refusal.rule, ErrorCode.POLICY_REFUSED, refusal.rule)
+        except SchemeError as exc:
+            return self._refused(event, key, now, exc, "scheme", ErrorCode.UNSUPPORTED_OPERATION)
+        self.audit.record_signed_as(shape.receipt, now, _query_digest(event.params), authorized.symbol, authorized.quantity, authorized.notional)
+        return signed_http_answer(event.request_id, signed.query, signed.body, signed.headers)
+
+    def _refused(self, event: HttpSignRequest, key: LoadedKey, now: int, exc: Exception, rule: str, code: ErrorCode, answer_rule: str = "") -> ErrorResponse:
+        reason = _bounded_reason(exc)
+        self.audit.record(now, key.name, "refused", rule, f"{event.method} {event.path}"[:200], _request_digest(event.params, event.body), reason=reason)
+        return ErrorResponse(event.request_id, code, reason, answer_rule)
 
     def _unknown_key(self, event: Any) -> ErrorResponse:
         return ErrorResponse(event.request_id, ErrorCode.UNKNOWN_KEY, f"key {event.key!r} is not provisioned in this enclave (no key of that name is loaded)")
@@ -462,7 +489,43 @@ def _bounded_reason(exc: Exception) -> str:
     return clip(str(exc), FIELD_LIMITS["reason"])
 
 
+class _Shape(NamedTuple):
+    """A query-only request shape a key signed: its policy's plan, what its scheme remembered, and
+    the receipt's key and request parts (kept in ``LoadedKey.shapes``, per key: another key, or
+    this one replaced, has shapes of its own)."""
+
+    plan: Any
+    scheme: Any
+    receipt: tuple[str, str]
+
+
+_NAME_OF = operator.itemgetter(0)
+#: Shapes a key keeps (a bot sends a handful; the host chooses the path, so it is bounded).
+MAX_KEY_SHAPES = 64
+
+
+def _remember_shape(key: LoadedKey, method: str, path: str, params: tuple[tuple[str, str], ...], request: str) -> None:
+    """After a query-only request was judged and signed the long way: its shape, if both the
+    policy (a plan) and the scheme remember it, so the next one of that shape takes the short way."""
+    names = tuple([name for name, _ in params])
+    shapes = key.shapes
+    if (method, path, *names) in shapes:
+        return
+    plan = key.policy_state.plan_for(method, path, names)
+    scheme = key.signing_key.known_query_shape(method, path, names) if plan is not None else None
+    if scheme is None:
+        return
+    if len(shapes) >= MAX_KEY_SHAPES:
+        shapes.clear()
+    shapes[(method, path, *names)] = _Shape(plan, scheme, signed_parts(key.name, request))
+
+
 def _request_digest(params: tuple[tuple[str, str], ...], body: bytes) -> str:
     digest = hashlib.sha256("\0".join(chain.from_iterable(params)).encode())
     digest.update(b"\0\0" + body)
     return digest.hexdigest()
+
+
+def _query_digest(params: tuple[tuple[str, str], ...]) -> str:
+    """``_request_digest(params, b"")``, in one update."""
+    return hashlib.sha256(("\0".join(chain.from_iterable(params)) + "\0\0").encode()).hexdigest()

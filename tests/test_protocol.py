@@ -40,7 +40,7 @@ from enclave.protocol import (
     SignRequest,
 )
 from enclave.protocol import cbor
-from enclave.protocol.frames import CONTROL_REQUESTS, CONTROL_RESPONSES, HEADER, sign_http_body
+from enclave.protocol.frames import CONTROL_REQUESTS, CONTROL_RESPONSES, HEADER, sign_http_body_with, sign_http_prefix
 
 CLIENT, SERVER = Role.CLIENT, Role.SERVER
 OTHER = {CLIENT: SERVER, SERVER: CLIENT}
@@ -62,8 +62,12 @@ def encode_sign_request(request_id: int, key: bytes, payload: bytes) -> bytes:
 
 
 def encode_http_sign_request(request_id: int, key: bytes, method: bytes, path: bytes, params: bytes, body: bytes) -> bytes:
-    """A plain client's SIGN_HTTP frame by the fast path (``sign_http_body`` + ``Connection.send_sign_http``)."""
+    """A plain client's SIGN_HTTP frame by the fast path (``sign_http_body_with`` + ``Connection.send_sign_http``)."""
     return Connection(CLIENT).send_sign_http(request_id, sign_http_body(key, method, path, params, body))
+
+
+def sign_http_body(key: bytes, method: bytes, path: bytes, params: bytes, body: bytes) -> bytes:
+    return sign_http_body_with(sign_http_prefix(key, method, path), params, body)
 
 
 def frame(type_code: int, body: bytes = b"", request_id: int = 7, *, version: int = VERSION, length: int | None = None) -> bytes:
@@ -1292,3 +1296,39 @@ def test_a_value_smuggling_a_parameter_is_refused_before_anything_is_sent(record
     assert decoded == []
     signer.sign_request("k", "POST", "/api/v3/order", params={"side": "BUY", "type": "LIMIT"})
     assert decoded[0].params == (("side", "BUY"), ("type", "LIMIT"))
+
+
+_PARAM_TEXT = st.text(max_size=6) | st.sampled_from(["a\0b", "BUY\0type\0MARKET", "\ud800", "é"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pairs=st.lists(st.tuples(_PARAM_TEXT, _PARAM_TEXT | st.integers(-10**6, 10**6) | st.decimals(allow_nan=False, allow_infinity=False, places=3)), max_size=6),
+    form=st.sampled_from([dict, list, tuple]),
+    body=st.none() | st.text(max_size=5) | st.binary(max_size=5),
+)
+def test_the_client_lays_out_a_request_once_as_the_enclave_reads_it(pairs: list, form: type, body: Any) -> None:
+    """``sign_request``'s arguments, whatever form the parameters come in (a dict, a list or a
+    tuple of pairs, text or numbers), become the body ``sign_http_prefix``, ``sign_http_body_with`` and ``http_params`` make of
+    their text — or the same refusal (a NUL or a lone surrogate in a name or value) — and the
+    enclave decodes exactly those pairs from it."""
+    from enclave.protocol import http_params
+    from zerocopy._client import _param_text, _sign_http_request
+
+    params = form(pairs)
+    texts = tuple((name, value if isinstance(value, str) else _param_text(name, value)) for name, value in (params.items() if form is dict else params))
+    raw = body.encode() if isinstance(body, str) else (body or b"")
+    try:
+        expected: Any = sign_http_body(b"key", b"POST", b"/api/v3/order", http_params(texts), raw)
+    except LocalProtocolError as exc:
+        expected = ("refused", str(exc))
+    try:
+        laid_out: Any = _sign_http_request("key", "post", "/api/v3/order", params, body)
+    except ValueError as exc:
+        laid_out = ("refused", str(exc))
+    assert laid_out == expected
+    if isinstance(laid_out, bytes):
+        server = Connection(SERVER)
+        server.receive_data(HEADER.pack(len(laid_out), VERSION, MessageType.SIGN_HTTP, 9) + laid_out)
+        event = server.next_event()
+        assert (event.key, event.method, event.path, event.params, event.body) == ("key", "POST", "/api/v3/order", texts, raw)

@@ -663,3 +663,20 @@ def test_the_official_non_ascii_vectors_sign_byte_identically_through_the_enclav
     with pytest.raises(PolicyRefused) as refused:  # full-width digits are not ASCII 123456
         vectors_signer.sign_request(listing_ascii.name, method, path, params=list(params), body=body)
     assert refused.value.rule == "symbol"
+
+
+@PROPERTY
+@given(
+    scheme=st.sampled_from(["hmac-sha256", "hmac-sha512", "binance-hmac", "bybit-hmac"]),
+    # around the block sizes (64, 128): a longer key is hashed first, a shorter one padded
+    secret=st.integers(1, 300).flatmap(lambda size: st.binary(min_size=size, max_size=size)),
+    payload=st.binary(max_size=3000),
+)
+def test_hmac_from_the_precomputed_pads_is_the_standard_hmac(scheme: str, secret: bytes, payload: bytes) -> None:
+    """The HMAC schemes sign from inner and outer hash states made at load (RFC 2104): the same
+    bytes as ``hmac.digest`` for every key length, and a second signature is the same as the first."""
+    import hmac
+
+    key = load_key(scheme, secret, "" if scheme.startswith("hmac") else API_KEY)
+    digest = "sha512" if scheme == "hmac-sha512" else "sha256"
+    assert key.sign(payload) == hmac.digest(secret, payload, digest) == key.sign(payload)

@@ -17,6 +17,7 @@ answers can only come from the enclave that attested. Without attestation the co
 from __future__ import annotations
 
 import itertools
+from itertools import chain
 import os
 import socket
 import threading
@@ -38,8 +39,10 @@ from enclave.protocol import (
     Role,
     Signature,
     http_params,
+    http_params_items,
     key_name,
-    sign_http_body,
+    sign_http_body_with,
+    sign_http_prefix,
 )
 from enclave.protocol.address import Address, AddressError, parse_address
 from enclave.protocol.messages import ANSWERS, Attest, Audit, Bind, Generate, KeyInfo, Keys, Message, MessageError, OpenSession, Provision, Remove
@@ -171,19 +174,61 @@ def _control_answer(response: ControlResponse, malformed: type[errors.ProtocolEr
 def _sign_http_request(key: str, method: str, path: str, params: Any, body: str | bytes | None) -> bytes:
     """``sign_request``'s arguments, checked and encoded once as a SIGN_HTTP body (framed later
     for whichever connection it goes out on)."""
+    try:  # the enclave's own rule for names and values (enclave.protocol.http_params)
+        items = _flat_items(params)
+        block = http_params_items(items) if items is not None else None  # None: not all text
+        texts = _param_texts(params) if block is None else None
+        prefix = _request_prefix(key, method, path)
+        if texts is not None:
+            block = http_params(tuple(texts))
+        return sign_http_body_with(prefix, block, body.encode() if isinstance(body, str) else bytes(body or b""))  # type: ignore[arg-type]
+    except LocalProtocolError as exc:
+        raise ValueError(str(exc)) from None
+
+
+#: (key, method, path) -> what their SIGN_HTTP bodies start with (a bot calls a handful of endpoints).
+_PREFIXES: dict[tuple[str, str, str], tuple[bytes, bytes]] = {}
+_MAX_PREFIXES = 256
+
+
+def _request_prefix(key: str, method: str, path: str) -> tuple[bytes, bytes]:
+    """The SIGN_HTTP body's start for this key, method and path, checked once per endpoint."""
+    text = type(key) is str and type(method) is str and type(path) is str  # exact str: a subclass could hash as another
+    prefix = _PREFIXES.get((key, method, path)) if text else None
+    if prefix is None:
+        try:
+            parts = (key.encode(), method.upper().encode(), path.encode())
+        except (UnicodeEncodeError, AttributeError):
+            raise ValueError("key, method, path and parameters must be text") from None
+        prefix = sign_http_prefix(*parts)
+        if text:
+            if len(_PREFIXES) >= _MAX_PREFIXES:
+                _PREFIXES.clear()
+            _PREFIXES[(key, method, path)] = prefix
+    return prefix
+
+
+_PAIR, _TWO = frozenset({tuple}), frozenset({2})
+
+
+def _flat_items(params: Any) -> list | None:
+    """The usual call's parameters — a dict, or a list or tuple of pairs — laid out as the params
+    block wants them (names and values alternating), at C speed; None for anything else."""
+    if type(params) is dict:
+        return [*chain.from_iterable(params.items())]
+    if (type(params) is list or type(params) is tuple) and _PAIR.issuperset(map(type, params)) and _TWO.issuperset(map(len, params)):
+        return [*chain.from_iterable(params)]
+    return None
+
+
+def _param_texts(params: Any) -> list[tuple[str, str]]:
+    """``params`` (a mapping or pairs) as text pairs: names with ``str``, values with :func:`_param_text`."""
     pairs = params.items() if type(params) is dict or isinstance(params, Mapping) else params or ()
     texts = []
     for name, value in pairs:
         name = name if type(name) is str else str(name)
         texts.append((name, value if type(value) is str else _param_text(name, value)))
-    try:
-        parts = (key.encode(), method.upper().encode(), path.encode())
-    except (UnicodeEncodeError, AttributeError):
-        raise ValueError("key, method, path and parameters must be text") from None
-    try:  # the enclave's own rule for names and values (enclave.protocol.http_params)
-        return sign_http_body(*parts, http_params(tuple(texts)), body.encode() if isinstance(body, str) else bytes(body or b""))
-    except LocalProtocolError as exc:
-        raise ValueError(str(exc)) from None
+    return texts
 
 
 def _signed_request(method: str, path: str, body: str | bytes | None, event: HttpSignature) -> SignedRequest:

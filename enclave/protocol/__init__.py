@@ -22,8 +22,10 @@ from .frames import (
     Signature,
     SignRequest,
     http_params,
+    http_params_items,
     key_name,
-    sign_http_body,
+    sign_http_body_with,
+    sign_http_prefix,
 )
 from .messages import MessageError
 
@@ -48,6 +50,8 @@ __all__ = [
     "Signature",
     "SignRequest",
     "http_params",
+    "http_params_items",
     "key_name",
-    "sign_http_body",
+    "sign_http_body_with",
+    "sign_http_prefix",
 ]

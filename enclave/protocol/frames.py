@@ -57,8 +57,11 @@ __all__ = [
     "SessionAccepted",
     "Connection",
     "key_name",
-    "sign_http_body",
+    "sign_http_body_with",
+    "sign_http_prefix",
     "signed_http_answer",
+    "http_params",
+    "http_params_items",
 ]
 
 VERSION = 1
@@ -397,12 +400,34 @@ def _unchecked(kind: type, *values: Any) -> Any:
     return event
 
 
+# The sign path's two events, built unchecked as _unchecked does, each slot set by name (no loop).
+_new_event = object.__new__
+_SET_REQUEST_ID, _SET_KEY, _SET_METHOD, _SET_PATH, _SET_PARAMS, _SET_BODY = (getattr(HttpSignRequest, f.name).__set__ for f in fields(HttpSignRequest))
+_SET_ANSWER_ID, _SET_QUERY, _SET_ANSWER_BODY, _SET_HEADERS = (getattr(HttpSignature, f.name).__set__ for f in fields(HttpSignature))
+
+
+def _http_sign_request(request_id: int, key: str, method: str, path: str, params: tuple, body: bytes) -> HttpSignRequest:
+    event = _new_event(HttpSignRequest)
+    _SET_REQUEST_ID(event, request_id)
+    _SET_KEY(event, key)
+    _SET_METHOD(event, method)
+    _SET_PATH(event, path)
+    _SET_PARAMS(event, params)
+    _SET_BODY(event, body)
+    return event  # type: ignore[no-any-return]
+
+
 def signed_http_answer(request_id: int, query: str, body: bytes, headers: tuple[tuple[str, str], ...]) -> HttpSignature:
     """The enclave's answer to a SIGN_HTTP it decoded (so ``request_id`` is in range), from what its
     scheme built (text query, bytes body, a tuple of text header pairs), without the checks of the
     constructor: encoding it (:meth:`Connection.send`) still refuses text that is not UTF-8 and a
     NUL in a header, which would shift the pairs on the wire."""
-    return _unchecked(HttpSignature, request_id, query, body, headers)  # type: ignore[no-any-return]
+    event = _new_event(HttpSignature)
+    _SET_ANSWER_ID(event, request_id)
+    _SET_QUERY(event, query)
+    _SET_ANSWER_BODY(event, body)
+    _SET_HEADERS(event, headers)
+    return event  # type: ignore[no-any-return]
 
 
 def http_params(pairs: tuple[tuple[str, str], ...]) -> bytes:
@@ -422,6 +447,14 @@ def http_params(pairs: tuple[tuple[str, str], ...]) -> bytes:
 _TUPLE, _TWO, _STR = frozenset({tuple}), frozenset({2}), frozenset({str})
 
 
+def http_params_items(items: list) -> bytes | None:
+    """:func:`http_params` of names and values already laid out alternating (a dict's items,
+    flattened), under the same rule; None if one is not text (a caller may convert those)."""
+    if len(items) % 2 or len(items) > 2 * 0xFFFF:
+        raise LocalProtocolError("params must be a tuple of (name, value) pairs")
+    return _params_block(items) if _STR.issuperset(map(type, items)) else None
+
+
 def _params_block(items: list[str]) -> bytes:
     """Names and values, alternating (all text, as :func:`http_params` checks), as the params
     block: joined and encoded once, a NUL inside an item found by counting the separators."""
@@ -434,19 +467,26 @@ def _params_block(items: list[str]) -> bytes:
         raise LocalProtocolError("params names and values must be UTF-8 text") from None
 
 
-def sign_http_body(key: bytes, method: bytes, path: bytes, params: bytes, body: bytes) -> bytes:
-    """The SIGN_HTTP body from already-encoded parts, checked once (a retry re-frames it with a
-    new request id and seals it for its connection; see :meth:`Connection.send_sign_http`).
-
-    ``params`` is the block :func:`http_params` builds (the pair count is checked again here: a
-    stray NUL would shift it).
-    """
+def sign_http_prefix(key: bytes, method: bytes, path: bytes) -> tuple[bytes, bytes]:
+    """What every SIGN_HTTP body for this key, method and path (already encoded) starts with,
+    checked once: their lengths, and their bytes. A client keeps it per endpoint; each request's
+    body is then :func:`sign_http_body_with` it (a retry re-frames that body with a new request id
+    and seals it for its connection; see :meth:`Connection.send_sign_http`)."""
     key_name(key)
     if not 0 < len(method) <= 16 or len(path) > 0xFFFF:
         raise LocalProtocolError("key name, method or path out of bounds")
+    return _HTTP_NAME_LENGTHS.pack(len(key), len(method), len(path)), key + method + path
+
+
+def sign_http_body_with(prefix: tuple[bytes, bytes], params: bytes, body: bytes) -> bytes:
+    """The SIGN_HTTP body for a ``prefix`` from :func:`sign_http_prefix`, ``params`` the block
+    :func:`http_params` builds (the pair count is checked again here: a stray NUL would shift it)."""
     if params and params.count(b"\0") % 2 != 1:
         raise LocalProtocolError("params names and values cannot contain NUL")
-    return _HTTP_REQUEST.pack(len(key), len(method), len(path), len(params), len(body)) + key + method + path + params + body
+    return b"".join((prefix[0], _HTTP_PART_LENGTHS.pack(len(params), len(body)), prefix[1], params, body))
+
+
+_HTTP_NAME_LENGTHS, _HTTP_PART_LENGTHS = struct.Struct(">BBH"), struct.Struct(">II")  # _HTTP_REQUEST in two
 
 
 class Connection:
@@ -504,7 +544,7 @@ class Connection:
         return self.seal(_SIGN_PREFIX.pack(len(key) + 1 + len(payload), VERSION, _SIGN, request_id, len(key)) + key + payload)
 
     def send_sign_http(self, request_id: int, body: bytes) -> bytes:
-        """``SIGN_HTTP`` for a body from :func:`sign_http_body`, sealed if there is a session."""
+        """``SIGN_HTTP`` for a body from :func:`sign_http_body_with`, sealed if there is a session."""
         if not self._is_client or self._fatal is not None:
             self._refuse_request()
         return self.seal(HEADER.pack(len(body), VERSION, _SIGN_HTTP, request_id) + body)
@@ -620,6 +660,8 @@ class Connection:
 
     # -- output ----------------------------------------------------------------------------
     def send(self, event: Event) -> bytes:
+        if type(event) is HttpSignature and not self._is_client and self._fatal is None:  # the sign path's answer: none of the checks below applies
+            return self._framed(_HTTP_SIGNATURE, event.request_id, _encode_http_signature(event))
         if event.type not in self._sends:
             raise LocalProtocolError(f"a {self.role.value} cannot send {type(event).__name__}")
         if self._fatal is not None and type(event) is not ErrorResponse:
@@ -632,17 +674,21 @@ class Connection:
                 raise LocalProtocolError("SessionAccepted answers an OPEN_SESSION on a plain connection, with its request id")
         if type(event) is ErrorResponse and event.request_id == self._session_offered:
             self._session_offered = None  # the handshake was refused; the connection stays plain
-        body = _encode_body(event)
+        frame = self._framed(event.type, event.request_id, _encode_body(event))
+        if accepted:
+            self.session, self._session_offered = event.session, None  # this frame in the clear, every later one sealed
+        return frame
+
+    def _framed(self, type_code: int, request_id: int, body: bytes) -> bytes:
+        """``body`` as a frame of ``type_code``, sealed if there is a session."""
         session = self.session
         if session is not None:
             if len(body) + 16 > self.max_frame_size:
                 raise LocalProtocolError(f"message of {len(body)} bytes exceeds the frame limit of {self.max_frame_size}")
-            return session.seal(HEADER.pack(len(body) + 16, VERSION, event.type, event.request_id), body)
+            return session.seal(HEADER.pack(len(body) + 16, VERSION, type_code, request_id), body)  # type: ignore[no-any-return]
         if len(body) > self.max_frame_size:
             raise LocalProtocolError(f"message of {len(body)} bytes exceeds the frame limit of {self.max_frame_size}")
-        if accepted:
-            self.session, self._session_offered = event.session, None  # this frame in the clear, every later one sealed
-        return HEADER.pack(len(body), VERSION, event.type, event.request_id) + body
+        return HEADER.pack(len(body), VERSION, type_code, request_id) + body
 
 
 def _bad(message: str, request_id: int) -> RemoteProtocolError:
@@ -722,7 +768,7 @@ def _pairs(text: str) -> tuple[tuple[str, str], ...] | None:
 
 def _join_pairs(pairs: tuple[tuple[str, str], ...]) -> bytes:
     try:
-        return "\0".join(item for pair in pairs for item in pair).encode()
+        return "\0".join(chain.from_iterable(pairs)).encode()
     except UnicodeEncodeError:
         raise LocalProtocolError("names and values must be encodable as UTF-8") from None
 
@@ -764,7 +810,7 @@ def _decode_http_request(request_id: int, body: bytes) -> HttpSignRequest:
     if not 0 < len(method) <= 16:
         raise _bad("SIGN_HTTP: method must be a short string", request_id)
     # Everything else the event would check, the layout already guarantees (lengths, UTF-8, pairs).
-    return _unchecked(HttpSignRequest, request_id, key, method, path, params, body[params_end:])
+    return _http_sign_request(request_id, key, method, path, params, body[params_end:])
 
 
 def _encode_http_request(event: HttpSignRequest) -> bytes:
@@ -790,7 +836,7 @@ def _decode_http_signature(request_id: int, body: bytes) -> HttpSignature:
         raise _bad("HTTP_SIGNATURE text fields must be UTF-8", request_id) from None
     if headers is None:
         raise _bad("HTTP_SIGNATURE headers must come in name/value pairs", request_id)
-    return _unchecked(HttpSignature, request_id, query, body[query_end:body_end], headers)
+    return signed_http_answer(request_id, query, body[query_end:body_end], headers)
 
 
 def _encode_http_signature(event: HttpSignature) -> bytes:

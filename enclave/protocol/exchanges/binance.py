@@ -32,7 +32,7 @@ from typing import ClassVar
 from ..exchange import Exchange, LimitPrice, OrderFields, PlainOrder, endpoint, spellings
 from ..signing import (
     Ed25519, HmacSha256, Params, RsaPkcs1v15Sha256, SchemeError, SignedHttp, SigningKey, b64, check_method, check_params, check_path,
-    checked_now, encode, query_string, string_pairs, unreserved_characters,
+    all_unreserved, checked_now, encode, query_string, string_pairs,
 )
 
 _WS_METHOD = re.compile(r"[A-Za-z][A-Za-z0-9._]{0,63}")
@@ -58,16 +58,21 @@ def _form_keys(scheme: str, body: bytes) -> list[str]:
 
 class _BinanceRest(SigningKey):
     exchange = "binance"
+    signs_known_queries = True
     methods: ClassVar[tuple[str, ...]] = ("GET", "POST", "PUT", "DELETE")
 
     def encode_signature(self, signature: bytes) -> str:
         return b64(signature)
 
+    def _signature_text(self, payload: bytes) -> str:
+        """The signature of ``payload`` as it goes into the query or body, percent-encoded."""
+        return encode(self.encode_signature(self.sign(payload)))
+
     def sign_http(self, method: str, path: str, params: Params, body: bytes, now_ms: int) -> SignedHttp:
         if type(body) is bytes and not body and type(params) is tuple and string_pairs(params):
             flat = list(chain.from_iterable(params))
             stamped = self.__dict__.get("_shapes", _NO_SHAPES).get((method, path, *flat[0::2]))
-            if stamped is not None and unreserved_characters.issuperset("".join(flat[1::2])):
+            if stamped is not None and all_unreserved("".join(flat[1::2])):
                 return self._sign_query("&".join(map("=".join, params)), stamped, now_ms)
         signed = self._sign_checked(method, path, params, body, now_ms)
         if type(body) is bytes and not body:
@@ -79,7 +84,7 @@ class _BinanceRest(SigningKey):
         check, so a request of the same shape (its values unreserved) needs only the query built
         and signed. At most ``_MAX_SHAPES`` small shapes per key, the oldest forgotten first."""
         names = [name for name, _ in params]
-        if len(names) > 32 or len(path) + sum(map(len, names)) > 512 or not unreserved_characters.issuperset("".join(names)):
+        if len(names) > 32 or len(path) + sum(map(len, names)) > 512 or not all_unreserved("".join(names)):
             return
         shapes = self.__dict__.setdefault("_shapes", {})
         if len(shapes) >= _MAX_SHAPES:
@@ -89,13 +94,19 @@ class _BinanceRest(SigningKey):
                 pass
         shapes[(method, path, *names)] = "timestamp" in names
 
+    def known_query_shape(self, method: str, path: str, names: tuple[str, ...]) -> bool | None:
+        """Whether a query-only request of this shape (signed before) carries its own ``timestamp``; None: not a known shape."""
+        return self.__dict__.get("_shapes", _NO_SHAPES).get((method, path, *names))  # type: ignore[no-any-return]
+
     def _sign_query(self, query: str, stamped: bool, now_ms: int) -> SignedHttp:
         """Sign a query of a known shape (nothing in it to encode), adding the enclave's timestamp unless ``stamped``."""
         if not stamped:
             stamp = f"timestamp={checked_now(self.name, now_ms)}"
             query = f"{query}&{stamp}" if query else stamp
-        signature = encode(self.encode_signature(self.sign(query.encode())))
+        signature = self._signature_text(query.encode())
         return SignedHttp(f"{query}&signature={signature}", b"", (("X-MBX-APIKEY", self.api_key),))
+
+    sign_known_query = _sign_query  # the shape remembered is whether the request has its own timestamp
 
     def _sign_checked(self, method: str, path: str, params: Params, body: bytes, now_ms: int) -> SignedHttp:
         check_method(self.name, method, self.methods)
@@ -117,7 +128,7 @@ class _BinanceRest(SigningKey):
                 body = body + b"&" + stamp.encode()
             else:
                 query = f"{query}&{stamp}" if query else stamp
-        signature = encode(self.encode_signature(self.sign(query.encode() + body)))
+        signature = self._signature_text(query.encode() + body)
         if body:
             body = body + b"&signature=" + signature.encode()
         else:
@@ -132,6 +143,9 @@ class BinanceHmac(_BinanceRest, HmacSha256):
 
     def encode_signature(self, signature: bytes) -> str:
         return signature.hex()
+
+    def _signature_text(self, payload: bytes) -> str:
+        return self.sign(payload).hex()  # hex digits: nothing to percent-encode
 
 
 class BinanceRsa(_BinanceRest, RsaPkcs1v15Sha256):

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -37,7 +39,6 @@ __all__ = ["Refusal", "SigningPolicy", "PolicyState", "Authorized"]
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _NAMES = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(?:\x01[A-Za-z_][A-Za-z0-9_]{0,63})*")  # one or more names
 _VALUE = re.compile(r"[A-Za-z0-9._:,@/+-]{0,256}")
-_VALUES = re.compile(r"(?:[A-Za-z0-9._:,@/+-]{0,256}\x01)*[A-Za-z0-9._:,@/+-]{0,256}")  # all values at once
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,127}")  # a templated path segment: ids and UUIDs, never "." or ".."
 _DEFAULT_RATE = (Decimal(10), 20)
 _DEFAULT_SKEW_MS = 5000
@@ -182,10 +183,15 @@ def _order_size(exchange: Exchange, values: dict[str, str], kind: str, fields: O
     """
     fields = fields if fields is not None else exchange.order_fields
     if kind == "amend" and (fields.new_quantity or fields.new_price):
-        size, price = _number(values, fields.new_quantity), _number(values, fields.new_price)
+        size_name, price_name = fields.new_quantity, fields.new_price
     else:
-        size, price = _number(values, fields.quantity), _number(values, fields.price)
-    quote = _number(values, fields.quote_quantity)
+        size_name, price_name = fields.quantity, fields.price
+    # _number's reading, inline (this runs for every order): a field absent, or one the exchange has not, is None
+    quote_name = fields.quote_quantity
+    size_text, price_text, quote_text = values.get(size_name) if size_name else None, values.get(price_name) if price_name else None, values.get(quote_name) if quote_name else None
+    size = None if size_text is None else Decimal(size_text)
+    price = None if price_text is None else Decimal(price_text)
+    quote = None if quote_text is None else Decimal(quote_text)
     if kind == "amend" and size is None and price is None and quote is None:
         # Changes neither size nor price: e.g. a Bybit cancel, whose parameters also fit /v5/order/amend.
         return None
@@ -285,12 +291,23 @@ def _check_values(params: Any, symbol_param: str | None) -> None:
     _check_plain_values(params, symbol_param, [index for index, (name, _) in enumerate(params) if name in DECIMAL_PARAMETERS])
 
 
+def _plain_values(joined: str) -> bool:
+    """Every value of ``joined`` (separated by ``\\x01``) 0 to 256 characters of ``_VALUE``'s set,
+    at C speed: ASCII, nothing left once the allowed bytes and the separator are deleted, and no
+    value longer than 256 characters."""
+    return joined.isascii() and not joined.encode().translate(None, _VALUE_BYTES) and (len(joined) <= 256 or max(map(len, joined.split("\x01"))) <= 256)
+
+
+_VALUE_OF = operator.itemgetter(1)
+_VALUE_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:,@/+-\x01"
+
+
 def _check_plain_values(params: Any, symbol_param: str | None, decimals: Iterable[int]) -> None:
     """:func:`_check_values`, told which parameters (by index) must be decimals."""
-    joined = "\x01".join([value for _, value in params])
+    joined = "\x01".join(map(_VALUE_OF, params))
     # The separator must not occur inside a value, or "a\x01b" would pass as two values. (With no
     # params the count test fails harmlessly: the loop below finds nothing to refuse.)
-    if joined.count("\x01") + 1 != len(params) or not _VALUES.fullmatch(joined):
+    if joined.count("\x01") + 1 != len(params) or not _plain_values(joined):
         for name, value in params:
             if _VALUE.fullmatch(value):
                 continue
@@ -505,6 +522,10 @@ class _Judged(NamedTuple):
     sized: bool  # it sets a size or price, so the window and the rate count it
 
 
+# A NamedTuple's own __new__ is Python; the sign path builds its two directly, every field given.
+_new_tuple = tuple.__new__
+
+
 class _Refused(NamedTuple):
     rule: str
     message: str
@@ -529,8 +550,10 @@ class PolicyState:
 
     def __init__(self, policy: SigningPolicy) -> None:
         self.policy = policy
-        self._bucket = TokenBucket(*policy.rate) if policy.rate else None
-        self._window = NotionalWindow(policy.window_seconds) if policy.window_seconds is not None else None
+        # One lock for the rate bucket and the notional window: an order is metered in one step.
+        self._meter_lock = threading.Lock()
+        self._bucket = TokenBucket(*policy.rate, lock=self._meter_lock) if policy.rate else None
+        self._window = NotionalWindow(policy.window_seconds, lock=self._meter_lock) if policy.window_seconds is not None else None
         self._verdicts = Verdicts()
         # Shapes seen with their parameters in order (_remember_plan) share the verdicts' room and bound.
         self._plans = self._verdicts
@@ -553,7 +576,7 @@ class PolicyState:
         if not body and exchange.header_recv_window is None and method not in exchange.json_body_methods:
             plan = self._plans.get((_PLAN, method, path, *[name for name, _ in params]))
             if plan is not None:  # a shape seen before: only its values are judged
-                return self._authorize_planned(exchange, plan, params, now_ms)
+                return self.authorize_planned(plan, params, now_ms)
         params, header_params = self._header_recv_window(exchange, params)
         batch = _batch_endpoints(exchange).get((method, path))
         if batch is not None:
@@ -588,14 +611,26 @@ class PolicyState:
         shape = (_PLAN, method, path, *names)  # a key no verdict's shape can be
         self._plans.remember(shape, plan, 1024 + len(path) + sum(176 + len(name) for name in names) + 128 * len(documented))
 
-    def _authorize_planned(self, exchange: Exchange, plan: _Plan, params: tuple[tuple[str, str], ...], now_ms: int) -> Authorized:
-        """:meth:`authorize_request` for a shape already judged (:meth:`_remember_plan`): the same
-        checks of the values, in the same order, as for a request judged from scratch."""
+    def plan_for(self, method: str, path: str, names: tuple[str, ...]) -> _Plan | None:
+        """The plan remembered for a query-only request (no body) of this shape — its method, path
+        and parameter names in this order — if :meth:`authorize_request` would judge such a
+        request by its values alone; else None. For :meth:`authorize_planned`."""
+        exchange = self.policy.exchange
+        method = method.upper()
+        if exchange is None or exchange.header_recv_window is not None or method in exchange.json_body_methods:
+            return None
+        return self._plans.get((_PLAN, method, path, *names))  # type: ignore[no-any-return]
+
+    def authorize_planned(self, plan: _Plan, params: tuple[tuple[str, str], ...], now_ms: int) -> Authorized:
+        """``authorize_request(method, path, params, b"", now_ms)`` for a request whose shape has
+        ``plan`` (from :meth:`plan_for` on this state, for exactly these names in this order):
+        the same checks of the values, in the same order, as for a request judged from scratch."""
+        exchange: Exchange = self.policy.exchange  # type: ignore[assignment]  # a plan exists only for an exchange's policy
         _check_plain_values(params, exchange.order_fields.symbol, plan.decimals)
         judged = self._judge_values(exchange, plan.endpoints, plan.kind, plan.documented, plan.fields, dict(params), now_ms)
         if judged.kind in _SIZED:
             self._meter(now_ms, judged.kind, judged.sized, judged.notional)
-        return Authorized(params, b"", judged.endpoints, judged.kind, judged.symbol, judged.quantity, judged.notional)
+        return _new_tuple(Authorized, (params, b"", *judged[:5]))  # type: ignore[no-any-return]
 
     def _judge_values(
         self, exchange: Exchange, endpoints: tuple[str, ...], kind: str, documented: Mapping[str, frozenset[str]], fields: OrderFields, values: dict[str, str], now_ms: int
@@ -614,7 +649,8 @@ class PolicyState:
             raise Refusal("symbol", "the policy lists symbols, and this amend does not name the symbol of the order it changes")
         quantity = notional = size = None
         if kind in _SIZED:
-            self._check_borrowing(exchange, values)
+            if exchange.borrowing and not policy.borrowing:
+                self._check_borrowing(exchange, values)
             size = _order_size(exchange, values, kind, fields)
             if size is not None:
                 if canonical is None and (policy.symbols is not None or policy.per_symbol):
@@ -622,7 +658,7 @@ class PolicyState:
                     raise Refusal("symbol", "the policy limits symbols, and this request changes an order's size or price without naming its symbol")
                 quantity, notional, quoted = size
                 self._check_size(canonical, quantity, notional, quoted, kind)
-        return _Judged(endpoints, kind, symbol, quantity, notional, size is not None)
+        return _new_tuple(_Judged, (endpoints, kind, symbol, quantity, notional, size is not None))  # type: ignore[no-any-return]
 
     def _authorize_batch(self, exchange: Exchange, endpoint: Endpoint, header_params: tuple, params: tuple, body: bytes, now_ms: int) -> Authorized:
         """Every order of a batch judged by every rule, each counted against the window and the
@@ -802,13 +838,13 @@ class PolicyState:
         if window is not None and notional is None:
             raise Refusal("notional_unknown", "the policy caps notional per window, and this order's notional cannot be computed")
         bucket = self._bucket if kind == "order" or sized else None
-        took = bucket.take(now_ms) if bucket is not None else True
-        if window is not None:
-            total = window.admit(now_ms, notional, policy.window_max, commit=took)
-            if total is not None:
-                if bucket is not None and took:
-                    bucket.give_back()
-                raise Refusal("notional_window", f"this order would bring the notional signed in the last {policy.window_seconds} s to {total}, above {policy.window_max}")
+        with self._meter_lock:  # the bucket's and the window's: taken once for both
+            took = bucket.take_locked(now_ms) if bucket is not None else True
+            total = window.admit_locked(now_ms, notional, policy.window_max, commit=took) if window is not None else None  # type: ignore[arg-type]
+            if total is not None and bucket is not None and took:
+                bucket.give_back_locked()
+        if total is not None:
+            raise Refusal("notional_window", f"this order would bring the notional signed in the last {policy.window_seconds} s to {total}, above {policy.window_max}")
         if not took:
             raise self._rate_refusal()
 

@@ -1,6 +1,6 @@
 """What one key's policy remembers between requests: the rate bucket, the notional window and the
 verdicts per request shape. Each is bounded in memory whatever the host sends, and takes its own
-lock, so one does not wait for another.
+lock (a key's bucket and window share one: metering an order is one step).
 
 Time is the enclave clock in milliseconds, passed in. The state lives in enclave memory: an enclave
 restart refills the bucket and empties the window.
@@ -23,31 +23,38 @@ MAX_REMEMBERED_SHAPES = 4096
 class TokenBucket:
     """``per_second`` tokens a second, at most ``burst`` saved up; a request takes one."""
 
-    def __init__(self, per_second: Decimal, burst: int) -> None:
+    def __init__(self, per_second: Decimal, burst: int, *, lock: Any = None) -> None:
         # Floats are exact enough for a rate limit, and several times cheaper than Decimal here.
         self._per_second = float(per_second)
         self._burst = float(burst)
         self._tokens = self._burst
         self._last_refill_ms: int | None = None
-        self._lock = threading.Lock()
+        self.lock = lock if lock is not None else threading.Lock()  # may be shared (with a window: one lock for both)
 
     def take(self, now_ms: int) -> bool:
         """Take a token; ``False`` (and nothing taken) if the bucket is empty."""
-        with self._lock:
-            last = self._last_refill_ms
-            if last is not None and now_ms > last:
-                self._tokens = min(self._burst, self._tokens + self._per_second * (now_ms - last) / 1000)
-            if last is None or now_ms > last:  # a clock read that is behind refills nothing
-                self._last_refill_ms = now_ms
-            if self._tokens < 1:
-                return False
-            self._tokens -= 1
-            return True
+        with self.lock:
+            return self.take_locked(now_ms)
+
+    def take_locked(self, now_ms: int) -> bool:
+        """:meth:`take`, for a caller that holds :attr:`lock`."""
+        last = self._last_refill_ms
+        if last is not None and now_ms > last:
+            self._tokens = min(self._burst, self._tokens + self._per_second * (now_ms - last) / 1000)
+        if last is None or now_ms > last:  # a clock read that is behind refills nothing
+            self._last_refill_ms = now_ms
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
     def give_back(self) -> None:
         """Return a token taken for a request that another limit then refused."""
-        with self._lock:
-            self._tokens = min(self._burst, self._tokens + 1)
+        with self.lock:
+            self.give_back_locked()
+
+    def give_back_locked(self) -> None:
+        self._tokens = min(self._burst, self._tokens + 1)
 
 
 class NotionalWindow:
@@ -59,13 +66,13 @@ class NotionalWindow:
     counts as that time, so nothing that left the window comes back or is missed.
     """
 
-    def __init__(self, seconds: int) -> None:
+    def __init__(self, seconds: int, *, lock: Any = None) -> None:
         self.span_ms = seconds * 1000
         self.bucket_ms = max(1000, self.span_ms // WINDOW_BUCKETS)
         self._buckets: deque[list] = deque()  # [first_ms, last_ms, sum]
         self._total = Decimal(0)
         self._now_ms: int | None = None
-        self._lock = threading.Lock()
+        self.lock = lock if lock is not None else threading.Lock()
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -73,33 +80,29 @@ class NotionalWindow:
     def admit(self, now_ms: int, notional: Decimal, limit: Decimal, *, commit: bool = True) -> Decimal | None:
         """Count ``notional`` (if ``commit``) unless it would bring the total above ``limit``; then
         return that total instead, counting nothing. Checked and counted as one step."""
-        with self._lock:
-            total = self._current_total(now_ms) + notional
-            if total > limit:
-                return total
-            if commit:
-                self._add(now_ms, notional)
-            return None
+        with self.lock:
+            return self.admit_locked(now_ms, notional, limit, commit=commit)
 
-    def _advance(self, now_ms: int) -> int:
-        self._now_ms = now_ms if self._now_ms is None else max(self._now_ms, now_ms)
-        return self._now_ms
-
-    def _current_total(self, now_ms: int) -> Decimal:
-        horizon = self._advance(now_ms) - self.span_ms
-        while self._buckets and self._buckets[0][1] <= horizon:
-            self._total -= self._buckets.popleft()[2]
-        return self._total
-
-    def _add(self, now_ms: int, notional: Decimal) -> None:
-        now_ms = self._advance(now_ms)
-        last = self._buckets[-1] if self._buckets else None
-        if last is not None and now_ms < last[0] + self.bucket_ms:  # buckets begin a span apart
-            last[1] = now_ms
-            last[2] += notional
-        else:
-            self._buckets.append([now_ms, now_ms, notional])
-        self._total += notional
+    def admit_locked(self, now_ms: int, notional: Decimal, limit: Decimal, *, commit: bool = True) -> Decimal | None:
+        """:meth:`admit`, for a caller that holds :attr:`lock`."""
+        # Time is the latest the window has seen (see the class): a reading that is behind counts as that.
+        latest = self._now_ms
+        now_ms = self._now_ms = now_ms if latest is None or now_ms > latest else latest
+        buckets, horizon = self._buckets, now_ms - self.span_ms
+        while buckets and buckets[0][1] <= horizon:
+            self._total -= buckets.popleft()[2]
+        total = self._total + notional
+        if total > limit:
+            return total
+        if commit:
+            last = buckets[-1] if buckets else None
+            if last is not None and now_ms < last[0] + self.bucket_ms:  # buckets begin a span apart
+                last[1] = now_ms
+                last[2] += notional
+            else:
+                buckets.append([now_ms, now_ms, notional])
+            self._total += notional
+        return None
 
 
 class Verdicts:
