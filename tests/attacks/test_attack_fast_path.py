@@ -1,0 +1,289 @@
+"""The sign path's short ways, attacked as the host would: SIGN_HTTP requests of its choosing.
+
+A key remembers the query-only shapes it signed (policy plan, scheme shape, receipt parts) and
+signs the next one of a shape by its values alone. The host chooses every byte of a request, so it
+tries to make a remembered shape answer for a request it does not fit — values to percent-encode,
+separators, unicode, empty values, another case of method or path, names in another order or twice,
+a timestamp of its own — or to get more signed than the rate and the notional window allow by
+switching shapes from many threads at once. Each property compares against a key that remembers
+nothing and against the reference signer (tests/reference_signers.py), byte for byte, receipts
+included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from decimal import Decimal
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import event as event_stat
+from hypothesis import strategies as st
+
+import reference_signers as reference
+from enclave.clock import Clock
+from enclave.keyring import LoadedKey
+from enclave.protocol import ErrorResponse, HttpSignature, HttpSignRequest
+from enclave.protocol.frames import HEADER, VERSION, Connection, MessageType, Role, http_params, sign_http_body
+from enclave.protocol.policy import PolicyState, SigningPolicy
+from enclave.protocol.policy.limits import Verdicts
+from enclave.schemes import SchemeError, generate_key, load_key
+from enclave.service import EnclaveService
+
+NOW = 1_700_000_000_000
+API_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
+ORDER = "/api/v3/order"
+
+# Secrets around the HMAC block size (64): shorter ones are padded, longer ones hashed first.
+HMAC_SECRETS = [b"s" * 64, b"k" * 65, b"long" * 50, b"short"]
+ASYMMETRIC_SECRETS = {scheme: generate_key(scheme) for scheme in ("binance-ed25519", "binance-rsa")}
+
+POLICIES = [
+    {"rate": {"per_second": "1000", "burst": 1000}},
+    {
+        "symbols": ["BTCUSDT"],
+        "max_quantity": "5",
+        "max_notional": "1000",
+        "notional_window": {"seconds": 5, "max_notional": "2500"},
+        "rate": {"per_second": "2", "burst": 6},
+    },
+]
+# Shapes a bot repeats, and the host's variations on them (order, case, a name twice, no names).
+SHAPES = [
+    ("POST", ORDER, ("symbol", "side", "type", "timeInForce", "quantity", "price")),
+    ("POST", ORDER, ("symbol", "side", "type", "timeInForce", "quantity", "price", "timestamp")),
+    ("POST", ORDER, ("price", "quantity", "timeInForce", "type", "side", "symbol")),
+    ("POST", ORDER, ("symbol", "side", "type", "quantity", "newClientOrderId")),
+    ("POST", ORDER, ("symbol", "side", "symbol", "type", "quantity")),
+    ("POST", ORDER, ("symbol", "side", "type", "quantity")),
+    ("post", ORDER, ("symbol", "side", "type", "quantity")),
+    ("PUT", ORDER, ("symbol", "side", "type", "quantity")),
+    ("POST", "/sapi/v1/margin/order", ("symbol", "side", "type", "quantity")),
+    ("POST", "/API/v3/order", ("symbol", "side", "type", "quantity")),
+    ("POST", "/api/v3/order/test", ("symbol", "side", "type", "quantity")),
+    ("DELETE", ORDER, ("symbol", "origClientOrderId")),
+    ("GET", ORDER, ("symbol", "orderId", "recvWindow")),
+    ("GET", "/api/v3/account", ()),
+]
+PLAIN = {
+    "symbol": ["BTCUSDT", "ETHUSDT"],
+    "side": ["BUY", "SELL"],
+    "type": ["LIMIT", "MARKET"],
+    "timeInForce": ["GTC"],
+    "quantity": ["1", "0.5", "6", "2"],
+    "price": ["100", "400", "0.1"],
+    "newClientOrderId": ["abc", "A-1_x.y~z"],
+    "origClientOrderId": ["abc"],
+    "orderId": ["12"],
+    "recvWindow": ["5000"],
+}
+# What the host puts in a value to make the query differ from the one the shape was signed with.
+HOSTILE = ["", "a b", "x&y=z", "=", "&", "a=b", "%41", "a+b", "é", "\u00a0", "ＢＴＣ", "BTC\u200bUSDT", "1e3", "-1", "buy", "a/b:c", "~", "x" * 300, "\x01", "\x7f"]
+
+
+def _service(scheme: str, secret: bytes, policy: dict) -> tuple[EnclaveService, LoadedKey]:
+    service = EnclaveService(nsm=None, kms=None, clock=Clock(fixed_ms=NOW))  # type: ignore[arg-type]
+    state = PolicyState(SigningPolicy.parse(policy, scheme=scheme))
+    key = LoadedKey("k", scheme, API_KEY, "0" * 64, "arn:test", state, load_key(scheme, secret, API_KEY), "k")
+    service.keyring.add(key)
+    return service, key
+
+
+def _forget(key: LoadedKey) -> None:
+    """Nothing remembered anywhere: the key judges and signs the next request from scratch."""
+    key.shapes.clear()
+    key.signing_key.__dict__.pop("_shapes", None)
+    key.policy_state._plans = Verdicts(max_bytes=0)
+
+
+def _from_the_wire(method: str, path: str, params: tuple) -> HttpSignRequest:
+    """The request as the enclave decodes it from the host's SIGN_HTTP frame."""
+    body = sign_http_body(b"k", method.encode(), path.encode(), http_params(params), b"")
+    server = Connection(Role.SERVER)
+    server.receive_data(HEADER.pack(len(body), VERSION, MessageType.SIGN_HTTP, 7) + body)
+    event = server.next_event()
+    assert type(event) is HttpSignRequest and event.params == params
+    return event
+
+
+def _answer(service: EnclaveService, event: HttpSignRequest, now: int) -> tuple:
+    service.clock = Clock(fixed_ms=now)
+    answer = service.handle(event)
+    if type(answer) is HttpSignature:
+        return ("signed", answer.query, answer.body, answer.headers)
+    assert type(answer) is ErrorResponse
+    return ("refused", answer.code, answer.rule, answer.message)
+
+
+def _lines(service: EnclaveService) -> list[bytes]:
+    return [line.encode() if isinstance(line, str) else line for line in service.audit.fetch(0, 1000)["receipts"]]
+
+
+def _unchained(lines: list[bytes]) -> list[bytes]:
+    """The lines byte for byte but for ``prev`` (each boot's chain starts from its own genesis)."""
+    assert _chained(lines)
+    return [re.sub(rb'"prev":"[0-9a-f]{64}"', b'"prev":""', line, count=1) for line in lines]
+
+
+@st.composite
+def attacks(draw: st.DrawFn) -> tuple[str, bytes, dict, list]:
+    scheme = draw(st.sampled_from(["binance-hmac", "binance-hmac", "binance-ed25519", "binance-rsa"]))
+    secret = draw(st.sampled_from(HMAC_SECRETS)) if scheme == "binance-hmac" else ASYMMETRIC_SECRETS[scheme]
+    policy = draw(st.sampled_from(POLICIES))
+    # Often a shape and its siblings: the same names under another method or path.
+    siblings = st.sampled_from([shape for shape in SHAPES if shape[2] == ("symbol", "side", "type", "quantity")])
+    shapes = draw(st.lists(st.sampled_from(SHAPES) | siblings, min_size=1, max_size=4, unique=True))
+    stream, now = [], NOW
+    for _ in range(draw(st.integers(2, 14))):
+        method, path, names = draw(st.sampled_from(shapes))
+        params = []
+        for name in names:
+            if name == "timestamp":
+                value = str(now + draw(st.sampled_from([0, -2000, -60_000])))
+            else:
+                value = draw(st.sampled_from(PLAIN[name]) | st.sampled_from(HOSTILE)) if draw(st.integers(0, 9)) == 0 else draw(st.sampled_from(PLAIN[name]))
+            params.append((name, value))
+        now += draw(st.sampled_from([0, 1, 700, 6000]))
+        stream.append((method, path, tuple(params), now))
+    return scheme, secret, policy, stream
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(attacks())
+def test_a_remembered_shape_signs_judges_and_records_as_a_key_that_remembers_nothing(attack: tuple) -> None:
+    """Every answer (signature or refusal, word for word), every receipt line (byte for byte, its
+    hash chain included) and the rate and window left behind are a forgetful key's; every signature
+    is the reference signer's."""
+    scheme, secret, policy, stream = attack
+    remembering_service, remembering = _service(scheme, secret, policy)
+    fresh_service, fresh = _service(scheme, secret, policy)
+    scheme_key, scheme_fresh = load_key(scheme, secret, API_KEY), load_key(scheme, secret, API_KEY)
+    for method, path, params, now in stream * 2:  # each shape seen, then seen again
+        event = _from_the_wire(method, path, params)
+        event_stat("short way" if (method, path, *(name for name, _ in params)) in remembering.shapes else "long way")
+        _forget(fresh)
+        answer = _answer(remembering_service, event, now)
+        assert answer == _answer(fresh_service, event, now)
+        if answer[0] == "signed":
+            expected = reference.binance_rest(scheme, secret, API_KEY, params, b"", now)
+            assert (answer[1], answer[2], answer[3]) == (expected.query, expected.body, expected.headers)
+        # The scheme alone (no policy to refuse "&" or "=" first) keeps shapes of its own.
+        by_scheme = _scheme_signed(scheme_key, method, path, params, now)
+        scheme_fresh.__dict__.pop("_shapes", None)
+        assert by_scheme == _scheme_signed(scheme_fresh, method, path, params, now)
+        if by_scheme[0] == "signed":
+            expected = reference.binance_rest(scheme, secret, API_KEY, params, b"", now)
+            assert by_scheme[1:] == (expected.query, expected.body, expected.headers)
+    assert _unchained(_lines(remembering_service)) == _unchained(_lines(fresh_service))
+    last = stream[-1][3] + 1
+    mine, theirs = remembering.policy_state, fresh.policy_state
+    assert (mine._bucket is None) == (theirs._bucket is None)
+    if mine._bucket is not None:
+        assert (mine._bucket._tokens, mine._bucket.take(last)) == (theirs._bucket._tokens, theirs._bucket.take(last))
+    if mine._window is not None:
+        assert mine._window._total == theirs._window._total
+
+
+def _scheme_signed(key: object, method: str, path: str, params: tuple, now: int) -> tuple:
+    try:
+        signed = key.sign_http(method, path, params, b"", now)  # type: ignore[attr-defined]
+    except SchemeError as exc:
+        return ("refused", str(exc))
+    return ("signed", signed.query, signed.body, signed.headers)
+
+
+BUY = (("symbol", "BTCUSDT"), ("side", "BUY"), ("type", "LIMIT"), ("timeInForce", "GTC"), ("quantity", "1"), ("price", "100"))
+
+
+def test_a_remembered_shape_is_taken_and_still_signs_what_the_reference_signs() -> None:
+    """The short way is the one the property above exercises: the shape is remembered after the
+    first signature, and the policy's and scheme's own memories are not needed for the next."""
+    service, key = _service("binance-hmac", HMAC_SECRETS[2], POLICIES[0])
+    assert _answer(service, _from_the_wire("POST", ORDER, BUY), NOW)[0] == "signed"
+    assert list(key.shapes) == [("POST", ORDER, *(name for name, _ in BUY))]
+    key.signing_key.__dict__.pop("_shapes")
+    key.policy_state._plans = Verdicts(max_bytes=0)
+    for value in ["2", "x&quantity=500", "a b", "é"]:
+        params = BUY[:4] + (("quantity", value),) + BUY[5:]
+        answer = _answer(service, _from_the_wire("POST", ORDER, params), NOW + 1)
+        if value == "2":
+            expected = reference.binance_rest("binance-hmac", HMAC_SECRETS[2], API_KEY, params, b"", NOW + 1)
+            assert answer[:2] == ("signed", expected.query)
+        else:  # the policy refuses a quantity that is not a decimal, the short way or not
+            assert answer[:3] == ("refused", 11, "non_canonical"), answer
+
+
+def test_a_shape_is_not_reused_by_a_key_loaded_again_under_its_name() -> None:
+    """REMOVE and PROVISION again (same name, same secret, a narrower policy): the new key signs
+    nothing the old one's remembered shape allowed and its own policy refuses."""
+    service, key = _service("binance-hmac", HMAC_SECRETS[0], POLICIES[0])
+    for now in (NOW, NOW + 1):
+        assert _answer(service, _from_the_wire("POST", ORDER, BUY), now)[0] == "signed"
+    assert key.shapes
+    assert service.keyring.remove(key)
+    narrow = PolicyState(SigningPolicy.parse({"symbols": ["ETHUSDT"]}, scheme="binance-hmac"))
+    service.keyring.add(LoadedKey("k", "binance-hmac", API_KEY, "1" * 64, "arn:test", narrow, load_key("binance-hmac", HMAC_SECRETS[0], API_KEY), "k2"))
+    assert _answer(service, _from_the_wire("POST", ORDER, BUY), NOW + 2)[:3] == ("refused", 11, "symbol")
+
+
+def _hammer(service: EnclaveService, secret: bytes, shapes: list[HttpSignRequest], threads: int, each: int) -> list[tuple]:
+    answers: list[tuple] = []
+    start = threading.Barrier(threads)
+
+    def run(offset: int) -> None:
+        start.wait()
+        mine = [service.handle(shapes[(offset + index) % len(shapes)]) for index in range(each)]
+        answers.extend(("signed", answer.query) if type(answer) is HttpSignature else ("refused", answer.rule) for answer in mine)
+
+    workers = [threading.Thread(target=run, args=(offset,)) for offset in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert not any(worker.is_alive() for worker in workers)
+    # Every signature made from the key's shared pad states, threads at once, is the reference's.
+    expected = {reference.binance_rest("binance-hmac", secret, API_KEY, shape.params, b"", NOW).query for shape in shapes}
+    assert {answer[1] for answer in answers if answer[0] == "signed"} <= expected
+    return [answer[:1] if answer[0] == "signed" else answer for answer in answers]
+
+
+def _switching_shapes(size: str) -> list[HttpSignRequest]:
+    """One order three ways (the same notional): the host switches shapes between requests."""
+    base = (("symbol", "BTCUSDT"), ("side", "BUY"), ("type", "LIMIT"), ("timeInForce", "GTC"), ("quantity", size), ("price", "100"))
+    return [
+        _from_the_wire("POST", ORDER, base),
+        _from_the_wire("POST", ORDER, base[::-1]),
+        _from_the_wire("POST", ORDER, base + (("newClientOrderId", "c"),)),
+    ]
+
+
+def _chained(lines: list[bytes]) -> bool:
+    receipts = [json.loads(line) for line in lines]
+    return [receipt["seq"] for receipt in receipts] == list(range(1, len(receipts) + 1)) and all(
+        receipt["prev"] == hashlib.sha256(previous).hexdigest() for previous, receipt in zip(lines, receipts[1:])
+    )
+
+
+def test_the_rate_holds_under_threads_switching_shapes() -> None:
+    """A burst of 40, a clock that does not move: 4 threads × 60 orders of three shapes get
+    exactly 40 signatures, and the receipts form one chain."""
+    service, key = _service("binance-hmac", HMAC_SECRETS[2], {"rate": {"per_second": "1", "burst": 40}})
+    answers = _hammer(service, HMAC_SECRETS[2], _switching_shapes("1"), threads=4, each=60)
+    assert answers.count(("signed",)) == 40 and answers.count(("refused", "rate")) == 200
+    assert key.shapes and key.policy_state._bucket._tokens < 1
+    lines = _lines(service)
+    assert len(lines) == 240 and _chained(lines)
+
+
+def test_the_notional_window_holds_under_threads_switching_shapes() -> None:
+    """A window of 2050 (orders of 100): exactly 20 signed, the window's total exactly 2000, and
+    each refused order gives its token back."""
+    policy = {"max_notional": "1000", "notional_window": {"seconds": 60, "max_notional": "2050"}, "rate": {"per_second": "1", "burst": 1000}}
+    service, key = _service("binance-hmac", HMAC_SECRETS[1], policy)
+    answers = _hammer(service, HMAC_SECRETS[1], _switching_shapes("1"), threads=4, each=50)
+    assert answers.count(("signed",)) == 20 and answers.count(("refused", "notional_window")) == 180
+    state = key.policy_state
+    assert state._window._total == Decimal(2000) and state._bucket._tokens == 1000 - 20
+    assert _chained(_lines(service))
