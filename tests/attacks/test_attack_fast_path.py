@@ -287,3 +287,41 @@ def test_the_notional_window_holds_under_threads_switching_shapes() -> None:
     state = key.policy_state
     assert state._window._total == Decimal(2000) and state._bucket._tokens == 1000 - 20
     assert _chained(_lines(service))
+
+
+# -- the byte-table character checks: the sets and patterns they replaced, for any text --------------
+_NEAR = st.sampled_from(list("aZ09-._~=&\x01:,@/+%# \x00\x7f\x80éＡ\ud800") + ["x" * 255, "y" * 256, "z" * 257])
+_TEXTS = st.lists(_NEAR, max_size=8).map("".join) | st.text(max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=_TEXTS, pairs=st.integers(0, 4))
+def test_the_byte_table_checks_are_the_character_sets_they_replaced(text: str, pairs: int) -> None:
+    from enclave.protocol.policy.engine import _VALUES, _plain_values
+    from enclave.protocol.signing import all_unreserved, plain_query, unreserved_characters
+
+    assert all_unreserved(text) == unreserved_characters.issuperset(text)
+    query_characters = unreserved_characters | {"=", "&"}
+    assert plain_query(text, pairs) == (query_characters.issuperset(text) and text.count("=") == pairs and text.count("&") == pairs - 1)
+    assert _plain_values(text) == bool(_VALUES.fullmatch(text))
+
+
+# -- the client's remembered SIGN_HTTP prefixes -------------------------------------------------------
+def test_the_client_keeps_little_of_long_paths() -> None:
+    """A path may be 64 KiB (an id in it, a long query the bot put in the path): a client calling
+    many such endpoints must not hold hundreds of them, twice over, for the life of the process."""
+    from zerocopy import _client
+
+    saved = dict(_client._PREFIXES)
+    _client._PREFIXES.clear()
+    try:
+        most = 0
+        for index in range(300):
+            path = f"/api/v3/order/{index:04d}/" + "p" * 60_000
+            body = _client._sign_http_request("k", "GET", path, {"symbol": "BTCUSDT"}, None)
+            assert body == sign_http_body(b"k", b"GET", path.encode(), http_params((("symbol", "BTCUSDT"),)), b"")
+            most = max(most, sum(len("".join(names)) + len(b"".join(prefix)) for names, prefix in _client._PREFIXES.items()))
+        assert most <= 1 << 20, f"{most} bytes of prefixes held"
+    finally:
+        _client._PREFIXES.clear()
+        _client._PREFIXES.update(saved)
