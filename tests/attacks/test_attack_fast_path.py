@@ -325,3 +325,78 @@ def test_the_client_keeps_little_of_long_paths() -> None:
     finally:
         _client._PREFIXES.clear()
         _client._PREFIXES.update(saved)
+
+
+# -- the policy's remembered plans under the schemes that sign differently ----------------------------
+from policy_helpers import CATALOGUES, catalogue_of, concrete_path, endpoint_fields, permissive, request  # noqa: E402
+
+from enclave.schemes import SCHEMES  # noqa: E402
+
+OTHER_SCHEMES = ["kraken", "okx-hmac", "bybit-hmac", "binance-ws-hmac"]
+OTHER_SECRETS = {scheme: SCHEMES[scheme].fresh_secret() for scheme in OTHER_SCHEMES}
+
+
+def _query_only_requests(scheme: str) -> list[tuple[str, str, tuple]]:
+    """The catalogue's trade and read endpoints whose fields go in params (no body), as a bot sends them."""
+    catalogue = catalogue_of(scheme)
+    found = []
+    for endpoint in CATALOGUES[catalogue]:
+        if endpoint.category in {"trade", "read"}:
+            method, path, params, body = request(catalogue, endpoint.method, concrete_path(endpoint.path), endpoint_fields(catalogue, endpoint))
+            if not body:
+                found.append((method, path, params))
+    return found
+
+
+QUERY_ONLY = {scheme: _query_only_requests(scheme) for scheme in OTHER_SCHEMES}
+
+
+@st.composite
+def other_scheme_attacks(draw: st.DrawFn) -> tuple[str, dict, list]:
+    scheme = draw(st.sampled_from(OTHER_SCHEMES))
+    policy = permissive(catalogue_of(scheme), **draw(st.sampled_from([{}, {"max_quantity": "5", "rate": {"per_second": "2", "burst": 5}}])))
+    bases = draw(st.lists(st.sampled_from(QUERY_ONLY[scheme]), min_size=1, max_size=3))
+    stream, now = [], NOW
+    for _ in range(draw(st.integers(2, 10))):
+        method, path, params = draw(st.sampled_from(bases))
+        params = list(params)
+        if params and draw(st.booleans()):  # a value the host chose
+            index = draw(st.integers(0, len(params) - 1))
+            params[index] = (params[index][0], draw(st.sampled_from(HOSTILE + ["7", "0.5", "BUY", "sell", "true"])))
+        if draw(st.integers(0, 3)) == 0:  # an extra name: Kraken's nonce marker, a duplicate, an unknown one
+            params.append(draw(st.sampled_from([("nonce", ""), ("nonce", "5"), params[0] if params else ("x", "1"), ("otp", "1")])))
+        if draw(st.integers(0, 3)) == 0:
+            params.reverse()
+        now += draw(st.sampled_from([0, 1, 700, 6000]))
+        stream.append((method, path, tuple(params), now))
+    return scheme, policy, stream
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(other_scheme_attacks())
+def test_remembered_plans_judge_other_schemes_as_a_fresh_policy(attack: tuple) -> None:
+    """Kraken (nonce marker), OKX, Bybit and Binance WebSocket keys judge a request of a shape
+    their policy planned exactly as a policy that plans nothing: the same signatures (deterministic
+    for a fixed clock), refusals and receipts."""
+    scheme, policy, stream = attack
+    secret = OTHER_SECRETS[scheme]
+    remembering_service, remembering = _other_service(scheme, secret, policy)
+    fresh_service, fresh = _other_service(scheme, secret, policy)
+    for method, path, params, now in stream * 2:
+        event = HttpSignRequest(7, "k", method, path, params)
+        _forget(fresh)
+        answer = _answer(remembering_service, event, now)
+        event_stat(f"{scheme} {answer[0]}")
+        assert answer == _answer(fresh_service, event, now)
+    assert _unchained(_lines(remembering_service)) == _unchained(_lines(fresh_service))
+    assert not remembering.shapes  # only a Binance REST key signs by a remembered shape
+
+
+def _other_service(scheme: str, secret: bytes, policy: dict) -> tuple[EnclaveService, LoadedKey]:
+    service = EnclaveService(nsm=None, kms=None, clock=Clock(fixed_ms=NOW))  # type: ignore[arg-type]
+    state = PolicyState(SigningPolicy.parse(policy, scheme=scheme))
+    signing_key = load_key(scheme, secret, "a" * 40)
+    signing_key.apply_policy(policy)
+    key = LoadedKey("k", scheme, "a" * 40, "0" * 64, "arn:test", state, signing_key, "k")
+    service.keyring.add(key)
+    return service, key
