@@ -121,6 +121,19 @@ def _lines(service: EnclaveService) -> list[bytes]:
     return [line.encode() if isinstance(line, str) else line for line in service.audit.fetch(0, 1000)["receipts"]]
 
 
+def _assert_signed_receipt(line: bytes, method: str, path: str, params: tuple, now: int) -> None:
+    """The receipt's line is the canonical JSON of its fields (sorted, compact, UTF-8: the form
+    receipts had before the short way) and names this request: its digest, method, path and time."""
+    receipt = json.loads(line)
+    assert line == json.dumps(receipt, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    digest = hashlib.sha256(("\0".join(item for pair in params for item in pair) + "\0\0").encode()).hexdigest()
+    assert (receipt["decision"], receipt["digest"], receipt["key"], receipt["request"], receipt["reason"], receipt["rule"], receipt["time_ms"]) == (
+        "signed", digest, "k", f"{method} {path}", "", "", now
+    )
+    for field in ("quantity", "notional"):
+        assert receipt[field] is None or str(Decimal(receipt[field])) == receipt[field]
+
+
 def _unchained(lines: list[bytes]) -> list[bytes]:
     """The lines byte for byte but for ``prev`` (each boot's chain starts from its own genesis)."""
     assert _chained(lines)
@@ -169,6 +182,7 @@ def test_a_remembered_shape_signs_judges_and_records_as_a_key_that_remembers_not
         if answer[0] == "signed":
             expected = reference.binance_rest(scheme, secret, API_KEY, params, b"", now)
             assert (answer[1], answer[2], answer[3]) == (expected.query, expected.body, expected.headers)
+            _assert_signed_receipt(_lines(remembering_service)[-1], method, path, params, now)
         # The scheme alone (no policy to refuse "&" or "=" first) keeps shapes of its own.
         by_scheme = _scheme_signed(scheme_key, method, path, params, now)
         scheme_fresh.__dict__.pop("_shapes", None)
