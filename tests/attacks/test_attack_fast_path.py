@@ -418,3 +418,69 @@ def _other_service(scheme: str, secret: bytes, policy: dict) -> tuple[EnclaveSer
     key = LoadedKey("k", scheme, "a" * 40, "0" * 64, "arn:test", state, signing_key, "k")
     service.keyring.add(key)
     return service, key
+
+
+# -- over the wire: raw SIGN_HTTP frames to a real enclave, its first answer the long way -------------
+import socket  # noqa: E402
+
+import pytest  # noqa: E402
+from pytest_zerocopy import factories  # noqa: E402
+
+from enclave.protocol import NEED_DATA  # noqa: E402
+
+# Not marked ``zerocopy`` (as test_attack_review.py): the fixtures start this module's own emulator.
+fast_emulator = factories.emulator_proc(scope="module", clock=f"fixed:{NOW}")
+fast_signer = factories.signer("fast_emulator", scope="module")
+fast_key = factories.key_maker("fast_emulator", "fast_signer", scope="module")
+
+WIRE_VARIANTS = [
+    BUY,
+    BUY[:4] + (("quantity", "2"),) + BUY[5:],
+    BUY[:4] + (("quantity", "6"),) + BUY[5:],  # above the cap
+    (("symbol", "ETHUSDT"),) + BUY[1:],  # not listed
+    BUY[:4] + (("quantity", "1&quantity=500"),) + BUY[5:],
+    BUY[:4] + (("quantity", "1"), ("price", "1%30")),
+    (("symbol", "BTC USDT"),) + BUY[1:],
+    BUY[::-1],
+    BUY + (("timestamp", str(NOW)),),
+    BUY + (("timestamp", str(NOW - 60_000)),),
+    BUY + (("newClientOrderId", "a:b"),),
+]
+
+
+def _pipelined_sign_http(address: str, key: str, requests: list[tuple[str, str, tuple]]) -> list:
+    """``requests`` as SIGN_HTTP frames pipelined on one plain connection, no ``Signer`` involved."""
+    conn = Connection(Role.CLIENT)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(60)
+        sock.connect(address.removeprefix("unix://"))
+        frames = [
+            conn.send_sign_http(number, sign_http_body_with(sign_http_prefix(key.encode(), method.encode(), path.encode()), http_params(params), b""))
+            for number, (method, path, params) in enumerate(requests, 1)
+        ]
+        sock.sendall(b"".join(frames))
+        answers: list = []
+        while len(answers) < len(frames):
+            event = conn.next_event()
+            if event is NEED_DATA:
+                data = sock.recv(65536)
+                assert data, "the enclave closed the connection"
+                conn.receive_data(data)
+            else:
+                answers.append(event)
+    return answers
+
+
+def test_raw_frames_of_a_remembered_shape_get_the_first_answers_again(fast_emulator, fast_key) -> None:
+    """Each request three times, pipelined: the first answered the long way, the others by the
+    shapes it left (no window, a fixed clock, a rate not reached): the same answers, byte for byte,
+    and every signature the reference signer's."""
+    key = fast_key("binance-hmac", policy={"symbols": ["BTCUSDT"], "max_quantity": "5", "rate": {"per_second": "1", "burst": 1000}})
+    answers = _pipelined_sign_http(fast_emulator.address, key.name, [("POST", ORDER, params) for params in WIRE_VARIANTS] * 3)
+    seen = [("signed", answer.query) if type(answer) is HttpSignature else ("refused", answer.rule, answer.message) for answer in answers]
+    count = len(WIRE_VARIANTS)
+    assert seen[:count] == seen[count : 2 * count] == seen[2 * count :]
+    for params, answer in zip(WIRE_VARIANTS, seen):
+        if answer[0] == "signed":
+            assert answer[1] == reference.binance_rest("binance-hmac", bytes(key.secret), key.api_key, params, b"", NOW).query
+    assert [answer[:2] for answer in seen[:4]] == [("signed", seen[0][1]), ("signed", seen[1][1]), ("refused", "max_quantity"), ("refused", "symbol")]
