@@ -7,7 +7,9 @@ separators, unicode, empty values, another case of method or path, names in anot
 a timestamp of its own — or to get more signed than the rate and the notional window allow by
 switching shapes from many threads at once. Each property compares against a key that remembers
 nothing and against the reference signer (tests/reference_signers.py), byte for byte, receipts
-included.
+included. Also: the policy's plans under the schemes that sign otherwise (Kraken, OKX, Bybit,
+Binance WebSocket), the byte-table character checks, the client's kept SIGN_HTTP prefixes (bounded
+in bytes), and raw frames to a real enclave.
 """
 
 from __future__ import annotations
@@ -167,9 +169,9 @@ def attacks(draw: st.DrawFn) -> tuple[str, bytes, dict, list]:
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(attacks())
 def test_a_remembered_shape_signs_judges_and_records_as_a_key_that_remembers_nothing(attack: tuple) -> None:
-    """Every answer (signature or refusal, word for word), every receipt line (byte for byte, its
-    hash chain included) and the rate and window left behind are a forgetful key's; every signature
-    is the reference signer's."""
+    """Every answer (signature or refusal, word for word), every receipt line (byte for byte but
+    for ``prev``, each chain checked) and the rate and window left behind are a forgetful key's;
+    every signature is the reference signer's."""
     scheme, secret, policy, stream = attack
     remembering_service, remembering = _service(scheme, secret, policy)
     fresh_service, fresh = _service(scheme, secret, policy)
