@@ -189,6 +189,7 @@ def _sign_http_request(key: str, method: str, path: str, params: Any, body: str 
 #: (key, method, path) -> what their SIGN_HTTP bodies start with (a bot calls a handful of endpoints).
 _PREFIXES: dict[tuple[str, str, str], tuple[bytes, bytes]] = {}
 _MAX_PREFIXES = 256
+_MAX_PREFIX_PATH = 512  # a longer path (up to 64 KiB) is laid out each time, not held: 256 of them would be 30 MB
 
 
 def _request_prefix(key: str, method: str, path: str) -> tuple[bytes, bytes]:
@@ -201,7 +202,7 @@ def _request_prefix(key: str, method: str, path: str) -> tuple[bytes, bytes]:
         except (UnicodeEncodeError, AttributeError):
             raise ValueError("key, method, path and parameters must be text") from None
         prefix = sign_http_prefix(*parts)
-        if text:
+        if text and len(path) <= _MAX_PREFIX_PATH:
             if len(_PREFIXES) >= _MAX_PREFIXES:
                 _PREFIXES.clear()
             _PREFIXES[(key, method, path)] = prefix
