@@ -202,3 +202,32 @@ def test_churning_the_reserved_slots_leaves_no_busy_loop():
             counted = _reserved_counted_right(server)
     assert idle_cpu < 0.5, f"the loop took {idle_cpu:.2f}s of CPU in 1s with nothing to do"
     assert counted and all(answer is not None for answer in bots)
+
+
+def test_a_reserved_slot_whose_request_the_host_stalls_is_held_without_traffic_until_it_is_answered():
+    """The host's cheaper way to hold a reserved slot, also allowed: a PROVISION whose KMS calls it
+    stalls (the host carries KMS traffic) is running, not quiet, so it is not expendable however
+    long the stall lasts (the enclave's KMS timeouts bound it: 20 s per call, two attempts, per
+    bundle). Once answered, the connection is quiet again and the next newcomer takes its slot."""
+    from enclave.protocol import Connection, ControlRequest, ControlResponse, ErrorCode, ErrorResponse, MessageType, Role
+
+    client = Connection(Role.CLIENT)
+    audit = client.send(ControlRequest(2, MessageType.AUDIT, {"after": 0}))
+    with _stand_in_server(max_connections=2, evict_after=0.3) as (server, path, calls, release):
+        address = f"unix://{path}"
+        with _keepers(address, 2, interval=0.05), _keepers(address, 1, interval=0.05), _connections(address, 1) as (stalled,):
+            stalled.sendall(client.send(ControlRequest(5, MessageType.PROVISION, {})))
+            assert _wait_until(lambda: calls["provision_running"] == 1)
+            time.sleep(0.6)  # twice evict_after without a byte
+            with _connections(address, 1) as (operator,):
+                refused = _ask(operator, audit)
+            release.set()  # KMS answers: the PROVISION is answered
+            answered = _next_answer(stalled, Connection(Role.CLIENT))
+            time.sleep(0.4)  # quiet past evict_after
+            with _connections(address, 1) as (operator,):
+                served = _ask(operator, audit)
+            stalled_closed = _wait_closed(stalled)
+    assert isinstance(refused, ErrorResponse) and refused.code is ErrorCode.BUSY
+    assert isinstance(answered, ErrorResponse) and answered.code is ErrorCode.PROVISIONING_FAILED  # the stand-in's answer
+    assert isinstance(served, ControlResponse) and served.kind is MessageType.AUDIT_LOG
+    assert stalled_closed and server.stats["evicted"] == 1
