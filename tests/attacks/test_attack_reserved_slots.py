@@ -151,17 +151,17 @@ def test_the_host_keeps_the_operator_out_only_by_asking_in_each_reserved_slot_wi
 
     client = Connection(Role.CLIENT)
     keys = client.send(ControlRequest(1, MessageType.KEYS, {}))
-    with _stand_in_server(max_connections=2, evict_after=0.5) as (server, path, _, _):
+    with _stand_in_server(max_connections=2, evict_after=0.8) as (server, path, _, _):
         address = f"unix://{path}"
         with _keepers(address, 2, interval=0.05) as bots, _keepers(address, 1, interval=0.05), _connections(address, 1) as (holder,):
             assert _wait_until(lambda: server._in_reserved == 2)
             reader, kept, refusals = Connection(Role.CLIENT), [], []
-            for _ in range(6):  # 1.2 s, more than twice evict_after, the holder asking every 0.2 s
+            for _ in range(8):  # 1.6 s, twice evict_after, the holder asking every 0.2 s
                 kept.append(isinstance(_ask(holder, keys, reader), ControlResponse))
                 time.sleep(0.2)
                 with _connections(address, 1) as (operator,):
                     refusals.append(_ask(operator, client.send(ControlRequest(2, MessageType.AUDIT, {"after": 0}))))
-            time.sleep(0.7)  # the holder pauses longer than evict_after
+            time.sleep(1.0)  # the holder pauses longer than evict_after
             with _connections(address, 1) as (operator,):
                 served = _ask(operator, client.send(ControlRequest(3, MessageType.AUDIT, {"after": 0})))
             holder_closed = _wait_closed(holder)
