@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .protocol.policy import PolicyState
@@ -84,12 +85,14 @@ class Keyring:
             self._keys = {name: other for name, other in self._keys.items() if other is not key}
             return True
 
-    def replace(self, old: LoadedKey, new: LoadedKey) -> None:
+    def replace(self, old: LoadedKey, new: LoadedKey, before_published: Callable[[], None] = lambda: None) -> None:
         """Put ``new`` in the place of ``old``, unless ``old`` is no longer the key loaded under its
-        name (so of two binds racing, one wins and the other is refused)."""
+        name (so of two binds racing, one wins and the other is refused). ``before_published`` runs
+        once the swap is sure to happen and before any other thread can see ``new`` (its receipt)."""
         with self._lock:
             if self._keys.get(old.name) is not old or new.name != old.name:
                 raise KeyConflict(f"the key named {old.name!r} changed meanwhile")
+            before_published()
             self._keys = {**self._keys, new.name: new}
 
     def keys(self) -> list[LoadedKey]:

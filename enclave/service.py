@@ -426,13 +426,16 @@ class EnclaveService:
             raise _BadRequest(str(exc)) from None
         bundle = self._seal(key.name, key.scheme, request.api_key, key.sealed_policy, secret, key.sealed_by, credentials)
         bound = self._loaded_key(bundle, secret, key.policy_state, key.sealed_by)
+        sealed = bundle.to_json()  # the receipt's digest names the bundle the operator keeps
+
+        def receipt() -> None:  # before the loop's thread can sign with the bound key: no receipt of it precedes this one
+            self.audit.record(self.clock.now_ms(), key.name, "bound", "", "bind", hashlib.sha256(sealed).hexdigest(), reason=f"API key id {request.api_key}")
+
         try:
-            self.keyring.replace(key, bound)
+            self.keyring.replace(key, bound, before_published=receipt)
         except KeyConflict as exc:
             raise _Unusable(str(exc)) from None
         log.info("bound key %r (%s) to its API key id, re-sealed to %s", key.name, key.scheme, key.sealed_by)
-        sealed = bundle.to_json()  # the receipt's digest names the bundle the operator keeps
-        self.audit.record(self.clock.now_ms(), key.name, "bound", "", "bind", hashlib.sha256(sealed).hexdigest(), reason=f"API key id {request.api_key}")
         return Bound(bundle=sealed)
 
     def _seal_key(self, requested: str | None) -> str:
