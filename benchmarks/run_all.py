@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import bench_audit_wrap, bench_sign, concurrency, floors, overheads, report  # noqa: E402
 
-#: Counts per mode: the default run stays near two minutes on a quiet 2-core machine.
+#: Counts per mode: the default run takes about 30 s on a quiet 2-core machine.
 SETTINGS = {
     "default": {"samples": 1000, "rounds": 3, "clients": 64, "load_processes": 4, "load_seconds": 5.0, "pipelined": 20_000,
                 "audit_capacity": 65_536, "audit_receipts": 3 * 65_536, "kms_samples": 200, "emulator_repeats": 5, "pytest_keys": 5,
