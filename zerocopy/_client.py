@@ -17,9 +17,12 @@ answers can only come from the enclave that attested. Without attestation the co
 from __future__ import annotations
 
 import itertools
+import math
 from itertools import chain
 import os
+import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,6 +32,7 @@ from typing import Any
 
 from enclave.protocol import (
     NEED_DATA,
+    VERSION,
     Connection,
     ControlResponse,
     ErrorCode,
@@ -45,6 +49,7 @@ from enclave.protocol import (
     sign_http_prefix,
 )
 from enclave.protocol.address import Address, AddressError, parse_address
+from enclave.protocol.frames import HEADER
 from enclave.protocol.messages import ANSWERS, Attest, Audit, Bind, Generate, KeyInfo, Keys, Message, MessageError, OpenSession, Provision, Remove
 from enclave.protocol.signing import API_KEY_RULE
 from enclave.protocol.session import ClientHandshake, HandshakeError, check_bound
@@ -62,6 +67,18 @@ _SIGNER_TIMEOUT: Any = object()  # a call's timeout left to the Signer's own
 #: The longest ``Signer.close`` waits for another thread's call (one still connecting; a call
 #: blocked on the connection is woken at once).
 CLOSE_WAIT = 1.0
+#: A call sends nothing with less than this left of its timeout (or half its timeout, if that is
+#: shorter): it raises Timeout saying so. An answer cannot arrive in less than a round trip
+#: (50-200 µs here and on vsock, a p99 far longer), and a request the enclave signs after the
+#: caller gave up still counts against the key's rate and notional limits.
+SEND_FLOOR = 0.001
+#: A blocking wait may end this much after the call's deadline (plus the kernel's timer tick):
+#: the kernel's receive timeout (SO_RCVTIMEO, set once per connection) bounds it, so a call
+#: waits in one recv, with no per-call timeout system call.
+_RECV_SLACK = 0.005
+_DONTWAIT = socket.MSG_DONTWAIT
+_SIGNATURE, _HTTP_SIGNATURE = 0x81, 0x82  # the answers parsed straight from the bytes read
+_HTTP_ANSWER = struct.Struct(">III")  # HTTP_SIGNATURE: query, body and headers lengths (enclave/protocol/frames.py)
 _PROTOCOL_CODES = {ErrorCode.MALFORMED_FRAME, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.UNKNOWN_MESSAGE_TYPE, ErrorCode.FRAME_TOO_LARGE}
 
 
@@ -233,12 +250,35 @@ def _param_texts(params: Any) -> list[tuple[str, str]]:
 
 
 def _signed_request(method: str, path: str, body: str | bytes | None, event: HttpSignature) -> SignedRequest:
-    signed_body: str | bytes = event.body if isinstance(body, bytes) else event.body.decode()
+    return _signed_request_from(method, path, body, event.query, event.body, dict(event.headers))
+
+
+def _signed_request_from(method: str, path: str, body: str | bytes | None, query: str, signed: bytes, headers: dict[str, str]) -> SignedRequest:
+    signed_body: str | bytes = signed if isinstance(body, bytes) else signed.decode()
     # Filled in directly: a frozen dataclass's __init__ sets each field through object.__setattr__,
     # a microsecond per request for fields that are already what they must be.
     request = object.__new__(SignedRequest)
-    request.__dict__.update(method=method.upper(), path=path, query=event.query, body=signed_body, headers=dict(event.headers))
+    request.__dict__.update(method=method.upper(), path=path, query=query, body=signed_body, headers=headers)
     return request
+
+
+def _http_answer_fields(frame: bytes) -> tuple[str, bytes, dict[str, str]] | None:
+    """An HTTP_SIGNATURE frame's (query, body, headers), read as :mod:`enclave.protocol.frames`
+    lays it out (lengths, then query, body, ``name\0value`` headers); None if it is malformed."""
+    if len(frame) < 22:
+        return None
+    query_length, body_length, headers_length = _HTTP_ANSWER.unpack_from(frame, 10)
+    query_end = 22 + query_length
+    body_end = query_end + body_length
+    if body_end + headers_length != len(frame):
+        return None
+    try:
+        query, items = frame[22:query_end].decode(), frame[body_end:].decode().split("\0") if headers_length else []
+    except UnicodeDecodeError:
+        return None
+    if len(items) % 2:
+        return None
+    return query, frame[query_end:body_end], dict(zip(items[0::2], items[1::2]))
 
 
 def _payload_argument(payload: Any) -> bytes:
@@ -332,10 +372,12 @@ class Signer:
     ) -> None:
         self.address, self.timeout, self._verification = _connection_arguments(address, expected_pcrs, roots, timeout, allow_debug)
         self.busy_poll_us = _busy_poll_argument(busy_poll_us)
-        self._spin_ns = self.busy_poll_us * 1000
+        self._spin_s = self.busy_poll_us / 1e6
         self.attestation: Any = None
         self._lock = threading.RLock()  # re-entered when a reconnect re-attests
         self._deadline: float | None = None  # when the call holding the lock must end (monotonic)
+        self._send_by: float | None = None  # the last moment its request may go out (SEND_FLOOR)
+        self._recv_limit: float | None = None  # the connection's kernel receive timeout (SO_RCVTIMEO)
         self._ids = itertools.count(1)
         self._closed = False
         self._conn = Connection(Role.CLIENT)
@@ -382,6 +424,11 @@ class Signer:
             raise errors.ConnectionFailed(connect_failure(self.address, exc)) from None
         if self.address.scheme == "tcp":
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # One mode for the connection's life: blocking, each wait bounded by the kernel's receive
+        # timeout, so a call pays no timeout system call (settimeout is an ioctl, and Python polls
+        # before every recv and send of a socket with a timeout).
+        sock.settimeout(None)
+        self._recv_limit = _set_recv_limit(sock, self.timeout)
         return sock
 
     def _reconnect(self) -> None:
@@ -420,20 +467,24 @@ class Signer:
     def _next_id(self) -> int:
         return next(self._ids) & 0xFFFFFFFF
 
-    def _take_turn(self, seconds: float | None) -> float | None:
+    def _take_turn(self, seconds: float | None) -> tuple[float | None, float | None]:
         """This thread's turn on the connection, ending ``seconds`` from now: the wait for the turn
         counts, and each socket operation of the call gets only what is left (:meth:`_remaining`).
         A call made within another (a reconnect's handshake) ends by the outer one's deadline too.
-        Returns the outer deadline, for :meth:`_end_turn` (no context manager: this is the sign path)."""
-        deadline = None if seconds is None else time.monotonic() + seconds
+        Returns the outer deadlines, for :meth:`_end_turn` (no context manager: this is the sign path)."""
+        deadline = send_by = None
+        if seconds is not None:
+            deadline = time.monotonic() + seconds
+            send_by = deadline - min(SEND_FLOOR, seconds / 2)
         if not self._lock.acquire(timeout=-1 if seconds is None else seconds):
             raise errors.Timeout(f"the Signer stayed busy with other threads' calls for {seconds}s (the call's timeout); nothing was sent")
-        outer = self._deadline
-        self._deadline = outer if outer is not None and (deadline is None or outer < deadline) else deadline
+        outer = self._deadline, self._send_by
+        if outer[0] is None or (deadline is not None and deadline <= outer[0]):
+            self._deadline, self._send_by = deadline, send_by
         return outer
 
-    def _end_turn(self, outer: float | None) -> None:
-        self._deadline = outer
+    def _end_turn(self, outer: tuple[float | None, float | None]) -> None:
+        self._deadline, self._send_by = outer
         self._lock.release()
 
     def _remaining(self) -> float | None:
@@ -444,15 +495,38 @@ class Signer:
         return None if deadline is None else max(deadline - time.monotonic(), 1e-6)
 
     def _send(self, data: bytes) -> None:
-        assert self._sock is not None
+        """``data`` out on the connection: one send without waiting (a frame fits the socket
+        buffer), the rest as the buffer drains, by the call's deadline."""
+        sock = self._sock
+        assert sock is not None
         try:
-            self._sock.settimeout(self._remaining())
-            self._sock.sendall(data)
-        except socket.timeout:
-            self._fail()
-            raise errors.Timeout(f"sending to the enclave at {self.address} timed out") from None
+            sent = sock.send(data, _DONTWAIT)
+        except BlockingIOError:
+            sent = 0
         except OSError as exc:
             raise self._broken(f"the connection to the enclave broke: {exc.strerror or exc}") from None
+        if sent < len(data):
+            self._send_rest(sock, memoryview(data)[sent:])
+
+    def _send_rest(self, sock: socket.socket, rest: memoryview) -> None:
+        while rest:
+            self._wait_for(sock, select.POLLOUT, f"sending to the enclave at {self.address} timed out")
+            try:
+                rest = rest[sock.send(rest, _DONTWAIT) :]
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise self._broken(f"the connection to the enclave broke: {exc.strerror or exc}") from None
+
+    def _wait_for(self, sock: socket.socket, events: int, timed_out: str) -> None:
+        """Wait until ``sock`` is ready for ``events``, by the call's deadline (what is already
+        there is still taken once it passed); past it, drop the connection and raise Timeout."""
+        deadline = self._deadline
+        poller = select.poll()
+        poller.register(sock, events)
+        if not poller.poll(None if deadline is None else max(0, math.ceil((deadline - time.monotonic()) * 1000))):
+            self._fail()
+            raise errors.Timeout(timed_out)
 
     def _broken(self, why: str) -> errors.ConnectionClosed:
         """Drop the connection; the error to raise (the Signer's closing, if that broke it)."""
@@ -472,34 +546,68 @@ class Signer:
                 raise errors.ProtocolError(f"malformed response from the enclave: {exc}") from None
             if event is not NEED_DATA:
                 return event
+            conn.receive_data(self._read(sock))
+
+    def _read(self, sock: socket.socket) -> bytes:
+        """The next bytes from the enclave, by the call's deadline (spinning first, if it spins)."""
+        try:
+            data = self._spin_recv(sock) if self._spin_s else None
+            if data is None:
+                data = self._recv_by_deadline(sock)
+        except OSError as exc:
+            raise self._broken(f"the connection to the enclave broke: {exc.strerror or exc}") from None
+        if not data:
+            raise self._broken("the enclave closed the connection before answering")
+        return data
+
+    def _recv_by_deadline(self, sock: socket.socket) -> bytes:
+        """One blocking recv when the kernel's receive timeout ends it by the call's deadline (the
+        usual call: one system call); otherwise a poll for what is left of the call, then a recv."""
+        deadline, limit = self._deadline, self._recv_limit
+        while True:
+            if deadline is not None and (limit is None or limit > deadline - time.monotonic() + _RECV_SLACK):
+                self._wait_for(sock, select.POLLIN, f"the enclave at {self.address} did not answer within the call's timeout")
+                try:
+                    return sock.recv(_RECV, _DONTWAIT)
+                except BlockingIOError:
+                    continue
             try:
-                data = self._spin_recv(sock) if self._spin_ns else None
-                if data is None:
-                    sock.settimeout(self._remaining())
-                    data = sock.recv(_RECV)
-            except socket.timeout:
-                self._fail()
-                raise errors.Timeout(f"the enclave at {self.address} did not answer within the call's timeout") from None
-            except OSError as exc:
-                raise self._broken(f"the connection to the enclave broke: {exc.strerror or exc}") from None
-            if not data:
-                raise self._broken("the enclave closed the connection before answering")
-            conn.receive_data(data)
+                return sock.recv(_RECV)
+            except BlockingIOError:  # the kernel's receive timeout passed: the deadline decides
+                continue
 
     def _spin_recv(self, sock: socket.socket) -> bytes | None:
         """Poll ``sock`` without sleeping for up to ``busy_poll_us`` (and never past the call's
-        deadline): what arrived, or None if nothing did (then the caller sleeps in a blocking
-        recv). A timeout of 0 makes ``recv`` return at once instead of polling first."""
-        spin_until = time.perf_counter_ns() + self._spin_ns
-        deadline = self._deadline
-        sock.settimeout(0.0)
-        clock = time.perf_counter_ns
+        deadline): what arrived, or None if nothing did (then the caller sleeps in a blocking recv)."""
+        clock, recv = time.monotonic, sock.recv
+        spin_until, deadline = clock() + self._spin_s, self._deadline
+        if deadline is not None and deadline < spin_until:
+            spin_until = deadline
         while True:
             try:
-                return sock.recv(_RECV)
+                return recv(_RECV, _DONTWAIT)
             except BlockingIOError:
-                if clock() >= spin_until or (deadline is not None and time.monotonic() >= deadline):
+                if clock() >= spin_until:
                     return None
+
+    def _answer(self, request_id: int, kind: int) -> Any:
+        """The answer to ``request_id``. On a plain connection, a read that is exactly that
+        answer, a ``kind`` frame, is taken straight from the bytes: a SIGNATURE's signature, an
+        HTTP_SIGNATURE's (query, body, headers); anything else goes through the Connection (its
+        checks and typed errors) as an event."""
+        conn = self._conn
+        if conn.session is None and not conn.in_frame:
+            data = self._read(self._sock)  # type: ignore[arg-type]
+            if len(data) >= 10 and HEADER.unpack_from(data) == (len(data) - 10, VERSION, kind, request_id):
+                if kind != _HTTP_SIGNATURE:
+                    return data[10:]
+                fields = _http_answer_fields(data)
+                if fields is None:
+                    self._fail()
+                    raise errors.ProtocolError("malformed response from the enclave: HTTP_SIGNATURE body is malformed")
+                return fields
+            conn.receive_data(data)
+        return self._expect(request_id)
 
     def _expect(self, request_id: int) -> Any:
         event = self._receive()
@@ -517,12 +625,13 @@ class Signer:
         if sock is not None:
             sock.close()
 
-    def _request(self, send: Callable[..., bytes], *parts: Any, retry: bool = True, timeout: Any = _SIGNER_TIMEOUT) -> Any:
+    def _request(self, send: Callable[..., bytes], *parts: Any, retry: bool = True, timeout: Any = _SIGNER_TIMEOUT, answer: int = 0) -> Any:
         """The one way a request goes out: ``send(connection, request_id, *parts)`` (a
         :class:`Connection` method) encodes it for the connection it goes out on — sealed on a
         session, after any reconnect — and the answer event comes back; with ``retry``, once more
-        on a new connection if this one turns out to be broken."""
-        return self._exchange(self._send_one, send, *parts, retry=retry, timeout=timeout)
+        on a new connection if this one turns out to be broken. ``answer``: the type of answer
+        taken straight from the bytes read (:meth:`_answer`), if any."""
+        return self._exchange(self._send_one, send, answer, *parts, retry=retry, timeout=timeout)
 
     def _exchange(self, exchange: Callable[..., Any], *parts: Any, retry: bool = True, timeout: Any = _SIGNER_TIMEOUT) -> Any:
         """``exchange(*parts)`` on a connection, in this thread's turn, all of it (the wait for
@@ -544,14 +653,17 @@ class Signer:
         finally:
             self._end_turn(outer)
 
-    def _send_one(self, send: Callable[..., bytes], *parts: Any) -> Any:
+    def _send_one(self, send: Callable[..., bytes], answer: int, *parts: Any) -> Any:
+        send_by = self._send_by
+        if send_by is not None and time.monotonic() > send_by:
+            raise errors.Timeout(f"the call's timeout ran out before its request could go out (under {SEND_FLOOR * 1000:g} ms left); nothing was sent")
         request_id = self._next_id()
         try:
             data = send(self._conn, request_id, *parts)
         except LocalProtocolError as exc:
             raise ValueError(str(exc)) from None
         self._send(data)
-        return self._expect(request_id)
+        return self._answer(request_id, answer) if answer else self._expect(request_id)
 
     def _control(
         self, message: Message, *, retry: bool = True, malformed: type[errors.ProtocolError] = errors.ProtocolError, timeout: Any = _SIGNER_TIMEOUT
@@ -573,7 +685,9 @@ class Signer:
     def sign(self, key: str, payload: bytes) -> bytes:
         """Raw signature of ``payload`` with the key named ``key`` (if its policy allows raw signing)."""
         key_bytes = _key_argument(key)
-        event = self._request(Connection.send_sign, key_bytes, _payload_argument(payload))
+        event = self._request(Connection.send_sign, key_bytes, _payload_argument(payload), answer=_SIGNATURE)
+        if type(event) is bytes:
+            return event
         if type(event) is not Signature:
             raise self._unexpected(event, "SIGN")
         return event.signature
@@ -597,7 +711,7 @@ class Signer:
         # the socket buffers (the enclave stops reading while its answers go unread).
         for start in range(0, len(requests), SIGN_MANY_WINDOW):
             if self.timeout is not None:
-                self._deadline = time.monotonic() + self.timeout  # each window has the timeout
+                self._deadline = self._send_by = time.monotonic() + self.timeout  # each window has the timeout
             self._send(self._window(ids[start : start + SIGN_MANY_WINDOW], requests[start : start + SIGN_MANY_WINDOW]))
             answers.extend(self._expect(request_id) for request_id in ids[len(answers) : start])
         answers.extend(self._expect(request_id) for request_id in ids[len(answers) :])
@@ -621,7 +735,9 @@ class Signer:
         body: str | bytes | None = None,
     ) -> SignedRequest:
         """Have the enclave build and sign an exchange request (the key's scheme decides the format)."""
-        event = self._request(Connection.send_sign_http, _sign_http_request(key, method, path, params, body))
+        event = self._request(Connection.send_sign_http, _sign_http_request(key, method, path, params, body), answer=_HTTP_SIGNATURE)
+        if type(event) is tuple:
+            return _signed_request_from(method, path, body, *event)
         if type(event) is not HttpSignature:
             raise self._unexpected(event, "SIGN_HTTP")
         return _signed_request(method, path, body, event)
@@ -774,6 +890,20 @@ def _connection_arguments(
 
 #: The longest a Signer spins for an answer before sleeping (a second: beyond it, sleep).
 MAX_BUSY_POLL_US = 1_000_000
+
+
+def _set_recv_limit(sock: socket.socket, seconds: float | None) -> float | None:
+    """Set the kernel's receive timeout of ``sock`` to ``seconds``; what was set (None: none, and
+    every wait with a deadline polls for it)."""
+    if seconds is None:
+        return None
+    whole = int(seconds)
+    micros = max(1, int((seconds - whole) * 1e6)) if whole == 0 else int((seconds - whole) * 1e6)  # zero would mean never
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", whole, micros))
+    except OSError:
+        return None
+    return seconds
 
 
 def _busy_poll_argument(busy_poll_us: Any) -> int:
