@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from enclave.protocol import NEED_DATA, Connection, Role, Signature
+from zerocopy._client import SEND_FLOOR
 from zerocopy import AsyncSigner, ConfigurationError, ConnectionClosed, ConnectionFailed, PolicyRefused, SessionError, Signer, Timeout, UnknownKey, ZeroCopyError
 from zerocopy.attestation import verify
 from zerocopy.policy import load_policy
@@ -730,3 +731,113 @@ def test_closing_a_signer_from_another_thread_ends_a_hung_call_at_once(tmp_path)
     assert len(outcome) == 1 and isinstance(outcome[0], ConnectionClosed) and "Signer was closed" in str(outcome[0])
     with pytest.raises(ConnectionClosed, match="closed"):
         signer.sign("k", b"after")
+
+
+# -- a budget spent connecting: nothing is sent -----------------------------------------------------
+class _LateHandshakeRelay:
+    """Relays OPEN_SESSION to the real enclave (a genuine, fresh document) and holds the SESSION
+    answer until ``hold_until`` (monotonic) on every connection after the first ``prompt`` ones;
+    a connection in ``close_after_handshake`` is closed right after its answer. Frames after the
+    handshake are recorded by type, never forwarded: the enclave signs nothing through it."""
+
+    def __init__(self, tmp_path, upstream: str, *, prompt: int = 0, close_after_handshake: int = 0) -> None:
+        self.path = str(tmp_path / "late-handshake.sock")
+        self.upstream, self.prompt, self.close_after_handshake = upstream.removeprefix("unix://"), prompt, close_after_handshake
+        self.hold_until = 0.0
+        self.received: list[int] = []
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(self.path)
+        self._listener.listen(4)
+        self._sockets: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, name="late-handshake")
+        self._thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError, EOFError):
+            for index in range(8):
+                client, _ = self._listener.accept()
+                self._sockets.append(client)
+                self._handshake(client, held=index >= self.prompt)
+                if index < self.close_after_handshake:
+                    client.close()
+                    continue
+                threading.Thread(target=self._record, args=(client,), daemon=True).start()
+
+    def _handshake(self, client: socket.socket, *, held: bool) -> None:
+        frame, type_code, _ = _read_frame(client)
+        assert type_code == OPEN_SESSION
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as real:
+            real.connect(self.upstream)
+            real.sendall(frame)
+            answer = _read_frame(real)[0]
+        if held:
+            time.sleep(max(0.0, self.hold_until - time.monotonic()))
+        client.sendall(answer)
+
+    def _record(self, client: socket.socket) -> None:
+        with contextlib.suppress(OSError, EOFError):
+            while True:
+                self.received.append(_read_frame(client)[1])
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self._thread.join(10)
+
+
+#: The handshake's answer is sent this long before the call's deadline: under SEND_FLOOR left by
+#: the time it is read and its document verified (a millisecond or more), whatever the scheduling.
+_HELD_TO = SEND_FLOOR
+SIGN = 0x01
+
+
+def test_an_async_call_whose_budget_ran_out_while_attesting_sends_nothing(zerocopy_emulator, enclave, raw_key, tmp_path):
+    """The handshake's answer is held until the call has under SEND_FLOOR left. The call sent its
+    SIGN anyway with ~0 s left and raised Timeout at once, and the enclave signed it (counting it
+    against the key's rate and notional limits). Now it raises Timeout saying nothing was sent,
+    and nothing was."""
+    relay = _LateHandshakeRelay(tmp_path, enclave.address)
+
+    async def run() -> tuple:
+        signer = _attesting(zerocopy_emulator, f"unix://{relay.path}", timeout=2.0)
+        relay.hold_until = time.monotonic() + 2.0 - _HELD_TO  # the call's deadline is a moment later
+        error = None
+        try:
+            await signer.sign(raw_key.name, b"an order")
+        except ZeroCopyError as exc:
+            error = exc
+        finally:
+            await signer.close()
+        return error, _no_tasks_left()
+
+    try:
+        error, clean = asyncio.run(run())
+        time.sleep(0.2)  # a SIGN sent would have reached the relay by now
+    finally:
+        relay.close()
+    assert isinstance(error, Timeout) and clean, error
+    assert SIGN not in relay.received, relay.received
+    # Had the answer come after the deadline, the handshake itself timed out: that sends nothing either.
+    assert "nothing was sent" in str(error) or "did not answer" in str(error), error
+
+
+def test_a_signer_call_whose_budget_ran_out_while_reconnecting_sends_nothing(zerocopy_emulator, enclave, raw_key, tmp_path):
+    """The same for the Signer: its first connection is closed under it, so the call reconnects,
+    and the new handshake's answer comes with under SEND_FLOOR of the call left."""
+    relay = _LateHandshakeRelay(tmp_path, enclave.address, prompt=1, close_after_handshake=1)
+    try:
+        signer = Signer(f"unix://{relay.path}", expected_pcrs={0: zerocopy_emulator.pcrs[0]}, roots=[zerocopy_emulator.root_certificate], timeout=2.0)
+        with signer:
+            relay.hold_until = time.monotonic() + 2.0 - _HELD_TO
+            with pytest.raises(Timeout) as raised:
+                signer.sign(raw_key.name, b"an order")
+        time.sleep(0.2)
+    finally:
+        relay.close()
+    assert SIGN not in relay.received, relay.received
+    assert "nothing was sent" in str(raised.value) or "did not answer" in str(raised.value), raised.value

@@ -39,6 +39,7 @@ from enclave.protocol.messages import Attest, Audit, Keys, Message
 
 from . import errors
 from ._client import (
+    SEND_FLOOR,
     SIGN_MANY_WINDOW,
     KeyInfo,
     ProvisionResult,
@@ -320,9 +321,16 @@ class AsyncSigner:
         ``Signer``); with ``retry``, once more on a new connection if this one is broken.
         ``timeout`` (the signer's own unless given) bounds the whole call: a wait for another
         call's connection attempt, connecting, and the wait for the answer."""
-        deadline = _deadline(self.timeout if timeout is _SIGNER_TIMEOUT else timeout)
+        seconds = self.timeout if timeout is _SIGNER_TIMEOUT else timeout
+        deadline = _deadline(seconds)
+        send_by = None if deadline is None else deadline - min(SEND_FLOOR, seconds / 2)
         for attempt in (1, 2):
             link = await self._current(deadline)
+            if send_by is not None and asyncio.get_running_loop().time() > send_by:
+                raise errors.Timeout(
+                    f"the call's timeout ran out while connecting to the enclave at {self.address} "
+                    f"(under {SEND_FLOOR * 1000:g} ms left); nothing was sent"
+                )
             try:
                 return await link.request(send, parts, _left(deadline))
             except errors.ConnectionClosed:
