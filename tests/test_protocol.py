@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import struct
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -1124,6 +1125,11 @@ class FakeEnclave:
                 reply = self.answer(event)
                 if reply is None:
                     return
+                if type(reply) is list:  # raw bytes, each chunk its own write a moment apart
+                    for chunk in reply:
+                        client.sendall(chunk)
+                        time.sleep(0.02)
+                    continue
                 client.sendall(conn.send(reply))
 
     def close(self) -> None:
@@ -1171,6 +1177,69 @@ def test_a_wrong_answer_type_is_a_protocol_error_on_every_sign_path(wrong, call,
             else:
                 signer.sign_many([("k", b"one"), ("k", b"two")])
         assert signer._sock is None  # out of step: the connection was dropped, not reused
+
+
+def _http_answer(request_id: int, query: bytes, body: bytes, headers: bytes, *, lengths: tuple[int, int, int] | None = None) -> bytes:
+    """An HTTP_SIGNATURE frame laid out by hand (``lengths`` may lie about its parts)."""
+    payload = struct.pack(">III", *(lengths or (len(query), len(body), len(headers)))) + query + body + headers
+    return HEADER.pack(len(payload), 1, 0x82, request_id) + payload
+
+
+_ANSWERED_BY_HAND = {
+    "a signature split over two reads": (lambda rid: [(frame := HEADER.pack(4, 1, 0x81, rid) + b"sig!")[:7], frame[7:]], b"sig!"),
+    "a signature and then nothing else": (lambda rid: [HEADER.pack(4, 1, 0x81, rid) + b"sig!"], b"sig!"),
+    "another request's signature": (lambda rid: [HEADER.pack(4, 1, 0x81, rid + 1) + b"sig!"], "arrived while waiting"),
+    "a signature of another protocol version": (lambda rid: [HEADER.pack(4, 2, 0x81, rid) + b"sig!"], "version 2"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_ANSWERED_BY_HAND))
+def test_a_raw_sign_answer_is_read_straight_from_the_bytes_only_when_it_is_exactly_the_answer(case, fake_enclave):
+    """The sign path takes a read that is exactly its SIGNATURE frame straight from the bytes;
+    anything else (a partial frame, another id, another version) goes through the Connection's
+    checks: taken once whole, or a ProtocolError and the connection dropped."""
+    from zerocopy import Signer, errors
+
+    frames, expected = _ANSWERED_BY_HAND[case]
+    with Signer(fake_enclave(lambda event: frames(event.request_id)).address) as signer:
+        if isinstance(expected, bytes):
+            assert signer.sign("k", b"payload") == expected
+            assert signer._sock is not None
+        else:
+            with pytest.raises(errors.ProtocolError, match=expected):
+                signer.sign("k", b"payload")
+            assert signer._sock is None
+
+
+_HTTP_ANSWERS = {
+    "lengths past the frame": lambda rid: _http_answer(rid, b"a=1", b"", b"X\0y", lengths=(3, 0, 9)),
+    "lengths short of the frame": lambda rid: _http_answer(rid, b"a=1", b"", b"X\0y", lengths=(3, 0, 1)),
+    "a header without its value": lambda rid: _http_answer(rid, b"a=1", b"", b"X\0y\0Z"),
+    "a query that is not UTF-8": lambda rid: _http_answer(rid, b"a=\xff", b"", b"X\0y"),
+    "a body shorter than its fixed part": lambda rid: HEADER.pack(5, 1, 0x82, rid) + b"\0" * 5,
+}
+
+
+@pytest.mark.parametrize("case", sorted(_HTTP_ANSWERS))
+def test_a_malformed_http_signature_is_a_protocol_error_and_drops_the_connection(case, fake_enclave):
+    from zerocopy import Signer, errors
+
+    with Signer(fake_enclave(lambda event: [_HTTP_ANSWERS[case](event.request_id)]).address) as signer:
+        with pytest.raises(errors.ProtocolError, match="malformed response"):
+            signer.sign_request("k", "GET", "/p", params={"a": "1"})
+        assert signer._sock is None
+
+
+def test_an_http_signature_read_from_the_bytes_is_the_one_the_connection_decodes(fake_enclave):
+    from zerocopy import Signer
+
+    frame = lambda rid: _http_answer(rid, "a=1&é=2".encode(), b"{}", b"X-KEY\0k\0X-SIG\0s")  # noqa: E731
+    whole = fake_enclave(lambda event: [frame(event.request_id)])
+    split = fake_enclave(lambda event: [(data := frame(event.request_id))[:15], data[15:]])
+    with Signer(whole.address) as fast, Signer(split.address) as decoded:
+        answers = [signer.sign_request("k", "post", "/p", params={"a": "1"}, body="{}") for signer in (fast, decoded)]
+    assert answers[0] == answers[1]
+    assert (answers[0].method, answers[0].query, answers[0].body, answers[0].headers) == ("POST", "a=1&é=2", "{}", {"X-KEY": "k", "X-SIG": "s"})
 
 
 def test_sign_many_raises_the_enclaves_error_typed(fake_enclave):
