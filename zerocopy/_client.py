@@ -5,7 +5,12 @@ between threads; for throughput give each thread its own, pipeline with :meth:`S
 or use :class:`zerocopy.AsyncSigner`. A call's timeout bounds the whole call, its wait for a turn
 included: threads queued behind a slow call time out on time (having sent nothing), not one
 timeout after another. A call that times out after sending drops the connection (the next call
-opens a new one), so an answer that arrives late is never read as another request's.
+opens a new one), so an answer that arrives late is never read as another request's. A call left
+with under :data:`SEND_FLOOR` of its timeout when its request would go out sends nothing.
+
+The socket stays in one mode for a connection's life: blocking, its kernel receive timeout set
+once to the Signer's timeout, so the usual call is one ``send`` and one ``recv`` system call; a
+call with less left than that (a wait for a turn, a per-call timeout) polls for what is left.
 
 A ``Signer`` that insists on attestation (``expected_pcrs``, which must pin PCR0, and optionally
 ``roots``) opens every connection with an attested session (:mod:`enclave.protocol.session`): the
