@@ -690,7 +690,7 @@ class Signer:
     def sign(self, key: str, payload: bytes) -> bytes:
         """Raw signature of ``payload`` with the key named ``key`` (if its policy allows raw signing)."""
         key_bytes = _key_argument(key)
-        event = self._request(Connection.send_sign, key_bytes, _payload_argument(payload), answer=_SIGNATURE)
+        event = self._exchange(self._send_one, Connection.send_sign, _SIGNATURE, key_bytes, _payload_argument(payload))  # _request, a call less
         if type(event) is bytes:
             return event
         if type(event) is not Signature:
@@ -740,7 +740,7 @@ class Signer:
         body: str | bytes | None = None,
     ) -> SignedRequest:
         """Have the enclave build and sign an exchange request (the key's scheme decides the format)."""
-        event = self._request(Connection.send_sign_http, _sign_http_request(key, method, path, params, body), answer=_HTTP_SIGNATURE)
+        event = self._exchange(self._send_one, Connection.send_sign_http, _HTTP_SIGNATURE, _sign_http_request(key, method, path, params, body))
         if type(event) is tuple:
             return _signed_request_from(method, path, body, *event)
         if type(event) is not HttpSignature:
