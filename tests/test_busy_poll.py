@@ -151,3 +151,26 @@ def test_the_enclaves_busy_poll_option_takes_what_the_eif_runs():
     enclave_dir = Path(__file__).resolve().parent.parent / "enclave"
     assert "--config" in (enclave_dir / "Dockerfile").read_text()
     assert parse_arguments(["--config", str(enclave_dir / "enclave.toml")]).busy_poll_us == 100
+
+
+@pytest.mark.parametrize("late_server", [None], indirect=True)
+@pytest.mark.parametrize("busy_poll_us", [0, 100])
+def test_the_timeout_holds_while_timer_signals_keep_interrupting_the_wait(late_server, busy_poll_us):
+    """A sampling profiler's timer signal interrupts the wait every 5 ms. A kernel receive timeout
+    (SO_RCVTIMEO) would start again after each interruption and never end; the Signer's wait is a
+    poll for what is left of the call, so the call still ends at its timeout."""
+    import signal
+
+    interrupted = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: interrupted.append(1))
+    signal.setitimer(signal.ITIMER_REAL, 0.005, 0.005)
+    try:
+        with Signer(f"unix://{late_server.path}", busy_poll_us=busy_poll_us, timeout=0.3) as signer:
+            started = time.monotonic()
+            with pytest.raises(Timeout, match="did not answer"):
+                signer.sign("k", b"never answered")
+            took = time.monotonic() - started
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert 0.29 <= took < 1.5 and len(interrupted) > 10, (took, len(interrupted))

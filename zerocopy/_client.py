@@ -8,9 +8,9 @@ timeout after another. A call that times out after sending drops the connection 
 opens a new one), so an answer that arrives late is never read as another request's. A call left
 with under :data:`SEND_FLOOR` of its timeout when its request would go out sends nothing.
 
-The socket stays in one mode for a connection's life: blocking, its kernel receive timeout set
-once to the Signer's timeout, so the usual call is one ``send`` and one ``recv`` system call; a
-call with less left than that (a wait for a turn, a per-call timeout) polls for what is left.
+The socket stays in one mode for a connection's life (blocking): the usual call is a ``send``
+that does not wait, a ``poll`` for what is left of its timeout (none when a spinning call finds
+its answer) and a ``recv``; no timeout is set on the socket per call.
 
 A ``Signer`` that insists on attestation (``expected_pcrs``, which must pin PCR0, and optionally
 ``roots``) opens every connection with an attested session (:mod:`enclave.protocol.session`): the
@@ -77,10 +77,6 @@ CLOSE_WAIT = 1.0
 #: (50-200 µs here and on vsock, a p99 far longer), and a request the enclave signs after the
 #: caller gave up still counts against the key's rate and notional limits.
 SEND_FLOOR = 0.001
-#: A blocking wait may end this much after the call's deadline (plus the kernel's timer tick):
-#: the kernel's receive timeout (SO_RCVTIMEO, set once per connection) bounds it, so a call
-#: waits in one recv, with no per-call timeout system call.
-_RECV_SLACK = 0.005
 _DONTWAIT = socket.MSG_DONTWAIT
 _SIGNATURE, _HTTP_SIGNATURE = 0x81, 0x82  # the answers parsed straight from the bytes read
 _HTTP_ANSWER = struct.Struct(">III")  # HTTP_SIGNATURE: query, body and headers lengths (enclave/protocol/frames.py)
@@ -382,7 +378,7 @@ class Signer:
         self._lock = threading.RLock()  # re-entered when a reconnect re-attests
         self._deadline: float | None = None  # when the call holding the lock must end (monotonic)
         self._send_by: float | None = None  # the last moment its request may go out (SEND_FLOOR)
-        self._recv_limit: float | None = None  # the connection's kernel receive timeout (SO_RCVTIMEO)
+        self._readable: Any = None  # a poll object for the connection's socket, made once per connection
         self._ids = itertools.count(1)
         self._closed = False
         self._conn = Connection(Role.CLIENT)
@@ -429,11 +425,12 @@ class Signer:
             raise errors.ConnectionFailed(connect_failure(self.address, exc)) from None
         if self.address.scheme == "tcp":
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # One mode for the connection's life: blocking, each wait bounded by the kernel's receive
-        # timeout, so a call pays no timeout system call (settimeout is an ioctl, and Python polls
-        # before every recv and send of a socket with a timeout).
+        # One mode for the connection's life (blocking; a call's own waits poll with what is left
+        # of it): settimeout per call was an ioctl, and Python polls before every send of a
+        # socket with a timeout, so a call cost six system calls where three do.
         sock.settimeout(None)
-        self._recv_limit = _set_recv_limit(sock, self.timeout)
+        self._readable = select.poll()
+        self._readable.register(sock, select.POLLIN)
         return sock
 
     def _reconnect(self) -> None:
@@ -525,10 +522,15 @@ class Signer:
 
     def _wait_for(self, sock: socket.socket, events: int, timed_out: str) -> None:
         """Wait until ``sock`` is ready for ``events``, by the call's deadline (what is already
-        there is still taken once it passed); past it, drop the connection and raise Timeout."""
+        there is still taken once it passed); past it, drop the connection and raise Timeout.
+        A poll, not the kernel's receive timeout: poll's wait is cut to what is left after a
+        signal interrupts it, a receive timeout would start again (and never end under a profiler's
+        timer signals)."""
         deadline = self._deadline
-        poller = select.poll()
-        poller.register(sock, events)
+        poller = self._readable
+        if events != select.POLLIN or poller is None:
+            poller = select.poll()
+            poller.register(sock, events)
         if not poller.poll(None if deadline is None else max(0, math.ceil((deadline - time.monotonic()) * 1000))):
             self._fail()
             raise errors.Timeout(timed_out)
@@ -566,19 +568,15 @@ class Signer:
         return data
 
     def _recv_by_deadline(self, sock: socket.socket) -> bytes:
-        """One blocking recv when the kernel's receive timeout ends it by the call's deadline (the
-        usual call: one system call); otherwise a poll for what is left of the call, then a recv."""
-        deadline, limit = self._deadline, self._recv_limit
+        """A poll for what is left of the call, then a recv (a call without a deadline: a
+        blocking recv)."""
+        if self._deadline is None:
+            return sock.recv(_RECV)
         while True:
-            if deadline is not None and (limit is None or limit > deadline - time.monotonic() + _RECV_SLACK):
-                self._wait_for(sock, select.POLLIN, f"the enclave at {self.address} did not answer within the call's timeout")
-                try:
-                    return sock.recv(_RECV, _DONTWAIT)
-                except BlockingIOError:
-                    continue
+            self._wait_for(sock, select.POLLIN, f"the enclave at {self.address} did not answer within the call's timeout")
             try:
-                return sock.recv(_RECV)
-            except BlockingIOError:  # the kernel's receive timeout passed: the deadline decides
+                return sock.recv(_RECV, _DONTWAIT)
+            except BlockingIOError:
                 continue
 
     def _spin_recv(self, sock: socket.socket) -> bytes | None:
@@ -716,7 +714,7 @@ class Signer:
         # the socket buffers (the enclave stops reading while its answers go unread).
         for start in range(0, len(requests), SIGN_MANY_WINDOW):
             if self.timeout is not None:
-                self._deadline = self._send_by = time.monotonic() + self.timeout  # each window has the timeout
+                self._deadline = time.monotonic() + self.timeout  # each window has the timeout
             self._send(self._window(ids[start : start + SIGN_MANY_WINDOW], requests[start : start + SIGN_MANY_WINDOW]))
             answers.extend(self._expect(request_id) for request_id in ids[len(answers) : start])
         answers.extend(self._expect(request_id) for request_id in ids[len(answers) :])
@@ -895,20 +893,6 @@ def _connection_arguments(
 
 #: The longest a Signer spins for an answer before sleeping (a second: beyond it, sleep).
 MAX_BUSY_POLL_US = 1_000_000
-
-
-def _set_recv_limit(sock: socket.socket, seconds: float | None) -> float | None:
-    """Set the kernel's receive timeout of ``sock`` to ``seconds``; what was set (None: none, and
-    every wait with a deadline polls for it)."""
-    if seconds is None:
-        return None
-    whole = int(seconds)
-    micros = max(1, int((seconds - whole) * 1e6)) if whole == 0 else int((seconds - whole) * 1e6)  # zero would mean never
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", whole, micros))
-    except OSError:
-        return None
-    return seconds
 
 
 def _busy_poll_argument(busy_poll_us: Any) -> int:
