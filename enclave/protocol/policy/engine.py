@@ -509,6 +509,9 @@ class _Plan(NamedTuple):
     documented: Mapping[str, frozenset[str]]  # the verdict's spellings, of the parameters present only
     fields: OrderFields
     decimals: tuple[int, ...]  # the parameters, by index, whose values must be decimals
+    # The value checks fused for this shape (``_fused_judge``): a _Judged when every check passes,
+    # None for anything else, which the general checks then judge (and word the refusal).
+    fused: Callable[[Any, int], "_Judged | None"] | None = None
 
 
 class _Judged(NamedTuple):
@@ -524,6 +527,88 @@ class _Judged(NamedTuple):
 
 # A NamedTuple's own __new__ is Python; the sign path builds its two directly, every field given.
 _new_tuple = tuple.__new__
+
+
+# -- a remembered shape's value checks, fused --------------------------------------------------
+def _fused_judge(policy: SigningPolicy, exchange: Exchange, plan: _Plan, names: list[str]) -> Callable[[Any, int], _Judged | None] | None:
+    """The checks :meth:`PolicyState._judge_values` (and ``_check_plain_values``) make of a request
+    of this shape, fused into one function over the parameters by position: ``None`` where a shape
+    needs more than the common case (an amend, a quote quantity, readings that depend on values,
+    flag lists, a host nonce, a borrowing parameter), so the general checks judge it.
+
+    It accepts only what every general check accepts (each of its tests is the general one, or
+    stricter) and returns the same facts; anything else is ``None``, and the general checks then
+    judge the request, refusing it in their words. ``tests/test_policy_fused.py`` compares both."""
+    kind, fields, position = plan.kind, plan.fields, {name: index for index, name in enumerate(names)}
+    if kind not in ("order", "cancel", "read") or any(isinstance(spellings, Flags) for spellings in plan.documented.values()):
+        return None
+    if exchange.host_nonce_param in position or (not policy.borrowing and any(name in position for name in exchange.borrowing)):
+        return None
+    if kind == "order" and (fields.quote_quantity in position or exchange.size_units is not Exchange.size_units):  # the class default: base units only
+        return None
+    if any(name in position and position[name] not in plan.decimals for name in (fields.quantity, fields.price)):
+        return None  # an amount read as a Decimal must have been checked as one
+    rule = exchange.limit_price
+    priced = rule is not None and rule.overridden_by not in position and rule.type_field in position and fields.price in position
+    fresh = policy.freshness
+    return _fused_checks(
+        policy, exchange.symbol_form, plan, len(names),
+        tuple((position[name], spellings) for name, spellings in plan.documented.items()),
+        position.get(exchange.timestamp_param or "") if fresh else None, position.get(exchange.recv_window_param or "") if fresh else None,
+        position.get(fields.symbol or ""), position.get(fields.quantity or "") if kind == "order" else None,
+        (position[fields.price], position[rule.type_field], rule.limit_types) if priced and kind == "order" else None,  # type: ignore[index, union-attr]
+    )
+
+
+def _fused_checks(
+    policy: SigningPolicy, symbol_form: Callable[[str], str], plan: _Plan, count: int, documented: tuple, stamp_at: int | None, window_at: int | None,
+    symbol_at: int | None, size_at: int | None, priced: tuple[int, int, frozenset[str]] | None,
+) -> Callable[[Any, int], _Judged | None]:
+    """:func:`_fused_judge`'s function, its shape's positions given (``None``: absent)."""
+    endpoints, kind, decimals, separators = plan.endpoints, plan.kind, plan.decimals, count - 1
+    skew, max_window, decimal, symbols = policy.max_skew_ms, policy.max_recv_window_ms, DECIMAL.fullmatch, policy.symbols
+    symbols = symbols if kind != "read" else None  # reads are not held to the symbol allowlist
+    limits, per_symbol = policy.limits, policy.per_symbol
+
+    def judge(params: Any, now_ms: int) -> _Judged | None:
+        joined = "\x01".join(map(_VALUE_OF, params))
+        if joined.count("\x01") != separators or not _plain_values(joined):
+            return None
+        for index in decimals:
+            if not decimal(params[index][1]):
+                return None
+        for index, spellings in documented:
+            if params[index][1] not in spellings:
+                return None
+        if stamp_at is not None:
+            stamp = params[stamp_at][1]
+            if not stamp.isdigit() or len(stamp) > 16 or abs(int(stamp) - now_ms) > skew:
+                return None
+        if window_at is not None:
+            window = params[window_at][1]
+            if not window.isdigit() or int(window) > max_window:
+                return None
+        symbol = params[symbol_at][1] if symbol_at is not None else None
+        canonical = symbol_form(symbol) if symbol is not None else None
+        if symbols is not None and canonical is not None and canonical not in symbols:
+            return None
+        if kind != "order":
+            return _new_tuple(_Judged, (endpoints, kind, symbol, None, None, False))  # type: ignore[no-any-return]
+        quantity = Decimal(params[size_at][1]) if size_at is not None else None
+        notional = None
+        if priced is not None and quantity is not None and params[priced[1]][1] in priced[2]:
+            notional = quantity * Decimal(params[priced[0]][1])
+        if not (_within(limits, quantity, notional) and _within(per_symbol.get(canonical or "", _NO_LIMITS), quantity, notional)):
+            return None
+        return _new_tuple(_Judged, (endpoints, kind, symbol, quantity, notional, True))  # type: ignore[no-any-return]
+
+    return judge
+
+
+def _within(limits: _Limits, quantity: Decimal | None, notional: Decimal | None) -> bool:
+    """An order's size within ``limits`` as ``_check_size`` judges it: a capped amount must be known."""
+    cap_quantity, cap_notional = limits.max_quantity, limits.max_notional
+    return (cap_quantity is None or (quantity is not None and quantity <= cap_quantity)) and (cap_notional is None or (notional is not None and notional <= cap_notional))
 
 
 class _Refused(NamedTuple):
@@ -608,6 +693,7 @@ class PolicyState:
         documented = tuple((name, spellings) for name, spellings in verdict.documented.items() if name in names)
         decimals = tuple(index for index, name in enumerate(names) if name in DECIMAL_PARAMETERS)
         plan = _Plan(tuple(endpoint.name for endpoint in verdict.endpoints), verdict.kind, MappingProxyType(dict(documented)), exchange.order_fields_of(verdict.endpoints), decimals)
+        plan = plan._replace(fused=_fused_judge(self.policy, exchange, plan, names))
         shape = (_PLAN, method, path, *names)  # a key no verdict's shape can be
         self._plans.remember(shape, plan, 1024 + len(path) + sum(176 + len(name) for name in names) + 128 * len(documented))
 
@@ -626,8 +712,11 @@ class PolicyState:
         ``plan`` (from :meth:`plan_for` on this state, for exactly these names in this order):
         the same checks of the values, in the same order, as for a request judged from scratch."""
         exchange: Exchange = self.policy.exchange  # type: ignore[assignment]  # a plan exists only for an exchange's policy
-        _check_plain_values(params, exchange.order_fields.symbol, plan.decimals)
-        judged = self._judge_values(exchange, plan.endpoints, plan.kind, plan.documented, plan.fields, dict(params), now_ms)
+        fused = plan.fused
+        judged = fused(params, now_ms) if fused is not None else None
+        if judged is None:  # not the common case, or refused: the general checks decide and say why
+            _check_plain_values(params, exchange.order_fields.symbol, plan.decimals)
+            judged = self._judge_values(exchange, plan.endpoints, plan.kind, plan.documented, plan.fields, dict(params), now_ms)
         if judged.kind in _SIZED:
             self._meter(now_ms, judged.kind, judged.sized, judged.notional)
         return _new_tuple(Authorized, (params, b"", *judged[:5]))  # type: ignore[no-any-return]
