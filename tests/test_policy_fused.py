@@ -14,6 +14,7 @@ skew's edge, symbols with other characters, limits exactly reached.
 from __future__ import annotations
 
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from hypothesis import given, settings
@@ -200,9 +201,48 @@ def test_a_fused_order_is_judged_as_the_general_checks_judge_it() -> None:
     judged = plan.fused(order, NOW)
     assert judged is not None and judged.symbol == "btcusdt" and judged.quantity == Decimal(5) and judged.notional == Decimal(1000)
     assert tuple(judged) == _general(state, plan, order, NOW)
-    over = [order[:4] + (("quantity", "5.00000000000000000000000000001"),) + order[5:], order[:5] + (("price", "200.0001"),) + order[6:]]
+    over = [order[:4] + (("quantity", "5.00000000000000000000000000001"),) + order[5:], order[:5] + (("price", "200.0000000000000000000000001"),) + order[6:]]
     for params in over:  # a hair above a cap: the fused checks pass it on, the general ones refuse it
         assert plan.fused(params, NOW) is None
         assert _general(state, plan, params, NOW)[:2] in {("refused", "max_quantity"), ("refused", "max_notional")}
     ltc = (("symbol", "LTCBTC"),) + order[1:4] + (("quantity", "1"), ("price", "0.5")) + order[6:]
     assert plan.fused(ltc, NOW) is not None and plan.fused(ltc[:5] + (("price", "0.51"),) + ltc[6:], NOW) is None  # per_symbol's cap
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    quantity=PLAIN_DECIMAL.filter(lambda text: len(text.partition(".")[0]) <= 31 and len(text.partition(".")[2]) <= 30),
+    price=PLAIN_DECIMAL.filter(lambda text: len(text.partition(".")[0]) <= 31 and len(text.partition(".")[2]) <= 30),
+    cap=st.sampled_from(["1000", "1", "0.5", "9999999999999999999999999999999", "0.000000000000000000000000000001"]),
+    fused=st.booleans(),
+)
+def test_an_order_passes_the_notional_cap_exactly_when_its_exact_notional_is_within_it(quantity: str, price: str, cap: str, fused: bool) -> None:
+    """Against exact rational arithmetic (not Decimal's): a notional a hair above the cap must not
+    round down under it (the default context keeps 28 digits; a checked amount has up to 61)."""
+    state = PolicyState(SigningPolicy.parse({"max_notional": cap, "freshness": {"enabled": False}}, scheme="binance-hmac"))
+    order = (("symbol", "BTCUSDT"), ("side", "BUY"), ("type", "LIMIT"), ("quantity", quantity), ("price", price))
+    if fused:  # the second request of the shape is judged by its plan (fused); the first, the long way
+        try:
+            state.authorize_request("POST", "/api/v3/order", order[:3] + (("quantity", "0"), ("price", "0")), b"", NOW)
+        except Refusal:
+            pass
+        assert state.plan_for("POST", "/api/v3/order", tuple(name for name, _ in order)).fused is not None
+    exact = Fraction(quantity) * Fraction(price)
+    try:
+        authorized = state.authorize_request("POST", "/api/v3/order", order, b"", NOW)
+    except Refusal as refusal:
+        assert refusal.rule == "max_notional" and exact > Fraction(cap)
+    else:
+        assert exact <= Fraction(cap) and Fraction(authorized.notional) == exact
+
+
+def test_the_notional_window_sums_exactly() -> None:
+    """Totals of many-digit notionals neither round under the window's cap nor lose what leaves it."""
+    from enclave.protocol.policy.limits import NotionalWindow
+
+    window, tiny = NotionalWindow(60), Decimal("0." + "0" * 29 + "1")
+    cap = Decimal("9999999999999999999999999999999")
+    assert window.admit(NOW, cap, cap) is None
+    assert Fraction(window.admit(NOW + 1, tiny, cap)) == Fraction(cap) + Fraction(tiny)  # exact, not rounded to the cap
+    assert window.admit(NOW + 61_000, tiny, cap) is None  # the big one left the window; the tiny one counts alone
+    assert window.admit(NOW + 61_000, Decimal(0), Decimal(-1), commit=False) == tiny

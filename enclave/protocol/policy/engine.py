@@ -32,7 +32,7 @@ from ..errors import ZeroCopyError
 from ..exchange import BASE, DANGEROUS_CATEGORIES, Endpoint, Exchange, Flags, OrderFields, endpoint_name
 from ..exchanges import DECIMAL_PARAMETERS, exchange_for_scheme
 from .document import DECIMAL, PolicyError, bounded, normalize_document, symbol_problem
-from .limits import NotionalWindow, TokenBucket, Verdicts
+from .limits import EXACT, NotionalWindow, TokenBucket, Verdicts
 
 __all__ = ["Refusal", "SigningPolicy", "PolicyState", "Authorized"]
 
@@ -199,15 +199,23 @@ def _order_size(exchange: Exchange, values: dict[str, str], kind: str, fields: O
         price = None
     units = exchange.size_units(values)
     if quote is None and units is BASE:  # the usual order, read one way (the hot path: no lists)
-        return size, (size * price if size is not None and price is not None else None), False
+        return size, (_times(size, price) if size is not None and price is not None else None), False
     readings: list[tuple[Decimal | None, Decimal | None]] = []  # (base quantity, notional)
     if size is not None:
         for unit in units:
-            readings.append((size, size * price if price is not None else None) if unit == "base" else (None, size))
+            readings.append((size, _times(size, price) if price is not None else None) if unit == "base" else (None, size))
     if quote is not None:
         readings.append((None, quote))
     quoted = any(quantity is None for quantity, _ in readings)
     return _largest(quantity for quantity, _ in readings), _largest(notional for _, notional in readings), quoted
+
+
+# Exact (limits.EXACT): the default context rounds to 28 digits, which could bring a notional under a cap.
+_times = EXACT.multiply
+
+
+def _exact_sum(amounts: Iterable[Decimal]) -> Decimal:
+    return functools.reduce(EXACT.add, amounts, Decimal(0))
 
 
 def _number(values: dict[str, str], name: str | None) -> Decimal | None:
@@ -597,7 +605,7 @@ def _fused_checks(
         quantity = Decimal(params[size_at][1]) if size_at is not None else None
         notional = None
         if priced is not None and quantity is not None and params[priced[1]][1] in priced[2]:
-            notional = quantity * Decimal(params[priced[0]][1])
+            notional = _times(quantity, Decimal(params[priced[0]][1]))
         if not (_within(limits, quantity, notional) and _within(per_symbol.get(canonical or "", _NO_LIMITS), quantity, notional)):
             return None
         return _new_tuple(_Judged, (endpoints, kind, symbol, quantity, notional, True))  # type: ignore[no-any-return]
@@ -769,7 +777,7 @@ class PolicyState:
         return Authorized(
             header_params, json.dumps(items, separators=(",", ":"), ensure_ascii=False).encode(), judged[0].endpoints, endpoint.kind,
             symbols.pop() if len(symbols) == 1 else None,
-            sum(quantities) if None not in quantities else None, sum(notionals) if None not in notionals else None,  # type: ignore[arg-type]
+            _exact_sum(quantities) if None not in quantities else None, _exact_sum(notionals) if None not in notionals else None,  # type: ignore[arg-type]
         )
 
     def _meter_batch(self, now_ms: int, judged: list[_Judged]) -> None:
@@ -787,7 +795,7 @@ class PolicyState:
         while self._bucket is not None and taken < counted and self._bucket.take(now_ms):
             taken += 1
         took = self._bucket is None or taken == counted
-        total = window.admit(now_ms, sum(each.notional for each in sized), policy.window_max, commit=took) if window is not None and sized else None  # type: ignore[arg-type, misc]
+        total = window.admit(now_ms, _exact_sum([each.notional for each in sized]), policy.window_max, commit=took) if window is not None and sized else None  # type: ignore[arg-type, misc]
         if total is not None or not took:
             for _ in range(taken if self._bucket is not None else 0):
                 self._bucket.give_back()  # type: ignore[union-attr]
