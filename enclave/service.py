@@ -185,7 +185,7 @@ class EnclaveService:
             return self._refused(event, key, now, refusal, refusal.rule, ErrorCode.POLICY_REFUSED, refusal.rule)
         except SchemeError as exc:
             return self._refused(event, key, now, exc, "scheme", ErrorCode.UNSUPPORTED_OPERATION)
-        self.audit.record_signed_as(shape.receipt, now, _query_digest(event.params), authorized.symbol, authorized.quantity, authorized.notional)
+        self.audit.record_signed_as(shape.receipt, now, _plain_query_digest(query), authorized.symbol, authorized.quantity, authorized.notional)
         return signed_http_answer(event.request_id, signed.query, signed.body, signed.headers)
 
     def _refused(self, event: HttpSignRequest, key: LoadedKey, now: int, exc: Exception, rule: str, code: ErrorCode, answer_rule: str = "") -> ErrorResponse:
@@ -529,6 +529,12 @@ def _request_digest(params: tuple[tuple[str, str], ...], body: bytes) -> str:
     return digest.hexdigest()
 
 
-def _query_digest(params: tuple[tuple[str, str], ...]) -> str:
-    """``_request_digest(params, b"")``, in one update."""
-    return hashlib.sha256(("\0".join(chain.from_iterable(params)) + "\0\0").encode()).hexdigest()
+def _plain_query_digest(query: str) -> str:
+    """``_request_digest(params, b"")`` for ``query``, the params joined by "=" and "&" with
+    :func:`plain_query` true of it: every "=" and "&" in it is a separator (none came from a name
+    or a value, all unreserved), so its bytes with each separator made a NUL are the params joined
+    by NUL, made in C rather than by joining the pairs again (a third of the cost)."""
+    return hashlib.sha256(query.encode().translate(_SEPARATORS_AS_NUL) + b"\0\0").hexdigest()
+
+
+_SEPARATORS_AS_NUL = bytes.maketrans(b"=&", b"\0\0")
