@@ -142,7 +142,7 @@ class EnclaveService:
             self.audit.record(now, key.name, "refused", refusal.rule, "raw", digest, reason=reason)
             return ErrorResponse(event.request_id, ErrorCode.POLICY_REFUSED, reason, refusal.rule)
         signature = key.signing_key.sign(event.payload)
-        self.audit.record(now, key.name, "signed", "", "raw", digest)
+        self.audit.record_signed(now, key.name, "raw", digest, None, None, None)  # record(…, "signed", "", "raw", digest)'s line
         return Signature(event.request_id, signature)
 
     def _sign_http(self, event: HttpSignRequest) -> Any:
