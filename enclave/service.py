@@ -34,11 +34,10 @@ from .protocol import (
     HttpSignRequest,
     MessageType,
     SessionAccepted,
-    Signature,
     SignRequest,
     cbor,
 )
-from .protocol.frames import signed_http_answer
+from .protocol.frames import signature_answer, signed_http_answer
 from .protocol.messages import (
     REQUESTS,
     Attest,
@@ -143,7 +142,7 @@ class EnclaveService:
             return ErrorResponse(event.request_id, ErrorCode.POLICY_REFUSED, reason, refusal.rule)
         signature = key.signing_key.sign(event.payload)
         self.audit.record_signed(now, key.name, "raw", digest, None, None, None)  # record(…, "signed", "", "raw", digest)'s line
-        return Signature(event.request_id, signature)
+        return signature_answer(event.request_id, signature)  # the scheme's bytes, the id of a decoded request: not checked again
 
     def _sign_http(self, event: HttpSignRequest) -> Any:
         key = self.keyring.get(event.key)
