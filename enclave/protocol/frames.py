@@ -629,11 +629,7 @@ class Connection:
         else:
             body = b""
         if version != VERSION:
-            raise RemoteProtocolError(
-                f"protocol version {version} is not supported (this side speaks {VERSION})",
-                code=ErrorCode.UNSUPPORTED_VERSION,
-                request_id=request_id,
-            )
+            raise RemoteProtocolError(f"protocol version {version} is not supported (this side speaks {VERSION})", code=ErrorCode.UNSUPPORTED_VERSION, request_id=request_id)
         if type_code not in self._accepts:
             raise RemoteProtocolError(
                 f"message type 0x{type_code:02x} is not a valid {'request' if self.role is Role.SERVER else 'response'}",
@@ -642,13 +638,13 @@ class Connection:
             )
         if session is None:
             body = bytes(buffer[offset + 10 : end])
-        # The sign path's two types first, by their numbers: making an enum member costs a microsecond.
+        # The sign paths' types first, by their numbers: making an enum member costs a microsecond.
         if type_code == _SIGN_HTTP:
             return _decode_http_request(request_id, body)
-        if type_code == _HTTP_SIGNATURE:
-            return _decode_http_signature(request_id, body)
         if type_code == _SIGN:
             return _decode_sign(request_id, body)
+        if type_code == _HTTP_SIGNATURE:
+            return _decode_http_signature(request_id, body)
         if type_code == MessageType.OPEN_SESSION:
             if session is not None:
                 raise _bad("this connection already has a session (one OPEN_SESSION per connection)", request_id)
@@ -762,6 +758,7 @@ def _decode_body(kind: MessageType, request_id: int, body: bytes) -> Event:
     return ControlResponse(request_id, kind, fields)
 
 
+
 def _encode_body(event: Event) -> bytes:
     if isinstance(event, SignRequest):
         key = event.key.encode()
@@ -871,3 +868,4 @@ def _encode_http_signature(event: HttpSignature) -> bytes:
     if event.headers and headers.count(b"\0") != 2 * len(event.headers) - 1:  # the enclave's answers skip the constructor's checks
         raise LocalProtocolError("headers names and values cannot contain NUL")
     return _HTTP_RESPONSE.pack(len(query), len(event.body), len(headers)) + query + event.body + headers
+
