@@ -49,6 +49,7 @@ _MAX_PARAMETERS = 64  # twice the most any catalogued endpoint takes (Bybit's or
 _MAX_PATH = 1024
 _SIZED = frozenset({"order", "amend"})
 _PLAN = object()  # marks a remembered plan's key among the remembered verdicts
+_FUSED_COST = 2560  # a plan's fused checks: a function, its closure's cells and tuples (1.8 KB by tracemalloc for a Binance order)
 _CATEGORY_WORDS = {"funds": "it moves funds", "security": "it changes account security", "session": "it opens an unsigned session", "settings": "it changes account settings"}
 # Fields a policy cannot enforce where the signature leaves the body out (borrowing too: the body says it).
 _BODY_FIELDS = frozenset({"symbols", "max_quantity", "max_notional", "per_symbol", "notional_window", "borrowing"})
@@ -703,7 +704,8 @@ class PolicyState:
         plan = _Plan(tuple(endpoint.name for endpoint in verdict.endpoints), verdict.kind, MappingProxyType(dict(documented)), exchange.order_fields_of(verdict.endpoints), decimals)
         plan = plan._replace(fused=_fused_judge(self.policy, exchange, plan, names))
         shape = (_PLAN, method, path, *names)  # a key no verdict's shape can be
-        self._plans.remember(shape, plan, 1024 + len(path) + sum(176 + len(name) for name in names) + 128 * len(documented))
+        fused_cost = 0 if plan.fused is None else _FUSED_COST + 64 * len(documented)  # the function, its cells, the positions
+        self._plans.remember(shape, plan, 1024 + len(path) + sum(176 + len(name) for name in names) + 128 * len(documented) + fused_cost)
 
     def plan_for(self, method: str, path: str, names: tuple[str, ...]) -> _Plan | None:
         """The plan remembered for a query-only request (no body) of this shape — its method, path
