@@ -246,3 +246,22 @@ def test_the_notional_window_sums_exactly() -> None:
     assert Fraction(window.admit(NOW + 1, tiny, cap)) == Fraction(cap) + Fraction(tiny)  # exact, not rounded to the cap
     assert window.admit(NOW + 61_000, tiny, cap) is None  # the big one left the window; the tiny one counts alone
     assert window.admit(NOW + 61_000, Decimal(0), Decimal(-1), commit=False) == tiny
+
+
+def test_an_order_naming_no_symbol_is_left_to_the_general_checks() -> None:
+    """Under a policy that limits symbols, an order whose shape names none is refused ("symbol"):
+    no catalogued order shape lacks one today, so the fused function is made for such a shape by hand."""
+    from types import MappingProxyType
+
+    from enclave.protocol.policy.engine import _fused_judge
+
+    state, plan = _learnt("limits", "binance-hmac", SHAPES["binance-hmac"][0])
+    names = ["side", "type", "quantity", "price"]
+    bare = plan._replace(documented=MappingProxyType({}), decimals=(2, 3), fused=None)
+    fused = _fused_judge(state.policy, state.policy.exchange, bare, names)
+    order = (("side", "BUY"), ("type", "LIMIT"), ("quantity", "1"), ("price", "1"))
+    assert fused is not None and fused(order, NOW) is None
+    assert _general(state, bare, order, NOW)[:2] == ("refused", "symbol")
+    unlimited, unlimited_plan = _learnt("no limits, no freshness", "binance-hmac", SHAPES["binance-hmac"][0])
+    fused = _fused_judge(unlimited.policy, unlimited.policy.exchange, unlimited_plan._replace(documented=MappingProxyType({}), decimals=(2, 3)), names)
+    assert tuple(fused(order, NOW)) == _general(unlimited, unlimited_plan._replace(documented=MappingProxyType({}), decimals=(2, 3)), order, NOW)

@@ -603,6 +603,8 @@ def _fused_checks(
             return None
         if kind != "order":
             return _new_tuple(_Judged, (endpoints, kind, symbol, None, None, False))  # type: ignore[no-any-return]
+        if canonical is None and (symbols is not None or per_symbol):
+            return None  # an order that names no symbol, under limits by symbol: refused by the general checks
         quantity = Decimal(params[size_at][1]) if size_at is not None else None
         notional = None
         if priced is not None and quantity is not None and params[priced[1]][1] in priced[2]:
