@@ -113,14 +113,27 @@ def remembered_shape_stages(service: EnclaveService, event: Any, now: int) -> di
     query = "&".join(map("=".join, event.params))
     authorized = key.policy_state.authorize_planned(shape.plan, event.params, now)
 
+    digest_of = _receipt_digest()
+
     def receipt() -> None:
-        service.audit.record_signed_as(shape.receipt, now, _request_digest(event.params, b""), authorized.symbol, authorized.quantity, authorized.notional)
+        service.audit.record_signed_as(shape.receipt, now, digest_of(event.params, query), authorized.symbol, authorized.quantity, authorized.notional)
 
     return {
         "policy, a remembered shape": lambda: key.policy_state.authorize_planned(shape.plan, event.params, now),
         "build + HMAC, a remembered shape": lambda: key.signing_key.sign_known_query(query, shape.scheme, now),
         "receipt, a remembered shape": receipt,
     }
+
+
+def _receipt_digest() -> Callable[[Any, str], str]:
+    """The request digest as ``handle`` makes it for a remembered shape: from the plain query's
+    bytes since issue 12's third pass, from the params before it."""
+    from enclave import service
+
+    plain = getattr(service, "_plain_query_digest", None)
+    if plain is not None:
+        return lambda params, query: plain(query)  # type: ignore[no-any-return]
+    return lambda params, query: _request_digest(params, b"")
 
 
 def whole_chain(service: EnclaveService, params: list[tuple[str, str]]) -> Callable[[], Any]:

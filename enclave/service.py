@@ -34,11 +34,10 @@ from .protocol import (
     HttpSignRequest,
     MessageType,
     SessionAccepted,
-    Signature,
     SignRequest,
     cbor,
 )
-from .protocol.frames import signed_http_answer
+from .protocol.frames import signature_answer, signed_http_answer
 from .protocol.messages import (
     REQUESTS,
     Attest,
@@ -142,8 +141,8 @@ class EnclaveService:
             self.audit.record(now, key.name, "refused", refusal.rule, "raw", digest, reason=reason)
             return ErrorResponse(event.request_id, ErrorCode.POLICY_REFUSED, reason, refusal.rule)
         signature = key.signing_key.sign(event.payload)
-        self.audit.record(now, key.name, "signed", "", "raw", digest)
-        return Signature(event.request_id, signature)
+        self.audit.record_signed(now, key.name, "raw", digest, None, None, None)  # record(…, "signed", "", "raw", digest)'s line
+        return signature_answer(event.request_id, signature)  # the scheme's bytes, the id of a decoded request: not checked again
 
     def _sign_http(self, event: HttpSignRequest) -> Any:
         key = self.keyring.get(event.key)
@@ -185,7 +184,7 @@ class EnclaveService:
             return self._refused(event, key, now, refusal, refusal.rule, ErrorCode.POLICY_REFUSED, refusal.rule)
         except SchemeError as exc:
             return self._refused(event, key, now, exc, "scheme", ErrorCode.UNSUPPORTED_OPERATION)
-        self.audit.record_signed_as(shape.receipt, now, _query_digest(event.params), authorized.symbol, authorized.quantity, authorized.notional)
+        self.audit.record_signed_as(shape.receipt, now, _plain_query_digest(query), authorized.symbol, authorized.quantity, authorized.notional)
         return signed_http_answer(event.request_id, signed.query, signed.body, signed.headers)
 
     def _refused(self, event: HttpSignRequest, key: LoadedKey, now: int, exc: Exception, rule: str, code: ErrorCode, answer_rule: str = "") -> ErrorResponse:
@@ -529,6 +528,12 @@ def _request_digest(params: tuple[tuple[str, str], ...], body: bytes) -> str:
     return digest.hexdigest()
 
 
-def _query_digest(params: tuple[tuple[str, str], ...]) -> str:
-    """``_request_digest(params, b"")``, in one update."""
-    return hashlib.sha256(("\0".join(chain.from_iterable(params)) + "\0\0").encode()).hexdigest()
+def _plain_query_digest(query: str) -> str:
+    """``_request_digest(params, b"")`` for ``query``, the params joined by "=" and "&" with
+    :func:`plain_query` true of it: every "=" and "&" in it is a separator (none came from a name
+    or a value, all unreserved), so its bytes with each separator made a NUL are the params joined
+    by NUL, made in C rather than by joining the pairs again (a third of the cost)."""
+    return hashlib.sha256(query.encode().translate(_SEPARATORS_AS_NUL) + b"\0\0").hexdigest()
+
+
+_SEPARATORS_AS_NUL = bytes.maketrans(b"=&", b"\0\0")

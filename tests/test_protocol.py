@@ -1401,3 +1401,19 @@ def test_the_client_lays_out_a_request_once_as_the_enclave_reads_it(pairs: list,
         server.receive_data(HEADER.pack(len(laid_out), VERSION, MessageType.SIGN_HTTP, 9) + laid_out)
         event = server.next_event()
         assert (event.key, event.method, event.path, event.params, event.body) == ("key", "POST", "/api/v3/order", texts, raw)
+
+
+@settings(max_examples=200, deadline=None)
+@given(request_id=st.integers(0, 2**32 - 1), signature=st.binary(max_size=200))
+def test_the_enclaves_unchecked_signature_answer_is_the_checked_one_on_the_wire(request_id: int, signature: bytes) -> None:
+    """``signature_answer`` (the raw sign path's answer, built without the constructor's checks,
+    framed without the generic ones) is the frame ``Signature`` makes, and decodes to it."""
+    from enclave.protocol.frames import signature_answer
+
+    server, client = Connection(Role.SERVER), Connection(Role.CLIENT)
+    frame = server.send(signature_answer(request_id, signature))
+    assert frame == Connection(Role.SERVER).send(Signature(request_id, signature))
+    client.receive_data(frame)
+    assert client.next_event() == Signature(request_id, signature)
+    with pytest.raises(LocalProtocolError):  # a client still cannot send one
+        client.send(signature_answer(request_id, signature))

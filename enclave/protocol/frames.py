@@ -60,6 +60,7 @@ __all__ = [
     "sign_http_body_with",
     "sign_http_prefix",
     "signed_http_answer",
+    "signature_answer",
     "http_params",
     "http_params_items",
 ]
@@ -120,6 +121,7 @@ class ErrorCode(enum.IntEnum):
 
 _SIGN, _SIGN_HTTP = int(MessageType.SIGN), int(MessageType.SIGN_HTTP)  # plain ints: packed per request
 _HTTP_SIGNATURE = int(MessageType.HTTP_SIGNATURE)
+_SIGNATURE = int(MessageType.SIGNATURE)
 _MESSAGE_TYPES = {int(kind): kind for kind in MessageType}
 
 
@@ -417,6 +419,18 @@ def _http_sign_request(request_id: int, key: str, method: str, path: str, params
     return event  # type: ignore[no-any-return]
 
 
+_SET_SIGNATURE_ID, _SET_SIGNATURE = (getattr(Signature, f.name).__set__ for f in fields(Signature))
+
+
+def signature_answer(request_id: int, signature: bytes) -> Signature:
+    """The enclave's answer to a SIGN it decoded (so ``request_id`` is in range): its scheme's
+    signature bytes, without the constructor's checks (pipelined raw signing is this per request)."""
+    event = _new_event(Signature)
+    _SET_SIGNATURE_ID(event, request_id)
+    _SET_SIGNATURE(event, signature)
+    return event  # type: ignore[no-any-return]
+
+
 def signed_http_answer(request_id: int, query: str, body: bytes, headers: tuple[tuple[str, str], ...]) -> HttpSignature:
     """The enclave's answer to a SIGN_HTTP it decoded (so ``request_id`` is in range), from what its
     scheme built (text query, bytes body, a tuple of text header pairs), without the checks of the
@@ -615,11 +629,7 @@ class Connection:
         else:
             body = b""
         if version != VERSION:
-            raise RemoteProtocolError(
-                f"protocol version {version} is not supported (this side speaks {VERSION})",
-                code=ErrorCode.UNSUPPORTED_VERSION,
-                request_id=request_id,
-            )
+            raise RemoteProtocolError(f"protocol version {version} is not supported (this side speaks {VERSION})", code=ErrorCode.UNSUPPORTED_VERSION, request_id=request_id)
         if type_code not in self._accepts:
             raise RemoteProtocolError(
                 f"message type 0x{type_code:02x} is not a valid {'request' if self.role is Role.SERVER else 'response'}",
@@ -628,9 +638,11 @@ class Connection:
             )
         if session is None:
             body = bytes(buffer[offset + 10 : end])
-        # The sign path's two types first, by their numbers: making an enum member costs a microsecond.
+        # The sign paths' types first, by their numbers: making an enum member costs a microsecond.
         if type_code == _SIGN_HTTP:
             return _decode_http_request(request_id, body)
+        if type_code == _SIGN:
+            return _decode_sign(request_id, body)
         if type_code == _HTTP_SIGNATURE:
             return _decode_http_signature(request_id, body)
         if type_code == MessageType.OPEN_SESSION:
@@ -660,8 +672,11 @@ class Connection:
 
     # -- output ----------------------------------------------------------------------------
     def send(self, event: Event) -> bytes:
-        if type(event) is HttpSignature and not self._is_client and self._fatal is None:  # the sign path's answer: none of the checks below applies
-            return self._framed(_HTTP_SIGNATURE, event.request_id, _encode_http_signature(event))
+        if not self._is_client and self._fatal is None:  # the sign paths' answers: none of the checks below applies
+            if type(event) is HttpSignature:
+                return self._framed(_HTTP_SIGNATURE, event.request_id, _encode_http_signature(event))
+            if type(event) is Signature:
+                return self._framed(_SIGNATURE, event.request_id, event.signature)
         if event.type not in self._sends:
             raise LocalProtocolError(f"a {self.role.value} cannot send {type(event).__name__}")
         if self._fatal is not None and type(event) is not ErrorResponse:
@@ -695,18 +710,22 @@ def _bad(message: str, request_id: int) -> RemoteProtocolError:
     return RemoteProtocolError(message, code=ErrorCode.BAD_REQUEST, request_id=request_id)
 
 
+def _decode_sign(request_id: int, body: bytes) -> SignRequest:
+    if not body:
+        raise _bad("SIGN body is empty", request_id)
+    key_length = body[0]
+    if key_length == 0 or key_length + 1 > len(body):
+        raise _bad("SIGN key name length is out of bounds", request_id)
+    try:
+        key = body[1 : 1 + key_length].decode()
+    except UnicodeDecodeError:
+        raise _bad("SIGN key name is not UTF-8", request_id) from None
+    return _unchecked(SignRequest, request_id, key, body[1 + key_length :])  # type: ignore[no-any-return]
+
+
 def _decode_body(kind: MessageType, request_id: int, body: bytes) -> Event:
     if kind is MessageType.SIGN:
-        if not body:
-            raise _bad("SIGN body is empty", request_id)
-        key_length = body[0]
-        if key_length == 0 or key_length + 1 > len(body):
-            raise _bad("SIGN key name length is out of bounds", request_id)
-        try:
-            key = body[1 : 1 + key_length].decode()
-        except UnicodeDecodeError:
-            raise _bad("SIGN key name is not UTF-8", request_id) from None
-        return _unchecked(SignRequest, request_id, key, body[1 + key_length :])
+        return _decode_sign(request_id, body)
     if kind is MessageType.SIGNATURE:
         return _unchecked(Signature, request_id, body)
     if kind is MessageType.ERROR:
@@ -737,6 +756,7 @@ def _decode_body(kind: MessageType, request_id: int, body: bytes) -> Event:
     if kind in CONTROL_REQUESTS:
         return ControlRequest(request_id, kind, fields)
     return ControlResponse(request_id, kind, fields)
+
 
 
 def _encode_body(event: Event) -> bytes:
@@ -848,3 +868,4 @@ def _encode_http_signature(event: HttpSignature) -> bytes:
     if event.headers and headers.count(b"\0") != 2 * len(event.headers) - 1:  # the enclave's answers skip the constructor's checks
         raise LocalProtocolError("headers names and values cannot contain NUL")
     return _HTTP_RESPONSE.pack(len(query), len(event.body), len(headers)) + query + event.body + headers
+

@@ -326,6 +326,22 @@ def test_the_byte_table_checks_are_the_character_sets_they_replaced(text: str, p
     assert _plain_values(text) == bool(_VALUES.fullmatch(text))
 
 
+@settings(max_examples=400, deadline=None)
+@given(params=st.lists(st.tuples(*[st.text(alphabet=sorted(_UNRESERVED), max_size=6) | _TEXTS] * 2), max_size=5))
+def test_a_plain_querys_digest_is_the_request_digest(params: list[tuple[str, str]]) -> None:
+    """The receipt's digest of a remembered shape's request, made from its query's bytes, is the
+    digest of its params joined by NUL whenever the query is plain (names and values holding "=",
+    "&", NUL or anything else make it not plain: those take the long way)."""
+    from enclave.service import _plain_query_digest, _request_digest
+    from enclave.protocol.signing import plain_query
+
+    query = "&".join(map("=".join, params))
+    if plain_query(query, len(params)):
+        event_stat("plain")
+        assert _plain_query_digest(query) == hashlib.sha256("\0".join(part for pair in params for part in pair).encode() + b"\0\0").hexdigest()
+        assert _plain_query_digest(query) == _request_digest(tuple(params), b"")
+
+
 # -- the client's remembered SIGN_HTTP prefixes -------------------------------------------------------
 def test_the_client_keeps_little_of_long_paths() -> None:
     """A path may be 64 KiB (an id in it, a long query the bot put in the path): a client calling

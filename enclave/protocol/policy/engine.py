@@ -32,7 +32,7 @@ from ..errors import ZeroCopyError
 from ..exchange import BASE, DANGEROUS_CATEGORIES, Endpoint, Exchange, Flags, OrderFields, endpoint_name
 from ..exchanges import DECIMAL_PARAMETERS, exchange_for_scheme
 from .document import DECIMAL, PolicyError, bounded, normalize_document, symbol_problem
-from .limits import NotionalWindow, TokenBucket, Verdicts
+from .limits import EXACT, NotionalWindow, TokenBucket, Verdicts
 
 __all__ = ["Refusal", "SigningPolicy", "PolicyState", "Authorized"]
 
@@ -49,6 +49,7 @@ _MAX_PARAMETERS = 64  # twice the most any catalogued endpoint takes (Bybit's or
 _MAX_PATH = 1024
 _SIZED = frozenset({"order", "amend"})
 _PLAN = object()  # marks a remembered plan's key among the remembered verdicts
+_FUSED_COST = 2560  # a plan's fused checks: a function, its closure's cells and tuples (1.8 KB by tracemalloc for a Binance order)
 _CATEGORY_WORDS = {"funds": "it moves funds", "security": "it changes account security", "session": "it opens an unsigned session", "settings": "it changes account settings"}
 # Fields a policy cannot enforce where the signature leaves the body out (borrowing too: the body says it).
 _BODY_FIELDS = frozenset({"symbols", "max_quantity", "max_notional", "per_symbol", "notional_window", "borrowing"})
@@ -199,15 +200,23 @@ def _order_size(exchange: Exchange, values: dict[str, str], kind: str, fields: O
         price = None
     units = exchange.size_units(values)
     if quote is None and units is BASE:  # the usual order, read one way (the hot path: no lists)
-        return size, (size * price if size is not None and price is not None else None), False
+        return size, (_times(size, price) if size is not None and price is not None else None), False
     readings: list[tuple[Decimal | None, Decimal | None]] = []  # (base quantity, notional)
     if size is not None:
         for unit in units:
-            readings.append((size, size * price if price is not None else None) if unit == "base" else (None, size))
+            readings.append((size, _times(size, price) if price is not None else None) if unit == "base" else (None, size))
     if quote is not None:
         readings.append((None, quote))
     quoted = any(quantity is None for quantity, _ in readings)
     return _largest(quantity for quantity, _ in readings), _largest(notional for _, notional in readings), quoted
+
+
+# Exact (limits.EXACT): the default context rounds to 28 digits, which could bring a notional under a cap.
+_times = EXACT.multiply
+
+
+def _exact_sum(amounts: Iterable[Decimal]) -> Decimal:
+    return functools.reduce(EXACT.add, amounts, Decimal(0))
 
 
 def _number(values: dict[str, str], name: str | None) -> Decimal | None:
@@ -509,6 +518,9 @@ class _Plan(NamedTuple):
     documented: Mapping[str, frozenset[str]]  # the verdict's spellings, of the parameters present only
     fields: OrderFields
     decimals: tuple[int, ...]  # the parameters, by index, whose values must be decimals
+    # The value checks fused for this shape (``_fused_judge``): a _Judged when every check passes,
+    # None for anything else, which the general checks then judge (and word the refusal).
+    fused: Callable[[Any, int], "_Judged | None"] | None = None
 
 
 class _Judged(NamedTuple):
@@ -524,6 +536,90 @@ class _Judged(NamedTuple):
 
 # A NamedTuple's own __new__ is Python; the sign path builds its two directly, every field given.
 _new_tuple = tuple.__new__
+
+
+# -- a remembered shape's value checks, fused --------------------------------------------------
+def _fused_judge(policy: SigningPolicy, exchange: Exchange, plan: _Plan, names: list[str]) -> Callable[[Any, int], _Judged | None] | None:
+    """The checks :meth:`PolicyState._judge_values` (and ``_check_plain_values``) make of a request
+    of this shape, fused into one function over the parameters by position: ``None`` where a shape
+    needs more than the common case (an amend, a quote quantity, readings that depend on values,
+    flag lists, a host nonce, a borrowing parameter), so the general checks judge it.
+
+    It accepts only what every general check accepts (each of its tests is the general one, or
+    stricter) and returns the same facts; anything else is ``None``, and the general checks then
+    judge the request, refusing it in their words. ``tests/test_policy_fused.py`` compares both."""
+    kind, fields, position = plan.kind, plan.fields, {name: index for index, name in enumerate(names)}
+    if kind not in ("order", "cancel", "read") or any(isinstance(spellings, Flags) for spellings in plan.documented.values()):
+        return None
+    if exchange.host_nonce_param in position or (not policy.borrowing and any(name in position for name in exchange.borrowing)):
+        return None
+    if kind == "order" and (fields.quote_quantity in position or exchange.size_units is not Exchange.size_units):  # the class default: base units only
+        return None
+    if any(name in position and position[name] not in plan.decimals for name in (fields.quantity, fields.price)):
+        return None  # an amount read as a Decimal must have been checked as one
+    rule = exchange.limit_price
+    priced = rule is not None and rule.overridden_by not in position and rule.type_field in position and fields.price in position
+    fresh = policy.freshness
+    return _fused_checks(
+        policy, exchange.symbol_form, plan, len(names),
+        tuple((position[name], spellings) for name, spellings in plan.documented.items()),
+        position.get(exchange.timestamp_param or "") if fresh else None, position.get(exchange.recv_window_param or "") if fresh else None,
+        position.get(fields.symbol or ""), position.get(fields.quantity or "") if kind == "order" else None,
+        (position[fields.price], position[rule.type_field], rule.limit_types) if priced and kind == "order" else None,  # type: ignore[index, union-attr]
+    )
+
+
+def _fused_checks(
+    policy: SigningPolicy, symbol_form: Callable[[str], str], plan: _Plan, count: int, documented: tuple, stamp_at: int | None, window_at: int | None,
+    symbol_at: int | None, size_at: int | None, priced: tuple[int, int, frozenset[str]] | None,
+) -> Callable[[Any, int], _Judged | None]:
+    """:func:`_fused_judge`'s function, its shape's positions given (``None``: absent)."""
+    endpoints, kind, decimals, separators = plan.endpoints, plan.kind, plan.decimals, count - 1
+    skew, max_window, decimal, symbols = policy.max_skew_ms, policy.max_recv_window_ms, DECIMAL.fullmatch, policy.symbols
+    symbols = symbols if kind != "read" else None  # reads are not held to the symbol allowlist
+    limits, per_symbol = policy.limits, policy.per_symbol
+
+    def judge(params: Any, now_ms: int) -> _Judged | None:
+        joined = "\x01".join(map(_VALUE_OF, params))
+        if joined.count("\x01") != separators or not _plain_values(joined):
+            return None
+        for index in decimals:
+            if not decimal(params[index][1]):
+                return None
+        for index, spellings in documented:
+            if params[index][1] not in spellings:
+                return None
+        if stamp_at is not None:
+            stamp = params[stamp_at][1]
+            if not stamp.isdigit() or len(stamp) > 16 or abs(int(stamp) - now_ms) > skew:
+                return None
+        if window_at is not None:
+            window = params[window_at][1]
+            if not window.isdigit() or int(window) > max_window:
+                return None
+        symbol = params[symbol_at][1] if symbol_at is not None else None
+        canonical = symbol_form(symbol) if symbol is not None else None
+        if symbols is not None and canonical is not None and canonical not in symbols:
+            return None
+        if kind != "order":
+            return _new_tuple(_Judged, (endpoints, kind, symbol, None, None, False))  # type: ignore[no-any-return]
+        if canonical is None and (symbols is not None or per_symbol):
+            return None  # an order that names no symbol, under limits by symbol: refused by the general checks
+        quantity = Decimal(params[size_at][1]) if size_at is not None else None
+        notional = None
+        if priced is not None and quantity is not None and params[priced[1]][1] in priced[2]:
+            notional = _times(quantity, Decimal(params[priced[0]][1]))
+        if not (_within(limits, quantity, notional) and _within(per_symbol.get(canonical or "", _NO_LIMITS), quantity, notional)):
+            return None
+        return _new_tuple(_Judged, (endpoints, kind, symbol, quantity, notional, True))  # type: ignore[no-any-return]
+
+    return judge
+
+
+def _within(limits: _Limits, quantity: Decimal | None, notional: Decimal | None) -> bool:
+    """An order's size within ``limits`` as ``_check_size`` judges it: a capped amount must be known."""
+    cap_quantity, cap_notional = limits.max_quantity, limits.max_notional
+    return (cap_quantity is None or (quantity is not None and quantity <= cap_quantity)) and (cap_notional is None or (notional is not None and notional <= cap_notional))
 
 
 class _Refused(NamedTuple):
@@ -608,8 +704,10 @@ class PolicyState:
         documented = tuple((name, spellings) for name, spellings in verdict.documented.items() if name in names)
         decimals = tuple(index for index, name in enumerate(names) if name in DECIMAL_PARAMETERS)
         plan = _Plan(tuple(endpoint.name for endpoint in verdict.endpoints), verdict.kind, MappingProxyType(dict(documented)), exchange.order_fields_of(verdict.endpoints), decimals)
+        plan = plan._replace(fused=_fused_judge(self.policy, exchange, plan, names))
         shape = (_PLAN, method, path, *names)  # a key no verdict's shape can be
-        self._plans.remember(shape, plan, 1024 + len(path) + sum(176 + len(name) for name in names) + 128 * len(documented))
+        fused_cost = 0 if plan.fused is None else _FUSED_COST + 64 * len(documented)  # the function, its cells, the positions
+        self._plans.remember(shape, plan, 1024 + len(path) + sum(176 + len(name) for name in names) + 128 * len(documented) + fused_cost)
 
     def plan_for(self, method: str, path: str, names: tuple[str, ...]) -> _Plan | None:
         """The plan remembered for a query-only request (no body) of this shape — its method, path
@@ -626,8 +724,11 @@ class PolicyState:
         ``plan`` (from :meth:`plan_for` on this state, for exactly these names in this order):
         the same checks of the values, in the same order, as for a request judged from scratch."""
         exchange: Exchange = self.policy.exchange  # type: ignore[assignment]  # a plan exists only for an exchange's policy
-        _check_plain_values(params, exchange.order_fields.symbol, plan.decimals)
-        judged = self._judge_values(exchange, plan.endpoints, plan.kind, plan.documented, plan.fields, dict(params), now_ms)
+        fused = plan.fused
+        judged = fused(params, now_ms) if fused is not None else None
+        if judged is None:  # not the common case, or refused: the general checks decide and say why
+            _check_plain_values(params, exchange.order_fields.symbol, plan.decimals)
+            judged = self._judge_values(exchange, plan.endpoints, plan.kind, plan.documented, plan.fields, dict(params), now_ms)
         if judged.kind in _SIZED:
             self._meter(now_ms, judged.kind, judged.sized, judged.notional)
         return _new_tuple(Authorized, (params, b"", *judged[:5]))  # type: ignore[no-any-return]
@@ -680,7 +781,7 @@ class PolicyState:
         return Authorized(
             header_params, json.dumps(items, separators=(",", ":"), ensure_ascii=False).encode(), judged[0].endpoints, endpoint.kind,
             symbols.pop() if len(symbols) == 1 else None,
-            sum(quantities) if None not in quantities else None, sum(notionals) if None not in notionals else None,  # type: ignore[arg-type]
+            _exact_sum(quantities) if None not in quantities else None, _exact_sum(notionals) if None not in notionals else None,  # type: ignore[arg-type]
         )
 
     def _meter_batch(self, now_ms: int, judged: list[_Judged]) -> None:
@@ -698,7 +799,7 @@ class PolicyState:
         while self._bucket is not None and taken < counted and self._bucket.take(now_ms):
             taken += 1
         took = self._bucket is None or taken == counted
-        total = window.admit(now_ms, sum(each.notional for each in sized), policy.window_max, commit=took) if window is not None and sized else None  # type: ignore[arg-type, misc]
+        total = window.admit(now_ms, _exact_sum([each.notional for each in sized]), policy.window_max, commit=took) if window is not None and sized else None  # type: ignore[arg-type, misc]
         if total is not None or not took:
             for _ in range(taken if self._bucket is not None else 0):
                 self._bucket.give_back()  # type: ignore[union-attr]

@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, Rounded
 from typing import Any
 
-__all__ = ["TokenBucket", "NotionalWindow", "Verdicts", "WINDOW_BUCKETS", "VERDICT_BYTES", "MAX_REMEMBERED_SHAPES"]
+__all__ = ["TokenBucket", "NotionalWindow", "Verdicts", "WINDOW_BUCKETS", "VERDICT_BYTES", "MAX_REMEMBERED_SHAPES", "EXACT"]
 
 WINDOW_BUCKETS = 4096  # the notional window keeps at most this many sums
 VERDICT_BYTES = 1 << 20  # remembered verdicts, per key
 MAX_REMEMBERED_SHAPES = 4096
+# Amounts are checked decimals (document.DECIMAL: at most 31 digits before the point and 30 after),
+# so a notional (quantity × price) has at most 122 significant digits, and a window's total, below
+# its cap (at most 31 digits) plus one order, no more. Decimal's default context keeps 28 and
+# rounds: 5 × 200.0000000000000000000000001 came to 1000.000000000000000000000000, under a cap of
+# 1000. Sizes are multiplied and summed in a context wide enough to be exact, which traps an
+# inexact result (none can occur) rather than round it.
+EXACT = Context(prec=256, traps=[Inexact, Rounded, InvalidOperation, Overflow])
 
 
 class TokenBucket:
@@ -70,7 +77,7 @@ class NotionalWindow:
         self.span_ms = seconds * 1000
         self.bucket_ms = max(1000, self.span_ms // WINDOW_BUCKETS)
         self._buckets: deque[list] = deque()  # [first_ms, last_ms, sum]
-        self._total = Decimal(0)
+        self._total = Decimal(0)  # kept exact (EXACT): a rounded total could pass an order over the cap
         self._now_ms: int | None = None
         self.lock = lock if lock is not None else threading.Lock()
 
@@ -89,19 +96,20 @@ class NotionalWindow:
         latest = self._now_ms
         now_ms = self._now_ms = now_ms if latest is None or now_ms > latest else latest
         buckets, horizon = self._buckets, now_ms - self.span_ms
+        add = EXACT.add
         while buckets and buckets[0][1] <= horizon:
-            self._total -= buckets.popleft()[2]
-        total = self._total + notional
+            self._total = EXACT.subtract(self._total, buckets.popleft()[2])
+        total = add(self._total, notional)
         if total > limit:
             return total
         if commit:
             last = buckets[-1] if buckets else None
             if last is not None and now_ms < last[0] + self.bucket_ms:  # buckets begin a span apart
                 last[1] = now_ms
-                last[2] += notional
+                last[2] = add(last[2], notional)
             else:
                 buckets.append([now_ms, now_ms, notional])
-            self._total += notional
+            self._total = total
         return None
 
 
