@@ -9,21 +9,23 @@ from enclave.protocol import NEED_DATA, Connection, Role
 from enclave.protocol.frames import ControlRequest
 from enclave.protocol.messages import Message
 
-__all__ = ["send_controls", "send_requests"]
+__all__ = ["send_controls", "send_frames", "send_requests"]
 
 
 def send_controls(address: str, *messages: Message) -> list:
     """``messages`` pipelined on one connection to the enclave at ``address`` (``unix://…``), no
     ``Signer`` involved; the enclave's events, one answer each, in order."""
-    return _pipelined(address, lambda conn: [conn.send_control(number, message) for number, message in enumerate(messages, 1)])
+    return send_frames(address, lambda conn: [conn.send_control(number, message) for number, message in enumerate(messages, 1)])
 
 
 def send_requests(address: str, *requests: ControlRequest) -> list:
     """Control requests with any fields (the message classes' checks skipped), as ``send_controls``."""
-    return _pipelined(address, lambda conn: [conn.send(request) for request in requests])
+    return send_frames(address, lambda conn: [conn.send(request) for request in requests])
 
 
-def _pipelined(address: str, encode: Callable[[Connection], list[bytes]]) -> list:
+def send_frames(address: str, encode: Callable[[Connection], list[bytes]]) -> list:
+    """The frames ``encode`` makes on a client ``Connection``, pipelined on one plain connection;
+    every answer, in order."""
     conn = Connection(Role.CLIENT)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(60)

@@ -439,12 +439,9 @@ def _other_service(scheme: str, secret: bytes, policy: dict) -> tuple[EnclaveSer
 
 
 # -- over the wire: raw SIGN_HTTP frames to a real enclave, its first answer the long way -------------
-import socket  # noqa: E402
-
 import pytest  # noqa: E402
 from pytest_zerocopy import factories  # noqa: E402
-
-from enclave.protocol import NEED_DATA  # noqa: E402
+from raw_host import send_frames  # noqa: E402
 
 # Not marked ``zerocopy`` (as test_attack_review.py): the fixtures start this module's own emulator.
 fast_emulator = factories.emulator_proc(scope="module", clock=f"fixed:{NOW}")
@@ -468,25 +465,10 @@ WIRE_VARIANTS = [
 
 def _pipelined_sign_http(address: str, key: str, requests: list[tuple[str, str, tuple]]) -> list:
     """``requests`` as SIGN_HTTP frames pipelined on one plain connection, no ``Signer`` involved."""
-    conn = Connection(Role.CLIENT)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(60)
-        sock.connect(address.removeprefix("unix://"))
-        frames = [
-            conn.send_sign_http(number, sign_http_body_with(sign_http_prefix(key.encode(), method.encode(), path.encode()), http_params(params), b""))
-            for number, (method, path, params) in enumerate(requests, 1)
-        ]
-        sock.sendall(b"".join(frames))
-        answers: list = []
-        while len(answers) < len(frames):
-            event = conn.next_event()
-            if event is NEED_DATA:
-                data = sock.recv(65536)
-                assert data, "the enclave closed the connection"
-                conn.receive_data(data)
-            else:
-                answers.append(event)
-    return answers
+    return send_frames(address, lambda conn: [
+        conn.send_sign_http(number, sign_http_body_with(sign_http_prefix(key.encode(), method.encode(), path.encode()), http_params(params), b""))
+        for number, (method, path, params) in enumerate(requests, 1)
+    ])  # fmt: skip
 
 
 def test_raw_frames_of_a_remembered_shape_get_the_first_answers_again(fast_emulator, fast_key) -> None:
