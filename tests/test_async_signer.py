@@ -239,7 +239,27 @@ def test_a_fake_enclave_relaying_the_attestation_is_refused(zerocopy_emulator, e
 
 
 # -- timeouts: fail closed -----------------------------------------------------------------------
-class _SlowServer:
+class _StandInServer:
+    """What the stand-in enclaves below share: a listening Unix socket, the connections it
+    accepted and the threads serving them, all shut and joined by ``close``."""
+
+    _listener: socket.socket
+    _sockets: list[socket.socket]
+    _threads: list[threading.Thread]
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in self._threads:
+            thread.join(10)
+
+
+class _SlowServer(_StandInServer):
     """Answers each SIGN with ``b"sig:" + payload``; the first request only after ``delay`` s."""
 
     def __init__(self, tmp_path, delay: float) -> None:
@@ -272,16 +292,6 @@ class _SlowServer:
                         time.sleep(self.delay)
                     client.sendall(conn.send(Signature(event.request_id, b"sig:" + event.payload)))
 
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-        for thread in self._threads:
-            thread.join(10)
 
 
 @pytest.fixture
@@ -571,7 +581,7 @@ def test_provision_arguments_are_checked_the_same_way_by_both_signers(zerocopy_e
             sync.provision([b"{}"], credentials={}, timeout=0)
 
 
-class _HungServer:
+class _HungServer(_StandInServer):
     """A hung enclave: accepts connections and reads every request but answers none — until
     ``answering`` is set; connections whose first request arrives after that get ``b"sig:" +
     payload`` per SIGN, each ``delay`` seconds after it arrived (a connection that carried a
@@ -612,16 +622,6 @@ class _HungServer:
                         time.sleep(self.delay)
                         client.sendall(conn.send(Signature(event.request_id, b"sig:" + event.payload)))
 
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-        for thread in self._threads:
-            thread.join(10)
 
 
 def test_a_shared_signers_timeout_bounds_each_call_its_wait_for_a_turn_included(tmp_path):
@@ -739,7 +739,7 @@ def test_closing_a_signer_from_another_thread_ends_a_hung_call_at_once(tmp_path)
 
 
 # -- a budget spent connecting: nothing is sent -----------------------------------------------------
-class _LateHandshakeRelay:
+class _LateHandshakeRelay(_StandInServer):
     """Relays OPEN_SESSION to the real enclave (a genuine, fresh document) and holds the SESSION
     answer until ``hold_until`` (monotonic) on every connection after the first ``prompt`` ones;
     a connection in ``close_after_handshake`` is closed right after its answer. Frames after the
@@ -754,8 +754,8 @@ class _LateHandshakeRelay:
         self._listener.bind(self.path)
         self._listener.listen(4)
         self._sockets: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._serve, name="late-handshake")
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._serve, name="late-handshake")]
+        self._threads[0].start()
 
     def _serve(self) -> None:
         with contextlib.suppress(OSError, EOFError):
@@ -784,15 +784,6 @@ class _LateHandshakeRelay:
             while True:
                 self.received.append(_read_frame(client)[1])
 
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-        self._thread.join(10)
 
 
 #: The handshake's answer is sent this long before the call's deadline: under SEND_FLOOR left by
