@@ -41,7 +41,7 @@ from enclave.protocol import (
     SignRequest,
 )
 from enclave.protocol import cbor
-from enclave.protocol.frames import CONTROL_REQUESTS, CONTROL_RESPONSES, HEADER, sign_http_body_with, sign_http_prefix
+from enclave.protocol.frames import CONTROL_REQUESTS, CONTROL_RESPONSES, HEADER, http_signature_fields, sign_http_body_with, sign_http_prefix
 
 CLIENT, SERVER = Role.CLIENT, Role.SERVER
 OTHER = {CLIENT: SERVER, SERVER: CLIENT}
@@ -1417,3 +1417,23 @@ def test_the_enclaves_unchecked_signature_answer_is_the_checked_one_on_the_wire(
     assert client.next_event() == Signature(request_id, signature)
     with pytest.raises(LocalProtocolError):  # a client still cannot send one
         client.send(signature_answer(request_id, signature))
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.one_of(st.binary(max_size=64), st.builds(
+    lambda lengths, rest: struct.pack(">III", *lengths) + rest,
+    st.tuples(*[st.integers(0, 40)] * 3), st.binary(max_size=80),
+)))
+def test_the_clients_straight_read_of_an_http_signature_agrees_with_the_connection(body):
+    """What the client takes straight from the bytes is what ``Connection`` decodes from the same
+    frame, and whatever it does not take (None) ``Connection`` refuses: no garbage is read two ways."""
+    frame = HEADER.pack(len(body), VERSION, MessageType.HTTP_SIGNATURE, 7) + body
+    fields = http_signature_fields(frame)
+    conn = Connection(Role.CLIENT)
+    conn.receive_data(frame)
+    try:
+        event = conn.next_event()
+    except RemoteProtocolError:
+        assert fields is None
+        return
+    assert fields is not None and fields == (event.query, event.body, dict(event.headers))

@@ -27,7 +27,6 @@ from itertools import chain
 import os
 import select
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -54,7 +53,7 @@ from enclave.protocol import (
     sign_http_prefix,
 )
 from enclave.protocol.address import Address, AddressError, parse_address
-from enclave.protocol.frames import HEADER
+from enclave.protocol.frames import HEADER, http_signature_fields
 from enclave.protocol.messages import ANSWERS, Attest, Audit, Bind, Generate, KeyInfo, Keys, Message, MessageError, OpenSession, Provision, Remove
 from enclave.protocol.signing import API_KEY_RULE
 from enclave.protocol.session import ClientHandshake, HandshakeError, check_bound
@@ -79,7 +78,6 @@ CLOSE_WAIT = 1.0
 SEND_FLOOR = 0.001
 _DONTWAIT = socket.MSG_DONTWAIT
 _SIGNATURE, _HTTP_SIGNATURE = 0x81, 0x82  # the answers parsed straight from the bytes read
-_HTTP_ANSWER = struct.Struct(">III")  # HTTP_SIGNATURE: query, body and headers lengths (enclave/protocol/frames.py)
 _PROTOCOL_CODES = {ErrorCode.MALFORMED_FRAME, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.UNKNOWN_MESSAGE_TYPE, ErrorCode.FRAME_TOO_LARGE}
 
 
@@ -261,25 +259,6 @@ def _signed_request_from(method: str, path: str, body: str | bytes | None, query
     request = object.__new__(SignedRequest)
     request.__dict__.update(method=method.upper(), path=path, query=query, body=signed_body, headers=headers)
     return request
-
-
-def _http_answer_fields(frame: bytes) -> tuple[str, bytes, dict[str, str]] | None:
-    """An HTTP_SIGNATURE frame's (query, body, headers), read as :mod:`enclave.protocol.frames`
-    lays it out (lengths, then query, body, ``name\0value`` headers); None if it is malformed."""
-    if len(frame) < 22:
-        return None
-    query_length, body_length, headers_length = _HTTP_ANSWER.unpack_from(frame, 10)
-    query_end = 22 + query_length
-    body_end = query_end + body_length
-    if body_end + headers_length != len(frame):
-        return None
-    try:
-        query, items = frame[22:query_end].decode(), frame[body_end:].decode().split("\0") if headers_length else []
-    except UnicodeDecodeError:
-        return None
-    if len(items) % 2:
-        return None
-    return query, frame[query_end:body_end], dict(zip(items[0::2], items[1::2]))
 
 
 def _payload_argument(payload: Any) -> bytes:
@@ -604,7 +583,7 @@ class Signer:
             if len(data) >= 10 and HEADER.unpack_from(data) == (len(data) - 10, VERSION, kind, request_id):
                 if kind != _HTTP_SIGNATURE:
                     return data[10:]
-                fields = _http_answer_fields(data)
+                fields = http_signature_fields(data)
                 if fields is None:
                     self._fail()
                     raise errors.ProtocolError("malformed response from the enclave: HTTP_SIGNATURE body is malformed")

@@ -61,6 +61,7 @@ __all__ = [
     "sign_http_prefix",
     "signed_http_answer",
     "signature_answer",
+    "http_signature_fields",
     "http_params",
     "http_params_items",
 ]
@@ -857,6 +858,27 @@ def _decode_http_signature(request_id: int, body: bytes) -> HttpSignature:
     if headers is None:
         raise _bad("HTTP_SIGNATURE headers must come in name/value pairs", request_id)
     return signed_http_answer(request_id, query, body[query_end:body_end], headers)
+
+
+def http_signature_fields(frame: bytes) -> tuple[str, bytes, dict[str, str]] | None:
+    """A whole HTTP_SIGNATURE frame's (query, body, headers), read straight from its bytes (the
+    client's fast path, header already checked by its caller); None if it is malformed, for
+    ``Connection`` to judge and word."""
+    start = HEADER.size + _HTTP_RESPONSE.size
+    if len(frame) < start:
+        return None
+    query_length, body_length, headers_length = _HTTP_RESPONSE.unpack_from(frame, HEADER.size)
+    query_end = start + query_length
+    body_end = query_end + body_length
+    if body_end + headers_length != len(frame):
+        return None
+    try:
+        query, items = frame[start:query_end].decode(), frame[body_end:].decode().split("\0") if headers_length else []
+    except UnicodeDecodeError:
+        return None
+    if len(items) % 2:
+        return None
+    return query, frame[query_end:body_end], dict(zip(items[0::2], items[1::2]))
 
 
 def _encode_http_signature(event: HttpSignature) -> bytes:
