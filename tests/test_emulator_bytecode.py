@@ -18,12 +18,17 @@ def _run_isolated(image: Path, code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-I", "-B", "-v", "-c", bootstrap], capture_output=True, text=True, timeout=60)
 
 
-def test_the_image_runs_its_bytecode_which_no_measurement_includes(tmp_path):
+def _package(tmp_path: Path, modules: dict[str, str]) -> Path:
+    """An image directory holding package ``pkg`` with ``modules`` (relative path -> source)."""
     package = tmp_path / "image" / "pkg"
-    (package / "sub").mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "sub" / "__init__.py").write_text("")
-    (package / "sub" / "answer.py").write_text("VALUE = 'measured'\n")
+    for relative, source in {"__init__.py": "", **modules}.items():
+        (package / relative).parent.mkdir(parents=True, exist_ok=True)
+        (package / relative).write_text(source)
+    return package
+
+
+def test_the_image_runs_its_bytecode_which_no_measurement_includes(tmp_path):
+    package = _package(tmp_path, {"sub/__init__.py": "", "sub/answer.py": "VALUE = 'measured'\n"})
     measured = image_files(package)
     write_bytecode(package)
     assert image_files(package) == measured  # PCRs are computed over the same files as before
@@ -35,10 +40,7 @@ def test_the_image_runs_its_bytecode_which_no_measurement_includes(tmp_path):
 
 
 def test_a_source_changed_after_its_bytecode_runs_as_changed(tmp_path):
-    package = tmp_path / "image" / "pkg"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "answer.py").write_text("VALUE = 'compiled'\n")
+    package = _package(tmp_path, {"answer.py": "VALUE = 'compiled'\n"})
     write_bytecode(package)
     (package / "answer.py").write_text("VALUE = 'changed!'\n")  # same length: only the hash tells
     result = _run_isolated(package.parent, "import pkg.answer as a; print(a.VALUE)")
@@ -47,10 +49,7 @@ def test_a_source_changed_after_its_bytecode_runs_as_changed(tmp_path):
 
 
 def test_a_module_that_does_not_compile_gets_no_bytecode_and_fails_in_the_enclave_as_before(tmp_path):
-    package = tmp_path / "image" / "pkg"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "broken.py").write_text("def (:\n")
+    package = _package(tmp_path, {"broken.py": "def (:\n"})
     write_bytecode(package)
     assert not (package / "__pycache__" / f"broken.{sys.implementation.cache_tag}.pyc").exists()
     result = _run_isolated(package.parent, "import pkg.broken")
