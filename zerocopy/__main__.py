@@ -22,12 +22,13 @@ def _interrupted_while_starting(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    previous = {each: signal.signal(each, _interrupted_while_starting) for each in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        from ._cli import main as run_command
-    finally:
-        for each, handler in previous.items():
-            signal.signal(each, handler)
+    # Kept, not restored after the import: the CLI's own handling replaces it while a command runs
+    # and puts it back after, so no moment is left where Python's default handler would end the
+    # process with an uncaught KeyboardInterrupt.
+    for each in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(each, _interrupted_while_starting)
+    from ._cli import main as run_command
+
     return run_command(argv)
 
 
